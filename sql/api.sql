@@ -1,0 +1,1016 @@
+-- Soniq SQL API: every state transition of a job.
+--
+-- Conventions
+-- * Bad input raises a clear error with a standard SQLSTATE and writes nothing:
+--   22004 a required value is NULL, 22023 a value is out of range or malformed,
+--   P0002 an unknown job, dead job or worker, 55000 the caller's lease is no longer current.
+-- * A lease is the right of one worker to finish one attempt: (worker_id, attempt).
+--   complete, fail, snooze and abort must present it; a lease that was taken back is refused.
+-- * Lookups (get_job, list_jobs, ...) return no row for an unknown id.
+-- * Objects are schema-qualified everywhere, so no function depends on the caller's search_path.
+
+------------------------------------------------------------------------------------------
+-- Internal helpers
+------------------------------------------------------------------------------------------
+
+-- _wake: tell idle workers that a job became runnable in a queue. NOTIFY is transactional
+-- (a rolled-back enqueue sends nothing) and folds duplicates within one transaction.
+CREATE FUNCTION soniq._wake(queue text) RETURNS void
+LANGUAGE sql VOLATILE AS $$
+    SELECT pg_catalog.pg_notify('soniq_new_job', queue)
+$$;
+
+-- _require: raise 22004 when a required argument is NULL.
+CREATE FUNCTION soniq._require(value anyelement, what text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF value IS NULL THEN
+        RAISE EXCEPTION '% must not be NULL', what USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+END
+$$;
+
+-- _require_value: _require for SQL expressions; returns the value.
+CREATE FUNCTION soniq._require_value(value anyelement, what text) RETURNS anyelement
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    PERFORM soniq._require(value, what);
+    RETURN value;
+END
+$$;
+
+-- _check_filter: raise unless an optional text[] filter is NULL or a non-empty list without NULLs.
+CREATE FUNCTION soniq._check_filter(list text[], what text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF list IS NULL THEN
+        RETURN;
+    END IF;
+    IF cardinality(list) = 0 THEN
+        RAISE EXCEPTION '% must not be empty', what
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass NULL to mean all.';
+    END IF;
+    IF array_position(list, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION '% must not contain NULL', what USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+END
+$$;
+
+-- _check_interval: raise unless an interval is >= 0.
+CREATE FUNCTION soniq._check_interval(value interval, what text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF value < interval '0' THEN
+        RAISE EXCEPTION '% must not be negative, got %', what, value USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$$;
+
+-- _lease_refused: explain why a worker's lease on a job is not current, always raising.
+CREATE FUNCTION soniq._lease_refused(job_id uuid, worker_id uuid, attempt int) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    job soniq.jobs;
+BEGIN
+    SELECT * INTO job FROM soniq.jobs j WHERE j.id = _lease_refused.job_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'job % does not exist', job_id
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'It may have been dead-lettered, deleted or pruned after its lease was taken back.';
+    END IF;
+    RAISE EXCEPTION 'worker % does not hold the lease on attempt % of job %', worker_id, attempt, job_id
+        USING ERRCODE = 'object_not_in_prerequisite_state',
+              DETAIL = format('The job is %s at attempt %s%s.', job.status, job.attempts,
+                              CASE WHEN job.status = 'processing' THEN ', held by worker ' || job.worker_id END),
+              HINT = 'The lease was taken back (the worker was presumed dead) or the job already finished; this attempt''s outcome is discarded.';
+END
+$$;
+
+-- _bury: move jobs into the dead letter with a reason and their last error.
+CREATE FUNCTION soniq._bury(job_ids uuid[], reason text, error text) RETURNS int
+LANGUAGE sql VOLATILE AS $$
+    WITH gone AS (
+        DELETE FROM soniq.jobs j WHERE j.id = ANY (job_ids) RETURNING j.*
+    ), buried AS (
+        INSERT INTO soniq.dead_letter_jobs AS d (
+            id, task_name, args, queue, priority, attempts, max_attempts, timeout, retry_policy,
+            result_ttl, last_error, dead_letter_reason, producer_id, original_created_at)
+        SELECT g.id, g.task_name, g.args, g.queue, g.priority, g.attempts, g.max_attempts, g.timeout,
+               g.retry_policy, g.result_ttl, coalesce(error, g.last_error), reason, g.producer_id, g.created_at
+        FROM gone g
+        RETURNING d.id
+    )
+    SELECT count(*)::int FROM buried
+$$;
+
+-- _take_back: revoke the leases held by the given workers. A job whose cancellation was
+-- requested ends cancelled; a job that used up its attempts goes to the dead letter (the
+-- crash-loop guard: a job whose workers keep dying does not run again); the rest are
+-- queued again. Returns the number of jobs taken back.
+CREATE FUNCTION soniq._take_back(worker_ids uuid[], why text) RETURNS int
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    cancelled int;
+    exhausted uuid[];
+    requeued int;
+    queues text[];
+BEGIN
+    UPDATE soniq.jobs j
+       SET status = 'cancelled', finished_at = now(), updated_at = now(),
+           last_error = format('cancelled; %s during attempt %s', why, j.attempts)
+     WHERE j.status = 'processing' AND j.worker_id = ANY (worker_ids) AND j.cancel_requested;
+    GET DIAGNOSTICS cancelled = ROW_COUNT;
+
+    SELECT array_agg(j.id) INTO exhausted
+      FROM soniq.jobs j
+     WHERE j.status = 'processing' AND j.worker_id = ANY (worker_ids) AND j.attempts >= j.max_attempts;
+    PERFORM soniq._bury(exhausted, 'max_retries_exceeded',
+                        format('%s during its last attempt; attempts exhausted', why))
+      WHERE exhausted IS NOT NULL;
+
+    WITH requeued_jobs AS (
+        UPDATE soniq.jobs j
+           SET status = 'queued', worker_id = NULL, updated_at = now(),
+               last_error = format('%s during attempt %s', why, j.attempts)
+         WHERE j.status = 'processing' AND j.worker_id = ANY (worker_ids)
+        RETURNING j.queue
+    )
+    SELECT count(*), array_agg(DISTINCT r.queue) INTO requeued, queues FROM requeued_jobs r;
+    PERFORM soniq._wake(q) FROM unnest(queues) q;
+
+    RETURN cancelled + coalesce(cardinality(exhausted), 0) + requeued;
+END
+$$;
+
+------------------------------------------------------------------------------------------
+-- Tasks and queues
+------------------------------------------------------------------------------------------
+
+-- register_task: publish a handler's options; an omitted option at enqueue resolves from
+-- here before the system default. Re-registering replaces the previous defaults.
+CREATE FUNCTION soniq.register_task(task_name text, defaults jsonb DEFAULT '{}') RETURNS void
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    d jsonb;
+BEGIN
+    PERFORM soniq.check_task_name(task_name);
+    d := soniq.normalize_task_defaults(defaults);
+    INSERT INTO soniq.tasks AS t (task_name, queue, priority, retries, timeout, retry_policy, result_ttl, unique_job)
+    VALUES (register_task.task_name,
+            d ->> 'queue',
+            (d ->> 'priority')::int,
+            (d ->> 'retries')::int,
+            make_interval(secs => (d ->> 'timeout')::float8),
+            d -> 'retry_policy',
+            make_interval(secs => (d ->> 'result_ttl')::float8),
+            (d ->> 'unique')::boolean)
+    ON CONFLICT ON CONSTRAINT tasks_pkey DO UPDATE
+       SET queue = excluded.queue, priority = excluded.priority, retries = excluded.retries,
+           timeout = excluded.timeout, retry_policy = excluded.retry_policy,
+           result_ttl = excluded.result_ttl, unique_job = excluded.unique_job, updated_at = now();
+END
+$$;
+
+-- pause_queue: workers stop claiming from the queue; jobs keep arriving. Returns whether
+-- this call changed the state.
+CREATE FUNCTION soniq.pause_queue(name text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    changed boolean;
+BEGIN
+    PERFORM soniq.check_queue_name(name);
+    INSERT INTO soniq.queues AS q (name, paused, paused_at) VALUES (pause_queue.name, true, now())
+    ON CONFLICT ON CONSTRAINT queues_pkey DO UPDATE
+       SET paused = true, paused_at = now(), updated_at = now()
+     WHERE NOT q.paused
+    RETURNING true INTO changed;
+    RETURN coalesce(changed, false);
+END
+$$;
+
+-- resume_queue: workers claim from the queue again (and are woken at once).
+CREATE FUNCTION soniq.resume_queue(name text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM soniq.check_queue_name(name);
+    UPDATE soniq.queues q SET paused = false, paused_at = NULL, updated_at = now()
+     WHERE q.name = resume_queue.name AND q.paused;
+    IF FOUND THEN
+        PERFORM soniq._wake(name);
+        RETURN true;
+    END IF;
+    RETURN false;
+END
+$$;
+
+------------------------------------------------------------------------------------------
+-- Enqueue
+------------------------------------------------------------------------------------------
+
+-- enqueue: add one job and return its id. Options omitted here resolve from the task's
+-- registered defaults, then from the system defaults (queue 'default', priority 100,
+-- retries 3, timeout 300 s). With unique_job (a hash of the args) or a dedup_key, while a
+-- matching job is queued the call returns that job's id and writes nothing.
+-- Runs in the caller's transaction: rolled back, the job never existed.
+CREATE FUNCTION soniq.enqueue(
+    task_name    text,
+    args         jsonb       DEFAULT '{}',
+    queue        text        DEFAULT NULL,
+    priority     int         DEFAULT NULL,
+    scheduled_at timestamptz DEFAULT NULL,
+    retries      int         DEFAULT NULL,
+    unique_job   boolean     DEFAULT NULL,
+    dedup_key    text        DEFAULT NULL,
+    timeout      interval    DEFAULT NULL,
+    producer_id  text        DEFAULT NULL
+) RETURNS uuid
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    task soniq.tasks;
+    job soniq.jobs;
+    found_id uuid;
+BEGIN
+    PERFORM soniq.check_task_name(task_name);
+    PERFORM soniq._require(args, 'args');
+    IF jsonb_typeof(args) <> 'object' THEN
+        RAISE EXCEPTION 'args must be a JSON object, got a JSON %', jsonb_typeof(args)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Wrap the value: {"value": ...}.';
+    END IF;
+    IF enqueue.priority NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION 'priority must be between 1 and 1000, got %', enqueue.priority
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF enqueue.retries NOT BETWEEN 0 AND 1000 THEN
+        RAISE EXCEPTION 'retries must be between 0 and 1000, got %', enqueue.retries
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM soniq._check_interval(enqueue.timeout, 'timeout');
+    IF enqueue.dedup_key = '' THEN
+        RAISE EXCEPTION 'dedup_key must not be empty' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Pass NULL for no deduplication key.';
+    END IF;
+
+    SELECT * INTO task FROM soniq.tasks t WHERE t.task_name = enqueue.task_name;
+
+    job.id := soniq.uuid_v7();
+    job.queue := coalesce(enqueue.queue, task.queue, 'default');
+    PERFORM soniq.check_queue_name(job.queue);
+    job.priority := coalesce(enqueue.priority, task.priority, 100);
+    job.max_attempts := coalesce(enqueue.retries, task.retries, 3) + 1;
+    job.timeout := nullif(coalesce(enqueue.timeout, task.timeout, interval '300 seconds'), interval '0');
+    job.result_ttl := coalesce(task.result_ttl, interval '300 seconds');
+    IF coalesce(enqueue.unique_job, task.unique_job, false) THEN
+        -- jsonb's text form is canonical (keys sorted, whitespace fixed), so equal args hash equal.
+        job.args_hash := encode(sha256(convert_to(args::text, 'UTF8')), 'hex');
+    END IF;
+
+    -- A duplicate is found by the look-ups below; if it leaves the queued state between the
+    -- INSERT and the look-up, the INSERT goes through on the next turn.
+    FOR turn IN 1..10 LOOP
+        INSERT INTO soniq.jobs AS j (id, task_name, args, queue, priority, max_attempts, scheduled_at,
+                                     timeout, retry_policy, result_ttl, args_hash, dedup_key, producer_id)
+        VALUES (job.id, enqueue.task_name, enqueue.args, job.queue, job.priority, job.max_attempts,
+                enqueue.scheduled_at, job.timeout, task.retry_policy, job.result_ttl, job.args_hash,
+                enqueue.dedup_key, enqueue.producer_id)
+        ON CONFLICT DO NOTHING
+        RETURNING j.id INTO found_id;
+        IF found_id IS NOT NULL THEN
+            IF enqueue.scheduled_at IS NULL OR enqueue.scheduled_at <= now() THEN
+                PERFORM soniq._wake(job.queue);
+            END IF;
+            RETURN found_id;
+        END IF;
+
+        SELECT j.id INTO found_id FROM soniq.jobs j
+         WHERE j.status = 'queued' AND j.dedup_key = enqueue.dedup_key;
+        IF found_id IS NULL THEN
+            SELECT j.id INTO found_id FROM soniq.jobs j
+             WHERE j.status = 'queued' AND j.task_name = enqueue.task_name AND j.args_hash = job.args_hash;
+        END IF;
+        IF found_id IS NOT NULL THEN
+            RETURN found_id;
+        END IF;
+    END LOOP;
+    RAISE EXCEPTION 'could not enqueue % after repeated deduplication races', task_name
+        USING ERRCODE = 'serialization_failure', HINT = 'Retry the transaction.';
+END
+$$;
+
+-- enqueue_many (specs): a JSON array of job specs, each an object with the keys task_name
+-- (required), args, queue, priority, scheduled_at, retries, unique, dedup_key,
+-- timeout (seconds) and producer_id. Ids come back in input order; an error names the
+-- offending element, and nothing is written.
+CREATE FUNCTION soniq.enqueue_many(jobs jsonb) RETURNS SETOF uuid
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    spec jsonb;
+    n int := 0;
+    unknown text;
+    message text;
+    code text;
+BEGIN
+    PERFORM soniq._require(jobs, 'jobs');
+    IF jsonb_typeof(jobs) <> 'array' THEN
+        RAISE EXCEPTION 'jobs must be a JSON array of job specs, got a JSON %', jsonb_typeof(jobs)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- One exception block around the whole loop (not one per job: a subtransaction per
+    -- row would overflow the subtransaction cache on large batches); n survives the
+    -- rollback, so the error names the element that failed.
+    BEGIN
+        FOR spec IN SELECT value FROM jsonb_array_elements(jobs) LOOP
+            IF jsonb_typeof(spec) <> 'object' THEN
+                RAISE EXCEPTION 'a job spec must be a JSON object, got a JSON %', jsonb_typeof(spec)
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            SELECT string_agg(k, ', ') INTO unknown FROM jsonb_object_keys(spec) k
+             WHERE k NOT IN ('task_name', 'args', 'queue', 'priority', 'scheduled_at', 'retries',
+                             'unique', 'dedup_key', 'timeout', 'producer_id');
+            IF unknown IS NOT NULL THEN
+                RAISE EXCEPTION 'unknown key(s) in job spec: %', unknown
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            RETURN NEXT soniq.enqueue(
+                task_name    => spec ->> 'task_name',
+                args         => coalesce(spec -> 'args', '{}'),
+                queue        => spec ->> 'queue',
+                priority     => (spec ->> 'priority')::int,
+                scheduled_at => (spec ->> 'scheduled_at')::timestamptz,
+                retries      => (spec ->> 'retries')::int,
+                unique_job   => (spec ->> 'unique')::boolean,
+                dedup_key    => spec ->> 'dedup_key',
+                timeout      => make_interval(secs => (spec ->> 'timeout')::float8),
+                producer_id  => spec ->> 'producer_id');
+            n := n + 1;
+        END LOOP;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, code = RETURNED_SQLSTATE;
+        RAISE EXCEPTION 'jobs[%]: %', n, message USING ERRCODE = code;
+    END;
+END
+$$;
+
+-- enqueue_many (one task, many args): one job per element of args, ids in input order.
+CREATE FUNCTION soniq.enqueue_many(
+    task_name    text,
+    args         jsonb[],
+    queue        text        DEFAULT NULL,
+    priority     int         DEFAULT NULL,
+    scheduled_at timestamptz DEFAULT NULL,
+    retries      int         DEFAULT NULL,
+    unique_job   boolean     DEFAULT NULL,
+    timeout      interval    DEFAULT NULL,
+    producer_id  text        DEFAULT NULL
+) RETURNS SETOF uuid
+LANGUAGE sql VOLATILE AS $$
+    SELECT soniq.enqueue_many(coalesce(jsonb_agg(
+               jsonb_build_object('task_name', $1, 'args', a.value)
+               || jsonb_strip_nulls(jsonb_build_object(
+                      'queue', $3, 'priority', $4, 'scheduled_at', $5, 'retries', $6,
+                      'unique', $7, 'timeout', extract(epoch FROM $8), 'producer_id', $9))
+               ORDER BY a.n), '[]'))
+      FROM unnest(soniq._require_value($2, 'args')) WITH ORDINALITY AS a(value, n)
+$$;
+
+------------------------------------------------------------------------------------------
+-- Workers
+------------------------------------------------------------------------------------------
+
+-- register_worker: a runner process announces itself; returns its id, which claims and
+-- heartbeats present. queues NULL means all queues.
+CREATE FUNCTION soniq.register_worker(
+    hostname    text    DEFAULT NULL,
+    pid         int     DEFAULT NULL,
+    queues      text[]  DEFAULT NULL,
+    concurrency int     DEFAULT 1,
+    version     text    DEFAULT NULL,
+    metadata    jsonb   DEFAULT '{}'
+) RETURNS uuid
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    new_id uuid;
+BEGIN
+    PERFORM soniq._check_filter(queues, 'queues');
+    PERFORM soniq.check_queue_name(q) FROM unnest(queues) q;
+    IF concurrency IS NULL OR concurrency < 1 THEN
+        RAISE EXCEPTION 'concurrency must be at least 1, got %', coalesce(concurrency::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF metadata IS NULL OR jsonb_typeof(metadata) <> 'object' THEN
+        RAISE EXCEPTION 'metadata must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO soniq.workers AS w (hostname, pid, queues, concurrency, version, metadata)
+    VALUES (register_worker.hostname, register_worker.pid, register_worker.queues,
+            register_worker.concurrency, register_worker.version, register_worker.metadata)
+    RETURNING w.id INTO new_id;
+    RETURN new_id;
+END
+$$;
+
+-- heartbeat: the worker is alive. Returns the ids of the jobs it holds whose cancellation
+-- was requested (soniq.cancel_job): the worker should abort them.
+CREATE FUNCTION soniq.heartbeat(worker_id uuid) RETURNS SETOF uuid
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM soniq._require(worker_id, 'worker_id');
+    UPDATE soniq.workers w SET last_heartbeat = now() WHERE w.id = heartbeat.worker_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'worker % is not registered', worker_id
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'It was presumed dead and its leases were taken back; register again.';
+    END IF;
+    RETURN QUERY
+    SELECT j.id FROM soniq.jobs j
+     WHERE j.status = 'processing' AND j.worker_id = heartbeat.worker_id AND j.cancel_requested;
+END
+$$;
+
+-- deregister_worker: a worker leaves. Jobs it still holds are taken back (queued again,
+-- or dead-lettered if that was their last attempt). Returns how many.
+CREATE FUNCTION soniq.deregister_worker(worker_id uuid) RETURNS int
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM soniq._require(worker_id, 'worker_id');
+    DELETE FROM soniq.workers w WHERE w.id = deregister_worker.worker_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'worker % is not registered', worker_id USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN soniq._take_back(ARRAY[worker_id], format('worker %s deregistered', worker_id));
+END
+$$;
+
+-- recover_stale_workers: workers silent for longer than timeout are presumed dead and
+-- removed; their jobs are taken back (see _take_back). Jobs held by a worker that no
+-- longer exists are taken back too. Returns how many jobs were taken back.
+CREATE FUNCTION soniq.recover_stale_workers(timeout interval DEFAULT '5 minutes') RETURNS int
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    lost uuid[];
+BEGIN
+    PERFORM soniq._require(timeout, 'timeout');
+    IF timeout <= interval '0' THEN
+        RAISE EXCEPTION 'timeout must be positive, got %', timeout USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    WITH stale AS (
+        DELETE FROM soniq.workers w WHERE w.last_heartbeat < now() - recover_stale_workers.timeout
+        RETURNING w.id
+    )
+    SELECT array_agg(s.id) INTO lost FROM stale s;
+    lost := coalesce(lost, '{}') || ARRAY(
+        SELECT DISTINCT j.worker_id FROM soniq.jobs j
+         WHERE j.status = 'processing'
+           AND NOT EXISTS (SELECT FROM soniq.workers w WHERE w.id = j.worker_id));
+    IF cardinality(lost) = 0 THEN
+        RETURN 0;
+    END IF;
+    RETURN soniq._take_back(lost, 'its worker stopped heartbeating');
+END
+$$;
+
+------------------------------------------------------------------------------------------
+-- Claim and outcomes
+------------------------------------------------------------------------------------------
+
+-- claim: lease up to batch_size due jobs to a worker, in priority order (lower number
+-- first), never-scheduled before scheduled, oldest first. Skips paused queues and rows
+-- other claimers hold. queues / task_names restrict the claim (NULL: any); a worker
+-- passes the task names it can run so it never takes a job it does not know.
+CREATE FUNCTION soniq.claim(
+    worker_id  uuid,
+    queues     text[] DEFAULT NULL,
+    batch_size int    DEFAULT 1,
+    task_names text[] DEFAULT NULL
+) RETURNS TABLE (
+    id           uuid,
+    task_name    text,
+    args         jsonb,
+    attempt      int,
+    max_attempts int,
+    queue        text,
+    priority     int,
+    timeout      interval,
+    scheduled_at timestamptz,
+    created_at   timestamptz
+)
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    paused text[];
+BEGIN
+    PERFORM soniq._require(claim.worker_id, 'worker_id');
+    PERFORM soniq._check_filter(claim.queues, 'queues');
+    PERFORM soniq._check_filter(claim.task_names, 'task_names');
+    IF batch_size IS NULL OR batch_size NOT BETWEEN 1 AND 10000 THEN
+        RAISE EXCEPTION 'batch_size must be between 1 and 10000, got %', coalesce(batch_size::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT EXISTS (SELECT FROM soniq.workers w WHERE w.id = claim.worker_id) THEN
+        RAISE EXCEPTION 'worker % is not registered', claim.worker_id
+            USING ERRCODE = 'no_data_found', HINT = 'Call soniq.register_worker() first.';
+    END IF;
+    SELECT coalesce(array_agg(q.name), '{}') INTO paused FROM soniq.queues q WHERE q.paused;
+
+    RETURN QUERY
+    WITH picked AS MATERIALIZED (
+        SELECT j.id FROM soniq.jobs j
+         WHERE j.status = 'queued'
+           AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
+           AND (claim.queues IS NULL OR j.queue = ANY (claim.queues))
+           AND (claim.task_names IS NULL OR j.task_name = ANY (claim.task_names))
+           AND j.queue <> ALL (paused)
+         ORDER BY j.priority, j.scheduled_at NULLS FIRST, j.created_at, j.id
+         LIMIT claim.batch_size
+           FOR UPDATE SKIP LOCKED
+    ), claimed AS (
+        UPDATE soniq.jobs j
+           SET status = 'processing', attempts = j.attempts + 1, worker_id = claim.worker_id,
+               started_at = now(), updated_at = now()
+          FROM picked p
+         WHERE j.id = p.id
+        RETURNING j.*
+    )
+    SELECT c.id, c.task_name, c.args, c.attempts, c.max_attempts, c.queue, c.priority, c.timeout,
+           c.scheduled_at, c.created_at
+      FROM claimed c
+     ORDER BY c.priority, c.scheduled_at NULLS FIRST, c.created_at, c.id;
+END
+$$;
+
+-- complete_many: finish many attempts of one worker in one round trip. Returns the ids it
+-- completed; an id missing from the result was not held under that lease (it was taken
+-- back) and stays as it is. A job whose result TTL is 0 is deleted at once.
+CREATE FUNCTION soniq.complete_many(
+    job_ids   uuid[],
+    worker_id uuid,
+    attempts  int[],
+    results   jsonb[] DEFAULT NULL
+) RETURNS SETOF uuid
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM soniq._require(job_ids, 'job_ids');
+    PERFORM soniq._require(complete_many.worker_id, 'worker_id');
+    PERFORM soniq._require(complete_many.attempts, 'attempts');
+    IF array_position(job_ids, NULL) IS NOT NULL OR array_position(complete_many.attempts, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'job_ids and attempts must not contain NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF cardinality(job_ids) <> cardinality(complete_many.attempts)
+       OR cardinality(job_ids) <> coalesce(cardinality(results), cardinality(job_ids)) THEN
+        RAISE EXCEPTION 'job_ids, attempts and results must have the same length'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    RETURN QUERY
+    WITH lease AS (
+        SELECT * FROM unnest(job_ids, complete_many.attempts, results) AS l(id, attempt, result)
+    ), kept AS (
+        UPDATE soniq.jobs j
+           SET status = 'done', result = l.result, finished_at = now(), updated_at = now(),
+               expires_at = now() + j.result_ttl
+          FROM lease l
+         WHERE j.id = l.id AND j.status = 'processing' AND j.worker_id = complete_many.worker_id
+           AND j.attempts = l.attempt AND j.result_ttl > interval '0'
+        RETURNING j.id
+    ), dropped AS (
+        DELETE FROM soniq.jobs j
+         USING lease l
+         WHERE j.id = l.id AND j.status = 'processing' AND j.worker_id = complete_many.worker_id
+           AND j.attempts = l.attempt AND j.result_ttl <= interval '0'
+        RETURNING j.id
+    )
+    SELECT k.id FROM kept k UNION ALL SELECT d.id FROM dropped d;
+END
+$$;
+
+-- complete: the attempt succeeded. The result is kept for the task's result TTL.
+CREATE FUNCTION soniq.complete(job_id uuid, worker_id uuid, attempt int, result jsonb DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM soniq._require(job_id, 'job_id');
+    PERFORM soniq._require(worker_id, 'worker_id');
+    PERFORM soniq._require(attempt, 'attempt');
+    PERFORM FROM soniq.complete_many(ARRAY[job_id], worker_id, ARRAY[attempt], ARRAY[result]);
+    IF NOT FOUND THEN
+        PERFORM soniq._lease_refused(job_id, worker_id, attempt);
+    END IF;
+END
+$$;
+
+-- _fail: the one implementation behind fail and fail_many. Returns the job's new state
+-- ('queued' or 'dead'), or NULL when the lease is not current.
+CREATE FUNCTION soniq._fail(job_id uuid, worker_id uuid, attempt int, error text, retry_in interval, reason text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    job soniq.jobs;
+    delay interval;
+BEGIN
+    PERFORM soniq._require(job_id, 'job_id');
+    PERFORM soniq._require(worker_id, 'worker_id');
+    PERFORM soniq._require(attempt, 'attempt');
+    PERFORM soniq._require(error, 'error');
+    PERFORM soniq._check_interval(retry_in, 'retry_in');
+    IF reason NOT IN ('timeout', 'permanent_failure', 'invalid_arguments', 'job_not_found') THEN
+        RAISE EXCEPTION 'reason must be timeout, permanent_failure, invalid_arguments or job_not_found, got %', reason
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass NULL for an ordinary failure that retries while attempts remain.';
+    END IF;
+
+    SELECT * INTO job FROM soniq.jobs j
+     WHERE j.id = _fail.job_id AND j.status = 'processing' AND j.worker_id = _fail.worker_id
+       AND j.attempts = _fail.attempt
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+
+    IF reason IN ('permanent_failure', 'invalid_arguments', 'job_not_found') OR job.attempts >= job.max_attempts THEN
+        PERFORM soniq._bury(ARRAY[job.id],
+                            CASE WHEN reason IS NULL THEN 'max_retries_exceeded' ELSE reason END,
+                            left(error, 8192));
+        RETURN 'dead';
+    END IF;
+
+    delay := coalesce(retry_in, make_interval(secs => soniq.retry_delay(job.retry_policy, job.attempts, job.id)));
+    UPDATE soniq.jobs j
+       SET status = 'queued', worker_id = NULL, last_error = left(error, 8192), updated_at = now(),
+           scheduled_at = CASE WHEN delay > interval '0' THEN now() + delay END
+     WHERE j.id = job.id;
+    IF delay <= interval '0' THEN
+        PERFORM soniq._wake(job.queue);
+    END IF;
+    RETURN 'queued';
+END
+$$;
+
+-- fail: the attempt failed with error. While attempts remain the job is queued again after
+-- its retry policy's delay (or retry_in, when a runner's own policy computed one); after
+-- the last attempt it moves to the dead letter (reason max_retries_exceeded, or timeout
+-- when reason is 'timeout'). reason permanent_failure, invalid_arguments or job_not_found
+-- dead-letters the job at once. Returns the job's new state: 'queued' or 'dead'.
+CREATE FUNCTION soniq.fail(
+    job_id    uuid,
+    worker_id uuid,
+    attempt   int,
+    error     text,
+    retry_in  interval DEFAULT NULL,
+    reason    text     DEFAULT NULL
+) RETURNS text
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    outcome text;
+BEGIN
+    outcome := soniq._fail(job_id, worker_id, attempt, error, retry_in, reason);
+    IF outcome IS NULL THEN
+        PERFORM soniq._lease_refused(job_id, worker_id, attempt);
+    END IF;
+    RETURN outcome;
+END
+$$;
+
+-- fail_many: fail many attempts of one worker in one round trip. Returns (job_id, state)
+-- for each failure it recorded; a job missing from the result was not held under that lease.
+CREATE FUNCTION soniq.fail_many(
+    job_ids   uuid[],
+    worker_id uuid,
+    attempts  int[],
+    errors    text[],
+    retry_in  interval[] DEFAULT NULL,
+    reasons   text[]     DEFAULT NULL
+) RETURNS TABLE (job_id uuid, state text)
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM soniq._require(job_ids, 'job_ids');
+    PERFORM soniq._require(fail_many.attempts, 'attempts');
+    PERFORM soniq._require(errors, 'errors');
+    IF cardinality(job_ids) <> cardinality(fail_many.attempts)
+       OR cardinality(job_ids) <> cardinality(errors)
+       OR cardinality(job_ids) <> coalesce(cardinality(fail_many.retry_in), cardinality(job_ids))
+       OR cardinality(job_ids) <> coalesce(cardinality(reasons), cardinality(job_ids)) THEN
+        RAISE EXCEPTION 'job_ids, attempts, errors, retry_in and reasons must have the same length'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+    SELECT f.id, f.state
+      FROM (SELECT l.id, soniq._fail(l.id, fail_many.worker_id, l.attempt, l.error, l.delay, l.reason) AS state, l.n
+              FROM unnest(job_ids, fail_many.attempts, errors, fail_many.retry_in, reasons)
+                   WITH ORDINALITY AS l(id, attempt, error, delay, reason, n)) f
+     WHERE f.state IS NOT NULL
+     ORDER BY f.n;
+END
+$$;
+
+-- snooze: put the job back to sleep for delay without using up an attempt (the next
+-- claim sees the same attempt number).
+CREATE FUNCTION soniq.snooze(job_id uuid, worker_id uuid, attempt int, delay interval) RETURNS void
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    job_queue text;
+BEGIN
+    PERFORM soniq._require(job_id, 'job_id');
+    PERFORM soniq._require(worker_id, 'worker_id');
+    PERFORM soniq._require(attempt, 'attempt');
+    PERFORM soniq._require(delay, 'delay');
+    PERFORM soniq._check_interval(delay, 'delay');
+    UPDATE soniq.jobs j
+       SET status = 'queued', attempts = j.attempts - 1, worker_id = NULL,
+           scheduled_at = now() + snooze.delay, updated_at = now()
+     WHERE j.id = snooze.job_id AND j.status = 'processing' AND j.worker_id = snooze.worker_id
+       AND j.attempts = snooze.attempt
+    RETURNING j.queue INTO job_queue;
+    IF NOT FOUND THEN
+        PERFORM soniq._lease_refused(job_id, worker_id, attempt);
+    END IF;
+    IF delay = interval '0' THEN
+        PERFORM soniq._wake(job_queue);
+    END IF;
+END
+$$;
+
+-- abort: the worker ends its attempt and the job as cancelled (the handler cancelled
+-- itself, or heartbeat reported a cancellation request).
+CREATE FUNCTION soniq.abort(job_id uuid, worker_id uuid, attempt int, reason text DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM soniq._require(job_id, 'job_id');
+    PERFORM soniq._require(worker_id, 'worker_id');
+    PERFORM soniq._require(attempt, 'attempt');
+    UPDATE soniq.jobs j
+       SET status = 'cancelled', finished_at = now(), updated_at = now(),
+           last_error = coalesce(left(abort.reason, 8192), j.last_error)
+     WHERE j.id = abort.job_id AND j.status = 'processing' AND j.worker_id = abort.worker_id
+       AND j.attempts = abort.attempt;
+    IF NOT FOUND THEN
+        PERFORM soniq._lease_refused(job_id, worker_id, attempt);
+    END IF;
+END
+$$;
+
+------------------------------------------------------------------------------------------
+-- Managing jobs
+------------------------------------------------------------------------------------------
+
+-- cancel_job: a queued job becomes cancelled and never runs; a processing job is flagged,
+-- and its worker learns it from its next heartbeat. Returns false when the job already
+-- finished (done, cancelled or dead).
+CREATE FUNCTION soniq.cancel_job(job_id uuid) RETURNS boolean
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    current_status text;
+BEGIN
+    PERFORM soniq._require(job_id, 'job_id');
+    SELECT j.status INTO current_status FROM soniq.jobs j WHERE j.id = cancel_job.job_id FOR UPDATE;
+    IF current_status = 'queued' THEN
+        UPDATE soniq.jobs j SET status = 'cancelled', finished_at = now(), updated_at = now()
+         WHERE j.id = cancel_job.job_id;
+        RETURN true;
+    ELSIF current_status = 'processing' THEN
+        UPDATE soniq.jobs j SET cancel_requested = true, updated_at = now() WHERE j.id = cancel_job.job_id;
+        RETURN true;
+    ELSIF current_status IS NOT NULL
+          OR EXISTS (SELECT FROM soniq.dead_letter_jobs d WHERE d.id = cancel_job.job_id) THEN
+        RETURN false;
+    END IF;
+    RAISE EXCEPTION 'job % does not exist', job_id USING ERRCODE = 'no_data_found';
+END
+$$;
+
+-- delete_job: remove a job in any state (a processing job's lease is revoked with it).
+CREATE FUNCTION soniq.delete_job(job_id uuid) RETURNS void
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM soniq._require(job_id, 'job_id');
+    DELETE FROM soniq.jobs j WHERE j.id = delete_job.job_id;
+    IF FOUND THEN
+        RETURN;
+    END IF;
+    IF EXISTS (SELECT FROM soniq.dead_letter_jobs d WHERE d.id = delete_job.job_id) THEN
+        RAISE EXCEPTION 'job % is in the dead letter', job_id USING ERRCODE = 'no_data_found',
+            HINT = 'Use soniq.dead_letter_delete() for dead jobs.';
+    END IF;
+    RAISE EXCEPTION 'job % does not exist', job_id USING ERRCODE = 'no_data_found';
+END
+$$;
+
+-- job_info: one job as lookups return it; status 'dead' for a dead-lettered job.
+CREATE VIEW soniq.job_info AS
+SELECT j.id, j.task_name, j.args, j.status, j.queue, j.priority, j.attempts, j.max_attempts,
+       j.scheduled_at, j.timeout, j.last_error, j.result, j.worker_id, j.cancel_requested,
+       j.producer_id, NULL::text AS dead_letter_reason, j.created_at, j.updated_at,
+       j.started_at, j.finished_at, j.expires_at
+  FROM soniq.jobs j
+UNION ALL
+SELECT d.id, d.task_name, d.args, 'dead', d.queue, d.priority, d.attempts, d.max_attempts,
+       NULL, d.timeout, d.last_error, NULL, NULL, false,
+       d.producer_id, d.dead_letter_reason, d.original_created_at, d.moved_to_dead_letter_at,
+       NULL, d.moved_to_dead_letter_at, NULL
+  FROM soniq.dead_letter_jobs d;
+
+-- get_job: a job by id, also when it is dead; no row when unknown.
+CREATE FUNCTION soniq.get_job(job_id uuid) RETURNS SETOF soniq.job_info
+LANGUAGE sql STABLE AS $$
+    SELECT * FROM soniq.job_info i WHERE i.id = job_id
+$$;
+
+-- list_jobs: jobs newest first, filtered by queue and status (queued, processing, done,
+-- cancelled), paged by row_limit and row_offset. Dead jobs: soniq.dead_letter_list().
+CREATE FUNCTION soniq.list_jobs(
+    queue      text DEFAULT NULL,
+    status     text DEFAULT NULL,
+    row_limit  int  DEFAULT 100,
+    row_offset int  DEFAULT 0
+) RETURNS SETOF soniq.job_info
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF list_jobs.status NOT IN ('queued', 'processing', 'done', 'cancelled') THEN
+        RAISE EXCEPTION 'status must be queued, processing, done or cancelled, got %', list_jobs.status
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Dead jobs are listed by soniq.dead_letter_list().';
+    END IF;
+    IF row_limit IS NULL OR row_limit NOT BETWEEN 1 AND 10000 OR row_offset IS NULL OR row_offset < 0 THEN
+        RAISE EXCEPTION 'row_limit must be between 1 and 10000 and row_offset at least 0'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+    SELECT i.* FROM soniq.job_info i
+     WHERE i.status <> 'dead'
+       AND (list_jobs.queue IS NULL OR i.queue = list_jobs.queue)
+       AND (list_jobs.status IS NULL OR i.status = list_jobs.status)
+     ORDER BY i.created_at DESC, i.id DESC
+     LIMIT row_limit OFFSET row_offset;
+END
+$$;
+
+-- queue_stats: counts of one queue (or of all when queue is NULL). queued, processing
+-- read only small partial indexes; done and cancelled rows are bounded by their TTL.
+CREATE FUNCTION soniq.queue_stats(queue text DEFAULT NULL) RETURNS TABLE (
+    total       bigint,
+    queued      bigint,
+    processing  bigint,
+    done        bigint,
+    cancelled   bigint,
+    dead_letter bigint
+)
+LANGUAGE sql STABLE AS $$
+    WITH live AS (
+        SELECT count(*) FILTER (WHERE j.status = 'queued') AS queued,
+               count(*) FILTER (WHERE j.status = 'processing') AS processing,
+               count(*) FILTER (WHERE j.status = 'done') AS done,
+               count(*) FILTER (WHERE j.status = 'cancelled') AS cancelled
+          FROM soniq.jobs j
+         WHERE $1 IS NULL OR j.queue = $1
+    ), dead AS (
+        SELECT count(*) AS dead_letter FROM soniq.dead_letter_jobs d WHERE $1 IS NULL OR d.queue = $1
+    )
+    SELECT l.queued + l.processing + l.done + l.cancelled + d.dead_letter,
+           l.queued, l.processing, l.done, l.cancelled, d.dead_letter
+      FROM live l, dead d
+$$;
+
+------------------------------------------------------------------------------------------
+-- Dead letter
+------------------------------------------------------------------------------------------
+
+-- dead_letter_list: dead jobs, most recently dead first, filtered and paged.
+CREATE FUNCTION soniq.dead_letter_list(
+    task_name  text DEFAULT NULL,
+    queue      text DEFAULT NULL,
+    reason     text DEFAULT NULL,
+    row_limit  int  DEFAULT 100,
+    row_offset int  DEFAULT 0
+) RETURNS SETOF soniq.dead_letter_jobs
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF row_limit IS NULL OR row_limit NOT BETWEEN 1 AND 10000 OR row_offset IS NULL OR row_offset < 0 THEN
+        RAISE EXCEPTION 'row_limit must be between 1 and 10000 and row_offset at least 0'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+    SELECT d.* FROM soniq.dead_letter_jobs d
+     WHERE (dead_letter_list.task_name IS NULL OR d.task_name = dead_letter_list.task_name)
+       AND (dead_letter_list.queue IS NULL OR d.queue = dead_letter_list.queue)
+       AND (dead_letter_list.reason IS NULL OR d.dead_letter_reason = dead_letter_list.reason)
+     ORDER BY d.moved_to_dead_letter_at DESC, d.id DESC
+     LIMIT row_limit OFFSET row_offset;
+END
+$$;
+
+-- replay: mint a fresh job from a dead one (new id, attempts reset, same args and policy;
+-- queue, priority and max_attempts may be overridden). The dead row stays, with its
+-- resurrection_count incremented. Returns the new job's id.
+CREATE FUNCTION soniq.replay(
+    dead_job_id  uuid,
+    queue        text DEFAULT NULL,
+    priority     int  DEFAULT NULL,
+    max_attempts int  DEFAULT NULL
+) RETURNS uuid
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    dead soniq.dead_letter_jobs;
+    new_id uuid := soniq.uuid_v7();
+BEGIN
+    PERFORM soniq._require(dead_job_id, 'dead_job_id');
+    IF replay.priority NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION 'priority must be between 1 and 1000, got %', replay.priority
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF replay.max_attempts NOT BETWEEN 1 AND 1001 THEN
+        RAISE EXCEPTION 'max_attempts must be between 1 and 1001, got %', replay.max_attempts
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF replay.queue IS NOT NULL THEN
+        PERFORM soniq.check_queue_name(replay.queue);
+    END IF;
+    UPDATE soniq.dead_letter_jobs d
+       SET resurrection_count = d.resurrection_count + 1, last_resurrection_at = now()
+     WHERE d.id = dead_job_id
+    RETURNING d.* INTO dead;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'dead job % does not exist', dead_job_id USING ERRCODE = 'no_data_found';
+    END IF;
+    INSERT INTO soniq.jobs (id, task_name, args, queue, priority, max_attempts, timeout, retry_policy,
+                            result_ttl, producer_id)
+    VALUES (new_id, dead.task_name, dead.args, coalesce(replay.queue, dead.queue),
+            coalesce(replay.priority, dead.priority), coalesce(replay.max_attempts, dead.max_attempts),
+            dead.timeout, dead.retry_policy, dead.result_ttl, dead.producer_id);
+    PERFORM soniq._wake(coalesce(replay.queue, dead.queue));
+    RETURN new_id;
+END
+$$;
+
+-- dead_letter_move: move a job that is not running (queued or cancelled) into the dead
+-- letter by hand, reason manual_move.
+CREATE FUNCTION soniq.dead_letter_move(job_id uuid, note text DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    current_status text;
+BEGIN
+    PERFORM soniq._require(job_id, 'job_id');
+    SELECT j.status INTO current_status FROM soniq.jobs j WHERE j.id = dead_letter_move.job_id FOR UPDATE;
+    IF current_status IS NULL THEN
+        RAISE EXCEPTION 'job % does not exist', job_id USING ERRCODE = 'no_data_found';
+    ELSIF current_status NOT IN ('queued', 'cancelled') THEN
+        RAISE EXCEPTION 'job % is %; only a queued or cancelled job can be moved to the dead letter', job_id, current_status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    PERFORM soniq._bury(ARRAY[job_id], 'manual_move', note);
+END
+$$;
+
+-- dead_letter_delete: remove one dead job for good.
+CREATE FUNCTION soniq.dead_letter_delete(dead_job_id uuid) RETURNS void
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM soniq._require(dead_job_id, 'dead_job_id');
+    DELETE FROM soniq.dead_letter_jobs d WHERE d.id = dead_job_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'dead job % does not exist', dead_job_id USING ERRCODE = 'no_data_found';
+    END IF;
+END
+$$;
+
+-- dead_letter_purge: remove dead jobs that died more than older_than ago (interval '0'
+-- removes them all). Returns how many were removed.
+CREATE FUNCTION soniq.dead_letter_purge(older_than interval) RETURNS bigint
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    removed bigint;
+BEGIN
+    PERFORM soniq._require(older_than, 'older_than');
+    PERFORM soniq._check_interval(older_than, 'older_than');
+    DELETE FROM soniq.dead_letter_jobs d WHERE d.moved_to_dead_letter_at <= now() - older_than;
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    RETURN removed;
+END
+$$;
+
+------------------------------------------------------------------------------------------
+-- Operator views
+------------------------------------------------------------------------------------------
+
+-- queue_overview: one row per known queue with its jobs by state and its pause state.
+-- runnable = queued and due now; scheduled = queued for later.
+CREATE VIEW soniq.queue_overview AS
+WITH names AS (
+    SELECT DISTINCT j.queue AS name FROM soniq.jobs j
+    UNION SELECT q.name FROM soniq.queues q
+    UNION SELECT d.queue FROM soniq.dead_letter_jobs d
+)
+SELECT n.name AS queue,
+       coalesce(q.paused, false) AS paused,
+       count(j.id) FILTER (WHERE j.status = 'queued' AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())) AS runnable,
+       count(j.id) FILTER (WHERE j.status = 'queued' AND j.scheduled_at > now()) AS scheduled,
+       count(j.id) FILTER (WHERE j.status = 'processing') AS processing,
+       count(j.id) FILTER (WHERE j.status = 'done') AS done,
+       count(j.id) FILTER (WHERE j.status = 'cancelled') AS cancelled,
+       (SELECT count(*) FROM soniq.dead_letter_jobs d WHERE d.queue = n.name) AS dead,
+       min(j.created_at) FILTER (WHERE j.status = 'queued' AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())) AS oldest_runnable_since
+  FROM names n
+  LEFT JOIN soniq.queues q ON q.name = n.name
+  LEFT JOIN soniq.jobs j ON j.queue = n.name
+ GROUP BY n.name, q.paused;
+
+-- worker_overview: registered workers, how long each has been silent and what it holds.
+CREATE VIEW soniq.worker_overview AS
+SELECT w.id, w.hostname, w.pid, w.queues, w.concurrency, w.version, w.started_at, w.last_heartbeat,
+       now() - w.last_heartbeat AS silent_for,
+       (SELECT count(*) FROM soniq.jobs j WHERE j.status = 'processing' AND j.worker_id = w.id) AS jobs_held
+  FROM soniq.workers w;

@@ -1,0 +1,153 @@
+-- Soniq schema: the tables behind the SQL API.
+--
+-- Only the functions in sql/api.sql write these tables (one seam for state).
+-- Every table is registered with pg_extension_config_dump so pg_dump keeps the rows.
+
+-- uuid_v7: time-ordered ids, so new jobs land at the right edge of the primary-key
+-- index (less page churn than random v4 ids) and ids sort roughly by creation.
+CREATE FUNCTION soniq.uuid_v7() RETURNS uuid
+LANGUAGE sql VOLATILE PARALLEL SAFE AS $$
+    SELECT encode(
+        set_bit(set_bit(
+            overlay(uuid_send(gen_random_uuid())
+                    PLACING substring(int8send((extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3)
+                    FROM 1 FOR 6),
+            52, 1), 53, 1),
+        'hex')::uuid
+$$;
+
+-- Registered defaults of a task, published by runners (soniq.register_task).
+-- NULL columns mean "not registered": the system default applies.
+CREATE TABLE soniq.tasks (
+    task_name     text PRIMARY KEY,
+    queue         text,
+    priority      int,
+    retries       int,
+    timeout       interval,
+    retry_policy  jsonb,
+    result_ttl    interval,
+    unique_job    boolean,
+    registered_at timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now()
+);
+
+-- Queues exist implicitly (a routing tag on a job); a row here only records pause state.
+CREATE TABLE soniq.queues (
+    name       text PRIMARY KEY,
+    paused     boolean NOT NULL DEFAULT false,
+    paused_at  timestamptz,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Runner processes. A worker is alive while it heartbeats; a stale one is removed by
+-- soniq.recover_stale_workers and its jobs are taken back.
+CREATE TABLE soniq.workers (
+    id             uuid PRIMARY KEY DEFAULT soniq.uuid_v7(),
+    hostname       text,
+    pid            int,
+    queues         text[],
+    concurrency    int NOT NULL DEFAULT 1,
+    version        text,
+    metadata       jsonb NOT NULL DEFAULT '{}',
+    started_at     timestamptz NOT NULL DEFAULT now(),
+    last_heartbeat timestamptz NOT NULL DEFAULT now()
+) WITH (fillfactor = 70);  -- heartbeats are HOT updates
+
+CREATE TABLE soniq.jobs (
+    id               uuid PRIMARY KEY DEFAULT soniq.uuid_v7(),
+    task_name        text NOT NULL,
+    args             jsonb NOT NULL DEFAULT '{}',
+    status           text NOT NULL DEFAULT 'queued',
+    queue            text NOT NULL DEFAULT 'default',
+    priority         int NOT NULL DEFAULT 100,
+    attempts         int NOT NULL DEFAULT 0,
+    max_attempts     int NOT NULL DEFAULT 4,
+    scheduled_at     timestamptz,               -- NULL: run as soon as possible
+    timeout          interval,                  -- NULL: no timeout
+    retry_policy     jsonb,                     -- NULL: retry at once
+    result_ttl       interval NOT NULL DEFAULT '300 seconds',
+    args_hash        text,                      -- set only for unique jobs
+    dedup_key        text,
+    worker_id        uuid,                      -- the lease holder while processing
+    cancel_requested boolean NOT NULL DEFAULT false,
+    last_error       text,
+    result           jsonb,
+    producer_id      text,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    started_at       timestamptz,               -- start of the current (or last) attempt
+    finished_at      timestamptz,
+    expires_at       timestamptz,               -- a done job may be pruned after this
+    CONSTRAINT jobs_status_check CHECK (status IN ('queued', 'processing', 'done', 'cancelled')),
+    CONSTRAINT jobs_args_object CHECK (jsonb_typeof(args) = 'object'),
+    CONSTRAINT jobs_priority_range CHECK (priority BETWEEN 1 AND 1000),
+    CONSTRAINT jobs_attempts_range CHECK (attempts >= 0 AND max_attempts >= 1),
+    -- A queued job always has an attempt left: a job whose attempts are used up goes to the
+    -- dead letter instead (this is the crash-loop guard, see recover_stale_workers).
+    CONSTRAINT jobs_queued_has_attempt_left CHECK (status <> 'queued' OR attempts < max_attempts),
+    -- Only a processing job has a lease holder; a finished job keeps the last one as history.
+    CONSTRAINT jobs_lease_holder CHECK (CASE status
+        WHEN 'processing' THEN worker_id IS NOT NULL
+        WHEN 'queued' THEN worker_id IS NULL
+        ELSE true END)
+) WITH (
+    fillfactor = 90,
+    autovacuum_vacuum_scale_factor = 0,
+    autovacuum_vacuum_threshold = 2000,
+    autovacuum_vacuum_insert_scale_factor = 0,
+    autovacuum_vacuum_insert_threshold = 2000,
+    autovacuum_analyze_scale_factor = 0.05,
+    autovacuum_vacuum_cost_delay = 0
+);
+
+-- The claim order: priority, then never-scheduled before due-scheduled, then age.
+-- Partial, so it holds only runnable rows and stays small however large the history grows.
+CREATE INDEX jobs_claim_idx ON soniq.jobs (priority, scheduled_at NULLS FIRST, created_at, id)
+    WHERE status = 'queued';
+-- The same order inside one queue, for workers that serve a single queue.
+CREATE INDEX jobs_queue_claim_idx ON soniq.jobs (queue, priority, scheduled_at NULLS FIRST, created_at, id)
+    WHERE status = 'queued';
+-- Leases held by a worker (heartbeat, deregistration, stale-worker recovery).
+CREATE INDEX jobs_worker_idx ON soniq.jobs (worker_id) WHERE status = 'processing';
+-- Listing and statistics by queue and state.
+CREATE INDEX jobs_queue_status_idx ON soniq.jobs (queue, status);
+-- Pruning of finished jobs.
+CREATE INDEX jobs_expires_idx ON soniq.jobs (expires_at) WHERE expires_at IS NOT NULL;
+-- Deduplication: at most one queued job per (task, args hash) and per dedup key.
+CREATE UNIQUE INDEX jobs_unique_args_idx ON soniq.jobs (task_name, args_hash)
+    WHERE status = 'queued' AND args_hash IS NOT NULL;
+CREATE UNIQUE INDEX jobs_dedup_key_idx ON soniq.jobs (dedup_key)
+    WHERE status = 'queued' AND dedup_key IS NOT NULL;
+
+-- Jobs that ran out of attempts or were discarded. The id is the original job's id.
+CREATE TABLE soniq.dead_letter_jobs (
+    id                      uuid PRIMARY KEY,
+    task_name               text NOT NULL,
+    args                    jsonb NOT NULL,
+    queue                   text NOT NULL,
+    priority                int NOT NULL,
+    attempts                int NOT NULL,
+    max_attempts            int NOT NULL,
+    timeout                 interval,
+    retry_policy            jsonb,
+    result_ttl              interval NOT NULL,
+    last_error              text,
+    dead_letter_reason      text NOT NULL,
+    producer_id             text,
+    original_created_at     timestamptz NOT NULL,
+    moved_to_dead_letter_at timestamptz NOT NULL DEFAULT now(),
+    resurrection_count      int NOT NULL DEFAULT 0,
+    last_resurrection_at    timestamptz,
+    CONSTRAINT dead_letter_reason_check CHECK (dead_letter_reason IN (
+        'max_retries_exceeded', 'permanent_failure', 'job_not_found',
+        'invalid_arguments', 'timeout', 'manual_move'))
+);
+CREATE INDEX dead_letter_task_idx ON soniq.dead_letter_jobs (task_name);
+CREATE INDEX dead_letter_queue_idx ON soniq.dead_letter_jobs (queue);
+CREATE INDEX dead_letter_moved_idx ON soniq.dead_letter_jobs (moved_to_dead_letter_at);
+
+SELECT pg_catalog.pg_extension_config_dump('soniq.tasks', '');
+SELECT pg_catalog.pg_extension_config_dump('soniq.queues', '');
+SELECT pg_catalog.pg_extension_config_dump('soniq.workers', '');
+SELECT pg_catalog.pg_extension_config_dump('soniq.jobs', '');
+SELECT pg_catalog.pg_extension_config_dump('soniq.dead_letter_jobs', '');

@@ -1,0 +1,44 @@
+//! Soniq: a background job queue that lives inside PostgreSQL.
+//!
+//! The SQL in `sql/` is the product's contract: `schema.sql` creates the tables and
+//! `api.sql` every state transition (enqueue, claim, complete, fail, ...). The Rust here
+//! does what SQL does badly: validation that explains itself ([`names`], [`task_defaults`])
+//! and the retry-delay computation ([`retry`]).
+
+use pgrx::prelude::*;
+
+pub mod names;
+pub mod retry;
+pub mod task_defaults;
+
+::pgrx::pg_module_magic!(name, version);
+
+extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+extension_sql_file!("../sql/api.sql", name = "api", finalize);
+
+/// Raise an `ERROR` with a SQLSTATE of 22023 (invalid_parameter_value).
+pub(crate) fn invalid_parameter(message: String) -> ! {
+    ereport!(
+        ERROR,
+        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        message
+    );
+}
+
+/// Raise an `ERROR` with a SQLSTATE of 22004 (null_value_not_allowed).
+pub(crate) fn null_not_allowed(what: &str) -> ! {
+    ereport!(
+        ERROR,
+        PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+        format!("{what} must not be NULL")
+    );
+}
+
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

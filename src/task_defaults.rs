@@ -1,0 +1,163 @@
+//! The defaults a runner registers for a task (`soniq.register_task`), checked field by field.
+//!
+//! The input is the JSON a runner publishes; the output is the same data normalised for
+//! the `soniq.tasks` columns, with the retry options folded into one retry policy.
+
+use crate::names::{name_problem, MAX_QUEUE_NAME_LEN};
+use crate::retry::{Delay, RetryPolicy};
+use pgrx::prelude::*;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskDefaults {
+    queue: Option<String>,
+    priority: Option<i64>,
+    #[serde(alias = "max_retries")]
+    retries: Option<i64>,
+    timeout: Option<f64>,
+    result_ttl: Option<f64>,
+    unique: Option<bool>,
+    retry_delay: Option<Delay>,
+    retry_backoff: Option<bool>,
+    retry_max_delay: Option<f64>,
+    retry_jitter: Option<bool>,
+}
+
+fn in_range(what: &str, value: i64, low: i64, high: i64) -> Result<i64, String> {
+    if (low..=high).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("{what} must be between {low} and {high}, got {value}"))
+    }
+}
+
+fn seconds(what: &str, value: f64) -> Result<f64, String> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(value)
+    } else {
+        Err(format!("{what} must be a number of seconds >= 0, got {value}"))
+    }
+}
+
+/// Validate registered defaults and normalise them; the error says which field is wrong.
+pub fn normalize(defaults: &Value) -> Result<Value, String> {
+    if !defaults.is_object() {
+        return Err(format!("task defaults must be a JSON object, got {defaults}"));
+    }
+    let d: TaskDefaults = serde_json::from_value(defaults.clone())
+        .map_err(|e| format!("invalid task defaults: {e}"))?;
+    let mut out = Map::new();
+    if let Some(queue) = d.queue {
+        if let Some(problem) = name_problem("queue name", &queue, MAX_QUEUE_NAME_LEN) {
+            return Err(problem);
+        }
+        out.insert("queue".into(), json!(queue));
+    }
+    if let Some(p) = d.priority {
+        out.insert("priority".into(), json!(in_range("priority", p, 1, 1000)?));
+    }
+    if let Some(r) = d.retries {
+        out.insert("retries".into(), json!(in_range("retries", r, 0, 1000)?));
+    }
+    if let Some(t) = d.timeout {
+        out.insert("timeout".into(), json!(seconds("timeout", t)?));
+    }
+    if let Some(t) = d.result_ttl {
+        out.insert("result_ttl".into(), json!(seconds("result_ttl", t)?));
+    }
+    if let Some(u) = d.unique {
+        out.insert("unique".into(), json!(u));
+    }
+    let has_retry_policy = d.retry_delay.is_some()
+        || d.retry_backoff.is_some()
+        || d.retry_max_delay.is_some()
+        || d.retry_jitter.is_some();
+    if has_retry_policy {
+        let policy = RetryPolicy {
+            delay: d.retry_delay.unwrap_or_default(),
+            backoff: d.retry_backoff.unwrap_or(false),
+            max_delay: d.retry_max_delay,
+            jitter: d.retry_jitter.unwrap_or(true),
+        };
+        policy.validate()?;
+        out.insert(
+            "retry_policy".into(),
+            serde_json::to_value(policy).map_err(|e| e.to_string())?,
+        );
+    }
+    Ok(Value::Object(out))
+}
+
+/// Check a task's registered defaults and return them normalised (22023 when invalid).
+#[pg_extern(immutable, parallel_safe)]
+pub fn normalize_task_defaults(defaults: Option<pgrx::JsonB>) -> pgrx::JsonB {
+    let Some(defaults) = defaults else {
+        crate::null_not_allowed("task defaults")
+    };
+    pgrx::JsonB(normalize(&defaults.0).unwrap_or_else(|e| crate::invalid_parameter(e)))
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    #[test]
+    fn normalises_every_option() {
+        let out = normalize(&json!({
+            "queue": "urgent", "priority": 10, "max_retries": 5, "timeout": 120,
+            "result_ttl": 0, "unique": true, "retry_delay": [1, 5, 30]
+        }))
+        .unwrap();
+        assert_eq!(
+            out,
+            json!({
+                "queue": "urgent", "priority": 10, "retries": 5, "timeout": 120.0,
+                "result_ttl": 0.0, "unique": true,
+                "retry_policy": {"delay": [1.0, 5.0, 30.0], "backoff": false, "jitter": true}
+            })
+        );
+    }
+
+    #[test]
+    fn empty_defaults_stay_empty() {
+        assert_eq!(normalize(&json!({})).unwrap(), json!({}));
+    }
+
+    #[test]
+    fn refuses_what_it_does_not_know() {
+        let err = normalize(&json!({"retry": 5})).unwrap_err();
+        assert!(err.contains("unknown field `retry`"), "{err}");
+        assert!(normalize(&json!({"priority": 0})).unwrap_err().contains("between 1 and 1000"));
+        assert!(normalize(&json!({"retries": -1})).unwrap_err().contains("between 0 and 1000"));
+        assert!(normalize(&json!({"timeout": -5})).unwrap_err().contains(">= 0"));
+        assert!(normalize(&json!({"queue": "a b"})).unwrap_err().contains("' '"));
+        assert!(normalize(&json!({"retries": 1, "max_retries": 2})).unwrap_err().contains("duplicate"));
+        assert!(normalize(&json!([1])).unwrap_err().contains("JSON object"));
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn sql_normalize_folds_retry_options() {
+        let out = Spi::get_one::<pgrx::JsonB>(
+            "SELECT soniq.normalize_task_defaults('{\"retry_delay\": 3, \"retry_backoff\": true}')",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            out.0,
+            serde_json::json!({"retry_policy": {"delay": 3.0, "backoff": true, "jitter": true}})
+        );
+    }
+
+    #[pg_test(error = "priority must be between 1 and 1000, got 5000")]
+    fn sql_normalize_refuses_out_of_range() {
+        Spi::run("SELECT soniq.normalize_task_defaults('{\"priority\": 5000}')").unwrap();
+    }
+}
