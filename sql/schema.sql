@@ -3,17 +3,17 @@
 -- Only the functions in sql/api.sql write these tables (one seam for state).
 -- Every table is registered with pg_extension_config_dump so pg_dump keeps the rows.
 
--- uuid_v7: time-ordered ids, so new jobs land at the right edge of the primary-key
--- index (less page churn than random v4 ids) and ids sort roughly by creation.
+-- uuid_v7: time-ordered ids (RFC 9562, with the sub-millisecond clock in the 12 bits after
+-- the version), so new jobs land at the right edge of the primary-key index and ids created
+-- one after another sort in creation order (the tie-break of the claim order).
 CREATE FUNCTION soniq.uuid_v7() RETURNS uuid
 LANGUAGE sql VOLATILE PARALLEL SAFE AS $$
     SELECT encode(
-        set_bit(set_bit(
-            overlay(uuid_send(gen_random_uuid())
-                    PLACING substring(int8send((extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3)
-                    FROM 1 FOR 6),
-            52, 1), 53, 1),
+        substring(int8send(floor(t.ms)::bigint) FROM 3)                         -- 48 bits: Unix ms
+        || int2send((28672 | floor((t.ms - floor(t.ms)) * 4096)::int)::int2)   -- version 7, sub-ms
+        || substring(uuid_send(gen_random_uuid()) FROM 9),                      -- variant, random
         'hex')::uuid
+      FROM (SELECT extract(epoch FROM clock_timestamp()) * 1000 AS ms) t
 $$;
 
 -- Registered defaults of a task, published by runners (soniq.register_task).

@@ -28,7 +28,8 @@ pub fn name_problem(kind: &str, name: &str, max_len: usize) -> Option<String> {
         .enumerate()
         .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-')))?;
     Some(format!(
-        "{kind} {name:?} contains {bad:?} at position {}; allowed are ASCII letters, digits, '_', '.', ':' and '-'",
+        "{kind} {name:?} contains '{bad}' (U+{:04X}) at position {}; allowed are ASCII letters, digits, '_', '.', ':' and '-'",
+        u32::from(bad),
         position + 1
     ))
 }
@@ -78,13 +79,13 @@ mod unit_tests {
             .contains("must start with a letter"));
         assert!(name_problem("queue name", "send mail", 100)
             .unwrap()
-            .contains("' ' at position 5"));
+            .contains("' ' (U+0020) at position 5"));
         assert!(name_problem("queue name", &"q".repeat(101), 100)
             .unwrap()
             .contains("101 characters long; the limit is 100"));
         assert!(name_problem("task name", "drop;table", 200)
             .unwrap()
-            .contains("';'"));
+            .contains("';' (U+003B)"));
     }
 }
 
@@ -105,7 +106,7 @@ mod tests {
         );
     }
 
-    #[pg_test(error = "task name \"bad name\" contains ' ' at position 4; allowed are ASCII letters, digits, '_', '.', ':' and '-'")]
+    #[pg_test(error = "task name \"bad name\" contains ' ' (U+0020) at position 4; allowed are ASCII letters, digits, '_', '.', ':' and '-'")]
     fn invalid_task_name_is_refused() {
         Spi::run("SELECT soniq.check_task_name('bad name')").unwrap();
     }

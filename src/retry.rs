@@ -104,16 +104,20 @@ impl RetryPolicy {
     }
 }
 
+/// splitmix64's finaliser: a cheap, well-spread 64-bit mix.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
 /// A number in [0, 1) derived from the job and attempt: jitter that differs between jobs
 /// but is reproducible for one job (tests and operators can predict it).
 fn jitter_unit(job_id: &[u8; 16], attempt: i32) -> f64 {
-    let mut x = u64::from_le_bytes(job_id[..8].try_into().unwrap())
-        ^ u64::from_le_bytes(job_id[8..].try_into().unwrap())
-        ^ (attempt as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    // splitmix64 finaliser
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^= x >> 31;
+    let (high, low) = job_id.split_at(8);
+    let high = u64::from_le_bytes(high.try_into().expect("8 bytes"));
+    let low = u64::from_le_bytes(low.try_into().expect("8 bytes"));
+    let x = mix(low ^ mix(high ^ mix(attempt as u64)));
     (x >> 11) as f64 / (1u64 << 53) as f64
 }
 
@@ -185,8 +189,12 @@ mod unit_tests {
     fn jitter_unit_is_in_range_and_varies() {
         let a = jitter_unit(&[1; 16], 1);
         let b = jitter_unit(&[2; 16], 1);
-        assert!((0.0..1.0).contains(&a) && (0.0..1.0).contains(&b));
+        let c = jitter_unit(&[1; 16], 2);
+        for unit in [a, b, c] {
+            assert!((0.0..1.0).contains(&unit));
+        }
         assert_ne!(a, b);
+        assert_ne!(a, c);
         assert_eq!(a, jitter_unit(&[1; 16], 1));
     }
 

@@ -1,0 +1,49 @@
+-- Dead letter: list, replay, manual move, delete, purge.
+-- Each file starts from a fresh install.
+DROP EXTENSION IF EXISTS soniq CASCADE;
+CREATE EXTENSION soniq;
+-- An expected error shows its SQLSTATE and message (ids masked, they differ per run).
+\set VERBOSITY sqlstate
+\set error 'SELECT :''LAST_ERROR_SQLSTATE'' AS sqlstate, regexp_replace(:''LAST_ERROR_MESSAGE'', ''[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}'', ''<id>'', ''g'') AS error;'
+SELECT soniq.register_worker() AS w \gset
+SELECT soniq.register_task('dl.charge', '{"queue": "payments", "priority": 5, "retries": 0, "retry_delay": 30}');
+SELECT soniq.enqueue('dl.charge', '{"order_id": 1}') AS a \gset
+SELECT soniq.enqueue('dl.charge', '{"order_id": 2}') AS b \gset
+SELECT count(*) AS claimed FROM soniq.claim(:'w', batch_size => 2);
+SELECT soniq.fail(:'a', :'w', 1, 'card declined');
+SELECT soniq.fail(:'b', :'w', 1, 'bad args', reason => 'invalid_arguments');
+
+SELECT args, queue, priority, attempts, max_attempts, last_error, dead_letter_reason, resurrection_count,
+       original_created_at <= moved_to_dead_letter_at AS ordered_times
+  FROM soniq.dead_letter_list(task_name => 'dl.charge') ORDER BY args->>'order_id';
+SELECT count(*) AS by_reason FROM soniq.dead_letter_list(reason => 'invalid_arguments');
+SELECT count(*) AS by_queue FROM soniq.dead_letter_list(queue => 'payments', row_limit => 1);
+
+-- replay mints a fresh job; the dead row stays with its resurrection count.
+SELECT soniq.replay(:'a') AS r1 \gset
+SELECT id <> :'a' AS new_id, task_name, args, status, attempts, max_attempts, queue, priority, retry_policy
+  FROM soniq.jobs WHERE id = :'r1';
+SELECT resurrection_count, last_resurrection_at IS NOT NULL AS stamped FROM soniq.dead_letter_jobs WHERE id = :'a';
+SELECT soniq.replay(:'a', queue => 'retry_lane', priority => 1, max_attempts => 3) AS r2 \gset
+SELECT queue, priority, max_attempts FROM soniq.jobs WHERE id = :'r2';
+SELECT resurrection_count FROM soniq.dead_letter_jobs WHERE id = :'a';
+-- the replayed job runs like any other
+SELECT task_name, attempt FROM soniq.claim(:'w', queues => '{payments}');
+
+-- dead_letter_move: an operator buries a queued or cancelled job (manual_move).
+SELECT soniq.enqueue('dl.stuck') AS s \gset
+SELECT soniq.dead_letter_move(:'s', 'poison message');
+SELECT dead_letter_reason, last_error FROM soniq.dead_letter_jobs WHERE id = :'s';
+SELECT soniq.enqueue('dl.running') AS run \gset
+SELECT count(*) AS claimed FROM soniq.claim(:'w', task_names => '{dl.running}');
+SELECT soniq.dead_letter_move(:'run');
+:error
+
+-- delete and purge.
+SELECT soniq.dead_letter_delete(:'s');
+SELECT count(*) AS deleted FROM soniq.dead_letter_jobs WHERE id = :'s';
+SELECT soniq.dead_letter_purge('1 day') AS purged_old;
+UPDATE soniq.dead_letter_jobs SET moved_to_dead_letter_at = now() - interval '2 days' WHERE id = :'b';  -- test shortcut: age it
+SELECT soniq.dead_letter_purge('1 day') AS purged_old;
+SELECT count(*) AS left FROM soniq.dead_letter_jobs;
+SELECT soniq.dead_letter_purge('0') AS purged_all;
