@@ -63,7 +63,13 @@ mod unit_tests {
 
     #[test]
     fn accepts_dotted_and_path_names() {
-        for name in ["billing.send_invoice", "a", "crate::jobs::send", "Emails-2", "x:y.z_1"] {
+        for name in [
+            "billing.send_invoice",
+            "a",
+            "crate::jobs::send",
+            "Emails-2",
+            "x:y.z_1",
+        ] {
             assert_eq!(name_problem("task name", name, 200), None, "{name}");
         }
     }
@@ -106,7 +112,9 @@ mod tests {
         );
     }
 
-    #[pg_test(error = "task name \"bad name\" contains ' ' (U+0020) at position 4; allowed are ASCII letters, digits, '_', '.', ':' and '-'")]
+    #[pg_test(
+        error = "task name \"bad name\" contains ' ' (U+0020) at position 4; allowed are ASCII letters, digits, '_', '.', ':' and '-'"
+    )]
     fn invalid_task_name_is_refused() {
         Spi::run("SELECT soniq.check_task_name('bad name')").unwrap();
     }

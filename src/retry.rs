@@ -85,7 +85,9 @@ impl RetryPolicy {
         let mut delay = match &self.delay {
             Delay::Seconds(s) => *s,
             Delay::PerAttempt(list) => {
-                let index = usize::try_from(attempt - 1).unwrap_or(0).min(list.len().saturating_sub(1));
+                let index = usize::try_from(attempt - 1)
+                    .unwrap_or(0)
+                    .min(list.len().saturating_sub(1));
                 list.get(index).copied().unwrap_or(0.0)
             }
         };
@@ -201,11 +203,15 @@ mod unit_tests {
     #[test]
     fn bad_policies_are_refused() {
         assert!(parse(&json!({"delay": -1})).unwrap_err().contains(">= 0"));
-        assert!(parse(&json!({"delay": []})).unwrap_err().contains("must not be empty"));
+        assert!(parse(&json!({"delay": []}))
+            .unwrap_err()
+            .contains("must not be empty"));
         assert!(parse(&json!({"delay": [1, 2], "backoff": true}))
             .unwrap_err()
             .contains("cannot be combined"));
-        assert!(parse(&json!({"dealy": 1})).unwrap_err().contains("unknown field"));
+        assert!(parse(&json!({"dealy": 1}))
+            .unwrap_err()
+            .contains("unknown field"));
         assert!(parse(&json!({"delay": "soon"})).is_err());
     }
 }
@@ -225,7 +231,9 @@ mod tests {
         assert_eq!(none, Ok(Some(0.0)));
     }
 
-    #[pg_test(error = "invalid retry policy: unknown field `dealy`, expected one of `delay`, `backoff`, `max_delay`, `jitter`")]
+    #[pg_test(
+        error = "invalid retry policy: unknown field `dealy`, expected one of `delay`, `backoff`, `max_delay`, `jitter`"
+    )]
     fn sql_retry_delay_refuses_a_malformed_policy() {
         Spi::run("SELECT soniq.retry_delay('{\"dealy\": 1}', 1, gen_random_uuid())").unwrap();
     }

@@ -29,7 +29,9 @@ fn in_range(what: &str, value: i64, low: i64, high: i64) -> Result<i64, String> 
     if (low..=high).contains(&value) {
         Ok(value)
     } else {
-        Err(format!("{what} must be between {low} and {high}, got {value}"))
+        Err(format!(
+            "{what} must be between {low} and {high}, got {value}"
+        ))
     }
 }
 
@@ -37,14 +39,18 @@ fn seconds(what: &str, value: f64) -> Result<f64, String> {
     if value.is_finite() && value >= 0.0 {
         Ok(value)
     } else {
-        Err(format!("{what} must be a number of seconds >= 0, got {value}"))
+        Err(format!(
+            "{what} must be a number of seconds >= 0, got {value}"
+        ))
     }
 }
 
 /// Validate registered defaults and normalise them; the error says which field is wrong.
 pub fn normalize(defaults: &Value) -> Result<Value, String> {
     if !defaults.is_object() {
-        return Err(format!("task defaults must be a JSON object, got {defaults}"));
+        return Err(format!(
+            "task defaults must be a JSON object, got {defaults}"
+        ));
     }
     let d: TaskDefaults = serde_json::from_value(defaults.clone())
         .map_err(|e| format!("invalid task defaults: {e}"))?;
@@ -129,11 +135,21 @@ mod unit_tests {
     fn refuses_what_it_does_not_know() {
         let err = normalize(&json!({"retry": 5})).unwrap_err();
         assert!(err.contains("unknown field `retry`"), "{err}");
-        assert!(normalize(&json!({"priority": 0})).unwrap_err().contains("between 1 and 1000"));
-        assert!(normalize(&json!({"retries": -1})).unwrap_err().contains("between 0 and 1000"));
-        assert!(normalize(&json!({"timeout": -5})).unwrap_err().contains(">= 0"));
-        assert!(normalize(&json!({"queue": "a b"})).unwrap_err().contains("' '"));
-        assert!(normalize(&json!({"retries": 1, "max_retries": 2})).unwrap_err().contains("duplicate"));
+        assert!(normalize(&json!({"priority": 0}))
+            .unwrap_err()
+            .contains("between 1 and 1000"));
+        assert!(normalize(&json!({"retries": -1}))
+            .unwrap_err()
+            .contains("between 0 and 1000"));
+        assert!(normalize(&json!({"timeout": -5}))
+            .unwrap_err()
+            .contains(">= 0"));
+        assert!(normalize(&json!({"queue": "a b"}))
+            .unwrap_err()
+            .contains("' '"));
+        assert!(normalize(&json!({"retries": 1, "max_retries": 2}))
+            .unwrap_err()
+            .contains("duplicate"));
         assert!(normalize(&json!([1])).unwrap_err().contains("JSON object"));
     }
 }

@@ -1,0 +1,148 @@
+//! Enqueue inside the caller's transaction: a rollback leaves no job and no notification;
+//! a commit makes both visible at once.
+#![cfg(feature = "e2e")]
+
+mod common;
+
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::Client;
+use std::time::{Duration, Instant};
+
+/// Payloads received on soniq_new_job until `marker` arrives. Notifications are delivered
+/// in commit order, so anything committed before the marker's transaction is in the list.
+fn payloads_until(listener: &mut Client, marker: &str) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        let mut notifications = listener.notifications();
+        let mut batch = notifications.timeout_iter(Duration::from_millis(200));
+        while let Some(n) = batch.next().unwrap() {
+            assert_eq!(n.channel(), "soniq_new_job");
+            if n.payload() == marker {
+                return seen;
+            }
+            seen.push(n.payload().to_string());
+        }
+    }
+    panic!("the marker notification never arrived; saw {seen:?}");
+}
+
+fn listener() -> Client {
+    let mut client = common::connect();
+    client.batch_execute("LISTEN soniq_new_job").unwrap();
+    client
+}
+
+fn enqueue_marker(client: &mut Client) -> String {
+    let marker = common::unique_name("marker");
+    client
+        .execute("SELECT soniq.enqueue('tx.marker', queue => $1)", &[&marker])
+        .unwrap();
+    marker
+}
+
+fn jobs_in(client: &mut Client, queue: &str) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM soniq.jobs WHERE queue = $1",
+            &[&queue],
+        )
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn rolled_back_enqueue_leaves_no_job_and_no_notification() {
+    let mut listener = listener();
+    let mut producer = common::connect();
+    let queue = common::unique_name("rollback");
+
+    let mut tx = producer.transaction().unwrap();
+    tx.execute(
+        "SELECT soniq.enqueue('tx.order_created', '{\"order\": 1}', queue => $1)",
+        &[&queue],
+    )
+    .unwrap();
+    tx.rollback().unwrap();
+
+    let marker = enqueue_marker(&mut producer);
+    let seen = payloads_until(&mut listener, &marker);
+    assert!(
+        !seen.contains(&queue),
+        "a rolled-back enqueue notified: {seen:?}"
+    );
+    assert_eq!(
+        jobs_in(&mut producer, &queue),
+        0,
+        "a rolled-back enqueue left a job"
+    );
+
+    // The same enqueue committed does notify, so the check above can fail.
+    let mut tx = producer.transaction().unwrap();
+    tx.execute(
+        "SELECT soniq.enqueue('tx.order_created', '{\"order\": 1}', queue => $1)",
+        &[&queue],
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    let marker = enqueue_marker(&mut producer);
+    let seen = payloads_until(&mut listener, &marker);
+    assert_eq!(seen.iter().filter(|p| **p == queue).count(), 1);
+    assert_eq!(jobs_in(&mut producer, &queue), 1);
+}
+
+#[test]
+fn a_job_is_claimable_only_after_its_transaction_commits() {
+    let mut producer = common::connect();
+    let mut worker = common::connect();
+    let worker_id: String = worker
+        .query_one("SELECT soniq.register_worker()::text", &[])
+        .unwrap()
+        .get(0);
+    let queue = common::unique_name("visibility");
+    let claim = |worker: &mut Client| {
+        worker
+            .query(
+                "SELECT id FROM soniq.claim($1::text::uuid, ARRAY[$2])",
+                &[&worker_id, &queue],
+            )
+            .unwrap()
+            .len()
+    };
+
+    let mut tx = producer.transaction().unwrap();
+    tx.execute("SELECT soniq.enqueue('tx.visible', queue => $1)", &[&queue])
+        .unwrap();
+    assert_eq!(claim(&mut worker), 0, "an uncommitted job was claimed");
+    tx.commit().unwrap();
+    assert_eq!(claim(&mut worker), 1, "the committed job was not claimable");
+}
+
+#[test]
+fn one_notification_per_queue_and_transaction_and_none_for_later_jobs() {
+    let mut listener = listener();
+    let mut producer = common::connect();
+    let busy = common::unique_name("busy");
+    let later = common::unique_name("later");
+
+    let mut tx = producer.transaction().unwrap();
+    for n in 0..100 {
+        tx.execute(
+            "SELECT soniq.enqueue('tx.bulk', jsonb_build_object('n', $2::int), queue => $1)",
+            &[&busy, &n],
+        )
+        .unwrap();
+    }
+    tx.execute(
+        "SELECT soniq.enqueue('tx.later', queue => $1, scheduled_at => now() + interval '1 hour')",
+        &[&later],
+    )
+    .unwrap();
+    tx.commit().unwrap();
+
+    let marker = enqueue_marker(&mut producer);
+    let seen = payloads_until(&mut listener, &marker);
+    assert_eq!(seen.iter().filter(|p| **p == busy).count(), 1, "{seen:?}");
+    assert!(!seen.contains(&later), "a job due later woke the workers");
+    assert_eq!(jobs_in(&mut producer, &busy), 100);
+}
