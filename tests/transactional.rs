@@ -41,6 +41,25 @@ fn enqueue_marker(client: &mut Client) -> String {
     marker
 }
 
+enum Outcome {
+    Commit,
+    RollBack,
+}
+
+/// An application's transaction that enqueues a job and then commits or rolls back.
+fn enqueue_order_in_transaction(producer: &mut Client, queue: &str, outcome: Outcome) {
+    let mut tx = producer.transaction().unwrap();
+    tx.execute(
+        "SELECT soniq.enqueue('tx.order_created', '{\"order\": 1}', queue => $1)",
+        &[&queue],
+    )
+    .unwrap();
+    match outcome {
+        Outcome::Commit => tx.commit().unwrap(),
+        Outcome::RollBack => tx.rollback().unwrap(),
+    }
+}
+
 fn jobs_in(client: &mut Client, queue: &str) -> i64 {
     client
         .query_one(
@@ -57,13 +76,7 @@ fn rolled_back_enqueue_leaves_no_job_and_no_notification() {
     let mut producer = common::connect();
     let queue = common::unique_name("rollback");
 
-    let mut tx = producer.transaction().unwrap();
-    tx.execute(
-        "SELECT soniq.enqueue('tx.order_created', '{\"order\": 1}', queue => $1)",
-        &[&queue],
-    )
-    .unwrap();
-    tx.rollback().unwrap();
+    enqueue_order_in_transaction(&mut producer, &queue, Outcome::RollBack);
 
     let marker = enqueue_marker(&mut producer);
     let seen = payloads_until(&mut listener, &marker);
@@ -78,13 +91,7 @@ fn rolled_back_enqueue_leaves_no_job_and_no_notification() {
     );
 
     // The same enqueue committed does notify, so the check above can fail.
-    let mut tx = producer.transaction().unwrap();
-    tx.execute(
-        "SELECT soniq.enqueue('tx.order_created', '{\"order\": 1}', queue => $1)",
-        &[&queue],
-    )
-    .unwrap();
-    tx.commit().unwrap();
+    enqueue_order_in_transaction(&mut producer, &queue, Outcome::Commit);
     let marker = enqueue_marker(&mut producer);
     let seen = payloads_until(&mut listener, &marker);
     assert_eq!(seen.iter().filter(|p| **p == queue).count(), 1);
