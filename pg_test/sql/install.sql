@@ -3,7 +3,7 @@
 DROP EXTENSION IF EXISTS soniq CASCADE;
 CREATE EXTENSION soniq;
 -- Every table keeps its rows in pg_dump.
-SELECT unnest(extconfig)::regclass AS dumped_table FROM pg_extension WHERE extname = 'soniq' ORDER BY dumped_table::text;
+SELECT c::text AS dumped_table FROM pg_extension e, unnest(e.extconfig::regclass[]) c WHERE e.extname = 'soniq' ORDER BY 1;
 -- The public API.
 SELECT p.proname
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
