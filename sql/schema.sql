@@ -151,3 +151,50 @@ SELECT pg_catalog.pg_extension_config_dump('soniq.queues', '');
 SELECT pg_catalog.pg_extension_config_dump('soniq.workers', '');
 SELECT pg_catalog.pg_extension_config_dump('soniq.jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('soniq.dead_letter_jobs', '');
+
+-- Periodic definitions the control plane turns into jobs. Exactly one of cron and every.
+-- next_fire_at is NULL while the schedule is paused.
+CREATE TABLE soniq.schedules (
+    name          text PRIMARY KEY,
+    task_name     text NOT NULL,
+    args          jsonb NOT NULL DEFAULT '{}',
+    cron          text,
+    every         interval,
+    time_zone     text NOT NULL DEFAULT 'UTC',
+    queue         text,
+    priority      int,
+    retries       int,
+    timeout       interval,
+    enabled       boolean NOT NULL DEFAULT true,
+    next_fire_at  timestamptz,
+    last_fire_at  timestamptz,
+    last_job_id   uuid,
+    fire_count    bigint NOT NULL DEFAULT 0,
+    last_error    text,
+    last_error_at timestamptz,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT schedules_cron_or_every CHECK ((cron IS NULL) <> (every IS NULL))
+);
+CREATE INDEX schedules_due_idx ON soniq.schedules (next_fire_at) WHERE enabled;
+SELECT pg_catalog.pg_extension_config_dump('soniq.schedules', '');
+
+-- Pruning of cancelled jobs.
+CREATE INDEX jobs_cancelled_idx ON soniq.jobs (finished_at) WHERE status = 'cancelled';
+
+-- The control plane's own state, one row per subsystem, read through the soniq.health view.
+-- Runtime state, not user data: pg_dump leaves it out.
+CREATE TABLE soniq.control_plane (
+    subsystem       text PRIMARY KEY,
+    pid             int,            -- the background worker (row 'worker')
+    started_at      timestamptz,
+    last_run_at     timestamptz,
+    last_success_at timestamptz,
+    last_result     bigint,         -- what the last run did: jobs fired, taken back, pruned
+    last_error      text,
+    last_error_at   timestamptz,
+    runs            bigint NOT NULL DEFAULT 0,
+    failures        bigint NOT NULL DEFAULT 0,
+    CONSTRAINT control_plane_subsystem CHECK (subsystem IN ('worker', 'scheduler', 'rescue', 'prune'))
+);
+INSERT INTO soniq.control_plane (subsystem) VALUES ('worker'), ('scheduler'), ('rescue'), ('prune');

@@ -1,20 +1,35 @@
 //! Soniq: a background job queue that lives inside PostgreSQL.
 //!
-//! The SQL in `sql/` is the product's contract: `schema.sql` creates the tables and
-//! `api.sql` every state transition (enqueue, claim, complete, fail, ...). The Rust here
-//! does what SQL does badly: validation that explains itself ([`names`], [`task_defaults`])
-//! and the retry-delay computation ([`retry`]).
+//! The SQL in `sql/` is the product's contract: `schema.sql` creates the tables, `api.sql`
+//! every state transition of a job (enqueue, claim, complete, fail, ...) and
+//! `control_plane.sql` schedules and the background worker's rounds. The Rust here does what
+//! SQL does badly: validation that explains itself ([`names`], [`task_defaults`]), the
+//! retry-delay computation ([`retry`]), cron evaluation ([`schedules`]) and the background
+//! worker itself ([`control_plane`]).
 
 use pgrx::prelude::*;
 
+pub mod control_plane;
 pub mod names;
 pub mod retry;
+pub mod schedules;
 pub mod task_defaults;
 
 ::pgrx::pg_module_magic!(name, version);
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
-extension_sql_file!("../sql/api.sql", name = "api", finalize);
+extension_sql_file!("../sql/api.sql", name = "api");
+extension_sql_file!("../sql/control_plane.sql", name = "control_plane", finalize);
+
+#[pg_guard]
+#[allow(non_snake_case)]
+pub extern "C-unwind" fn _PG_init() {
+    let preloading = unsafe { pg_sys::process_shared_preload_libraries_in_progress };
+    control_plane::define_settings(preloading);
+    if preloading {
+        control_plane::register_worker();
+    }
+}
 
 /// Raise an `ERROR` with a SQLSTATE of 22023 (invalid_parameter_value).
 pub(crate) fn invalid_parameter(message: String) -> ! {

@@ -1,4 +1,4 @@
-//! Task and queue names: what a well-formed name is, and an error that says what is wrong.
+//! Task, queue and schedule names: what a well-formed name is, and an error that says what is wrong.
 //!
 //! The rule is deliberately wider than any one runner's naming convention (the Python
 //! reference uses `billing.send_invoice`, Rust paths use `billing::send_invoice`): a name
@@ -54,6 +54,13 @@ pub fn check_task_name(name: Option<&str>) -> bool {
 #[pg_extern(immutable, parallel_safe)]
 pub fn check_queue_name(name: Option<&str>) -> bool {
     check("queue name", name, MAX_QUEUE_NAME_LEN);
+    true
+}
+
+/// Raise 22023 unless `name` is a valid schedule name (the task-name rules); NULL raises 22004.
+#[pg_extern(immutable, parallel_safe)]
+pub fn check_schedule_name(name: Option<&str>) -> bool {
+    check("schedule name", name, MAX_TASK_NAME_LEN);
     true
 }
 

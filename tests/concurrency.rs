@@ -22,6 +22,10 @@ fn drain(queue: &str, batch_size: i32) -> Vec<String> {
         .get(0);
     let mut completed = Vec::new();
     loop {
+        // A live worker heartbeats; the test cluster presumes a worker dead after 2 s.
+        client
+            .query("SELECT soniq.heartbeat($1::text::uuid)", &[&worker])
+            .unwrap();
         let rows = client
             .query(
                 "SELECT id::text, attempt FROM soniq.claim($1::text::uuid, ARRAY[$2], $3)",

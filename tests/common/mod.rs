@@ -1,10 +1,12 @@
-//! Shared by the end-to-end tests: they talk to the development cluster named by
+//! Shared by the end-to-end tests: they talk to the test cluster named by
 //! SONIQ_TEST_DATABASE_URL (scripts/test sets it) from committing clients, as an
-//! application and a runner would.
+//! application and a runner would. Each test binary uses only some of these helpers.
+#![allow(dead_code)]
 
 use postgres::{Client, NoTls};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::thread::sleep;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub fn database_url() -> String {
     std::env::var("SONIQ_TEST_DATABASE_URL").expect(
@@ -25,4 +27,16 @@ pub fn unique_name(prefix: &str) -> String {
         .as_nanos();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{prefix}-{}-{nanos}-{n}", std::process::id())
+}
+
+/// Poll `probe` until it yields a value; panic after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        sleep(Duration::from_millis(100));
+    }
 }

@@ -1,0 +1,217 @@
+//! The control plane: one background worker per cluster, in the database named by
+//! `soniq.database_name`, that fires due schedules, takes back the jobs of dead workers and
+//! expired leases, and prunes finished jobs.
+//!
+//! The work itself is SQL (`soniq._run_subsystem` and the functions it calls in
+//! `sql/control_plane.sql`): each unit runs in its own subtransaction and records its
+//! outcome in `soniq.control_plane`, so a bad row never stops the loop. This file only
+//! decides when to run it, and keeps the process well-behaved (signals, standby, restarts).
+
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
+};
+use pgrx::prelude::*;
+use pgrx::{
+    register_xact_callback, GucContext, GucFlags, GucRegistry, GucSetting, PgXactCallbackEvent,
+};
+use std::ffi::CString;
+use std::time::Duration;
+
+/// The `backend_type` the worker shows in `pg_stat_activity`.
+const WORKER_TYPE: &str = "soniq control plane";
+
+/// Schedules fired per transaction: each fire is a subtransaction, and a transaction
+/// with more than 64 of them overflows the subtransaction cache (slowing every snapshot).
+const SCHEDULES_PER_TRANSACTION: i32 = 50;
+
+static DATABASE_NAME: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
+static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
+static TICK_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(1000);
+static HEARTBEAT_TIMEOUT_S: GucSetting<i32> = GucSetting::<i32>::new(300);
+static LEASE_GRACE_S: GucSetting<i32> = GucSetting::<i32>::new(60);
+static RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 24 * 3600);
+static PRUNE_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1000);
+
+/// Settings of the control plane. Called from `_PG_init`, so also when the library is
+/// loaded into a backend without being preloaded; `soniq.database_name` only matters to the
+/// background worker and can only be defined at server start, so it exists only when preloaded.
+pub fn define_settings(preloading: bool) {
+    if preloading {
+        GucRegistry::define_string_guc(
+            c"soniq.database_name",
+            c"Database the soniq control plane serves.",
+            c"One background worker per cluster serves this one database; others get no schedules, rescue or pruning.",
+            &DATABASE_NAME,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+    }
+    GucRegistry::define_bool_guc(
+        c"soniq.enabled",
+        c"Whether the soniq control plane does its work.",
+        c"Off: the background worker stays connected but fires no schedules, rescues and prunes nothing.",
+        &ENABLED,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"soniq.tick_interval",
+        c"Time between two rounds of the soniq control plane.",
+        c"Schedules fire on time regardless: the worker also wakes for the next due schedule and when one changes.",
+        &TICK_INTERVAL_MS,
+        10,
+        3_600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"soniq.heartbeat_timeout",
+        c"Silence after which a soniq worker is presumed dead and its jobs are taken back.",
+        c"",
+        &HEARTBEAT_TIMEOUT_S,
+        1,
+        7 * 24 * 3600,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"soniq.lease_grace",
+        c"Time past a job's timeout after which its attempt is taken back from a live worker.",
+        c"",
+        &LEASE_GRACE_S,
+        0,
+        7 * 24 * 3600,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"soniq.retention",
+        c"How long cancelled jobs are kept (done jobs are kept for their result TTL).",
+        c"",
+        &RETENTION_S,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"soniq.prune_batch_size",
+        c"Finished jobs deleted per statement when pruning (at most ten statements a round).",
+        c"",
+        &PRUNE_BATCH_SIZE,
+        1,
+        1_000_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    unsafe { pg_sys::MarkGUCPrefixReserved(c"soniq".as_ptr()) };
+}
+
+pub fn register_worker() {
+    BackgroundWorkerBuilder::new(WORKER_TYPE)
+        .set_type(WORKER_TYPE)
+        .set_library("soniq")
+        .set_function("soniq_control_plane_main")
+        .enable_spi_access()
+        // Not on a hot standby: the worker starts once the server accepts writes.
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        .set_restart_time(Some(Duration::from_secs(5)))
+        .load();
+}
+
+fn tick_interval() -> Duration {
+    Duration::from_millis(TICK_INTERVAL_MS.get().max(10) as u64)
+}
+
+fn extension_installed() -> bool {
+    Spi::get_one::<bool>("SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'soniq')")
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+/// Run one subsystem in its own transaction; returns how much work it did.
+fn run(subsystem: &str, batch_size: i32) -> i64 {
+    let query = format!(
+        "SELECT soniq._run_subsystem('{subsystem}', make_interval(secs => {}), make_interval(secs => {}), \
+         make_interval(secs => {}), {batch_size})",
+        HEARTBEAT_TIMEOUT_S.get(),
+        LEASE_GRACE_S.get(),
+        RETENTION_S.get(),
+    );
+    BackgroundWorker::transaction(|| Spi::get_one::<i64>(&query))
+        .ok()
+        .flatten()
+        .unwrap_or(0)
+}
+
+/// One round; returns how long to sleep: until the next due schedule, at most a tick.
+fn round() -> Duration {
+    while run("scheduler", SCHEDULES_PER_TRANSACTION) >= i64::from(SCHEDULES_PER_TRANSACTION) {}
+    run("rescue", 0);
+    run("prune", PRUNE_BATCH_SIZE.get());
+    let next_due = BackgroundWorker::transaction(|| {
+        Spi::get_one::<f64>("SELECT soniq._control_plane_round_done()")
+    });
+    match next_due {
+        Ok(Some(seconds)) => {
+            Duration::from_secs_f64(seconds.clamp(0.005, 3600.0)).min(tick_interval())
+        }
+        _ => tick_interval(),
+    }
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn soniq_control_plane_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let database = DATABASE_NAME
+        .get()
+        .and_then(|name| name.into_string().ok())
+        .unwrap_or_else(|| "postgres".into());
+    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    log!("{WORKER_TYPE}: serving database \"{database}\"");
+
+    let mut announced = false;
+    let mut sleep = tick_interval();
+    while BackgroundWorker::wait_latch(Some(sleep)) {
+        if BackgroundWorker::sighup_received() {
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        sleep = tick_interval();
+        if !ENABLED.get() || unsafe { pg_sys::RecoveryInProgress() } {
+            continue;
+        }
+        // Before CREATE EXTENSION (or after DROP EXTENSION) there is nothing to do: wait quietly.
+        if !BackgroundWorker::transaction(extension_installed) {
+            announced = false;
+            continue;
+        }
+        if !announced {
+            BackgroundWorker::transaction(|| {
+                Spi::run("SELECT soniq._control_plane_started(pg_backend_pid())")
+            })
+            .unwrap_or_else(|e| warning!("{WORKER_TYPE}: could not record its start: {e}"));
+            announced = true;
+        }
+        sleep = round();
+    }
+    // Exit code 1 asks the postmaster for a restart (after 5 s): an operator's
+    // pg_terminate_backend or DROP DATABASE ... WITH (FORCE) must not end the control plane
+    // for good. At server shutdown the postmaster restarts nothing.
+    log!("{WORKER_TYPE}: stopping");
+    unsafe { pg_sys::proc_exit(1) };
+}
+
+/// Wake the control plane when the calling transaction commits (a schedule changed), so a
+/// new or resumed schedule's first fire time is honoured without waiting for a tick.
+#[pg_extern(volatile, name = "_wake_control_plane_at_commit")]
+pub fn wake_control_plane_at_commit(pid: i32) {
+    register_xact_callback(PgXactCallbackEvent::Commit, move || unsafe {
+        let process = pg_sys::BackendPidGetProc(pid);
+        if !process.is_null() {
+            pg_sys::SetLatch(&raw mut (*process).procLatch);
+        }
+    });
+}
