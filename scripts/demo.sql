@@ -38,15 +38,6 @@ SELECT status FROM soniq.get_job(:'replayed_job');
 SELECT resurrection_count FROM soniq.dead_letter_jobs WHERE id = :'failing_job';
 
 \echo '== 6. The control plane (a background worker inside Postgres) fires a schedule every second'
--- Recreating the database restarted the control plane; give it a moment to come back.
-DO $$
-BEGIN
-    FOR i IN 1..150 LOOP
-        EXIT WHEN EXISTS (SELECT FROM soniq.health WHERE subsystem = 'worker' AND alive);
-        PERFORM pg_sleep(0.2);
-    END LOOP;
-END
-$$;
 SELECT name, task_name, every FROM soniq.schedule_add('demo.heartbeat', 'metrics.flush', every => '1 second');
 SELECT pg_sleep(3.5);
 SELECT task_name, scheduled_at::time(0) AS slot, producer_id FROM soniq.jobs
