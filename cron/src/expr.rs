@@ -36,9 +36,10 @@ pub struct CronExpr {
     source: String,
 }
 
-/// How far ahead [`CronExpr::next_after`] looks: past any leap-year cycle (Feb 29 can be
-/// eight years apart across a century year).
-const SEARCH_DAYS: i32 = 366 * 9;
+/// How far ahead [`CronExpr::next_after`] looks: a whole Gregorian cycle (400 years), after
+/// which calendar and weekdays repeat. A day the parser accepts recurs within it on every
+/// weekday (`* * 9 11 */7`, "9 November when it is a Sunday", can be 11 years apart).
+const SEARCH_DAYS: i32 = 146_097;
 
 const MONTH_NAMES: [&str; 12] = [
     "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
@@ -259,8 +260,8 @@ impl CronExpr {
             && bit(self.minutes, datetime.minute())
     }
 
-    /// The first instant strictly after `after` at which the expression fires in `tz`, or
-    /// `None` if it does not fire within the next nine years. See the crate docs for
+    /// The first instant strictly after `after` at which the expression fires in `tz`
+    /// (`None` only past the end of the representable calendar). See the crate docs for
     /// daylight-saving transitions.
     pub fn next_after(&self, after: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
         let start = tz.to_datetime(after);

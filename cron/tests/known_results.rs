@@ -78,6 +78,19 @@ fn utc_table() {
             "2026-12-31T23:59:00Z",
             "2027-12-31T23:59:00Z",
         ),
+        // A day-of-week starting with '*' must also match: 9 November on a Sunday, and
+        // 29 February on a Sunday; with both restricted, either day matches.
+        (
+            "0 0 9 11 */7",
+            "2070-11-09T00:00:00Z",
+            "2081-11-09T00:00:00Z",
+        ),
+        (
+            "0 0 29 2 */7",
+            "2044-02-29T00:00:00Z",
+            "2060-02-29T00:00:00Z",
+        ),
+        ("0 0 29 2 1", "2096-02-29T00:00:00Z", "2097-02-04T00:00:00Z"),
     ];
     for (expr, after, expected) in table {
         assert_eq!(next(expr, after, "UTC"), expected, "{expr} after {after}");
@@ -159,6 +172,13 @@ fn time_zones_and_daylight_saving() {
             "2026-03-28T12:00:00Z",
             "Europe/Berlin",
             "2026-03-29T01:00:00Z",
+        ),
+        // Found by the property test: the next 9 November on a Sunday after 2070 is in 2081.
+        (
+            "* * 9 11 */7",
+            "2070-11-09T22:59:00Z",
+            "Europe/Berlin",
+            "2081-11-08T23:00:00Z",
         ),
     ];
     for (expr, after, tz, expected) in table {
