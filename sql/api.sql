@@ -66,6 +66,22 @@ BEGIN
 END
 $$;
 
+-- _check_job_options: the ranges of a job's options (NULL: not given).
+CREATE FUNCTION soniq._check_job_options(priority int, retries int, timeout interval) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF priority NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION 'priority must be between 1 and 1000, got %', priority
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF retries NOT BETWEEN 0 AND 1000 THEN
+        RAISE EXCEPTION 'retries must be between 0 and 1000, got %', retries
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM soniq._check_interval(timeout, 'timeout');
+END
+$$;
+
 -- _lease_refused: explain why a worker's lease on a job is not current, always raising.
 CREATE FUNCTION soniq._lease_refused(job_id uuid, worker_id uuid, attempt int) RETURNS void
 LANGUAGE plpgsql STABLE AS $$
@@ -236,15 +252,7 @@ BEGIN
         RAISE EXCEPTION 'args must be a JSON object, got a JSON %', jsonb_typeof(args)
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Wrap the value: {"value": ...}.';
     END IF;
-    IF enqueue.priority NOT BETWEEN 1 AND 1000 THEN
-        RAISE EXCEPTION 'priority must be between 1 and 1000, got %', enqueue.priority
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF enqueue.retries NOT BETWEEN 0 AND 1000 THEN
-        RAISE EXCEPTION 'retries must be between 0 and 1000, got %', enqueue.retries
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    PERFORM soniq._check_interval(enqueue.timeout, 'timeout');
+    PERFORM soniq._check_job_options(enqueue.priority, enqueue.retries, enqueue.timeout);
     IF enqueue.dedup_key = '' THEN
         RAISE EXCEPTION 'dedup_key must not be empty' USING ERRCODE = 'invalid_parameter_value',
             HINT = 'Pass NULL for no deduplication key.';
@@ -908,10 +916,7 @@ DECLARE
     new_id uuid := soniq.uuid_v7();
 BEGIN
     PERFORM soniq._require(dead_job_id, 'dead_job_id');
-    IF replay.priority NOT BETWEEN 1 AND 1000 THEN
-        RAISE EXCEPTION 'priority must be between 1 and 1000, got %', replay.priority
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM soniq._check_job_options(replay.priority, NULL, NULL);
     IF replay.max_attempts NOT BETWEEN 1 AND 1001 THEN
         RAISE EXCEPTION 'max_attempts must be between 1 and 1001, got %', replay.max_attempts
             USING ERRCODE = 'invalid_parameter_value';

@@ -62,15 +62,7 @@ BEGIN
     IF schedule_add.queue IS NOT NULL THEN
         PERFORM soniq.check_queue_name(schedule_add.queue);
     END IF;
-    IF schedule_add.priority NOT BETWEEN 1 AND 1000 THEN
-        RAISE EXCEPTION 'priority must be between 1 and 1000, got %', schedule_add.priority
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF schedule_add.retries NOT BETWEEN 0 AND 1000 THEN
-        RAISE EXCEPTION 'retries must be between 0 and 1000, got %', schedule_add.retries
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    PERFORM soniq._check_interval(schedule_add.timeout, 'timeout');
+    PERFORM soniq._check_job_options(schedule_add.priority, schedule_add.retries, schedule_add.timeout);
     every_seconds := soniq._every_seconds(schedule_add.every);
     PERFORM soniq._check_schedule(schedule_add.cron, every_seconds, time_zone);
 
