@@ -1,0 +1,117 @@
+//! Enqueueing: a builder for the per-call options, sent on the runner's pool or on the
+//! caller's own connection or transaction (transactional enqueue).
+
+use crate::error::{Error, Result};
+use crate::Soniq;
+use serde_json::Value;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::time::{Duration, SystemTime};
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+const ENQUEUE_SQL: &str =
+    "SELECT soniq.enqueue($1, $2, queue => $3, priority => $4, scheduled_at => $5, \
+     unique_job => $6, dedup_key => $7, producer_id => $8)";
+
+/// One job about to be enqueued. `.await` it to enqueue on the runner's pool, or call
+/// [`Enqueue::send_on`] with your own client or transaction.
+#[must_use = "an enqueue does nothing until it is awaited or sent"]
+pub struct Enqueue<'a> {
+    pub(crate) soniq: &'a Soniq,
+    pub(crate) task_name: String,
+    pub(crate) args: Result<Value>,
+    pub(crate) queue: Option<String>,
+    pub(crate) priority: Option<i32>,
+    pub(crate) scheduled_at: Option<SystemTime>,
+    pub(crate) unique: Option<bool>,
+    pub(crate) dedup_key: Option<String>,
+}
+
+impl<'a> Enqueue<'a> {
+    pub(crate) fn new(soniq: &'a Soniq, task_name: String, args: Result<Value>) -> Self {
+        Enqueue {
+            soniq,
+            task_name,
+            args,
+            queue: None,
+            priority: None,
+            scheduled_at: None,
+            unique: None,
+            dedup_key: None,
+        }
+    }
+
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
+        self
+    }
+
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+
+    /// Run at (or after) a point in time.
+    pub fn run_at(mut self, at: SystemTime) -> Self {
+        self.scheduled_at = Some(at);
+        self
+    }
+
+    /// Run after a delay from now.
+    pub fn run_in(self, delay: Duration) -> Self {
+        self.run_at(SystemTime::now() + delay)
+    }
+
+    /// Deduplicate by the arguments while a matching job is queued (overrides the task's setting).
+    pub fn unique(mut self, unique: bool) -> Self {
+        self.unique = Some(unique);
+        self
+    }
+
+    /// At most one queued job per key; a duplicate returns the queued job's id.
+    pub fn dedup_key(mut self, key: impl Into<String>) -> Self {
+        self.dedup_key = Some(key.into());
+        self
+    }
+
+    /// Enqueue on the runner's own pool.
+    pub async fn send(self) -> Result<Uuid> {
+        let client = self.soniq.pool.get().await?;
+        let client: &tokio_postgres::Client = &client;
+        self.send_on(client).await
+    }
+
+    /// Enqueue on the caller's connection or transaction: the job exists if and only if
+    /// that transaction commits.
+    pub async fn send_on<C: GenericClient + Sync>(self, client: &C) -> Result<Uuid> {
+        let args = self.args?;
+        self.soniq.publish_tasks().await?;
+        let row = client
+            .query_one(
+                ENQUEUE_SQL,
+                &[
+                    &self.task_name,
+                    &args,
+                    &self.queue,
+                    &self.priority,
+                    &self.scheduled_at,
+                    &self.unique,
+                    &self.dedup_key,
+                    &self.soniq.settings.producer_id,
+                ],
+            )
+            .await
+            .map_err(Error::from)?;
+        Ok(row.get(0))
+    }
+}
+
+impl<'a> IntoFuture for Enqueue<'a> {
+    type Output = Result<Uuid>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<Uuid>> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.send())
+    }
+}

@@ -1,0 +1,110 @@
+//! What a handler sees (the job's context) and what it returns (an outcome).
+
+use serde::Serialize;
+use serde_json::Value;
+use std::fmt;
+use std::time::{Duration, SystemTime};
+use uuid::Uuid;
+
+/// Runtime metadata of the attempt a handler is running.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    pub job_id: Uuid,
+    /// The task name.
+    pub job_name: String,
+    /// This attempt's number, from 1.
+    pub attempt: i32,
+    /// Total attempts allowed (retries + 1).
+    pub max_attempts: i32,
+    pub queue: String,
+    /// The worker running the attempt (the lease holder).
+    pub worker_id: Uuid,
+    /// When the job was scheduled to run, if it was delayed.
+    pub scheduled_at: Option<SystemTime>,
+    pub created_at: SystemTime,
+    /// The attempt's time limit, if any.
+    pub timeout: Option<Duration>,
+}
+
+/// How an attempt ended, as the handler decides.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Success, with an optional result kept for the task's result TTL.
+    Done(Option<Value>),
+    /// A failure: retried per the job's retry policy (or after `after`) while attempts remain.
+    Retry {
+        error: String,
+        after: Option<Duration>,
+    },
+    /// Not now: run again after the delay, without using up an attempt.
+    Snooze(Duration),
+    /// Stop: the job ends cancelled.
+    Cancel(String),
+    /// Give up: straight to the dead letter (reason `permanent_failure`).
+    Discard(String),
+}
+
+impl Outcome {
+    pub fn done() -> Self {
+        Outcome::Done(None)
+    }
+
+    /// Success with a result (serialised to JSON; a value that cannot be is an error).
+    pub fn done_with(result: impl Serialize) -> Result<Self, JobError> {
+        serde_json::to_value(result)
+            .map(|v| Outcome::Done(Some(v)))
+            .map_err(JobError::from)
+    }
+
+    pub fn retry(error: impl Into<String>) -> Self {
+        Outcome::Retry {
+            error: error.into(),
+            after: None,
+        }
+    }
+
+    pub fn retry_after(error: impl Into<String>, delay: Duration) -> Self {
+        Outcome::Retry {
+            error: error.into(),
+            after: Some(delay),
+        }
+    }
+
+    pub fn snooze(delay: Duration) -> Self {
+        Outcome::Snooze(delay)
+    }
+
+    pub fn cancel(reason: impl Into<String>) -> Self {
+        Outcome::Cancel(reason.into())
+    }
+
+    pub fn discard(reason: impl Into<String>) -> Self {
+        Outcome::Discard(reason.into())
+    }
+}
+
+/// An error a handler returns with `?`: the attempt failed and is retried while attempts
+/// remain. Any `std::error::Error` converts into it.
+#[derive(Debug)]
+pub struct JobError(String);
+
+impl JobError {
+    pub fn new(message: impl Into<String>) -> Self {
+        JobError(message.into())
+    }
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for JobError {
+    fn from(e: E) -> Self {
+        JobError(e.to_string())
+    }
+}
+
+/// What a handler returns.
+pub type JobResult = Result<Outcome, JobError>;

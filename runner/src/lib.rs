@@ -1,0 +1,153 @@
+//! The Soniq runner: register handlers, enqueue jobs and run a worker against a database
+//! with the `soniq` extension. Every state change goes through the extension's SQL
+//! functions; the runner never writes a table directly.
+//!
+//! ```no_run
+//! use serde::{Deserialize, Serialize};
+//! use soniq_runner::{JobContext, JobResult, Outcome, Soniq, WorkerOptions};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Welcome { to: String }
+//!
+//! # async fn demo() -> soniq_runner::Result<()> {
+//! let mut app = Soniq::from_env()?;
+//! let send_welcome = app.job("users.send_welcome").retries(5).handler(
+//!     |args: Welcome, ctx: JobContext| async move {
+//!         println!("attempt {} of {}: welcome {}", ctx.attempt, ctx.max_attempts, args.to);
+//!         JobResult::Ok(Outcome::done())
+//!     },
+//! )?;
+//! app.enqueue(&send_welcome, Welcome { to: "dev@example.com".into() }).await?;
+//! app.run_worker(WorkerOptions::default()).await?;
+//! # Ok(()) }
+//! ```
+
+mod enqueue;
+mod error;
+mod job;
+mod registry;
+mod settings;
+mod worker;
+
+pub use enqueue::Enqueue;
+pub use error::{Error, Result};
+pub use job::{JobContext, JobError, JobResult, Outcome};
+pub use registry::{is_valid_task_name, Task, TaskBuilder, TaskOptions};
+pub use settings::{EnqueueValidation, Settings};
+pub use worker::{WorkerOptions, WorkerReport};
+
+use deadpool_postgres::{Pool, PoolConfig, Runtime};
+use registry::Registry;
+use serde::Serialize;
+use serde_json::Value;
+use tokio_postgres::NoTls;
+use uuid::Uuid;
+
+/// A Soniq application: settings, a connection pool and the handlers of this process.
+pub struct Soniq {
+    settings: Settings,
+    pool: Pool,
+    registry: Registry,
+    /// Whether the handlers' options are in `soniq.tasks` (published before the first
+    /// enqueue and at worker start, so a job gets its task's options however it is enqueued).
+    published: tokio::sync::OnceCell<()>,
+}
+
+impl Soniq {
+    /// An application with default settings for the database at `database_url`.
+    pub fn new(database_url: impl Into<String>) -> Result<Self> {
+        Self::with_settings(Settings::new(database_url))
+    }
+
+    /// An application configured from the `SONIQ_*` environment variables.
+    pub fn from_env() -> Result<Self> {
+        Self::with_settings(Settings::from_env()?)
+    }
+
+    pub fn with_settings(settings: Settings) -> Result<Self> {
+        let mut config = deadpool_postgres::Config::new();
+        config.url = Some(settings.database_url.clone());
+        // Room for every running job's outcome, the claim loop, heartbeats and producers.
+        config.pool = Some(PoolConfig::new(settings.concurrency + 4));
+        let pool = config
+            .create_pool(Some(Runtime::Tokio1), NoTls)
+            .map_err(|e| Error::Config(format!("SONIQ_DATABASE_URL is not usable: {e}")))?;
+        Ok(Soniq {
+            settings,
+            pool,
+            registry: Registry::default(),
+            published: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Start registering a handler for `name` (`billing.send_invoice`).
+    pub fn job(&mut self, name: impl Into<String>) -> TaskBuilder<'_> {
+        self.published = tokio::sync::OnceCell::new();
+        TaskBuilder {
+            registry: &mut self.registry,
+            name: name.into(),
+            options: TaskOptions::default(),
+        }
+    }
+
+    /// Enqueue a task with typed arguments.
+    pub fn enqueue<A: Serialize>(&self, task: &Task<A>, args: A) -> Enqueue<'_> {
+        let args = serde_json::to_value(args)
+            .map_err(|e| Error::Invalid(format!("arguments of {} are not JSON: {e}", task.name())));
+        Enqueue::new(self, task.name().to_string(), args)
+    }
+
+    /// Enqueue by task name with JSON arguments. A name this process has a handler for has
+    /// its arguments checked against the handler's type; an unknown name is refused, logged
+    /// or let through according to `SONIQ_ENQUEUE_VALIDATION`.
+    pub fn enqueue_by_name(&self, task_name: impl Into<String>, args: Value) -> Enqueue<'_> {
+        let task_name = task_name.into();
+        let checked = self.check_by_name(&task_name, &args).map(|()| args);
+        Enqueue::new(self, task_name, checked)
+    }
+
+    fn check_by_name(&self, task_name: &str, args: &Value) -> Result<()> {
+        if !args.is_object() {
+            return Err(Error::Invalid(format!(
+                "arguments of {task_name} must be a JSON object"
+            )));
+        }
+        match self.registry.tasks.get(task_name) {
+            Some(registered) => (registered.check_args)(args)
+                .map_err(|e| Error::Invalid(format!("invalid arguments for {task_name}: {e}"))),
+            None => match self.settings.enqueue_validation {
+                EnqueueValidation::Strict => Err(Error::Invalid(format!(
+                    "task {task_name:?} has no handler in this process and SONIQ_ENQUEUE_VALIDATION is strict"
+                ))),
+                EnqueueValidation::Warn => {
+                    tracing::warn!(task_name, "enqueueing a task this process has no handler for");
+                    Ok(())
+                }
+                EnqueueValidation::None => Ok(()),
+            },
+        }
+    }
+
+    /// Publish every handler's options with `soniq.register_task` (once; again after a new
+    /// registration).
+    pub(crate) async fn publish_tasks(&self) -> Result<()> {
+        self.published
+            .get_or_try_init(|| worker::publish_tasks(&self.pool, &self.registry))
+            .await
+            .map(drop)
+    }
+
+    /// Cancel a job: a queued one never runs; a running one is aborted by its worker at its
+    /// next heartbeat. False when it already finished.
+    pub async fn cancel_job(&self, job_id: Uuid) -> Result<bool> {
+        let client = self.pool.get().await?;
+        Ok(client
+            .query_one("SELECT soniq.cancel_job($1)", &[&job_id])
+            .await?
+            .get(0))
+    }
+}

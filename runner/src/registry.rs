@@ -1,0 +1,301 @@
+//! Registered handlers and their options.
+
+use crate::error::{Error, Result};
+use crate::job::{JobContext, JobResult};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// A handler behind its typed arguments: JSON in, outcome out. Arguments that do not
+/// deserialize are reported as `Err(message)` (the job is dead-lettered `invalid_arguments`).
+pub(crate) type Handler =
+    Arc<dyn Fn(Value, JobContext) -> Result<BoxFuture<JobResult>, String> + Send + Sync>;
+
+/// Checks JSON arguments against a handler's argument type (the error says why not).
+pub(crate) type ArgsCheck = Arc<dyn Fn(&Value) -> Result<(), String> + Send + Sync>;
+
+/// A task's options, as `@app.job(...)` takes them in the reference docs. Unset options
+/// fall back to the system defaults in the database.
+#[derive(Debug, Clone, Default)]
+pub struct TaskOptions {
+    queue: Option<String>,
+    priority: Option<i32>,
+    retries: Option<i32>,
+    timeout: Option<Duration>,
+    unique: Option<bool>,
+    retry_delays: Option<Vec<Duration>>,
+    retry_backoff: Option<bool>,
+    retry_max_delay: Option<Duration>,
+    retry_jitter: Option<bool>,
+    result_ttl: Option<Duration>,
+}
+
+impl TaskOptions {
+    /// The defaults document `soniq.register_task` takes.
+    pub(crate) fn to_defaults(&self) -> Value {
+        let mut out = Map::new();
+        let mut put = |key: &str, value: Value| {
+            out.insert(key.into(), value);
+        };
+        if let Some(q) = &self.queue {
+            put("queue", json!(q));
+        }
+        if let Some(p) = self.priority {
+            put("priority", json!(p));
+        }
+        if let Some(r) = self.retries {
+            put("retries", json!(r));
+        }
+        if let Some(t) = self.timeout {
+            put("timeout", json!(t.as_secs_f64()));
+        }
+        if let Some(u) = self.unique {
+            put("unique", json!(u));
+        }
+        if let Some(delays) = &self.retry_delays {
+            let seconds: Vec<f64> = delays.iter().map(Duration::as_secs_f64).collect();
+            put(
+                "retry_delay",
+                if seconds.len() == 1 {
+                    json!(seconds[0])
+                } else {
+                    json!(seconds)
+                },
+            );
+        }
+        if let Some(b) = self.retry_backoff {
+            put("retry_backoff", json!(b));
+        }
+        if let Some(m) = self.retry_max_delay {
+            put("retry_max_delay", json!(m.as_secs_f64()));
+        }
+        if let Some(j) = self.retry_jitter {
+            put("retry_jitter", json!(j));
+        }
+        if let Some(t) = self.result_ttl {
+            put("result_ttl", json!(t.as_secs_f64()));
+        }
+        Value::Object(out)
+    }
+}
+
+/// Whether `name` follows the task-name convention: dot-separated segments of lowercase
+/// letters, digits and `_`, each starting with a letter (`billing.send_invoice`).
+pub fn is_valid_task_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.split('.').all(|segment| {
+            let mut chars = segment.chars();
+            chars.next().is_some_and(|c| c.is_ascii_lowercase())
+                && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        })
+}
+
+/// A typed handle on a task: enqueue with `A` as arguments. Made by registering a handler,
+/// or with [`Task::reference`] by a producer that does not run the task.
+pub struct Task<A> {
+    name: String,
+    args: PhantomData<fn(A)>,
+}
+
+impl<A> Clone for Task<A> {
+    fn clone(&self) -> Self {
+        Task {
+            name: self.name.clone(),
+            args: PhantomData,
+        }
+    }
+}
+
+impl<A: Serialize> Task<A> {
+    /// A task another service runs: enqueue it by name with typed arguments.
+    pub fn reference(name: impl Into<String>) -> Result<Self> {
+        let name = name.into();
+        if !is_valid_task_name(&name) {
+            return Err(invalid_name(&name));
+        }
+        Ok(Task {
+            name,
+            args: PhantomData,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+fn invalid_name(name: &str) -> Error {
+    Error::Invalid(format!(
+        "task name {name:?} must be dot-separated lowercase words (letters, digits and _, each starting with a letter)"
+    ))
+}
+
+#[derive(Clone)]
+pub(crate) struct Registered {
+    pub options: TaskOptions,
+    pub handler: Handler,
+    /// Checks arguments enqueued by name against the handler's type.
+    pub check_args: ArgsCheck,
+}
+
+/// The handlers of this process, by task name.
+#[derive(Clone, Default)]
+pub(crate) struct Registry {
+    pub tasks: HashMap<String, Registered>,
+}
+
+impl Registry {
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.tasks.keys().cloned().collect();
+        names.sort();
+        names
+    }
+}
+
+/// Options of a task being registered; `handler` completes the registration.
+pub struct TaskBuilder<'a> {
+    pub(crate) registry: &'a mut Registry,
+    pub(crate) name: String,
+    pub(crate) options: TaskOptions,
+}
+
+impl TaskBuilder<'_> {
+    /// Retries after the first attempt (max attempts = retries + 1); default 3.
+    pub fn retries(mut self, retries: i32) -> Self {
+        self.options.retries = Some(retries);
+        self
+    }
+
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.options.queue = Some(queue.into());
+        self
+    }
+
+    /// 1..=1000, lower runs sooner; default 100.
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.options.priority = Some(priority);
+        self
+    }
+
+    /// Time limit of an attempt; default 300 s, `Duration::ZERO` for none.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.options.timeout = Some(timeout);
+        self
+    }
+
+    /// Skip an enqueue while a job with the same arguments is queued.
+    pub fn unique(mut self, unique: bool) -> Self {
+        self.options.unique = Some(unique);
+        self
+    }
+
+    /// Wait before each retry; one delay, or one per attempt (the last repeats).
+    pub fn retry_delay(mut self, delays: impl IntoIterator<Item = Duration>) -> Self {
+        self.options.retry_delays = Some(delays.into_iter().collect());
+        self
+    }
+
+    /// Double a single retry delay each attempt (with jitter unless turned off).
+    pub fn retry_backoff(mut self, backoff: bool) -> Self {
+        self.options.retry_backoff = Some(backoff);
+        self
+    }
+
+    pub fn retry_max_delay(mut self, cap: Duration) -> Self {
+        self.options.retry_max_delay = Some(cap);
+        self
+    }
+
+    pub fn retry_jitter(mut self, jitter: bool) -> Self {
+        self.options.retry_jitter = Some(jitter);
+        self
+    }
+
+    /// How long a finished job and its result are kept; default 300 s, zero deletes at once.
+    pub fn result_ttl(mut self, ttl: Duration) -> Self {
+        self.options.result_ttl = Some(ttl);
+        self
+    }
+
+    /// Register the handler. Its arguments are `A`, deserialized from the job's JSON args.
+    pub fn handler<A, F, Fut>(self, handler: F) -> Result<Task<A>>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        F: Fn(A, JobContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = JobResult> + Send + 'static,
+    {
+        if !is_valid_task_name(&self.name) {
+            return Err(invalid_name(&self.name));
+        }
+        if self.registry.tasks.contains_key(&self.name) {
+            return Err(Error::Invalid(format!(
+                "task {:?} is registered twice",
+                self.name
+            )));
+        }
+        let handler = Arc::new(handler);
+        let run: Handler = Arc::new(move |args: Value, ctx: JobContext| {
+            let args: A = serde_json::from_value(args).map_err(|e| e.to_string())?;
+            let handler = Arc::clone(&handler);
+            Ok(Box::pin(async move { handler(args, ctx).await }) as BoxFuture<JobResult>)
+        });
+        let check_args: ArgsCheck = Arc::new(|args: &Value| {
+            serde_json::from_value::<A>(args.clone())
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
+        self.registry.tasks.insert(
+            self.name.clone(),
+            Registered {
+                options: self.options,
+                handler: run,
+                check_args,
+            },
+        );
+        Ok(Task {
+            name: self.name,
+            args: PhantomData,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_names_follow_the_convention() {
+        for good in ["send_welcome", "billing.send_invoice", "a1.b_2.c"] {
+            assert!(is_valid_task_name(good), "{good}");
+        }
+        for bad in ["", "Billing.x", "a..b", "1a", "a.", "send-welcome", "a b"] {
+            assert!(!is_valid_task_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn options_become_register_task_defaults() {
+        let options = TaskOptions {
+            queue: Some("billing".into()),
+            retries: Some(5),
+            timeout: Some(Duration::from_secs(120)),
+            retry_delays: Some(vec![Duration::from_secs(1), Duration::from_secs(5)]),
+            result_ttl: Some(Duration::ZERO),
+            ..TaskOptions::default()
+        };
+        assert_eq!(
+            options.to_defaults(),
+            json!({"queue": "billing", "retries": 5, "timeout": 120.0,
+                   "retry_delay": [1.0, 5.0], "result_ttl": 0.0})
+        );
+        assert_eq!(TaskOptions::default().to_defaults(), json!({}));
+    }
+}

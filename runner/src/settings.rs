@@ -1,0 +1,205 @@
+//! Settings: `SONIQ_*` environment variables, validated once with errors that name the
+//! variable and the accepted range.
+
+use crate::error::{Error, Result};
+use std::time::Duration;
+
+/// What to do when a job is enqueued by a task name that has no handler in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnqueueValidation {
+    /// Refuse the enqueue (the default: a typo never reaches the queue).
+    Strict,
+    /// Enqueue, and log a warning.
+    Warn,
+    /// Enqueue silently (producers that only know task names).
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `SONIQ_DATABASE_URL`, default `postgresql://postgres@localhost/soniq`.
+    pub database_url: String,
+    /// `SONIQ_CONCURRENCY`: jobs one worker runs at once, 1..=1000, default 4.
+    pub concurrency: usize,
+    /// `SONIQ_POLL_INTERVAL`: seconds an idle worker waits for a notification before it
+    /// polls, 0.1..=60, default 5.
+    pub poll_interval: Duration,
+    /// `SONIQ_HEARTBEAT_INTERVAL`: seconds between heartbeats, 0.1..=60, default 5.
+    pub heartbeat_interval: Duration,
+    /// `SONIQ_SHUTDOWN_TIMEOUT`: seconds running jobs get to finish at shutdown, 0..=3600, default 30.
+    pub shutdown_timeout: Duration,
+    /// `SONIQ_ERROR_RETRY_DELAY`: seconds to wait after a database error, 0.1..=300, default 5.
+    pub error_retry_delay: Duration,
+    /// `SONIQ_ENQUEUE_VALIDATION`: `strict` (default), `warn` or `none`.
+    pub enqueue_validation: EnqueueValidation,
+    /// `SONIQ_PRODUCER_ID`, stamped on every job this process enqueues; default `host:pid:program`.
+    pub producer_id: String,
+}
+
+fn default_producer_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into());
+    let program = std::env::args()
+        .next()
+        .and_then(|p| p.rsplit('/').next().map(str::to_string))
+        .unwrap_or_default();
+    format!("{host}:{}:{program}", std::process::id())
+}
+
+impl Settings {
+    /// Defaults, with the given database URL.
+    pub fn new(database_url: impl Into<String>) -> Self {
+        Settings {
+            database_url: database_url.into(),
+            concurrency: 4,
+            poll_interval: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(30),
+            error_retry_delay: Duration::from_secs(5),
+            enqueue_validation: EnqueueValidation::Strict,
+            producer_id: default_producer_id(),
+        }
+    }
+
+    /// Read the `SONIQ_*` variables; an invalid value is an [`Error::Config`].
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Read settings from any source of variables (the environment, a test's map).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let mut settings = Settings::new(
+            lookup("SONIQ_DATABASE_URL")
+                .unwrap_or_else(|| "postgresql://postgres@localhost/soniq".into()),
+        );
+        if settings.database_url.trim().is_empty() {
+            return Err(Error::Config("SONIQ_DATABASE_URL must not be empty".into()));
+        }
+        if let Some(value) = lookup("SONIQ_CONCURRENCY") {
+            settings.concurrency = parse_count("SONIQ_CONCURRENCY", &value, 1, 1000)?;
+        }
+        let seconds = |name: &str, low: f64, high: f64, default: Duration| -> Result<Duration> {
+            match lookup(name) {
+                Some(value) => parse_seconds(name, &value, low, high),
+                None => Ok(default),
+            }
+        };
+        settings.poll_interval = seconds("SONIQ_POLL_INTERVAL", 0.1, 60.0, settings.poll_interval)?;
+        settings.heartbeat_interval = seconds(
+            "SONIQ_HEARTBEAT_INTERVAL",
+            0.1,
+            60.0,
+            settings.heartbeat_interval,
+        )?;
+        settings.shutdown_timeout = seconds(
+            "SONIQ_SHUTDOWN_TIMEOUT",
+            0.0,
+            3600.0,
+            settings.shutdown_timeout,
+        )?;
+        settings.error_retry_delay = seconds(
+            "SONIQ_ERROR_RETRY_DELAY",
+            0.1,
+            300.0,
+            settings.error_retry_delay,
+        )?;
+        if let Some(value) = lookup("SONIQ_ENQUEUE_VALIDATION") {
+            settings.enqueue_validation = match value.trim().to_ascii_lowercase().as_str() {
+                "strict" => EnqueueValidation::Strict,
+                "warn" => EnqueueValidation::Warn,
+                "none" => EnqueueValidation::None,
+                _ => {
+                    return Err(Error::Config(format!(
+                        "SONIQ_ENQUEUE_VALIDATION must be strict, warn or none, got {value:?}"
+                    )))
+                }
+            };
+        }
+        if let Some(value) = lookup("SONIQ_PRODUCER_ID").filter(|v| v != "auto") {
+            settings.producer_id = value;
+        }
+        Ok(settings)
+    }
+}
+
+fn parse_count(name: &str, value: &str, low: usize, high: usize) -> Result<usize> {
+    match value.trim().parse::<usize>() {
+        Ok(n) if (low..=high).contains(&n) => Ok(n),
+        _ => Err(Error::Config(format!(
+            "{name} must be a whole number from {low} to {high}, got {value:?}"
+        ))),
+    }
+}
+
+fn parse_seconds(name: &str, value: &str, low: f64, high: f64) -> Result<Duration> {
+    match value.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && (low..=high).contains(&s) => Ok(Duration::from_secs_f64(s)),
+        _ => Err(Error::Config(format!(
+            "{name} must be a number of seconds from {low} to {high}, got {value:?}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(vars: &[(&str, &str)]) -> Result<Settings> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_reference() {
+        let s = from(&[]).unwrap();
+        assert_eq!(s.database_url, "postgresql://postgres@localhost/soniq");
+        assert_eq!(s.concurrency, 4);
+        assert_eq!(s.poll_interval, Duration::from_secs(5));
+        assert_eq!(s.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(s.enqueue_validation, EnqueueValidation::Strict);
+    }
+
+    #[test]
+    fn reads_every_variable() {
+        let s = from(&[
+            ("SONIQ_DATABASE_URL", "postgres://x@h/db"),
+            ("SONIQ_CONCURRENCY", "16"),
+            ("SONIQ_POLL_INTERVAL", "0.5"),
+            ("SONIQ_HEARTBEAT_INTERVAL", "2"),
+            ("SONIQ_SHUTDOWN_TIMEOUT", "0"),
+            ("SONIQ_ERROR_RETRY_DELAY", "1"),
+            ("SONIQ_ENQUEUE_VALIDATION", "warn"),
+            ("SONIQ_PRODUCER_ID", "web-1"),
+        ])
+        .unwrap();
+        assert_eq!(s.concurrency, 16);
+        assert_eq!(s.poll_interval, Duration::from_millis(500));
+        assert_eq!(s.shutdown_timeout, Duration::ZERO);
+        assert_eq!(s.enqueue_validation, EnqueueValidation::Warn);
+        assert_eq!(s.producer_id, "web-1");
+    }
+
+    #[test]
+    fn refuses_out_of_range_values_by_name() {
+        let err = from(&[("SONIQ_CONCURRENCY", "0")]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "SONIQ_CONCURRENCY must be a whole number from 1 to 1000, got \"0\""
+        );
+        let err = from(&[("SONIQ_POLL_INTERVAL", "fast")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("SONIQ_POLL_INTERVAL must be a number of seconds from 0.1 to 60"));
+        assert!(from(&[("SONIQ_ENQUEUE_VALIDATION", "loose")]).is_err());
+        assert!(from(&[("SONIQ_DATABASE_URL", " ")]).is_err());
+        assert!(from(&[("SONIQ_HEARTBEAT_INTERVAL", "NaN")]).is_err());
+    }
+}

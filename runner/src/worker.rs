@@ -1,0 +1,738 @@
+//! The worker: claims jobs in batches up to its free capacity, runs their handlers with
+//! their timeouts, reports outcomes in batches, heartbeats, listens for new jobs, and on
+//! shutdown hands unfinished jobs back without using up an attempt.
+//!
+//! Tasks inside one worker:
+//! * the claim loop (here, in `run`): one claimer per process, woken by the listener, so
+//!   a notification never sends every job slot racing to the database;
+//! * one task per running job;
+//! * the reporter: drains outcomes and records them, many completions per statement;
+//! * the heartbeat: keeps the lease alive and learns of cancellation requests;
+//! * the listener: `LISTEN soniq_new_job` on a connection of its own, reconnecting.
+
+use crate::error::{Error, Result};
+use crate::job::{JobContext, Outcome};
+use crate::registry::Registry;
+use crate::Soniq;
+use deadpool_postgres::Pool;
+use futures_util::FutureExt;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::AbortHandle;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{AsyncMessage, NoTls};
+use uuid::Uuid;
+
+/// Jobs claimed per round trip at most.
+const MAX_CLAIM_BATCH: usize = 100;
+/// Outcomes recorded per round trip at most.
+const MAX_REPORT_BATCH: usize = 500;
+
+#[derive(Debug, Clone, Default)]
+pub struct WorkerOptions {
+    /// Jobs run at once; default `SONIQ_CONCURRENCY`.
+    pub concurrency: Option<usize>,
+    /// Queues to serve; `None` serves all.
+    pub queues: Option<Vec<String>>,
+    /// Run what is due, wait for it to finish, and return when nothing is left.
+    pub run_once: bool,
+    /// With `run_once`: stop after this many jobs.
+    pub max_jobs: Option<usize>,
+}
+
+/// What a worker did before it returned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerReport {
+    /// Attempts started.
+    pub jobs_run: usize,
+    /// Attempts handed back unfinished at shutdown (they will run again, no attempt used).
+    pub handed_back: usize,
+}
+
+struct ClaimedJob {
+    context: JobContext,
+    args: Value,
+}
+
+/// An attempt's outcome, on its way to the database. It carries the attempt's job slot,
+/// freed once the outcome is recorded: a worker's free capacity (and `run_once`'s "all
+/// done") counts only attempts whose outcome is in the database.
+struct Report {
+    job_id: Uuid,
+    attempt: i32,
+    worker_id: Uuid,
+    kind: ReportKind,
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+enum ReportKind {
+    Done(Option<Value>),
+    Fail {
+        error: String,
+        retry_in: Option<Duration>,
+        reason: Option<&'static str>,
+    },
+    Snooze(Duration),
+    Abort(String),
+}
+
+impl From<Outcome> for ReportKind {
+    fn from(outcome: Outcome) -> Self {
+        match outcome {
+            Outcome::Done(result) => ReportKind::Done(result),
+            Outcome::Retry { error, after } => ReportKind::Fail {
+                error,
+                retry_in: after,
+                reason: None,
+            },
+            Outcome::Snooze(delay) => ReportKind::Snooze(delay),
+            Outcome::Cancel(reason) => ReportKind::Abort(reason),
+            Outcome::Discard(reason) => ReportKind::Fail {
+                error: reason,
+                retry_in: None,
+                reason: Some("permanent_failure"),
+            },
+        }
+    }
+}
+
+struct RunningJob {
+    abort: AbortHandle,
+    attempt: i32,
+    worker_id: Uuid,
+}
+
+struct Shared {
+    pool: Pool,
+    registry: Registry,
+    worker_id: Mutex<Uuid>,
+    running: Mutex<HashMap<Uuid, RunningJob>>,
+    reports: mpsc::UnboundedSender<Report>,
+    wake: Notify,
+    error_retry_delay: Duration,
+}
+
+impl Shared {
+    fn worker_id(&self) -> Uuid {
+        *self.worker_id.lock().unwrap()
+    }
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+}
+
+async fn register(pool: &Pool, options: &WorkerOptions, concurrency: usize) -> Result<Uuid> {
+    let client = pool.get().await?;
+    let row = client
+        .query_one(
+            "SELECT soniq.register_worker($1, $2, $3, $4, $5)",
+            &[
+                &hostname(),
+                &(std::process::id() as i32),
+                &options.queues,
+                &(concurrency as i32),
+                &env!("CARGO_PKG_VERSION"),
+            ],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Publish every handler's options, so plain-SQL producers get them.
+pub(crate) async fn publish_tasks(pool: &Pool, registry: &Registry) -> Result<()> {
+    let client = pool.get().await?;
+    for name in registry.names() {
+        let defaults = registry.tasks[&name].options.to_defaults();
+        client
+            .execute("SELECT soniq.register_task($1, $2)", &[&name, &defaults])
+            .await?;
+    }
+    Ok(())
+}
+
+async fn claim(
+    shared: &Shared,
+    queues: &Option<Vec<String>>,
+    count: usize,
+    task_names: &[String],
+) -> Result<Vec<ClaimedJob>> {
+    let worker_id = shared.worker_id();
+    let client = shared.pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT id, task_name, args, attempt, max_attempts, queue, extract(epoch FROM timeout)::float8,
+                    scheduled_at, created_at
+               FROM soniq.claim($1, $2, $3, $4)",
+            &[&worker_id, queues, &(count as i32), &task_names],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| ClaimedJob {
+            context: JobContext {
+                job_id: row.get(0),
+                job_name: row.get(1),
+                attempt: row.get(3),
+                max_attempts: row.get(4),
+                queue: row.get(5),
+                worker_id,
+                timeout: row.get::<_, Option<f64>>(6).map(Duration::from_secs_f64),
+                scheduled_at: row.get(7),
+                created_at: row.get(8),
+            },
+            args: row.get(2),
+        })
+        .collect())
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string panic payload".into())
+}
+
+/// Run one attempt to its outcome. A panic or a timeout is a failed attempt.
+async fn execute(registry: &Registry, job: ClaimedJob) -> ReportKind {
+    let ctx = job.context;
+    let Some(registered) = registry.tasks.get(&ctx.job_name) else {
+        return ReportKind::Fail {
+            error: format!("task {} has no handler in this worker", ctx.job_name),
+            retry_in: None,
+            reason: Some("job_not_found"),
+        };
+    };
+    let timeout = ctx.timeout;
+    let future = match (registered.handler)(job.args, ctx) {
+        Ok(future) => future,
+        Err(e) => {
+            return ReportKind::Fail {
+                error: format!("arguments do not match the handler: {e}"),
+                retry_in: None,
+                reason: Some("invalid_arguments"),
+            }
+        }
+    };
+    let guarded = AssertUnwindSafe(future).catch_unwind();
+    let result = match timeout {
+        Some(limit) => match tokio::time::timeout(limit, guarded).await {
+            Ok(result) => result,
+            Err(_) => {
+                return ReportKind::Fail {
+                    error: format!("Job timed out after {}s", limit.as_secs_f64()),
+                    retry_in: None,
+                    reason: Some("timeout"),
+                }
+            }
+        },
+        None => guarded.await,
+    };
+    match result {
+        Ok(Ok(outcome)) => outcome.into(),
+        Ok(Err(error)) => ReportKind::Fail {
+            error: error.to_string(),
+            retry_in: None,
+            reason: None,
+        },
+        Err(panic) => ReportKind::Fail {
+            error: format!("handler panicked: {}", panic_message(panic.as_ref())),
+            retry_in: None,
+            reason: None,
+        },
+    }
+}
+
+fn spawn_job(shared: &Arc<Shared>, job: ClaimedJob, permit: OwnedSemaphorePermit) {
+    let job_id = job.context.job_id;
+    let attempt = job.context.attempt;
+    let worker_id = job.context.worker_id;
+    let mut running = shared.running.lock().unwrap();
+    let task_shared = Arc::clone(shared);
+    let handle = tokio::spawn(async move {
+        let kind = execute(&task_shared.registry, job).await;
+        // Only a job still in the map reports: one the heartbeat aborted has reported already.
+        if task_shared
+            .running
+            .lock()
+            .unwrap()
+            .remove(&job_id)
+            .is_some()
+        {
+            let _ = task_shared.reports.send(Report {
+                job_id,
+                attempt,
+                worker_id,
+                kind,
+                _slot: Some(permit),
+            });
+        }
+    });
+    running.insert(
+        job_id,
+        RunningJob {
+            abort: handle.abort_handle(),
+            attempt,
+            worker_id,
+        },
+    );
+}
+
+/// Stop the given running jobs and report them with `kind`; returns how many were stopped.
+fn stop_jobs(shared: &Shared, ids: &[Uuid], kind: impl Fn() -> ReportKind) -> usize {
+    let mut running = shared.running.lock().unwrap();
+    let mut stopped = 0;
+    for id in ids {
+        if let Some(job) = running.remove(id) {
+            job.abort.abort();
+            let _ = shared.reports.send(Report {
+                job_id: *id,
+                attempt: job.attempt,
+                worker_id: job.worker_id,
+                kind: kind(),
+                _slot: None, // the aborted task held it and has dropped it
+            });
+            stopped += 1;
+        }
+    }
+    stopped
+}
+
+fn lease_lost(e: &Error) -> bool {
+    matches!(
+        e.sqlstate(),
+        Some(code) if *code == SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE || *code == SqlState::NO_DATA_FOUND
+    )
+}
+
+async fn record_one(pool: &Pool, report: &Report) -> Result<()> {
+    let client = pool.get().await?;
+    let (id, worker, attempt) = (&report.job_id, &report.worker_id, &report.attempt);
+    match &report.kind {
+        ReportKind::Done(result) => {
+            client
+                .execute(
+                    "SELECT soniq.complete($1, $2, $3, $4)",
+                    &[id, worker, attempt, result],
+                )
+                .await?
+        }
+        ReportKind::Fail {
+            error,
+            retry_in,
+            reason,
+        } => {
+            let retry_in = retry_in.map(|d| d.as_secs_f64());
+            client
+                .execute(
+                    "SELECT soniq.fail($1, $2, $3, $4, make_interval(secs => $5), $6)",
+                    &[id, worker, attempt, error, &retry_in, reason],
+                )
+                .await?
+        }
+        ReportKind::Snooze(delay) => {
+            client
+                .execute(
+                    "SELECT soniq.snooze($1, $2, $3, make_interval(secs => $4))",
+                    &[id, worker, attempt, &delay.as_secs_f64()],
+                )
+                .await?
+        }
+        ReportKind::Abort(reason) => {
+            client
+                .execute(
+                    "SELECT soniq.abort($1, $2, $3, $4)",
+                    &[id, worker, attempt, reason],
+                )
+                .await?
+        }
+    };
+    Ok(())
+}
+
+/// Record completions of one batch in one statement; the rest one by one.
+async fn record_batch(pool: &Pool, batch: &[Report]) -> Result<()> {
+    let (done, others): (Vec<&Report>, Vec<&Report>) = batch
+        .iter()
+        .partition(|r| matches!(r.kind, ReportKind::Done(_)));
+    let mut by_worker: HashMap<Uuid, Vec<&Report>> = HashMap::new();
+    for report in done {
+        by_worker.entry(report.worker_id).or_default().push(report);
+    }
+    for (worker, reports) in by_worker {
+        let ids: Vec<Uuid> = reports.iter().map(|r| r.job_id).collect();
+        let attempts: Vec<i32> = reports.iter().map(|r| r.attempt).collect();
+        let results: Vec<Option<Value>> = reports
+            .iter()
+            .map(|r| match &r.kind {
+                ReportKind::Done(result) => result.clone(),
+                _ => None,
+            })
+            .collect();
+        let client = pool.get().await?;
+        let completed = client
+            .query(
+                "SELECT soniq.complete_many($1, $2, $3, $4)",
+                &[&ids, &worker, &attempts, &results],
+            )
+            .await?;
+        if completed.len() < ids.len() {
+            tracing::warn!(
+                lost = ids.len() - completed.len(),
+                "completions refused: their leases were taken back, the jobs run again"
+            );
+        }
+    }
+    for report in others {
+        match record_one(pool, report).await {
+            Err(e) if lease_lost(&e) => {
+                tracing::warn!(job_id = %report.job_id, "outcome refused: {e}");
+            }
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
+/// The reporter: drains outcomes, records them in batches, retries through outages.
+async fn report_outcomes(
+    pool: Pool,
+    mut reports: mpsc::UnboundedReceiver<Report>,
+    error_retry_delay: Duration,
+) {
+    while let Some(first) = reports.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_REPORT_BATCH {
+            match reports.try_recv() {
+                Ok(report) => batch.push(report),
+                Err(_) => break,
+            }
+        }
+        for try_number in 1..=5 {
+            match record_batch(&pool, &batch).await {
+                Ok(()) => break,
+                Err(e) if try_number == 5 => {
+                    // The leases will expire and the jobs run again: at-least-once, never lost.
+                    tracing::error!(
+                        jobs = batch.len(),
+                        "gave up recording outcomes ({e}); the jobs will run again"
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(
+                        try_number,
+                        jobs = batch.len(),
+                        "could not record outcomes: {e}"
+                    );
+                    tokio::time::sleep(error_retry_delay).await;
+                }
+            }
+        }
+        drop(batch); // frees the job slots
+    }
+}
+
+/// Heartbeats; aborts the jobs whose cancellation was requested; registers again if the
+/// worker was presumed dead (its old leases are gone, their outcomes will be refused).
+async fn heartbeat(
+    shared: Arc<Shared>,
+    options: WorkerOptions,
+    concurrency: usize,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        let result = async {
+            let client = shared.pool.get().await?;
+            let rows = client
+                .query("SELECT soniq.heartbeat($1)", &[&shared.worker_id()])
+                .await?;
+            Ok::<_, Error>(rows.iter().map(|r| r.get::<_, Uuid>(0)).collect::<Vec<_>>())
+        }
+        .await;
+        match result {
+            Ok(cancelled) => {
+                stop_jobs(&shared, &cancelled, || {
+                    ReportKind::Abort("cancelled on request".into())
+                });
+            }
+            Err(e) if e.sqlstate() == Some(&SqlState::NO_DATA_FOUND) => {
+                tracing::warn!("this worker was presumed dead; registering again");
+                if let Ok(id) = register(&shared.pool, &options, concurrency).await {
+                    *shared.worker_id.lock().unwrap() = id;
+                }
+            }
+            Err(e) => tracing::warn!("heartbeat failed: {e}"),
+        }
+    }
+}
+
+/// `LISTEN soniq_new_job` on a connection of its own; wakes the claim loop. Reconnects.
+async fn listen(shared: Arc<Shared>, database_url: String, mut stop: watch::Receiver<bool>) {
+    loop {
+        let session = async {
+            let (client, mut connection) = tokio_postgres::connect(&database_url, NoTls).await?;
+            let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
+            let driver_shared = Arc::clone(&shared);
+            tokio::spawn(async move {
+                let mut messages =
+                    futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                while let Some(message) = futures_util::StreamExt::next(&mut messages).await {
+                    match message {
+                        Ok(AsyncMessage::Notification(_)) => driver_shared.wake.notify_one(),
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+                let _ = done_tx.send(());
+            });
+            client.batch_execute("LISTEN soniq_new_job").await?;
+            // Jobs may have arrived while the listener was down.
+            shared.wake.notify_one();
+            let _ = (&mut done_rx).await;
+            Ok::<_, tokio_postgres::Error>(())
+        };
+        tokio::select! {
+            result = session => {
+                if let Err(e) = result {
+                    tracing::warn!("listener: {e}; polling until it reconnects");
+                }
+            }
+            _ = stop.changed() => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(shared.error_retry_delay) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Resolves at SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+impl Soniq {
+    /// Run a worker until SIGINT or SIGTERM (or, with `run_once`, until nothing is due).
+    pub async fn run_worker(&self, options: WorkerOptions) -> Result<WorkerReport> {
+        self.run_worker_until(options, shutdown_signal()).await
+    }
+
+    /// Run a worker until `shutdown` resolves: embed one in an application with its own
+    /// lifecycle. Shutdown stops claiming, gives running jobs `SONIQ_SHUTDOWN_TIMEOUT`,
+    /// then hands the rest back without using up an attempt, and deregisters.
+    pub async fn run_worker_until(
+        &self,
+        options: WorkerOptions,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<WorkerReport> {
+        let concurrency = options
+            .concurrency
+            .unwrap_or(self.settings.concurrency)
+            .max(1);
+        let task_names = self.registry.names();
+        if task_names.is_empty() {
+            return Err(Error::Invalid(
+                "a worker needs at least one registered handler".into(),
+            ));
+        }
+        self.publish_tasks().await?;
+        let worker_id = register(&self.pool, &options, concurrency).await?;
+        let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            pool: self.pool.clone(),
+            registry: self.registry.clone(),
+            worker_id: Mutex::new(worker_id),
+            running: Mutex::new(HashMap::new()),
+            reports: reports_tx,
+            wake: Notify::new(),
+            error_retry_delay: self.settings.error_retry_delay,
+        });
+        // Two stops: claiming ends first; heartbeats and the listener only after the jobs,
+        // so leases stay alive while running jobs finish.
+        let (stop_claiming, claiming_stopped) = watch::channel(false);
+        let (stop_background, background_stopped) = watch::channel(false);
+        let reporter = tokio::spawn(report_outcomes(
+            self.pool.clone(),
+            reports_rx,
+            self.settings.error_retry_delay,
+        ));
+        let heartbeat = tokio::spawn(heartbeat(
+            Arc::clone(&shared),
+            options.clone(),
+            concurrency,
+            self.settings.heartbeat_interval,
+            background_stopped.clone(),
+        ));
+        let listener = tokio::spawn(listen(
+            Arc::clone(&shared),
+            self.settings.database_url.clone(),
+            background_stopped,
+        ));
+
+        let slots = Arc::new(Semaphore::new(concurrency));
+        let started = AtomicUsize::new(0);
+        // The claim loop is never dropped mid-claim (jobs claimed but never run would lose
+        // an attempt): it is told to stop and ends at its next wait.
+        let claimed = {
+            let claiming = self.claim_loop(
+                &shared,
+                &options,
+                &task_names,
+                &slots,
+                &started,
+                claiming_stopped,
+            );
+            tokio::pin!(claiming);
+            tokio::pin!(shutdown);
+            tokio::select! {
+                result = &mut claiming => result,
+                _ = &mut shutdown => {
+                    let _ = stop_claiming.send(true);
+                    claiming.await
+                }
+            }
+        };
+
+        let all_slots = u32::try_from(concurrency).unwrap_or(u32::MAX);
+        let finished = tokio::time::timeout(
+            self.settings.shutdown_timeout,
+            slots.acquire_many(all_slots),
+        )
+        .await;
+        let handed_back = if finished.is_ok() {
+            0
+        } else {
+            let unfinished: Vec<Uuid> = shared.running.lock().unwrap().keys().copied().collect();
+            stop_jobs(&shared, &unfinished, || ReportKind::Snooze(Duration::ZERO))
+        };
+        let _ = stop_background.send(true);
+        let _ = heartbeat.await;
+        let _ = listener.await;
+        let last_worker_id = shared.worker_id();
+        // The reporter ends once every sender is gone: ours here, the job tasks' as they end.
+        drop(shared);
+        let _ = reporter.await;
+        let client = self.pool.get().await?;
+        if let Err(e) = client
+            .execute("SELECT soniq.deregister_worker($1)", &[&last_worker_id])
+            .await
+        {
+            let e = Error::from(e);
+            if !lease_lost(&e) {
+                return Err(e);
+            }
+        }
+        claimed?;
+        Ok(WorkerReport {
+            jobs_run: started.load(Ordering::Relaxed),
+            handed_back,
+        })
+    }
+
+    async fn claim_loop(
+        &self,
+        shared: &Arc<Shared>,
+        options: &WorkerOptions,
+        task_names: &[String],
+        slots: &Arc<Semaphore>,
+        started: &AtomicUsize,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<()> {
+        let concurrency = options
+            .concurrency
+            .unwrap_or(self.settings.concurrency)
+            .max(1);
+        let all_slots = u32::try_from(concurrency).unwrap_or(u32::MAX);
+        while !*stop.borrow() {
+            let remaining = options
+                .max_jobs
+                .map(|max| max.saturating_sub(started.load(Ordering::Relaxed)))
+                .unwrap_or(usize::MAX);
+            if remaining == 0 {
+                break;
+            }
+            // Wait for a free slot, then take every free slot (up to a batch).
+            let first = tokio::select! {
+                permit = Arc::clone(slots).acquire_owned() => permit.expect("slots are never closed"),
+                _ = stop.changed() => break,
+            };
+            let mut permits = vec![first];
+            while permits.len() < remaining.min(MAX_CLAIM_BATCH) {
+                match Arc::clone(slots).try_acquire_owned() {
+                    Ok(permit) => permits.push(permit),
+                    Err(_) => break,
+                }
+            }
+            let asked = permits.len();
+            // Armed before the claim, so a notification during the claim is not lost.
+            let woken = shared.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let jobs = match claim(shared, &options.queues, asked, task_names).await {
+                Ok(jobs) => jobs,
+                Err(e) => {
+                    tracing::warn!("claim failed: {e}");
+                    drop(permits);
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.settings.error_retry_delay) => {}
+                        _ = stop.changed() => {}
+                    }
+                    continue;
+                }
+            };
+            let got = jobs.len();
+            started.fetch_add(got, Ordering::Relaxed);
+            for (job, permit) in jobs.into_iter().zip(permits.drain(..)) {
+                spawn_job(shared, job, permit);
+            }
+            drop(permits);
+            if got == asked {
+                continue; // a full batch: there may be more at once
+            }
+            if options.run_once {
+                // Wait for the running jobs (an immediate retry is due again), then look once more.
+                drop(
+                    slots
+                        .acquire_many(all_slots)
+                        .await
+                        .expect("slots are never closed"),
+                );
+                if got == 0 {
+                    break;
+                }
+                continue;
+            }
+            tokio::select! {
+                _ = &mut woken => {}
+                _ = tokio::time::sleep(self.settings.poll_interval) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,502 @@
+//! The runner against the real extension (the test cluster of scripts/test).
+#![cfg(feature = "e2e")]
+
+use serde::{Deserialize, Serialize};
+use soniq_runner::{JobContext, JobError, JobResult, Outcome, Settings, Soniq, WorkerOptions};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio_postgres::NoTls;
+
+fn database_url() -> String {
+    std::env::var("SONIQ_TEST_DATABASE_URL")
+        .expect("SONIQ_TEST_DATABASE_URL names the test database; run scripts/test")
+}
+
+fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        nanos,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn app(concurrency: usize) -> Soniq {
+    let mut settings = Settings::new(database_url());
+    settings.concurrency = concurrency;
+    settings.poll_interval = Duration::from_millis(200);
+    settings.heartbeat_interval = Duration::from_millis(300);
+    settings.shutdown_timeout = Duration::from_secs(5);
+    settings.error_retry_delay = Duration::from_millis(200);
+    Soniq::with_settings(settings).unwrap()
+}
+
+async fn sql() -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&database_url(), NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+fn serve(queue: &str) -> WorkerOptions {
+    WorkerOptions {
+        queues: Some(vec![queue.to_string()]),
+        ..WorkerOptions::default()
+    }
+}
+
+fn run_once(queue: &str) -> WorkerOptions {
+    WorkerOptions {
+        run_once: true,
+        ..serve(queue)
+    }
+}
+
+/// Resolves once `probe` is true (checked every 100 ms), or after `limit`.
+async fn until(limit: Duration, mut probe: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !probe() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+struct Item {
+    n: u32,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_jobs_at_concurrency_16_each_run_once() {
+    let queue = unique("thousand");
+    let runs: Arc<Mutex<HashMap<u32, usize>>> = Arc::default();
+    let mut soniq = app(16);
+    let seen = Arc::clone(&runs);
+    let task = soniq
+        .job(format!("{queue}.item"))
+        .queue(&queue)
+        .handler(move |item: Item, _ctx: JobContext| {
+            let seen = Arc::clone(&seen);
+            async move {
+                *seen.lock().unwrap().entry(item.n).or_default() += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                JobResult::Ok(Outcome::done())
+            }
+        })
+        .unwrap();
+    for n in 0..1000 {
+        soniq.enqueue(&task, Item { n }).await.unwrap();
+    }
+    let report = soniq.run_worker(run_once(&queue)).await.unwrap();
+    assert_eq!(report.jobs_run, 1000);
+    let runs = runs.lock().unwrap().clone();
+    assert_eq!(runs.len(), 1000, "every job ran");
+    assert!(runs.values().all(|&count| count == 1), "no job ran twice");
+    let row = sql()
+        .await
+        .query_one(
+            "SELECT count(*) FILTER (WHERE status = 'done'), count(*) FROM soniq.jobs WHERE queue = $1",
+            &[&queue],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (1000, 1000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_fails_twice_then_succeeds_sees_attempts_one_to_three() {
+    let queue = unique("flaky");
+    let attempts: Arc<Mutex<Vec<(i32, i32, Instant)>>> = Arc::default();
+    let mut soniq = app(2);
+    let seen = Arc::clone(&attempts);
+    let task = soniq
+        .job(format!("{queue}.flaky"))
+        .queue(&queue)
+        .retries(3)
+        .retry_delay([Duration::from_millis(300), Duration::from_millis(600)])
+        .handler(move |_: Item, ctx: JobContext| {
+            let seen = Arc::clone(&seen);
+            async move {
+                seen.lock()
+                    .unwrap()
+                    .push((ctx.attempt, ctx.max_attempts, Instant::now()));
+                if ctx.attempt < 3 {
+                    return Err(JobError::new(format!("attempt {} failed", ctx.attempt)));
+                }
+                Outcome::done_with(serde_json::json!({"attempt": ctx.attempt}))
+            }
+        })
+        .unwrap();
+    let job = soniq.enqueue(&task, Item { n: 1 }).await.unwrap();
+    let watched = Arc::clone(&attempts);
+    soniq
+        .run_worker_until(
+            serve(&queue),
+            until(Duration::from_secs(20), move || {
+                watched.lock().unwrap().len() >= 3
+            }),
+        )
+        .await
+        .unwrap();
+    let attempts = attempts.lock().unwrap().clone();
+    let numbers: Vec<(i32, i32)> = attempts.iter().map(|(a, m, _)| (*a, *m)).collect();
+    assert_eq!(numbers, vec![(1, 4), (2, 4), (3, 4)]);
+    assert!(
+        attempts[1].2 - attempts[0].2 >= Duration::from_millis(300),
+        "first retry waited its delay"
+    );
+    assert!(
+        attempts[2].2 - attempts[1].2 >= Duration::from_millis(600),
+        "second retry waited its delay"
+    );
+    let row = sql()
+        .await
+        .query_one(
+            "SELECT status, result->>'attempt', last_error FROM soniq.jobs WHERE id = $1",
+            &[&job],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "done");
+    assert_eq!(row.get::<_, String>(1), "3");
+    assert_eq!(row.get::<_, String>(2), "attempt 2 failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_job_is_retried_then_dead_lettered_with_reason_timeout() {
+    let queue = unique("slow");
+    let mut soniq = app(2);
+    let task = soniq
+        .job(format!("{queue}.slow"))
+        .queue(&queue)
+        .retries(1)
+        .timeout(Duration::from_millis(300))
+        .handler(|_: Item, _ctx: JobContext| async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            JobResult::Ok(Outcome::done())
+        })
+        .unwrap();
+    let job = soniq.enqueue(&task, Item { n: 1 }).await.unwrap();
+    let report = soniq.run_worker(run_once(&queue)).await.unwrap();
+    assert_eq!(report.jobs_run, 2, "the first timeout was retried once");
+    let row = sql()
+        .await
+        .query_one(
+            "SELECT dead_letter_reason, attempts, last_error FROM soniq.dead_letter_jobs WHERE id = $1",
+            &[&job],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "timeout");
+    assert_eq!(row.get::<_, i32>(1), 2);
+    assert_eq!(row.get::<_, String>(2), "Job timed out after 0.3s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_fails_its_attempt_and_the_worker_goes_on() {
+    let queue = unique("panic");
+    let mut soniq = app(2);
+    let task = soniq
+        .job(format!("{queue}.maybe_panic"))
+        .queue(&queue)
+        .retries(0)
+        .handler(|item: Item, _ctx: JobContext| async move {
+            if item.n == 0 {
+                panic!("boom in the handler");
+            }
+            JobResult::Ok(Outcome::done())
+        })
+        .unwrap();
+    let panicking = soniq.enqueue(&task, Item { n: 0 }).await.unwrap();
+    for n in 1..=5 {
+        soniq.enqueue(&task, Item { n }).await.unwrap();
+    }
+    let report = soniq.run_worker(run_once(&queue)).await.unwrap();
+    assert_eq!(report.jobs_run, 6);
+    let client = sql().await;
+    let done: i64 = client
+        .query_one(
+            "SELECT count(*) FROM soniq.jobs WHERE queue = $1 AND status = 'done'",
+            &[&queue],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(done, 5);
+    let error: String = client
+        .query_one(
+            "SELECT last_error FROM soniq.dead_letter_jobs WHERE id = $1",
+            &[&panicking],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(error, "handler panicked: boom in the handler");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_never_claims_a_task_it_has_no_handler_for() {
+    let queue = unique("foreign");
+    let mut settings = Settings::new(database_url());
+    settings.enqueue_validation = soniq_runner::EnqueueValidation::None;
+    let producer = Soniq::with_settings(settings).unwrap();
+    let foreign = producer
+        .enqueue_by_name(format!("{queue}.elsewhere"), serde_json::json!({}))
+        .queue(&queue)
+        .await
+        .unwrap();
+    let mut soniq = app(2);
+    let task = soniq
+        .job(format!("{queue}.here"))
+        .queue(&queue)
+        .handler(|_: Item, _ctx: JobContext| async { JobResult::Ok(Outcome::done()) })
+        .unwrap();
+    soniq.enqueue(&task, Item { n: 1 }).await.unwrap();
+    let report = soniq.run_worker(run_once(&queue)).await.unwrap();
+    assert_eq!(report.jobs_run, 1);
+    let status: String = sql()
+        .await
+        .query_one("SELECT status FROM soniq.jobs WHERE id = $1", &[&foreign])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        status, "queued",
+        "the job without a handler here was left for another worker"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_hands_unfinished_jobs_back_without_using_an_attempt() {
+    let queue = unique("shutdown");
+    let mut settings = Settings::new(database_url());
+    settings.shutdown_timeout = Duration::from_millis(200);
+    settings.poll_interval = Duration::from_millis(200);
+    let mut soniq = Soniq::with_settings(settings).unwrap();
+    let started = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&started);
+    let task = soniq
+        .job(format!("{queue}.long"))
+        .queue(&queue)
+        .retries(0)
+        .handler(move |_: Item, _ctx: JobContext| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                JobResult::Ok(Outcome::done())
+            }
+        })
+        .unwrap();
+    let job = soniq.enqueue(&task, Item { n: 1 }).await.unwrap();
+    let watched = Arc::clone(&started);
+    let report = soniq
+        .run_worker_until(
+            serve(&queue),
+            until(Duration::from_secs(10), move || {
+                watched.load(Ordering::SeqCst) == 1
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.handed_back, 1);
+    let row = sql()
+        .await
+        .query_one(
+            "SELECT status, attempts, worker_id IS NULL FROM soniq.jobs WHERE id = $1",
+            &[&job],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, String>(0),
+        "queued",
+        "the job is back in the queue, not lost"
+    );
+    assert_eq!(row.get::<_, i32>(1), 0, "its only attempt was not used up");
+    assert!(row.get::<_, bool>(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancellation_reaches_the_running_handler_through_the_heartbeat() {
+    let queue = unique("cancel");
+    let mut soniq = app(2);
+    let task = soniq
+        .job(format!("{queue}.long"))
+        .queue(&queue)
+        .handler(|_: Item, _ctx: JobContext| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            JobResult::Ok(Outcome::done())
+        })
+        .unwrap();
+    let job = soniq.enqueue(&task, Item { n: 1 }).await.unwrap();
+    let canceller = app(1);
+    let stop = async {
+        let client = sql().await;
+        loop {
+            let status: String = client
+                .query_one("SELECT status FROM soniq.jobs WHERE id = $1", &[&job])
+                .await
+                .unwrap()
+                .get(0);
+            match status.as_str() {
+                "processing" => {
+                    assert!(canceller.cancel_job(job).await.unwrap());
+                }
+                "cancelled" => break,
+                _ => {}
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        soniq.run_worker_until(serve(&queue), stop),
+    )
+    .await
+    .expect("the cancellation arrived")
+    .unwrap();
+    let status: String = sql()
+        .await
+        .query_one("SELECT status FROM soniq.jobs WHERE id = $1", &[&job])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "cancelled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_snooze_cancel_and_discard() {
+    let queue = unique("outcomes");
+    let mut soniq = app(2);
+    let task = soniq
+        .job(format!("{queue}.decide"))
+        .queue(&queue)
+        .retries(3)
+        .handler(|item: Item, _ctx: JobContext| async move {
+            JobResult::Ok(match item.n {
+                1 => Outcome::snooze(Duration::from_secs(3600)),
+                2 => Outcome::cancel("not needed any more"),
+                _ => Outcome::discard("the card was declined"),
+            })
+        })
+        .unwrap();
+    let snoozed = soniq.enqueue(&task, Item { n: 1 }).await.unwrap();
+    let cancelled = soniq.enqueue(&task, Item { n: 2 }).await.unwrap();
+    let discarded = soniq.enqueue(&task, Item { n: 3 }).await.unwrap();
+    soniq.run_worker(run_once(&queue)).await.unwrap();
+    let client = sql().await;
+    let row = client
+        .query_one(
+            "SELECT status, attempts, scheduled_at > now() + interval '50 minutes' FROM soniq.jobs WHERE id = $1",
+            &[&snoozed],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, String>(0),
+            row.get::<_, i32>(1),
+            row.get::<_, bool>(2)
+        ),
+        ("queued".into(), 0, true)
+    );
+    let row = client
+        .query_one(
+            "SELECT status, last_error FROM soniq.jobs WHERE id = $1",
+            &[&cancelled],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(1)),
+        ("cancelled".into(), "not needed any more".into())
+    );
+    let row = client
+        .query_one(
+            "SELECT dead_letter_reason, attempts FROM soniq.dead_letter_jobs WHERE id = $1",
+            &[&discarded],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, i32>(1)),
+        ("permanent_failure".into(), 1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactional_enqueue_on_tokio_postgres_rolls_back_with_the_caller() {
+    let queue = unique("tx");
+    let mut soniq = app(1);
+    let task = soniq
+        .job(format!("{queue}.invoice"))
+        .queue(&queue)
+        .handler(|_: Item, _ctx: JobContext| async { JobResult::Ok(Outcome::done()) })
+        .unwrap();
+    let mut client = sql().await;
+    let tx = client.transaction().await.unwrap();
+    let rolled_back = soniq
+        .enqueue(&task, Item { n: 1 })
+        .send_on(&tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    let committed = soniq
+        .enqueue(&task, Item { n: 2 })
+        .send_on(&tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let rows: Vec<uuid::Uuid> = client
+        .query("SELECT id FROM soniq.jobs WHERE queue = $1", &[&queue])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(rows, vec![committed]);
+    assert_ne!(rolled_back, committed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_refuses_bad_input_before_the_database() {
+    let queue = unique("refuse");
+    let mut soniq = app(1);
+    soniq
+        .job(format!("{queue}.typed"))
+        .handler(|_: Item, _ctx: JobContext| async { JobResult::Ok(Outcome::done()) })
+        .unwrap();
+    let err = soniq
+        .enqueue_by_name(format!("{queue}.typo"), serde_json::json!({}))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("has no handler in this process"), "{err}");
+    let err = soniq
+        .enqueue_by_name(format!("{queue}.typed"), serde_json::json!({"n": "one"}))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("invalid arguments"), "{err}");
+    let err = soniq
+        .enqueue_by_name(format!("{queue}.typed"), serde_json::json!({"n": 1}))
+        .priority(0)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.sqlstate(),
+        Some(&tokio_postgres::error::SqlState::INVALID_PARAMETER_VALUE)
+    );
+    assert!(soniq
+        .job("Not A Name")
+        .handler(|_: Item, _ctx: JobContext| async { JobResult::Ok(Outcome::done()) })
+        .is_err());
+}
