@@ -108,3 +108,17 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for JobError {
 
 /// What a handler returns.
 pub type JobResult = Result<Outcome, JobError>;
+
+/// What a custom retry policy decides for a failed attempt (an error or a panic).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryDecision {
+    /// The task's own policy (its retry delays) decides.
+    Default,
+    /// Retry after this delay (while attempts remain).
+    After(Duration),
+    /// No retry: straight to the dead letter (reason `permanent_failure`).
+    GiveUp,
+}
+
+/// A custom retry policy: sees the attempt and its error, decides the retry.
+pub type RetryPolicy = std::sync::Arc<dyn Fn(&JobContext, &str) -> RetryDecision + Send + Sync>;

@@ -24,14 +24,18 @@
 
 mod enqueue;
 mod error;
+mod hooks;
 mod job;
+mod jobs;
 mod registry;
 mod settings;
 mod worker;
 
 pub use enqueue::Enqueue;
 pub use error::{Error, Result};
-pub use job::{JobContext, JobError, JobResult, Outcome};
+pub use hooks::{AfterJob, BeforeJob, OnError};
+pub use job::{JobContext, JobError, JobResult, Outcome, RetryDecision, RetryPolicy};
+pub use jobs::{JobFilter, JobInfo, JobStatus, QueueStats};
 pub use registry::{is_valid_task_name, Task, TaskBuilder, TaskOptions};
 pub use settings::{EnqueueValidation, Settings};
 pub use worker::{WorkerOptions, WorkerReport};
@@ -48,6 +52,8 @@ pub struct Soniq {
     settings: Settings,
     pool: Pool,
     registry: Registry,
+    hooks: hooks::Hooks,
+    retry_policy: Option<RetryPolicy>,
     /// Whether the handlers' options are in `soniq.tasks` (published before the first
     /// enqueue and at worker start, so a job gets its task's options however it is enqueued).
     published: tokio::sync::OnceCell<()>,
@@ -76,6 +82,8 @@ impl Soniq {
             settings,
             pool,
             registry: Registry::default(),
+            hooks: hooks::Hooks::default(),
+            retry_policy: None,
             published: tokio::sync::OnceCell::new(),
         })
     }
@@ -99,6 +107,30 @@ impl Soniq {
         let args = serde_json::to_value(args)
             .map_err(|e| Error::Invalid(format!("arguments of {} are not JSON: {e}", task.name())));
         Enqueue::new(self, task.name().to_string(), args)
+    }
+
+    /// Enqueue many jobs of one task in one round trip; ids in input order.
+    pub async fn enqueue_many<A: Serialize>(
+        &self,
+        task: &Task<A>,
+        args: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<Uuid>> {
+        let args = args
+            .into_iter()
+            .map(serde_json::to_value)
+            .collect::<std::result::Result<Vec<Value>, _>>()
+            .map_err(|e| {
+                Error::Invalid(format!("arguments of {} are not JSON: {e}", task.name()))
+            })?;
+        self.publish_tasks().await?;
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT soniq.enqueue_many($1, $2::jsonb[], producer_id => $3)",
+                &[&task.name(), &args, &self.settings.producer_id],
+            )
+            .await?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
     /// Enqueue by task name with JSON arguments. A name this process has a handler for has
@@ -130,6 +162,53 @@ impl Soniq {
                 EnqueueValidation::None => Ok(()),
             },
         }
+    }
+
+    /// Run `hook` before every job (several run in registration order).
+    pub fn before_job(&mut self, hook: impl Fn(&BeforeJob) + Send + Sync + 'static) {
+        self.hooks.before_job.add_sync(hook);
+    }
+
+    pub fn before_job_async<F, Fut>(&mut self, hook: F)
+    where
+        F: Fn(BeforeJob) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.hooks.before_job.add_async(hook);
+    }
+
+    /// Run `hook` after every successful job.
+    pub fn after_job(&mut self, hook: impl Fn(&AfterJob) + Send + Sync + 'static) {
+        self.hooks.after_job.add_sync(hook);
+    }
+
+    pub fn after_job_async<F, Fut>(&mut self, hook: F)
+    where
+        F: Fn(AfterJob) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.hooks.after_job.add_async(hook);
+    }
+
+    /// Run `hook` when a job fails (before the retry or dead-letter decision is recorded).
+    pub fn on_error(&mut self, hook: impl Fn(&OnError) + Send + Sync + 'static) {
+        self.hooks.on_error.add_sync(hook);
+    }
+
+    pub fn on_error_async<F, Fut>(&mut self, hook: F)
+    where
+        F: Fn(OnError) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.hooks.on_error.add_async(hook);
+    }
+
+    /// Replace the retry-delay decision for failed attempts (errors and panics).
+    pub fn retry_policy(
+        &mut self,
+        policy: impl Fn(&JobContext, &str) -> RetryDecision + Send + Sync + 'static,
+    ) {
+        self.retry_policy = Some(std::sync::Arc::new(policy));
     }
 
     /// Publish every handler's options with `soniq.register_task` (once; again after a new

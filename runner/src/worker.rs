@@ -11,8 +11,9 @@
 //! * the listener: `LISTEN soniq_new_job` on a connection of its own, reconnecting.
 
 use crate::error::{Error, Result};
-use crate::job::{JobContext, Outcome};
-use crate::registry::Registry;
+use crate::hooks::{AfterJob, BeforeJob, Hooks, OnError};
+use crate::job::{JobContext, Outcome, RetryDecision, RetryPolicy};
+use crate::registry::{Registered, Registry};
 use crate::Soniq;
 use deadpool_postgres::Pool;
 use futures_util::FutureExt;
@@ -22,7 +23,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 use tokio_postgres::error::SqlState;
@@ -111,6 +112,8 @@ struct RunningJob {
 struct Shared {
     pool: Pool,
     registry: Registry,
+    hooks: Hooks,
+    retry_policy: Option<RetryPolicy>,
     worker_id: Mutex<Uuid>,
     running: Mutex<HashMap<Uuid, RunningJob>>,
     reports: mpsc::UnboundedSender<Report>,
@@ -202,18 +205,77 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a non-string panic payload".into())
 }
 
-/// Run one attempt to its outcome. A panic or a timeout is a failed attempt.
-async fn execute(registry: &Registry, job: ClaimedJob) -> ReportKind {
+/// Run one attempt to its outcome, with the hooks around it. A panic or a timeout is a
+/// failed attempt; a custom retry policy may then set the delay or give up.
+async fn execute(shared: &Shared, job: ClaimedJob) -> ReportKind {
     let ctx = job.context;
-    let Some(registered) = registry.tasks.get(&ctx.job_name) else {
+    let Some(registered) = shared.registry.tasks.get(&ctx.job_name) else {
         return ReportKind::Fail {
             error: format!("task {} has no handler in this worker", ctx.job_name),
             retry_in: None,
             reason: Some("job_not_found"),
         };
     };
+    let (job_name, job_id, attempt) = (ctx.job_name.clone(), ctx.job_id, ctx.attempt);
+    let hooks = &shared.hooks;
+    hooks
+        .before_job
+        .run(
+            "before_job",
+            &BeforeJob {
+                job_name: job_name.clone(),
+                job_id,
+                attempt,
+            },
+        )
+        .await;
+    let started = Instant::now();
+    let mut kind = run_handler(registered, job.args, ctx.clone()).await;
+    match &mut kind {
+        ReportKind::Done(_) => {
+            let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+            hooks
+                .after_job
+                .run(
+                    "after_job",
+                    &AfterJob {
+                        job_name,
+                        job_id,
+                        duration_ms,
+                    },
+                )
+                .await;
+        }
+        ReportKind::Fail {
+            error,
+            retry_in,
+            reason,
+        } if reason.is_none() || *reason == Some("timeout") => {
+            let event = OnError {
+                job_name,
+                job_id,
+                error: error.clone(),
+                attempt,
+            };
+            hooks.on_error.run("on_error", &event).await;
+            if reason.is_none() {
+                if let Some(policy) = &shared.retry_policy {
+                    match policy(&ctx, error) {
+                        RetryDecision::Default => {}
+                        RetryDecision::After(delay) => *retry_in = Some(delay),
+                        RetryDecision::GiveUp => *reason = Some("permanent_failure"),
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    kind
+}
+
+async fn run_handler(registered: &Registered, args: Value, ctx: JobContext) -> ReportKind {
     let timeout = ctx.timeout;
-    let future = match (registered.handler)(job.args, ctx) {
+    let future = match (registered.handler)(args, ctx) {
         Ok(future) => future,
         Err(e) => {
             return ReportKind::Fail {
@@ -259,7 +321,7 @@ fn spawn_job(shared: &Arc<Shared>, job: ClaimedJob, permit: OwnedSemaphorePermit
     let mut running = shared.running.lock().unwrap();
     let task_shared = Arc::clone(shared);
     let handle = tokio::spawn(async move {
-        let kind = execute(&task_shared.registry, job).await;
+        let kind = execute(&task_shared, job).await;
         // Only a job still in the map reports: one the heartbeat aborted has reported already.
         if task_shared
             .running
@@ -566,6 +628,8 @@ impl Soniq {
         let shared = Arc::new(Shared {
             pool: self.pool.clone(),
             registry: self.registry.clone(),
+            hooks: self.hooks.clone(),
+            retry_policy: self.retry_policy.clone(),
             worker_id: Mutex::new(worker_id),
             running: Mutex::new(HashMap::new()),
             reports: reports_tx,

@@ -1,0 +1,201 @@
+//! The runner's job API, hooks and retry policy against the real extension.
+#![cfg(feature = "e2e")]
+
+use serde::{Deserialize, Serialize};
+use soniq_runner::{
+    JobContext, JobError, JobFilter, JobResult, JobStatus, Outcome, RetryDecision, Settings, Soniq,
+    WorkerOptions,
+};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        nanos,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn app() -> Soniq {
+    let url = std::env::var("SONIQ_TEST_DATABASE_URL")
+        .expect("SONIQ_TEST_DATABASE_URL; run scripts/test");
+    let mut settings = Settings::new(url);
+    settings.poll_interval = Duration::from_millis(200);
+    settings.heartbeat_interval = Duration::from_millis(300);
+    Soniq::with_settings(settings).unwrap()
+}
+
+fn run_once(queue: &str) -> WorkerOptions {
+    WorkerOptions {
+        queues: Some(vec![queue.into()]),
+        run_once: true,
+        ..WorkerOptions::default()
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct Sum {
+    a: i64,
+    b: i64,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_lookups_lists_stats_and_deletes() {
+    let queue = unique("api");
+    let mut soniq = app();
+    let add = soniq
+        .job(format!("{queue}.add"))
+        .queue(&queue)
+        .handler(|sum: Sum, _ctx: JobContext| async move { Outcome::done_with(sum.a + sum.b) })
+        .unwrap();
+    let ids = soniq
+        .enqueue_many(&add, (0..3).map(|i| Sum { a: i, b: 10 }))
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 3);
+    let queued = soniq.get_job(ids[0]).await.unwrap().unwrap();
+    assert_eq!(
+        (queued.status, queued.args.clone()),
+        (JobStatus::Queued, serde_json::json!({"a": 0, "b": 10}))
+    );
+    assert_eq!(
+        soniq.get_result::<i64>(ids[0]).await.unwrap(),
+        None,
+        "no result before it is done"
+    );
+    let stats = soniq.queue_stats(Some(&queue)).await.unwrap();
+    assert_eq!((stats.total, stats.queued), (3, 3));
+
+    soniq.run_worker(run_once(&queue)).await.unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(
+            soniq.get_result::<i64>(*id).await.unwrap(),
+            Some(i as i64 + 10)
+        );
+    }
+    let done = soniq
+        .list_jobs(&JobFilter {
+            queue: Some(queue.clone()),
+            status: Some(JobStatus::Done),
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(done.len(), 3);
+    assert!(
+        done.iter().all(|job| job.producer_id.is_some()),
+        "the producer id is stamped"
+    );
+    soniq.delete_job(ids[0]).await.unwrap();
+    assert!(soniq.get_job(ids[0]).await.unwrap().is_none());
+    assert!(
+        soniq.delete_job(ids[0]).await.is_err(),
+        "deleting an unknown job is an error"
+    );
+    assert_eq!(soniq.queue_stats(Some(&queue)).await.unwrap().done, 2);
+    assert!(soniq.get_job(uuid::Uuid::nil()).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_run_in_order_and_a_failing_hook_changes_nothing() {
+    let queue = unique("hooks");
+    let events: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut soniq = app();
+    let log = |events: &Arc<Mutex<Vec<String>>>, label: &'static str| {
+        let events = Arc::clone(events);
+        move |text: String| events.lock().unwrap().push(format!("{label}:{text}"))
+    };
+    let before = log(&events, "before");
+    soniq.before_job(move |e| {
+        before(format!(
+            "{}#{}",
+            e.job_name.rsplit('.').next().unwrap(),
+            e.attempt
+        ))
+    });
+    soniq.before_job(|_| panic!("a broken hook"));
+    let after = log(&events, "after");
+    soniq.after_job_async(move |e| {
+        let after = after.clone();
+        async move { after(e.job_name.rsplit('.').next().unwrap().to_string()) }
+    });
+    let on_error = log(&events, "error");
+    soniq.on_error(move |e| on_error(format!("{}#{}", e.error, e.attempt)));
+    let task = soniq
+        .job(format!("{queue}.step"))
+        .queue(&queue)
+        .retries(1)
+        .handler(|_: Sum, ctx: JobContext| async move {
+            if ctx.attempt == 1 {
+                return Err(JobError::new("first try fails"));
+            }
+            JobResult::Ok(Outcome::done())
+        })
+        .unwrap();
+    let id = soniq.enqueue(&task, Sum { a: 1, b: 2 }).await.unwrap();
+    soniq.run_worker(run_once(&queue)).await.unwrap();
+    assert_eq!(
+        *events.lock().unwrap(),
+        vec![
+            "before:step#1",
+            "error:first try fails#1",
+            "before:step#2",
+            "after:step"
+        ]
+    );
+    assert_eq!(
+        soniq.get_job(id).await.unwrap().unwrap().status,
+        JobStatus::Done
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_retry_policy_sets_the_delay_or_gives_up() {
+    let queue = unique("policy");
+    let mut soniq = app();
+    soniq.retry_policy(|ctx, error| {
+        if error.contains("fatal") {
+            RetryDecision::GiveUp
+        } else if ctx.attempt == 1 {
+            RetryDecision::After(Duration::from_secs(600))
+        } else {
+            RetryDecision::Default
+        }
+    });
+    let task = soniq
+        .job(format!("{queue}.fails"))
+        .queue(&queue)
+        .retries(5)
+        .handler(|sum: Sum, _ctx: JobContext| async move {
+            Err::<Outcome, _>(JobError::new(if sum.a == 0 {
+                "fatal: bad card"
+            } else {
+                "try later"
+            }))
+        })
+        .unwrap();
+    let fatal = soniq.enqueue(&task, Sum { a: 0, b: 0 }).await.unwrap();
+    let later = soniq.enqueue(&task, Sum { a: 1, b: 0 }).await.unwrap();
+    soniq.run_worker(run_once(&queue)).await.unwrap();
+    let dead = soniq.get_job(fatal).await.unwrap().unwrap();
+    assert_eq!(
+        (dead.status, dead.dead_letter_reason.as_deref()),
+        (JobStatus::Dead, Some("permanent_failure"))
+    );
+    let waiting = soniq.get_job(later).await.unwrap().unwrap();
+    assert_eq!((waiting.status, waiting.attempts), (JobStatus::Queued, 1));
+    let delay = waiting
+        .scheduled_at
+        .unwrap()
+        .duration_since(SystemTime::now())
+        .unwrap();
+    assert!(delay > Duration::from_secs(590), "retry in {delay:?}");
+}
