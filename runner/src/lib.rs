@@ -28,6 +28,7 @@ mod hooks;
 mod job;
 mod jobs;
 mod registry;
+mod scheduler;
 mod settings;
 mod worker;
 
@@ -37,7 +38,10 @@ pub use hooks::{AfterJob, BeforeJob, OnError};
 pub use job::{JobContext, JobError, JobResult, Outcome, RetryDecision, RetryPolicy};
 pub use jobs::{JobFilter, JobInfo, JobStatus, QueueStats};
 pub use registry::{is_valid_task_name, Task, TaskBuilder, TaskOptions};
+pub use scheduler::{ScheduleInfo, ScheduleSpec, Scheduler};
 pub use settings::{EnqueueValidation, Settings};
+/// The schedule builder: `every(5).minutes()`, `daily().at("09:00")`, ...
+pub use soniq_cron::{dsl, Schedule};
 pub use worker::{WorkerOptions, WorkerReport};
 
 use deadpool_postgres::{Pool, PoolConfig, Runtime};

@@ -36,6 +36,8 @@ pub struct TaskOptions {
     retry_max_delay: Option<Duration>,
     retry_jitter: Option<bool>,
     result_ttl: Option<Duration>,
+    /// Published as a schedule named after the task when the application starts.
+    pub(crate) periodic: Option<soniq_cron::Schedule>,
 }
 
 impl TaskOptions {
@@ -222,6 +224,14 @@ impl TaskBuilder<'_> {
     /// How long a finished job and its result are kept; default 300 s, zero deletes at once.
     pub fn result_ttl(mut self, ttl: Duration) -> Self {
         self.options.result_ttl = Some(ttl);
+        self
+    }
+
+    /// Run the task on a schedule (`dsl::every(5).minutes()`, `dsl::daily().at("09:00")`,
+    /// ...): published as schedule `<task name>` when the application starts. The
+    /// extension's background worker fires it.
+    pub fn periodic(mut self, schedule: soniq_cron::Schedule) -> Self {
+        self.options.periodic = Some(schedule);
         self
     }
 

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::hooks::{AfterJob, BeforeJob, Hooks, OnError};
 use crate::job::{JobContext, Outcome, RetryDecision, RetryPolicy};
 use crate::registry::{Registered, Registry};
+use crate::scheduler::{self, ScheduleSpec};
 use crate::Soniq;
 use deadpool_postgres::Pool;
 use futures_util::FutureExt;
@@ -150,14 +151,21 @@ async fn register(pool: &Pool, options: &WorkerOptions, concurrency: usize) -> R
     Ok(row.get(0))
 }
 
-/// Publish every handler's options, so plain-SQL producers get them.
+/// Publish every handler's options, so plain-SQL producers get them, and the schedules of
+/// periodic tasks (an unchanged schedule keeps its next fire time).
 pub(crate) async fn publish_tasks(pool: &Pool, registry: &Registry) -> Result<()> {
     let client = pool.get().await?;
     for name in registry.names() {
-        let defaults = registry.tasks[&name].options.to_defaults();
+        let options = &registry.tasks[&name].options;
         client
-            .execute("SELECT soniq.register_task($1, $2)", &[&name, &defaults])
+            .execute(
+                "SELECT soniq.register_task($1, $2)",
+                &[&name, &options.to_defaults()],
+            )
             .await?;
+        if let Some(schedule) = &options.periodic {
+            scheduler::add(&client, &ScheduleSpec::new(name.clone(), schedule.clone())).await?;
+        }
     }
     Ok(())
 }
