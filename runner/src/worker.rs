@@ -35,6 +35,8 @@ use uuid::Uuid;
 const MAX_CLAIM_BATCH: usize = 100;
 /// Outcomes recorded per round trip at most.
 const MAX_REPORT_BATCH: usize = 500;
+/// How long outcomes are retried through a database outage.
+const RECORDING_PATIENCE: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone, Default)]
 pub struct WorkerOptions {
@@ -487,25 +489,26 @@ async fn report_outcomes(
                 Err(_) => break,
             }
         }
-        for try_number in 1..=5 {
-            match record_batch(&pool, &batch).await {
-                Ok(()) => break,
-                Err(e) if try_number == 5 => {
-                    // The leases will expire and the jobs run again: at-least-once, never lost.
-                    tracing::error!(
-                        jobs = batch.len(),
-                        "gave up recording outcomes ({e}); the jobs will run again"
-                    );
-                }
-                Err(e) => {
-                    tracing::error!(
-                        try_number,
-                        jobs = batch.len(),
-                        "could not record outcomes: {e}"
-                    );
-                    tokio::time::sleep(error_retry_delay).await;
-                }
+        // Retried through an outage (a database restart): a lost outcome would leave the job
+        // processing until its lease expires. After RECORDING_PATIENCE the lease expiry is
+        // the fallback: the job runs again (at-least-once, never lost).
+        let give_up_at = Instant::now() + RECORDING_PATIENCE;
+        let mut try_number = 1;
+        while let Err(e) = record_batch(&pool, &batch).await {
+            if Instant::now() >= give_up_at {
+                tracing::error!(
+                    jobs = batch.len(),
+                    "gave up recording outcomes ({e}); the jobs will run again"
+                );
+                break;
             }
+            tracing::warn!(
+                try_number,
+                jobs = batch.len(),
+                "could not record outcomes, retrying: {e}"
+            );
+            try_number += 1;
+            tokio::time::sleep(error_retry_delay).await;
         }
         drop(batch); // frees the job slots
     }
