@@ -877,13 +877,19 @@ $$;
 -- Dead letter
 ------------------------------------------------------------------------------------------
 
--- dead_letter_list: dead jobs, most recently dead first, filtered and paged.
+-- dead_letter_list: dead jobs, most recently dead first, filtered and paged: by task,
+-- queue, reason, when they died (moved_after <= t < moved_before), tags (all of them) and
+-- whether they were replayed.
 CREATE FUNCTION soniq.dead_letter_list(
-    task_name  text DEFAULT NULL,
-    queue      text DEFAULT NULL,
-    reason     text DEFAULT NULL,
-    row_limit  int  DEFAULT 100,
-    row_offset int  DEFAULT 0
+    task_name    text        DEFAULT NULL,
+    queue        text        DEFAULT NULL,
+    reason       text        DEFAULT NULL,
+    moved_after  timestamptz DEFAULT NULL,
+    moved_before timestamptz DEFAULT NULL,
+    tags         text[]      DEFAULT NULL,
+    replayed     boolean     DEFAULT NULL,
+    row_limit    int         DEFAULT 100,
+    row_offset   int         DEFAULT 0
 ) RETURNS SETOF soniq.dead_letter_jobs
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
@@ -896,26 +902,34 @@ BEGIN
      WHERE (dead_letter_list.task_name IS NULL OR d.task_name = dead_letter_list.task_name)
        AND (dead_letter_list.queue IS NULL OR d.queue = dead_letter_list.queue)
        AND (dead_letter_list.reason IS NULL OR d.dead_letter_reason = dead_letter_list.reason)
+       AND (moved_after IS NULL OR d.moved_to_dead_letter_at >= moved_after)
+       AND (moved_before IS NULL OR d.moved_to_dead_letter_at < moved_before)
+       AND (dead_letter_list.tags IS NULL OR d.tags @> dead_letter_list.tags)
+       AND (replayed IS NULL OR (d.resurrection_count > 0) = replayed)
      ORDER BY d.moved_to_dead_letter_at DESC, d.id DESC
      LIMIT row_limit OFFSET row_offset;
 END
 $$;
 
--- replay: mint a fresh job from a dead one (new id, attempts reset, same args and policy;
--- queue, priority and max_attempts may be overridden). The dead row stays, with its
+-- replay: mint a fresh job from a dead one (new id, same args and policy; queue, priority
+-- and max_attempts may be overridden). Attempts start again from 0 unless reset_attempts is
+-- false (then max_attempts must leave an attempt). The dead row stays, with its
 -- resurrection_count incremented. Returns the new job's id.
 CREATE FUNCTION soniq.replay(
-    dead_job_id  uuid,
-    queue        text DEFAULT NULL,
-    priority     int  DEFAULT NULL,
-    max_attempts int  DEFAULT NULL
+    dead_job_id    uuid,
+    queue          text    DEFAULT NULL,
+    priority       int     DEFAULT NULL,
+    max_attempts   int     DEFAULT NULL,
+    reset_attempts boolean DEFAULT true
 ) RETURNS uuid
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     dead soniq.dead_letter_jobs;
     new_id uuid := soniq.uuid_v7();
+    attempts_so_far int;
 BEGIN
     PERFORM soniq._require(dead_job_id, 'dead_job_id');
+    PERFORM soniq._require(reset_attempts, 'reset_attempts');
     PERFORM soniq._check_job_options(replay.priority, NULL, NULL);
     IF replay.max_attempts NOT BETWEEN 1 AND 1001 THEN
         RAISE EXCEPTION 'max_attempts must be between 1 and 1001, got %', replay.max_attempts
@@ -931,14 +945,81 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'dead job % does not exist', dead_job_id USING ERRCODE = 'no_data_found';
     END IF;
-    INSERT INTO soniq.jobs (id, task_name, args, queue, priority, max_attempts, timeout, retry_policy,
-                            result_ttl, producer_id)
+    attempts_so_far := CASE WHEN reset_attempts THEN 0 ELSE dead.attempts END;
+    IF attempts_so_far >= coalesce(replay.max_attempts, dead.max_attempts) THEN
+        RAISE EXCEPTION 'dead job % used % of % attempts; keeping them leaves none to run', dead_job_id,
+                        attempts_so_far, coalesce(replay.max_attempts, dead.max_attempts)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass a larger max_attempts, or reset the attempts.';
+    END IF;
+    INSERT INTO soniq.jobs (id, task_name, args, queue, priority, attempts, max_attempts, timeout,
+                            retry_policy, result_ttl, producer_id)
     VALUES (new_id, dead.task_name, dead.args, coalesce(replay.queue, dead.queue),
-            coalesce(replay.priority, dead.priority), coalesce(replay.max_attempts, dead.max_attempts),
+            coalesce(replay.priority, dead.priority), attempts_so_far,
+            coalesce(replay.max_attempts, dead.max_attempts),
             dead.timeout, dead.retry_policy, dead.result_ttl, dead.producer_id);
     PERFORM soniq._wake(coalesce(replay.queue, dead.queue));
     RETURN new_id;
 END
+$$;
+
+-- replay_many: replay each of the dead jobs (see replay) in one call; all or nothing.
+CREATE FUNCTION soniq.replay_many(
+    dead_job_ids   uuid[],
+    queue          text    DEFAULT NULL,
+    priority       int     DEFAULT NULL,
+    max_attempts   int     DEFAULT NULL,
+    reset_attempts boolean DEFAULT true
+) RETURNS TABLE (dead_job_id uuid, job_id uuid)
+LANGUAGE sql VOLATILE AS $$
+    SELECT d.id, soniq.replay(d.id, $2, $3, $4, $5)
+      FROM unnest(soniq._require_value($1, 'dead_job_ids')) WITH ORDINALITY AS d(id, n)
+     ORDER BY d.n
+$$;
+
+-- dead_letter_tag: add labels to a dead job; returns all its tags.
+CREATE FUNCTION soniq.dead_letter_tag(dead_job_id uuid, tags text[]) RETURNS text[]
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    result text[];
+BEGIN
+    PERFORM soniq._require(dead_job_id, 'dead_job_id');
+    PERFORM soniq._check_filter(tags, 'tags');
+    IF EXISTS (SELECT FROM unnest(tags) t WHERE t = '') THEN
+        RAISE EXCEPTION 'tags must not be empty strings' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE soniq.dead_letter_jobs d
+       SET tags = ARRAY(SELECT DISTINCT t FROM unnest(d.tags || dead_letter_tag.tags) t ORDER BY t)
+     WHERE d.id = dead_job_id
+    RETURNING d.tags INTO result;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'dead job % does not exist', dead_job_id USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN result;
+END
+$$;
+
+-- dead_letter_stats: counts of the dead letter (or of the jobs that died within `since`):
+-- total, by task, queue and reason, by day over the last 7 days, the oldest's age in
+-- seconds, and how many were replayed at least once.
+CREATE FUNCTION soniq.dead_letter_stats(since interval DEFAULT NULL) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    WITH dead AS (
+        SELECT * FROM soniq.dead_letter_jobs d
+         WHERE $1 IS NULL OR d.moved_to_dead_letter_at >= now() - $1
+    )
+    SELECT jsonb_build_object(
+        'total', (SELECT count(*) FROM dead),
+        'by_task', coalesce((SELECT jsonb_object_agg(task_name, n) FROM
+                             (SELECT task_name, count(*) AS n FROM dead GROUP BY task_name) t), '{}'),
+        'by_queue', coalesce((SELECT jsonb_object_agg(queue, n) FROM
+                              (SELECT queue, count(*) AS n FROM dead GROUP BY queue) q), '{}'),
+        'by_reason', coalesce((SELECT jsonb_object_agg(dead_letter_reason, n) FROM
+                               (SELECT dead_letter_reason, count(*) AS n FROM dead GROUP BY dead_letter_reason) r), '{}'),
+        'by_day', coalesce((SELECT jsonb_object_agg(day, n) FROM
+                            (SELECT moved_to_dead_letter_at::date::text AS day, count(*) AS n FROM dead
+                              WHERE moved_to_dead_letter_at >= current_date - 6 GROUP BY 1) d), '{}'),
+        'oldest_age_seconds', (SELECT round(extract(epoch FROM now() - min(moved_to_dead_letter_at))) FROM dead),
+        'replayed', (SELECT count(*) FROM dead WHERE resurrection_count > 0))
 $$;
 
 -- dead_letter_move: move a job that is not running (queued or cancelled) into the dead

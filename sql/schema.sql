@@ -138,6 +138,7 @@ CREATE TABLE soniq.dead_letter_jobs (
     moved_to_dead_letter_at timestamptz NOT NULL DEFAULT now(),
     resurrection_count      int NOT NULL DEFAULT 0,
     last_resurrection_at    timestamptz,
+    tags                    text[] NOT NULL DEFAULT '{}',   -- an operator's labels
     CONSTRAINT dead_letter_reason_check CHECK (dead_letter_reason IN (
         'max_retries_exceeded', 'permanent_failure', 'job_not_found',
         'invalid_arguments', 'timeout', 'manual_move'))

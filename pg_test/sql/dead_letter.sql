@@ -39,6 +39,27 @@ SELECT count(*) AS claimed FROM soniq.claim(:'w', task_names => '{dl.running}');
 SELECT soniq.dead_letter_move(:'run');
 :error
 
+-- Tags, filters by time, tags and replay, replay keeping attempts, replay_many, stats.
+SELECT soniq.dead_letter_tag(:'b', '{billing,urgent}') AS tags;
+SELECT soniq.dead_letter_tag(:'b', '{urgent,checked}') AS tags_merged;
+SELECT count(*) AS tagged FROM soniq.dead_letter_list(tags => '{urgent}');
+SELECT count(*) AS tagged_both FROM soniq.dead_letter_list(tags => '{urgent,billing}');
+SELECT count(*) AS replayed_ones FROM soniq.dead_letter_list(replayed => true);
+SELECT count(*) AS never_replayed FROM soniq.dead_letter_list(replayed => false);
+SELECT count(*) AS died_since_an_hour FROM soniq.dead_letter_list(moved_after => now() - interval '1 hour');
+SELECT count(*) AS died_before_an_hour FROM soniq.dead_letter_list(moved_before => now() - interval '1 hour');
+SELECT soniq.replay(:'b', reset_attempts => false);
+:error
+SELECT soniq.replay(:'b', reset_attempts => false, max_attempts => 3) AS kept \gset
+SELECT attempts, max_attempts FROM soniq.jobs WHERE id = :'kept';
+SELECT count(*) AS replayed_together FROM soniq.replay_many(ARRAY[:'a', :'b']::uuid[], queue => 'bulk_replay');
+SELECT count(*) AS in_bulk_queue FROM soniq.jobs WHERE queue = 'bulk_replay';
+SELECT stats - 'by_day' - 'oldest_age_seconds' AS stats,
+       (stats->'by_day') = jsonb_build_object(current_date::text, 3) AS by_day_is_today,
+       (stats->>'oldest_age_seconds')::numeric < 60 AS recent
+  FROM soniq.dead_letter_stats() stats;
+SELECT soniq.dead_letter_stats('1 hour')->'total' AS total_last_hour;
+
 -- delete and purge.
 SELECT soniq.dead_letter_delete(:'s');
 SELECT count(*) AS deleted FROM soniq.dead_letter_jobs WHERE id = :'s';

@@ -295,6 +295,24 @@ SELECT soniq.dead_letter_purge('-1 day');
 SELECT * FROM soniq.dead_letter_list(row_limit => 100000);
 :error
 :unchanged
+SELECT soniq.dead_letter_tag(:'dead', '{}');
+:error
+:unchanged
+SELECT soniq.dead_letter_tag(:'dead', '{""}');
+:error
+:unchanged
+SELECT soniq.dead_letter_tag(:'unknown', '{x}');
+:error
+:unchanged
+SELECT soniq.replay(:'dead', reset_attempts => NULL);
+:error
+:unchanged
+SELECT * FROM soniq.replay_many(NULL);
+:error
+:unchanged
+SELECT * FROM soniq.replay_many(ARRAY[:'dead', :'unknown']::uuid[]);
+:error
+:unchanged
 
 -- The direct table writes a bug could make are refused by constraints as well.
 INSERT INTO soniq.jobs (task_name, args) VALUES ('direct', '[]');

@@ -22,6 +22,7 @@
 //! # Ok(()) }
 //! ```
 
+mod dead_letter;
 mod enqueue;
 mod error;
 mod hooks;
@@ -32,6 +33,9 @@ mod scheduler;
 mod settings;
 mod worker;
 
+pub use dead_letter::{
+    DeadJob, DeadLetter, DeadLetterFilter, DeadLetterStats, ExportFormat, ReplayOptions,
+};
 pub use enqueue::Enqueue;
 pub use error::{Error, Result};
 pub use hooks::{AfterJob, BeforeJob, OnError};

@@ -1,0 +1,332 @@
+//! The dead-letter service: look at, label, replay, delete and export dead jobs.
+
+use crate::error::{Error, Result};
+use crate::Soniq;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+/// Which dead jobs to list or export; newest first.
+#[derive(Debug, Clone)]
+pub struct DeadLetterFilter {
+    pub task_name: Option<String>,
+    pub queue: Option<String>,
+    /// `max_retries_exceeded`, `permanent_failure`, `job_not_found`, `invalid_arguments`,
+    /// `timeout` or `manual_move`.
+    pub reason: Option<String>,
+    /// Died at or after this time.
+    pub moved_after: Option<SystemTime>,
+    /// Died before this time.
+    pub moved_before: Option<SystemTime>,
+    /// Carrying all of these tags.
+    pub tags: Option<Vec<String>>,
+    /// Replayed at least once (`true`) or never (`false`).
+    pub replayed: Option<bool>,
+    pub limit: i32,
+    pub offset: i32,
+}
+
+impl Default for DeadLetterFilter {
+    fn default() -> Self {
+        DeadLetterFilter {
+            task_name: None,
+            queue: None,
+            reason: None,
+            moved_after: None,
+            moved_before: None,
+            tags: None,
+            replayed: None,
+            limit: 1000,
+            offset: 0,
+        }
+    }
+}
+
+/// A dead job.
+#[derive(Debug, Clone)]
+pub struct DeadJob {
+    /// The original job's id.
+    pub id: Uuid,
+    pub task_name: String,
+    pub args: Value,
+    pub queue: String,
+    pub priority: i32,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub last_error: Option<String>,
+    pub reason: String,
+    pub original_created_at: SystemTime,
+    pub moved_at: SystemTime,
+    pub resurrection_count: i32,
+    pub last_resurrection_at: Option<SystemTime>,
+    pub tags: Vec<String>,
+}
+
+const DEAD_COLUMNS: &str = "id, task_name, args, queue, priority, attempts, max_attempts, last_error, \
+     dead_letter_reason, original_created_at, moved_to_dead_letter_at, resurrection_count, last_resurrection_at, tags";
+
+impl DeadJob {
+    fn from_row(row: &Row) -> Self {
+        DeadJob {
+            id: row.get(0),
+            task_name: row.get(1),
+            args: row.get(2),
+            queue: row.get(3),
+            priority: row.get(4),
+            attempts: row.get(5),
+            max_attempts: row.get(6),
+            last_error: row.get(7),
+            reason: row.get(8),
+            original_created_at: row.get(9),
+            moved_at: row.get(10),
+            resurrection_count: row.get(11),
+            last_resurrection_at: row.get(12),
+            tags: row.get(13),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "id": self.id.to_string(), "task_name": self.task_name, "args": self.args, "queue": self.queue,
+            "priority": self.priority, "attempts": self.attempts, "max_attempts": self.max_attempts,
+            "last_error": self.last_error, "reason": self.reason,
+            "original_created_at": rfc3339(self.original_created_at), "moved_at": rfc3339(self.moved_at),
+            "resurrection_count": self.resurrection_count,
+            "last_resurrection_at": self.last_resurrection_at.map(rfc3339), "tags": self.tags,
+        })
+    }
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    jiff::Timestamp::try_from(time)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+/// How a replayed job differs from its dead original.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    pub queue: Option<String>,
+    pub priority: Option<i32>,
+    pub max_attempts: Option<i32>,
+    /// Start counting attempts from zero again (default); `false` keeps the used attempts.
+    pub reset_attempts: bool,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions {
+            queue: None,
+            priority: None,
+            max_attempts: None,
+            reset_attempts: true,
+        }
+    }
+}
+
+/// Counts of the dead letter.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct DeadLetterStats {
+    pub total: i64,
+    pub by_task: BTreeMap<String, i64>,
+    pub by_queue: BTreeMap<String, i64>,
+    pub by_reason: BTreeMap<String, i64>,
+    /// Dead jobs per day (`YYYY-MM-DD`) over the last 7 days.
+    pub by_day: BTreeMap<String, i64>,
+    pub oldest_age_seconds: Option<f64>,
+    /// Dead jobs replayed at least once.
+    pub replayed: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    Json,
+    Csv,
+}
+
+/// `soniq.dead_letter()`.
+pub struct DeadLetter<'a> {
+    soniq: &'a Soniq,
+}
+
+impl Soniq {
+    pub fn dead_letter(&self) -> DeadLetter<'_> {
+        DeadLetter { soniq: self }
+    }
+}
+
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
+impl DeadLetter<'_> {
+    pub async fn list(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadJob>> {
+        let client = self.soniq.pool.get().await?;
+        let rows = client
+            .query(
+                &format!("SELECT {DEAD_COLUMNS} FROM soniq.dead_letter_list($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
+                &[
+                    &filter.task_name,
+                    &filter.queue,
+                    &filter.reason,
+                    &filter.moved_after,
+                    &filter.moved_before,
+                    &filter.tags,
+                    &filter.replayed,
+                    &filter.limit,
+                    &filter.offset,
+                ],
+            )
+            .await?;
+        Ok(rows.iter().map(DeadJob::from_row).collect())
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<Option<DeadJob>> {
+        let client = self.soniq.pool.get().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {DEAD_COLUMNS} FROM soniq.dead_letter_jobs WHERE id = $1"),
+                &[&id],
+            )
+            .await?;
+        Ok(row.as_ref().map(DeadJob::from_row))
+    }
+
+    /// Mint a fresh job from a dead one; returns the new job's id.
+    pub async fn replay(&self, id: Uuid, options: &ReplayOptions) -> Result<Uuid> {
+        let client = self.soniq.pool.get().await?;
+        let row = client
+            .query_one(
+                "SELECT soniq.replay($1, $2, $3, $4, $5)",
+                &[
+                    &id,
+                    &options.queue,
+                    &options.priority,
+                    &options.max_attempts,
+                    &options.reset_attempts,
+                ],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// Replay many in one call (all or nothing); returns (dead id, new job id) pairs.
+    pub async fn replay_many(
+        &self,
+        ids: &[Uuid],
+        options: &ReplayOptions,
+    ) -> Result<Vec<(Uuid, Uuid)>> {
+        let client = self.soniq.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT dead_job_id, job_id FROM soniq.replay_many($1, $2, $3, $4, $5)",
+                &[
+                    &ids,
+                    &options.queue,
+                    &options.priority,
+                    &options.max_attempts,
+                    &options.reset_attempts,
+                ],
+            )
+            .await?;
+        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+    }
+
+    pub async fn delete(&self, id: Uuid) -> Result<()> {
+        let client = self.soniq.pool.get().await?;
+        client
+            .execute("SELECT soniq.dead_letter_delete($1)", &[&id])
+            .await?;
+        Ok(())
+    }
+
+    /// Delete the dead jobs that died more than `older_than` ago; returns how many.
+    pub async fn cleanup(&self, older_than: Duration) -> Result<i64> {
+        let client = self.soniq.pool.get().await?;
+        let row = client
+            .query_one(
+                "SELECT soniq.dead_letter_purge(make_interval(secs => $1))",
+                &[&older_than.as_secs_f64()],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// Add tags to a dead job; returns all its tags.
+    pub async fn tag(&self, id: Uuid, tags: &[&str]) -> Result<Vec<String>> {
+        let client = self.soniq.pool.get().await?;
+        Ok(client
+            .query_one("SELECT soniq.dead_letter_tag($1, $2)", &[&id, &tags])
+            .await?
+            .get(0))
+    }
+
+    /// Counts of the dead letter, or of the jobs that died within `since`.
+    pub async fn stats(&self, since: Option<Duration>) -> Result<DeadLetterStats> {
+        let client = self.soniq.pool.get().await?;
+        let since = since.map(|d| d.as_secs_f64());
+        let value: Value = client
+            .query_one(
+                "SELECT soniq.dead_letter_stats(make_interval(secs => $1))",
+                &[&since],
+            )
+            .await?
+            .get(0);
+        serde_json::from_value(value)
+            .map_err(|e| Error::Invalid(format!("unexpected dead-letter stats: {e}")))
+    }
+
+    /// The filtered dead jobs as a JSON array or as CSV with a header row.
+    pub async fn export(&self, filter: &DeadLetterFilter, format: ExportFormat) -> Result<String> {
+        let jobs = self.list(filter).await?;
+        Ok(match format {
+            ExportFormat::Json => {
+                Value::Array(jobs.iter().map(DeadJob::to_json).collect()).to_string()
+            }
+            ExportFormat::Csv => {
+                let mut out = String::from(
+                    "id,task_name,queue,reason,attempts,max_attempts,moved_at,resurrection_count,tags,last_error,args\n",
+                );
+                for job in &jobs {
+                    let fields = [
+                        job.id.to_string(),
+                        job.task_name.clone(),
+                        job.queue.clone(),
+                        job.reason.clone(),
+                        job.attempts.to_string(),
+                        job.max_attempts.to_string(),
+                        rfc3339(job.moved_at),
+                        job.resurrection_count.to_string(),
+                        job.tags.join(";"),
+                        job.last_error.clone().unwrap_or_default(),
+                        job.args.to_string(),
+                    ];
+                    let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+                    out.push_str(&line.join(","));
+                    out.push('\n');
+                }
+                out
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_field;
+
+    #[test]
+    fn csv_fields_are_quoted_when_they_must_be() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
+    }
+}
