@@ -6,13 +6,13 @@ use crate::Soniq;
 use serde_json::Value;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-const ENQUEUE_SQL: &str =
-    "SELECT soniq.enqueue($1, $2, queue => $3, priority => $4, scheduled_at => $5, \
-     unique_job => $6, dedup_key => $7, producer_id => $8)";
+// scheduled_at travels as Unix seconds: both clients bind an f64, neither needs a date type.
+const ENQUEUE_SQL: &str = "SELECT soniq.enqueue($1, $2, queue => $3, priority => $4, \
+     scheduled_at => to_timestamp($5::float8), unique_job => $6, dedup_key => $7, producer_id => $8)";
 
 /// One job about to be enqueued. `.await` it to enqueue on the runner's pool, or call
 /// [`Enqueue::send_on`] with your own client or transaction.
@@ -82,20 +82,28 @@ impl<'a> Enqueue<'a> {
         self.send_on(client).await
     }
 
-    /// Enqueue on the caller's connection or transaction: the job exists if and only if
-    /// that transaction commits.
+    fn unix_seconds(&self) -> Option<f64> {
+        self.scheduled_at
+            .map(|at| match at.duration_since(UNIX_EPOCH) {
+                Ok(after) => after.as_secs_f64(),
+                Err(before) => -before.duration().as_secs_f64(),
+            })
+    }
+
+    /// Enqueue on the caller's tokio-postgres connection or transaction: the job exists if
+    /// and only if that transaction commits.
     pub async fn send_on<C: GenericClient + Sync>(self, client: &C) -> Result<Uuid> {
-        let args = self.args?;
+        let args = self.args.as_ref().map_err(Error::clone_invalid)?;
         self.soniq.publish_tasks().await?;
         let row = client
             .query_one(
                 ENQUEUE_SQL,
                 &[
                     &self.task_name,
-                    &args,
+                    args,
                     &self.queue,
                     &self.priority,
-                    &self.scheduled_at,
+                    &self.unix_seconds(),
                     &self.unique,
                     &self.dedup_key,
                     &self.soniq.settings.producer_id,
@@ -104,6 +112,26 @@ impl<'a> Enqueue<'a> {
             .await
             .map_err(Error::from)?;
         Ok(row.get(0))
+    }
+
+    /// Enqueue on the caller's sqlx connection or transaction (`&mut *tx`): the job exists
+    /// if and only if that transaction commits.
+    #[cfg(feature = "sqlx")]
+    pub async fn send_on_sqlx(self, connection: &mut sqlx::PgConnection) -> Result<Uuid> {
+        let args = self.args.as_ref().map_err(Error::clone_invalid)?;
+        self.soniq.publish_tasks().await?;
+        let id: Uuid = sqlx::query_scalar(ENQUEUE_SQL)
+            .bind(&self.task_name)
+            .bind(args)
+            .bind(&self.queue)
+            .bind(self.priority)
+            .bind(self.unix_seconds())
+            .bind(self.unique)
+            .bind(&self.dedup_key)
+            .bind(&self.soniq.settings.producer_id)
+            .fetch_one(connection)
+            .await?;
+        Ok(id)
     }
 }
 

@@ -14,17 +14,32 @@ pub enum Error {
     Database(tokio_postgres::Error),
     /// No connection could be had from the pool.
     Pool(deadpool_postgres::PoolError),
+    /// The database refused or failed, on a caller's sqlx connection.
+    #[cfg(feature = "sqlx")]
+    Sqlx(sqlx::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// The SQLSTATE of a database error (22023 bad input, 55000 a lost lease, ...).
-    pub fn sqlstate(&self) -> Option<&SqlState> {
+    pub fn sqlstate(&self) -> Option<SqlState> {
         match self {
-            Error::Database(e) => e.code(),
+            Error::Database(e) => e.code().cloned(),
+            #[cfg(feature = "sqlx")]
+            Error::Sqlx(e) => e
+                .as_database_error()
+                .and_then(|db| db.code())
+                .map(|code| SqlState::from_code(&code)),
             _ => None,
         }
+    }
+}
+
+impl Error {
+    /// A copy of an input error (deferred by a builder until it is sent).
+    pub(crate) fn clone_invalid(&self) -> Error {
+        Error::Invalid(self.to_string())
     }
 }
 
@@ -37,6 +52,8 @@ impl fmt::Display for Error {
                 None => write!(f, "database error: {e}"),
             },
             Error::Pool(e) => write!(f, "no database connection: {e}"),
+            #[cfg(feature = "sqlx")]
+            Error::Sqlx(e) => write!(f, "{e}"),
         }
     }
 }
@@ -46,6 +63,8 @@ impl std::error::Error for Error {
         match self {
             Error::Database(e) => Some(e),
             Error::Pool(e) => Some(e),
+            #[cfg(feature = "sqlx")]
+            Error::Sqlx(e) => Some(e),
             _ => None,
         }
     }
@@ -60,5 +79,12 @@ impl From<tokio_postgres::Error> for Error {
 impl From<deadpool_postgres::PoolError> for Error {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         Error::Pool(e)
+    }
+}
+
+#[cfg(feature = "sqlx")]
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Error::Sqlx(e)
     }
 }

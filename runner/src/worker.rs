@@ -382,7 +382,7 @@ fn stop_jobs(shared: &Shared, ids: &[Uuid], kind: impl Fn() -> ReportKind) -> us
 fn lease_lost(e: &Error) -> bool {
     matches!(
         e.sqlstate(),
-        Some(code) if *code == SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE || *code == SqlState::NO_DATA_FOUND
+        Some(code) if code == SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE || code == SqlState::NO_DATA_FOUND
     )
 }
 
@@ -542,7 +542,7 @@ async fn heartbeat(
                     ReportKind::Abort("cancelled on request".into())
                 });
             }
-            Err(e) if e.sqlstate() == Some(&SqlState::NO_DATA_FOUND) => {
+            Err(e) if e.sqlstate() == Some(SqlState::NO_DATA_FOUND) => {
                 tracing::warn!("this worker was presumed dead; registering again");
                 if let Ok(id) = register(&shared.pool, &options, concurrency).await {
                     *shared.worker_id.lock().unwrap() = id;

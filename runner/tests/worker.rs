@@ -493,7 +493,7 @@ async fn enqueue_refuses_bad_input_before_the_database() {
         .unwrap_err();
     assert_eq!(
         err.sqlstate(),
-        Some(&tokio_postgres::error::SqlState::INVALID_PARAMETER_VALUE)
+        Some(tokio_postgres::error::SqlState::INVALID_PARAMETER_VALUE)
     );
     assert!(soniq
         .job("Not A Name")
