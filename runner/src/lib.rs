@@ -28,6 +28,8 @@ mod error;
 mod hooks;
 mod job;
 mod jobs;
+mod metrics;
+mod middleware;
 mod registry;
 mod scheduler;
 mod settings;
@@ -41,9 +43,13 @@ pub use error::{Error, Result};
 pub use hooks::{AfterJob, BeforeJob, OnError};
 pub use job::{JobContext, JobError, JobResult, Outcome, RetryDecision, RetryPolicy};
 pub use jobs::{JobFilter, JobInfo, JobStatus, QueueStats};
-pub use registry::{is_valid_task_name, Task, TaskBuilder, TaskOptions};
+#[cfg(feature = "prometheus")]
+pub use metrics::PrometheusMetrics;
+pub use metrics::{AttemptEnd, MetricsSink};
+pub use middleware::Next;
+pub use registry::{derive_task_name, Task, TaskBuilder, TaskOptions};
 pub use scheduler::{ScheduleInfo, ScheduleSpec, Scheduler};
-pub use settings::{EnqueueValidation, Settings};
+pub use settings::{EnqueueValidation, Settings, TaskNamePattern};
 /// The schedule builder: `every(5).minutes()`, `daily().at("09:00")`, ...
 pub use soniq_cron::{dsl, Schedule};
 pub use worker::{WorkerOptions, WorkerReport};
@@ -61,6 +67,8 @@ pub struct Soniq {
     pool: Pool,
     registry: Registry,
     hooks: hooks::Hooks,
+    middlewares: Vec<middleware::Middleware>,
+    metrics: Option<std::sync::Arc<dyn MetricsSink>>,
     retry_policy: Option<RetryPolicy>,
     /// Whether the handlers' options are in `soniq.tasks` (published before the first
     /// enqueue and at worker start, so a job gets its task's options however it is enqueued).
@@ -91,6 +99,8 @@ impl Soniq {
             pool,
             registry: Registry::default(),
             hooks: hooks::Hooks::default(),
+            middlewares: Vec::new(),
+            metrics: None,
             retry_policy: None,
             published: tokio::sync::OnceCell::new(),
         })
@@ -105,9 +115,33 @@ impl Soniq {
         self.published = tokio::sync::OnceCell::new();
         TaskBuilder {
             registry: &mut self.registry,
+            settings: &self.settings,
             name: name.into(),
             options: TaskOptions::default(),
         }
+    }
+
+    /// A typed handle on a task another service runs: enqueue it by name with typed
+    /// arguments, without a handler here (the name is checked against the pattern).
+    pub fn task_ref<A: Serialize>(&self, name: impl Into<String>) -> Result<Task<A>> {
+        let name = name.into();
+        registry::check_task_name(&self.settings, &name)?;
+        Ok(Task::named(name))
+    }
+
+    /// Wrap every handler call (inside the job's timeout); the first registered is the
+    /// outermost. A middleware can look at the context, change the result or short-circuit.
+    pub fn middleware<F, Fut>(&mut self, middleware: F)
+    where
+        F: Fn(JobContext, Next) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = JobResult> + Send + 'static,
+    {
+        self.middlewares.push(middleware::wrap(middleware));
+    }
+
+    /// Report every attempt to `sink` (e.g. `PrometheusMetrics` with the `prometheus` feature).
+    pub fn metrics_sink(&mut self, sink: impl MetricsSink + 'static) {
+        self.metrics = Some(std::sync::Arc::new(sink));
     }
 
     /// Enqueue a task with typed arguments.

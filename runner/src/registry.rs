@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::job::{JobContext, JobResult};
+use crate::settings::Settings;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -89,15 +90,18 @@ impl TaskOptions {
     }
 }
 
-/// Whether `name` follows the task-name convention: dot-separated segments of lowercase
-/// letters, digits and `_`, each starting with a letter (`billing.send_invoice`).
-pub fn is_valid_task_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.split('.').all(|segment| {
-            let mut chars = segment.chars();
-            chars.next().is_some_and(|c| c.is_ascii_lowercase())
-                && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        })
+/// The task name `task_name!(function)` derives: the module path with `.` for `::`, then
+/// the function's name (`my_app::jobs` + `send_welcome` → `my_app.jobs.send_welcome`).
+pub fn derive_task_name(module_path: &str, function: &str) -> String {
+    format!("{}.{function}", module_path.replace("::", "."))
+}
+
+/// The task name of a handler function, derived from where it is written.
+#[macro_export]
+macro_rules! task_name {
+    ($function:ident) => {
+        $crate::derive_task_name(module_path!(), stringify!($function))
+    };
 }
 
 /// A typed handle on a task: enqueue with `A` as arguments. Made by registering a handler,
@@ -117,16 +121,11 @@ impl<A> Clone for Task<A> {
 }
 
 impl<A: Serialize> Task<A> {
-    /// A task another service runs: enqueue it by name with typed arguments.
-    pub fn reference(name: impl Into<String>) -> Result<Self> {
-        let name = name.into();
-        if !is_valid_task_name(&name) {
-            return Err(invalid_name(&name));
-        }
-        Ok(Task {
+    pub(crate) fn named(name: String) -> Self {
+        Task {
             name,
             args: PhantomData,
-        })
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -134,10 +133,15 @@ impl<A: Serialize> Task<A> {
     }
 }
 
-fn invalid_name(name: &str) -> Error {
-    Error::Invalid(format!(
-        "task name {name:?} must be dot-separated lowercase words (letters, digits and _, each starting with a letter)"
-    ))
+pub(crate) fn check_task_name(settings: &Settings, name: &str) -> Result<()> {
+    if settings.task_name_pattern.matches(name) {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "task name {name:?} does not match SONIQ_TASK_NAME_PATTERN ({})",
+            settings.task_name_pattern.as_str()
+        )))
+    }
 }
 
 #[derive(Clone)]
@@ -165,6 +169,7 @@ impl Registry {
 /// Options of a task being registered; `handler` completes the registration.
 pub struct TaskBuilder<'a> {
     pub(crate) registry: &'a mut Registry,
+    pub(crate) settings: &'a Settings,
     pub(crate) name: String,
     pub(crate) options: TaskOptions,
 }
@@ -242,8 +247,15 @@ impl TaskBuilder<'_> {
         F: Fn(A, JobContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = JobResult> + Send + 'static,
     {
-        if !is_valid_task_name(&self.name) {
-            return Err(invalid_name(&self.name));
+        check_task_name(self.settings, &self.name)?;
+        let mut options = self.options;
+        if options.queue.is_none() {
+            options.queue = self
+                .settings
+                .route_map
+                .iter()
+                .find(|(prefix, _)| self.name.starts_with(prefix.as_str()))
+                .map(|(_, queue)| queue.clone());
         }
         if self.registry.tasks.contains_key(&self.name) {
             return Err(Error::Invalid(format!(
@@ -265,15 +277,12 @@ impl TaskBuilder<'_> {
         self.registry.tasks.insert(
             self.name.clone(),
             Registered {
-                options: self.options,
+                options,
                 handler: run,
                 check_args,
             },
         );
-        Ok(Task {
-            name: self.name,
-            args: PhantomData,
-        })
+        Ok(Task::named(self.name))
     }
 }
 
@@ -282,13 +291,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn task_names_follow_the_convention() {
-        for good in ["send_welcome", "billing.send_invoice", "a1.b_2.c"] {
-            assert!(is_valid_task_name(good), "{good}");
-        }
-        for bad in ["", "Billing.x", "a..b", "1a", "a.", "send-welcome", "a b"] {
-            assert!(!is_valid_task_name(bad), "{bad}");
-        }
+    fn derived_names_use_dots() {
+        assert_eq!(
+            derive_task_name("my_app::jobs", "send_welcome"),
+            "my_app.jobs.send_welcome"
+        );
+        assert_eq!(
+            crate::task_name!(derived_names_use_dots),
+            "soniq_runner.registry.tests.derived_names_use_dots"
+        );
     }
 
     #[test]

@@ -15,6 +15,41 @@ pub enum EnqueueValidation {
     None,
 }
 
+/// The rule task names must follow: a regular expression that must match the whole name.
+#[derive(Debug, Clone)]
+pub struct TaskNamePattern {
+    source: String,
+    regex: regex_lite::Regex,
+}
+
+impl TaskNamePattern {
+    /// Dot-separated lowercase words: `billing.send_invoice`.
+    pub const DEFAULT: &'static str = r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*";
+
+    pub fn new(pattern: &str) -> std::result::Result<Self, String> {
+        let regex =
+            regex_lite::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| e.to_string())?;
+        Ok(TaskNamePattern {
+            source: pattern.to_string(),
+            regex,
+        })
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        self.regex.is_match(name)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+}
+
+impl Default for TaskNamePattern {
+    fn default() -> Self {
+        TaskNamePattern::new(Self::DEFAULT).expect("the default pattern compiles")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// `SONIQ_DATABASE_URL`, default `postgresql://postgres@localhost/soniq`.
@@ -34,6 +69,11 @@ pub struct Settings {
     pub enqueue_validation: EnqueueValidation,
     /// `SONIQ_PRODUCER_ID`, stamped on every job this process enqueues; default `host:pid:program`.
     pub producer_id: String,
+    /// `SONIQ_TASK_NAME_PATTERN`: the rule task names follow (whole-name match).
+    pub task_name_pattern: TaskNamePattern,
+    /// `SONIQ_ROUTE_MAP`: a JSON object of task-name prefix → queue, for handlers registered
+    /// without a queue (the longest matching prefix wins).
+    pub route_map: Vec<(String, String)>,
 }
 
 fn default_producer_id() -> String {
@@ -62,6 +102,8 @@ impl Settings {
             error_retry_delay: Duration::from_secs(5),
             enqueue_validation: EnqueueValidation::Strict,
             producer_id: default_producer_id(),
+            task_name_pattern: TaskNamePattern::default(),
+            route_map: Vec::new(),
         }
     }
 
@@ -122,8 +164,37 @@ impl Settings {
         if let Some(value) = lookup("SONIQ_PRODUCER_ID").filter(|v| v != "auto") {
             settings.producer_id = value;
         }
+        if let Some(value) = lookup("SONIQ_TASK_NAME_PATTERN") {
+            settings.task_name_pattern = TaskNamePattern::new(&value).map_err(|e| {
+                Error::Config(format!(
+                    "SONIQ_TASK_NAME_PATTERN is not a valid regular expression: {e}"
+                ))
+            })?;
+        }
+        if let Some(value) = lookup("SONIQ_ROUTE_MAP") {
+            settings.route_map = parse_route_map(&value)?;
+        }
         Ok(settings)
     }
+}
+
+fn parse_route_map(value: &str) -> Result<Vec<(String, String)>> {
+    let bad = |why: String| {
+        Error::Config(format!(
+            "SONIQ_ROUTE_MAP must be a JSON object of prefix to queue name: {why}"
+        ))
+    };
+    let map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(value).map_err(|e| bad(e.to_string()))?;
+    let mut routes = map
+        .into_iter()
+        .map(|(prefix, queue)| match queue {
+            serde_json::Value::String(queue) if !queue.is_empty() => Ok((prefix, queue)),
+            other => Err(bad(format!("the queue for {prefix:?} is {other}"))),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    routes.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+    Ok(routes)
 }
 
 fn parse_count(name: &str, value: &str, low: usize, high: usize) -> Result<usize> {
@@ -201,5 +272,55 @@ mod tests {
         assert!(from(&[("SONIQ_ENQUEUE_VALIDATION", "loose")]).is_err());
         assert!(from(&[("SONIQ_DATABASE_URL", " ")]).is_err());
         assert!(from(&[("SONIQ_HEARTBEAT_INTERVAL", "NaN")]).is_err());
+        let err = from(&[("SONIQ_TASK_NAME_PATTERN", "(")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("SONIQ_TASK_NAME_PATTERN is not a valid regular expression"),
+            "{err}"
+        );
+        assert!(from(&[("SONIQ_ROUTE_MAP", "[1]")]).is_err());
+        assert!(from(&[("SONIQ_ROUTE_MAP", r#"{"billing.": 7}"#)]).is_err());
+    }
+
+    #[test]
+    fn task_name_patterns_match_whole_names() {
+        let default = TaskNamePattern::default();
+        for good in ["send_welcome", "billing.send_invoice", "a1.b_2.c"] {
+            assert!(default.matches(good), "{good}");
+        }
+        for bad in [
+            "",
+            "Billing.x",
+            "a..b",
+            "1a",
+            "a.",
+            "send-welcome",
+            "a b",
+            "x.y; drop",
+        ] {
+            assert!(!default.matches(bad), "{bad}");
+        }
+        let custom = from(&[("SONIQ_TASK_NAME_PATTERN", "[a-z_]+(::[a-z_]+)*")])
+            .unwrap()
+            .task_name_pattern;
+        assert!(custom.matches("billing::send_invoice"));
+        assert!(!custom.matches("billing.send_invoice"));
+    }
+
+    #[test]
+    fn route_map_is_ordered_longest_prefix_first() {
+        let s = from(&[(
+            "SONIQ_ROUTE_MAP",
+            r#"{"billing.": "billing", "billing.eu.": "billing_eu"}"#,
+        )])
+        .unwrap();
+        assert_eq!(
+            s.route_map,
+            vec![
+                ("billing.eu.".to_string(), "billing_eu".to_string()),
+                ("billing.".into(), "billing".into())
+            ]
+        );
     }
 }

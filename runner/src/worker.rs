@@ -13,6 +13,8 @@
 use crate::error::{Error, Result};
 use crate::hooks::{AfterJob, BeforeJob, Hooks, OnError};
 use crate::job::{JobContext, Outcome, RetryDecision, RetryPolicy};
+use crate::metrics::{AttemptEnd, MetricsSink};
+use crate::middleware::{self, Middleware};
 use crate::registry::{Registered, Registry};
 use crate::scheduler::{self, ScheduleSpec};
 use crate::Soniq;
@@ -86,6 +88,24 @@ enum ReportKind {
     Abort(String),
 }
 
+impl ReportKind {
+    fn attempt_end(&self) -> AttemptEnd {
+        match self {
+            ReportKind::Done(_) => AttemptEnd::Done,
+            ReportKind::Fail {
+                reason: Some("timeout"),
+                ..
+            } => AttemptEnd::TimedOut,
+            ReportKind::Fail {
+                reason: Some(_), ..
+            } => AttemptEnd::Discarded,
+            ReportKind::Fail { reason: None, .. } => AttemptEnd::Failed,
+            ReportKind::Snooze(_) => AttemptEnd::Snoozed,
+            ReportKind::Abort(_) => AttemptEnd::Cancelled,
+        }
+    }
+}
+
 impl From<Outcome> for ReportKind {
     fn from(outcome: Outcome) -> Self {
         match outcome {
@@ -116,6 +136,8 @@ struct Shared {
     pool: Pool,
     registry: Registry,
     hooks: Hooks,
+    middlewares: Vec<Middleware>,
+    metrics: Option<Arc<dyn MetricsSink>>,
     retry_policy: Option<RetryPolicy>,
     worker_id: Mutex<Uuid>,
     running: Mutex<HashMap<Uuid, RunningJob>>,
@@ -240,7 +262,13 @@ async fn execute(shared: &Shared, job: ClaimedJob) -> ReportKind {
         )
         .await;
     let started = Instant::now();
-    let mut kind = run_handler(registered, job.args, ctx.clone()).await;
+    if let Some(metrics) = &shared.metrics {
+        metrics.attempt_started(&ctx);
+    }
+    let mut kind = run_handler(registered, &shared.middlewares, job.args, ctx.clone()).await;
+    if let Some(metrics) = &shared.metrics {
+        metrics.attempt_ended(&ctx, kind.attempt_end(), started.elapsed());
+    }
     match &mut kind {
         ReportKind::Done(_) => {
             let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -283,10 +311,15 @@ async fn execute(shared: &Shared, job: ClaimedJob) -> ReportKind {
     kind
 }
 
-async fn run_handler(registered: &Registered, args: Value, ctx: JobContext) -> ReportKind {
+async fn run_handler(
+    registered: &Registered,
+    middlewares: &[Middleware],
+    args: Value,
+    ctx: JobContext,
+) -> ReportKind {
     let timeout = ctx.timeout;
-    let future = match (registered.handler)(args, ctx) {
-        Ok(future) => future,
+    let future = match (registered.handler)(args, ctx.clone()) {
+        Ok(future) => middleware::chain(middlewares, &ctx, future),
         Err(e) => {
             return ReportKind::Fail {
                 error: format!("arguments do not match the handler: {e}"),
@@ -640,6 +673,8 @@ impl Soniq {
             pool: self.pool.clone(),
             registry: self.registry.clone(),
             hooks: self.hooks.clone(),
+            middlewares: self.middlewares.clone(),
+            metrics: self.metrics.clone(),
             retry_policy: self.retry_policy.clone(),
             worker_id: Mutex::new(worker_id),
             running: Mutex::new(HashMap::new()),

@@ -199,3 +199,152 @@ async fn a_custom_retry_policy_sets_the_delay_or_gives_up() {
         .unwrap();
     assert!(delay > Duration::from_secs(590), "retry in {delay:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn middleware_wraps_handlers_outermost_first_and_can_change_the_result() {
+    let queue = unique("middleware");
+    let trail: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut soniq = app();
+    for label in ["outer", "inner"] {
+        let trail = Arc::clone(&trail);
+        soniq.middleware(move |ctx: JobContext, next: soniq_runner::Next| {
+            let trail = Arc::clone(&trail);
+            async move {
+                trail
+                    .lock()
+                    .unwrap()
+                    .push(format!("{label} in #{}", ctx.attempt));
+                let result = next.run().await;
+                trail.lock().unwrap().push(format!("{label} out"));
+                result
+            }
+        });
+    }
+    // A middleware that turns one task's failures into success (and records it).
+    soniq.middleware(|ctx: JobContext, next: soniq_runner::Next| async move {
+        match next.run().await {
+            Err(e) if ctx.job_name.ends_with(".forgiven") => {
+                Outcome::done_with(format!("forgiven: {e}"))
+            }
+            other => other,
+        }
+    });
+    let trail_in_handler = Arc::clone(&trail);
+    let task = soniq
+        .job(format!("{queue}.forgiven"))
+        .queue(&queue)
+        .retries(0)
+        .handler(move |_: Sum, _ctx: JobContext| {
+            let trail = Arc::clone(&trail_in_handler);
+            async move {
+                trail.lock().unwrap().push("handler".into());
+                Err::<Outcome, _>(JobError::new("it broke"))
+            }
+        })
+        .unwrap();
+    let id = soniq.enqueue(&task, Sum { a: 0, b: 0 }).await.unwrap();
+    soniq.run_worker(run_once(&queue)).await.unwrap();
+    assert_eq!(
+        *trail.lock().unwrap(),
+        vec![
+            "outer in #1",
+            "inner in #1",
+            "handler",
+            "inner out",
+            "outer out"
+        ]
+    );
+    assert_eq!(
+        soniq.get_result::<String>(id).await.unwrap().as_deref(),
+        Some("forgiven: it broke")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_map_task_pattern_and_task_refs() {
+    let url = std::env::var("SONIQ_TEST_DATABASE_URL").unwrap();
+    let prefix = unique("routed");
+    let settings_from = |vars: &[(&str, String)]| {
+        let vars: std::collections::HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        Settings::from_lookup(|name| vars.get(name).cloned()).unwrap()
+    };
+    let noop = |_: Sum, _ctx: JobContext| async { JobResult::Ok(Outcome::done()) };
+
+    let mut soniq = Soniq::with_settings(settings_from(&[
+        ("SONIQ_DATABASE_URL", url.clone()),
+        (
+            "SONIQ_ROUTE_MAP",
+            format!(r#"{{"{prefix}.": "{prefix}_q", "{prefix}.eu.": "{prefix}_eu"}}"#),
+        ),
+    ]))
+    .unwrap();
+    let general = soniq
+        .job(format!("{prefix}.invoice"))
+        .handler(noop)
+        .unwrap();
+    let european = soniq
+        .job(format!("{prefix}.eu.invoice"))
+        .handler(noop)
+        .unwrap();
+    let explicit = soniq
+        .job(format!("{prefix}.other"))
+        .queue("explicit")
+        .handler(noop)
+        .unwrap();
+    let a = soniq.enqueue(&general, Sum { a: 1, b: 1 }).await.unwrap();
+    let b = soniq.enqueue(&european, Sum { a: 1, b: 1 }).await.unwrap();
+    let c = soniq.enqueue(&explicit, Sum { a: 1, b: 1 }).await.unwrap();
+    assert_eq!(
+        soniq.get_job(a).await.unwrap().unwrap().queue,
+        format!("{prefix}_q")
+    );
+    assert_eq!(
+        soniq.get_job(b).await.unwrap().unwrap().queue,
+        format!("{prefix}_eu"),
+        "the longest prefix wins"
+    );
+    assert_eq!(soniq.get_job(c).await.unwrap().unwrap().queue, "explicit");
+
+    // A task another service runs: typed arguments, no handler here.
+    let remote = soniq.task_ref::<Sum>("billing.remote_task").unwrap();
+    let id = soniq
+        .enqueue(&remote, Sum { a: 2, b: 3 })
+        .queue(format!("{prefix}_remote"))
+        .await
+        .unwrap();
+    assert_eq!(
+        soniq.get_job(id).await.unwrap().unwrap().task_name,
+        "billing.remote_task"
+    );
+    assert!(soniq.task_ref::<Sum>("Bad Name").is_err());
+
+    // SONIQ_TASK_NAME_PATTERN narrows the names a project accepts (Rust-style paths here).
+    let mut paths = Soniq::with_settings(settings_from(&[
+        ("SONIQ_DATABASE_URL", url),
+        (
+            "SONIQ_TASK_NAME_PATTERN",
+            r"[a-z][a-z0-9_]*(::[a-z][a-z0-9_]*)*".to_string(),
+        ),
+    ]))
+    .unwrap();
+    let path_task = paths
+        .job(format!("{prefix}::jobs::send"))
+        .handler(noop)
+        .unwrap();
+    assert!(paths
+        .job(format!("{prefix}.jobs.send"))
+        .handler(noop)
+        .is_err());
+    let id = paths
+        .enqueue(&path_task, Sum { a: 0, b: 0 })
+        .queue(format!("{prefix}_paths"))
+        .await
+        .unwrap();
+    assert_eq!(
+        paths.get_job(id).await.unwrap().unwrap().task_name,
+        format!("{prefix}::jobs::send")
+    );
+}
