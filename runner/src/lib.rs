@@ -25,6 +25,7 @@
 mod dead_letter;
 mod enqueue;
 mod error;
+mod execute;
 mod hooks;
 mod job;
 mod jobs;
@@ -55,7 +56,6 @@ pub use soniq_cron::{dsl, Schedule};
 pub use worker::{WorkerOptions, WorkerReport};
 
 use deadpool_postgres::{Pool, PoolConfig, Runtime};
-use registry::Registry;
 use serde::Serialize;
 use serde_json::Value;
 use tokio_postgres::NoTls;
@@ -65,11 +65,7 @@ use uuid::Uuid;
 pub struct Soniq {
     settings: Settings,
     pool: Pool,
-    registry: Registry,
-    hooks: hooks::Hooks,
-    middlewares: Vec<middleware::Middleware>,
-    metrics: Option<std::sync::Arc<dyn MetricsSink>>,
-    retry_policy: Option<RetryPolicy>,
+    handlers: execute::Handlers,
     /// Whether the handlers' options are in `soniq.tasks` (published before the first
     /// enqueue and at worker start, so a job gets its task's options however it is enqueued).
     published: tokio::sync::OnceCell<()>,
@@ -97,11 +93,7 @@ impl Soniq {
         Ok(Soniq {
             settings,
             pool,
-            registry: Registry::default(),
-            hooks: hooks::Hooks::default(),
-            middlewares: Vec::new(),
-            metrics: None,
-            retry_policy: None,
+            handlers: execute::Handlers::default(),
             published: tokio::sync::OnceCell::new(),
         })
     }
@@ -114,7 +106,7 @@ impl Soniq {
     pub fn job(&mut self, name: impl Into<String>) -> TaskBuilder<'_> {
         self.published = tokio::sync::OnceCell::new();
         TaskBuilder {
-            registry: &mut self.registry,
+            registry: &mut self.handlers.registry,
             settings: &self.settings,
             name: name.into(),
             options: TaskOptions::default(),
@@ -136,12 +128,12 @@ impl Soniq {
         F: Fn(JobContext, Next) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = JobResult> + Send + 'static,
     {
-        self.middlewares.push(middleware::wrap(middleware));
+        self.handlers.middlewares.push(middleware::wrap(middleware));
     }
 
     /// Report every attempt to `sink` (e.g. `PrometheusMetrics` with the `prometheus` feature).
     pub fn metrics_sink(&mut self, sink: impl MetricsSink + 'static) {
-        self.metrics = Some(std::sync::Arc::new(sink));
+        self.handlers.metrics = Some(std::sync::Arc::new(sink));
     }
 
     /// Enqueue a task with typed arguments.
@@ -190,7 +182,7 @@ impl Soniq {
                 "arguments of {task_name} must be a JSON object"
             )));
         }
-        match self.registry.tasks.get(task_name) {
+        match self.handlers.registry.tasks.get(task_name) {
             Some(registered) => (registered.check_args)(args)
                 .map_err(|e| Error::Invalid(format!("invalid arguments for {task_name}: {e}"))),
             None => match self.settings.enqueue_validation {
@@ -208,7 +200,7 @@ impl Soniq {
 
     /// Run `hook` before every job (several run in registration order).
     pub fn before_job(&mut self, hook: impl Fn(&BeforeJob) + Send + Sync + 'static) {
-        self.hooks.before_job.add_sync(hook);
+        self.handlers.hooks.before_job.add_sync(hook);
     }
 
     pub fn before_job_async<F, Fut>(&mut self, hook: F)
@@ -216,12 +208,12 @@ impl Soniq {
         F: Fn(BeforeJob) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.hooks.before_job.add_async(hook);
+        self.handlers.hooks.before_job.add_async(hook);
     }
 
     /// Run `hook` after every successful job.
     pub fn after_job(&mut self, hook: impl Fn(&AfterJob) + Send + Sync + 'static) {
-        self.hooks.after_job.add_sync(hook);
+        self.handlers.hooks.after_job.add_sync(hook);
     }
 
     pub fn after_job_async<F, Fut>(&mut self, hook: F)
@@ -229,12 +221,12 @@ impl Soniq {
         F: Fn(AfterJob) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.hooks.after_job.add_async(hook);
+        self.handlers.hooks.after_job.add_async(hook);
     }
 
     /// Run `hook` when a job fails (before the retry or dead-letter decision is recorded).
     pub fn on_error(&mut self, hook: impl Fn(&OnError) + Send + Sync + 'static) {
-        self.hooks.on_error.add_sync(hook);
+        self.handlers.hooks.on_error.add_sync(hook);
     }
 
     pub fn on_error_async<F, Fut>(&mut self, hook: F)
@@ -242,7 +234,7 @@ impl Soniq {
         F: Fn(OnError) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.hooks.on_error.add_async(hook);
+        self.handlers.hooks.on_error.add_async(hook);
     }
 
     /// Replace the retry-delay decision for failed attempts (errors and panics).
@@ -250,14 +242,14 @@ impl Soniq {
         &mut self,
         policy: impl Fn(&JobContext, &str) -> RetryDecision + Send + Sync + 'static,
     ) {
-        self.retry_policy = Some(std::sync::Arc::new(policy));
+        self.handlers.retry_policy = Some(std::sync::Arc::new(policy));
     }
 
     /// Publish every handler's options with `soniq.register_task` (once; again after a new
     /// registration).
     pub(crate) async fn publish_tasks(&self) -> Result<()> {
         self.published
-            .get_or_try_init(|| worker::publish_tasks(&self.pool, &self.registry))
+            .get_or_try_init(|| worker::publish_tasks(&self.pool, &self.handlers.registry))
             .await
             .map(drop)
     }

@@ -11,19 +11,15 @@
 //! * the listener: `LISTEN soniq_new_job` on a connection of its own, reconnecting.
 
 use crate::error::{Error, Result};
-use crate::hooks::{AfterJob, BeforeJob, Hooks, OnError};
-use crate::job::{JobContext, Outcome, RetryDecision, RetryPolicy};
-use crate::metrics::{AttemptEnd, MetricsSink};
-use crate::middleware::{self, Middleware};
-use crate::registry::{Registered, Registry};
+use crate::execute::{execute, Handlers, ReportKind};
+use crate::job::JobContext;
+use crate::registry::Registry;
 use crate::scheduler::{self, ScheduleSpec};
 use crate::Soniq;
 use deadpool_postgres::Pool;
-use futures_util::FutureExt;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -77,55 +73,6 @@ struct Report {
     _slot: Option<OwnedSemaphorePermit>,
 }
 
-enum ReportKind {
-    Done(Option<Value>),
-    Fail {
-        error: String,
-        retry_in: Option<Duration>,
-        reason: Option<&'static str>,
-    },
-    Snooze(Duration),
-    Abort(String),
-}
-
-impl ReportKind {
-    fn attempt_end(&self) -> AttemptEnd {
-        match self {
-            ReportKind::Done(_) => AttemptEnd::Done,
-            ReportKind::Fail {
-                reason: Some("timeout"),
-                ..
-            } => AttemptEnd::TimedOut,
-            ReportKind::Fail {
-                reason: Some(_), ..
-            } => AttemptEnd::Discarded,
-            ReportKind::Fail { reason: None, .. } => AttemptEnd::Failed,
-            ReportKind::Snooze(_) => AttemptEnd::Snoozed,
-            ReportKind::Abort(_) => AttemptEnd::Cancelled,
-        }
-    }
-}
-
-impl From<Outcome> for ReportKind {
-    fn from(outcome: Outcome) -> Self {
-        match outcome {
-            Outcome::Done(result) => ReportKind::Done(result),
-            Outcome::Retry { error, after } => ReportKind::Fail {
-                error,
-                retry_in: after,
-                reason: None,
-            },
-            Outcome::Snooze(delay) => ReportKind::Snooze(delay),
-            Outcome::Cancel(reason) => ReportKind::Abort(reason),
-            Outcome::Discard(reason) => ReportKind::Fail {
-                error: reason,
-                retry_in: None,
-                reason: Some("permanent_failure"),
-            },
-        }
-    }
-}
-
 struct RunningJob {
     abort: AbortHandle,
     attempt: i32,
@@ -134,11 +81,7 @@ struct RunningJob {
 
 struct Shared {
     pool: Pool,
-    registry: Registry,
-    hooks: Hooks,
-    middlewares: Vec<Middleware>,
-    metrics: Option<Arc<dyn MetricsSink>>,
-    retry_policy: Option<RetryPolicy>,
+    handlers: Handlers,
     worker_id: Mutex<Uuid>,
     running: Mutex<HashMap<Uuid, RunningJob>>,
     reports: mpsc::UnboundedSender<Report>,
@@ -229,134 +172,6 @@ async fn claim(
         .collect())
 }
 
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a non-string panic payload".into())
-}
-
-/// Run one attempt to its outcome, with the hooks around it. A panic or a timeout is a
-/// failed attempt; a custom retry policy may then set the delay or give up.
-async fn execute(shared: &Shared, job: ClaimedJob) -> ReportKind {
-    let ctx = job.context;
-    let Some(registered) = shared.registry.tasks.get(&ctx.job_name) else {
-        return ReportKind::Fail {
-            error: format!("task {} has no handler in this worker", ctx.job_name),
-            retry_in: None,
-            reason: Some("job_not_found"),
-        };
-    };
-    let (job_name, job_id, attempt) = (ctx.job_name.clone(), ctx.job_id, ctx.attempt);
-    let hooks = &shared.hooks;
-    hooks
-        .before_job
-        .run(
-            "before_job",
-            &BeforeJob {
-                job_name: job_name.clone(),
-                job_id,
-                attempt,
-            },
-        )
-        .await;
-    let started = Instant::now();
-    if let Some(metrics) = &shared.metrics {
-        metrics.attempt_started(&ctx);
-    }
-    let mut kind = run_handler(registered, &shared.middlewares, job.args, ctx.clone()).await;
-    if let Some(metrics) = &shared.metrics {
-        metrics.attempt_ended(&ctx, kind.attempt_end(), started.elapsed());
-    }
-    match &mut kind {
-        ReportKind::Done(_) => {
-            let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-            hooks
-                .after_job
-                .run(
-                    "after_job",
-                    &AfterJob {
-                        job_name,
-                        job_id,
-                        duration_ms,
-                    },
-                )
-                .await;
-        }
-        ReportKind::Fail {
-            error,
-            retry_in,
-            reason,
-        } if reason.is_none() || *reason == Some("timeout") => {
-            let event = OnError {
-                job_name,
-                job_id,
-                error: error.clone(),
-                attempt,
-            };
-            hooks.on_error.run("on_error", &event).await;
-            if reason.is_none() {
-                if let Some(policy) = &shared.retry_policy {
-                    match policy(&ctx, error) {
-                        RetryDecision::Default => {}
-                        RetryDecision::After(delay) => *retry_in = Some(delay),
-                        RetryDecision::GiveUp => *reason = Some("permanent_failure"),
-                    }
-                }
-            }
-        }
-        _ => {}
-    }
-    kind
-}
-
-async fn run_handler(
-    registered: &Registered,
-    middlewares: &[Middleware],
-    args: Value,
-    ctx: JobContext,
-) -> ReportKind {
-    let timeout = ctx.timeout;
-    let future = match (registered.handler)(args, ctx.clone()) {
-        Ok(future) => middleware::chain(middlewares, &ctx, future),
-        Err(e) => {
-            return ReportKind::Fail {
-                error: format!("arguments do not match the handler: {e}"),
-                retry_in: None,
-                reason: Some("invalid_arguments"),
-            }
-        }
-    };
-    let guarded = AssertUnwindSafe(future).catch_unwind();
-    let result = match timeout {
-        Some(limit) => match tokio::time::timeout(limit, guarded).await {
-            Ok(result) => result,
-            Err(_) => {
-                return ReportKind::Fail {
-                    error: format!("Job timed out after {}s", limit.as_secs_f64()),
-                    retry_in: None,
-                    reason: Some("timeout"),
-                }
-            }
-        },
-        None => guarded.await,
-    };
-    match result {
-        Ok(Ok(outcome)) => outcome.into(),
-        Ok(Err(error)) => ReportKind::Fail {
-            error: error.to_string(),
-            retry_in: None,
-            reason: None,
-        },
-        Err(panic) => ReportKind::Fail {
-            error: format!("handler panicked: {}", panic_message(panic.as_ref())),
-            retry_in: None,
-            reason: None,
-        },
-    }
-}
-
 fn spawn_job(shared: &Arc<Shared>, job: ClaimedJob, permit: OwnedSemaphorePermit) {
     let job_id = job.context.job_id;
     let attempt = job.context.attempt;
@@ -364,7 +179,7 @@ fn spawn_job(shared: &Arc<Shared>, job: ClaimedJob, permit: OwnedSemaphorePermit
     let mut running = shared.running.lock().unwrap();
     let task_shared = Arc::clone(shared);
     let handle = tokio::spawn(async move {
-        let kind = execute(&task_shared, job).await;
+        let kind = execute(&task_shared.handlers, job.context, job.args).await;
         // Only a job still in the map reports: one the heartbeat aborted has reported already.
         if task_shared
             .running
@@ -660,7 +475,7 @@ impl Soniq {
             .concurrency
             .unwrap_or(self.settings.concurrency)
             .max(1);
-        let task_names = self.registry.names();
+        let task_names = self.handlers.registry.names();
         if task_names.is_empty() {
             return Err(Error::Invalid(
                 "a worker needs at least one registered handler".into(),
@@ -671,11 +486,7 @@ impl Soniq {
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             pool: self.pool.clone(),
-            registry: self.registry.clone(),
-            hooks: self.hooks.clone(),
-            middlewares: self.middlewares.clone(),
-            metrics: self.metrics.clone(),
-            retry_policy: self.retry_policy.clone(),
+            handlers: self.handlers.clone(),
             worker_id: Mutex::new(worker_id),
             running: Mutex::new(HashMap::new()),
             reports: reports_tx,
