@@ -168,7 +168,7 @@ fn csv_field(text: &str) -> String {
 
 impl DeadLetter<'_> {
     pub async fn list(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadJob>> {
-        let client = self.soniq.pool.get().await?;
+        let client = self.soniq.connection().await?;
         let rows = client
             .query(
                 &format!("SELECT {DEAD_COLUMNS} FROM soniq.dead_letter_list($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
@@ -189,7 +189,7 @@ impl DeadLetter<'_> {
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<DeadJob>> {
-        let client = self.soniq.pool.get().await?;
+        let client = self.soniq.connection().await?;
         let row = client
             .query_opt(
                 &format!("SELECT {DEAD_COLUMNS} FROM soniq.dead_letter_jobs WHERE id = $1"),
@@ -201,7 +201,7 @@ impl DeadLetter<'_> {
 
     /// Mint a fresh job from a dead one; returns the new job's id.
     pub async fn replay(&self, id: Uuid, options: &ReplayOptions) -> Result<Uuid> {
-        let client = self.soniq.pool.get().await?;
+        let client = self.soniq.connection().await?;
         let row = client
             .query_one(
                 "SELECT soniq.replay($1, $2, $3, $4, $5)",
@@ -223,7 +223,7 @@ impl DeadLetter<'_> {
         ids: &[Uuid],
         options: &ReplayOptions,
     ) -> Result<Vec<(Uuid, Uuid)>> {
-        let client = self.soniq.pool.get().await?;
+        let client = self.soniq.connection().await?;
         let rows = client
             .query(
                 "SELECT dead_job_id, job_id FROM soniq.replay_many($1, $2, $3, $4, $5)",
@@ -240,7 +240,7 @@ impl DeadLetter<'_> {
     }
 
     pub async fn delete(&self, id: Uuid) -> Result<()> {
-        let client = self.soniq.pool.get().await?;
+        let client = self.soniq.connection().await?;
         client
             .execute("SELECT soniq.dead_letter_delete($1)", &[&id])
             .await?;
@@ -249,7 +249,7 @@ impl DeadLetter<'_> {
 
     /// Delete the dead jobs that died more than `older_than` ago; returns how many.
     pub async fn cleanup(&self, older_than: Duration) -> Result<i64> {
-        let client = self.soniq.pool.get().await?;
+        let client = self.soniq.connection().await?;
         let row = client
             .query_one(
                 "SELECT soniq.dead_letter_purge(make_interval(secs => $1))",
@@ -261,7 +261,7 @@ impl DeadLetter<'_> {
 
     /// Add tags to a dead job; returns all its tags.
     pub async fn tag(&self, id: Uuid, tags: &[&str]) -> Result<Vec<String>> {
-        let client = self.soniq.pool.get().await?;
+        let client = self.soniq.connection().await?;
         Ok(client
             .query_one("SELECT soniq.dead_letter_tag($1, $2)", &[&id, &tags])
             .await?
@@ -270,7 +270,7 @@ impl DeadLetter<'_> {
 
     /// Counts of the dead letter, or of the jobs that died within `since`.
     pub async fn stats(&self, since: Option<Duration>) -> Result<DeadLetterStats> {
-        let client = self.soniq.pool.get().await?;
+        let client = self.soniq.connection().await?;
         let since = since.map(|d| d.as_secs_f64());
         let value: Value = client
             .query_one(

@@ -75,9 +75,13 @@ impl<'a> Enqueue<'a> {
         self
     }
 
-    /// Enqueue on the runner's own pool.
+    /// Enqueue on the runner's own pool (or into the in-memory queue).
     pub async fn send(self) -> Result<Uuid> {
-        let client = self.soniq.pool.get().await?;
+        if let crate::Backend::Memory(store) = &self.soniq.backend {
+            let args = self.args.as_ref().map_err(Error::clone_invalid)?.clone();
+            return Ok(store.enqueue(&self.soniq.handlers.registry, &self, args));
+        }
+        let client = self.soniq.connection().await?;
         let client: &tokio_postgres::Client = &client;
         self.send_on(client).await
     }

@@ -121,7 +121,10 @@ pub struct QueueStats {
 impl Soniq {
     /// A job by id, also when it is dead; `None` when unknown (or pruned).
     pub async fn get_job(&self, job_id: Uuid) -> Result<Option<JobInfo>> {
-        let client = self.pool.get().await?;
+        if let crate::Backend::Memory(store) = &self.backend {
+            return Ok(store.get(job_id));
+        }
+        let client = self.connection().await?;
         let row = client
             .query_opt(
                 &format!("SELECT {JOB_COLUMNS} FROM soniq.get_job($1)"),
@@ -146,7 +149,7 @@ impl Soniq {
     }
 
     pub async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobInfo>> {
-        let client = self.pool.get().await?;
+        let client = self.connection().await?;
         let status = filter.status.map(JobStatus::as_str);
         let rows = client
             .query(
@@ -159,7 +162,7 @@ impl Soniq {
 
     /// Delete a job in any state (a running job's outcome will then be refused).
     pub async fn delete_job(&self, job_id: Uuid) -> Result<()> {
-        let client = self.pool.get().await?;
+        let client = self.connection().await?;
         client
             .execute("SELECT soniq.delete_job($1)", &[&job_id])
             .await?;
@@ -167,7 +170,7 @@ impl Soniq {
     }
 
     pub async fn queue_stats(&self, queue: Option<&str>) -> Result<QueueStats> {
-        let client = self.pool.get().await?;
+        let client = self.connection().await?;
         let row = client
             .query_one(
                 "SELECT total, queued, processing, done, cancelled, dead_letter FROM soniq.queue_stats($1)",

@@ -29,6 +29,7 @@ mod execute;
 mod hooks;
 mod job;
 mod jobs;
+mod memory;
 mod metrics;
 mod middleware;
 mod registry;
@@ -44,6 +45,7 @@ pub use error::{Error, Result};
 pub use hooks::{AfterJob, BeforeJob, OnError};
 pub use job::{JobContext, JobError, JobResult, Outcome, RetryDecision, RetryPolicy};
 pub use jobs::{JobFilter, JobInfo, JobStatus, QueueStats};
+pub use memory::wait_until;
 #[cfg(feature = "prometheus")]
 pub use metrics::PrometheusMetrics;
 pub use metrics::{AttemptEnd, MetricsSink};
@@ -61,10 +63,16 @@ use serde_json::Value;
 use tokio_postgres::NoTls;
 use uuid::Uuid;
 
-/// A Soniq application: settings, a connection pool and the handlers of this process.
+/// Where jobs live: the database, or (for unit tests of handlers) this process's memory.
+enum Backend {
+    Postgres(Pool),
+    Memory(memory::Store),
+}
+
+/// A Soniq application: settings, where its jobs live and the handlers of this process.
 pub struct Soniq {
     settings: Settings,
-    pool: Pool,
+    backend: Backend,
     handlers: execute::Handlers,
     /// Whether the handlers' options are in `soniq.tasks` (published before the first
     /// enqueue and at worker start, so a job gets its task's options however it is enqueued).
@@ -92,10 +100,35 @@ impl Soniq {
             .map_err(|e| Error::Config(format!("SONIQ_DATABASE_URL is not usable: {e}")))?;
         Ok(Soniq {
             settings,
-            pool,
+            backend: Backend::Postgres(pool),
             handlers: execute::Handlers::default(),
             published: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// An application whose jobs live in this process's memory, to unit-test handlers
+    /// without PostgreSQL: enqueue as usual, then `drain` runs the due jobs inline and
+    /// `enqueued` / `assert_enqueued` show what was enqueued. Everything else needs a database.
+    pub fn in_memory() -> Self {
+        Soniq {
+            settings: Settings::new("memory:"),
+            backend: Backend::Memory(memory::Store::default()),
+            handlers: execute::Handlers::default(),
+            published: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    fn postgres(&self) -> Result<&Pool> {
+        match &self.backend {
+            Backend::Postgres(pool) => Ok(pool),
+            Backend::Memory(_) => Err(Error::Invalid(
+                "this needs a database: the in-memory queue only enqueues, looks up, drains and asserts".into(),
+            )),
+        }
+    }
+
+    async fn connection(&self) -> Result<deadpool_postgres::Object> {
+        Ok(self.postgres()?.get().await?)
     }
 
     pub fn settings(&self) -> &Settings {
@@ -157,7 +190,7 @@ impl Soniq {
                 Error::Invalid(format!("arguments of {} are not JSON: {e}", task.name()))
             })?;
         self.publish_tasks().await?;
-        let client = self.pool.get().await?;
+        let client = self.connection().await?;
         let rows = client
             .query(
                 "SELECT soniq.enqueue_many($1, $2::jsonb[], producer_id => $3)",
@@ -248,8 +281,11 @@ impl Soniq {
     /// Publish every handler's options with `soniq.register_task` (once; again after a new
     /// registration).
     pub(crate) async fn publish_tasks(&self) -> Result<()> {
+        let Backend::Postgres(pool) = &self.backend else {
+            return Ok(());
+        };
         self.published
-            .get_or_try_init(|| worker::publish_tasks(&self.pool, &self.handlers.registry))
+            .get_or_try_init(|| worker::publish_tasks(pool, &self.handlers.registry))
             .await
             .map(drop)
     }
@@ -257,7 +293,7 @@ impl Soniq {
     /// Cancel a job: a queued one never runs; a running one is aborted by its worker at its
     /// next heartbeat. False when it already finished.
     pub async fn cancel_job(&self, job_id: Uuid) -> Result<bool> {
-        let client = self.pool.get().await?;
+        let client = self.connection().await?;
         Ok(client
             .query_one("SELECT soniq.cancel_job($1)", &[&job_id])
             .await?

@@ -27,12 +27,12 @@ pub(crate) type ArgsCheck = Arc<dyn Fn(&Value) -> Result<(), String> + Send + Sy
 /// fall back to the system defaults in the database.
 #[derive(Debug, Clone, Default)]
 pub struct TaskOptions {
-    queue: Option<String>,
-    priority: Option<i32>,
-    retries: Option<i32>,
-    timeout: Option<Duration>,
-    unique: Option<bool>,
-    retry_delays: Option<Vec<Duration>>,
+    pub(crate) queue: Option<String>,
+    pub(crate) priority: Option<i32>,
+    pub(crate) retries: Option<i32>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) unique: Option<bool>,
+    pub(crate) retry_delays: Option<Vec<Duration>>,
     retry_backoff: Option<bool>,
     retry_max_delay: Option<Duration>,
     retry_jitter: Option<bool>,

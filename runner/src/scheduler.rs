@@ -145,13 +145,13 @@ pub(crate) async fn add(
 impl Scheduler<'_> {
     /// Add a schedule, or update it in place (same timing: the next fire time is kept).
     pub async fn add(&self, spec: &ScheduleSpec) -> Result<ScheduleInfo> {
-        let client = self.soniq.pool.get().await?;
+        let client = self.soniq.connection().await?;
         add(&client, spec).await
     }
 
     /// Stop firing; false when it was already paused.
     pub async fn pause(&self, name: &str) -> Result<bool> {
-        let client = self.soniq.pool.get().await?;
+        let client = self.soniq.connection().await?;
         Ok(client
             .query_one("SELECT soniq.schedule_pause($1)", &[&name])
             .await?
@@ -160,7 +160,7 @@ impl Scheduler<'_> {
 
     /// Fire again from the next fire time after now; false when it was not paused.
     pub async fn resume(&self, name: &str) -> Result<bool> {
-        let client = self.soniq.pool.get().await?;
+        let client = self.soniq.connection().await?;
         Ok(client
             .query_one("SELECT soniq.schedule_resume($1)", &[&name])
             .await?
@@ -168,7 +168,7 @@ impl Scheduler<'_> {
     }
 
     pub async fn remove(&self, name: &str) -> Result<()> {
-        let client = self.soniq.pool.get().await?;
+        let client = self.soniq.connection().await?;
         client
             .execute("SELECT soniq.schedule_remove($1)", &[&name])
             .await?;
@@ -177,7 +177,7 @@ impl Scheduler<'_> {
 
     /// All schedules by name, or only enabled (`Some(true)`) or paused (`Some(false)`) ones.
     pub async fn list(&self, enabled: Option<bool>) -> Result<Vec<ScheduleInfo>> {
-        let client = self.soniq.pool.get().await?;
+        let client = self.soniq.connection().await?;
         let rows = client
             .query(
                 &format!("SELECT {SCHEDULE_COLUMNS} FROM soniq.schedule_list($1)"),
@@ -188,7 +188,7 @@ impl Scheduler<'_> {
     }
 
     pub async fn get(&self, name: &str) -> Result<Option<ScheduleInfo>> {
-        let client = self.soniq.pool.get().await?;
+        let client = self.soniq.connection().await?;
         let row = client
             .query_opt(
                 &format!("SELECT {SCHEDULE_COLUMNS} FROM soniq.schedule_get($1)"),

@@ -482,10 +482,11 @@ impl Soniq {
             ));
         }
         self.publish_tasks().await?;
-        let worker_id = register(&self.pool, &options, concurrency).await?;
+        let pool = self.postgres()?;
+        let worker_id = register(pool, &options, concurrency).await?;
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
-            pool: self.pool.clone(),
+            pool: pool.clone(),
             handlers: self.handlers.clone(),
             worker_id: Mutex::new(worker_id),
             running: Mutex::new(HashMap::new()),
@@ -498,7 +499,7 @@ impl Soniq {
         let (stop_claiming, claiming_stopped) = watch::channel(false);
         let (stop_background, background_stopped) = watch::channel(false);
         let reporter = tokio::spawn(report_outcomes(
-            self.pool.clone(),
+            pool.clone(),
             reports_rx,
             self.settings.error_retry_delay,
         ));
@@ -558,7 +559,7 @@ impl Soniq {
         // The reporter ends once every sender is gone: ours here, the job tasks' as they end.
         drop(shared);
         let _ = reporter.await;
-        let client = self.pool.get().await?;
+        let client = pool.get().await?;
         if let Err(e) = client
             .execute("SELECT soniq.deregister_worker($1)", &[&last_worker_id])
             .await

@@ -1,0 +1,189 @@
+//! The in-memory queue: handlers tested without PostgreSQL (no database needed here).
+
+use serde::{Deserialize, Serialize};
+use soniq_runner::{
+    wait_until, JobContext, JobError, JobResult, JobStatus, Outcome, Soniq, WorkerOptions,
+};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct Email {
+    to: String,
+}
+
+fn email(to: &str) -> Email {
+    Email { to: to.into() }
+}
+
+#[tokio::test]
+async fn drain_runs_enqueued_jobs_inline_with_options_resolved() {
+    let mut soniq = Soniq::in_memory();
+    let welcome = soniq
+        .job("users.send_welcome")
+        .queue("emails")
+        .priority(5)
+        .handler(|args: Email, ctx: JobContext| async move {
+            assert_eq!(ctx.queue, "emails");
+            Outcome::done_with(format!("sent to {}", args.to))
+        })
+        .unwrap();
+    let a = soniq
+        .enqueue(&welcome, email("a@example.com"))
+        .await
+        .unwrap();
+    let b = soniq
+        .enqueue(&welcome, email("b@example.com"))
+        .priority(1)
+        .await
+        .unwrap();
+    soniq.assert_enqueued(&welcome, &email("a@example.com"));
+
+    let ran = soniq.drain().await;
+    assert_eq!(
+        ran.iter().map(|ctx| ctx.job_id).collect::<Vec<_>>(),
+        vec![b, a],
+        "priority 1 runs first"
+    );
+    let job = soniq.get_job(a).await.unwrap().unwrap();
+    assert_eq!(
+        (job.status, job.priority, job.max_attempts),
+        (JobStatus::Done, 5, 4)
+    );
+    assert_eq!(
+        soniq.get_result::<String>(a).await.unwrap().as_deref(),
+        Some("sent to a@example.com")
+    );
+    assert!(soniq.drain().await.is_empty(), "nothing left");
+}
+
+#[tokio::test]
+async fn failures_retry_in_the_same_drain_until_the_dead_letter() {
+    let mut soniq = Soniq::in_memory();
+    let flaky = soniq
+        .job("users.flaky")
+        .retries(2)
+        .handler(|_: Email, ctx: JobContext| async move {
+            Err::<Outcome, _>(JobError::new(format!("attempt {} failed", ctx.attempt)))
+        })
+        .unwrap();
+    let id = soniq.enqueue(&flaky, email("x")).await.unwrap();
+    let attempts: Vec<i32> = soniq.drain().await.iter().map(|ctx| ctx.attempt).collect();
+    assert_eq!(attempts, vec![1, 2, 3]);
+    let job = soniq.get_job(id).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Dead);
+    assert_eq!(
+        job.dead_letter_reason.as_deref(),
+        Some("max_retries_exceeded")
+    );
+    assert_eq!(job.last_error.as_deref(), Some("attempt 3 failed"));
+}
+
+#[tokio::test]
+async fn delayed_retries_snoozes_and_future_jobs_wait() {
+    let mut soniq = Soniq::in_memory();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    let slow = soniq
+        .job("users.later")
+        .retry_delay([Duration::from_secs(60)])
+        .handler(move |args: Email, _ctx: JobContext| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                JobResult::Ok(match args.to.as_str() {
+                    "snooze" => Outcome::snooze(Duration::from_secs(60)),
+                    _ => Outcome::retry("not yet"),
+                })
+            }
+        })
+        .unwrap();
+    let retried = soniq.enqueue(&slow, email("retry")).await.unwrap();
+    let snoozed = soniq.enqueue(&slow, email("snooze")).await.unwrap();
+    soniq
+        .enqueue(&slow, email("future"))
+        .run_in(Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(soniq.drain().await.len(), 2);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let retried = soniq.get_job(retried).await.unwrap().unwrap();
+    assert_eq!((retried.status, retried.attempts), (JobStatus::Queued, 1));
+    assert!(retried.scheduled_at.is_some());
+    let snoozed = soniq.get_job(snoozed).await.unwrap().unwrap();
+    assert_eq!(
+        (snoozed.status, snoozed.attempts),
+        (JobStatus::Queued, 0),
+        "a snooze uses no attempt"
+    );
+}
+
+#[tokio::test]
+async fn unique_and_dedup_key_return_the_queued_job() {
+    let mut soniq = Soniq::in_memory();
+    let task = soniq
+        .job("users.unique")
+        .unique(true)
+        .handler(|_: Email, _ctx: JobContext| async { JobResult::Ok(Outcome::done()) })
+        .unwrap();
+    let first = soniq.enqueue(&task, email("a")).await.unwrap();
+    assert_eq!(soniq.enqueue(&task, email("a")).await.unwrap(), first);
+    assert_ne!(soniq.enqueue(&task, email("b")).await.unwrap(), first);
+    let keyed = soniq
+        .enqueue(&task, email("c"))
+        .dedup_key("k")
+        .await
+        .unwrap();
+    assert_eq!(
+        soniq
+            .enqueue(&task, email("d"))
+            .dedup_key("k")
+            .await
+            .unwrap(),
+        keyed
+    );
+    assert_eq!(soniq.enqueued("users.unique").len(), 3);
+}
+
+#[tokio::test]
+#[should_panic(
+    expected = "no job of users.assert was enqueued with {\"to\":\"z\"}; enqueued: [{\"to\":\"y\"}]"
+)]
+async fn assert_enqueued_says_what_was_enqueued_instead() {
+    let mut soniq = Soniq::in_memory();
+    let task = soniq
+        .job("users.assert")
+        .handler(|_: Email, _ctx: JobContext| async { JobResult::Ok(Outcome::done()) })
+        .unwrap();
+    soniq.enqueue(&task, email("y")).await.unwrap();
+    soniq.assert_enqueued(&task, &email("z"));
+}
+
+#[tokio::test]
+async fn wait_until_and_what_needs_a_database() {
+    let flag = Arc::new(AtomicUsize::new(0));
+    let setter = Arc::clone(&flag);
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        setter.store(1, Ordering::SeqCst);
+    });
+    wait_until(Duration::from_secs(2), || flag.load(Ordering::SeqCst) == 1)
+        .await
+        .unwrap();
+    assert!(wait_until(Duration::from_millis(30), || false)
+        .await
+        .is_err());
+
+    let mut soniq = Soniq::in_memory();
+    soniq
+        .job("users.any")
+        .handler(|_: Email, _ctx: JobContext| async { JobResult::Ok(Outcome::done()) })
+        .unwrap();
+    let err = soniq
+        .run_worker(WorkerOptions::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("needs a database"), "{err}");
+    assert!(soniq.queue_stats(None).await.is_err());
+}
