@@ -88,3 +88,9 @@ impl From<sqlx::Error> for Error {
         Error::Sqlx(e)
     }
 }
+
+impl From<soniq_cron::CronError> for Error {
+    fn from(e: soniq_cron::CronError) -> Self {
+        Error::Invalid(e.to_string())
+    }
+}

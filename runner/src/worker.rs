@@ -459,8 +459,20 @@ async fn shutdown_signal() {
 
 impl Soniq {
     /// Run a worker until SIGINT or SIGTERM (or, with `run_once`, until nothing is due).
+    /// The first signal shuts down gracefully; a second one exits the process at once
+    /// (status 130; jobs still running are taken back by the control plane once this
+    /// worker's heartbeats stop).
     pub async fn run_worker(&self, options: WorkerOptions) -> Result<WorkerReport> {
-        self.run_worker_until(options, shutdown_signal()).await
+        let first_signal = async {
+            shutdown_signal().await;
+            tracing::info!("shutting down: no new jobs; running jobs get SONIQ_SHUTDOWN_TIMEOUT");
+            tokio::spawn(async {
+                shutdown_signal().await;
+                tracing::warn!("second signal: exiting at once");
+                std::process::exit(130);
+            });
+        };
+        self.run_worker_until(options, first_signal).await
     }
 
     /// Run a worker until `shutdown` resolves: embed one in an application with its own
