@@ -176,6 +176,16 @@ impl Soniq {
         Enqueue::new(self, task.name().to_string(), args)
     }
 
+    /// Enqueue a task to run at (or after) `run_at`: `enqueue(task, args).run_at(run_at)`.
+    pub fn schedule<A: Serialize>(
+        &self,
+        task: &Task<A>,
+        args: A,
+        run_at: std::time::SystemTime,
+    ) -> Enqueue<'_> {
+        self.enqueue(task, args).run_at(run_at)
+    }
+
     /// Enqueue many jobs of one task in one round trip; ids in input order.
     pub async fn enqueue_many<A: Serialize>(
         &self,

@@ -181,6 +181,11 @@ impl TaskBuilder<'_> {
         self
     }
 
+    /// The reference's alias of [`TaskBuilder::retries`].
+    pub fn max_retries(self, retries: i32) -> Self {
+        self.retries(retries)
+    }
+
     pub fn queue(mut self, queue: impl Into<String>) -> Self {
         self.options.queue = Some(queue.into());
         self

@@ -63,7 +63,7 @@ async fn failures_retry_in_the_same_drain_until_the_dead_letter() {
     let mut soniq = Soniq::in_memory();
     let flaky = soniq
         .job("users.flaky")
-        .retries(2)
+        .max_retries(2)
         .handler(|_: Email, ctx: JobContext| async move {
             Err::<Outcome, _>(JobError::new(format!("attempt {} failed", ctx.attempt)))
         })
@@ -99,13 +99,31 @@ async fn delayed_retries_snoozes_and_future_jobs_wait() {
         })
         .unwrap();
     let retried = soniq.enqueue(&slow, email("retry")).await.unwrap();
+    let later = std::time::SystemTime::now() + Duration::from_secs(3600);
+    let scheduled = soniq
+        .schedule(&slow, email("scheduled"), later)
+        .await
+        .unwrap();
     let snoozed = soniq.enqueue(&slow, email("snooze")).await.unwrap();
     soniq
         .enqueue(&slow, email("future"))
         .run_in(Duration::from_secs(3600))
         .await
         .unwrap();
-    assert_eq!(soniq.drain().await.len(), 2);
+    assert_eq!(
+        soniq.drain().await.len(),
+        2,
+        "the scheduled and the future job wait"
+    );
+    assert_eq!(
+        soniq
+            .get_job(scheduled)
+            .await
+            .unwrap()
+            .unwrap()
+            .scheduled_at,
+        Some(later)
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     let retried = soniq.get_job(retried).await.unwrap().unwrap();
     assert_eq!((retried.status, retried.attempts), (JobStatus::Queued, 1));
