@@ -1,45 +1,16 @@
 //! The runner's job API, hooks and retry policy against the real extension.
 #![cfg(feature = "e2e")]
 
+mod common;
+
+use common::*;
+
 use serde::{Deserialize, Serialize};
 use soniq_runner::{
     JobContext, JobError, JobFilter, JobResult, JobStatus, Outcome, RetryDecision, Settings, Soniq,
-    WorkerOptions,
 };
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-fn unique(prefix: &str) -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "{prefix}_{}_{}_{}",
-        std::process::id(),
-        nanos,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn app() -> Soniq {
-    let url = std::env::var("SONIQ_TEST_DATABASE_URL")
-        .expect("SONIQ_TEST_DATABASE_URL; run scripts/test");
-    let mut settings = Settings::new(url);
-    settings.poll_interval = Duration::from_millis(200);
-    settings.heartbeat_interval = Duration::from_millis(300);
-    Soniq::with_settings(settings).unwrap()
-}
-
-fn run_once(queue: &str) -> WorkerOptions {
-    WorkerOptions {
-        queues: Some(vec![queue.into()]),
-        run_once: true,
-        ..WorkerOptions::default()
-    }
-}
+use std::time::{Duration, SystemTime};
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
 struct Sum {

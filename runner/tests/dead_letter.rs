@@ -1,27 +1,16 @@
 //! The dead-letter service against the real extension.
 #![cfg(feature = "e2e")]
 
+mod common;
+
+use common::*;
+
 use serde::{Deserialize, Serialize};
 use soniq_runner::{
     DeadLetterFilter, ExportFormat, JobContext, JobError, JobResult, JobStatus, Outcome,
-    ReplayOptions, Settings, Soniq, WorkerOptions,
+    ReplayOptions, WorkerOptions,
 };
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-fn unique(prefix: &str) -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "{prefix}_{}_{}_{}",
-        std::process::id(),
-        nanos,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
+use std::time::Duration;
 
 #[derive(Serialize, Deserialize)]
 struct Order {
@@ -30,11 +19,7 @@ struct Order {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_tag_replay_stats_export_delete_and_cleanup() {
-    let url = std::env::var("SONIQ_TEST_DATABASE_URL")
-        .expect("SONIQ_TEST_DATABASE_URL; run scripts/test");
-    let mut settings = Settings::new(url);
-    settings.poll_interval = Duration::from_millis(200);
-    let mut soniq = Soniq::with_settings(settings).unwrap();
+    let mut soniq = app();
     let queue = unique("dlq");
     let task_name = format!("{queue}.charge");
     let charge = soniq

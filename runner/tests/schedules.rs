@@ -1,35 +1,16 @@
 //! Periodic tasks and the scheduler API, fired by the extension's background worker.
 #![cfg(feature = "e2e")]
 
+mod common;
+
+use common::*;
+
 use serde::{Deserialize, Serialize};
 use soniq_runner::dsl::{daily, every};
-use soniq_runner::{JobContext, JobResult, Outcome, ScheduleSpec, Settings, Soniq, WorkerOptions};
+use soniq_runner::{JobContext, JobResult, Outcome, ScheduleSpec, WorkerOptions};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-fn unique(prefix: &str) -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "{prefix}_{}_{}_{}",
-        std::process::id(),
-        nanos,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn app() -> Soniq {
-    let url = std::env::var("SONIQ_TEST_DATABASE_URL")
-        .expect("SONIQ_TEST_DATABASE_URL; run scripts/test");
-    let mut settings = Settings::new(url);
-    settings.poll_interval = Duration::from_millis(200);
-    settings.heartbeat_interval = Duration::from_millis(300);
-    Soniq::with_settings(settings).unwrap()
-}
+use std::time::{Duration, Instant};
 
 #[derive(Serialize, Deserialize)]
 struct Nothing {}

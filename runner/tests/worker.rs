@@ -1,64 +1,16 @@
 //! The runner against the real extension (the test cluster of scripts/test).
 #![cfg(feature = "e2e")]
 
+mod common;
+
+use common::*;
+
 use serde::{Deserialize, Serialize};
-use soniq_runner::{JobContext, JobError, JobResult, Outcome, Settings, Soniq, WorkerOptions};
+use soniq_runner::{JobContext, JobError, JobResult, Outcome, Settings, Soniq};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio_postgres::NoTls;
-
-fn database_url() -> String {
-    std::env::var("SONIQ_TEST_DATABASE_URL")
-        .expect("SONIQ_TEST_DATABASE_URL names the test database; run scripts/test")
-}
-
-fn unique(prefix: &str) -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "{prefix}_{}_{}_{}",
-        std::process::id(),
-        nanos,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn app(concurrency: usize) -> Soniq {
-    let mut settings = Settings::new(database_url());
-    settings.concurrency = concurrency;
-    settings.poll_interval = Duration::from_millis(200);
-    settings.heartbeat_interval = Duration::from_millis(300);
-    settings.shutdown_timeout = Duration::from_secs(5);
-    settings.error_retry_delay = Duration::from_millis(200);
-    Soniq::with_settings(settings).unwrap()
-}
-
-async fn sql() -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(&database_url(), NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
-}
-
-fn serve(queue: &str) -> WorkerOptions {
-    WorkerOptions {
-        queues: Some(vec![queue.to_string()]),
-        ..WorkerOptions::default()
-    }
-}
-
-fn run_once(queue: &str) -> WorkerOptions {
-    WorkerOptions {
-        run_once: true,
-        ..serve(queue)
-    }
-}
+use std::time::{Duration, Instant};
 
 /// Resolves once `probe` is true (checked every 100 ms), or after `limit`.
 async fn until(limit: Duration, mut probe: impl FnMut() -> bool) {
@@ -77,7 +29,7 @@ struct Item {
 async fn a_thousand_jobs_at_concurrency_16_each_run_once() {
     let queue = unique("thousand");
     let runs: Arc<Mutex<HashMap<u32, usize>>> = Arc::default();
-    let mut soniq = app(16);
+    let mut soniq = app_with(16);
     let seen = Arc::clone(&runs);
     let task = soniq
         .job(format!("{queue}.item"))
@@ -114,7 +66,7 @@ async fn a_thousand_jobs_at_concurrency_16_each_run_once() {
 async fn a_handler_that_fails_twice_then_succeeds_sees_attempts_one_to_three() {
     let queue = unique("flaky");
     let attempts: Arc<Mutex<Vec<(i32, i32, Instant)>>> = Arc::default();
-    let mut soniq = app(2);
+    let mut soniq = app_with(2);
     let seen = Arc::clone(&attempts);
     let task = soniq
         .job(format!("{queue}.flaky"))
@@ -172,7 +124,7 @@ async fn a_handler_that_fails_twice_then_succeeds_sees_attempts_one_to_three() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timed_out_job_is_retried_then_dead_lettered_with_reason_timeout() {
     let queue = unique("slow");
-    let mut soniq = app(2);
+    let mut soniq = app_with(2);
     let task = soniq
         .job(format!("{queue}.slow"))
         .queue(&queue)
@@ -202,7 +154,7 @@ async fn a_timed_out_job_is_retried_then_dead_lettered_with_reason_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_handler_fails_its_attempt_and_the_worker_goes_on() {
     let queue = unique("panic");
-    let mut soniq = app(2);
+    let mut soniq = app_with(2);
     let task = soniq
         .job(format!("{queue}.maybe_panic"))
         .queue(&queue)
@@ -252,7 +204,7 @@ async fn a_worker_never_claims_a_task_it_has_no_handler_for() {
         .queue(&queue)
         .await
         .unwrap();
-    let mut soniq = app(2);
+    let mut soniq = app_with(2);
     let task = soniq
         .job(format!("{queue}.here"))
         .queue(&queue)
@@ -326,7 +278,7 @@ async fn shutdown_hands_unfinished_jobs_back_without_using_an_attempt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancellation_reaches_the_running_handler_through_the_heartbeat() {
     let queue = unique("cancel");
-    let mut soniq = app(2);
+    let mut soniq = app_with(2);
     let task = soniq
         .job(format!("{queue}.long"))
         .queue(&queue)
@@ -336,7 +288,7 @@ async fn a_cancellation_reaches_the_running_handler_through_the_heartbeat() {
         })
         .unwrap();
     let job = soniq.enqueue(&task, Item { n: 1 }).await.unwrap();
-    let canceller = app(1);
+    let canceller = app_with(1);
     let stop = async {
         let client = sql().await;
         loop {
@@ -374,7 +326,7 @@ async fn a_cancellation_reaches_the_running_handler_through_the_heartbeat() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outcomes_snooze_cancel_and_discard() {
     let queue = unique("outcomes");
-    let mut soniq = app(2);
+    let mut soniq = app_with(2);
     let task = soniq
         .job(format!("{queue}.decide"))
         .queue(&queue)
@@ -434,7 +386,7 @@ async fn outcomes_snooze_cancel_and_discard() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactional_enqueue_on_tokio_postgres_rolls_back_with_the_caller() {
     let queue = unique("tx");
-    let mut soniq = app(1);
+    let mut soniq = app_with(1);
     let task = soniq
         .job(format!("{queue}.invoice"))
         .queue(&queue)
@@ -469,7 +421,7 @@ async fn transactional_enqueue_on_tokio_postgres_rolls_back_with_the_caller() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enqueue_refuses_bad_input_before_the_database() {
     let queue = unique("refuse");
-    let mut soniq = app(1);
+    let mut soniq = app_with(1);
     soniq
         .job(format!("{queue}.typed"))
         .handler(|_: Item, _ctx: JobContext| async { JobResult::Ok(Outcome::done()) })

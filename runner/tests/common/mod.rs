@@ -1,0 +1,68 @@
+//! Shared by the runner's end-to-end tests (each test binary uses some of these).
+#![allow(dead_code)]
+
+use soniq_runner::{Settings, Soniq, WorkerOptions};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub fn database_url() -> String {
+    std::env::var("SONIQ_TEST_DATABASE_URL")
+        .expect("SONIQ_TEST_DATABASE_URL names the test database; run scripts/test")
+}
+
+/// A name no other test or run uses (queues and task names keep tests apart).
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        nanos,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Settings for tests: quick polls, heartbeats well inside the test cluster's 2 s timeout.
+pub fn settings(concurrency: usize) -> Settings {
+    let mut settings = Settings::new(database_url());
+    settings.concurrency = concurrency;
+    settings.poll_interval = Duration::from_millis(200);
+    settings.heartbeat_interval = Duration::from_millis(300);
+    settings.shutdown_timeout = Duration::from_secs(5);
+    settings.error_retry_delay = Duration::from_millis(200);
+    settings
+}
+
+pub fn app_with(concurrency: usize) -> Soniq {
+    Soniq::with_settings(settings(concurrency)).unwrap()
+}
+
+pub fn app() -> Soniq {
+    app_with(4)
+}
+
+/// A plain client for checking what the database holds.
+pub async fn sql() -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+pub fn serve(queue: &str) -> WorkerOptions {
+    WorkerOptions {
+        queues: Some(vec![queue.to_string()]),
+        ..WorkerOptions::default()
+    }
+}
+
+pub fn run_once(queue: &str) -> WorkerOptions {
+    WorkerOptions {
+        run_once: true,
+        ..serve(queue)
+    }
+}
