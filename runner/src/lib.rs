@@ -22,6 +22,10 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "cli")]
+pub mod cli;
+#[cfg(feature = "cli")]
+pub mod command_handlers;
 mod dead_letter;
 mod enqueue;
 mod error;

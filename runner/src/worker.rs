@@ -623,6 +623,8 @@ impl Soniq {
                 }
             }
             let asked = permits.len();
+            // Nothing running while we claim: an empty claim then means nothing is left.
+            let nothing_running = slots.available_permits() + asked == concurrency;
             // Armed before the claim, so a notification during the claim is not lost.
             let woken = shared.wake.notified();
             tokio::pin!(woken);
@@ -649,16 +651,16 @@ impl Soniq {
                 continue; // a full batch: there may be more at once
             }
             if options.run_once {
-                // Wait for the running jobs (an immediate retry is due again), then look once more.
+                if got == 0 && nothing_running {
+                    break;
+                }
+                // Jobs still running may leave immediate retries: wait for them, then look again.
                 drop(
                     slots
                         .acquire_many(all_slots)
                         .await
                         .expect("slots are never closed"),
                 );
-                if got == 0 {
-                    break;
-                }
                 continue;
             }
             tokio::select! {

@@ -1,0 +1,330 @@
+//! `soniq dead-letter list|show|replay|delete|cleanup|export|stats`.
+
+use super::output::Output;
+use super::{time, time_json, CliResult, DeadFilter, Failure};
+use crate::dead_letter::{DeadJob, DeadLetterFilter, ExportFormat, ReplayOptions};
+use crate::Soniq;
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::{Duration, SystemTime};
+use uuid::Uuid;
+
+/// Bulk actions on at least this many dead jobs need `--yes` (or a `y` at a terminal).
+const CONFIRM_FROM: usize = 5;
+
+#[derive(Subcommand)]
+pub enum DeadLetterCommand {
+    /// Dead jobs, most recently dead first.
+    List(DeadFilter),
+    /// One dead job in full.
+    Show { id: Uuid },
+    /// Mint fresh jobs from dead ones (the dead rows stay, with their replay count).
+    Replay(ReplayArgs),
+    /// Delete dead jobs for good.
+    Delete(Selection),
+    /// Delete dead jobs older than a number of days.
+    Cleanup {
+        #[arg(long, default_value_t = 30.0)]
+        days: f64,
+        /// Say how many, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write dead jobs as JSON or CSV.
+    Export {
+        #[command(flatten)]
+        filter: DeadFilter,
+        #[arg(long, default_value = "csv", value_parser = ["csv", "json"])]
+        format: String,
+        /// The file to write; standard output when absent.
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+    },
+    /// Counts by task, queue, reason and day.
+    Stats {
+        /// Only jobs that died within this many hours.
+        #[arg(long)]
+        hours: Option<f64>,
+    },
+}
+
+/// Which dead jobs a bulk action takes: ids, or `--all` that match the filters.
+#[derive(Args)]
+pub struct Selection {
+    ids: Vec<Uuid>,
+    /// Every dead job matching the filters.
+    #[arg(long, conflicts_with = "ids")]
+    all: bool,
+    #[command(flatten)]
+    filter: DeadFilter,
+    /// Say what would happen, change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    yes: bool,
+}
+
+#[derive(Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    selection: Selection,
+    /// Replay into this queue.
+    #[arg(long = "to-queue", value_name = "QUEUE")]
+    to_queue: Option<String>,
+    #[arg(long)]
+    priority: Option<i32>,
+    #[arg(long)]
+    max_attempts: Option<i32>,
+    /// Keep the attempts already used (default: start again from zero).
+    #[arg(long)]
+    keep_attempts: bool,
+}
+
+fn filter_of(f: &DeadFilter) -> DeadLetterFilter {
+    DeadLetterFilter {
+        task_name: f.task.clone(),
+        queue: f.queue.clone(),
+        reason: f.reason.clone(),
+        moved_after: f
+            .since_hours
+            .map(|h| SystemTime::now() - Duration::from_secs_f64(h * 3600.0)),
+        moved_before: None,
+        tags: (!f.tags.is_empty()).then(|| f.tags.clone()),
+        replayed: if f.replayed {
+            Some(true)
+        } else if f.not_replayed {
+            Some(false)
+        } else {
+            None
+        },
+        limit: f.limit,
+        offset: 0,
+    }
+}
+
+fn dead_json(job: &DeadJob) -> Value {
+    json!({
+        "id": job.id.to_string(), "task_name": job.task_name, "args": job.args, "queue": job.queue,
+        "priority": job.priority, "attempts": job.attempts, "max_attempts": job.max_attempts,
+        "last_error": job.last_error, "reason": job.reason, "moved_at": time_json(Some(job.moved_at)),
+        "original_created_at": time_json(Some(job.original_created_at)),
+        "resurrection_count": job.resurrection_count, "tags": job.tags,
+    })
+}
+
+/// The ids a bulk action takes.
+async fn select(app: &Soniq, selection: &Selection) -> Result<Vec<Uuid>, Failure> {
+    if selection.all {
+        let jobs = app
+            .dead_letter()
+            .list(&filter_of(&selection.filter))
+            .await?;
+        return Ok(jobs.iter().map(|j| j.id).collect());
+    }
+    if selection.ids.is_empty() {
+        return Err(Failure::usage(
+            "name dead job ids, or pass --all (with filters)",
+        ));
+    }
+    Ok(selection.ids.clone())
+}
+
+/// Ask before acting on many: `--yes`, or a `y` typed at a terminal.
+fn confirm(verb: &str, count: usize, yes: bool) -> Result<(), Failure> {
+    if count < CONFIRM_FROM || yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Failure::new(format!(
+            "refusing to {verb} {count} dead jobs without --yes (standard input is not a terminal)"
+        )));
+    }
+    eprint!("{verb} {count} dead jobs? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| Failure::new(e.to_string()))?;
+    if answer.trim().eq_ignore_ascii_case("y") {
+        Ok(())
+    } else {
+        Err(Failure::new("aborted"))
+    }
+}
+
+/// A one-line progress count on a terminal's stderr.
+fn progress(done: usize, total: usize) {
+    if std::io::stderr().is_terminal() {
+        eprint!("\r{done}/{total}");
+        if done == total {
+            eprintln!();
+        }
+    }
+}
+
+pub async fn run(app: &Soniq, command: DeadLetterCommand, out: &Output) -> CliResult {
+    let dlq = app.dead_letter();
+    match command {
+        DeadLetterCommand::List(filter) => {
+            let jobs = dlq.list(&filter_of(&filter)).await?;
+            if out.json {
+                out.print_json(&Value::Array(jobs.iter().map(dead_json).collect()));
+            } else {
+                let rows: Vec<Vec<String>> = jobs
+                    .iter()
+                    .map(|j| {
+                        vec![
+                            j.id.to_string(),
+                            j.task_name.clone(),
+                            j.reason.clone(),
+                            j.queue.clone(),
+                            j.resurrection_count.to_string(),
+                            time(Some(j.moved_at)),
+                        ]
+                    })
+                    .collect();
+                out.table(&["id", "task", "reason", "queue", "replays", "died"], &rows);
+            }
+        }
+        DeadLetterCommand::Show { id } => {
+            let job = dlq
+                .get(id)
+                .await?
+                .ok_or_else(|| Failure::new(format!("no dead job {id}")))?;
+            if out.json {
+                out.print_json(&dead_json(&job));
+            } else {
+                for (name, value) in [
+                    ("id", job.id.to_string()),
+                    ("task", job.task_name.clone()),
+                    ("reason", out.state("dead") + " " + &job.reason),
+                    ("queue", job.queue.clone()),
+                    (
+                        "attempts",
+                        format!("{} of {}", job.attempts, job.max_attempts),
+                    ),
+                    ("args", job.args.to_string()),
+                    ("last error", job.last_error.clone().unwrap_or_default()),
+                    ("died", time(Some(job.moved_at))),
+                    ("replays", job.resurrection_count.to_string()),
+                    ("tags", job.tags.join(", ")),
+                ] {
+                    println!("{name:<11} {value}");
+                }
+            }
+        }
+        DeadLetterCommand::Replay(args) => {
+            let ids = select(app, &args.selection).await?;
+            if args.selection.dry_run {
+                println!("would replay {} dead jobs", ids.len());
+                return Ok(());
+            }
+            confirm("replay", ids.len(), args.selection.yes)?;
+            let options = ReplayOptions {
+                queue: args.to_queue,
+                priority: args.priority,
+                max_attempts: args.max_attempts,
+                reset_attempts: !args.keep_attempts,
+            };
+            for (n, id) in ids.iter().enumerate() {
+                let job = dlq.replay(*id, &options).await?;
+                println!("replayed {id} as {job}");
+                progress(n + 1, ids.len());
+            }
+        }
+        DeadLetterCommand::Delete(selection) => {
+            let ids = select(app, &selection).await?;
+            if selection.dry_run {
+                println!("would delete {} dead jobs", ids.len());
+                return Ok(());
+            }
+            confirm("delete", ids.len(), selection.yes)?;
+            for (n, id) in ids.iter().enumerate() {
+                dlq.delete(*id).await?;
+                println!("deleted {id}");
+                progress(n + 1, ids.len());
+            }
+        }
+        DeadLetterCommand::Cleanup { days, dry_run } => {
+            if !days.is_finite() || days < 0.0 {
+                return Err(Failure::usage(format!(
+                    "--days must be a number >= 0, got {days}"
+                )));
+            }
+            let older_than = Duration::from_secs_f64(days * 86_400.0);
+            if dry_run {
+                let filter = DeadLetterFilter {
+                    moved_before: Some(SystemTime::now() - older_than),
+                    limit: 10_000,
+                    ..DeadLetterFilter::default()
+                };
+                println!(
+                    "would delete {} dead jobs older than {days} days",
+                    dlq.list(&filter).await?.len()
+                );
+            } else {
+                println!(
+                    "deleted {} dead jobs older than {days} days",
+                    dlq.cleanup(older_than).await?
+                );
+            }
+        }
+        DeadLetterCommand::Export {
+            filter,
+            format,
+            output,
+        } => {
+            let format = if format == "json" {
+                ExportFormat::Json
+            } else {
+                ExportFormat::Csv
+            };
+            let text = dlq.export(&filter_of(&filter), format).await?;
+            match output {
+                Some(path) => {
+                    std::fs::write(&path, text).map_err(|e| {
+                        Failure::new(format!("cannot write {}: {e}", path.display()))
+                    })?;
+                    println!("wrote {}", path.display());
+                }
+                None => print!("{text}"),
+            }
+        }
+        DeadLetterCommand::Stats { hours } => {
+            let since = match hours {
+                Some(h) if h.is_finite() && h > 0.0 => Some(Duration::from_secs_f64(h * 3600.0)),
+                Some(h) => {
+                    return Err(Failure::usage(format!(
+                        "--hours must be a number > 0, got {h}"
+                    )))
+                }
+                None => None,
+            };
+            let stats = dlq.stats(since).await?;
+            if out.json {
+                out.print_json(&json!({
+                    "total": stats.total, "by_task": stats.by_task, "by_queue": stats.by_queue,
+                    "by_reason": stats.by_reason, "by_day": stats.by_day,
+                    "oldest_age_seconds": stats.oldest_age_seconds, "replayed": stats.replayed,
+                }));
+            } else {
+                println!("total: {}   replayed: {}", stats.total, stats.replayed);
+                for (title, map) in [
+                    ("task", &stats.by_task),
+                    ("queue", &stats.by_queue),
+                    ("reason", &stats.by_reason),
+                ] {
+                    let rows: Vec<Vec<String>> = map
+                        .iter()
+                        .map(|(k, n)| vec![k.clone(), n.to_string()])
+                        .collect();
+                    out.table(&[title, "dead"], &rows);
+                }
+            }
+        }
+    }
+    Ok(())
+}

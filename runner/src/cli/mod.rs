@@ -1,0 +1,206 @@
+//! The `soniq` command. The stock binary runs command handlers declared in TOML modules; a
+//! Rust application gets every command with its own handlers from one call:
+//!
+//! ```no_run
+//! fn main() -> std::process::ExitCode {
+//!     soniq_runner::cli::main_with(|settings| {
+//!         let mut app = soniq_runner::Soniq::with_settings(settings)?;
+//!         // app.job("...").handler(...)?;
+//!         Ok(app)
+//!     })
+//! }
+//! ```
+//!
+//! Exit status: 0 success, 1 failure, 2 usage (a bad flag, environment variable or module).
+
+mod admin;
+mod dead_letter;
+mod output;
+mod schedule;
+mod worker;
+
+use crate::error::Error;
+use crate::{Settings, Soniq};
+use clap::{Args, Parser, Subcommand};
+use output::Output;
+use std::process::ExitCode;
+use uuid::Uuid;
+
+pub use output::mask_url;
+
+#[derive(Parser)]
+#[command(
+    name = "soniq",
+    version,
+    about = "Soniq: a background job queue inside PostgreSQL"
+)]
+struct Cli {
+    /// Database URL; overrides SONIQ_DATABASE_URL.
+    #[arg(long, global = true, value_name = "URL")]
+    database_url: Option<String>,
+    /// Print JSON instead of tables (read commands).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the database if missing, install or update the extension, check the control plane.
+    Setup,
+    /// Run a worker: the handlers of this binary and of the jobs modules.
+    Worker(worker::WorkerArgs),
+    /// Look at and act on dead jobs.
+    #[command(subcommand)]
+    DeadLetter(dead_letter::DeadLetterCommand),
+    /// Periodic jobs.
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCommand),
+    /// Queue counts, workers alive and stale, the control plane's health.
+    Status,
+    /// One job, also a dead one.
+    Inspect { id: Uuid },
+    /// Enqueue a job by task name.
+    Enqueue(admin::EnqueueArgs),
+    /// Cancel a job (a running one is stopped by its worker at its next heartbeat).
+    Cancel { id: Uuid },
+    /// Jobs by queue and state.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// Newest first.
+    List(admin::JobsListArgs),
+}
+
+/// Filters shared by the dead-letter commands.
+#[derive(Args, Clone, Default)]
+struct DeadFilter {
+    /// Only this task name.
+    #[arg(long = "task")]
+    task: Option<String>,
+    #[arg(long)]
+    queue: Option<String>,
+    /// max_retries_exceeded, permanent_failure, job_not_found, invalid_arguments, timeout or manual_move.
+    #[arg(long)]
+    reason: Option<String>,
+    /// Only jobs that died within this many hours.
+    #[arg(long, value_name = "HOURS")]
+    since_hours: Option<f64>,
+    /// Only jobs carrying this tag (repeat for several).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Only jobs replayed at least once.
+    #[arg(long, conflicts_with = "not_replayed")]
+    replayed: bool,
+    /// Only jobs never replayed.
+    #[arg(long)]
+    not_replayed: bool,
+    /// At most this many.
+    #[arg(long, default_value_t = 1000)]
+    limit: i32,
+}
+
+/// A failure to report: its message and exit status.
+struct Failure {
+    message: String,
+    status: u8,
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        let status = if matches!(e, Error::Config(_)) { 2 } else { 1 };
+        Failure {
+            message: e.to_string(),
+            status,
+        }
+    }
+}
+
+impl Failure {
+    fn new(message: impl Into<String>) -> Self {
+        Failure {
+            message: message.into(),
+            status: 1,
+        }
+    }
+
+    fn usage(message: impl Into<String>) -> Self {
+        Failure {
+            message: message.into(),
+            status: 2,
+        }
+    }
+}
+
+type CliResult = Result<(), Failure>;
+
+/// Parse the command line and run the command with the application `build` makes from the
+/// settings (`SONIQ_*` variables, overridden by flags).
+pub fn main_with(build: impl FnOnce(Settings) -> crate::Result<Soniq>) -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("start the async runtime");
+    match runtime.block_on(run(cli, build)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {}", failure.message);
+            ExitCode::from(failure.status)
+        }
+    }
+}
+
+async fn run(cli: Cli, build: impl FnOnce(Settings) -> crate::Result<Soniq>) -> CliResult {
+    let mut settings = Settings::from_env()?;
+    if let Some(url) = cli.database_url {
+        settings.database_url = url;
+    }
+    let out = Output::new(cli.json);
+    if let Command::Worker(args) = &cli.command {
+        if let Some(concurrency) = args.concurrency {
+            if !(1..=1000).contains(&concurrency) {
+                return Err(Failure::usage(format!(
+                    "--concurrency must be from 1 to 1000, got {concurrency}"
+                )));
+            }
+            settings.concurrency = concurrency;
+        }
+    }
+    if let Command::Setup = cli.command {
+        return admin::setup(&settings, &out).await;
+    }
+    let mut app = build(settings)?;
+    match cli.command {
+        Command::Setup => unreachable!("handled above"),
+        Command::Worker(args) => worker::run(&mut app, args, &out).await,
+        Command::DeadLetter(command) => dead_letter::run(&app, command, &out).await,
+        Command::Schedule(command) => schedule::run(&app, command, &out).await,
+        Command::Status => admin::status(&app, &out).await,
+        Command::Inspect { id } => admin::inspect(&app, id, &out).await,
+        Command::Enqueue(args) => admin::enqueue(&app, args, &out).await,
+        Command::Cancel { id } => admin::cancel(&app, id).await,
+        Command::Jobs(JobsCommand::List(args)) => admin::jobs_list(&app, args, &out).await,
+    }
+}
+
+/// Format a time for people (RFC 3339, seconds).
+fn time(t: Option<std::time::SystemTime>) -> String {
+    t.and_then(|t| jiff::Timestamp::try_from(t).ok())
+        .map(|t| {
+            t.round(jiff::Unit::Second)
+                .map(|t| t.to_string())
+                .unwrap_or_default()
+        })
+        .unwrap_or_else(|| "-".into())
+}
+
+fn time_json(t: Option<std::time::SystemTime>) -> serde_json::Value {
+    t.and_then(|t| jiff::Timestamp::try_from(t).ok())
+        .map(|t| serde_json::json!(t.to_string()))
+        .unwrap_or(serde_json::Value::Null)
+}

@@ -1,0 +1,125 @@
+//! How the command prints: aligned tables for people, JSON for scripts, colour only on a
+//! terminal and never with NO_COLOR, passwords masked in URLs.
+
+use serde_json::Value;
+use std::io::IsTerminal;
+
+pub struct Output {
+    pub json: bool,
+    color: bool,
+}
+
+impl Output {
+    pub fn new(json: bool) -> Self {
+        let color =
+            !json && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        Output { json, color }
+    }
+
+    /// A job or schedule state, coloured on a terminal.
+    pub fn state(&self, state: &str) -> String {
+        let code = match state {
+            "done" | "alive" | "enabled" | "ok" => "32",
+            "dead" | "failed" | "stale" | "error" => "31",
+            "processing" | "queued" | "paused" | "cancelled" => "33",
+            _ => return state.to_string(),
+        };
+        if self.color {
+            format!("\x1b[{code}m{state}\x1b[0m")
+        } else {
+            state.to_string()
+        }
+    }
+
+    pub fn print_json(&self, value: &Value) {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).expect("JSON values serialise")
+        );
+    }
+
+    /// Columns aligned on the widest cell (colour codes do not count).
+    pub fn table(&self, headers: &[&str], rows: &[Vec<String>]) {
+        let visible = |cell: &str| strip_color(cell).chars().count();
+        let widths: Vec<usize> = (0..headers.len())
+            .map(|i| {
+                rows.iter()
+                    .map(|r| visible(&r[i]))
+                    .chain([headers[i].len()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let line = |cells: Vec<String>| {
+            let padded: Vec<String> = cells
+                .iter()
+                .zip(&widths)
+                .map(|(cell, width)| format!("{cell}{}", " ".repeat(width - visible(cell))))
+                .collect();
+            println!("{}", padded.join("  ").trim_end());
+        };
+        line(headers.iter().map(|h| h.to_uppercase()).collect());
+        for row in rows {
+            line(row.clone());
+        }
+        if rows.is_empty() {
+            println!("(none)");
+        }
+    }
+}
+
+fn strip_color(cell: &str) -> String {
+    let mut out = String::new();
+    let mut chars = cell.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The URL with its password replaced by `***`.
+pub fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((credentials, host)) => match credentials.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(
+            mask_url("postgres://app:s3cret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(mask_url("postgres://app@db/x"), "postgres://app@db/x");
+        assert_eq!(mask_url("postgresql://u:p@h"), "postgresql://u:***@h");
+        assert_eq!(mask_url("host=db user=app"), "host=db user=app");
+    }
+
+    #[test]
+    fn colour_codes_do_not_count_for_width() {
+        assert_eq!(strip_color("\x1b[32mdone\x1b[0m"), "done");
+    }
+}

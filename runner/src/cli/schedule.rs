@@ -1,0 +1,218 @@
+//! `soniq schedule list|add|pause|resume|remove|next`.
+
+use super::output::Output;
+use super::{time, time_json, CliResult, Failure};
+use crate::scheduler::{ScheduleInfo, ScheduleSpec};
+use crate::Soniq;
+use clap::Subcommand;
+use serde_json::{json, Value};
+use soniq_cron::{Schedule, SignedDuration, TimeZone, Timestamp};
+use std::time::SystemTime;
+
+#[derive(Subcommand)]
+pub enum ScheduleCommand {
+    /// Every schedule, or only enabled or paused ones.
+    List {
+        #[arg(long, conflicts_with = "paused")]
+        enabled: bool,
+        #[arg(long)]
+        paused: bool,
+    },
+    /// Add a schedule, or update it by name (same timing keeps its next fire time).
+    Add {
+        name: String,
+        /// The task to enqueue (default: the schedule's name).
+        #[arg(long)]
+        task: Option<String>,
+        /// A 5-field cron expression.
+        #[arg(long, required_unless_present = "every", conflicts_with = "every")]
+        cron: Option<String>,
+        /// An interval in seconds.
+        #[arg(long, value_name = "SECONDS")]
+        every: Option<f64>,
+        #[arg(long, default_value = "{}")]
+        args: String,
+        /// IANA time zone of the cron times.
+        #[arg(long, default_value = "UTC")]
+        tz: String,
+        #[arg(long)]
+        queue: Option<String>,
+        #[arg(long)]
+        priority: Option<i32>,
+    },
+    Pause {
+        name: String,
+    },
+    Resume {
+        name: String,
+    },
+    Remove {
+        name: String,
+    },
+    /// The coming fire times of a schedule.
+    Next {
+        name: String,
+        #[arg(long, default_value_t = 5)]
+        count: usize,
+    },
+}
+
+fn info_json(s: &ScheduleInfo) -> Value {
+    json!({
+        "name": s.name, "task_name": s.task_name, "args": s.args, "cron": s.cron,
+        "every_seconds": s.every.map(|d| d.as_secs_f64()), "time_zone": s.time_zone, "enabled": s.enabled,
+        "next_fire_at": time_json(s.next_fire_at), "last_fire_at": time_json(s.last_fire_at),
+        "fire_count": s.fire_count, "last_error": s.last_error,
+    })
+}
+
+/// The fire times after the schedule's next one, computed here with the same rules.
+fn coming(info: &ScheduleInfo, count: usize) -> Result<Vec<SystemTime>, Failure> {
+    let Some(first) = info.next_fire_at else {
+        return Ok(Vec::new());
+    };
+    let schedule = match (&info.cron, info.every) {
+        (Some(expr), _) => Schedule::cron(expr).map_err(|e| Failure::new(e.to_string()))?,
+        (None, Some(every)) => Schedule::every(
+            SignedDuration::try_from(every).map_err(|e| Failure::new(e.to_string()))?,
+        )
+        .map_err(|e| Failure::new(e.to_string()))?,
+        (None, None) => return Err(Failure::new("the schedule has neither cron nor every")),
+    };
+    let tz = TimeZone::get(&info.time_zone).map_err(|e| Failure::new(e.to_string()))?;
+    let mut times = vec![first];
+    let mut at = Timestamp::try_from(first).map_err(|e| Failure::new(e.to_string()))?;
+    while times.len() < count {
+        match schedule.next_after(at, &tz) {
+            Some(next) => {
+                times.push(SystemTime::try_from(next).map_err(|e| Failure::new(e.to_string()))?);
+                at = next;
+            }
+            None => break,
+        }
+    }
+    Ok(times)
+}
+
+pub async fn run(app: &Soniq, command: ScheduleCommand, out: &Output) -> CliResult {
+    let scheduler = app.scheduler();
+    match command {
+        ScheduleCommand::List { enabled, paused } => {
+            let which = if enabled {
+                Some(true)
+            } else if paused {
+                Some(false)
+            } else {
+                None
+            };
+            let schedules = scheduler.list(which).await?;
+            if out.json {
+                out.print_json(&Value::Array(schedules.iter().map(info_json).collect()));
+            } else {
+                let rows: Vec<Vec<String>> = schedules
+                    .iter()
+                    .map(|s| {
+                        let timing = match (&s.cron, s.every) {
+                            (Some(c), _) => format!("{c} ({})", s.time_zone),
+                            (None, Some(e)) => format!("every {}s", e.as_secs_f64()),
+                            _ => "-".into(),
+                        };
+                        vec![
+                            s.name.clone(),
+                            s.task_name.clone(),
+                            timing,
+                            out.state(if s.enabled { "enabled" } else { "paused" }),
+                            time(s.next_fire_at),
+                            s.fire_count.to_string(),
+                        ]
+                    })
+                    .collect();
+                out.table(&["name", "task", "when", "state", "next", "fired"], &rows);
+            }
+        }
+        ScheduleCommand::Add {
+            name,
+            task,
+            cron,
+            every,
+            args,
+            tz,
+            queue,
+            priority,
+        } => {
+            let args: Value = serde_json::from_str(&args)
+                .map_err(|e| Failure::usage(format!("--args must be a JSON object: {e}")))?;
+            let schedule = match (cron, every) {
+                (Some(expr), None) => {
+                    Schedule::cron(&expr).map_err(|e| Failure::usage(format!("--cron: {e}")))?
+                }
+                (None, Some(seconds)) if seconds.is_finite() && seconds > 0.0 => {
+                    Schedule::every(SignedDuration::from_secs_f64(seconds))
+                        .map_err(|e| Failure::usage(format!("--every: {e}")))?
+                }
+                _ => {
+                    return Err(Failure::usage(
+                        "give --cron EXPRESSION or --every SECONDS (> 0)",
+                    ))
+                }
+            };
+            let mut spec = ScheduleSpec::new(task.unwrap_or_else(|| name.clone()), schedule)
+                .name(&name)
+                .args(args)
+                .time_zone(tz);
+            spec.queue = queue;
+            spec.priority = priority;
+            let info = scheduler.add(&spec).await?;
+            if out.json {
+                out.print_json(&info_json(&info));
+            } else {
+                println!(
+                    "schedule {} next fires at {}",
+                    info.name,
+                    time(info.next_fire_at)
+                );
+            }
+        }
+        ScheduleCommand::Pause { name } => {
+            let changed = scheduler.pause(&name).await?;
+            println!(
+                "{name} {}",
+                if changed {
+                    "paused"
+                } else {
+                    "was already paused"
+                }
+            );
+        }
+        ScheduleCommand::Resume { name } => {
+            let changed = scheduler.resume(&name).await?;
+            println!(
+                "{name} {}",
+                if changed { "resumed" } else { "was not paused" }
+            );
+        }
+        ScheduleCommand::Remove { name } => {
+            scheduler.remove(&name).await?;
+            println!("removed {name}");
+        }
+        ScheduleCommand::Next { name, count } => {
+            let info = scheduler
+                .get(&name)
+                .await?
+                .ok_or_else(|| Failure::new(format!("no schedule {name}")))?;
+            let times = coming(&info, count.max(1))?;
+            if out.json {
+                out.print_json(&Value::Array(
+                    times.iter().map(|t| time_json(Some(*t))).collect(),
+                ));
+            } else if times.is_empty() {
+                println!("{name} is paused");
+            } else {
+                for t in times {
+                    println!("{}", time(Some(t)));
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,760 @@
+//! The `soniq` binary against the real extension: every command, its flags and its
+//! bad-input paths, exit status and output checked.
+#![cfg(all(feature = "e2e", feature = "cli"))]
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+
+    #[track_caller]
+    fn ok(self) -> Self {
+        assert_eq!(
+            self.code, 0,
+            "stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+fn from(output: Output) -> Run {
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn soniq_with(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_soniq"));
+    command
+        .args(args)
+        .env("SONIQ_DATABASE_URL", database_url())
+        .env("NO_COLOR", "1");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    from(command.output().unwrap())
+}
+
+fn soniq(args: &[&str]) -> Run {
+    soniq_with(args, &[])
+}
+
+/// The repository's examples folder (python and node handlers, jobs.toml).
+fn examples() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+fn jobs_module() -> String {
+    examples().join("jobs.toml").to_string_lossy().into_owned()
+}
+
+/// Publish a module's task options (a worker publishes them at start), as a deployment would
+/// before producers enqueue: a job takes its task's options when it is enqueued.
+fn publish(module: &str) {
+    soniq(&[
+        "worker",
+        "--run-once",
+        "--queues",
+        &unique("nothing_here"),
+        "--jobs-modules",
+        module,
+    ])
+    .ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_creates_the_database_and_installs_the_extension_idempotently() {
+    let name = unique("setup");
+    let base = database_url();
+    let url = format!("{}/{name}", base.rsplit_once('/').unwrap().0);
+    let first = soniq_with(&["setup", "--database-url", &url], &[]).ok();
+    assert!(
+        first.stdout.contains(&format!("created database {name}")),
+        "{}",
+        first.stdout
+    );
+    assert!(
+        first.stdout.contains("installed extension soniq"),
+        "{}",
+        first.stdout
+    );
+    // The control plane serves soniq_e2e, not this database: setup says so and how to fix it.
+    assert!(
+        first
+            .stdout
+            .contains(&format!("soniq.database_name = '{name}'")),
+        "{}",
+        first.stdout
+    );
+    let again = soniq_with(&["setup", "--database-url", &url, "--json"], &[])
+        .ok()
+        .json();
+    assert_eq!(again["done"][0], "extension soniq 0.1.0 is up to date");
+    assert_eq!(again["database"], name.as_str());
+    let served = soniq(&["setup"]).ok();
+    assert!(
+        served.stdout.contains("control plane: ok"),
+        "{}",
+        served.stdout
+    );
+    let client = sql().await;
+    client
+        .batch_execute(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+        .await
+        .unwrap();
+}
+
+#[test]
+fn passwords_are_masked_and_flags_beat_the_environment() {
+    let base = database_url();
+    let with_password = base.replacen("postgres@", "postgres:hunter2@", 1);
+    let run = soniq_with(
+        &["status", "--database-url", &with_password],
+        &[("SONIQ_DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")],
+    )
+    .ok();
+    assert!(run.stdout.contains("postgres:***@"), "{}", run.stdout);
+    assert!(!run.stdout.contains("hunter2"));
+    let json = soniq(&["status", "--json"]).ok().json();
+    assert!(json["jobs"]["total"].as_i64().is_some());
+    assert_eq!(json["control_plane"][0]["subsystem"], "worker");
+    assert_eq!(json["control_plane"][0]["alive"], true);
+}
+
+#[test]
+fn invalid_settings_and_flags_exit_2_naming_the_problem() {
+    let run = soniq_with(&["status"], &[("SONIQ_CONCURRENCY", "0")]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr
+            .contains("SONIQ_CONCURRENCY must be a whole number from 1 to 1000"),
+        "{}",
+        run.stderr
+    );
+    let run = soniq_with(&["status"], &[("SONIQ_POLL_INTERVAL", "soon")]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("SONIQ_POLL_INTERVAL"), "{}", run.stderr);
+    assert_eq!(soniq(&["no-such-command"]).code, 2);
+    assert_eq!(soniq(&["worker", "--concurrency", "0"]).code, 2);
+    assert_eq!(soniq(&["jobs", "list", "--status", "failed"]).code, 2);
+    let run = soniq(&["worker", "--run-once"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("SONIQ_JOBS_MODULES"), "{}", run.stderr);
+    let run = soniq(&[
+        "worker",
+        "--run-once",
+        "--jobs-modules",
+        "/no/such/module.toml",
+    ]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("cannot read jobs module"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn enqueue_inspect_cancel_and_list() {
+    let queue = unique("cli_jobs");
+    let id = soniq(&[
+        "enqueue",
+        "cli.task",
+        "--args",
+        r#"{"n": 1}"#,
+        "--queue",
+        &queue,
+        "--priority",
+        "7",
+    ])
+    .ok()
+    .stdout;
+    let id = id.trim();
+    let job = soniq(&["inspect", id, "--json"]).ok().json();
+    assert_eq!(
+        (
+            job["status"].as_str(),
+            job["priority"].as_i64(),
+            job["args"]["n"].as_i64()
+        ),
+        (Some("queued"), Some(7), Some(1))
+    );
+    let human = soniq(&["inspect", id]).ok().stdout;
+    assert!(
+        human.contains("cli.task") && human.contains("queued"),
+        "{human}"
+    );
+
+    let later = soniq(&[
+        "enqueue", "cli.task", "--queue", &queue, "--at", "+3600", "--json",
+    ])
+    .ok()
+    .json();
+    let later = soniq(&["inspect", later["id"].as_str().unwrap(), "--json"])
+        .ok()
+        .json();
+    assert!(later["scheduled_at"].as_str().is_some());
+    soniq(&[
+        "enqueue",
+        "cli.task",
+        "--queue",
+        &queue,
+        "--at",
+        "2030-01-01T09:00:00Z",
+    ])
+    .ok();
+    // Unique jobs match on task and args (not queue): args of this test's own.
+    let args = format!(r#"{{"queue": "{queue}"}}"#);
+    let unique_job = || {
+        soniq(&[
+            "enqueue",
+            "cli.unique",
+            "--queue",
+            &queue,
+            "--unique",
+            "--args",
+            &args,
+        ])
+        .ok()
+        .stdout
+    };
+    let (a, b) = (unique_job(), unique_job());
+    assert_eq!(a, b, "a unique duplicate returns the queued job");
+    let k1 = soniq(&[
+        "enqueue",
+        "cli.keyed",
+        "--queue",
+        &queue,
+        "--dedup-key",
+        &queue,
+    ])
+    .ok()
+    .stdout;
+    let k2 = soniq(&[
+        "enqueue",
+        "cli.other",
+        "--queue",
+        &queue,
+        "--dedup-key",
+        &queue,
+    ])
+    .ok()
+    .stdout;
+    assert_eq!(k1, k2);
+
+    let listed = soniq(&[
+        "jobs", "list", "--queue", &queue, "--status", "queued", "--json",
+    ])
+    .ok()
+    .json();
+    assert_eq!(listed.as_array().unwrap().len(), 5);
+    let table = soniq(&[
+        "jobs", "list", "--queue", &queue, "--limit", "2", "--offset", "1",
+    ])
+    .ok()
+    .stdout;
+    assert_eq!(table.lines().count(), 3, "a header and two rows:\n{table}");
+
+    let cancelled = soniq(&["cancel", id]).ok();
+    assert!(cancelled.stdout.contains("cancelled"));
+    let again = soniq(&["cancel", id]);
+    assert_eq!(again.code, 1, "a finished job cannot be cancelled");
+
+    // Bad input: exit 2 for what the command checks, 1 with the database's message otherwise.
+    assert_eq!(soniq(&["enqueue", "cli.task", "--args", "[1]"]).code, 2);
+    assert_eq!(soniq(&["enqueue", "cli.task", "--args", "{oops"]).code, 2);
+    assert_eq!(soniq(&["enqueue", "cli.task", "--at", "tomorrow"]).code, 2);
+    let run = soniq(&["enqueue", "cli.task", "--priority", "5000"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("priority must be between 1 and 1000") && run.stderr.contains("22023"),
+        "{}",
+        run.stderr
+    );
+    let run = soniq(&["enqueue", "Bad Name"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("SONIQ_TASK_NAME_PATTERN"),
+        "{}",
+        run.stderr
+    );
+    let unknown = uuid_text();
+    assert_eq!(soniq(&["inspect", &unknown]).code, 1);
+    assert_eq!(soniq(&["cancel", &unknown]).code, 1);
+    assert_eq!(soniq(&["inspect", "not-a-uuid"]).code, 2);
+}
+
+fn uuid_text() -> String {
+    "00000000-0000-7000-8000-000000000000".into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_handlers_in_python_and_node_run_jobs_enqueued_from_sql() {
+    publish(&jobs_module());
+    // A producer in plain SQL, inside its own transaction.
+    let client = sql().await;
+    client.batch_execute("BEGIN").await.unwrap();
+    let python: String = client
+        .query_one("SELECT soniq.enqueue('emails.send_welcome', '{\"to\": \"ada@example.com\"}', queue => 'emails')::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let node: String = client
+        .query_one("SELECT soniq.enqueue('emails.send_welcome_node', '{\"to\": \"bob@example.com\"}', queue => 'emails')::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let bounce: String = client
+        .query_one("SELECT soniq.enqueue('emails.send_welcome', '{\"to\": \"x@bounce.example\"}', queue => 'emails')::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let busy: String = client
+        .query_one("SELECT soniq.enqueue('emails.send_welcome', '{\"to\": \"y@busy.example\"}', queue => 'emails')::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let broken: String = client
+        .query_one("SELECT soniq.enqueue('emails.send_welcome_node', '{\"to\": \"z@broken.example\"}', queue => 'emails')::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    client.batch_execute("COMMIT").await.unwrap();
+
+    // The module from SONIQ_JOBS_MODULES, two at a time.
+    let run = soniq_with(
+        &[
+            "worker",
+            "--run-once",
+            "--queues",
+            "emails",
+            "--concurrency",
+            "2",
+        ],
+        &[("SONIQ_JOBS_MODULES", &jobs_module())],
+    )
+    .ok();
+    assert!(run.stderr.contains("concurrency 2"), "{}", run.stderr);
+    assert!(run.stdout.contains("worker stopped"), "{}", run.stdout);
+
+    let done = soniq(&["inspect", &python, "--json"]).ok().json();
+    assert_eq!(done["status"], "done");
+    assert_eq!(done["result"]["sent_to"], "ada@example.com");
+    assert_eq!(done["result"]["language"], "python");
+    let done = soniq(&["inspect", &node, "--json"]).ok().json();
+    assert_eq!(
+        (done["status"].as_str(), done["result"]["language"].as_str()),
+        (Some("done"), Some("node"))
+    );
+    // Exit 65: straight to the dead letter.
+    let dead = soniq(&["inspect", &bounce, "--json"]).ok().json();
+    assert_eq!(
+        (dead["status"].as_str(), dead["dead_letter_reason"].as_str()),
+        (Some("dead"), Some("permanent_failure"))
+    );
+    assert_eq!(dead["last_error"], "x@bounce.example bounces: giving up");
+    // Exit 75: later, no attempt used.
+    let snoozed = soniq(&["inspect", &busy, "--json"]).ok().json();
+    assert_eq!(
+        (snoozed["status"].as_str(), snoozed["attempts"].as_i64()),
+        (Some("queued"), Some(0))
+    );
+    // Anything else: a failed attempt with stderr's tail as the error, retried, then dead.
+    let failed = soniq(&["inspect", &broken, "--json"]).ok().json();
+    assert_eq!(failed["status"], "dead");
+    assert_eq!(
+        failed["last_error"],
+        "exit status 1: SMTP 451 for z@broken.example"
+    );
+    assert_eq!(failed["attempts"], 2);
+}
+
+#[test]
+fn a_command_past_its_timeout_is_killed_with_its_process_group() {
+    let dir = std::env::temp_dir().join(unique("timeout_module"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pid_file = dir.join("grandchild.pid");
+    let queue = unique("slow_cmd");
+    let module = dir.join("slow.toml");
+    std::fs::write(
+        &module,
+        format!(
+            "[tasks.\"slow.command\"]\ncommand = [\"sh\", \"-c\", \"sleep 60 & echo $! > {}; wait\"]\nqueue = \"{queue}\"\ntimeout = 1\nretries = 0\n",
+            pid_file.display()
+        ),
+    )
+    .unwrap();
+    let id = soniq(&["enqueue", "slow.command", "--queue", &queue])
+        .ok()
+        .stdout;
+    let started = Instant::now();
+    soniq(&[
+        "worker",
+        "--run-once",
+        "--queues",
+        &queue,
+        "--jobs-modules",
+        &module.to_string_lossy(),
+    ])
+    .ok();
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the worker waited for the command"
+    );
+    let job = soniq(&["inspect", id.trim(), "--json"]).ok().json();
+    assert_eq!(
+        (job["status"].as_str(), job["dead_letter_reason"].as_str()),
+        (Some("dead"), Some("timeout"))
+    );
+    let grandchild = std::fs::read_to_string(&pid_file).unwrap();
+    // Gone, or a zombie waiting for init to reap it: either way no longer running.
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", grandchild.trim())).unwrap_or_default();
+    let running = status
+        .lines()
+        .any(|l| l.starts_with("State:") && !l.contains("zombie"));
+    assert!(
+        !running,
+        "the command's own child was killed with its process group:\n{status}"
+    );
+}
+
+#[test]
+fn dead_letter_commands() {
+    let queue = unique("cli_dlq");
+    let module = std::env::temp_dir().join(format!("{queue}.toml"));
+    std::fs::write(
+        &module,
+        format!("[tasks.\"cli.doomed\"]\ncommand = [\"sh\", \"-c\", \"echo doomed >&2; exit 3\"]\nqueue = \"{queue}\"\nretries = 0\n"),
+    )
+    .unwrap();
+    publish(&module.to_string_lossy());
+    for n in 0..6 {
+        soniq(&[
+            "enqueue",
+            "cli.doomed",
+            "--queue",
+            &queue,
+            "--args",
+            &format!(r#"{{"n": {n}}}"#),
+        ])
+        .ok();
+    }
+    soniq(&[
+        "worker",
+        "--run-once",
+        "--queues",
+        &queue,
+        "--jobs-modules",
+        &module.to_string_lossy(),
+    ])
+    .ok();
+
+    let listed = soniq(&["dead-letter", "list", "--queue", &queue, "--json"])
+        .ok()
+        .json();
+    let ids: Vec<String> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 6);
+    assert_eq!(listed[0]["reason"], "max_retries_exceeded");
+    let table = soniq(&[
+        "dead-letter",
+        "list",
+        "--queue",
+        &queue,
+        "--reason",
+        "max_retries_exceeded",
+    ])
+    .ok()
+    .stdout;
+    assert_eq!(table.lines().count(), 7);
+    let shown = soniq(&["dead-letter", "show", &ids[0]]).ok().stdout;
+    assert!(shown.contains("exit status 3: doomed"), "{shown}");
+
+    // Bulk actions on 5 or more need --yes (standard input is not a terminal here).
+    let refused = soniq(&["dead-letter", "replay", "--all", "--queue", &queue]);
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.contains("without --yes"),
+        "{}",
+        refused.stderr
+    );
+    let dry = soniq(&[
+        "dead-letter",
+        "replay",
+        "--all",
+        "--queue",
+        &queue,
+        "--dry-run",
+    ])
+    .ok();
+    assert!(
+        dry.stdout.contains("would replay 6 dead jobs"),
+        "{}",
+        dry.stdout
+    );
+    let one = soniq(&[
+        "dead-letter",
+        "replay",
+        &ids[0],
+        "--to-queue",
+        &format!("{queue}_again"),
+    ])
+    .ok();
+    assert!(
+        one.stdout.starts_with(&format!("replayed {}", ids[0])),
+        "{}",
+        one.stdout
+    );
+    let all = soniq(&["dead-letter", "replay", "--all", "--queue", &queue, "--yes"]).ok();
+    assert_eq!(all.stdout.lines().count(), 6);
+    let replayed = soniq(&[
+        "dead-letter",
+        "list",
+        "--queue",
+        &queue,
+        "--replayed",
+        "--json",
+    ])
+    .ok()
+    .json();
+    assert_eq!(replayed.as_array().unwrap().len(), 6);
+
+    let recent = soniq(&[
+        "dead-letter",
+        "list",
+        "--queue",
+        &queue,
+        "--task",
+        "cli.doomed",
+        "--since-hours",
+        "1",
+        "--limit",
+        "2",
+        "--json",
+    ])
+    .ok()
+    .json();
+    assert_eq!(recent.as_array().unwrap().len(), 2, "--limit");
+    let never = soniq(&[
+        "dead-letter",
+        "list",
+        "--queue",
+        &queue,
+        "--not-replayed",
+        "--json",
+    ])
+    .ok()
+    .json();
+    assert_eq!(never.as_array().unwrap().len(), 0, "all were replayed");
+    let kept = soniq(&[
+        "dead-letter",
+        "replay",
+        &ids[2],
+        "--keep-attempts",
+        "--max-attempts",
+        "5",
+        "--priority",
+        "3",
+    ])
+    .ok();
+    let new_id = kept.stdout.trim().rsplit(' ').next().unwrap().to_string();
+    let new_job = soniq(&["inspect", &new_id, "--json"]).ok().json();
+    assert_eq!(
+        (
+            new_job["attempts"].as_i64(),
+            new_job["max_attempts"].as_i64(),
+            new_job["priority"].as_i64()
+        ),
+        (Some(1), Some(5), Some(3))
+    );
+    let stats = soniq(&["dead-letter", "stats", "--hours", "1", "--json"])
+        .ok()
+        .json();
+    assert!(stats["by_queue"][&queue].as_i64() == Some(6), "{stats}");
+    assert_eq!(soniq(&["dead-letter", "stats", "--hours", "-1"]).code, 2);
+
+    let csv = soniq(&["dead-letter", "export", "--queue", &queue])
+        .ok()
+        .stdout;
+    assert!(csv.starts_with("id,task_name,queue,reason"));
+    assert_eq!(csv.lines().count(), 7);
+    let file = std::env::temp_dir().join(format!("{queue}.json"));
+    soniq(&[
+        "dead-letter",
+        "export",
+        "--queue",
+        &queue,
+        "--format",
+        "json",
+        "--output",
+        &file.to_string_lossy(),
+    ])
+    .ok();
+    let exported: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(exported.as_array().unwrap().len(), 6);
+
+    let kept = soniq(&["dead-letter", "cleanup", "--days", "30"]).ok();
+    assert!(
+        kept.stdout
+            .starts_with("deleted 0 dead jobs older than 30 days"),
+        "{}",
+        kept.stdout
+    );
+    assert_eq!(soniq(&["dead-letter", "cleanup", "--days", "-1"]).code, 2);
+    let cleanup = soniq(&["dead-letter", "cleanup", "--days", "30", "--dry-run"]).ok();
+    assert!(
+        cleanup.stdout.starts_with("would delete"),
+        "{}",
+        cleanup.stdout
+    );
+    soniq(&["dead-letter", "delete", &ids[1]]).ok();
+    assert_eq!(soniq(&["dead-letter", "show", &ids[1]]).code, 1);
+    assert_eq!(soniq(&["dead-letter", "delete"]).code, 2, "ids or --all");
+    let deleted = soniq(&["dead-letter", "delete", "--all", "--queue", &queue, "--yes"]).ok();
+    assert_eq!(deleted.stdout.lines().count(), 5);
+    assert_eq!(
+        soniq(&["dead-letter", "delete", &ids[1]]).code,
+        1,
+        "an unknown dead job"
+    );
+}
+
+#[test]
+fn schedule_commands() {
+    let name = unique("cli_schedule");
+    let added = soniq(&[
+        "schedule",
+        "add",
+        &name,
+        "--task",
+        "reports.build",
+        "--cron",
+        "0 9 * * 1-5",
+        "--tz",
+        "Europe/Berlin",
+        "--json",
+    ])
+    .ok()
+    .json();
+    assert_eq!(
+        (added["cron"].as_str(), added["time_zone"].as_str()),
+        (Some("0 9 * * 1-5"), Some("Europe/Berlin"))
+    );
+    let next = soniq(&["schedule", "next", &name, "--count", "3", "--json"])
+        .ok()
+        .json();
+    let times = next.as_array().unwrap();
+    assert_eq!(times.len(), 3);
+    assert!(
+        times
+            .iter()
+            .all(|t| t.as_str().unwrap().ends_with("08:00:00Z")),
+        "09:00 in Berlin in winter: {next}"
+    );
+    let listed = soniq(&["schedule", "list"]).ok().stdout;
+    assert!(
+        listed.contains(&name) && listed.contains("enabled"),
+        "{listed}"
+    );
+    assert!(soniq(&["schedule", "pause", &name])
+        .ok()
+        .stdout
+        .contains("paused"));
+    assert!(soniq(&["schedule", "pause", &name])
+        .ok()
+        .stdout
+        .contains("already paused"));
+    let paused = soniq(&["schedule", "list", "--paused", "--json"])
+        .ok()
+        .json();
+    assert!(paused
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["name"] == name.as_str()));
+    assert!(soniq(&["schedule", "next", &name])
+        .ok()
+        .stdout
+        .contains("is paused"));
+    assert!(soniq(&["schedule", "resume", &name])
+        .ok()
+        .stdout
+        .contains("resumed"));
+    let every = unique("cli_every");
+    let added = soniq(&[
+        "schedule",
+        "add",
+        &every,
+        "--task",
+        "metrics.flush",
+        "--every",
+        "30",
+        "--args",
+        r#"{"region": "eu"}"#,
+        "--queue",
+        "metrics",
+        "--priority",
+        "5",
+        "--json",
+    ])
+    .ok()
+    .json();
+    assert_eq!(
+        (
+            added["every_seconds"].as_f64(),
+            added["args"]["region"].as_str()
+        ),
+        (Some(30.0), Some("eu"))
+    );
+    let next = soniq(&["schedule", "next", &every, "--count", "2", "--json"])
+        .ok()
+        .json();
+    assert_eq!(next.as_array().unwrap().len(), 2);
+    soniq(&["schedule", "remove", &every]).ok();
+    soniq(&["schedule", "remove", &name]).ok();
+    assert_eq!(
+        soniq(&["schedule", "remove", &name]).code,
+        1,
+        "an unknown schedule"
+    );
+    assert_eq!(
+        soniq(&["schedule", "add", "x.y", "--cron", "61 * * * *"]).code,
+        2
+    );
+    assert_eq!(soniq(&["schedule", "add", "x.y"]).code, 2, "cron or every");
+    assert_eq!(soniq(&["schedule", "add", "x.y", "--every", "0"]).code, 2);
+    let run = soniq(&[
+        "schedule",
+        "add",
+        "x.y",
+        "--cron",
+        "* * * * *",
+        "--tz",
+        "Mars/Olympus",
+    ]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("unknown time zone"), "{}", run.stderr);
+}
