@@ -65,6 +65,13 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// `SONIQ_ERROR_RETRY_DELAY`: seconds to wait after a database error, 0.1..=300, default 5.
     pub error_retry_delay: Duration,
+    /// `SONIQ_HEARTBEAT_TIMEOUT`: silence after which a worker is presumed dead, 1..=7200 s,
+    /// default 300 (the worker's own maintenance and `soniq status` use it).
+    pub heartbeat_timeout: Duration,
+    /// `SONIQ_CLEANUP_INTERVAL`: seconds between a worker's maintenance rounds (rescue of dead
+    /// workers' jobs, pruning), 10..=3600, default 300. They back up the control plane, and
+    /// do its work where no control plane serves the database.
+    pub cleanup_interval: Duration,
     /// `SONIQ_ENQUEUE_VALIDATION`: `strict` (default), `warn` or `none`.
     pub enqueue_validation: EnqueueValidation,
     /// `SONIQ_PRODUCER_ID`, stamped on every job this process enqueues; default `host:pid:program`.
@@ -100,6 +107,8 @@ impl Settings {
             heartbeat_interval: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(30),
             error_retry_delay: Duration::from_secs(5),
+            heartbeat_timeout: Duration::from_secs(300),
+            cleanup_interval: Duration::from_secs(300),
             enqueue_validation: EnqueueValidation::Strict,
             producer_id: default_producer_id(),
             task_name_pattern: TaskNamePattern::default(),
@@ -148,6 +157,18 @@ impl Settings {
             0.1,
             300.0,
             settings.error_retry_delay,
+        )?;
+        settings.heartbeat_timeout = seconds(
+            "SONIQ_HEARTBEAT_TIMEOUT",
+            1.0,
+            7200.0,
+            settings.heartbeat_timeout,
+        )?;
+        settings.cleanup_interval = seconds(
+            "SONIQ_CLEANUP_INTERVAL",
+            10.0,
+            3600.0,
+            settings.cleanup_interval,
         )?;
         if let Some(value) = lookup("SONIQ_ENQUEUE_VALIDATION") {
             settings.enqueue_validation = match value.trim().to_ascii_lowercase().as_str() {
@@ -247,6 +268,8 @@ mod tests {
             ("SONIQ_HEARTBEAT_INTERVAL", "2"),
             ("SONIQ_SHUTDOWN_TIMEOUT", "0"),
             ("SONIQ_ERROR_RETRY_DELAY", "1"),
+            ("SONIQ_HEARTBEAT_TIMEOUT", "60"),
+            ("SONIQ_CLEANUP_INTERVAL", "30"),
             ("SONIQ_ENQUEUE_VALIDATION", "warn"),
             ("SONIQ_PRODUCER_ID", "web-1"),
         ])
@@ -256,6 +279,8 @@ mod tests {
         assert_eq!(s.shutdown_timeout, Duration::ZERO);
         assert_eq!(s.enqueue_validation, EnqueueValidation::Warn);
         assert_eq!(s.producer_id, "web-1");
+        assert_eq!(s.heartbeat_timeout, Duration::from_secs(60));
+        assert_eq!(s.cleanup_interval, Duration::from_secs(30));
     }
 
     #[test]
@@ -272,6 +297,10 @@ mod tests {
         assert!(from(&[("SONIQ_ENQUEUE_VALIDATION", "loose")]).is_err());
         assert!(from(&[("SONIQ_DATABASE_URL", " ")]).is_err());
         assert!(from(&[("SONIQ_HEARTBEAT_INTERVAL", "NaN")]).is_err());
+        let err = from(&[("SONIQ_CLEANUP_INTERVAL", "5")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("from 10 to 3600"), "{err}");
         let err = from(&[("SONIQ_TASK_NAME_PATTERN", "(")])
             .unwrap_err()
             .to_string();

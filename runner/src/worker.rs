@@ -401,6 +401,38 @@ async fn heartbeat(
     }
 }
 
+/// Maintenance every `SONIQ_CLEANUP_INTERVAL`: the control plane's rescue and pruning, done
+/// from the worker too, so they happen where no control plane serves the database (the
+/// rounds lock with SKIP LOCKED, so running both is harmless).
+async fn maintain(
+    pool: Pool,
+    heartbeat_timeout: Duration,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        let round = async {
+            let client = pool.get().await?;
+            let seconds = heartbeat_timeout.as_secs_f64();
+            client
+                .execute(
+                    "SELECT soniq.rescue_jobs(make_interval(secs => $1))",
+                    &[&seconds],
+                )
+                .await?;
+            client.execute("SELECT soniq.prune_jobs()", &[]).await?;
+            Ok::<_, Error>(())
+        };
+        if let Err(e) = round.await {
+            tracing::warn!("maintenance round failed: {e}");
+        }
+    }
+}
+
 /// `LISTEN soniq_new_job` on a connection of its own; wakes the claim loop. Reconnects.
 async fn listen(shared: Arc<Shared>, database_url: String, mut stop: watch::Receiver<bool>) {
     loop {
@@ -522,6 +554,12 @@ impl Soniq {
             self.settings.heartbeat_interval,
             background_stopped.clone(),
         ));
+        let maintenance = tokio::spawn(maintain(
+            pool.clone(),
+            self.settings.heartbeat_timeout,
+            self.settings.cleanup_interval,
+            background_stopped.clone(),
+        ));
         let listener = tokio::spawn(listen(
             Arc::clone(&shared),
             self.settings.database_url.clone(),
@@ -566,6 +604,7 @@ impl Soniq {
         };
         let _ = stop_background.send(true);
         let _ = heartbeat.await;
+        let _ = maintenance.await;
         let _ = listener.await;
         let last_worker_id = shared.worker_id();
         // The reporter ends once every sender is gone: ours here, the job tasks' as they end.

@@ -452,3 +452,75 @@ async fn enqueue_refuses_bad_input_before_the_database() {
         .handler(|_: Item, _ctx: JobContext| async { JobResult::Ok(Outcome::done()) })
         .is_err());
 }
+
+/// In a database no control plane serves, a worker's own maintenance rounds take back the
+/// jobs of dead workers (SONIQ_HEARTBEAT_TIMEOUT, every SONIQ_CLEANUP_INTERVAL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_rescues_dead_workers_jobs_where_no_control_plane_runs() {
+    let name = unique("unserved");
+    let admin = sql().await;
+    admin
+        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .unwrap();
+    let url = format!("{}/{name}", database_url().rsplit_once('/').unwrap().0);
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute("CREATE EXTENSION soniq")
+        .await
+        .unwrap();
+    // A worker that claimed a job and died long ago.
+    let job: uuid::Uuid = client
+        .query_one(
+            "WITH w AS (SELECT soniq.register_worker() AS id), j AS (SELECT soniq.enqueue('other.task') AS id)
+             SELECT c.id FROM w, j, LATERAL soniq.claim(w.id) c",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    client
+        .batch_execute("UPDATE soniq.workers SET last_heartbeat = now() - interval '1 hour'")
+        .await
+        .unwrap();
+
+    let mut settings = settings(1);
+    settings.database_url = url.clone();
+    settings.heartbeat_timeout = Duration::from_secs(60);
+    settings.cleanup_interval = Duration::from_secs(10);
+    let mut soniq = Soniq::with_settings(settings).unwrap();
+    soniq
+        .job("mine.task")
+        .handler(|_: Item, _ctx: JobContext| async { JobResult::Ok(Outcome::done()) })
+        .unwrap();
+    let status = || async {
+        let row = client
+            .query_one("SELECT status FROM soniq.jobs WHERE id = $1", &[&job])
+            .await
+            .unwrap();
+        row.get::<_, String>(0)
+    };
+    let stop = async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while status().await != "queued" && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    soniq
+        .run_worker_until(soniq_runner::WorkerOptions::default(), stop)
+        .await
+        .unwrap();
+    assert_eq!(
+        status().await,
+        "queued",
+        "the dead worker's job was taken back"
+    );
+    drop(soniq);
+    admin
+        .batch_execute(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+        .await
+        .unwrap();
+}

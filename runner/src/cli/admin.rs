@@ -141,10 +141,7 @@ pub async fn setup(settings: &Settings, out: &Output) -> CliResult {
 pub async fn status(app: &Soniq, out: &Output) -> CliResult {
     let stats = app.queue_stats(None).await?;
     let client = app.connection().await?;
-    let timeout = std::env::var("SONIQ_HEARTBEAT_TIMEOUT")
-        .ok()
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(300.0);
+    let timeout = app.settings.heartbeat_timeout.as_secs_f64();
     let workers = client
         .query(
             "SELECT count(*) FILTER (WHERE extract(epoch FROM silent_for)::float8 <= $1),
