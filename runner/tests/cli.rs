@@ -43,9 +43,12 @@ fn from(output: Output) -> Run {
 
 fn soniq_with(args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut command = Command::new(env!("CARGO_BIN_EXE_soniq"));
+    // Heartbeats well inside the test cluster's 2 s timeout.
     command
         .args(args)
         .env("SONIQ_DATABASE_URL", database_url())
+        .env("SONIQ_HEARTBEAT_INTERVAL", "0.5")
+        .env("SONIQ_POLL_INTERVAL", "0.2")
         .env("NO_COLOR", "1");
     for (name, value) in env {
         command.env(name, value);
@@ -402,6 +405,7 @@ fn a_command_past_its_timeout_is_killed_with_its_process_group() {
         ),
     )
     .unwrap();
+    publish(&module.to_string_lossy());
     let id = soniq(&["enqueue", "slow.command", "--queue", &queue])
         .ok()
         .stdout;
