@@ -362,74 +362,66 @@ async fn report_outcomes(
     }
 }
 
-/// Heartbeats; aborts the jobs whose cancellation was requested; registers again if the
-/// worker was presumed dead (its old leases are gone, their outcomes will be refused).
-async fn heartbeat(
-    shared: Arc<Shared>,
-    options: WorkerOptions,
-    concurrency: usize,
-    every: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
+/// Run `round` every `period` until `stop` changes.
+async fn periodically<F, Fut>(period: Duration, mut stop: watch::Receiver<bool>, mut round: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(period) => {}
             _ = stop.changed() => return,
         }
-        let result = async {
-            let client = shared.pool.get().await?;
-            let rows = client
-                .query("SELECT soniq.heartbeat($1)", &[&shared.worker_id()])
-                .await?;
-            Ok::<_, Error>(rows.iter().map(|r| r.get::<_, Uuid>(0)).collect::<Vec<_>>())
-        }
-        .await;
-        match result {
-            Ok(cancelled) => {
-                stop_jobs(&shared, &cancelled, || {
-                    ReportKind::Abort("cancelled on request".into())
-                });
-            }
-            Err(e) if e.sqlstate() == Some(SqlState::NO_DATA_FOUND) => {
-                tracing::warn!("this worker was presumed dead; registering again");
-                if let Ok(id) = register(&shared.pool, &options, concurrency).await {
-                    *shared.worker_id.lock().unwrap() = id;
-                }
-            }
-            Err(e) => tracing::warn!("heartbeat failed: {e}"),
-        }
+        round().await;
     }
 }
 
-/// Maintenance every `SONIQ_CLEANUP_INTERVAL`: the control plane's rescue and pruning, done
-/// from the worker too, so they happen where no control plane serves the database (the
-/// rounds lock with SKIP LOCKED, so running both is harmless).
-async fn maintain(
-    pool: Pool,
-    heartbeat_timeout: Duration,
-    every: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stop.changed() => return,
+/// One heartbeat: aborts the jobs whose cancellation was requested; registers again if the
+/// worker was presumed dead (its old leases are gone, their outcomes will be refused).
+async fn heartbeat(shared: &Shared, options: &WorkerOptions, concurrency: usize) {
+    let result = async {
+        let client = shared.pool.get().await?;
+        let rows = client
+            .query("SELECT soniq.heartbeat($1)", &[&shared.worker_id()])
+            .await?;
+        Ok::<_, Error>(rows.iter().map(|r| r.get::<_, Uuid>(0)).collect::<Vec<_>>())
+    }
+    .await;
+    match result {
+        Ok(cancelled) => {
+            stop_jobs(shared, &cancelled, || {
+                ReportKind::Abort("cancelled on request".into())
+            });
         }
-        let round = async {
-            let client = pool.get().await?;
-            let seconds = heartbeat_timeout.as_secs_f64();
-            client
-                .execute(
-                    "SELECT soniq.rescue_jobs(make_interval(secs => $1))",
-                    &[&seconds],
-                )
-                .await?;
-            client.execute("SELECT soniq.prune_jobs()", &[]).await?;
-            Ok::<_, Error>(())
-        };
-        if let Err(e) = round.await {
-            tracing::warn!("maintenance round failed: {e}");
+        Err(e) if e.sqlstate() == Some(SqlState::NO_DATA_FOUND) => {
+            tracing::warn!("this worker was presumed dead; registering again");
+            if let Ok(id) = register(&shared.pool, options, concurrency).await {
+                *shared.worker_id.lock().unwrap() = id;
+            }
         }
+        Err(e) => tracing::warn!("heartbeat failed: {e}"),
+    }
+}
+
+/// One maintenance round (every `SONIQ_CLEANUP_INTERVAL`): the control plane's rescue and
+/// pruning, done from the worker too, so they happen where no control plane serves the
+/// database (the rounds lock with SKIP LOCKED, so running both is harmless).
+async fn maintain(pool: &Pool, heartbeat_timeout: Duration) {
+    let round = async {
+        let client = pool.get().await?;
+        let seconds = heartbeat_timeout.as_secs_f64();
+        client
+            .execute(
+                "SELECT soniq.rescue_jobs(make_interval(secs => $1))",
+                &[&seconds],
+            )
+            .await?;
+        client.execute("SELECT soniq.prune_jobs()", &[]).await?;
+        Ok::<_, Error>(())
+    };
+    if let Err(e) = round.await {
+        tracing::warn!("maintenance round failed: {e}");
     }
 }
 
@@ -547,19 +539,28 @@ impl Soniq {
             reports_rx,
             self.settings.error_retry_delay,
         ));
-        let heartbeat = tokio::spawn(heartbeat(
-            Arc::clone(&shared),
-            options.clone(),
-            concurrency,
-            self.settings.heartbeat_interval,
-            background_stopped.clone(),
-        ));
-        let maintenance = tokio::spawn(maintain(
-            pool.clone(),
-            self.settings.heartbeat_timeout,
-            self.settings.cleanup_interval,
-            background_stopped.clone(),
-        ));
+        let heartbeat = tokio::spawn({
+            let (shared, options) = (Arc::clone(&shared), options.clone());
+            periodically(
+                self.settings.heartbeat_interval,
+                background_stopped.clone(),
+                move || {
+                    let (shared, options) = (Arc::clone(&shared), options.clone());
+                    async move { heartbeat(&shared, &options, concurrency).await }
+                },
+            )
+        });
+        let maintenance = tokio::spawn({
+            let (pool, timeout) = (pool.clone(), self.settings.heartbeat_timeout);
+            periodically(
+                self.settings.cleanup_interval,
+                background_stopped.clone(),
+                move || {
+                    let pool = pool.clone();
+                    async move { maintain(&pool, timeout).await }
+                },
+            )
+        });
         let listener = tokio::spawn(listen(
             Arc::clone(&shared),
             self.settings.database_url.clone(),

@@ -315,31 +315,25 @@ async fn command_handlers_in_python_and_node_run_jobs_enqueued_from_sql() {
     // A producer in plain SQL, inside its own transaction.
     let client = sql().await;
     client.batch_execute("BEGIN").await.unwrap();
-    let python: String = client
-        .query_one("SELECT soniq.enqueue('emails.send_welcome', '{\"to\": \"ada@example.com\"}', queue => 'emails')::text", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let node: String = client
-        .query_one("SELECT soniq.enqueue('emails.send_welcome_node', '{\"to\": \"bob@example.com\"}', queue => 'emails')::text", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let bounce: String = client
-        .query_one("SELECT soniq.enqueue('emails.send_welcome', '{\"to\": \"x@bounce.example\"}', queue => 'emails')::text", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let busy: String = client
-        .query_one("SELECT soniq.enqueue('emails.send_welcome', '{\"to\": \"y@busy.example\"}', queue => 'emails')::text", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let broken: String = client
-        .query_one("SELECT soniq.enqueue('emails.send_welcome_node', '{\"to\": \"z@broken.example\"}', queue => 'emails')::text", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let enqueue = |task: &'static str, to: &'static str| {
+        let client = &client;
+        async move {
+            let args = serde_json::json!({ "to": to });
+            client
+                .query_one(
+                    "SELECT soniq.enqueue($1, $2, queue => 'emails')::text",
+                    &[&task, &args],
+                )
+                .await
+                .unwrap()
+                .get::<_, String>(0)
+        }
+    };
+    let python = enqueue("emails.send_welcome", "ada@example.com").await;
+    let node = enqueue("emails.send_welcome_node", "bob@example.com").await;
+    let bounce = enqueue("emails.send_welcome", "x@bounce.example").await;
+    let busy = enqueue("emails.send_welcome", "y@busy.example").await;
+    let broken = enqueue("emails.send_welcome_node", "z@broken.example").await;
     client.batch_execute("COMMIT").await.unwrap();
 
     // The module from SONIQ_JOBS_MODULES, two at a time.
