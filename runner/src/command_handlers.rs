@@ -24,6 +24,7 @@
 
 use crate::error::{Error, Result};
 use crate::job::{JobContext, JobError, JobResult, Outcome};
+use crate::time::rfc3339_json;
 use crate::Soniq;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -31,7 +32,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 
@@ -66,19 +67,13 @@ struct CommandTask {
     dir: std::path::PathBuf,
 }
 
-fn rfc3339(time: Option<SystemTime>) -> Value {
-    time.and_then(|t| jiff::Timestamp::try_from(t).ok())
-        .map(|t| json!(t.to_string()))
-        .unwrap_or(Value::Null)
-}
-
 fn job_document(args: &Value, ctx: &JobContext) -> Vec<u8> {
     let document = json!({
         "args": args,
         "context": {
             "job_id": ctx.job_id.to_string(), "job_name": ctx.job_name, "attempt": ctx.attempt,
             "max_attempts": ctx.max_attempts, "queue": ctx.queue, "worker_id": ctx.worker_id.to_string(),
-            "scheduled_at": rfc3339(ctx.scheduled_at), "created_at": rfc3339(Some(ctx.created_at)),
+            "scheduled_at": rfc3339_json(ctx.scheduled_at), "created_at": rfc3339_json(Some(ctx.created_at)),
         }
     });
     document.to_string().into_bytes()

@@ -1,6 +1,7 @@
 //! The dead-letter service: look at, label, replay, delete and export dead jobs.
 
 use crate::error::{Error, Result};
+use crate::time::{rfc3339, rfc3339_json};
 use crate::Soniq;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -93,17 +94,11 @@ impl DeadJob {
             "id": self.id.to_string(), "task_name": self.task_name, "args": self.args, "queue": self.queue,
             "priority": self.priority, "attempts": self.attempts, "max_attempts": self.max_attempts,
             "last_error": self.last_error, "reason": self.reason,
-            "original_created_at": rfc3339(self.original_created_at), "moved_at": rfc3339(self.moved_at),
+            "original_created_at": rfc3339_json(Some(self.original_created_at)), "moved_at": rfc3339_json(Some(self.moved_at)),
             "resurrection_count": self.resurrection_count,
-            "last_resurrection_at": self.last_resurrection_at.map(rfc3339), "tags": self.tags,
+            "last_resurrection_at": rfc3339_json(self.last_resurrection_at), "tags": self.tags,
         })
     }
-}
-
-fn rfc3339(time: SystemTime) -> String {
-    jiff::Timestamp::try_from(time)
-        .map(|t| t.to_string())
-        .unwrap_or_default()
 }
 
 /// How a replayed job differs from its dead original.
@@ -302,7 +297,7 @@ impl DeadLetter<'_> {
                         job.reason.clone(),
                         job.attempts.to_string(),
                         job.max_attempts.to_string(),
-                        rfc3339(job.moved_at),
+                        rfc3339(job.moved_at).unwrap_or_default(),
                         job.resurrection_count.to_string(),
                         job.tags.join(";"),
                         job.last_error.clone().unwrap_or_default(),

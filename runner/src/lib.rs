@@ -39,6 +39,7 @@ mod middleware;
 mod registry;
 mod scheduler;
 mod settings;
+mod time;
 mod worker;
 
 pub use dead_letter::{
@@ -224,6 +225,7 @@ impl Soniq {
     }
 
     fn check_by_name(&self, task_name: &str, args: &Value) -> Result<()> {
+        registry::check_task_name(&self.settings, task_name)?;
         if !args.is_object() {
             return Err(Error::Invalid(format!(
                 "arguments of {task_name} must be a JSON object"

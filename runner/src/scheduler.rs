@@ -105,6 +105,24 @@ impl ScheduleInfo {
     }
 }
 
+impl ScheduleInfo {
+    /// The timing this schedule fires on (the inverse of what `add` stores).
+    pub fn schedule(&self) -> Result<Schedule> {
+        match (&self.cron, self.every) {
+            (Some(expr), _) => Ok(Schedule::cron(expr)?),
+            (None, Some(every)) => {
+                let period = soniq_cron::SignedDuration::try_from(every)
+                    .map_err(|e| crate::Error::Invalid(format!("schedule {}: {e}", self.name)))?;
+                Ok(Schedule::every(period)?)
+            }
+            (None, None) => Err(crate::Error::Invalid(format!(
+                "schedule {} has neither cron nor every",
+                self.name
+            ))),
+        }
+    }
+}
+
 /// The scheduler API: `soniq.scheduler().add(...)`.
 pub struct Scheduler<'a> {
     soniq: &'a Soniq,

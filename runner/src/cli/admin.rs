@@ -1,9 +1,10 @@
 //! setup, status, inspect, enqueue, cancel, jobs list.
 
 use super::output::{mask_url, Output};
-use super::{time, time_json, CliResult, Failure};
+use super::{time, CliResult, Failure};
 use crate::jobs::{JobFilter, JobInfo, JobStatus};
-use crate::{EnqueueValidation, Settings, Soniq};
+use crate::time::rfc3339_json;
+use crate::{Settings, Soniq};
 use clap::Args;
 use serde_json::{json, Value};
 use std::time::{Duration, SystemTime};
@@ -217,9 +218,9 @@ fn job_json(job: &JobInfo) -> Value {
     json!({
         "id": job.id.to_string(), "task_name": job.task_name, "args": job.args, "status": job.status.as_str(),
         "queue": job.queue, "priority": job.priority, "attempts": job.attempts, "max_attempts": job.max_attempts,
-        "scheduled_at": time_json(job.scheduled_at), "last_error": job.last_error, "result": job.result,
+        "scheduled_at": rfc3339_json(job.scheduled_at), "last_error": job.last_error, "result": job.result,
         "dead_letter_reason": job.dead_letter_reason, "producer_id": job.producer_id,
-        "created_at": time_json(Some(job.created_at)), "updated_at": time_json(Some(job.updated_at)),
+        "created_at": rfc3339_json(Some(job.created_at)), "updated_at": rfc3339_json(Some(job.updated_at)),
     })
 }
 
@@ -311,15 +312,7 @@ pub async fn enqueue(app: &Soniq, args: EnqueueArgs, out: &Output) -> CliResult 
             "--args must be a JSON object, got {json}"
         )));
     }
-    let mut request = if app.handlers.registry.tasks.contains_key(&args.task)
-        || app.settings.enqueue_validation != EnqueueValidation::Strict
-    {
-        app.enqueue_by_name(&args.task, json)
-    } else {
-        // The command is a producer that knows task names, not handlers.
-        app.task_ref::<Value>(&args.task)
-            .map(|task| app.enqueue(&task, json))?
-    };
+    let mut request = app.enqueue_by_name(&args.task, json);
     if let Some(queue) = args.queue {
         request = request.queue(queue);
     }

@@ -1,8 +1,9 @@
 //! `soniq dead-letter list|show|replay|delete|cleanup|export|stats`.
 
 use super::output::Output;
-use super::{time, time_json, CliResult, DeadFilter, Failure};
+use super::{time, CliResult, DeadFilter, Failure};
 use crate::dead_letter::{DeadJob, DeadLetterFilter, ExportFormat, ReplayOptions};
+use crate::time::rfc3339_json;
 use crate::Soniq;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
@@ -108,8 +109,8 @@ fn dead_json(job: &DeadJob) -> Value {
     json!({
         "id": job.id.to_string(), "task_name": job.task_name, "args": job.args, "queue": job.queue,
         "priority": job.priority, "attempts": job.attempts, "max_attempts": job.max_attempts,
-        "last_error": job.last_error, "reason": job.reason, "moved_at": time_json(Some(job.moved_at)),
-        "original_created_at": time_json(Some(job.original_created_at)),
+        "last_error": job.last_error, "reason": job.reason, "moved_at": rfc3339_json(Some(job.moved_at)),
+        "original_created_at": rfc3339_json(Some(job.original_created_at)),
         "resurrection_count": job.resurrection_count, "tags": job.tags,
     })
 }

@@ -160,6 +160,13 @@ async fn run(cli: Cli, build: impl FnOnce(Settings) -> crate::Result<Soniq>) -> 
     if let Some(url) = cli.database_url {
         settings.database_url = url;
     }
+    if matches!(cli.command, Command::Enqueue(_))
+        && std::env::var_os("SONIQ_ENQUEUE_VALIDATION").is_none()
+    {
+        // The command is a producer that knows task names, not handlers: by default it lets
+        // names through that this process has no handler for (they still follow the pattern).
+        settings.enqueue_validation = crate::EnqueueValidation::None;
+    }
     let out = Output::new(cli.json);
     if let Command::Worker(args) = &cli.command {
         if let Some(concurrency) = args.concurrency {
@@ -197,10 +204,4 @@ fn time(t: Option<std::time::SystemTime>) -> String {
                 .unwrap_or_default()
         })
         .unwrap_or_else(|| "-".into())
-}
-
-fn time_json(t: Option<std::time::SystemTime>) -> serde_json::Value {
-    t.and_then(|t| jiff::Timestamp::try_from(t).ok())
-        .map(|t| serde_json::json!(t.to_string()))
-        .unwrap_or(serde_json::Value::Null)
 }

@@ -1,8 +1,9 @@
 //! `soniq schedule list|add|pause|resume|remove|next`.
 
 use super::output::Output;
-use super::{time, time_json, CliResult, Failure};
+use super::{time, CliResult, Failure};
 use crate::scheduler::{ScheduleInfo, ScheduleSpec};
+use crate::time::rfc3339_json;
 use crate::Soniq;
 use clap::Subcommand;
 use serde_json::{json, Value};
@@ -61,7 +62,7 @@ fn info_json(s: &ScheduleInfo) -> Value {
     json!({
         "name": s.name, "task_name": s.task_name, "args": s.args, "cron": s.cron,
         "every_seconds": s.every.map(|d| d.as_secs_f64()), "time_zone": s.time_zone, "enabled": s.enabled,
-        "next_fire_at": time_json(s.next_fire_at), "last_fire_at": time_json(s.last_fire_at),
+        "next_fire_at": rfc3339_json(s.next_fire_at), "last_fire_at": rfc3339_json(s.last_fire_at),
         "fire_count": s.fire_count, "last_error": s.last_error,
     })
 }
@@ -71,14 +72,7 @@ fn coming(info: &ScheduleInfo, count: usize) -> Result<Vec<SystemTime>, Failure>
     let Some(first) = info.next_fire_at else {
         return Ok(Vec::new());
     };
-    let schedule = match (&info.cron, info.every) {
-        (Some(expr), _) => Schedule::cron(expr).map_err(|e| Failure::new(e.to_string()))?,
-        (None, Some(every)) => Schedule::every(
-            SignedDuration::try_from(every).map_err(|e| Failure::new(e.to_string()))?,
-        )
-        .map_err(|e| Failure::new(e.to_string()))?,
-        (None, None) => return Err(Failure::new("the schedule has neither cron nor every")),
-    };
+    let schedule = info.schedule()?;
     let tz = TimeZone::get(&info.time_zone).map_err(|e| Failure::new(e.to_string()))?;
     let mut times = vec![first];
     let mut at = Timestamp::try_from(first).map_err(|e| Failure::new(e.to_string()))?;
@@ -203,7 +197,7 @@ pub async fn run(app: &Soniq, command: ScheduleCommand, out: &Output) -> CliResu
             let times = coming(&info, count.max(1))?;
             if out.json {
                 out.print_json(&Value::Array(
-                    times.iter().map(|t| time_json(Some(*t))).collect(),
+                    times.iter().map(|t| rfc3339_json(Some(*t))).collect(),
                 ));
             } else if times.is_empty() {
                 println!("{name} is paused");
