@@ -89,7 +89,8 @@ impl DeadJob {
         }
     }
 
-    fn to_json(&self) -> Value {
+    /// The dead job as the JSON export and `soniq dead-letter --json` show it.
+    pub(crate) fn to_json(&self) -> Value {
         json!({
             "id": self.id.to_string(), "task_name": self.task_name, "args": self.args, "queue": self.queue,
             "priority": self.priority, "attempts": self.attempts, "max_attempts": self.max_attempts,

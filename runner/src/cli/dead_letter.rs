@@ -3,7 +3,6 @@
 use super::output::Output;
 use super::{time, CliResult, DeadFilter, Failure};
 use crate::dead_letter::{DeadJob, DeadLetterFilter, ExportFormat, ReplayOptions};
-use crate::time::rfc3339_json;
 use crate::Soniq;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
@@ -105,16 +104,6 @@ fn filter_of(f: &DeadFilter) -> DeadLetterFilter {
     }
 }
 
-fn dead_json(job: &DeadJob) -> Value {
-    json!({
-        "id": job.id.to_string(), "task_name": job.task_name, "args": job.args, "queue": job.queue,
-        "priority": job.priority, "attempts": job.attempts, "max_attempts": job.max_attempts,
-        "last_error": job.last_error, "reason": job.reason, "moved_at": rfc3339_json(Some(job.moved_at)),
-        "original_created_at": rfc3339_json(Some(job.original_created_at)),
-        "resurrection_count": job.resurrection_count, "tags": job.tags,
-    })
-}
-
 /// The ids a bulk action takes.
 async fn select(app: &Soniq, selection: &Selection) -> Result<Vec<Uuid>, Failure> {
     if selection.all {
@@ -172,7 +161,7 @@ pub async fn run(app: &Soniq, command: DeadLetterCommand, out: &Output) -> CliRe
         DeadLetterCommand::List(filter) => {
             let jobs = dlq.list(&filter_of(&filter)).await?;
             if out.json {
-                out.print_json(&Value::Array(jobs.iter().map(dead_json).collect()));
+                out.print_json(&Value::Array(jobs.iter().map(DeadJob::to_json).collect()));
             } else {
                 let rows: Vec<Vec<String>> = jobs
                     .iter()
@@ -196,7 +185,7 @@ pub async fn run(app: &Soniq, command: DeadLetterCommand, out: &Output) -> CliRe
                 .await?
                 .ok_or_else(|| Failure::new(format!("no dead job {id}")))?;
             if out.json {
-                out.print_json(&dead_json(&job));
+                out.print_json(&job.to_json());
             } else {
                 for (name, value) in [
                     ("id", job.id.to_string()),
