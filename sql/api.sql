@@ -13,12 +13,8 @@
 -- Internal helpers
 ------------------------------------------------------------------------------------------
 
--- _wake: tell idle workers that a job became runnable in a queue. NOTIFY is transactional
--- (a rolled-back enqueue sends nothing) and folds duplicates within one transaction.
-CREATE FUNCTION soniq._wake(queue text) RETURNS void
-LANGUAGE sql VOLATILE AS $$
-    SELECT pg_catalog.pg_notify('soniq_new_job', queue)
-$$;
+-- soniq._wake(queue) (src/wake.rs): wake the queue's idle workers when the transaction
+-- commits; throttled at commit, nothing sent on rollback.
 
 -- _require: raise 22004 when a required argument is NULL.
 CREATE FUNCTION soniq._require(value anyelement, what text) RETURNS void

@@ -4,16 +4,18 @@
 //! every state transition of a job (enqueue, claim, complete, fail, ...) and
 //! `control_plane.sql` schedules and the background worker's rounds. The Rust here does what
 //! SQL does badly: validation that explains itself ([`names`], [`task_defaults`]), the
-//! retry-delay computation ([`retry`]), cron evaluation ([`schedules`]) and the background
-//! worker itself ([`control_plane`]).
+//! retry-delay computation ([`retry`]), cron evaluation ([`schedules`]), wake-ups throttled at
+//! commit ([`wake`]) and the background worker itself ([`control_plane`]).
 
 use pgrx::prelude::*;
 
 pub mod control_plane;
+pub mod ids;
 pub mod names;
 pub mod retry;
 pub mod schedules;
 pub mod task_defaults;
+pub mod wake;
 
 ::pgrx::pg_module_magic!(name, version);
 

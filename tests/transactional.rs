@@ -153,3 +153,90 @@ fn one_notification_per_queue_and_transaction_and_none_for_later_jobs() {
     assert!(!seen.contains(&later), "a job due later woke the workers");
     assert_eq!(jobs_in(&mut producer, &busy), 100);
 }
+
+/// The advisory lock a committing wake-up of `queue` holds (src/wake.rs: class "sonq", FNV-1a
+/// of the queue name), so a test can stand in for a transaction caught mid-commit.
+fn hold_wake_lock(client: &mut Client, queue: &str) {
+    let key = queue.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    }) as i32;
+    client
+        .execute("SELECT pg_advisory_lock(x'736f6e71'::int, $1)", &[&key])
+        .unwrap();
+}
+
+#[test]
+fn a_wake_up_is_skipped_only_while_another_for_the_same_queue_is_committing() {
+    let mut listener = listener();
+    let mut producer = common::connect();
+    let mut committing = common::connect();
+    let throttled = common::unique_name("throttled");
+    let other = common::unique_name("other");
+
+    hold_wake_lock(&mut committing, &throttled);
+    enqueue_order_in_transaction(&mut producer, &throttled, Outcome::Commit);
+    enqueue_order_in_transaction(&mut producer, &other, Outcome::Commit);
+    let marker = enqueue_marker(&mut producer);
+    let seen = payloads_until(&mut listener, &marker);
+    assert!(
+        !seen.contains(&throttled),
+        "notified while another wake-up was committing: {seen:?}"
+    );
+    assert!(
+        seen.contains(&other),
+        "another queue's wake-up was held back"
+    );
+    assert_eq!(
+        jobs_in(&mut producer, &throttled),
+        1,
+        "the job itself must be there"
+    );
+
+    committing
+        .execute("SELECT pg_advisory_unlock_all()", &[])
+        .unwrap();
+    enqueue_order_in_transaction(&mut producer, &throttled, Outcome::Commit);
+    let marker = enqueue_marker(&mut producer);
+    assert!(payloads_until(&mut listener, &marker).contains(&throttled));
+}
+
+#[test]
+fn a_long_transaction_does_not_hold_back_other_producers_wake_ups() {
+    let mut listener = listener();
+    let mut long = common::connect();
+    let mut producer = common::connect();
+    let queue = common::unique_name("long");
+
+    let mut tx = long.transaction().unwrap();
+    tx.execute("SELECT soniq.enqueue('tx.first', queue => $1)", &[&queue])
+        .unwrap();
+    enqueue_order_in_transaction(&mut producer, &queue, Outcome::Commit);
+    let marker = enqueue_marker(&mut producer);
+    assert!(payloads_until(&mut listener, &marker).contains(&queue));
+
+    tx.commit().unwrap();
+    let marker = enqueue_marker(&mut producer);
+    assert!(payloads_until(&mut listener, &marker).contains(&queue));
+}
+
+#[test]
+fn a_prepared_transaction_may_enqueue() {
+    let mut producer = common::connect();
+    let queue = common::unique_name("prepared");
+    let gid = common::unique_name("gid");
+    producer.batch_execute("BEGIN").unwrap();
+    producer
+        .execute(
+            "SELECT soniq.enqueue('tx.two_phase', queue => $1)",
+            &[&queue],
+        )
+        .unwrap();
+    producer
+        .batch_execute(&format!("PREPARE TRANSACTION '{gid}'"))
+        .unwrap();
+    assert_eq!(jobs_in(&mut producer, &queue), 0);
+    producer
+        .batch_execute(&format!("COMMIT PREPARED '{gid}'"))
+        .unwrap();
+    assert_eq!(jobs_in(&mut producer, &queue), 1);
+}

@@ -33,6 +33,10 @@ use uuid::Uuid;
 const MAX_CLAIM_BATCH: usize = 100;
 /// Outcomes recorded per round trip at most.
 const MAX_REPORT_BATCH: usize = 500;
+/// After a notification, look again this soon even if none follows: a producer whose wake-up
+/// was skipped because another's was committing (the extension's src/wake.rs) commits a moment
+/// after the notified claim ran.
+const FOLLOW_UP: Duration = Duration::from_millis(20);
 /// How long outcomes are retried through a database outage.
 const RECORDING_PATIENCE: Duration = Duration::from_secs(120);
 
@@ -642,6 +646,7 @@ impl Soniq {
             .unwrap_or(self.settings.concurrency)
             .max(1);
         let all_slots = u32::try_from(concurrency).unwrap_or(u32::MAX);
+        let mut follow_up = false;
         while !*stop.borrow() {
             let remaining = options
                 .max_jobs
@@ -703,9 +708,15 @@ impl Soniq {
                 );
                 continue;
             }
+            let idle = if follow_up {
+                FOLLOW_UP
+            } else {
+                self.settings.poll_interval
+            };
+            follow_up = false;
             tokio::select! {
-                _ = &mut woken => {}
-                _ = tokio::time::sleep(self.settings.poll_interval) => {}
+                _ = &mut woken => follow_up = true,
+                _ = tokio::time::sleep(idle) => {}
                 _ = stop.changed() => {}
             }
         }
