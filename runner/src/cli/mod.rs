@@ -14,6 +14,7 @@
 //! Exit status: 0 success, 1 failure, 2 usage (a bad flag, environment variable or module).
 
 mod admin;
+mod bench;
 mod dead_letter;
 mod output;
 mod schedule;
@@ -68,6 +69,9 @@ enum Command {
     /// Jobs by queue and state.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Measure throughput and latency against hand-written yardsticks (default: the
+    /// development cluster); leaves the database as it was.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -157,6 +161,13 @@ pub fn main_with(build: impl FnOnce(Settings) -> crate::Result<Soniq>) -> ExitCo
 
 async fn run(cli: Cli, build: impl FnOnce(Settings) -> crate::Result<Soniq>) -> CliResult {
     let mut settings = Settings::from_env()?;
+    if let Command::Bench(args) = cli.command {
+        settings.database_url = cli
+            .database_url
+            .or_else(|| std::env::var("SONIQ_DATABASE_URL").ok())
+            .unwrap_or_else(|| bench::DEFAULT_DATABASE_URL.into());
+        return bench::run(settings, args, &Output::new(cli.json)).await;
+    }
     if let Some(url) = cli.database_url {
         settings.database_url = url;
     }
@@ -192,6 +203,7 @@ async fn run(cli: Cli, build: impl FnOnce(Settings) -> crate::Result<Soniq>) -> 
         Command::Enqueue(args) => admin::enqueue(&app, args, &out).await,
         Command::Cancel { id } => admin::cancel(&app, id).await,
         Command::Jobs(JobsCommand::List(args)) => admin::jobs_list(&app, args, &out).await,
+        Command::Bench(_) => unreachable!("handled above"),
     }
 }
 

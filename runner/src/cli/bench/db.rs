@@ -1,0 +1,196 @@
+//! Connections, fixtures and cleanup shared by the scenarios.
+//!
+//! Fixtures and cleanup write the tables directly (DELETE, INSERT .. SELECT) for speed; the
+//! runner itself never does. Everything the bench creates is named `bench.*` (queues, task
+//! names, schedules) or lives in the scratch schema `soniq_bench`, and only that is deleted.
+
+use crate::error::Result;
+use crate::{Settings, Soniq};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use tokio_postgres::{Client, NoTls};
+
+/// The scratch schema of the hand-written yardsticks.
+pub const SCRATCH: &str = "soniq_bench";
+
+pub async fn connect(url: &str) -> Result<Client> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// Delete one scenario's rows: its jobs, dead jobs, published task options.
+pub async fn clean_queue(client: &Client, queue: &str) -> Result<()> {
+    debug_assert!(queue.starts_with("bench."));
+    client
+        .execute(
+            "DELETE FROM soniq.jobs WHERE queue = $1 AND task_name LIKE 'bench.%'",
+            &[&queue],
+        )
+        .await?;
+    client
+        .execute(
+            "DELETE FROM soniq.dead_letter_jobs WHERE queue = $1 AND task_name LIKE 'bench.%'",
+            &[&queue],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Everything a run (or an interrupted earlier run) may have left: `bench.*` jobs, dead
+/// jobs, tasks, schedules and queue states, this process's workers, the scratch schema.
+pub async fn clean_all(client: &Client) -> Result<()> {
+    client
+        .batch_execute(&format!(
+            "DELETE FROM soniq.jobs WHERE queue LIKE 'bench.%' AND task_name LIKE 'bench.%';
+             DELETE FROM soniq.dead_letter_jobs WHERE queue LIKE 'bench.%' AND task_name LIKE 'bench.%';
+             DELETE FROM soniq.schedules WHERE name LIKE 'bench.%';
+             DELETE FROM soniq.tasks WHERE task_name LIKE 'bench.%';
+             DELETE FROM soniq.queues WHERE name LIKE 'bench.%';
+             DROP SCHEMA IF EXISTS {SCRATCH} CASCADE;"
+        ))
+        .await?;
+    // A worker of this process left registered by an interrupted scenario leaves through the
+    // API (its leases, if any, are taken back).
+    client
+        .execute(
+            "SELECT soniq.deregister_worker(w.id) FROM soniq.workers w
+              WHERE w.pid = $1 AND w.hostname IS NOT DISTINCT FROM $2",
+            &[&(std::process::id() as i32), &hostname()],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The host name the runner registers its workers with.
+pub fn hostname() -> Option<String> {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+}
+
+/// A scratch table shaped like soniq.jobs (`LIKE .. INCLUDING ...`), with its storage
+/// options (fillfactor, per-table autovacuum) too, so a yardstick pays what soniq.jobs pays.
+pub async fn scratch_table(client: &Client, name: &str, including: &str) -> Result<String> {
+    let table = format!("{SCRATCH}.{name}");
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {SCRATCH};
+             DROP TABLE IF EXISTS {table};
+             CREATE TABLE {table} (LIKE soniq.jobs {including});"
+        ))
+        .await?;
+    let options: Option<String> = client
+        .query_one(
+            "SELECT array_to_string(reloptions, ', ') FROM pg_class WHERE oid = 'soniq.jobs'::regclass",
+            &[],
+        )
+        .await?
+        .get(0);
+    if let Some(options) = options.filter(|o| !o.is_empty()) {
+        client
+            .batch_execute(&format!("ALTER TABLE {table} SET ({options})"))
+            .await?;
+    }
+    Ok(table)
+}
+
+/// Settle a table after a fill, as autovacuum would soon (soniq.jobs' insert threshold is
+/// 2,000 rows), so a measurement does not race an autovacuum of its own fixture.
+pub async fn settle(client: &Client, table: &str) -> Result<()> {
+    client
+        .batch_execute(&format!("VACUUM (ANALYZE) {table}"))
+        .await?;
+    Ok(())
+}
+
+/// Settings of the bench's in-process workers: the command's settings with this
+/// concurrency. Their maintenance rounds never run (they would prune and rescue other
+/// applications' jobs); the control plane, where it serves, does that.
+pub fn worker_settings(base: &Settings, concurrency: usize) -> Settings {
+    let mut settings = base.clone();
+    settings.concurrency = concurrency;
+    settings.cleanup_interval = Duration::from_secs(3600);
+    settings.shutdown_timeout = Duration::from_secs(10);
+    settings
+}
+
+/// Jobs enqueued per `enqueue_many` call when filling a queue.
+const FILL_BATCH: usize = 10_000;
+
+/// Enqueue `count` jobs of a task (args `{"n": i}`) with `enqueue_many`, in big batches.
+pub async fn fill(client: &Client, task: &str, queue: &str, count: usize) -> Result<()> {
+    let statement = client
+        .prepare(
+            "SELECT count(*) FROM soniq.enqueue_many($1, $2::jsonb[], queue => $3, producer_id => 'bench')",
+        )
+        .await?;
+    let started = Instant::now();
+    let mut done = 0;
+    while done < count {
+        let n = FILL_BATCH.min(count - done);
+        let args: Vec<Value> = (done..done + n).map(|i| json!({ "n": i })).collect();
+        client
+            .query_one(&statement, &[&task, &args, &queue])
+            .await?;
+        done += n;
+        if count >= 100_000 && done % 100_000 == 0 {
+            eprintln!(
+                "bench:   {queue}: {done} of {count} jobs enqueued ({:.0} s)",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Queued jobs of a queue.
+pub async fn queued(client: &Client, queue: &str) -> Result<i64> {
+    Ok(client
+        .query_one(
+            "SELECT count(*) FROM soniq.jobs WHERE queue = $1 AND status = 'queued'",
+            &[&queue],
+        )
+        .await?
+        .get(0))
+}
+
+/// An application with one no-op handler for `task`, whose jobs go to `queue`.
+pub fn noop_app(
+    settings: Settings,
+    task: &str,
+    queue: &str,
+    ttl: Option<Duration>,
+) -> Result<Soniq> {
+    let mut app = Soniq::with_settings(settings)?;
+    let mut job = app.job(task).queue(queue);
+    if let Some(ttl) = ttl {
+        job = job.result_ttl(ttl);
+    }
+    job.handler(|_: Value, _| async { crate::JobResult::Ok(crate::Outcome::done()) })?;
+    Ok(app)
+}
+
+/// The value at quantile `q` (0..=1) of sorted samples (nearest rank).
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quantile;
+
+    #[test]
+    fn nearest_rank_quantiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(quantile(&v, 0.5), 50.0);
+        assert_eq!(quantile(&v, 0.99), 99.0);
+        assert_eq!(quantile(&v, 1.0), 100.0);
+        assert_eq!(quantile(&[7.0], 0.99), 7.0);
+        assert_eq!(quantile(&[], 0.5), 0.0);
+    }
+}

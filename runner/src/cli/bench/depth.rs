@@ -1,0 +1,170 @@
+//! depth: does claiming slow down as the backlog and the history grow? The time of one
+//! `soniq.claim` of one job (each followed by its `soniq.complete`, untimed) with 1k, 100k
+//! and 1M jobs queued, then with 1M queued plus 1M finished rows kept in history. The claim
+//! reads a partial index of queued rows in claim order, so it should not care.
+
+use super::db::{self, connect};
+use super::report::{Figure, Target};
+use super::Bench;
+use crate::error::Result;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+const SCENARIO: &str = "depth";
+const TASK: &str = "bench.depth";
+const QUEUE: &str = "bench.depth";
+/// Untimed claims before each level's samples (plans cached, pages warm).
+const WARM_UP: usize = 20;
+
+fn count_label(n: usize) -> String {
+    match n {
+        n if n >= 1_000_000 && n % 1_000_000 == 0 => format!("{}M", n / 1_000_000),
+        n if n >= 1_000 && n % 1_000 == 0 => format!("{}k", n / 1_000),
+        n => n.to_string(),
+    }
+}
+
+/// Finished history for the fixture, written directly in one statement (enqueueing and
+/// completing a million jobs through the API would take longer than everything else). The
+/// rows finished just now and are kept for a day, so the control plane does not prune them
+/// mid-measurement.
+async fn add_history(client: &tokio_postgres::Client, count: usize) -> Result<()> {
+    client
+        .execute(
+            &format!(
+                "INSERT INTO soniq.jobs (task_name, args, queue, status, attempts, max_attempts,
+                                         result_ttl, started_at, finished_at, expires_at, producer_id)
+                 SELECT '{TASK}', jsonb_build_object('n', g), '{QUEUE}', 'done', 1, 4,
+                        interval '1 day', now(), now(), now() + interval '1 day', 'bench'
+                   FROM generate_series(1, $1::int) g"
+            ),
+            &[&(count as i32)],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Heartbeat the bench's worker registration while it claims (a control plane with a short
+/// heartbeat timeout would otherwise presume it dead).
+fn keep_alive(url: String, worker: Uuid, every: Duration, mut stop: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let Ok(client) = connect(&url).await else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => return,
+            }
+            let _ = client
+                .execute("SELECT soniq.heartbeat($1)", &[&worker])
+                .await;
+        }
+    });
+}
+
+/// `samples` timed claims (ms, sorted), each followed by the job's completion.
+async fn claims(bench: &Bench, samples: usize) -> Result<Vec<f64>> {
+    // A fresh connection: no plan cached while the table was smaller.
+    let client = connect(&bench.url).await?;
+    let worker: Uuid = client
+        .query_one(
+            "SELECT soniq.register_worker(hostname => $1, pid => $2, queues => ARRAY[$3], version => 'bench')",
+            &[&db::hostname(), &(std::process::id() as i32), &QUEUE],
+        )
+        .await?
+        .get(0);
+    let (stop, stopped) = watch::channel(false);
+    keep_alive(
+        bench.url.clone(),
+        worker,
+        bench.settings.heartbeat_interval,
+        stopped,
+    );
+    let claim = client
+        .prepare(&format!(
+            "SELECT id, attempt FROM soniq.claim($1, ARRAY['{QUEUE}'], 1, ARRAY['{TASK}'])"
+        ))
+        .await?;
+    let complete = client.prepare("SELECT soniq.complete($1, $2, $3)").await?;
+    let mut times = Vec::with_capacity(samples);
+    for i in 0..WARM_UP + samples {
+        let started = Instant::now();
+        let row = client.query_one(&claim, &[&worker]).await?;
+        let took = started.elapsed();
+        let (id, attempt): (Uuid, i32) = (row.get(0), row.get(1));
+        client.execute(&complete, &[&id, &worker, &attempt]).await?;
+        if i >= WARM_UP {
+            times.push(took.as_secs_f64() * 1000.0);
+        }
+    }
+    let _ = stop.send(true);
+    client
+        .execute("SELECT soniq.deregister_worker($1)", &[&worker])
+        .await?;
+    times.sort_by(f64::total_cmp);
+    Ok(times)
+}
+
+pub async fn run(bench: &mut Bench) -> Result<()> {
+    let admin = connect(&bench.url).await?;
+    db::clean_queue(&admin, QUEUE).await?;
+    let samples = bench.plan.depth_samples;
+    let mut history = 0;
+    let mut first_median: Option<(String, f64)> = None;
+    let levels = bench.plan.depth_levels.clone();
+    for (level, (queued, finished)) in levels.iter().copied().enumerate() {
+        // Top up to the level plus what the claims will use up, so the queue never drops
+        // below the level while measuring.
+        let wanted = queued + WARM_UP + samples;
+        let missing = wanted.saturating_sub(db::queued(&admin, QUEUE).await? as usize);
+        db::fill(&admin, TASK, QUEUE, missing).await?;
+        if finished > history {
+            add_history(&admin, finished - history).await?;
+            history = finished;
+        }
+        db::settle(&admin, "soniq.jobs").await?;
+        let label = if finished > 0 {
+            format!(
+                "{} queued + {} finished",
+                count_label(queued),
+                count_label(finished)
+            )
+        } else {
+            format!("{} queued", count_label(queued))
+        };
+        let times = claims(bench, samples).await?;
+        let median = db::quantile(&times, 0.5);
+        let mut figure = Figure::new(
+            SCENARIO,
+            format!("median_{queued}_{finished}"),
+            format!("claim of 1 job, median, {label}"),
+            median,
+            "ms",
+        );
+        if level > 0 {
+            figure = figure.against(first_median.clone());
+        }
+        if level + 1 == levels.len() && level > 0 {
+            figure = figure.target(Target::ratio_at_most(1.5));
+        }
+        bench.report.add(figure);
+        bench.report.add(Figure::new(
+            SCENARIO,
+            format!("p99_{queued}_{finished}"),
+            format!("claim of 1 job, p99, {label}"),
+            db::quantile(&times, 0.99),
+            "ms",
+        ));
+        if level == 0 {
+            first_median = bench
+                .report
+                .yardstick(SCENARIO, &format!("median_{queued}_{finished}"));
+        }
+    }
+    db::clean_queue(&admin, QUEUE).await?;
+    // Mark the fixture's dead rows reusable before anything else runs on the table.
+    db::settle(&admin, "soniq.jobs").await?;
+    Ok(())
+}

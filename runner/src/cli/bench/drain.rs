@@ -1,0 +1,113 @@
+//! drain: pre-enqueued no-op jobs drained by one in-process runner (claim in batches up to
+//! its free slots, run, record outcomes many per statement), at concurrency 1, 16 and 64.
+//! Concurrency 1 is one job per transaction: it compares with limit's one-at-a-time figure;
+//! the best batched figure with limit's batched figure of the same batch size.
+//!
+//! The handler keeps the task's default options: a completed job stays as a done row for
+//! its result TTL (300 s), as users get it, where limit deletes the row.
+
+use super::db::{self, connect};
+use super::limit;
+use super::report::{Figure, Target};
+use super::Bench;
+use crate::error::{Error, Result};
+use crate::WorkerOptions;
+use std::time::Instant;
+
+pub const SCENARIO: &str = "drain";
+const TASK: &str = "bench.drain";
+const QUEUE: &str = "bench.drain";
+const CONCURRENCIES: [usize; 3] = [1, 16, 64];
+
+/// Drain `count` jobs at `concurrency` with a fresh runner; returns jobs per second, timed
+/// from the worker's start to its return (run-once: it returns when nothing is left).
+pub async fn measure(bench: &Bench, concurrency: usize, count: usize) -> Result<f64> {
+    let admin = connect(&bench.url).await?;
+    db::clean_queue(&admin, QUEUE).await?;
+    db::fill(&admin, TASK, QUEUE, count).await?;
+    db::settle(&admin, "soniq.jobs").await?;
+    let app = db::noop_app(
+        db::worker_settings(&bench.settings, concurrency),
+        TASK,
+        QUEUE,
+        None,
+    )?;
+    let options = WorkerOptions {
+        concurrency: Some(concurrency),
+        queues: Some(vec![QUEUE.into()]),
+        run_once: true,
+        max_jobs: None,
+    };
+    let started = Instant::now();
+    let report = app
+        .run_worker_until(options, std::future::pending())
+        .await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let left = db::queued(&admin, QUEUE).await?;
+    db::clean_queue(&admin, QUEUE).await?;
+    if report.jobs_run != count || left != 0 {
+        return Err(Error::Invalid(format!(
+            "the worker ran {} of {count} jobs and left {left} queued",
+            report.jobs_run
+        )));
+    }
+    Ok(count as f64 / elapsed)
+}
+
+pub async fn run(bench: &mut Bench) -> Result<()> {
+    let mut best: Option<(usize, f64)> = None;
+    for concurrency in CONCURRENCIES {
+        let count = if concurrency == 1 {
+            bench.plan.single_jobs
+        } else {
+            bench.plan.jobs
+        };
+        let rate = measure(bench, concurrency, count).await?;
+        let measure = format!("concurrency {concurrency}, {count} jobs");
+        let figure = if concurrency == 1 {
+            Figure::new(SCENARIO, "concurrency_1", measure, rate, "jobs/s")
+                .against(
+                    bench
+                        .report
+                        .yardstick(limit::SCENARIO, limit::ONE_PER_TRANSACTION),
+                )
+                .target(Target::ratio_at_least(0.50))
+        } else {
+            if best.is_none_or(|(_, r)| rate > r) {
+                best = Some((concurrency, rate));
+            }
+            Figure::new(
+                SCENARIO,
+                format!("concurrency_{concurrency}"),
+                measure,
+                rate,
+                "jobs/s",
+            )
+            .against(
+                bench
+                    .report
+                    .yardstick(limit::SCENARIO, &limit::batched_key(concurrency)),
+            )
+        };
+        bench.report.add(figure);
+    }
+    bench.best_drain = best;
+    if let Some((concurrency, rate)) = best {
+        bench.report.add(
+            Figure::new(
+                SCENARIO,
+                "best_batched",
+                format!("best of 16/64 (concurrency {concurrency})"),
+                rate,
+                "jobs/s",
+            )
+            .against(
+                bench
+                    .report
+                    .yardstick(limit::SCENARIO, &limit::batched_key(concurrency)),
+            )
+            .target(Target::ratio_at_least(0.70)),
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! `soniq bench`: measure Soniq against hand-written yardsticks on the same database, in one
+//! run, so every ratio compares figures taken minutes apart on the same machine.
+//!
+//! One module per scenario; `report` holds the figures and prints them, `db` the shared
+//! fixtures and cleanup, `header` what the figures were measured on. docs/benchmarks.md
+//! says what each scenario measures and why.
+
+mod churn;
+mod db;
+mod depth;
+mod drain;
+mod enqueue;
+mod header;
+mod latency;
+mod limit;
+mod report;
+mod schedules;
+
+use super::output::Output;
+use super::{CliResult, Failure};
+use crate::Settings;
+use clap::{Args, ValueEnum};
+use report::Report;
+use std::time::Instant;
+
+/// The development cluster (`scripts/dev-cluster url`), used when no URL is given.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@localhost:5488/soniq";
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum Scenario {
+    Limit,
+    Enqueue,
+    Drain,
+    Latency,
+    Churn,
+    Schedules,
+    Depth,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Small counts: the whole run takes under a minute (CI runs it so the harness cannot rot).
+    #[arg(long)]
+    quick: bool,
+    /// Run only this scenario (repeat for several; default all).
+    #[arg(long = "scenario", value_enum, value_name = "NAME")]
+    scenarios: Vec<Scenario>,
+    /// Jobs per drain (default 100,000; --quick 2,000).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(10..=10_000_000))]
+    jobs: Option<u64>,
+    /// Seconds of steady enqueue and drain in churn (default 120; --quick 10).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(3..=86_400))]
+    duration: Option<u64>,
+    /// Producer connections for enqueue (default 8; one is always measured too).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100))]
+    clients: Option<u64>,
+}
+
+/// The counts and durations of a run.
+pub struct Plan {
+    pub quick: bool,
+    /// Jobs per drain (batched modes).
+    pub jobs: usize,
+    /// Jobs per one-job-per-transaction drain (limit (a), drain at concurrency 1): a tenth
+    /// of `jobs`, since a durable commit per step makes them slow; the rate is what counts.
+    pub single_jobs: usize,
+    pub enqueue_seconds: f64,
+    pub clients: usize,
+    pub churn_seconds: f64,
+    pub latency_jobs: usize,
+    /// (queued, finished) jobs of each depth level.
+    pub depth_levels: Vec<(usize, usize)>,
+    pub depth_samples: usize,
+    pub schedules: usize,
+}
+
+impl Plan {
+    fn new(args: &BenchArgs) -> Plan {
+        let quick = args.quick;
+        let jobs = args
+            .jobs
+            .map_or(if quick { 2_000 } else { 100_000 }, |n| n as usize);
+        Plan {
+            quick,
+            jobs,
+            single_jobs: (jobs / 10).max(jobs.min(1_000)),
+            enqueue_seconds: if quick { 1.5 } else { 10.0 },
+            clients: args.clients.unwrap_or(8) as usize,
+            churn_seconds: args
+                .duration
+                .map_or(if quick { 10.0 } else { 120.0 }, |s| s as f64),
+            latency_jobs: if quick { 100 } else { 500 },
+            depth_levels: if quick {
+                vec![(1_000, 0), (10_000, 0), (10_000, 10_000)]
+            } else {
+                vec![
+                    (1_000, 0),
+                    (100_000, 0),
+                    (1_000_000, 0),
+                    (1_000_000, 1_000_000),
+                ]
+            },
+            depth_samples: if quick { 200 } else { 1_000 },
+            schedules: if quick { 1_000 } else { 10_000 },
+        }
+    }
+}
+
+/// What every scenario gets: where to connect, the settings of in-process workers, the
+/// plan, and the report it adds its figures to (and reads its yardsticks from).
+pub struct Bench {
+    pub url: String,
+    pub settings: Settings,
+    pub plan: Plan,
+    pub control_plane: bool,
+    pub report: Report,
+    /// drain's best batched (concurrency, jobs/s), for churn.
+    pub best_drain: Option<(usize, f64)>,
+}
+
+pub async fn run(settings: Settings, args: BenchArgs, out: &Output) -> CliResult {
+    let plan = Plan::new(&args);
+    let mut scenarios = if args.scenarios.is_empty() {
+        Scenario::value_variants().to_vec()
+    } else {
+        args.scenarios.clone()
+    };
+    // The order of the enum: yardsticks before what is compared with them, and depth (the
+    // biggest fixture) last so the table it bloats does not weigh on the others.
+    scenarios.sort();
+    scenarios.dedup();
+
+    let url = settings.database_url.clone();
+    let admin = db::connect(&url)
+        .await
+        .map_err(|e| Failure::new(format!("cannot connect to {}: {e}", super::mask_url(&url))))?;
+    let control_plane = header::control_plane_serves(&admin).await?;
+    let mut bench = Bench {
+        url: url.clone(),
+        settings,
+        control_plane,
+        report: Report::default(),
+        best_drain: None,
+        plan,
+    };
+    bench.report.header = header::header(&admin, &url, &bench.plan, control_plane).await?;
+    let started = Instant::now();
+    db::clean_all(&admin).await?;
+
+    let outcome = tokio::select! {
+        outcome = run_scenarios(&mut bench, &scenarios) => outcome,
+        _ = tokio::signal::ctrl_c() => Err(Failure::new("interrupted")),
+    };
+    // Whatever happened, leave the database as it was (on a new connection: a restart of
+    // the server may have ended the first).
+    let cleaned = match db::connect(&url).await {
+        Ok(client) => db::clean_all(&client).await,
+        Err(e) => Err(e),
+    };
+    outcome?;
+    cleaned?;
+    bench.report.header.push((
+        "elapsed_seconds".into(),
+        serde_json::json!((started.elapsed().as_secs_f64() * 10.0).round() / 10.0),
+    ));
+    bench.report.print(out);
+    Ok(())
+}
+
+async fn run_scenarios(bench: &mut Bench, scenarios: &[Scenario]) -> CliResult {
+    for scenario in scenarios {
+        let name = scenario
+            .to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default();
+        eprintln!("bench: {name} ...");
+        let started = Instant::now();
+        let result = match scenario {
+            Scenario::Limit => limit::run(bench).await,
+            Scenario::Enqueue => enqueue::run(bench).await,
+            Scenario::Drain => drain::run(bench).await,
+            Scenario::Latency => latency::run(bench).await,
+            Scenario::Churn => churn::run(bench).await,
+            Scenario::Schedules => schedules::run(bench).await,
+            Scenario::Depth => depth::run(bench).await,
+        };
+        result.map_err(|e| Failure::new(format!("bench {name}: {e}")))?;
+        eprintln!(
+            "bench: {name} done in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}

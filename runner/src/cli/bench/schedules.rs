@@ -1,0 +1,151 @@
+//! schedules: N schedules due at the same instant; the time from that instant until all
+//! their jobs exist. Where the control plane serves the database it fires them (it wakes
+//! for the next due schedule and fires 50 a transaction); otherwise the bench calls
+//! `soniq.fire_due_schedules()` itself in a loop from the due instant, and says so.
+
+use super::db::{self, connect};
+use super::report::{Figure, Target};
+use super::Bench;
+use crate::error::{Error, Result};
+use std::time::{Duration, Instant};
+
+const SCENARIO: &str = "schedules";
+const TASK: &str = "bench.scheduled";
+const QUEUE: &str = "bench.schedules";
+/// Schedules are created this far ahead of the instant they are all due.
+const LEAD: Duration = Duration::from_secs(2);
+/// Give up waiting for the jobs after this long past the due instant.
+const PATIENCE: Duration = Duration::from_secs(120);
+
+async fn jobs(client: &tokio_postgres::Client) -> Result<i64> {
+    Ok(client
+        .query_one(
+            "SELECT count(*) FROM soniq.jobs WHERE queue = $1 AND task_name = $2",
+            &[&QUEUE, &TASK],
+        )
+        .await?
+        .get(0))
+}
+
+async fn remove_schedules(client: &tokio_postgres::Client) -> Result<()> {
+    client
+        .execute(
+            "DELETE FROM soniq.schedules WHERE name LIKE 'bench.schedules.%'",
+            &[],
+        )
+        .await?;
+    Ok(())
+}
+
+pub async fn run(bench: &mut Bench) -> Result<()> {
+    let mut admin = connect(&bench.url).await?;
+    db::clean_queue(&admin, QUEUE).await?;
+    remove_schedules(&admin).await?;
+    let count = bench.plan.schedules;
+    if !bench.control_plane {
+        // The bench fires every due schedule of the database: not if others are due.
+        let others: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM soniq.schedules WHERE enabled AND name NOT LIKE 'bench.%'
+                    AND next_fire_at <= now() + interval '10 minutes'",
+                &[],
+            )
+            .await?
+            .get(0);
+        if others > 0 {
+            bench.report.note(format!(
+                "schedules: skipped: no control plane serves this database and {others} other schedules are due soon; firing them here would enqueue their jobs"
+            ));
+            return Ok(());
+        }
+    }
+
+    // Hourly schedules (their first fire time an hour away), then all moved to one instant
+    // a little ahead: setting the fire time directly is the fixture; the control plane is
+    // woken in the same transaction so it sleeps until that instant, not a tick.
+    admin
+        .execute(
+            &format!(
+                "SELECT count(soniq.schedule_add('bench.schedules.' || g, task_name => '{TASK}',
+                                                 every => interval '1 hour', queue => '{QUEUE}',
+                                                 args => jsonb_build_object('n', g)))
+                   FROM generate_series(1, $1::int) g"
+            ),
+            &[&(count as i32)],
+        )
+        .await?;
+    let transaction = admin.transaction().await?;
+    let row = transaction
+        .query_one(
+            "WITH due AS (SELECT date_trunc('second', clock_timestamp()) + make_interval(secs => $1) AS at),
+                  moved AS (UPDATE soniq.schedules s SET next_fire_at = due.at FROM due
+                             WHERE s.name LIKE 'bench.schedules.%' RETURNING 1)
+             SELECT (SELECT count(*) FROM moved),
+                    extract(epoch FROM (SELECT at FROM due) - clock_timestamp())::float8",
+            &[&(LEAD.as_secs_f64() + 1.0)],
+        )
+        .await?;
+    transaction
+        .execute("SELECT soniq._wake_control_plane()", &[])
+        .await?;
+    transaction.commit().await?;
+    let (moved, ahead): (i64, f64) = (row.get(0), row.get(1));
+    if moved as usize != count {
+        return Err(Error::Invalid(format!(
+            "{moved} of {count} schedules were set up"
+        )));
+    }
+    let due = Instant::now() + Duration::from_secs_f64(ahead.max(0.0));
+
+    tokio::time::sleep_until(due.into()).await;
+    let mut first: Option<Duration> = None;
+    loop {
+        if !bench.control_plane {
+            admin
+                .execute("SELECT soniq.fire_due_schedules(50)", &[])
+                .await?;
+        } else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let made = jobs(&admin).await?;
+        if made > 0 && first.is_none() {
+            first = Some(due.elapsed());
+        }
+        if made as usize >= count {
+            break;
+        }
+        if due.elapsed() > PATIENCE {
+            return Err(Error::Invalid(format!(
+                "only {made} of {count} scheduled jobs exist {} s after they were due",
+                PATIENCE.as_secs()
+            )));
+        }
+    }
+    let all = due.elapsed();
+    remove_schedules(&admin).await?;
+    db::clean_queue(&admin, QUEUE).await?;
+
+    let by = if bench.control_plane {
+        "fired by the control plane"
+    } else {
+        "fired by the bench calling soniq.fire_due_schedules(): no control plane serves this database"
+    };
+    bench.report.add(Figure::new(
+        SCENARIO,
+        "first_job",
+        format!("due instant to the first job, {count} schedules, {by}"),
+        first.unwrap_or(all).as_secs_f64(),
+        "s",
+    ));
+    bench.report.add(
+        Figure::new(
+            SCENARIO,
+            "all_jobs",
+            format!("due instant to all {count} jobs, {by}"),
+            all.as_secs_f64(),
+            "s",
+        )
+        .target(Target::value_at_most(1.0)),
+    );
+    Ok(())
+}

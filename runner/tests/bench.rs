@@ -1,0 +1,182 @@
+//! `soniq bench --quick` against the test database: every scenario reports its figures as
+//! JSON, and the database is left as it was. Figures are only printed, never compared with
+//! a speed (no timed assertions): the run is here so the harness cannot rot.
+#![cfg(all(feature = "e2e", feature = "cli"))]
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::process::{Command, Stdio};
+
+/// The figure keys each scenario must report.
+const EXPECTED: &[(&str, &[&str])] = &[
+    (
+        "limit",
+        &["one_per_transaction", "batched_16", "batched_64"],
+    ),
+    (
+        "enqueue",
+        &[
+            "bare_insert_1",
+            "enqueue_1",
+            "bare_insert_8",
+            "enqueue_8",
+            "bulk_bare_insert",
+            "bulk_enqueue_many",
+        ],
+    ),
+    (
+        "drain",
+        &[
+            "concurrency_1",
+            "concurrency_16",
+            "concurrency_64",
+            "best_batched",
+        ],
+    ),
+    ("latency", &["p50", "p99", "max"]),
+    (
+        "churn",
+        &[
+            "enqueue_rate",
+            "drain_rate",
+            "backlog",
+            "size_end",
+            "growth",
+        ],
+    ),
+    ("schedules", &["first_job", "all_jobs"]),
+    (
+        "depth",
+        &[
+            "median_1000_0",
+            "p99_1000_0",
+            "median_10000_0",
+            "median_10000_10000",
+            "p99_10000_10000",
+        ],
+    ),
+];
+
+fn figure<'a>(report: &'a Value, scenario: &str, key: &str) -> &'a Value {
+    report["figures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["scenario"] == scenario && f["key"] == key)
+        .unwrap_or_else(|| panic!("no figure {scenario}/{key} in {report:#}"))
+}
+
+#[tokio::test]
+async fn quick_run_reports_every_scenario_and_leaves_the_database_as_it_was() {
+    let db = sql().await;
+    // Someone else's job, which the bench must not touch.
+    let queue = unique("bench_guard");
+    let guard: uuid::Uuid = db
+        .query_one(
+            "SELECT soniq.enqueue('guard.keep', '{}', queue => $1)",
+            &[&queue],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let before: (String, std::time::SystemTime) = {
+        let row = db
+            .query_one(
+                "SELECT status, updated_at FROM soniq.jobs WHERE id = $1",
+                &[&guard],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+
+    let child = Command::new(env!("CARGO_BIN_EXE_soniq"))
+        .args(["bench", "--quick", "--json"])
+        .env("SONIQ_DATABASE_URL", database_url())
+        // Heartbeats well inside the test cluster's 2 s timeout.
+        .env("SONIQ_HEARTBEAT_INTERVAL", "0.5")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    let report: Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
+
+    let header = &report["header"];
+    assert!(header["machine"]["cores"].as_u64().unwrap() >= 1);
+    assert!(header["postgres"].as_str().unwrap().starts_with("15"));
+    for setting in [
+        "synchronous_commit",
+        "fsync",
+        "shared_buffers",
+        "wal_level",
+        "max_connections",
+    ] {
+        assert!(header["settings"][setting].is_string(), "{header:#}");
+    }
+    assert!(header["control_plane"].is_string());
+    assert_eq!(header["run"]["quick"], true);
+
+    for (scenario, keys) in EXPECTED {
+        for key in *keys {
+            figure(&report, scenario, key);
+        }
+    }
+    for f in report["figures"].as_array().unwrap() {
+        let value = f["value"].as_f64().unwrap();
+        assert!(value.is_finite() && value >= 0.0, "{f}");
+        if f["unit"] == "jobs/s" && f["key"] != "backlog" {
+            assert!(value > 0.0, "a rate of zero: {f}");
+        }
+        // A target whose yardstick was measured in this run is decided.
+        if !f["target"].is_null() && (f["target"]["of"] == "value" || !f["yardstick"].is_null()) {
+            assert!(f["met"].is_boolean(), "{f}");
+        }
+    }
+    // Ratios are computed against figures of the same run.
+    let drain_1 = figure(&report, "drain", "concurrency_1");
+    let limit_1 = figure(&report, "limit", "one_per_transaction");
+    let ratio = drain_1["ratio"].as_f64().unwrap();
+    let expected = drain_1["value"].as_f64().unwrap() / limit_1["value"].as_f64().unwrap();
+    assert!((ratio - expected).abs() < 1e-9 * expected.max(1.0));
+    assert!(figure(&report, "enqueue", "enqueue_8")["ratio"].is_number());
+    assert!(!report["churn_samples"].as_array().unwrap().is_empty());
+
+    // Nothing of the bench is left; the other job is as it was.
+    let left: i64 = db
+        .query_one(
+            "SELECT (SELECT count(*) FROM soniq.jobs WHERE queue LIKE 'bench.%' OR task_name LIKE 'bench.%')
+                  + (SELECT count(*) FROM soniq.dead_letter_jobs WHERE queue LIKE 'bench.%')
+                  + (SELECT count(*) FROM soniq.schedules WHERE name LIKE 'bench.%')
+                  + (SELECT count(*) FROM soniq.tasks WHERE task_name LIKE 'bench.%')
+                  + (SELECT count(*) FROM soniq.workers WHERE pid = $1)
+                  + (SELECT count(*) FROM pg_namespace WHERE nspname = 'soniq_bench')",
+            &[&pid],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "the bench left rows behind");
+    let row = db
+        .query_one(
+            "SELECT status, updated_at FROM soniq.jobs WHERE id = $1",
+            &[&guard],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, String>(0), row.get(1)), before);
+    db.execute("SELECT soniq.delete_job($1)", &[&guard])
+        .await
+        .unwrap();
+}
