@@ -161,12 +161,14 @@ $$;
 ------------------------------------------------------------------------------------------
 
 -- fire_due_schedules: enqueue one job for each due schedule (at most max_fires, oldest
--- fire time first) and move it to its next fire time, in one subtransaction per schedule:
--- the job and the new fire time commit together, so a fire time never makes two jobs. A
--- schedule that fell behind fires once, then continues from its next slot after now. A
--- fire that fails is recorded on the schedule and skipped; a schedule whose next fire time
--- cannot be computed is paused. Returns how many schedules it handled.
-CREATE FUNCTION soniq.fire_due_schedules(max_fires int DEFAULT 50) RETURNS int
+-- fire time first) and move it to its next fire time; the job and the new fire time commit
+-- together, so a fire time never makes two jobs. A schedule that fell behind fires once, then
+-- continues from its next slot after now. The whole batch is one statement; if any schedule
+-- in it fails, the batch is redone one schedule at a time (each in a subtransaction, at most
+-- 50: more would overflow the subtransaction cache and slow every snapshot), the failing
+-- fire recorded on its schedule and skipped, a schedule whose next fire time cannot be
+-- computed paused. Returns how many schedules it handled.
+CREATE FUNCTION soniq.fire_due_schedules(max_fires int DEFAULT 1000) RETURNS int
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     due soniq.schedules;
@@ -174,11 +176,37 @@ DECLARE
     job_id uuid;
     message text;
 BEGIN
+    BEGIN
+        WITH batch AS (
+            SELECT * FROM soniq.schedules s
+             WHERE s.enabled AND s.next_fire_at <= now()
+             ORDER BY s.next_fire_at
+             LIMIT max_fires
+               FOR UPDATE SKIP LOCKED
+        ), fired AS MATERIALIZED (
+            SELECT b.name, b.next_fire_at AS fired_at,
+                   soniq.enqueue(b.task_name, b.args, b.queue, b.priority, b.next_fire_at,
+                                 b.retries, NULL, NULL, b.timeout, 'schedule:' || b.name) AS job_id,
+                   soniq._next_fire(b.cron, soniq._every_seconds(b.every), b.time_zone,
+                                    b.next_fire_at, now()) AS next_fire_at
+              FROM batch b
+        )
+        UPDATE soniq.schedules s
+           SET last_fire_at = f.fired_at, last_job_id = f.job_id, fire_count = s.fire_count + 1,
+               next_fire_at = f.next_fire_at, updated_at = now()
+          FROM fired f
+         WHERE s.name = f.name;
+        GET DIAGNOSTICS handled = ROW_COUNT;
+        RETURN handled;
+    EXCEPTION WHEN OTHERS THEN
+        NULL; -- a schedule in the batch failed: find it below
+    END;
+
     FOR due IN
         SELECT * FROM soniq.schedules s
          WHERE s.enabled AND s.next_fire_at <= now()
          ORDER BY s.next_fire_at
-         LIMIT max_fires
+         LIMIT least(max_fires, 50)
            FOR UPDATE SKIP LOCKED
     LOOP
         handled := handled + 1;

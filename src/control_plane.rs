@@ -20,9 +20,10 @@ use std::time::Duration;
 /// The `backend_type` the worker shows in `pg_stat_activity`.
 const WORKER_TYPE: &str = "soniq control plane";
 
-/// Schedules fired per transaction: each fire is a subtransaction, and a transaction
-/// with more than 64 of them overflows the subtransaction cache (slowing every snapshot).
-const SCHEDULES_PER_TRANSACTION: i32 = 50;
+/// Schedules fired per transaction (one statement, unless one of them fails).
+const SCHEDULES_PER_TRANSACTION: i32 = 1000;
+/// Scheduler transactions per round at most, so a round always ends.
+const SCHEDULER_TRANSACTIONS_PER_ROUND: usize = 100;
 
 static DATABASE_NAME: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
@@ -148,7 +149,11 @@ fn run(subsystem: &str, batch_size: i32) -> i64 {
 
 /// One round; returns how long to sleep: until the next due schedule, at most a tick.
 fn round() -> Duration {
-    while run("scheduler", SCHEDULES_PER_TRANSACTION) >= i64::from(SCHEDULES_PER_TRANSACTION) {}
+    for _ in 0..SCHEDULER_TRANSACTIONS_PER_ROUND {
+        if run("scheduler", SCHEDULES_PER_TRANSACTION) == 0 {
+            break;
+        }
+    }
     run("rescue", 0);
     run("prune", PRUNE_BATCH_SIZE.get());
     let next_due = BackgroundWorker::transaction(|| {

@@ -51,6 +51,13 @@ SELECT fire_count, last_fire_at, next_fire_at > now() AS next_after_now,
        last_job_id = (SELECT id FROM soniq.jobs) AS links_its_job
   FROM soniq.schedules WHERE name = 'metrics.flush';
 SELECT soniq.fire_due_schedules() AS nothing_due;
+-- A healthy batch is fired by one statement (the one-at-a-time path stops at 50).
+SELECT count(soniq.schedule_add('batch.' || n, every => '1 hour')) AS added FROM generate_series(1, 120) n;
+UPDATE soniq.schedules SET next_fire_at = now() - interval '1 second' WHERE name LIKE 'batch.%';
+SELECT soniq.fire_due_schedules() AS handled;
+SELECT count(*) AS jobs, count(DISTINCT producer_id) AS schedules FROM soniq.jobs WHERE task_name LIKE 'batch.%';
+SELECT count(soniq.schedule_remove(name)) AS removed FROM soniq.schedules WHERE name LIKE 'batch.%';
+DELETE FROM soniq.jobs WHERE task_name LIKE 'batch.%';  -- test cleanup
 
 -- A poisoned row fails alone: recorded on the schedule and in health, skipped to its next slot.
 SELECT name FROM soniq.schedule_add('good.one', every => '1 hour');
