@@ -815,6 +815,27 @@ LANGUAGE sql STABLE AS $$
     SELECT * FROM soniq.job_info i WHERE i.id = job_id
 $$;
 
+-- job_status: where a job stands, without its args or result (what a producer may see of
+-- the jobs it enqueued: it holds their ids). No row when unknown; status 'dead' when dead.
+CREATE FUNCTION soniq.job_status(job_id uuid) RETURNS TABLE (
+    id           uuid,
+    task_name    text,
+    queue        text,
+    status       text,
+    attempts     int,
+    max_attempts int,
+    last_error   text,
+    scheduled_at timestamptz,
+    created_at   timestamptz,
+    started_at   timestamptz,
+    finished_at  timestamptz
+)
+LANGUAGE sql STABLE AS $$
+    SELECT i.id, i.task_name, i.queue, i.status, i.attempts, i.max_attempts, i.last_error,
+           i.scheduled_at, i.created_at, i.started_at, i.finished_at
+      FROM soniq.job_info i WHERE i.id = job_id
+$$;
+
 -- list_jobs: jobs newest first, filtered by queue and status (queued, processing, done,
 -- cancelled), paged by row_limit and row_offset. Dead jobs: soniq.dead_letter_list().
 CREATE FUNCTION soniq.list_jobs(

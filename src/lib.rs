@@ -1,8 +1,9 @@
 //! Soniq: a background job queue that lives inside PostgreSQL.
 //!
 //! The SQL in `sql/` is the product's contract: `schema.sql` creates the tables, `api.sql`
-//! every state transition of a job (enqueue, claim, complete, fail, ...) and
-//! `control_plane.sql` schedules and the background worker's rounds. The Rust here does what
+//! every state transition of a job (enqueue, claim, complete, fail, ...),
+//! `control_plane.sql` schedules and the background worker's rounds, and `privileges.sql`
+//! the roles (soniq_producer, soniq_worker, soniq_admin) and who may call what. The Rust here does what
 //! SQL does badly: validation that explains itself ([`names`], [`task_defaults`]), the
 //! retry-delay computation ([`retry`]), cron evaluation ([`schedules`]), wake-ups throttled at
 //! commit ([`wake`]) and the background worker itself ([`control_plane`]).
@@ -21,7 +22,12 @@ pub mod wake;
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../sql/api.sql", name = "api");
-extension_sql_file!("../sql/control_plane.sql", name = "control_plane", finalize);
+extension_sql_file!(
+    "../sql/control_plane.sql",
+    name = "control_plane",
+    requires = ["api", control_plane::wake_control_plane_at_commit]
+);
+extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 
 #[pg_guard]
 #[allow(non_snake_case)]

@@ -1,0 +1,129 @@
+-- Roles: soniq_producer, soniq_worker and soniq_admin, each proven both ways: what it may do,
+-- and what it is refused (42501) with nothing written.
+-- Each file starts from a fresh install.
+DROP EXTENSION IF EXISTS soniq CASCADE;
+CREATE EXTENSION soniq;
+\set VERBOSITY sqlstate
+\set error 'SELECT :''LAST_ERROR_SQLSTATE'' AS sqlstate, regexp_replace(:''LAST_ERROR_MESSAGE'', ''[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}'', ''<id>'', ''g'') AS error;'
+\set rows 'SELECT (SELECT count(*) FROM soniq.jobs) AS jobs, (SELECT count(*) FROM soniq.workers) AS workers, (SELECT count(*) FROM soniq.dead_letter_jobs) AS dead, (SELECT count(*) FROM soniq.schedules) AS schedules;'
+
+SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname LIKE 'soniq\_%' ORDER BY 1;
+SELECT r.rolname AS role, g.rolname AS member_of
+  FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member JOIN pg_roles g ON g.oid = m.roleid
+ WHERE r.rolname LIKE 'soniq\_%' ORDER BY 1;
+-- Every function that runs with its owner's rights pins search_path; no helper is anyone's.
+SELECT count(*) FILTER (WHERE prosecdef) AS definer,
+       count(*) FILTER (WHERE prosecdef AND proconfig = '{"search_path=pg_catalog, pg_temp"}') AS pinned
+  FROM pg_proc WHERE pronamespace = 'soniq'::regnamespace;
+SELECT proname AS helper_granted FROM pg_proc
+ WHERE pronamespace = 'soniq'::regnamespace AND proname LIKE '\_%'
+   AND (has_function_privilege('soniq_admin', oid, 'EXECUTE') OR proacl IS NULL);
+-- What each role may call.
+SELECT r AS role, string_agg(p.proname, ' ' ORDER BY p.proname) AS may_call
+  FROM unnest(ARRAY['soniq_producer', 'soniq_worker']) r,
+       (SELECT DISTINCT ON (proname) oid, proname FROM pg_proc WHERE pronamespace = 'soniq'::regnamespace) p
+ WHERE has_function_privilege(r, p.oid, 'EXECUTE') GROUP BY r ORDER BY r;
+
+-- soniq_producer: enqueues, reads status by id, publishes task options.
+SET ROLE soniq_producer;
+SELECT soniq.register_task('roles.task', '{"retries": 1}');
+SELECT soniq.enqueue('roles.task', '{"secret": "s3cret"}') AS job \gset
+SELECT soniq.enqueue('roles.other', '{"card": "4111"}') AS other \gset
+SELECT count(*) AS bulk FROM soniq.enqueue_many('roles.bulk', ARRAY['{}'::jsonb, '{}']);
+SELECT task_name, status, attempts, max_attempts FROM soniq.job_status(:'job');
+-- refused: claiming, reading args, writing tables, anything else
+SELECT * FROM soniq.claim('00000000-0000-7000-8000-000000000000');
+:error
+SELECT args FROM soniq.jobs WHERE id = :'other';
+:error
+SELECT args FROM soniq.get_job(:'other');
+:error
+SELECT args FROM soniq.job_info;
+:error
+INSERT INTO soniq.jobs (task_name) VALUES ('roles.direct');
+:error
+UPDATE soniq.jobs SET status = 'done';
+:error
+DELETE FROM soniq.jobs;
+:error
+SELECT soniq.register_worker();
+:error
+SELECT soniq.cancel_job(:'other');
+:error
+SELECT soniq.schedule_add('roles.every', every => '1 hour');
+:error
+SELECT soniq._bury(ARRAY[:'other'::uuid], 'discarded', 'x');
+:error
+SELECT soniq._wake('default');
+:error
+-- A caller's search_path cannot stand in for pg_catalog inside the API.
+RESET ROLE;
+CREATE SCHEMA roles_evil;
+CREATE FUNCTION roles_evil.jsonb_typeof(jsonb) RETURNS text LANGUAGE sql AS $$ SELECT 'object' $$;
+GRANT USAGE ON SCHEMA roles_evil TO soniq_producer;
+SET ROLE soniq_producer;
+SET search_path = roles_evil, pg_catalog;
+SELECT soniq.enqueue('roles.task', '[1]');
+:error
+RESET search_path;
+RESET ROLE;
+DROP SCHEMA roles_evil CASCADE;
+:rows
+
+-- soniq_worker: registers, claims, heartbeats, completes, fails, snoozes, aborts; enqueues.
+SET ROLE soniq_worker;
+SELECT soniq.register_worker('host', 1, concurrency => 4) AS w \gset
+SELECT task_name, args, attempt FROM soniq.claim(:'w', task_names => '{roles.task,roles.other}', batch_size => 2) ORDER BY 1;
+SELECT count(*) AS cancellations FROM soniq.heartbeat(:'w');
+SELECT soniq.complete(:'job', :'w', 1, '{"ok": true}');
+SELECT soniq.fail(:'other', :'w', 1, 'boom') AS state;
+SELECT attempt FROM soniq.claim(:'w', task_names => '{roles.other}');
+SELECT soniq.snooze(:'other', :'w', 2, '0 seconds');
+SELECT attempt FROM soniq.claim(:'w', task_names => '{roles.other}');
+SELECT soniq.abort(:'other', :'w', 2, 'gave up');
+SELECT soniq.enqueue('roles.followup') IS NOT NULL AS enqueued_follow_up;
+-- refused: the dead letter, schedules, cancellation, maintenance, tables
+SELECT * FROM soniq.dead_letter_list();
+:error
+SELECT soniq.replay(:'other');
+:error
+SELECT soniq.schedule_add('roles.every', every => '1 hour');
+:error
+SELECT soniq.cancel_job(:'job');
+:error
+SELECT soniq.pause_queue('default');
+:error
+SELECT soniq.rescue_jobs();
+:error
+SELECT soniq.prune_jobs();
+:error
+SELECT count(*) FROM soniq.workers;
+:error
+UPDATE soniq.jobs SET attempts = 0;
+:error
+SELECT soniq.deregister_worker(:'w');
+RESET ROLE;
+:rows
+
+-- soniq_admin: everything through the API, and reads every table and view.
+SET ROLE soniq_admin;
+SELECT status FROM soniq.get_job(:'job');
+SELECT count(*) AS jobs FROM soniq.jobs;
+SELECT soniq.enqueue('roles.doomed') AS doomed \gset
+SELECT soniq.dead_letter_move(:'doomed');
+SELECT task_name, dead_letter_reason FROM soniq.dead_letter_list();
+SELECT soniq.replay(:'doomed') IS NOT NULL AS replayed;
+SELECT name FROM soniq.schedule_add('roles.every', every => '1 hour');
+SELECT soniq.pause_queue('roles');
+SELECT soniq.cancel_job(:'other');
+SELECT count(*) AS subsystems FROM soniq.health;
+SELECT soniq.rescue_jobs() AS rescued, soniq.prune_jobs() AS pruned;
+-- refused: writing tables directly, the internal helpers
+DELETE FROM soniq.jobs;
+:error
+INSERT INTO soniq.schedules (name, task_name, every) VALUES ('roles.direct', 'x', '1 hour');
+:error
+SELECT soniq._bury(ARRAY[:'job'::uuid], 'discarded', 'x');
+:error
+RESET ROLE;
+:rows

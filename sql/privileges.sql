@@ -1,0 +1,86 @@
+-- Soniq roles and privileges.
+--
+-- Three roles, created once per cluster (roles are cluster-wide) and granted to login roles by
+-- the operator:
+--   soniq_producer  enqueues jobs, reads their status by id (not their args or results) and
+--                   publishes its tasks' options (register_task);
+--   soniq_worker    runs jobs: registers, claims, heartbeats, completes, fails, snoozes,
+--                   aborts; a member of soniq_producer (handlers enqueue follow-up jobs);
+--   soniq_admin     everything: every function (dead letter, schedules, cancellation,
+--                   maintenance rounds) and read access to every table and view; a member of
+--                   soniq_worker.
+-- No role writes a table directly: the API functions run with their owner's rights
+-- (SECURITY DEFINER) and a pinned search_path, so a caller's schemas cannot stand in for
+-- pg_catalog's objects inside them. Internal helpers (names starting with "_") are called
+-- only from those functions and granted to nobody.
+
+DO $$
+DECLARE
+    role_name text;
+BEGIN
+    FOREACH role_name IN ARRAY ARRAY['soniq_producer', 'soniq_worker', 'soniq_admin'] LOOP
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = role_name) THEN
+            EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', role_name);
+        END IF;
+    END LOOP;
+    IF NOT pg_catalog.pg_has_role('soniq_worker', 'soniq_producer', 'MEMBER') THEN
+        GRANT soniq_producer TO soniq_worker;
+    END IF;
+    IF NOT pg_catalog.pg_has_role('soniq_admin', 'soniq_worker', 'MEMBER') THEN
+        GRANT soniq_worker TO soniq_admin;
+    END IF;
+END
+$$;
+
+-- The API: every SQL and PL/pgSQL function whose name does not start with "_".
+DO $$
+DECLARE
+    api regprocedure;
+BEGIN
+    FOR api IN
+        SELECT p.oid FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+         WHERE p.pronamespace = 'soniq'::regnamespace AND l.lanname IN ('sql', 'plpgsql')
+           AND p.proname NOT LIKE '\_%'
+    LOOP
+        EXECUTE pg_catalog.format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = pg_catalog, pg_temp', api);
+    END LOOP;
+END
+$$;
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA soniq FROM PUBLIC;
+GRANT USAGE ON SCHEMA soniq TO soniq_producer, soniq_worker, soniq_admin;
+
+GRANT EXECUTE ON FUNCTION
+    soniq.enqueue(text, jsonb, text, int, timestamptz, int, boolean, text, interval, text),
+    soniq.enqueue_many(jsonb),
+    soniq.enqueue_many(text, jsonb[], text, int, timestamptz, int, boolean, interval, text),
+    soniq.job_status(uuid),
+    soniq.register_task(text, jsonb)  -- runners publish a task's options before enqueueing it
+TO soniq_producer;
+
+GRANT EXECUTE ON FUNCTION
+    soniq.register_worker(text, int, text[], int, text, jsonb),
+    soniq.heartbeat(uuid),
+    soniq.deregister_worker(uuid),
+    soniq.claim(uuid, text[], int, text[]),
+    soniq.complete(uuid, uuid, int, jsonb),
+    soniq.complete_many(uuid[], uuid, int[], jsonb[]),
+    soniq.fail(uuid, uuid, int, text, interval, text),
+    soniq.fail_many(uuid[], uuid, int[], text[], interval[], text[]),
+    soniq.snooze(uuid, uuid, int, interval),
+    soniq.abort(uuid, uuid, int, text)
+TO soniq_worker;
+
+DO $$
+DECLARE
+    api regprocedure;
+BEGIN
+    FOR api IN
+        SELECT p.oid FROM pg_catalog.pg_proc p
+         WHERE p.pronamespace = 'soniq'::regnamespace AND p.proname NOT LIKE '\_%'
+    LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO soniq_admin', api);
+    END LOOP;
+END
+$$;
+GRANT SELECT ON ALL TABLES IN SCHEMA soniq TO soniq_admin;
