@@ -4,7 +4,9 @@
 //! the best batched figure with limit's batched figure of the same batch size.
 //!
 //! The handler keeps the task's default options: a completed job stays as a done row for
-//! its result TTL (300 s), as users get it, where limit deletes the row.
+//! its result TTL (300 s), as users get it, where limit deletes the row. One more figure,
+//! the best concurrency again with a result TTL of 0 (the row deleted on completion, as
+//! limit does), shows what keeping the row costs.
 
 use super::db::{self, connect};
 use super::limit;
@@ -12,7 +14,8 @@ use super::report::{Figure, Target};
 use super::Bench;
 use crate::error::{Error, Result};
 use crate::WorkerOptions;
-use std::time::Instant;
+use serde_json::json;
+use std::time::{Duration, Instant};
 
 pub const SCENARIO: &str = "drain";
 const TASK: &str = "bench.drain";
@@ -21,16 +24,37 @@ const CONCURRENCIES: [usize; 3] = [1, 16, 64];
 
 /// Drain `count` jobs at `concurrency` with a fresh runner; returns jobs per second, timed
 /// from the worker's start to its return (run-once: it returns when nothing is left).
-pub async fn measure(bench: &Bench, concurrency: usize, count: usize) -> Result<f64> {
+/// `ttl`: the task's result TTL; `None` leaves the default.
+pub async fn measure(
+    bench: &Bench,
+    concurrency: usize,
+    count: usize,
+    ttl: Option<Duration>,
+) -> Result<f64> {
     let admin = connect(&bench.url).await?;
     db::clean_queue(&admin, QUEUE).await?;
+    // The jobs take the task's published options when they are enqueued.
+    admin
+        .execute("DELETE FROM soniq.tasks WHERE task_name = $1", &[&TASK])
+        .await?;
+    if let Some(ttl) = ttl {
+        admin
+            .execute(
+                "SELECT soniq.register_task($1, $2)",
+                &[
+                    &TASK,
+                    &json!({"queue": QUEUE, "result_ttl": ttl.as_secs_f64()}),
+                ],
+            )
+            .await?;
+    }
     db::fill(&admin, TASK, QUEUE, count).await?;
     db::settle(&admin, "soniq.jobs").await?;
     let app = db::noop_app(
         db::worker_settings(&bench.settings, concurrency),
         TASK,
         QUEUE,
-        None,
+        ttl,
     )?;
     let options = WorkerOptions {
         concurrency: Some(concurrency),
@@ -62,7 +86,7 @@ pub async fn run(bench: &mut Bench) -> Result<()> {
         } else {
             bench.plan.jobs
         };
-        let rate = measure(bench, concurrency, count).await?;
+        let rate = measure(bench, concurrency, count, None).await?;
         let measure = format!("concurrency {concurrency}, {count} jobs");
         let figure = if concurrency == 1 {
             Figure::new(SCENARIO, "concurrency_1", measure, rate, "jobs/s")
@@ -107,6 +131,24 @@ pub async fn run(bench: &mut Bench) -> Result<()> {
                     .yardstick(limit::SCENARIO, &limit::batched_key(concurrency)),
             )
             .target(Target::ratio_at_least(0.70)),
+        );
+    }
+    if let Some((concurrency, _)) = best {
+        let jobs = bench.plan.jobs;
+        let rate = measure(bench, concurrency, jobs, Some(Duration::ZERO)).await?;
+        bench.report.add(
+            Figure::new(
+                SCENARIO,
+                "best_deleting",
+                format!("concurrency {concurrency}, result TTL 0 (rows deleted as limit does), {jobs} jobs"),
+                rate,
+                "jobs/s",
+            )
+            .against(
+                bench
+                    .report
+                    .yardstick(limit::SCENARIO, &limit::batched_key(concurrency)),
+            ),
         );
     }
     Ok(())

@@ -16,6 +16,14 @@ const SETTINGS: &[&str] = &[
     "max_connections",
 ];
 
+/// The 1, 5 and 15 minute load averages (Linux), to show whether something else was
+/// running on the machine: on 2 cores that moves every figure.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 /// Whether soniq's control plane (the background worker) serves this database: it fires
 /// schedules and prunes here only then.
 pub async fn control_plane_serves(client: &Client) -> Result<bool> {
@@ -60,6 +68,7 @@ pub async fn header(
             "machine".into(),
             json!({"host": host, "cores": cores, "os": std::env::consts::OS, "arch": std::env::consts::ARCH}),
         ),
+        ("load_average_at_start".into(), json!(load_average())),
         ("postgres".into(), json!(version)),
         ("settings".into(), Value::Object(settings)),
         ("control_plane".into(), json!(control_plane)),

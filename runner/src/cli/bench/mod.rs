@@ -151,20 +151,37 @@ pub async fn run(settings: Settings, args: BenchArgs, out: &Output) -> CliResult
         outcome = run_scenarios(&mut bench, &scenarios) => outcome,
         _ = tokio::signal::ctrl_c() => Err(Failure::new("interrupted")),
     };
-    // Whatever happened, leave the database as it was (on a new connection: a restart of
-    // the server may have ended the first).
-    let cleaned = match db::connect(&url).await {
-        Ok(client) => db::clean_all(&client).await,
-        Err(e) => Err(e),
-    };
+    // Whatever happened, leave the database as it was.
+    let cleaned = clean_up(&url).await;
+    if let Err(e) = cleaned {
+        eprintln!("bench: could not clean up ({e}); the next run of soniq bench cleans first");
+    }
     outcome?;
-    cleaned?;
+    bench.report.header.push((
+        "load_average_at_end".into(),
+        serde_json::json!(header::load_average()),
+    ));
     bench.report.header.push((
         "elapsed_seconds".into(),
         serde_json::json!((started.elapsed().as_secs_f64() * 10.0).round() / 10.0),
     ));
     bench.report.print(out);
     Ok(())
+}
+
+/// Delete everything the bench made, on a new connection (a restart of the server may have
+/// ended the others and be under way: retried for a while).
+async fn clean_up(url: &str) -> crate::Result<()> {
+    let give_up = Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let attempt = async { db::clean_all(&db::connect(url).await?).await }.await;
+        match attempt {
+            Err(_) if Instant::now() < give_up => {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await
+            }
+            other => return other,
+        }
+    }
 }
 
 async fn run_scenarios(bench: &mut Bench, scenarios: &[Scenario]) -> CliResult {
