@@ -33,6 +33,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
             "concurrency_16",
             "concurrency_64",
             "best_batched",
+            "best_deleting",
         ],
     ),
     ("latency", &["p50", "p99", "max"]),
