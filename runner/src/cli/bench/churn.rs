@@ -32,7 +32,7 @@ const PRODUCER_TICK: Duration = Duration::from_millis(50);
 async fn produce(bench: &Bench, rate: f64, seconds: f64) -> Result<usize> {
     let per_tick = ((rate * PRODUCER_TICK.as_secs_f64() / PRODUCERS as f64).ceil() as usize).max(1);
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-    let mut lanes = Vec::new();
+    let mut lanes = tokio::task::JoinSet::new();
     for lane in 0..PRODUCERS {
         let client = connect(&bench.url).await?;
         let statement = client
@@ -40,7 +40,7 @@ async fn produce(bench: &Bench, rate: f64, seconds: f64) -> Result<usize> {
                 "SELECT count(*) FROM soniq.enqueue_many('{TASK}', $1::jsonb[], queue => '{QUEUE}')"
             ))
             .await?;
-        lanes.push(tokio::spawn(async move {
+        lanes.spawn(async move {
             let mut ticks = tokio::time::interval(PRODUCER_TICK);
             ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
             let mut sent = 0usize;
@@ -53,13 +53,9 @@ async fn produce(bench: &Bench, rate: f64, seconds: f64) -> Result<usize> {
                 sent += per_tick;
             }
             Ok::<_, crate::Error>(sent)
-        }));
+        });
     }
-    let mut sent = 0;
-    for lane in futures_util::future::join_all(lanes).await {
-        sent += lane.expect("a producer does not panic")?;
-    }
-    Ok(sent)
+    Ok(db::join_lanes(lanes).await?.into_iter().sum())
 }
 
 async fn sample(client: &tokio_postgres::Client, seconds: f64) -> Result<SizeSample> {

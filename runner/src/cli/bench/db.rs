@@ -171,6 +171,16 @@ pub fn noop_app(
     Ok(app)
 }
 
+/// Wait for every lane; the first error wins. Lanes live in a `JoinSet`, which aborts them
+/// when dropped: an interrupted run stops its producers before it cleans up.
+pub async fn join_lanes<T: 'static>(mut lanes: tokio::task::JoinSet<Result<T>>) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    while let Some(lane) = lanes.join_next().await {
+        out.push(lane.expect("a lane does not panic")?);
+    }
+    Ok(out)
+}
+
 /// The value at quantile `q` (0..=1) of sorted samples (nearest rank).
 pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {

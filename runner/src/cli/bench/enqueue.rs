@@ -60,12 +60,12 @@ async fn listen(url: &str) -> Result<Listener> {
 /// `clients` connections for `seconds`; returns jobs per second.
 async fn load(url: &str, clients: usize, seconds: f64, sql: &str, batch: usize) -> Result<f64> {
     let start_line = Arc::new(Barrier::new(clients));
-    let mut lanes = Vec::new();
+    let mut lanes = tokio::task::JoinSet::new();
     for lane in 0..clients {
         let client = connect(url).await?;
         let statement = client.prepare(sql).await?;
         let start_line = Arc::clone(&start_line);
-        lanes.push(tokio::spawn(async move {
+        lanes.spawn(async move {
             start_line.wait().await;
             let started = Instant::now();
             let deadline = started + Duration::from_secs_f64(seconds);
@@ -81,11 +81,10 @@ async fn load(url: &str, clients: usize, seconds: f64, sql: &str, batch: usize) 
                 jobs += batch;
             }
             Ok::<_, crate::Error>((jobs, started.elapsed().as_secs_f64()))
-        }));
+        });
     }
     let (mut jobs, mut elapsed) = (0, 0f64);
-    for lane in futures_util::future::join_all(lanes).await {
-        let (n, seconds) = lane.expect("a producer does not panic")?;
+    for (n, seconds) in db::join_lanes(lanes).await? {
         jobs += n;
         elapsed = elapsed.max(seconds);
     }

@@ -70,29 +70,24 @@ async fn drain(bench: &Bench, table: &str, batch: usize, lanes: usize) -> Result
         clients.push((client, claim, delete));
     }
     let started = Instant::now();
-    let lanes = clients
-        .into_iter()
-        .enumerate()
-        .map(|(lane, (client, claim, delete))| {
-            tokio::spawn(async move {
-                // Any id: the scratch table has no workers to check a lease against.
-                let worker = Uuid::from_u128(lane as u128 + 1);
-                let mut done = 0usize;
-                loop {
-                    let rows = client.query(&claim, &[&worker, &(batch as i64)]).await?;
-                    if rows.is_empty() {
-                        return Ok::<_, crate::Error>(done);
-                    }
-                    let ids: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
-                    client.execute(&delete, &[&ids]).await?;
-                    done += ids.len();
+    let mut lanes = tokio::task::JoinSet::new();
+    for (lane, (client, claim, delete)) in clients.into_iter().enumerate() {
+        lanes.spawn(async move {
+            // Any id: the scratch table has no workers to check a lease against.
+            let worker = Uuid::from_u128(lane as u128 + 1);
+            let mut done = 0usize;
+            loop {
+                let rows = client.query(&claim, &[&worker, &(batch as i64)]).await?;
+                if rows.is_empty() {
+                    return Ok::<_, crate::Error>(done);
                 }
-            })
+                let ids: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
+                client.execute(&delete, &[&ids]).await?;
+                done += ids.len();
+            }
         });
-    let mut done = 0;
-    for lane in futures_util::future::join_all(lanes).await {
-        done += lane.expect("a lane does not panic")?;
     }
+    let done: usize = db::join_lanes(lanes).await?.into_iter().sum();
     Ok(done as f64 / started.elapsed().as_secs_f64())
 }
 

@@ -149,7 +149,12 @@ pub async fn run(settings: Settings, args: BenchArgs, out: &Output) -> CliResult
 
     let outcome = tokio::select! {
         outcome = run_scenarios(&mut bench, &scenarios) => outcome,
-        _ = tokio::signal::ctrl_c() => Err(Failure::new("interrupted")),
+        _ = tokio::signal::ctrl_c() => {
+            // A statement sent just before the interruption still commits on the server:
+            // let it land before cleaning up after it.
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            Err(Failure::new("interrupted"))
+        }
     };
     // Whatever happened, leave the database as it was.
     let cleaned = clean_up(&url).await;
