@@ -1,0 +1,575 @@
+//! The fault suite: a committed job runs, and runs again only when it must.
+//!
+//! Runner processes (examples/fault_worker) drain jobs whose handler writes one row per run to
+//! soniq_faults.runs; then they are killed with SIGKILL, PostgreSQL is restarted (fast and
+//! immediate shutdown), its control plane is killed, leases are revoked. After each fault,
+//! every job must end done, and a job may have run more than once only if it was running
+//! when the fault hit (and then with a new attempt). The figures are printed.
+//!
+//! A binary of its own: it restarts the test cluster; its scenarios take turns. Needs
+//! SONIQ_TEST_DATABASE_URL and SONIQ_TEST_PGDATA (scripts/test sets both) and the built
+//! example (`cargo test` builds it). SONIQ_FAULTS_LONG=1 runs the long variants.
+#![cfg(feature = "e2e")]
+
+mod common;
+
+use common::{database_url, unique};
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+use tokio_postgres::{Client, NoTls};
+use uuid::Uuid;
+
+/// Scenarios restart the cluster or count every worker's jobs: one at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn long() -> bool {
+    std::env::var("SONIQ_FAULTS_LONG").is_ok_and(|v| v == "1")
+}
+
+/// A client for checks, connecting again (for up to a minute) while the cluster restarts.
+async fn connect() -> Client {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match tokio_postgres::connect(&database_url(), NoTls).await {
+            Ok((client, connection)) => {
+                tokio::spawn(connection);
+                return client;
+            }
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("connect: {e}; again");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => panic!("the test cluster did not come back: {e}"),
+        }
+    }
+}
+
+async fn prepare() -> Client {
+    let client = connect().await;
+    client
+        .batch_execute(
+            "CREATE SCHEMA IF NOT EXISTS soniq_faults;
+             CREATE TABLE IF NOT EXISTS soniq_faults.runs (
+                 job_id uuid NOT NULL, attempt int NOT NULL, pid int NOT NULL,
+                 at timestamptz NOT NULL DEFAULT clock_timestamp());
+             CREATE INDEX IF NOT EXISTS runs_job_idx ON soniq_faults.runs (job_id);
+             -- as examples/fault_worker registers it, so jobs enqueued before it starts match
+             SELECT soniq.register_task('fault.record',
+                 '{\"retries\": 50, \"retry_delay\": [0.2], \"result_ttl\": 86400}');",
+        )
+        .await
+        .unwrap();
+    client
+}
+
+/// Enqueue `n` jobs of the fault worker's task in `queue`.
+async fn enqueue(client: &Client, queue: &str, n: i32) -> usize {
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM soniq.enqueue_many('fault.record',
+                 array_fill('{}'::jsonb, ARRAY[$2::int]), queue => $1)",
+            &[&queue, &n],
+        )
+        .await
+        .unwrap();
+    usize::try_from(row.get::<_, i64>(0)).unwrap()
+}
+
+fn fault_worker() -> PathBuf {
+    let deps = std::env::current_exe().unwrap();
+    let binary = deps
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/fault_worker");
+    assert!(
+        binary.exists(),
+        "{} is missing: `cargo test` builds the examples",
+        binary.display()
+    );
+    binary
+}
+
+/// A runner process serving `queue` at `concurrency`.
+fn start_runner(queue: &str, concurrency: usize) -> Child {
+    Command::new(fault_worker())
+        .arg(queue)
+        .env("SONIQ_DATABASE_URL", database_url())
+        .env("SONIQ_CONCURRENCY", concurrency.to_string())
+        .env("SONIQ_POLL_INTERVAL", "0.2")
+        .env("SONIQ_HEARTBEAT_INTERVAL", "0.3")
+        .env("SONIQ_ERROR_RETRY_DELAY", "0.2")
+        .env("SONIQ_SHUTDOWN_TIMEOUT", "10")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the fault worker")
+}
+
+/// Ask a runner to stop (SIGTERM) and wait for it.
+fn stop_runner(mut runner: Child) {
+    let pid = runner.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = runner.wait().unwrap();
+    assert!(status.success(), "the runner exited with {status}");
+}
+
+struct Counts {
+    done: i64,
+    dead: i64,
+    /// Rows in soniq_faults.runs: handler runs that completed their side effect.
+    runs: i64,
+}
+
+async fn try_counts(client: &Client, queue: &str) -> Result<Counts, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM soniq.jobs WHERE queue = $1 AND status = 'done'),
+                    (SELECT count(*) FROM soniq.dead_letter_jobs WHERE queue = $1),
+                    (SELECT count(*) FROM soniq_faults.runs r JOIN soniq.jobs j ON j.id = r.job_id
+                      WHERE j.queue = $1)",
+            &[&queue],
+        )
+        .await?;
+    Ok(Counts {
+        done: row.get(0),
+        dead: row.get(1),
+        runs: row.get(2),
+    })
+}
+
+/// Wait (checking every 100 ms, reconnecting across restarts) until `probe` holds.
+async fn wait_until(what: &str, limit: Duration, queue: &str, probe: impl Fn(&Counts) -> bool) {
+    let deadline = Instant::now() + limit;
+    let mut client = connect().await;
+    loop {
+        match try_counts(&client, queue).await {
+            Ok(now) if probe(&now) => return,
+            Ok(now) => assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {} done, {} dead, {} runs",
+                now.done,
+                now.dead,
+                now.runs
+            ),
+            Err(_) if client.is_closed() => client = connect().await,
+            Err(e) => panic!("counting: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Which repeated runs a fault accounts for.
+enum Fault {
+    /// None: every job runs exactly once.
+    None,
+    /// The runner died: only jobs it held (processing at the kill) may run again.
+    Held(HashSet<Uuid>),
+    /// The server went away until this moment: a job whose run started before then and whose
+    /// outcome did not survive may run again.
+    ServerDownUntil(SystemTime),
+}
+
+/// The verdict after a fault: nothing lost, nothing dead, and a job ran more than once only
+/// as the fault allows, each run on an attempt of its own. Returns (jobs, duplicates).
+async fn check_runs(queue: &str, jobs: usize, fault: &Fault) -> (usize, usize) {
+    let client = connect().await;
+    let c = try_counts(&client, queue).await.unwrap();
+    assert_eq!(c.done, jobs as i64, "jobs lost: {} of {jobs} done", c.done);
+    assert_eq!(c.dead, 0, "jobs dead-lettered");
+    let never_ran: i64 = client
+        .query_one(
+            "SELECT count(*) FROM soniq.jobs j WHERE j.queue = $1
+                AND NOT EXISTS (SELECT FROM soniq_faults.runs r WHERE r.job_id = j.id)",
+            &[&queue],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(never_ran, 0, "done without running");
+    let duplicates = client
+        .query(
+            "SELECT r.job_id, count(*), count(DISTINCT r.attempt), min(r.at)
+               FROM soniq_faults.runs r JOIN soniq.jobs j ON j.id = r.job_id
+              WHERE j.queue = $1 GROUP BY r.job_id HAVING count(*) > 1",
+            &[&queue],
+        )
+        .await
+        .unwrap();
+    for row in &duplicates {
+        let id: Uuid = row.get(0);
+        let (runs, attempts, first_run): (i64, i64, SystemTime) =
+            (row.get(1), row.get(2), row.get(3));
+        assert_eq!(runs, attempts, "job {id} ran twice in one attempt");
+        match fault {
+            Fault::None => panic!("job {id} ran {runs} times without any fault"),
+            Fault::Held(held) => assert!(
+                held.contains(&id),
+                "job {id} ran again but its runner did not hold it"
+            ),
+            Fault::ServerDownUntil(back) => assert!(
+                first_run < *back,
+                "job {id} ran again but first ran after the fault"
+            ),
+        }
+    }
+    (jobs, duplicates.len())
+}
+
+async fn processing(client: &Client, queue: &str) -> HashSet<Uuid> {
+    client
+        .query(
+            "SELECT id FROM soniq.jobs WHERE queue = $1 AND status = 'processing'",
+            &[&queue],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+fn pg_ctl(args: &[&str]) {
+    let data = std::env::var("SONIQ_TEST_PGDATA").expect("SONIQ_TEST_PGDATA; run scripts/test");
+    let log = format!("{data}/../postgres.log");
+    let status = Command::new("sudo")
+        .args([
+            "-u",
+            "postgres",
+            "/usr/lib/postgresql/15/bin/pg_ctl",
+            "-D",
+            &data,
+            "-w",
+            "-l",
+            &log,
+        ])
+        .args(args)
+        .status()
+        .expect("run pg_ctl");
+    assert!(status.success(), "pg_ctl {args:?} failed");
+}
+
+/// The control plane's pid, once it runs (up to a minute, across restarts).
+async fn control_plane_pid() -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let client = connect().await;
+        if let Ok(Some(row)) = client
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity WHERE backend_type = 'soniq control plane'",
+                &[],
+            )
+            .await
+        {
+            return row.get(0);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the control plane did not come back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_a_runner_with_jobs_in_flight_loses_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let client = prepare().await;
+    let queue = unique("kill9");
+    let jobs = enqueue(&client, &queue, if long() { 100_000 } else { 10_000 }).await;
+
+    let mut first = start_runner(&queue, 32);
+    wait_until(
+        "a fifth of the jobs to run",
+        Duration::from_secs(120),
+        &queue,
+        |c| c.runs as usize >= jobs / 5,
+    )
+    .await;
+    first.kill().unwrap(); // SIGKILL: no shutdown, no hand-back
+    first.wait().unwrap();
+    let in_flight = processing(&client, &queue).await;
+
+    let second = start_runner(&queue, 32);
+    wait_until("every job done", Duration::from_secs(300), &queue, |c| {
+        c.done as usize == jobs
+    })
+    .await;
+    stop_runner(second);
+    let held = in_flight.len();
+    let (jobs, duplicates) = check_runs(&queue, jobs, &Fault::Held(in_flight)).await;
+    eprintln!(
+        "kill -9: {jobs} jobs, 0 lost, {held} held by the killed runner, {duplicates} ran twice (all among those)"
+    );
+}
+
+/// Drain jobs with one runner and strike with `fault` a fifth of the way through: the runner
+/// reconnects by itself, every job ends done, the control plane comes back as a new process.
+async fn fault_mid_drain(label: &str, fault: impl FnOnce(i32) + Send + 'static) {
+    let client = prepare().await;
+    let queue = unique("fault");
+    let jobs = enqueue(&client, &queue, if long() { 50_000 } else { 5_000 }).await;
+    drop(client);
+    let before = control_plane_pid().await;
+
+    let runner = start_runner(&queue, 16);
+    wait_until(
+        "a fifth of the jobs to run",
+        Duration::from_secs(120),
+        &queue,
+        |c| c.runs as usize >= jobs / 5,
+    )
+    .await;
+    tokio::task::spawn_blocking(move || fault(before))
+        .await
+        .unwrap();
+    let after = control_plane_pid().await;
+    let back = SystemTime::now();
+    wait_until("every job done", Duration::from_secs(300), &queue, |c| {
+        c.done as usize == jobs
+    })
+    .await;
+    stop_runner(runner);
+
+    assert_ne!(
+        before, after,
+        "the control plane came back as a new process"
+    );
+    // A job whose lease lapsed while the server was down ran again, on a new attempt.
+    let (jobs, duplicates) = check_runs(&queue, jobs, &Fault::ServerDownUntil(back)).await;
+    eprintln!(
+        "{label}: {jobs} jobs, 0 lost, {duplicates} ran twice (first run before the server was back); \
+         control plane {before} -> {after}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_restart_mid_drain_loses_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    fault_mid_drain("restart -m fast", |_| pg_ctl(&["-m", "fast", "restart"])).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_immediate_restart_mid_drain_loses_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    fault_mid_drain("restart -m immediate", |_| {
+        pg_ctl(&["-m", "immediate", "restart"])
+    })
+    .await;
+}
+
+/// SIGKILL of a backend makes the postmaster reset the whole cluster (crash recovery).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_plane_killed_mid_drain_comes_back_and_loses_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    fault_mid_drain("control plane kill -9", |pid| {
+        let status = Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -9 {pid}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_runners_at_concurrency_32_run_each_job_exactly_once() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let client = prepare().await;
+    let queue = unique("four");
+    let jobs = enqueue(&client, &queue, if long() { 200_000 } else { 50_000 }).await;
+    let started = Instant::now();
+    let runners: Vec<Child> = (0..4).map(|_| start_runner(&queue, 32)).collect();
+    wait_until("every job done", Duration::from_secs(600), &queue, |c| {
+        c.done as usize == jobs
+    })
+    .await;
+    let elapsed = started.elapsed();
+    runners.into_iter().for_each(stop_runner);
+    let (jobs, duplicates) = check_runs(&queue, jobs, &Fault::None).await;
+    let pids: i64 = client
+        .query_one(
+            "SELECT count(DISTINCT r.pid) FROM soniq_faults.runs r JOIN soniq.jobs j ON j.id = r.job_id WHERE j.queue = $1",
+            &[&queue],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(pids, 4, "all four runners took part");
+    eprintln!(
+        "4 x 32: {jobs} jobs exactly once ({duplicates} duplicates) in {:.1} s",
+        elapsed.as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_lease_cannot_finish_the_job_and_the_new_attempt_stands() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let client = prepare().await;
+    let queue = unique("revoked");
+    let job: Uuid = client
+        .query_one(
+            "SELECT soniq.enqueue('fault.lease', queue => $1, retries => 3)",
+            &[&queue],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let register = "SELECT soniq.register_worker(queues => ARRAY[$1])";
+    let old: Uuid = client.query_one(register, &[&queue]).await.unwrap().get(0);
+    let claim = "SELECT attempt FROM soniq.claim($1, ARRAY[$2])";
+    let first: i32 = client
+        .query_one(claim, &[&old, &queue])
+        .await
+        .unwrap()
+        .get(0);
+
+    // The old worker falls silent; the control plane (2 s heartbeat timeout here) takes the job back.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client
+        .query_one("SELECT status FROM soniq.jobs WHERE id = $1", &[&job])
+        .await
+        .unwrap()
+        .get::<_, String>(0)
+        != "queued"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the silent worker's job was never taken back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let new: Uuid = client.query_one(register, &[&queue]).await.unwrap().get(0);
+    let second: i32 = client
+        .query_one(claim, &[&new, &queue])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!((first, second), (1, 2));
+
+    // The old lease is refused while the new attempt runs, and after it finished.
+    let refused = |result: Result<u64, tokio_postgres::Error>| {
+        let e = result.expect_err("a revoked lease was accepted");
+        assert_eq!(
+            e.code(),
+            Some(&tokio_postgres::error::SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE),
+            "{e}"
+        );
+    };
+    refused(
+        client
+            .execute(
+                "SELECT soniq.complete($1, $2, 1, '{\"by\": \"old\"}')",
+                &[&job, &old],
+            )
+            .await,
+    );
+    client
+        .execute(
+            "SELECT soniq.complete($1, $2, 2, '{\"by\": \"new\"}')",
+            &[&job, &new],
+        )
+        .await
+        .unwrap();
+    refused(
+        client
+            .execute("SELECT soniq.fail($1, $2, 1, 'late')", &[&job, &old])
+            .await,
+    );
+    refused(
+        client
+            .execute("SELECT soniq.complete($1, $2, 1)", &[&job, &old])
+            .await,
+    );
+    let row = client
+        .query_one(
+            "SELECT status, result ->> 'by', attempts FROM soniq.jobs WHERE id = $1",
+            &[&job],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, String>(0),
+            row.get::<_, String>(1),
+            row.get::<_, i32>(2)
+        ),
+        ("done".to_string(), "new".to_string(), 2)
+    );
+    client
+        .execute("SELECT soniq.deregister_worker($1)", &[&new])
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolled_back_and_cancelled_jobs_never_run() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut client = prepare().await;
+    let queue = unique("never");
+    let runner = start_runner(&queue, 4);
+    let enqueue_one = "SELECT soniq.enqueue('fault.record', queue => $1)";
+
+    let tx = client.transaction().await.unwrap();
+    let rolled_back: Uuid = tx.query_one(enqueue_one, &[&queue]).await.unwrap().get(0);
+    tx.rollback().await.unwrap();
+    // Cancelled in the transaction that enqueued it: no worker ever sees it queued.
+    let tx = client.transaction().await.unwrap();
+    let cancelled: Uuid = tx.query_one(enqueue_one, &[&queue]).await.unwrap().get(0);
+    tx.execute("SELECT soniq.cancel_job($1)", &[&cancelled])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    // Due in a second, cancelled now.
+    let delayed: Uuid = client
+        .query_one(
+            "SELECT soniq.enqueue('fault.record', queue => $1, scheduled_at => now() + interval '1 second')",
+            &[&queue],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    client
+        .execute("SELECT soniq.cancel_job($1)", &[&delayed])
+        .await
+        .unwrap();
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let marker: Uuid = client
+        .query_one(enqueue_one, &[&queue])
+        .await
+        .unwrap()
+        .get(0);
+    wait_until(
+        "the marker job to run",
+        Duration::from_secs(30),
+        &queue,
+        |c| c.done == 1,
+    )
+    .await;
+    stop_runner(runner);
+
+    let ran: Vec<Uuid> = client
+        .query(
+            "SELECT job_id FROM soniq_faults.runs WHERE job_id = ANY($1)",
+            &[&vec![rolled_back, cancelled, delayed, marker]],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(ran, vec![marker], "only the marker ran");
+    let rows: i64 = client
+        .query_one(
+            "SELECT count(*) FROM soniq.jobs WHERE id = $1",
+            &[&rolled_back],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0, "the rolled-back job never existed");
+}
