@@ -1,0 +1,340 @@
+//! Data survives operations: an extension update from the previous version, and pg_dump
+//! restored into a fresh cluster. Both start from a database holding queued, processing,
+//! scheduled, done and dead jobs, a task, a worker and a schedule.
+#![cfg(feature = "e2e")]
+
+mod common;
+
+use postgres::{Client, NoTls};
+use std::process::{Command, Stdio};
+
+/// The version before this one: its install script is kept in sql/previous/.
+const PREVIOUS_VERSION: &str = "0.1.0";
+
+/// A database of its own on the test cluster; dropped when done.
+struct Scratch {
+    name: String,
+}
+
+impl Scratch {
+    fn new(prefix: &str) -> Self {
+        let name = common::unique_name(prefix).replace('-', "_");
+        common::connect()
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap();
+        Scratch { name }
+    }
+
+    fn connect(&self) -> Client {
+        connect_to(&database_url_for(&common::database_url(), &self.name))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = common::connect().batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ));
+    }
+}
+
+/// `url` naming database `name` instead.
+fn database_url_for(url: &str, name: &str) -> String {
+    let (base, _) = url.rsplit_once('/').unwrap();
+    format!("{base}/{name}")
+}
+
+fn connect_to(url: &str) -> Client {
+    Client::connect(url, NoTls).unwrap_or_else(|e| panic!("connect to {url}: {e}"))
+}
+
+/// One of every kind of row, through the API (the same calls on both versions).
+fn fill(client: &mut Client) {
+    client
+        .batch_execute(
+            "SELECT soniq.register_task('keep.task', '{\"retries\": 2, \"priority\": 5}');
+             SELECT soniq.enqueue('keep.task', '{\"state\": \"queued\"}');
+             SELECT soniq.enqueue('keep.later', '{\"state\": \"scheduled\"}', scheduled_at => now() + interval '1 day');
+             SELECT soniq.enqueue('keep.running', '{\"state\": \"processing\"}', queue => 'keep_running');
+             SELECT soniq.enqueue('keep.done', '{\"state\": \"done\"}', queue => 'keep_done');
+             SELECT soniq.dead_letter_move(soniq.enqueue('keep.dead', '{\"state\": \"dead\"}'), 'kept');
+             SELECT soniq.schedule_add('keep.hourly', every => interval '1 hour');
+             SELECT soniq.pause_queue('keep_paused');
+             CREATE TEMP TABLE w AS SELECT soniq.register_worker('host', 1, ARRAY['keep_running', 'keep_done']) AS id;
+             SELECT count(*) FROM soniq.claim((SELECT id FROM w), ARRAY['keep_running']);
+             SELECT soniq.complete(c.id, (SELECT id FROM w), c.attempt, '{\"ok\": true}')
+               FROM soniq.claim((SELECT id FROM w), ARRAY['keep_done']) c;",
+        )
+        .unwrap();
+}
+
+/// Every row of every table, as text.
+fn rows(client: &mut Client) -> String {
+    let tables = [
+        "jobs",
+        "workers",
+        "dead_letter_jobs",
+        "tasks",
+        "queues",
+        "schedules",
+    ];
+    let mut all = String::new();
+    for table in tables {
+        let text: String = client
+            .query_one(
+                &format!("SELECT '{table}: ' || coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '') FROM soniq.{table} t"),
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        all.push_str(&text);
+        all.push('\n');
+    }
+    all
+}
+
+/// The extension's objects as the catalogs describe them: functions (signature, body,
+/// rights), tables and views (columns in order, defaults, storage options, privileges),
+/// indexes, constraints, what pg_dump keeps, and the extension's members.
+const SCHEMA: &str = "
+SELECT string_agg(x, E'\\n' ORDER BY x) FROM (
+  SELECT format('function %s(%s) %s lang=%s definer=%s config=%s volatility=%s strict=%s parallel=%s acl=%s src=%s bin=%s',
+                p.proname, pg_get_function_arguments(p.oid), pg_get_function_result(p.oid), l.lanname,
+                p.prosecdef, p.proconfig, p.provolatile, p.proisstrict, p.proparallel, p.proacl,
+                md5(p.prosrc), p.probin)
+    FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang WHERE p.pronamespace = 'soniq'::regnamespace
+  UNION ALL
+  SELECT format('relation %s kind=%s options=%s acl=%s', c.relname, c.relkind, c.reloptions, c.relacl)
+    FROM pg_class c WHERE c.relnamespace = 'soniq'::regnamespace
+  UNION ALL
+  SELECT format('column %s #%s %s %s notnull=%s default=%s', c.relname,
+                row_number() OVER (PARTITION BY c.oid ORDER BY a.attnum), a.attname,
+                format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid))
+    FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+    LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+   WHERE c.relnamespace = 'soniq'::regnamespace AND a.attnum > 0 AND NOT a.attisdropped
+  UNION ALL
+  SELECT 'index ' || pg_get_indexdef(i.indexrelid)
+    FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid WHERE c.relnamespace = 'soniq'::regnamespace
+  UNION ALL
+  SELECT format('constraint %s.%s %s', c.relname, k.conname, pg_get_constraintdef(k.oid))
+    FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid WHERE c.relnamespace = 'soniq'::regnamespace
+  UNION ALL
+  SELECT format('view %s %s', c.relname, pg_get_viewdef(c.oid))
+    FROM pg_class c WHERE c.relnamespace = 'soniq'::regnamespace AND c.relkind = 'v'
+  UNION ALL
+  SELECT format('trigger %s', pg_get_triggerdef(t.oid))
+    FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+   WHERE c.relnamespace = 'soniq'::regnamespace AND NOT t.tgisinternal
+  UNION ALL
+  SELECT format('dumped %s where %s', t.tab, t.cond)
+    FROM pg_extension e, unnest(e.extconfig::regclass[], e.extcondition) t(tab, cond) WHERE e.extname = 'soniq'
+  UNION ALL
+  SELECT 'member ' || pg_describe_object(d.classid, d.objid, d.objsubid)
+    FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
+   WHERE d.refclassid = 'pg_extension'::regclass AND e.extname = 'soniq' AND d.deptype = 'e'
+  UNION ALL
+  SELECT format('schema acl=%s', n.nspacl) FROM pg_namespace n WHERE n.nspname = 'soniq'
+) f(x)";
+
+fn schema(client: &mut Client) -> String {
+    client.query_one(SCHEMA, &[]).unwrap().get(0)
+}
+
+fn version(client: &mut Client) -> String {
+    client
+        .query_one(
+            "SELECT extversion FROM pg_extension WHERE extname = 'soniq'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn updating_from_the_previous_version_keeps_every_job_and_equals_a_fresh_install() {
+    let old = Scratch::new("upgrade");
+    let mut client = old.connect();
+    client
+        .batch_execute(&format!(
+            "CREATE EXTENSION soniq VERSION '{PREVIOUS_VERSION}'"
+        ))
+        .unwrap();
+    fill(&mut client);
+    let before = rows(&mut client);
+
+    client
+        .batch_execute("ALTER EXTENSION soniq UPDATE")
+        .unwrap();
+    let fresh = Scratch::new("fresh");
+    let mut fresh_client = fresh.connect();
+    fresh_client
+        .batch_execute("CREATE EXTENSION soniq")
+        .unwrap();
+    assert_eq!(version(&mut client), version(&mut fresh_client));
+    assert_ne!(
+        version(&mut client),
+        PREVIOUS_VERSION,
+        "the update went nowhere"
+    );
+    assert_eq!(rows(&mut client), before, "rows changed in the update");
+    let (updated, installed) = (schema(&mut client), schema(&mut fresh_client));
+    if updated != installed {
+        let only = |a: &str, b: &str| -> Vec<String> {
+            let b: std::collections::HashSet<&str> = b.lines().collect();
+            a.lines()
+                .filter(|l| !b.contains(l))
+                .map(str::to_string)
+                .collect()
+        };
+        panic!(
+            "the updated schema differs from a fresh install\nonly after the update:\n{}\nonly in a fresh install:\n{}",
+            only(&updated, &installed).join("\n"),
+            only(&installed, &updated).join("\n")
+        );
+    }
+    // And it works: the queued job can be claimed and completed, a new job enqueued.
+    let done: i64 = client
+        .query_one(
+            "SELECT count(soniq.complete(c.id, r.w, c.attempt))
+               FROM (SELECT soniq.register_worker() AS w) r,
+                    LATERAL soniq.claim(r.w, task_names => ARRAY['keep.task']) c",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(done, 1);
+    client
+        .batch_execute("SELECT soniq.enqueue('keep.after')")
+        .unwrap();
+}
+
+fn as_postgres(program: &str, args: &[&str]) {
+    let status = Command::new("sudo")
+        .args([
+            "-u",
+            "postgres",
+            &format!("/usr/lib/postgresql/15/bin/{program}"),
+        ])
+        .args(args)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("run {program}: {e}"));
+    assert!(status.success(), "{program} {args:?} failed");
+}
+
+/// A throwaway cluster (initdb, no preloading), stopped and removed when dropped.
+struct FreshCluster {
+    dir: String,
+    port: u16,
+}
+
+impl FreshCluster {
+    fn start(port: u16) -> Self {
+        let dir = format!("/tmp/soniq-restore-{}", std::process::id());
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let chown = Command::new("chown")
+            .args(["postgres", &dir])
+            .status()
+            .unwrap();
+        assert!(chown.success());
+        let data = format!("{dir}/data");
+        as_postgres(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ],
+        );
+        let options = format!("-p {port} -k {dir} -c listen_addresses=localhost");
+        as_postgres(
+            "pg_ctl",
+            &[
+                "-D",
+                &data,
+                "-w",
+                "-l",
+                &format!("{dir}/log"),
+                "-o",
+                &options,
+                "start",
+            ],
+        );
+        FreshCluster { dir, port }
+    }
+}
+
+impl Drop for FreshCluster {
+    fn drop(&mut self) {
+        let data = format!("{}/data", self.dir);
+        let _ = Command::new("sudo")
+            .args([
+                "-u",
+                "postgres",
+                "/usr/lib/postgresql/15/bin/pg_ctl",
+                "-D",
+                &data,
+                "-m",
+                "immediate",
+                "stop",
+            ])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn pg_dump_restores_every_job_into_a_fresh_cluster() {
+    let source = Scratch::new("dumped");
+    let mut client = source.connect();
+    client.batch_execute("CREATE EXTENSION soniq").unwrap();
+    fill(&mut client);
+    let before = rows(&mut client);
+    let source_schema = schema(&mut client);
+
+    let target = FreshCluster::start(5491);
+    let dump = format!("{}/dump", target.dir);
+    let source_url = database_url_for(&common::database_url(), &source.name);
+    let target_base = format!("postgres://postgres@localhost:{}/postgres", target.port);
+    let status = Command::new("pg_dump")
+        .args(["-Fc", "-f", &dump, "-d", &source_url])
+        .status()
+        .unwrap();
+    assert!(status.success(), "pg_dump failed");
+    connect_to(&target_base)
+        .batch_execute("CREATE DATABASE restored")
+        .unwrap();
+    let target_url = database_url_for(&target_base, "restored");
+    let status = Command::new("pg_restore")
+        .args(["--exit-on-error", "-d", &target_url, &dump])
+        .status()
+        .unwrap();
+    assert!(status.success(), "pg_restore failed");
+
+    let mut restored = connect_to(&target_url);
+    assert_eq!(rows(&mut restored), before, "rows differ after the restore");
+    assert_eq!(
+        schema(&mut restored),
+        source_schema,
+        "objects differ after the restore"
+    );
+    // The restored queue runs: its queued job is claimed and completed.
+    let done: i64 = restored
+        .query_one(
+            "SELECT count(soniq.complete(c.id, r.w, c.attempt))
+               FROM (SELECT soniq.register_worker() AS w) r,
+                    LATERAL soniq.claim(r.w, task_names => ARRAY['keep.task']) c",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(done, 1);
+}
