@@ -62,6 +62,24 @@ BEGIN
 END
 $$;
 
+-- _check_args: a job's args must be a JSON object of at most 1 MiB (stored size): every
+-- claim reads them, and large payloads belong elsewhere with a reference in the args.
+CREATE FUNCTION soniq._check_args(args jsonb) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    PERFORM soniq._require(args, 'args');
+    IF jsonb_typeof(args) <> 'object' THEN
+        RAISE EXCEPTION 'args must be a JSON object, got a JSON %', jsonb_typeof(args)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Wrap the value: {"value": ...}.';
+    END IF;
+    IF pg_column_size(args) > 1048576 THEN
+        RAISE EXCEPTION 'args take % bytes, more than the 1 MiB a job may carry', pg_column_size(args)
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'Store the payload elsewhere and pass a reference to it.';
+    END IF;
+END
+$$;
+
 -- _check_job_options: the ranges of a job's options (NULL: not given).
 CREATE FUNCTION soniq._check_job_options(priority int, retries int, timeout interval) RETURNS void
 LANGUAGE plpgsql IMMUTABLE AS $$
@@ -243,11 +261,7 @@ DECLARE
     found_id uuid;
 BEGIN
     PERFORM soniq.check_task_name(task_name);
-    PERFORM soniq._require(args, 'args');
-    IF jsonb_typeof(args) <> 'object' THEN
-        RAISE EXCEPTION 'args must be a JSON object, got a JSON %', jsonb_typeof(args)
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'Wrap the value: {"value": ...}.';
-    END IF;
+    PERFORM soniq._check_args(args);
     PERFORM soniq._check_job_options(enqueue.priority, enqueue.retries, enqueue.timeout);
     IF enqueue.dedup_key = '' THEN
         RAISE EXCEPTION 'dedup_key must not be empty' USING ERRCODE = 'invalid_parameter_value',
@@ -503,6 +517,9 @@ BEGIN
     PERFORM soniq._require(claim.worker_id, 'worker_id');
     PERFORM soniq._check_filter(claim.queues, 'queues');
     PERFORM soniq._check_filter(claim.task_names, 'task_names');
+    -- A malformed name matches no job: say so instead of claiming nothing forever.
+    PERFORM soniq.check_queue_name(q) FROM unnest(claim.queues) q;
+    PERFORM soniq.check_task_name(t) FROM unnest(claim.task_names) t;
     IF batch_size IS NULL OR batch_size NOT BETWEEN 1 AND 10000 THEN
         RAISE EXCEPTION 'batch_size must be between 1 and 10000, got %', coalesce(batch_size::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
@@ -846,6 +863,9 @@ CREATE FUNCTION soniq.list_jobs(
 ) RETURNS SETOF soniq.job_info
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
+    IF list_jobs.queue IS NOT NULL THEN
+        PERFORM soniq.check_queue_name(list_jobs.queue);
+    END IF;
     IF list_jobs.status NOT IN ('queued', 'processing', 'done', 'cancelled') THEN
         RAISE EXCEPTION 'status must be queued, processing, done or cancelled, got %', list_jobs.status
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Dead jobs are listed by soniq.dead_letter_list().';

@@ -52,13 +52,9 @@ DECLARE
 BEGIN
     PERFORM soniq.check_schedule_name(name);
     PERFORM soniq.check_task_name(coalesce(schedule_add.task_name, name));
-    PERFORM soniq._require(args, 'args');
+    PERFORM soniq._check_args(args);
     PERFORM soniq._require(time_zone, 'time_zone');
     PERFORM soniq._require(enabled, 'enabled');
-    IF jsonb_typeof(args) <> 'object' THEN
-        RAISE EXCEPTION 'args must be a JSON object, got a JSON %', jsonb_typeof(args)
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
     IF schedule_add.queue IS NOT NULL THEN
         PERFORM soniq.check_queue_name(schedule_add.queue);
     END IF;

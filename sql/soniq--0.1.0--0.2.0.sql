@@ -1,6 +1,8 @@
 -- soniq 0.1.0 -> 0.2.0
 --   * job ids (uuid_v7) and wake-ups (_wake, now throttled at commit) made in Rust;
 --   * the control plane fires due schedules in batches of 1,000 (fire_due_schedules);
+--   * args limited to 1 MiB (_check_args, in enqueue and schedule_add); claim and list_jobs
+--     refuse malformed queue and task names instead of matching nothing;
 --   * roles soniq_producer, soniq_worker and soniq_admin; the API runs SECURITY DEFINER with a
 --     pinned search_path (the privileges part below is sql/privileges.sql, verbatim);
 --   * job_status for producers.
@@ -12,6 +14,258 @@ LANGUAGE c VOLATILE PARALLEL SAFE AS 'MODULE_PATHNAME', 'uuid_v7_wrapper';
 CREATE OR REPLACE FUNCTION soniq._wake(queue text) RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c AS 'MODULE_PATHNAME', 'wake_wrapper';
+
+CREATE FUNCTION soniq._check_args(args jsonb) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    PERFORM soniq._require(args, 'args');
+    IF jsonb_typeof(args) <> 'object' THEN
+        RAISE EXCEPTION 'args must be a JSON object, got a JSON %', jsonb_typeof(args)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Wrap the value: {"value": ...}.';
+    END IF;
+    IF pg_column_size(args) > 1048576 THEN
+        RAISE EXCEPTION 'args take % bytes, more than the 1 MiB a job may carry', pg_column_size(args)
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'Store the payload elsewhere and pass a reference to it.';
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION soniq.enqueue(
+    task_name    text,
+    args         jsonb       DEFAULT '{}',
+    queue        text        DEFAULT NULL,
+    priority     int         DEFAULT NULL,
+    scheduled_at timestamptz DEFAULT NULL,
+    retries      int         DEFAULT NULL,
+    unique_job   boolean     DEFAULT NULL,
+    dedup_key    text        DEFAULT NULL,
+    timeout      interval    DEFAULT NULL,
+    producer_id  text        DEFAULT NULL
+) RETURNS uuid
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    task soniq.tasks;
+    job soniq.jobs;
+    found_id uuid;
+BEGIN
+    PERFORM soniq.check_task_name(task_name);
+    PERFORM soniq._check_args(args);
+    PERFORM soniq._check_job_options(enqueue.priority, enqueue.retries, enqueue.timeout);
+    IF enqueue.dedup_key = '' THEN
+        RAISE EXCEPTION 'dedup_key must not be empty' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Pass NULL for no deduplication key.';
+    END IF;
+
+    SELECT * INTO task FROM soniq.tasks t WHERE t.task_name = enqueue.task_name;
+
+    job.id := soniq.uuid_v7();
+    job.queue := coalesce(enqueue.queue, task.queue, 'default');
+    PERFORM soniq.check_queue_name(job.queue);
+    job.priority := coalesce(enqueue.priority, task.priority, 100);
+    job.max_attempts := coalesce(enqueue.retries, task.retries, 3) + 1;
+    job.timeout := nullif(coalesce(enqueue.timeout, task.timeout, interval '300 seconds'), interval '0');
+    job.result_ttl := coalesce(task.result_ttl, interval '300 seconds');
+    IF coalesce(enqueue.unique_job, task.unique_job, false) THEN
+        -- jsonb's text form is canonical (keys sorted, whitespace fixed), so equal args hash equal.
+        job.args_hash := encode(sha256(convert_to(args::text, 'UTF8')), 'hex');
+    END IF;
+
+    -- A duplicate is found by the look-ups below; if it leaves the queued state between the
+    -- INSERT and the look-up, the INSERT goes through on the next turn.
+    FOR turn IN 1..10 LOOP
+        INSERT INTO soniq.jobs AS j (id, task_name, args, queue, priority, max_attempts, scheduled_at,
+                                     timeout, retry_policy, result_ttl, args_hash, dedup_key, producer_id)
+        VALUES (job.id, enqueue.task_name, enqueue.args, job.queue, job.priority, job.max_attempts,
+                enqueue.scheduled_at, job.timeout, task.retry_policy, job.result_ttl, job.args_hash,
+                enqueue.dedup_key, enqueue.producer_id)
+        ON CONFLICT DO NOTHING
+        RETURNING j.id INTO found_id;
+        IF found_id IS NOT NULL THEN
+            IF enqueue.scheduled_at IS NULL OR enqueue.scheduled_at <= now() THEN
+                PERFORM soniq._wake(job.queue);
+            END IF;
+            RETURN found_id;
+        END IF;
+
+        SELECT j.id INTO found_id FROM soniq.jobs j
+         WHERE j.status = 'queued' AND j.dedup_key = enqueue.dedup_key;
+        IF found_id IS NULL THEN
+            SELECT j.id INTO found_id FROM soniq.jobs j
+             WHERE j.status = 'queued' AND j.task_name = enqueue.task_name AND j.args_hash = job.args_hash;
+        END IF;
+        IF found_id IS NOT NULL THEN
+            RETURN found_id;
+        END IF;
+    END LOOP;
+    RAISE EXCEPTION 'could not enqueue % after repeated deduplication races', task_name
+        USING ERRCODE = 'serialization_failure', HINT = 'Retry the transaction.';
+END
+$$;
+
+CREATE OR REPLACE FUNCTION soniq.claim(
+    worker_id  uuid,
+    queues     text[] DEFAULT NULL,
+    batch_size int    DEFAULT 1,
+    task_names text[] DEFAULT NULL
+) RETURNS TABLE (
+    id           uuid,
+    task_name    text,
+    args         jsonb,
+    attempt      int,
+    max_attempts int,
+    queue        text,
+    priority     int,
+    timeout      interval,
+    scheduled_at timestamptz,
+    created_at   timestamptz
+)
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    paused text[];
+BEGIN
+    PERFORM soniq._require(claim.worker_id, 'worker_id');
+    PERFORM soniq._check_filter(claim.queues, 'queues');
+    PERFORM soniq._check_filter(claim.task_names, 'task_names');
+    -- A malformed name matches no job: say so instead of claiming nothing forever.
+    PERFORM soniq.check_queue_name(q) FROM unnest(claim.queues) q;
+    PERFORM soniq.check_task_name(t) FROM unnest(claim.task_names) t;
+    IF batch_size IS NULL OR batch_size NOT BETWEEN 1 AND 10000 THEN
+        RAISE EXCEPTION 'batch_size must be between 1 and 10000, got %', coalesce(batch_size::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT EXISTS (SELECT FROM soniq.workers w WHERE w.id = claim.worker_id) THEN
+        RAISE EXCEPTION 'worker % is not registered', claim.worker_id
+            USING ERRCODE = 'no_data_found', HINT = 'Call soniq.register_worker() first.';
+    END IF;
+    SELECT coalesce(array_agg(q.name), '{}') INTO paused FROM soniq.queues q WHERE q.paused;
+
+    RETURN QUERY
+    WITH picked AS MATERIALIZED (
+        SELECT j.id FROM soniq.jobs j
+         WHERE j.status = 'queued'
+           AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
+           AND (claim.queues IS NULL OR j.queue = ANY (claim.queues))
+           AND (claim.task_names IS NULL OR j.task_name = ANY (claim.task_names))
+           AND j.queue <> ALL (paused)
+         ORDER BY j.priority, j.scheduled_at NULLS FIRST, j.created_at, j.id
+         LIMIT claim.batch_size
+           FOR UPDATE SKIP LOCKED
+    ), claimed AS (
+        UPDATE soniq.jobs j
+           SET status = 'processing', attempts = j.attempts + 1, worker_id = claim.worker_id,
+               started_at = now(), updated_at = now()
+          FROM picked p
+         WHERE j.id = p.id
+        RETURNING j.*
+    )
+    SELECT c.id, c.task_name, c.args, c.attempts, c.max_attempts, c.queue, c.priority, c.timeout,
+           c.scheduled_at, c.created_at
+      FROM claimed c
+     ORDER BY c.priority, c.scheduled_at NULLS FIRST, c.created_at, c.id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION soniq.list_jobs(
+    queue      text DEFAULT NULL,
+    status     text DEFAULT NULL,
+    row_limit  int  DEFAULT 100,
+    row_offset int  DEFAULT 0
+) RETURNS SETOF soniq.job_info
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF list_jobs.queue IS NOT NULL THEN
+        PERFORM soniq.check_queue_name(list_jobs.queue);
+    END IF;
+    IF list_jobs.status NOT IN ('queued', 'processing', 'done', 'cancelled') THEN
+        RAISE EXCEPTION 'status must be queued, processing, done or cancelled, got %', list_jobs.status
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Dead jobs are listed by soniq.dead_letter_list().';
+    END IF;
+    IF row_limit IS NULL OR row_limit NOT BETWEEN 1 AND 10000 OR row_offset IS NULL OR row_offset < 0 THEN
+        RAISE EXCEPTION 'row_limit must be between 1 and 10000 and row_offset at least 0'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+    SELECT i.* FROM soniq.job_info i
+     WHERE i.status <> 'dead'
+       AND (list_jobs.queue IS NULL OR i.queue = list_jobs.queue)
+       AND (list_jobs.status IS NULL OR i.status = list_jobs.status)
+     ORDER BY i.created_at DESC, i.id DESC
+     LIMIT row_limit OFFSET row_offset;
+END
+$$;
+
+CREATE FUNCTION soniq.job_status(job_id uuid) RETURNS TABLE (
+    id           uuid,
+    task_name    text,
+    queue        text,
+    status       text,
+    attempts     int,
+    max_attempts int,
+    last_error   text,
+    scheduled_at timestamptz,
+    created_at   timestamptz,
+    started_at   timestamptz,
+    finished_at  timestamptz
+)
+LANGUAGE sql STABLE AS $$
+    SELECT i.id, i.task_name, i.queue, i.status, i.attempts, i.max_attempts, i.last_error,
+           i.scheduled_at, i.created_at, i.started_at, i.finished_at
+      FROM soniq.job_info i WHERE i.id = job_id
+$$;
+
+CREATE OR REPLACE FUNCTION soniq.schedule_add(
+    name      text,
+    task_name text     DEFAULT NULL,
+    cron      text     DEFAULT NULL,
+    every     interval DEFAULT NULL,
+    args      jsonb    DEFAULT '{}',
+    time_zone text     DEFAULT 'UTC',
+    queue     text     DEFAULT NULL,
+    priority  int      DEFAULT NULL,
+    retries   int      DEFAULT NULL,
+    timeout   interval DEFAULT NULL,
+    enabled   boolean  DEFAULT true
+) RETURNS soniq.schedules
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    row_out soniq.schedules;
+    every_seconds float8;
+BEGIN
+    PERFORM soniq.check_schedule_name(name);
+    PERFORM soniq.check_task_name(coalesce(schedule_add.task_name, name));
+    PERFORM soniq._check_args(args);
+    PERFORM soniq._require(time_zone, 'time_zone');
+    PERFORM soniq._require(enabled, 'enabled');
+    IF schedule_add.queue IS NOT NULL THEN
+        PERFORM soniq.check_queue_name(schedule_add.queue);
+    END IF;
+    PERFORM soniq._check_job_options(schedule_add.priority, schedule_add.retries, schedule_add.timeout);
+    every_seconds := soniq._every_seconds(schedule_add.every);
+    PERFORM soniq._check_schedule(schedule_add.cron, every_seconds, time_zone);
+
+    INSERT INTO soniq.schedules AS s (name, task_name, args, cron, every, time_zone, queue, priority,
+                                      retries, timeout, enabled, next_fire_at)
+    VALUES (name, coalesce(schedule_add.task_name, name), args, schedule_add.cron, schedule_add.every,
+            time_zone, schedule_add.queue, schedule_add.priority, schedule_add.retries,
+            schedule_add.timeout, enabled,
+            CASE WHEN enabled THEN soniq._next_fire(schedule_add.cron, every_seconds, time_zone, NULL, now()) END)
+    ON CONFLICT ON CONSTRAINT schedules_pkey DO UPDATE
+       SET task_name = excluded.task_name, args = excluded.args, cron = excluded.cron,
+           every = excluded.every, time_zone = excluded.time_zone, queue = excluded.queue,
+           priority = excluded.priority, retries = excluded.retries, timeout = excluded.timeout,
+           enabled = excluded.enabled, updated_at = now(),
+           next_fire_at = CASE
+               WHEN NOT excluded.enabled THEN NULL
+               WHEN s.enabled AND s.cron IS NOT DISTINCT FROM excluded.cron
+                    AND s.every IS NOT DISTINCT FROM excluded.every
+                    AND s.time_zone = excluded.time_zone THEN s.next_fire_at
+               ELSE excluded.next_fire_at END
+    RETURNING s.* INTO row_out;
+    PERFORM soniq._wake_control_plane();
+    RETURN row_out;
+END
+$$;
 
 CREATE OR REPLACE FUNCTION soniq.fire_due_schedules(max_fires int DEFAULT 1000) RETURNS int
 LANGUAGE plpgsql VOLATILE AS $$
@@ -71,25 +325,6 @@ BEGIN
     END LOOP;
     RETURN handled;
 END
-$$;
-
-CREATE FUNCTION soniq.job_status(job_id uuid) RETURNS TABLE (
-    id           uuid,
-    task_name    text,
-    queue        text,
-    status       text,
-    attempts     int,
-    max_attempts int,
-    last_error   text,
-    scheduled_at timestamptz,
-    created_at   timestamptz,
-    started_at   timestamptz,
-    finished_at  timestamptz
-)
-LANGUAGE sql STABLE AS $$
-    SELECT i.id, i.task_name, i.queue, i.status, i.attempts, i.max_attempts, i.last_error,
-           i.scheduled_at, i.created_at, i.started_at, i.finished_at
-      FROM soniq.job_info i WHERE i.id = job_id
 $$;
 
 -- Privileges (sql/privileges.sql)

@@ -64,6 +64,9 @@ SELECT soniq.enqueue('ok.task', '"text"');
 SELECT soniq.enqueue('ok.task', 'null');
 :error
 :unchanged
+SELECT soniq.enqueue('ok.task', jsonb_build_object('blob', repeat('x', 2000000)));
+:error
+:unchanged
 -- enqueue: numbers and intervals
 SELECT soniq.enqueue('ok.task', priority => 0);
 :error
@@ -314,6 +317,51 @@ SELECT * FROM soniq.replay_many(ARRAY[:'dead', :'unknown']::uuid[]);
 :error
 :unchanged
 
+-- SQL injection attempts in text arguments are data: refused as malformed names, never run.
+SELECT soniq.enqueue('x''); DROP TABLE soniq.jobs; --');
+:error
+:unchanged
+SELECT * FROM soniq.enqueue_many('[{"task_name": "x\"; DROP TABLE soniq.jobs; --"}]');
+:error
+:unchanged
+SELECT soniq.register_task('t; DROP TABLE soniq.jobs', '{}');
+:error
+:unchanged
+SELECT soniq.register_task('ok.task', '{"queue": "q''; DROP TABLE soniq.jobs; --"}');
+:error
+:unchanged
+SELECT * FROM soniq.claim(:'w', queues => ARRAY['q''); DELETE FROM soniq.jobs; --']);
+:error
+:unchanged
+SELECT * FROM soniq.claim(:'w', task_names => ARRAY['t'' OR ''1''=''1']);
+:error
+:unchanged
+SELECT * FROM soniq.list_jobs(status => 'queued'' OR 1=1 --');
+:error
+:unchanged
+SELECT * FROM soniq.list_jobs(queue => 'q; DELETE FROM soniq.jobs');
+:error
+:unchanged
+SELECT soniq.pause_queue('q; DROP SCHEMA soniq CASCADE');
+:error
+:unchanged
+SELECT soniq.fail(:'held', :'w', 1, 'boom', reason => 'timeout''; DROP TABLE soniq.jobs; --');
+:error
+:unchanged
+SELECT soniq.schedule_add('s''; DROP TABLE soniq.schedules; --', every => '1 hour');
+:error
+:unchanged
+SELECT soniq.schedule_add('ok.sched', cron => '* * * * *; DROP TABLE soniq.jobs');
+:error
+:unchanged
+SELECT soniq.schedule_add('ok.sched', every => '1 hour', time_zone => 'UTC''; DROP TABLE soniq.jobs; --');
+:error
+:unchanged
+SELECT soniq.cron_next('0 0 * * *''); DROP TABLE soniq.jobs; --', now());
+:error
+:unchanged
+SELECT count(*) AS schedules FROM soniq.schedules;
+
 -- The direct table writes a bug could make are refused by constraints as well.
 INSERT INTO soniq.jobs (task_name, args) VALUES ('direct', '[]');
 :error
@@ -322,3 +370,11 @@ INSERT INTO soniq.jobs (task_name, priority) VALUES ('direct', 0);
 INSERT INTO soniq.jobs (task_name, attempts, max_attempts) VALUES ('direct', 4, 4);
 :error
 :unchanged
+
+-- Free text (dedup keys, producer ids, errors, notes) is stored as given, never run.
+SELECT soniq.enqueue('ok.task', dedup_key => 'k''); DROP TABLE soniq.jobs; --',
+                     producer_id => '"; DELETE FROM soniq.jobs; --') AS injected \gset
+SELECT dedup_key, producer_id FROM soniq.jobs WHERE id = :'injected';
+SELECT soniq.dead_letter_move(:'injected', note => '''); TRUNCATE soniq.dead_letter_jobs; --');
+SELECT dead_letter_reason, last_error FROM soniq.dead_letter_jobs WHERE id = :'injected';
+SELECT count(*) AS jobs, (SELECT count(*) FROM soniq.dead_letter_jobs) AS dead FROM soniq.jobs;
