@@ -16,6 +16,7 @@
 //! "job_name": ..., "attempt": 1, "max_attempts": 4, "queue": ..., "worker_id": ...,
 //! "scheduled_at": ..., "created_at": ...}}`. Its exit status decides the outcome:
 //! * 0: done; its stdout, if any, is the result (JSON, or else the text as a JSON string);
+//!   more than [`MAX_RESULT_BYTES`] of it fails the attempt instead;
 //! * [`EXIT_SNOOZE`] (75): run again later without using an attempt; stdout may say
 //!   `{"snooze": SECONDS}` (default 60);
 //! * [`EXIT_DISCARD`] (65): give up, straight to the dead letter;
@@ -35,6 +36,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
+
+/// The most stdout a command may return as its result (the extension's limit for args).
+pub const MAX_RESULT_BYTES: usize = 1 << 20;
 
 /// Exit status of a command handler that asks to run again later (EX_TEMPFAIL).
 pub const EXIT_SNOOZE: i32 = 75;
@@ -141,6 +145,10 @@ async fn run_command(task: &CommandTask, args: Value, ctx: JobContext) -> JobRes
     group.finished();
     let stdout = String::from_utf8_lossy(&output.stdout).trim().to_string();
     match output.status.code() {
+        Some(0) if stdout.len() > MAX_RESULT_BYTES => Err(JobError::new(format!(
+            "{program} wrote {} bytes to stdout, more than the {MAX_RESULT_BYTES} a result may take",
+            stdout.len()
+        ))),
         Some(0) if stdout.is_empty() => Ok(Outcome::done()),
         Some(0) => Ok(Outcome::Done(Some(
             serde_json::from_str(&stdout).unwrap_or(Value::String(stdout)),

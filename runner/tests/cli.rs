@@ -436,6 +436,81 @@ fn a_command_past_its_timeout_is_killed_with_its_process_group() {
 }
 
 #[test]
+fn odd_command_output_has_a_clear_outcome() {
+    let dir = std::env::temp_dir().join(unique("odd_module"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let queue = unique("odd_cmd");
+    let module = dir.join("odd.toml");
+    let task = |name: &str, script: &str| {
+        format!(
+            "[tasks.\"odd.{name}\"]\ncommand = [\"sh\", \"-c\", \"{script}\"]\nqueue = \"{queue}\"\nretries = 0\n"
+        )
+    };
+    std::fs::write(
+        &module,
+        [
+            task("not_json", "echo '{not json'"),
+            task("binary", "printf 'ok\\\\377\\\\376'"),
+            task("huge", "head -c 2000000 /dev/zero | tr '\\\\000' x"),
+            task("bad_snooze", "echo '{\\\"snooze\\\": -5}'; exit 75"),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    publish(&module.to_string_lossy());
+    let enqueue = |name: &str| {
+        soniq(&["enqueue", &format!("odd.{name}"), "--queue", &queue])
+            .ok()
+            .stdout
+            .trim()
+            .to_string()
+    };
+    let (not_json, binary, huge, bad_snooze) = (
+        enqueue("not_json"),
+        enqueue("binary"),
+        enqueue("huge"),
+        enqueue("bad_snooze"),
+    );
+    soniq(&[
+        "worker",
+        "--run-once",
+        "--queues",
+        &queue,
+        "--jobs-modules",
+        &module.to_string_lossy(),
+    ])
+    .ok();
+    let inspect = |id: &str| soniq(&["inspect", id, "--json"]).ok().json();
+    let job = inspect(&not_json);
+    assert_eq!(
+        (job["status"].as_str(), job["result"].as_str()),
+        (Some("done"), Some("{not json"))
+    );
+    let job = inspect(&binary);
+    assert_eq!(
+        (job["status"].as_str(), job["result"].as_str()),
+        (Some("done"), Some("ok\u{fffd}\u{fffd}"))
+    );
+    let job = inspect(&huge);
+    assert_eq!(job["status"], "dead", "{job}");
+    assert!(
+        job["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("2000000 bytes to stdout"),
+        "{job}"
+    );
+    // A snooze of a negative time is the default snooze: still waiting, no attempt used.
+    let job = inspect(&bad_snooze);
+    assert_eq!(
+        (job["status"].as_str(), job["attempts"].as_i64()),
+        (Some("queued"), Some(0)),
+        "{job}"
+    );
+    soniq(&["cancel", &bad_snooze]).ok();
+}
+
+#[test]
 fn dead_letter_commands() {
     let queue = unique("cli_dlq");
     let module = std::env::temp_dir().join(format!("{queue}.toml"));
