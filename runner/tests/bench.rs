@@ -13,7 +13,13 @@ use std::process::{Command, Stdio};
 const EXPECTED: &[(&str, &[&str])] = &[
     (
         "limit",
-        &["one_per_transaction", "batched_16", "batched_64"],
+        &[
+            "one_per_transaction",
+            "batched_16",
+            "batched_64",
+            "transactions_per_job_1",
+            "transactions_per_job_64",
+        ],
     ),
     (
         "enqueue",
@@ -34,6 +40,8 @@ const EXPECTED: &[(&str, &[&str])] = &[
             "concurrency_64",
             "best_batched",
             "best_deleting",
+            "transactions_per_job_1",
+            "transactions_per_job_64",
         ],
     ),
     ("latency", &["p50", "p99", "max"]),

@@ -97,7 +97,7 @@ pub async fn run(bench: &mut Bench) -> Result<()> {
         Some((concurrency, rate)) => (concurrency, rate, "drain's best".to_string()),
         None => {
             let count = (bench.plan.jobs / 5).max(1_000);
-            let rate = drain::measure(bench, CONCURRENCY, count, None).await?;
+            let rate = drain::measure(bench, CONCURRENCY, count, None).await?.rate;
             (CONCURRENCY, rate, format!("a drain of {count} jobs"))
         }
     };

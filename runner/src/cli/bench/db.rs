@@ -171,6 +171,25 @@ pub fn noop_app(
     Ok(app)
 }
 
+/// Transactions committed in this database so far (`pg_stat_database.xact_commit`), read
+/// once what came before has been reported: backends report at exit or within a second of
+/// going idle. It counts every transaction of the database — also the read-only one a
+/// statement prepared on the fly takes for its Parse, and the control plane's rounds (a
+/// few a second) — so per job it shows how well work was batched and prepared.
+pub async fn commits(client: &Client) -> Result<i64> {
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    client
+        .execute("SELECT pg_stat_clear_snapshot()", &[])
+        .await?;
+    Ok(client
+        .query_one(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+            &[],
+        )
+        .await?
+        .get(0))
+}
+
 /// Wait for every lane; the first error wins. Lanes live in a `JoinSet`, which aborts them
 /// when dropped: an interrupted run stops its producers before it cleans up.
 pub async fn join_lanes<T: 'static>(mut lanes: tokio::task::JoinSet<Result<T>>) -> Result<Vec<T>> {

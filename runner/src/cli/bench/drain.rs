@@ -22,15 +22,24 @@ const TASK: &str = "bench.drain";
 const QUEUE: &str = "bench.drain";
 const CONCURRENCIES: [usize; 3] = [1, 16, 64];
 
-/// Drain `count` jobs at `concurrency` with a fresh runner; returns jobs per second, timed
-/// from the worker's start to its return (run-once: it returns when nothing is left).
-/// `ttl`: the task's result TTL; `None` leaves the default.
+/// What one drain did.
+pub struct Drained {
+    /// Jobs per second, from the worker's start to its return.
+    pub rate: f64,
+    /// Transactions in the database per job while it ran (see `db::commits`): how well
+    /// the runner batched, and how many round trips a statement took.
+    pub transactions_per_job: f64,
+}
+
+/// Drain `count` jobs at `concurrency` with a fresh runner, timed from the worker's start
+/// to its return (run-once: it returns when nothing is left). `ttl`: the task's result
+/// TTL; `None` leaves the default.
 pub async fn measure(
     bench: &Bench,
     concurrency: usize,
     count: usize,
     ttl: Option<Duration>,
-) -> Result<f64> {
+) -> Result<Drained> {
     let admin = connect(&bench.url).await?;
     db::clean_queue(&admin, QUEUE).await?;
     // The jobs take the task's published options when they are enqueued.
@@ -62,11 +71,14 @@ pub async fn measure(
         run_once: true,
         max_jobs: None,
     };
+    let commits_before = db::commits(&admin).await?;
     let started = Instant::now();
     let report = app
         .run_worker_until(options, std::future::pending())
         .await?;
     let elapsed = started.elapsed().as_secs_f64();
+    drop(app); // its connections close and report
+    let committed = db::commits(&admin).await? - commits_before;
     let left = db::queued(&admin, QUEUE).await?;
     db::clean_queue(&admin, QUEUE).await?;
     if report.jobs_run != count || left != 0 {
@@ -75,7 +87,10 @@ pub async fn measure(
             report.jobs_run
         )));
     }
-    Ok(count as f64 / elapsed)
+    Ok(Drained {
+        rate: count as f64 / elapsed,
+        transactions_per_job: committed as f64 / count as f64,
+    })
 }
 
 pub async fn run(bench: &mut Bench) -> Result<()> {
@@ -86,7 +101,8 @@ pub async fn run(bench: &mut Bench) -> Result<()> {
         } else {
             bench.plan.jobs
         };
-        let rate = measure(bench, concurrency, count, None).await?;
+        let drained = measure(bench, concurrency, count, None).await?;
+        let rate = drained.rate;
         let measure = format!("concurrency {concurrency}, {count} jobs");
         let figure = if concurrency == 1 {
             Figure::new(SCENARIO, "concurrency_1", measure, rate, "jobs/s")
@@ -114,6 +130,20 @@ pub async fn run(bench: &mut Bench) -> Result<()> {
             )
         };
         bench.report.add(figure);
+        bench.report.add(
+            Figure::new(
+                SCENARIO,
+                limit::transactions_key(concurrency),
+                format!("transactions per job, concurrency {concurrency}"),
+                drained.transactions_per_job,
+                "xacts/job",
+            )
+            .against(
+                bench
+                    .report
+                    .yardstick(limit::SCENARIO, &limit::transactions_key(concurrency)),
+            ),
+        );
     }
     bench.best_drain = best;
     if let Some((concurrency, rate)) = best {
@@ -135,7 +165,9 @@ pub async fn run(bench: &mut Bench) -> Result<()> {
     }
     if let Some((concurrency, _)) = best {
         let jobs = bench.plan.jobs;
-        let rate = measure(bench, concurrency, jobs, Some(Duration::ZERO)).await?;
+        let rate = measure(bench, concurrency, jobs, Some(Duration::ZERO))
+            .await?
+            .rate;
         bench.report.add(
             Figure::new(
                 SCENARIO,

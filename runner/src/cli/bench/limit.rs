@@ -23,6 +23,22 @@ pub fn batched_key(batch: usize) -> String {
     format!("batched_{batch}")
 }
 
+/// The key of the transactions-per-job figure of batch size `batch` (drain uses the same
+/// keys, by concurrency, and compares with these).
+pub fn transactions_key(batch: usize) -> String {
+    format!("transactions_per_job_{batch}")
+}
+
+fn transactions(batch: usize, per_job: f64) -> Figure {
+    Figure::new(
+        SCENARIO,
+        transactions_key(batch),
+        format!("transactions per job, batch {batch}"),
+        per_job,
+        "xacts/job",
+    )
+}
+
 /// Claim order and predicate of soniq.claim, on the scratch table; `$2` rows at most.
 fn claim_sql(table: &str) -> String {
     format!(
@@ -58,8 +74,10 @@ async fn fill(client: &tokio_postgres::Client, table: &str, count: usize) -> Res
 }
 
 /// Claim and delete until the table is empty, `batch` rows per statement, on `lanes`
-/// connections at once; each statement commits on its own. Returns jobs per second.
-async fn drain(bench: &Bench, table: &str, batch: usize, lanes: usize) -> Result<f64> {
+/// connections at once; each statement commits on its own. Returns jobs per second and
+/// transactions per job.
+async fn drain(bench: &Bench, table: &str, batch: usize, lanes: usize) -> Result<(f64, f64)> {
+    let admin = connect(&bench.url).await?;
     let mut clients = Vec::new();
     for _ in 0..lanes {
         let client = connect(&bench.url).await?;
@@ -69,6 +87,7 @@ async fn drain(bench: &Bench, table: &str, batch: usize, lanes: usize) -> Result
             .await?;
         clients.push((client, claim, delete));
     }
+    let commits_before = db::commits(&admin).await?;
     let started = Instant::now();
     let mut lanes = tokio::task::JoinSet::new();
     for (lane, (client, claim, delete)) in clients.into_iter().enumerate() {
@@ -88,7 +107,9 @@ async fn drain(bench: &Bench, table: &str, batch: usize, lanes: usize) -> Result
         });
     }
     let done: usize = db::join_lanes(lanes).await?.into_iter().sum();
-    Ok(done as f64 / started.elapsed().as_secs_f64())
+    let rate = done as f64 / started.elapsed().as_secs_f64();
+    let committed = db::commits(&admin).await? - commits_before;
+    Ok((rate, committed as f64 / done.max(1) as f64))
 }
 
 pub async fn run(bench: &mut Bench) -> Result<()> {
@@ -102,7 +123,7 @@ pub async fn run(bench: &mut Bench) -> Result<()> {
 
     let single = bench.plan.single_jobs;
     fill(&admin, &table, single).await?;
-    let rate = drain(bench, &table, 1, 1).await?;
+    let (rate, xacts) = drain(bench, &table, 1, 1).await?;
     bench.report.add(Figure::new(
         SCENARIO,
         ONE_PER_TRANSACTION,
@@ -110,11 +131,12 @@ pub async fn run(bench: &mut Bench) -> Result<()> {
         rate,
         "jobs/s",
     ));
+    bench.report.add(transactions(1, xacts));
 
     let jobs = bench.plan.jobs;
     for batch in BATCHES {
         fill(&admin, &table, jobs).await?;
-        let rate = drain(bench, &table, batch, LANES).await?;
+        let (rate, xacts) = drain(bench, &table, batch, LANES).await?;
         bench.report.add(Figure::new(
             SCENARIO,
             batched_key(batch),
@@ -122,6 +144,7 @@ pub async fn run(bench: &mut Bench) -> Result<()> {
             rate,
             "jobs/s",
         ));
+        bench.report.add(transactions(batch, xacts));
     }
     admin.batch_execute(&format!("DROP TABLE {table}")).await?;
     Ok(())

@@ -150,6 +150,7 @@ pub fn number(value: f64, unit: &str) -> String {
     match unit {
         "jobs/s" | "jobs" | "rows" => thousands(value.round() as i64),
         "ms" => format!("{value:.2}"),
+        "xacts/job" => format!("{value:.3}"),
         "s" => format!("{value:.3}"),
         _ => format!("{value:.2}"),
     }
@@ -263,7 +264,7 @@ impl Report {
                         .as_ref()
                         .map(|(m, v)| format!("{m} ({})", number(*v, f.unit)))
                         .unwrap_or_else(|| "-".into()),
-                    f.ratio().map_or("-".into(), |r| format!("{r:.2}")),
+                    f.ratio().map_or("-".into(), |r| format!("{r:.3}")),
                     f.target.map_or("-".into(), |t| t.text(f.unit)),
                     match f.met() {
                         Some(true) => out.state("met"),
