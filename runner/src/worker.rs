@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls};
 use uuid::Uuid;
 
@@ -149,11 +150,16 @@ async fn claim(
 ) -> Result<Vec<ClaimedJob>> {
     let worker_id = shared.worker_id();
     let client = shared.pool.get().await?;
-    let rows = client
-        .query(
+    let statement = client
+        .prepare_cached(
             "SELECT id, task_name, args, attempt, max_attempts, queue, extract(epoch FROM timeout)::float8,
                     scheduled_at, created_at
                FROM soniq.claim($1, $2, $3, $4)",
+        )
+        .await?;
+    let rows = client
+        .query(
+            &statement,
             &[&worker_id, queues, &(count as i32), &task_names],
         )
         .await?;
@@ -239,47 +245,33 @@ fn lease_lost(e: &Error) -> bool {
 }
 
 async fn record_one(pool: &Pool, report: &Report) -> Result<()> {
-    let client = pool.get().await?;
     let (id, worker, attempt) = (&report.job_id, &report.worker_id, &report.attempt);
-    match &report.kind {
-        ReportKind::Done(result) => {
-            client
-                .execute(
-                    "SELECT soniq.complete($1, $2, $3, $4)",
-                    &[id, worker, attempt, result],
-                )
-                .await?
-        }
-        ReportKind::Fail {
-            error,
-            retry_in,
-            reason,
-        } => {
-            let retry_in = retry_in.map(|d| d.as_secs_f64());
-            client
-                .execute(
-                    "SELECT soniq.fail($1, $2, $3, $4, make_interval(secs => $5), $6)",
-                    &[id, worker, attempt, error, &retry_in, reason],
-                )
-                .await?
-        }
-        ReportKind::Snooze(delay) => {
-            client
-                .execute(
-                    "SELECT soniq.snooze($1, $2, $3, make_interval(secs => $4))",
-                    &[id, worker, attempt, &delay.as_secs_f64()],
-                )
-                .await?
-        }
-        ReportKind::Abort(reason) => {
-            client
-                .execute(
-                    "SELECT soniq.abort($1, $2, $3, $4)",
-                    &[id, worker, attempt, reason],
-                )
-                .await?
-        }
+    let seconds = match &report.kind {
+        ReportKind::Fail { retry_in, .. } => retry_in.map(|d| d.as_secs_f64()),
+        ReportKind::Snooze(delay) => Some(delay.as_secs_f64()),
+        _ => None,
     };
+    let (sql, params): (&str, Vec<&(dyn ToSql + Sync)>) = match &report.kind {
+        ReportKind::Done(result) => (
+            "SELECT soniq.complete($1, $2, $3, $4)",
+            vec![id, worker, attempt, result],
+        ),
+        ReportKind::Fail { error, reason, .. } => (
+            "SELECT soniq.fail($1, $2, $3, $4, make_interval(secs => $5), $6)",
+            vec![id, worker, attempt, error, &seconds, reason],
+        ),
+        ReportKind::Snooze(_) => (
+            "SELECT soniq.snooze($1, $2, $3, make_interval(secs => $4))",
+            vec![id, worker, attempt, &seconds],
+        ),
+        ReportKind::Abort(reason) => (
+            "SELECT soniq.abort($1, $2, $3, $4)",
+            vec![id, worker, attempt, reason],
+        ),
+    };
+    let client = pool.get().await?;
+    let statement = client.prepare_cached(sql).await?;
+    client.execute(&statement, &params).await?;
     Ok(())
 }
 
@@ -303,11 +295,11 @@ async fn record_batch(pool: &Pool, batch: &[Report]) -> Result<()> {
             })
             .collect();
         let client = pool.get().await?;
+        let statement = client
+            .prepare_cached("SELECT soniq.complete_many($1, $2, $3, $4)")
+            .await?;
         let completed = client
-            .query(
-                "SELECT soniq.complete_many($1, $2, $3, $4)",
-                &[&ids, &worker, &attempts, &results],
-            )
+            .query(&statement, &[&ids, &worker, &attempts, &results])
             .await?;
         if completed.len() < ids.len() {
             tracing::warn!(
