@@ -21,7 +21,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
@@ -38,6 +38,9 @@ const MAX_REPORT_BATCH: usize = 500;
 /// was skipped because another's was committing (the extension's src/wake.rs) commits a moment
 /// after the notified claim ran.
 const FOLLOW_UP: Duration = Duration::from_millis(20);
+/// How many times the reporter yields, while jobs are still running, to gather their
+/// outcomes into the batch it records.
+const REPORT_YIELDS: usize = 4;
 /// How long outcomes are retried through a database outage.
 const RECORDING_PATIENCE: Duration = Duration::from_secs(120);
 
@@ -320,18 +323,27 @@ async fn record_batch(pool: &Pool, batch: &[Report]) -> Result<()> {
 }
 
 /// The reporter: drains outcomes, records them in batches, retries through outages.
+/// `shared` is weak: the reporter must not keep the channel's sender alive.
 async fn report_outcomes(
     pool: Pool,
+    shared: Weak<Shared>,
     mut reports: mpsc::UnboundedReceiver<Report>,
     error_retry_delay: Duration,
 ) {
     while let Some(first) = reports.recv().await {
         let mut batch = vec![first];
-        while batch.len() < MAX_REPORT_BATCH {
-            match reports.try_recv() {
-                Ok(report) => batch.push(report),
-                Err(_) => break,
+        take_ready(&mut reports, &mut batch);
+        // Jobs still running may finish in a moment: let them (yielding to the scheduler a
+        // few times) so one statement, one commit, records many outcomes.
+        for _ in 0..REPORT_YIELDS {
+            let others_running = shared
+                .upgrade()
+                .is_some_and(|shared| !shared.running.lock().unwrap().is_empty());
+            if !others_running || batch.len() >= MAX_REPORT_BATCH {
+                break;
             }
+            tokio::task::yield_now().await;
+            take_ready(&mut reports, &mut batch);
         }
         // Retried through an outage (a database restart): a lost outcome would leave the job
         // processing until its lease expires. After RECORDING_PATIENCE the lease expiry is
@@ -355,6 +367,16 @@ async fn report_outcomes(
             tokio::time::sleep(error_retry_delay).await;
         }
         drop(batch); // frees the job slots
+    }
+}
+
+/// Move the outcomes already waiting into `batch`, up to a full batch.
+fn take_ready(reports: &mut mpsc::UnboundedReceiver<Report>, batch: &mut Vec<Report>) {
+    while batch.len() < MAX_REPORT_BATCH {
+        match reports.try_recv() {
+            Ok(report) => batch.push(report),
+            Err(_) => break,
+        }
     }
 }
 
@@ -532,6 +554,7 @@ impl Soniq {
         let (stop_background, background_stopped) = watch::channel(false);
         let reporter = tokio::spawn(report_outcomes(
             pool.clone(),
+            Arc::downgrade(&shared),
             reports_rx,
             self.settings.error_retry_delay,
         ));
