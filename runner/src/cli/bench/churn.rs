@@ -188,20 +188,24 @@ pub async fn run(bench: &mut Bench) -> Result<()> {
         last as f64 / 1_048_576.0,
         "MB",
     ));
-    bench.report.add(
-        Figure::new(
-            SCENARIO,
-            "growth",
-            format!("size at the end / size after {:.0} s", seconds / 3.0),
-            if third > 0 {
-                last as f64 / third as f64
-            } else {
-                0.0
-            },
-            "x",
-        )
-        .target(Target::value_at_most(1.2)),
+    let growth = Figure::new(
+        SCENARIO,
+        "growth",
+        format!("size at the end / size after {:.0} s", seconds / 3.0),
+        if third > 0 {
+            last as f64 / third as f64
+        } else {
+            0.0
+        },
+        "x",
     );
+    // A minute or more: autovacuum (naptime 10 s on the development cluster) has had its
+    // rounds; a shorter run (--quick) only shows the warm-up.
+    bench.report.add(if seconds >= 60.0 {
+        growth.target(Target::value_at_most(1.2))
+    } else {
+        growth
+    });
     let backlog = samples.last().map_or(0, |s| s.queued) as f64;
     if backlog > 2.0 * rate {
         bench.report.note(format!(

@@ -59,6 +59,10 @@ pub async fn measure(
     }
     db::fill(&admin, TASK, QUEUE, count).await?;
     db::settle(&admin, "soniq.jobs").await?;
+    // A new connection for what follows: the fixture's closes and reports its transactions
+    // before the count starts.
+    drop(admin);
+    let admin = connect(&bench.url).await?;
     let app = db::noop_app(
         db::worker_settings(&bench.settings, concurrency),
         TASK,

@@ -57,8 +57,10 @@ fn claim_sql(table: &str) -> String {
     )
 }
 
-/// Fill the scratch table with `count` queued rows and settle it.
-async fn fill(client: &tokio_postgres::Client, table: &str, count: usize) -> Result<()> {
+/// Fill the scratch table with `count` queued rows and settle it, on a connection of its
+/// own, closed at the end so it reports its transactions before the drain counts them.
+async fn fill(url: &str, table: &str, count: usize) -> Result<()> {
+    let client = connect(url).await?;
     client.batch_execute(&format!("TRUNCATE {table}")).await?;
     client
         .execute(
@@ -70,7 +72,7 @@ async fn fill(client: &tokio_postgres::Client, table: &str, count: usize) -> Res
             &[&(count as i32)],
         )
         .await?;
-    db::settle(client, table).await
+    db::settle(&client, table).await
 }
 
 /// Claim and delete until the table is empty, `batch` rows per statement, on `lanes`
@@ -122,7 +124,7 @@ pub async fn run(bench: &mut Bench) -> Result<()> {
     .await?;
 
     let single = bench.plan.single_jobs;
-    fill(&admin, &table, single).await?;
+    fill(&bench.url, &table, single).await?;
     let (rate, xacts) = drain(bench, &table, 1, 1).await?;
     bench.report.add(Figure::new(
         SCENARIO,
@@ -135,7 +137,7 @@ pub async fn run(bench: &mut Bench) -> Result<()> {
 
     let jobs = bench.plan.jobs;
     for batch in BATCHES {
-        fill(&admin, &table, jobs).await?;
+        fill(&bench.url, &table, jobs).await?;
         let (rate, xacts) = drain(bench, &table, batch, LANES).await?;
         bench.report.add(Figure::new(
             SCENARIO,

@@ -202,8 +202,12 @@ impl Report {
         self.figures.push(figure);
     }
 
+    /// A remark on the run (said once, however often it applies).
     pub fn note(&mut self, note: impl Into<String>) {
         let note = note.into();
+        if self.notes.contains(&note) {
+            return;
+        }
         eprintln!("bench: note: {note}");
         self.notes.push(note);
     }
