@@ -17,13 +17,12 @@ use common::{database_url, unique};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 use tokio_postgres::{Client, NoTls};
 use uuid::Uuid;
 
 /// Scenarios restart the cluster or count every worker's jobs: one at a time.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn long() -> bool {
     std::env::var("SONIQ_FAULTS_LONG").is_ok_and(|v| v == "1")
@@ -276,7 +275,7 @@ async fn control_plane_pid() -> i32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_a_runner_with_jobs_in_flight_loses_nothing() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let client = prepare().await;
     let queue = unique("kill9");
     let jobs = enqueue(&client, &queue, if long() { 100_000 } else { 10_000 }).await;
@@ -348,13 +347,13 @@ async fn fault_mid_drain(label: &str, fault: impl FnOnce(i32) + Send + 'static) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fast_restart_mid_drain_loses_nothing() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = ONE_AT_A_TIME.lock().await;
     fault_mid_drain("restart -m fast", |_| pg_ctl(&["-m", "fast", "restart"])).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_immediate_restart_mid_drain_loses_nothing() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = ONE_AT_A_TIME.lock().await;
     fault_mid_drain("restart -m immediate", |_| {
         pg_ctl(&["-m", "immediate", "restart"])
     })
@@ -364,7 +363,7 @@ async fn an_immediate_restart_mid_drain_loses_nothing() {
 /// SIGKILL of a backend makes the postmaster reset the whole cluster (crash recovery).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_control_plane_killed_mid_drain_comes_back_and_loses_nothing() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = ONE_AT_A_TIME.lock().await;
     fault_mid_drain("control plane kill -9", |pid| {
         let status = Command::new("kill")
             .args(["-9", &pid.to_string()])
@@ -377,7 +376,7 @@ async fn the_control_plane_killed_mid_drain_comes_back_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_runners_at_concurrency_32_run_each_job_exactly_once() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let client = prepare().await;
     let queue = unique("four");
     let jobs = enqueue(&client, &queue, if long() { 200_000 } else { 50_000 }).await;
@@ -407,7 +406,7 @@ async fn four_runners_at_concurrency_32_run_each_job_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_lease_cannot_finish_the_job_and_the_new_attempt_stands() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let client = prepare().await;
     let queue = unique("revoked");
     let job: Uuid = client
@@ -507,7 +506,7 @@ async fn a_revoked_lease_cannot_finish_the_job_and_the_new_attempt_stands() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolled_back_and_cancelled_jobs_never_run() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let mut client = prepare().await;
     let queue = unique("never");
     let runner = start_runner(&queue, 4);
