@@ -13,7 +13,7 @@ SELECT r.rolname AS role, g.rolname AS member_of
  WHERE r.rolname LIKE 'soniq\_%' ORDER BY 1;
 -- Every function that runs with its owner's rights pins search_path; no helper is anyone's.
 SELECT count(*) FILTER (WHERE prosecdef) AS definer,
-       count(*) FILTER (WHERE prosecdef AND proconfig = '{"search_path=pg_catalog, pg_temp"}') AS pinned
+       count(*) FILTER (WHERE prosecdef AND 'search_path=pg_catalog, pg_temp' = ANY (proconfig)) AS pinned
   FROM pg_proc WHERE pronamespace = 'soniq'::regnamespace;
 SELECT proname AS helper_granted FROM pg_proc
  WHERE pronamespace = 'soniq'::regnamespace AND proname LIKE '\_%'
