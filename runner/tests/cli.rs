@@ -110,7 +110,19 @@ async fn setup_creates_the_database_and_installs_the_extension_idempotently() {
     let again = soniq_with(&["setup", "--database-url", &url, "--json"], &[])
         .ok()
         .json();
-    assert_eq!(again["done"][0], "extension soniq 0.1.0 is up to date");
+    let client = sql().await;
+    let installed: String = client
+        .query_one(
+            "SELECT default_version FROM pg_available_extensions WHERE name = 'soniq'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        again["done"][0],
+        format!("extension soniq {installed} is up to date")
+    );
     assert_eq!(again["database"], name.as_str());
     let served = soniq(&["setup"]).ok();
     assert!(
@@ -118,7 +130,6 @@ async fn setup_creates_the_database_and_installs_the_extension_idempotently() {
         "{}",
         served.stdout
     );
-    let client = sql().await;
     client
         .batch_execute(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
         .await
