@@ -133,11 +133,12 @@ LANGUAGE sql VOLATILE AS $$
     SELECT count(*)::int FROM buried
 $$;
 
--- _take_back: revoke the leases held by the given workers. A job whose cancellation was
--- requested ends cancelled; a job that used up its attempts goes to the dead letter (the
--- crash-loop guard: a job whose workers keep dying does not run again); the rest are
--- queued again. Returns the number of jobs taken back.
-CREATE FUNCTION soniq._take_back(worker_ids uuid[], why text) RETURNS int
+-- _take_back: revoke the leases held by the given workers (only on the jobs listed in
+-- job_ids, when given). A job whose cancellation was requested ends cancelled; a job that
+-- used up its attempts goes to the dead letter (the crash-loop guard: a job whose workers
+-- keep dying does not run again); the rest are queued again. Returns the number of jobs
+-- taken back.
+CREATE FUNCTION soniq._take_back(worker_ids uuid[], why text, job_ids uuid[] DEFAULT NULL) RETURNS int
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     cancelled int;
@@ -148,12 +149,14 @@ BEGIN
     UPDATE soniq.jobs j
        SET status = 'cancelled', finished_at = now(), updated_at = now(),
            last_error = format('cancelled; %s during attempt %s', why, j.attempts)
-     WHERE j.status = 'processing' AND j.worker_id = ANY (worker_ids) AND j.cancel_requested;
+     WHERE j.status = 'processing' AND j.worker_id = ANY (worker_ids) AND j.cancel_requested
+       AND (job_ids IS NULL OR j.id = ANY (job_ids));
     GET DIAGNOSTICS cancelled = ROW_COUNT;
 
     SELECT array_agg(j.id) INTO exhausted
       FROM soniq.jobs j
-     WHERE j.status = 'processing' AND j.worker_id = ANY (worker_ids) AND j.attempts >= j.max_attempts;
+     WHERE j.status = 'processing' AND j.worker_id = ANY (worker_ids) AND j.attempts >= j.max_attempts
+       AND (job_ids IS NULL OR j.id = ANY (job_ids));
     PERFORM soniq._bury(exhausted, 'max_retries_exceeded',
                         format('%s during its last attempt; attempts exhausted', why))
       WHERE exhausted IS NOT NULL;
@@ -163,6 +166,7 @@ BEGIN
            SET status = 'queued', worker_id = NULL, updated_at = now(),
                last_error = format('%s during attempt %s', why, j.attempts)
          WHERE j.status = 'processing' AND j.worker_id = ANY (worker_ids)
+           AND (job_ids IS NULL OR j.id = ANY (job_ids))
         RETURNING j.queue
     )
     SELECT count(*), array_agg(DISTINCT r.queue) INTO requeued, queues FROM requeued_jobs r;
@@ -440,6 +444,29 @@ BEGIN
     RETURN QUERY
     SELECT j.id FROM soniq.jobs j
      WHERE j.status = 'processing' AND j.worker_id = heartbeat.worker_id AND j.cancel_requested;
+END
+$$;
+
+-- heartbeat (with the jobs the worker is running, or finished and still recording): as
+-- above, and takes back the jobs this worker holds but does not know of, once held longer
+-- than grace. A claim whose answer was lost with its connection leaves such jobs: the worker
+-- stays alive, so without this they would wait for their timeout.
+CREATE FUNCTION soniq.heartbeat(worker_id uuid, running uuid[], grace interval DEFAULT '30 seconds')
+RETURNS SETOF uuid
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    unknown uuid[];
+BEGIN
+    PERFORM soniq._require(running, 'running');
+    PERFORM soniq._require(grace, 'grace');
+    PERFORM soniq._check_interval(grace, 'grace');
+    RETURN QUERY SELECT soniq.heartbeat(worker_id);
+    SELECT array_agg(j.id) INTO unknown FROM soniq.jobs j
+     WHERE j.status = 'processing' AND j.worker_id = heartbeat.worker_id
+       AND j.id <> ALL (running) AND j.started_at < now() - grace;
+    IF unknown IS NOT NULL THEN
+        PERFORM soniq._take_back(ARRAY[worker_id], 'its worker had lost track of it', unknown);
+    END IF;
 END
 $$;
 

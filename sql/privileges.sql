@@ -61,6 +61,7 @@ TO soniq_producer;
 GRANT EXECUTE ON FUNCTION
     soniq.register_worker(text, int, text[], int, text, jsonb),
     soniq.heartbeat(uuid),
+    soniq.heartbeat(uuid, uuid[], interval),
     soniq.deregister_worker(uuid),
     soniq.claim(uuid, text[], int, text[]),
     soniq.complete(uuid, uuid, int, jsonb),

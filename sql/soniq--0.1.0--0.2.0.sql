@@ -5,15 +5,76 @@
 --     refuse malformed queue and task names instead of matching nothing;
 --   * roles soniq_producer, soniq_worker and soniq_admin; the API runs SECURITY DEFINER with a
 --     pinned search_path (the privileges part below is sql/privileges.sql, verbatim);
---   * job_status for producers.
+--   * job_status for producers;
+--   * heartbeat(worker_id, running, grace) takes back jobs a live worker lost track of.
 -- Tables are unchanged. tests/survival.rs checks that an updated database equals a fresh install.
 
 CREATE OR REPLACE FUNCTION soniq.uuid_v7() RETURNS uuid
 LANGUAGE c VOLATILE PARALLEL SAFE AS 'MODULE_PATHNAME', 'uuid_v7_wrapper';
 
+-- _take_back gained a third argument (the jobs to take back).
+DROP FUNCTION soniq._take_back(uuid[], text);
+
 CREATE OR REPLACE FUNCTION soniq._wake(queue text) RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c AS 'MODULE_PATHNAME', 'wake_wrapper';
+
+CREATE FUNCTION soniq._take_back(worker_ids uuid[], why text, job_ids uuid[] DEFAULT NULL) RETURNS int
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    cancelled int;
+    exhausted uuid[];
+    requeued int;
+    queues text[];
+BEGIN
+    UPDATE soniq.jobs j
+       SET status = 'cancelled', finished_at = now(), updated_at = now(),
+           last_error = format('cancelled; %s during attempt %s', why, j.attempts)
+     WHERE j.status = 'processing' AND j.worker_id = ANY (worker_ids) AND j.cancel_requested
+       AND (job_ids IS NULL OR j.id = ANY (job_ids));
+    GET DIAGNOSTICS cancelled = ROW_COUNT;
+
+    SELECT array_agg(j.id) INTO exhausted
+      FROM soniq.jobs j
+     WHERE j.status = 'processing' AND j.worker_id = ANY (worker_ids) AND j.attempts >= j.max_attempts
+       AND (job_ids IS NULL OR j.id = ANY (job_ids));
+    PERFORM soniq._bury(exhausted, 'max_retries_exceeded',
+                        format('%s during its last attempt; attempts exhausted', why))
+      WHERE exhausted IS NOT NULL;
+
+    WITH requeued_jobs AS (
+        UPDATE soniq.jobs j
+           SET status = 'queued', worker_id = NULL, updated_at = now(),
+               last_error = format('%s during attempt %s', why, j.attempts)
+         WHERE j.status = 'processing' AND j.worker_id = ANY (worker_ids)
+           AND (job_ids IS NULL OR j.id = ANY (job_ids))
+        RETURNING j.queue
+    )
+    SELECT count(*), array_agg(DISTINCT r.queue) INTO requeued, queues FROM requeued_jobs r;
+    PERFORM soniq._wake(q) FROM unnest(queues) q;
+
+    RETURN cancelled + coalesce(cardinality(exhausted), 0) + requeued;
+END
+$$;
+
+CREATE FUNCTION soniq.heartbeat(worker_id uuid, running uuid[], grace interval DEFAULT '30 seconds')
+RETURNS SETOF uuid
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    unknown uuid[];
+BEGIN
+    PERFORM soniq._require(running, 'running');
+    PERFORM soniq._require(grace, 'grace');
+    PERFORM soniq._check_interval(grace, 'grace');
+    RETURN QUERY SELECT soniq.heartbeat(worker_id);
+    SELECT array_agg(j.id) INTO unknown FROM soniq.jobs j
+     WHERE j.status = 'processing' AND j.worker_id = heartbeat.worker_id
+       AND j.id <> ALL (running) AND j.started_at < now() - grace;
+    IF unknown IS NOT NULL THEN
+        PERFORM soniq._take_back(ARRAY[worker_id], 'its worker had lost track of it', unknown);
+    END IF;
+END
+$$;
 
 CREATE FUNCTION soniq._check_args(args jsonb) RETURNS void
 LANGUAGE plpgsql IMMUTABLE AS $$
@@ -397,6 +458,7 @@ TO soniq_producer;
 GRANT EXECUTE ON FUNCTION
     soniq.register_worker(text, int, text[], int, text, jsonb),
     soniq.heartbeat(uuid),
+    soniq.heartbeat(uuid, uuid[], interval),
     soniq.deregister_worker(uuid),
     soniq.claim(uuid, text[], int, text[]),
     soniq.complete(uuid, uuid, int, jsonb),

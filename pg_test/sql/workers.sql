@@ -91,3 +91,25 @@ SELECT status FROM soniq.jobs WHERE id = :'orphan';
 
 -- worker_overview shows what each worker holds and how long it has been silent.
 SELECT jobs_held, silent_for < interval '1 minute' AS recent FROM soniq.worker_overview WHERE id = :'alive';
+
+-- heartbeat with the jobs the worker holds: a job it claimed but does not know of (the
+-- claim's answer was lost with its connection) is taken back once held past the grace.
+SELECT soniq.register_worker() AS hw \gset
+SELECT soniq.enqueue('hb.known') AS known \gset
+SELECT soniq.enqueue('hb.lost', retries => 2) AS lost \gset
+SELECT count(*) AS claimed FROM soniq.claim(:'hw', task_names => '{hb.known,hb.lost}', batch_size => 2);
+SELECT count(*) AS cancellations FROM soniq.heartbeat(:'hw', ARRAY[:'known']::uuid[]);
+SELECT task_name, status FROM soniq.jobs WHERE id IN (:'known', :'lost') ORDER BY 1;
+UPDATE soniq.jobs SET started_at = now() - interval '1 minute' WHERE id IN (:'known', :'lost');  -- test shortcut: time passed
+SELECT count(*) AS cancellations FROM soniq.heartbeat(:'hw', ARRAY[:'known']::uuid[]);
+SELECT task_name, status, attempts, worker_id IS NULL AS released, last_error FROM soniq.jobs
+ WHERE id IN (:'known', :'lost') ORDER BY 1;
+-- A grace of its own, and bad input.
+SELECT count(*) AS cancellations FROM soniq.heartbeat(:'hw', '{}', grace => '2 minutes');
+SELECT status FROM soniq.jobs WHERE id = :'known';
+SELECT soniq.heartbeat(:'hw', NULL);
+:error
+SELECT soniq.heartbeat(:'hw', '{}', '-1 second');
+:error
+SELECT soniq.heartbeat(soniq.uuid_v7(), '{}');
+:error

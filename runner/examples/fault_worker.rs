@@ -14,6 +14,10 @@ use tokio_postgres::NoTls;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
     let queue = std::env::args().nth(1).ok_or("usage: fault_worker QUEUE")?;
     let mut soniq = Soniq::from_env()?;
     let mut config = Config::new();

@@ -18,7 +18,7 @@ use crate::scheduler::{self, ScheduleSpec};
 use crate::Soniq;
 use deadpool_postgres::Pool;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -92,6 +92,8 @@ struct Shared {
     handlers: Handlers,
     worker_id: Mutex<Uuid>,
     running: Mutex<HashMap<Uuid, RunningJob>>,
+    /// Finished jobs whose outcomes the reporter has not recorded yet.
+    recording: Mutex<HashSet<Uuid>>,
     reports: mpsc::UnboundedSender<Report>,
     wake: Notify,
     error_retry_delay: Duration,
@@ -100,6 +102,21 @@ struct Shared {
 impl Shared {
     fn worker_id(&self) -> Uuid {
         *self.worker_id.lock().unwrap()
+    }
+
+    /// Move a job from running to recording, under the caller's lock on `running`, so a
+    /// heartbeat never finds it in neither; `None` if it was not running.
+    fn finish(&self, running: &mut HashMap<Uuid, RunningJob>, job_id: Uuid) -> Option<RunningJob> {
+        let job = running.remove(&job_id)?;
+        self.recording.lock().unwrap().insert(job_id);
+        Some(job)
+    }
+
+    /// The jobs this worker holds: running, or finished with their outcomes being recorded.
+    fn held(&self) -> Vec<Uuid> {
+        let running = self.running.lock().unwrap();
+        let recording = self.recording.lock().unwrap();
+        running.keys().chain(recording.iter()).copied().collect()
     }
 }
 
@@ -194,13 +211,8 @@ fn spawn_job(shared: &Arc<Shared>, job: ClaimedJob, permit: OwnedSemaphorePermit
     let handle = tokio::spawn(async move {
         let kind = execute(&task_shared.handlers, job.context, job.args).await;
         // Only a job still in the map reports: one the heartbeat aborted has reported already.
-        if task_shared
-            .running
-            .lock()
-            .unwrap()
-            .remove(&job_id)
-            .is_some()
-        {
+        let finished = task_shared.finish(&mut task_shared.running.lock().unwrap(), job_id);
+        if finished.is_some() {
             let _ = task_shared.reports.send(Report {
                 job_id,
                 attempt,
@@ -225,7 +237,7 @@ fn stop_jobs(shared: &Shared, ids: &[Uuid], kind: impl Fn() -> ReportKind) -> us
     let mut running = shared.running.lock().unwrap();
     let mut stopped = 0;
     for id in ids {
-        if let Some(job) = running.remove(id) {
+        if let Some(job) = shared.finish(&mut running, *id) {
             job.abort.abort();
             let _ = shared.reports.send(Report {
                 job_id: *id,
@@ -366,6 +378,12 @@ async fn report_outcomes(
             try_number += 1;
             tokio::time::sleep(error_retry_delay).await;
         }
+        if let Some(shared) = shared.upgrade() {
+            let mut recording = shared.recording.lock().unwrap();
+            for report in &batch {
+                recording.remove(&report.job_id);
+            }
+        }
         drop(batch); // frees the job slots
     }
 }
@@ -400,8 +418,13 @@ where
 async fn heartbeat(shared: &Shared, options: &WorkerOptions, concurrency: usize) {
     let result = async {
         let client = shared.pool.get().await?;
+        // With the jobs it holds: the database takes back any other it thinks this worker
+        // has (a claim whose answer was lost with its connection).
+        let statement = client
+            .prepare_cached("SELECT soniq.heartbeat($1, $2)")
+            .await?;
         let rows = client
-            .query("SELECT soniq.heartbeat($1)", &[&shared.worker_id()])
+            .query(&statement, &[&shared.worker_id(), &shared.held()])
             .await?;
         Ok::<_, Error>(rows.iter().map(|r| r.get::<_, Uuid>(0)).collect::<Vec<_>>())
     }
@@ -544,6 +567,7 @@ impl Soniq {
             handlers: self.handlers.clone(),
             worker_id: Mutex::new(worker_id),
             running: Mutex::new(HashMap::new()),
+            recording: Mutex::new(HashSet::new()),
             reports: reports_tx,
             wake: Notify::new(),
             error_retry_delay: self.settings.error_retry_delay,

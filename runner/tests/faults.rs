@@ -93,8 +93,20 @@ fn fault_worker() -> PathBuf {
     binary
 }
 
+/// A runner process, killed if a failed test leaves it behind.
+struct Runner(Option<Child>);
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// A runner process serving `queue` at `concurrency`.
-fn start_runner(queue: &str, concurrency: usize) -> Child {
+fn start_runner(queue: &str, concurrency: usize) -> Runner {
     Command::new(fault_worker())
         .arg(queue)
         .env("SONIQ_DATABASE_URL", database_url())
@@ -105,11 +117,13 @@ fn start_runner(queue: &str, concurrency: usize) -> Child {
         .env("SONIQ_SHUTDOWN_TIMEOUT", "10")
         .stdout(Stdio::null())
         .spawn()
+        .map(|child| Runner(Some(child)))
         .expect("start the fault worker")
 }
 
 /// Ask a runner to stop (SIGTERM) and wait for it.
-fn stop_runner(mut runner: Child) {
+fn stop_runner(mut runner: Runner) {
+    let mut runner = runner.0.take().expect("a running runner");
     let pid = runner.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     let status = runner.wait().unwrap();
@@ -280,7 +294,7 @@ async fn kill_9_of_a_runner_with_jobs_in_flight_loses_nothing() {
     let queue = unique("kill9");
     let jobs = enqueue(&client, &queue, if long() { 100_000 } else { 10_000 }).await;
 
-    let mut first = start_runner(&queue, 32);
+    let first = start_runner(&queue, 32);
     wait_until(
         "a fifth of the jobs to run",
         Duration::from_secs(120),
@@ -288,8 +302,7 @@ async fn kill_9_of_a_runner_with_jobs_in_flight_loses_nothing() {
         |c| c.runs as usize >= jobs / 5,
     )
     .await;
-    first.kill().unwrap(); // SIGKILL: no shutdown, no hand-back
-    first.wait().unwrap();
+    drop(first); // SIGKILL: no shutdown, no hand-back
     let in_flight = processing(&client, &queue).await;
 
     let second = start_runner(&queue, 32);
@@ -381,7 +394,7 @@ async fn four_runners_at_concurrency_32_run_each_job_exactly_once() {
     let queue = unique("four");
     let jobs = enqueue(&client, &queue, if long() { 200_000 } else { 50_000 }).await;
     let started = Instant::now();
-    let runners: Vec<Child> = (0..4).map(|_| start_runner(&queue, 32)).collect();
+    let runners: Vec<Runner> = (0..4).map(|_| start_runner(&queue, 32)).collect();
     wait_until("every job done", Duration::from_secs(600), &queue, |c| {
         c.done as usize == jobs
     })
