@@ -323,7 +323,7 @@ BEGIN
         result := CASE subsystem
             WHEN 'scheduler' THEN soniq.fire_due_schedules(batch_size)
             WHEN 'rescue' THEN soniq.rescue_jobs(heartbeat_timeout, lease_grace)
-            WHEN 'prune' THEN soniq.prune_jobs(retention, batch_size)
+            WHEN 'prune' THEN soniq.prune_jobs(retention, batch_size, max_batches => 1)
         END;
         UPDATE soniq.control_plane c
            SET last_run_at = now(), last_success_at = now(), last_result = result, runs = c.runs + 1

@@ -1,6 +1,7 @@
 -- soniq 0.1.0 -> 0.2.0
 --   * job ids (uuid_v7) and wake-ups (_wake, now throttled at commit) made in Rust;
---   * the control plane fires due schedules in batches of 1,000 (fire_due_schedules);
+--   * the control plane fires due schedules in batches of 1,000 (fire_due_schedules) and prunes
+--     one batch per transaction, due schedules first between batches (_run_subsystem);
 --   * args limited to 1 MiB (_check_args, in enqueue and schedule_add); claim and list_jobs
 --     refuse malformed queue and task names instead of matching nothing;
 --   * roles soniq_producer, soniq_worker and soniq_admin; the API runs SECURITY DEFINER with a
@@ -406,6 +407,34 @@ BEGIN
         END;
     END LOOP;
     RETURN handled;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION soniq._run_subsystem(subsystem text, heartbeat_timeout interval, lease_grace interval,
+                                     retention interval, batch_size int) RETURNS bigint
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    result bigint;
+    message text;
+BEGIN
+    BEGIN
+        result := CASE subsystem
+            WHEN 'scheduler' THEN soniq.fire_due_schedules(batch_size)
+            WHEN 'rescue' THEN soniq.rescue_jobs(heartbeat_timeout, lease_grace)
+            WHEN 'prune' THEN soniq.prune_jobs(retention, batch_size, max_batches => 1)
+        END;
+        UPDATE soniq.control_plane c
+           SET last_run_at = now(), last_success_at = now(), last_result = result, runs = c.runs + 1
+         WHERE c.subsystem = _run_subsystem.subsystem;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS message = MESSAGE_TEXT;
+        UPDATE soniq.control_plane c
+           SET last_run_at = now(), last_error = message, last_error_at = now(), runs = c.runs + 1,
+               failures = c.failures + 1
+         WHERE c.subsystem = _run_subsystem.subsystem;
+        result := 0;
+    END;
+    RETURN result;
 END
 $$;
 

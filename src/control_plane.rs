@@ -22,6 +22,8 @@ const WORKER_TYPE: &str = "soniq control plane";
 
 /// Schedules fired per transaction (one statement, unless one of them fails).
 const SCHEDULES_PER_TRANSACTION: i32 = 1000;
+/// Pruning transactions per round at most (of soniq.prune_batch_size jobs each).
+const PRUNE_BATCHES_PER_ROUND: usize = 10;
 /// Scheduler transactions per round at most, so a round always ends.
 const SCHEDULER_TRANSACTIONS_PER_ROUND: usize = 100;
 
@@ -147,15 +149,28 @@ fn run(subsystem: &str, batch_size: i32) -> i64 {
         .unwrap_or(0)
 }
 
-/// One round; returns how long to sleep: until the next due schedule, at most a tick.
-fn round() -> Duration {
+/// Fire every due schedule, a batch per transaction.
+fn fire_due_schedules() {
     for _ in 0..SCHEDULER_TRANSACTIONS_PER_ROUND {
         if run("scheduler", SCHEDULES_PER_TRANSACTION) == 0 {
             break;
         }
     }
+}
+
+/// One round; returns how long to sleep: until the next due schedule, at most a tick.
+fn round() -> Duration {
+    fire_due_schedules();
     run("rescue", 0);
-    run("prune", PRUNE_BATCH_SIZE.get());
+    // Pruning a batch per transaction, due schedules first between batches: a backlog of
+    // finished jobs must not delay a schedule.
+    let batch_size = PRUNE_BATCH_SIZE.get();
+    for _ in 0..PRUNE_BATCHES_PER_ROUND {
+        if run("prune", batch_size) < i64::from(batch_size) {
+            break;
+        }
+        fire_due_schedules();
+    }
     let next_due = BackgroundWorker::transaction(|| {
         Spi::get_one::<f64>("SELECT soniq._control_plane_round_done()")
     });
