@@ -138,6 +138,19 @@ SELECT string_agg(x, E'\\n' ORDER BY x) FROM (
   SELECT format('schema acl=%s', n.nspacl) FROM pg_namespace n WHERE n.nspname = 'soniq'
 ) f(x)";
 
+/// Claim and complete the queued job `fill` made; returns how many were completed.
+fn run_the_queued_job(client: &mut Client) -> i64 {
+    client
+        .query_one(
+            "SELECT count(soniq.complete(c.id, r.w, c.attempt))
+               FROM (SELECT soniq.register_worker() AS w) r,
+                    LATERAL soniq.claim(r.w, task_names => ARRAY['keep.task']) c",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+}
+
 fn schema(client: &mut Client) -> String {
     client.query_one(SCHEMA, &[]).unwrap().get(0)
 }
@@ -195,16 +208,7 @@ fn updating_from_the_previous_version_keeps_every_job_and_equals_a_fresh_install
         );
     }
     // And it works: the queued job can be claimed and completed, a new job enqueued.
-    let done: i64 = client
-        .query_one(
-            "SELECT count(soniq.complete(c.id, r.w, c.attempt))
-               FROM (SELECT soniq.register_worker() AS w) r,
-                    LATERAL soniq.claim(r.w, task_names => ARRAY['keep.task']) c",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(done, 1);
+    assert_eq!(run_the_queued_job(&mut client), 1);
     client
         .batch_execute("SELECT soniq.enqueue('keep.after')")
         .unwrap();
@@ -327,14 +331,5 @@ fn pg_dump_restores_every_job_into_a_fresh_cluster() {
         "objects differ after the restore"
     );
     // The restored queue runs: its queued job is claimed and completed.
-    let done: i64 = restored
-        .query_one(
-            "SELECT count(soniq.complete(c.id, r.w, c.attempt))
-               FROM (SELECT soniq.register_worker() AS w) r,
-                    LATERAL soniq.claim(r.w, task_names => ARRAY['keep.task']) c",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(done, 1);
+    assert_eq!(run_the_queued_job(&mut restored), 1);
 }

@@ -175,6 +175,21 @@ async fn wait_until(what: &str, limit: Duration, queue: &str, probe: impl Fn(&Co
     }
 }
 
+/// Wait until a fifth of the `jobs` in `queue` ran: when a fault strikes.
+async fn until_a_fifth_ran(queue: &str, jobs: usize) {
+    wait_until(
+        "a fifth of the jobs to run",
+        Duration::from_secs(120),
+        queue,
+        |c| c.runs as usize >= jobs / 5,
+    )
+    .await;
+}
+
+async fn until_all_done(queue: &str, jobs: usize, limit: Duration) {
+    wait_until("every job done", limit, queue, |c| c.done as usize == jobs).await;
+}
+
 /// Which repeated runs a fault accounts for.
 enum Fault {
     /// None: every job runs exactly once.
@@ -295,21 +310,12 @@ async fn kill_9_of_a_runner_with_jobs_in_flight_loses_nothing() {
     let jobs = enqueue(&client, &queue, if long() { 100_000 } else { 10_000 }).await;
 
     let first = start_runner(&queue, 32);
-    wait_until(
-        "a fifth of the jobs to run",
-        Duration::from_secs(120),
-        &queue,
-        |c| c.runs as usize >= jobs / 5,
-    )
-    .await;
+    until_a_fifth_ran(&queue, jobs).await;
     drop(first); // SIGKILL: no shutdown, no hand-back
     let in_flight = processing(&client, &queue).await;
 
     let second = start_runner(&queue, 32);
-    wait_until("every job done", Duration::from_secs(300), &queue, |c| {
-        c.done as usize == jobs
-    })
-    .await;
+    until_all_done(&queue, jobs, Duration::from_secs(300)).await;
     stop_runner(second);
     let held = in_flight.len();
     let (jobs, duplicates) = check_runs(&queue, jobs, &Fault::Held(in_flight)).await;
@@ -328,22 +334,13 @@ async fn fault_mid_drain(label: &str, fault: impl FnOnce(i32) + Send + 'static) 
     let before = control_plane_pid().await;
 
     let runner = start_runner(&queue, 16);
-    wait_until(
-        "a fifth of the jobs to run",
-        Duration::from_secs(120),
-        &queue,
-        |c| c.runs as usize >= jobs / 5,
-    )
-    .await;
+    until_a_fifth_ran(&queue, jobs).await;
     tokio::task::spawn_blocking(move || fault(before))
         .await
         .unwrap();
     let after = control_plane_pid().await;
     let back = SystemTime::now();
-    wait_until("every job done", Duration::from_secs(300), &queue, |c| {
-        c.done as usize == jobs
-    })
-    .await;
+    until_all_done(&queue, jobs, Duration::from_secs(300)).await;
     stop_runner(runner);
 
     assert_ne!(
@@ -395,10 +392,7 @@ async fn four_runners_at_concurrency_32_run_each_job_exactly_once() {
     let jobs = enqueue(&client, &queue, if long() { 200_000 } else { 50_000 }).await;
     let started = Instant::now();
     let runners: Vec<Runner> = (0..4).map(|_| start_runner(&queue, 32)).collect();
-    wait_until("every job done", Duration::from_secs(600), &queue, |c| {
-        c.done as usize == jobs
-    })
-    .await;
+    until_all_done(&queue, jobs, Duration::from_secs(600)).await;
     let elapsed = started.elapsed();
     runners.into_iter().for_each(stop_runner);
     let (jobs, duplicates) = check_runs(&queue, jobs, &Fault::None).await;
