@@ -460,13 +460,13 @@ BEGIN
     PERFORM soniq._require(running, 'running');
     PERFORM soniq._require(grace, 'grace');
     PERFORM soniq._check_interval(grace, 'grace');
-    RETURN QUERY SELECT soniq.heartbeat(worker_id);
     SELECT array_agg(j.id) INTO unknown FROM soniq.jobs j
      WHERE j.status = 'processing' AND j.worker_id = heartbeat.worker_id
        AND j.id <> ALL (running) AND j.started_at < now() - grace;
     IF unknown IS NOT NULL THEN
         PERFORM soniq._take_back(ARRAY[worker_id], 'its worker had lost track of it', unknown);
     END IF;
+    RETURN QUERY SELECT soniq.heartbeat(worker_id);
 END
 $$;
 
@@ -551,9 +551,6 @@ BEGIN
     PERFORM soniq._require(claim.worker_id, 'worker_id');
     PERFORM soniq._check_filter(claim.queues, 'queues');
     PERFORM soniq._check_filter(claim.task_names, 'task_names');
-    -- A malformed name matches no job: say so instead of claiming nothing forever.
-    PERFORM soniq.check_queue_name(q) FROM unnest(claim.queues) q;
-    PERFORM soniq.check_task_name(t) FROM unnest(claim.task_names) t;
     IF batch_size IS NULL OR batch_size NOT BETWEEN 1 AND 10000 THEN
         RAISE EXCEPTION 'batch_size must be between 1 and 10000, got %', coalesce(batch_size::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
@@ -565,7 +562,7 @@ BEGIN
     SELECT coalesce(array_agg(q.name), '{}') INTO paused FROM soniq.queues q WHERE q.paused;
 
     -- The batch in claim order: one queue's from its own index (queue first), any other
-    -- selection from the general one.
+    -- selection from the general one. The two statements differ only there: keep them in step.
     IF cardinality(claim.queues) = 1 THEN
         SELECT array_agg(b.id) INTO picked FROM (
             SELECT j.id FROM soniq.jobs j
@@ -587,6 +584,13 @@ BEGIN
              ORDER BY j.priority, j.scheduled_at NULLS FIRST, j.created_at, j.id
              LIMIT claim.batch_size
                FOR UPDATE SKIP LOCKED) b;
+    END IF;
+    IF picked IS NULL THEN
+        -- A malformed name matches no job: say so instead of claiming nothing forever (checked
+        -- only here, off the path of claims that find work).
+        PERFORM soniq.check_queue_name(q) FROM unnest(claim.queues) q;
+        PERFORM soniq.check_task_name(t) FROM unnest(claim.task_names) t;
+        RETURN;
     END IF;
 
     RETURN QUERY
@@ -978,6 +982,7 @@ CREATE FUNCTION soniq.dead_letter_list(
 ) RETURNS SETOF soniq.dead_letter_jobs
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
+    PERFORM soniq._check_filter(dead_letter_list.tags, 'tags');
     IF row_limit IS NULL OR row_limit NOT BETWEEN 1 AND 10000 OR row_offset IS NULL OR row_offset < 0 THEN
         RAISE EXCEPTION 'row_limit must be between 1 and 10000 and row_offset at least 0'
             USING ERRCODE = 'invalid_parameter_value';
@@ -1068,6 +1073,7 @@ DECLARE
     result text[];
 BEGIN
     PERFORM soniq._require(dead_job_id, 'dead_job_id');
+    PERFORM soniq._require(tags, 'tags');
     PERFORM soniq._check_filter(tags, 'tags');
     IF EXISTS (SELECT FROM unnest(tags) t WHERE t = '') THEN
         RAISE EXCEPTION 'tags must not be empty strings' USING ERRCODE = 'invalid_parameter_value';
@@ -1087,10 +1093,14 @@ $$;
 -- total, by task, queue and reason, by day over the last 7 days, the oldest's age in
 -- seconds, and how many were replayed at least once.
 CREATE FUNCTION soniq.dead_letter_stats(since interval DEFAULT NULL) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    WITH dead AS (
-        SELECT * FROM soniq.dead_letter_jobs d
-         WHERE $1 IS NULL OR d.moved_to_dead_letter_at >= now() - $1
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    PERFORM soniq._check_interval(since, 'since');
+    RETURN (
+    WITH dead AS (  -- only the columns counted: args can be large
+        SELECT d.task_name, d.queue, d.dead_letter_reason, d.moved_to_dead_letter_at, d.resurrection_count
+          FROM soniq.dead_letter_jobs d
+         WHERE dead_letter_stats.since IS NULL OR d.moved_to_dead_letter_at >= now() - dead_letter_stats.since
     )
     SELECT jsonb_build_object(
         'total', (SELECT count(*) FROM dead),
@@ -1104,7 +1114,8 @@ LANGUAGE sql STABLE AS $$
                             (SELECT moved_to_dead_letter_at::date::text AS day, count(*) AS n FROM dead
                               WHERE moved_to_dead_letter_at >= current_date - 6 GROUP BY 1) d), '{}'),
         'oldest_age_seconds', (SELECT round(extract(epoch FROM now() - min(moved_to_dead_letter_at))) FROM dead),
-        'replayed', (SELECT count(*) FROM dead WHERE resurrection_count > 0))
+        'replayed', (SELECT count(*) FROM dead WHERE resurrection_count > 0)));
+END
 $$;
 
 -- dead_letter_move: move a job that is not running (queued or cancelled) into the dead

@@ -156,42 +156,45 @@ $$;
 -- The background worker's rounds
 ------------------------------------------------------------------------------------------
 
--- fire_due_schedules: enqueue one job for each due schedule (at most max_fires, oldest
--- fire time first) and move it to its next fire time; the job and the new fire time commit
--- together, so a fire time never makes two jobs. A schedule that fell behind fires once, then
--- continues from its next slot after now. The whole batch is one statement; if any schedule
--- in it fails, the batch is redone one schedule at a time (each in a subtransaction, at most
--- 50: more would overflow the subtransaction cache and slow every snapshot), the failing
--- fire recorded on its schedule and skipped, a schedule whose next fire time cannot be
--- computed paused. Returns how many schedules it handled.
+-- _fire: enqueue a due schedule's job and move the schedule to its next fire time (the job
+-- and the new fire time commit together, so a fire time never makes two jobs). A schedule
+-- that fell behind fires once, then continues from its next slot after now.
+CREATE FUNCTION soniq._fire(due soniq.schedules) RETURNS void
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    job_id uuid;
+BEGIN
+    job_id := soniq.enqueue(due.task_name, due.args, due.queue, due.priority, due.next_fire_at,
+                            due.retries, NULL, NULL, due.timeout, 'schedule:' || due.name);
+    UPDATE soniq.schedules s
+       SET last_fire_at = due.next_fire_at, last_job_id = job_id, fire_count = s.fire_count + 1,
+           next_fire_at = soniq._next_fire(due.cron, soniq._every_seconds(due.every), due.time_zone,
+                                           due.next_fire_at, now()),
+           updated_at = now()
+     WHERE s.name = due.name;
+END
+$$;
+
+-- fire_due_schedules: fire each due schedule (at most max_fires, oldest fire time first).
+-- The whole batch is one statement; if any schedule in it fails, the batch is redone one
+-- schedule at a time (each in a subtransaction, at most 50: more would overflow the
+-- subtransaction cache and slow every snapshot), the failing fire recorded on its schedule
+-- and skipped, a schedule whose next fire time cannot be computed paused. Returns how many
+-- schedules it handled.
 CREATE FUNCTION soniq.fire_due_schedules(max_fires int DEFAULT 1000) RETURNS int
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     due soniq.schedules;
     handled int := 0;
-    job_id uuid;
     message text;
 BEGIN
     BEGIN
-        WITH batch AS (
-            SELECT * FROM soniq.schedules s
-             WHERE s.enabled AND s.next_fire_at <= now()
-             ORDER BY s.next_fire_at
-             LIMIT max_fires
-               FOR UPDATE SKIP LOCKED
-        ), fired AS MATERIALIZED (
-            SELECT b.name, b.next_fire_at AS fired_at,
-                   soniq.enqueue(b.task_name, b.args, b.queue, b.priority, b.next_fire_at,
-                                 b.retries, NULL, NULL, b.timeout, 'schedule:' || b.name) AS job_id,
-                   soniq._next_fire(b.cron, soniq._every_seconds(b.every), b.time_zone,
-                                    b.next_fire_at, now()) AS next_fire_at
-              FROM batch b
-        )
-        UPDATE soniq.schedules s
-           SET last_fire_at = f.fired_at, last_job_id = f.job_id, fire_count = s.fire_count + 1,
-               next_fire_at = f.next_fire_at, updated_at = now()
-          FROM fired f
-         WHERE s.name = f.name;
+        PERFORM soniq._fire(s) FROM soniq.schedules s
+         WHERE s.name IN (SELECT d.name FROM soniq.schedules d
+                           WHERE d.enabled AND d.next_fire_at <= now()
+                           ORDER BY d.next_fire_at
+                           LIMIT max_fires
+                             FOR UPDATE SKIP LOCKED);
         GET DIAGNOSTICS handled = ROW_COUNT;
         RETURN handled;
     EXCEPTION WHEN OTHERS THEN
@@ -207,14 +210,7 @@ BEGIN
     LOOP
         handled := handled + 1;
         BEGIN
-            job_id := soniq.enqueue(due.task_name, due.args, due.queue, due.priority, due.next_fire_at,
-                                    due.retries, NULL, NULL, due.timeout, 'schedule:' || due.name);
-            UPDATE soniq.schedules s
-               SET last_fire_at = due.next_fire_at, last_job_id = job_id, fire_count = s.fire_count + 1,
-                   next_fire_at = soniq._next_fire(due.cron, soniq._every_seconds(due.every), due.time_zone,
-                                                   due.next_fire_at, now()),
-                   updated_at = now()
-             WHERE s.name = due.name;
+            PERFORM soniq._fire(due);
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS message = MESSAGE_TEXT;
             PERFORM soniq._schedule_failed(due, message);
@@ -279,8 +275,8 @@ END
 $$;
 
 -- prune_jobs: delete done jobs whose result TTL has passed and cancelled jobs finished
--- more than retention ago, batch_size rows per statement and at most max_batches
--- statements, so a round stays short. Returns how many were deleted.
+-- more than retention ago, up to batch_size of each per batch and at most max_batches
+-- batches (the control plane runs one batch per transaction). Returns how many were deleted.
 CREATE FUNCTION soniq.prune_jobs(retention interval DEFAULT '7 days', batch_size int DEFAULT 1000,
                                  max_batches int DEFAULT 10) RETURNS bigint
 LANGUAGE plpgsql VOLATILE AS $$

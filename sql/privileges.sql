@@ -32,17 +32,21 @@ BEGIN
 END
 $$;
 
--- The API: every SQL and PL/pgSQL function whose name does not start with "_".
+-- The API: every function whose name does not start with "_". Its SQL and PL/pgSQL
+-- functions run with their owner's rights and a pinned search_path; soniq_admin may call all.
 DO $$
 DECLARE
     api regprocedure;
+    language name;
 BEGIN
-    FOR api IN
-        SELECT p.oid FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_language l ON l.oid = p.prolang
-         WHERE p.pronamespace = 'soniq'::regnamespace AND l.lanname IN ('sql', 'plpgsql')
-           AND p.proname NOT LIKE '\_%'
+    FOR api, language IN
+        SELECT p.oid, l.lanname FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+         WHERE p.pronamespace = 'soniq'::regnamespace AND p.proname NOT LIKE '\_%'
     LOOP
-        EXECUTE pg_catalog.format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = pg_catalog, pg_temp', api);
+        IF language IN ('sql', 'plpgsql') THEN
+            EXECUTE pg_catalog.format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = pg_catalog, pg_temp', api);
+        END IF;
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO soniq_admin', api);
     END LOOP;
 END
 $$;
@@ -72,16 +76,4 @@ GRANT EXECUTE ON FUNCTION
     soniq.abort(uuid, uuid, int, text)
 TO soniq_worker;
 
-DO $$
-DECLARE
-    api regprocedure;
-BEGIN
-    FOR api IN
-        SELECT p.oid FROM pg_catalog.pg_proc p
-         WHERE p.pronamespace = 'soniq'::regnamespace AND p.proname NOT LIKE '\_%'
-    LOOP
-        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO soniq_admin', api);
-    END LOOP;
-END
-$$;
 GRANT SELECT ON ALL TABLES IN SCHEMA soniq TO soniq_admin;

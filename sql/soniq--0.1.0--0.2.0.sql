@@ -20,6 +20,102 @@ CREATE OR REPLACE FUNCTION soniq._wake(queue text) RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c AS 'MODULE_PATHNAME', 'wake_wrapper';
 
+CREATE FUNCTION soniq._fire(due soniq.schedules) RETURNS void
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    job_id uuid;
+BEGIN
+    job_id := soniq.enqueue(due.task_name, due.args, due.queue, due.priority, due.next_fire_at,
+                            due.retries, NULL, NULL, due.timeout, 'schedule:' || due.name);
+    UPDATE soniq.schedules s
+       SET last_fire_at = due.next_fire_at, last_job_id = job_id, fire_count = s.fire_count + 1,
+           next_fire_at = soniq._next_fire(due.cron, soniq._every_seconds(due.every), due.time_zone,
+                                           due.next_fire_at, now()),
+           updated_at = now()
+     WHERE s.name = due.name;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION soniq.dead_letter_list(
+    task_name    text        DEFAULT NULL,
+    queue        text        DEFAULT NULL,
+    reason       text        DEFAULT NULL,
+    moved_after  timestamptz DEFAULT NULL,
+    moved_before timestamptz DEFAULT NULL,
+    tags         text[]      DEFAULT NULL,
+    replayed     boolean     DEFAULT NULL,
+    row_limit    int         DEFAULT 100,
+    row_offset   int         DEFAULT 0
+) RETURNS SETOF soniq.dead_letter_jobs
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    PERFORM soniq._check_filter(dead_letter_list.tags, 'tags');
+    IF row_limit IS NULL OR row_limit NOT BETWEEN 1 AND 10000 OR row_offset IS NULL OR row_offset < 0 THEN
+        RAISE EXCEPTION 'row_limit must be between 1 and 10000 and row_offset at least 0'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+    SELECT d.* FROM soniq.dead_letter_jobs d
+     WHERE (dead_letter_list.task_name IS NULL OR d.task_name = dead_letter_list.task_name)
+       AND (dead_letter_list.queue IS NULL OR d.queue = dead_letter_list.queue)
+       AND (dead_letter_list.reason IS NULL OR d.dead_letter_reason = dead_letter_list.reason)
+       AND (moved_after IS NULL OR d.moved_to_dead_letter_at >= moved_after)
+       AND (moved_before IS NULL OR d.moved_to_dead_letter_at < moved_before)
+       AND (dead_letter_list.tags IS NULL OR d.tags @> dead_letter_list.tags)
+       AND (replayed IS NULL OR (d.resurrection_count > 0) = replayed)
+     ORDER BY d.moved_to_dead_letter_at DESC, d.id DESC
+     LIMIT row_limit OFFSET row_offset;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION soniq.dead_letter_tag(dead_job_id uuid, tags text[]) RETURNS text[]
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    result text[];
+BEGIN
+    PERFORM soniq._require(dead_job_id, 'dead_job_id');
+    PERFORM soniq._require(tags, 'tags');
+    PERFORM soniq._check_filter(tags, 'tags');
+    IF EXISTS (SELECT FROM unnest(tags) t WHERE t = '') THEN
+        RAISE EXCEPTION 'tags must not be empty strings' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE soniq.dead_letter_jobs d
+       SET tags = ARRAY(SELECT DISTINCT t FROM unnest(d.tags || dead_letter_tag.tags) t ORDER BY t)
+     WHERE d.id = dead_job_id
+    RETURNING d.tags INTO result;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'dead job % does not exist', dead_job_id USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN result;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION soniq.dead_letter_stats(since interval DEFAULT NULL) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    PERFORM soniq._check_interval(since, 'since');
+    RETURN (
+    WITH dead AS (  -- only the columns counted: args can be large
+        SELECT d.task_name, d.queue, d.dead_letter_reason, d.moved_to_dead_letter_at, d.resurrection_count
+          FROM soniq.dead_letter_jobs d
+         WHERE dead_letter_stats.since IS NULL OR d.moved_to_dead_letter_at >= now() - dead_letter_stats.since
+    )
+    SELECT jsonb_build_object(
+        'total', (SELECT count(*) FROM dead),
+        'by_task', coalesce((SELECT jsonb_object_agg(task_name, n) FROM
+                             (SELECT task_name, count(*) AS n FROM dead GROUP BY task_name) t), '{}'),
+        'by_queue', coalesce((SELECT jsonb_object_agg(queue, n) FROM
+                              (SELECT queue, count(*) AS n FROM dead GROUP BY queue) q), '{}'),
+        'by_reason', coalesce((SELECT jsonb_object_agg(dead_letter_reason, n) FROM
+                               (SELECT dead_letter_reason, count(*) AS n FROM dead GROUP BY dead_letter_reason) r), '{}'),
+        'by_day', coalesce((SELECT jsonb_object_agg(day, n) FROM
+                            (SELECT moved_to_dead_letter_at::date::text AS day, count(*) AS n FROM dead
+                              WHERE moved_to_dead_letter_at >= current_date - 6 GROUP BY 1) d), '{}'),
+        'oldest_age_seconds', (SELECT round(extract(epoch FROM now() - min(moved_to_dead_letter_at))) FROM dead),
+        'replayed', (SELECT count(*) FROM dead WHERE resurrection_count > 0)));
+END
+$$;
+
 CREATE FUNCTION soniq._take_back(worker_ids uuid[], why text, job_ids uuid[] DEFAULT NULL) RETURNS int
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
@@ -67,13 +163,13 @@ BEGIN
     PERFORM soniq._require(running, 'running');
     PERFORM soniq._require(grace, 'grace');
     PERFORM soniq._check_interval(grace, 'grace');
-    RETURN QUERY SELECT soniq.heartbeat(worker_id);
     SELECT array_agg(j.id) INTO unknown FROM soniq.jobs j
      WHERE j.status = 'processing' AND j.worker_id = heartbeat.worker_id
        AND j.id <> ALL (running) AND j.started_at < now() - grace;
     IF unknown IS NOT NULL THEN
         PERFORM soniq._take_back(ARRAY[worker_id], 'its worker had lost track of it', unknown);
     END IF;
+    RETURN QUERY SELECT soniq.heartbeat(worker_id);
 END
 $$;
 
@@ -196,9 +292,6 @@ BEGIN
     PERFORM soniq._require(claim.worker_id, 'worker_id');
     PERFORM soniq._check_filter(claim.queues, 'queues');
     PERFORM soniq._check_filter(claim.task_names, 'task_names');
-    -- A malformed name matches no job: say so instead of claiming nothing forever.
-    PERFORM soniq.check_queue_name(q) FROM unnest(claim.queues) q;
-    PERFORM soniq.check_task_name(t) FROM unnest(claim.task_names) t;
     IF batch_size IS NULL OR batch_size NOT BETWEEN 1 AND 10000 THEN
         RAISE EXCEPTION 'batch_size must be between 1 and 10000, got %', coalesce(batch_size::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
@@ -210,7 +303,7 @@ BEGIN
     SELECT coalesce(array_agg(q.name), '{}') INTO paused FROM soniq.queues q WHERE q.paused;
 
     -- The batch in claim order: one queue's from its own index (queue first), any other
-    -- selection from the general one.
+    -- selection from the general one. The two statements differ only there: keep them in step.
     IF cardinality(claim.queues) = 1 THEN
         SELECT array_agg(b.id) INTO picked FROM (
             SELECT j.id FROM soniq.jobs j
@@ -232,6 +325,13 @@ BEGIN
              ORDER BY j.priority, j.scheduled_at NULLS FIRST, j.created_at, j.id
              LIMIT claim.batch_size
                FOR UPDATE SKIP LOCKED) b;
+    END IF;
+    IF picked IS NULL THEN
+        -- A malformed name matches no job: say so instead of claiming nothing forever (checked
+        -- only here, off the path of claims that find work).
+        PERFORM soniq.check_queue_name(q) FROM unnest(claim.queues) q;
+        PERFORM soniq.check_task_name(t) FROM unnest(claim.task_names) t;
+        RETURN;
     END IF;
 
     RETURN QUERY
@@ -355,29 +455,15 @@ LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     due soniq.schedules;
     handled int := 0;
-    job_id uuid;
     message text;
 BEGIN
     BEGIN
-        WITH batch AS (
-            SELECT * FROM soniq.schedules s
-             WHERE s.enabled AND s.next_fire_at <= now()
-             ORDER BY s.next_fire_at
-             LIMIT max_fires
-               FOR UPDATE SKIP LOCKED
-        ), fired AS MATERIALIZED (
-            SELECT b.name, b.next_fire_at AS fired_at,
-                   soniq.enqueue(b.task_name, b.args, b.queue, b.priority, b.next_fire_at,
-                                 b.retries, NULL, NULL, b.timeout, 'schedule:' || b.name) AS job_id,
-                   soniq._next_fire(b.cron, soniq._every_seconds(b.every), b.time_zone,
-                                    b.next_fire_at, now()) AS next_fire_at
-              FROM batch b
-        )
-        UPDATE soniq.schedules s
-           SET last_fire_at = f.fired_at, last_job_id = f.job_id, fire_count = s.fire_count + 1,
-               next_fire_at = f.next_fire_at, updated_at = now()
-          FROM fired f
-         WHERE s.name = f.name;
+        PERFORM soniq._fire(s) FROM soniq.schedules s
+         WHERE s.name IN (SELECT d.name FROM soniq.schedules d
+                           WHERE d.enabled AND d.next_fire_at <= now()
+                           ORDER BY d.next_fire_at
+                           LIMIT max_fires
+                             FOR UPDATE SKIP LOCKED);
         GET DIAGNOSTICS handled = ROW_COUNT;
         RETURN handled;
     EXCEPTION WHEN OTHERS THEN
@@ -393,14 +479,7 @@ BEGIN
     LOOP
         handled := handled + 1;
         BEGIN
-            job_id := soniq.enqueue(due.task_name, due.args, due.queue, due.priority, due.next_fire_at,
-                                    due.retries, NULL, NULL, due.timeout, 'schedule:' || due.name);
-            UPDATE soniq.schedules s
-               SET last_fire_at = due.next_fire_at, last_job_id = job_id, fire_count = s.fire_count + 1,
-                   next_fire_at = soniq._next_fire(due.cron, soniq._every_seconds(due.every), due.time_zone,
-                                                   due.next_fire_at, now()),
-                   updated_at = now()
-             WHERE s.name = due.name;
+            PERFORM soniq._fire(due);
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS message = MESSAGE_TEXT;
             PERFORM soniq._schedule_failed(due, message);
@@ -458,17 +537,21 @@ BEGIN
 END
 $$;
 
--- The API: every SQL and PL/pgSQL function whose name does not start with "_".
+-- The API: every function whose name does not start with "_". Its SQL and PL/pgSQL
+-- functions run with their owner's rights and a pinned search_path; soniq_admin may call all.
 DO $$
 DECLARE
     api regprocedure;
+    language name;
 BEGIN
-    FOR api IN
-        SELECT p.oid FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_language l ON l.oid = p.prolang
-         WHERE p.pronamespace = 'soniq'::regnamespace AND l.lanname IN ('sql', 'plpgsql')
-           AND p.proname NOT LIKE '\_%'
+    FOR api, language IN
+        SELECT p.oid, l.lanname FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+         WHERE p.pronamespace = 'soniq'::regnamespace AND p.proname NOT LIKE '\_%'
     LOOP
-        EXECUTE pg_catalog.format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = pg_catalog, pg_temp', api);
+        IF language IN ('sql', 'plpgsql') THEN
+            EXECUTE pg_catalog.format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = pg_catalog, pg_temp', api);
+        END IF;
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO soniq_admin', api);
     END LOOP;
 END
 $$;
@@ -498,16 +581,4 @@ GRANT EXECUTE ON FUNCTION
     soniq.abort(uuid, uuid, int, text)
 TO soniq_worker;
 
-DO $$
-DECLARE
-    api regprocedure;
-BEGIN
-    FOR api IN
-        SELECT p.oid FROM pg_catalog.pg_proc p
-         WHERE p.pronamespace = 'soniq'::regnamespace AND p.proname NOT LIKE '\_%'
-    LOOP
-        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO soniq_admin', api);
-    END LOOP;
-END
-$$;
 GRANT SELECT ON ALL TABLES IN SCHEMA soniq TO soniq_admin;

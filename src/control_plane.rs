@@ -100,7 +100,7 @@ pub fn define_settings(preloading: bool) {
     );
     GucRegistry::define_int_guc(
         c"soniq.prune_batch_size",
-        c"Finished jobs deleted per statement when pruning (at most ten statements a round).",
+        c"Finished jobs deleted per transaction when pruning (at most ten transactions a round).",
         c"",
         &PRUNE_BATCH_SIZE,
         1,
@@ -149,10 +149,12 @@ fn run(subsystem: &str, batch_size: i32) -> i64 {
         .unwrap_or(0)
 }
 
-/// Fire every due schedule, a batch per transaction.
+/// Fire every due schedule, a batch per transaction. A short batch ends the loop: nothing
+/// more was due, or one schedule failed and the rest waits for the next round, which then
+/// comes at once (a schedule is due).
 fn fire_due_schedules() {
     for _ in 0..SCHEDULER_TRANSACTIONS_PER_ROUND {
-        if run("scheduler", SCHEDULES_PER_TRANSACTION) == 0 {
+        if run("scheduler", SCHEDULES_PER_TRANSACTION) < i64::from(SCHEDULES_PER_TRANSACTION) {
             break;
         }
     }
@@ -162,8 +164,9 @@ fn fire_due_schedules() {
 fn round() -> Duration {
     fire_due_schedules();
     run("rescue", 0);
-    // Pruning a batch per transaction, due schedules first between batches: a backlog of
-    // finished jobs must not delay a schedule.
+    // Pruning a batch per transaction, with a look for due schedules between batches (one
+    // short transaction, only while a backlog of finished jobs lasts): pruning must not
+    // delay a schedule.
     let batch_size = PRUNE_BATCH_SIZE.get();
     for _ in 0..PRUNE_BATCHES_PER_ROUND {
         if run("prune", batch_size) < i64::from(batch_size) {

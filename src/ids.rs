@@ -1,14 +1,17 @@
 //! Job ids: UUIDv7 (RFC 9562). 48 bits of Unix milliseconds, the version, 12 bits of the
 //! sub-millisecond clock, the variant and 62 random bits. Ids made one after another in a
-//! backend sort in creation order (the claim order's last tie-break): within one clock tick
-//! the next id is the previous one plus one. Declared in sql/schema.sql, which needs it for column
+//! backend sort in creation order (the claim order's last tie-break): an id that would not
+//! sort after the previous one (the same clock tick) is the previous one plus one. Declared in sql/schema.sql, which needs it for column
 //! defaults before pgrx's own declarations run.
 
 use pgrx::prelude::*;
 use std::cell::Cell;
 
 /// Microseconds from the Unix epoch to the Postgres epoch (2000-01-01).
-const POSTGRES_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
+const POSTGRES_EPOCH_UNIX_MICROS: i64 = (pg_sys::POSTGRES_EPOCH_JDATE - pg_sys::UNIX_EPOCH_JDATE)
+    as i64
+    * pg_sys::SECS_PER_DAY as i64
+    * 1_000_000;
 
 /// The random part's bits: the low 62.
 const RANDOM_BITS: u128 = (1 << 62) - 1;

@@ -34,6 +34,7 @@ extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 pub extern "C-unwind" fn _PG_init() {
     let preloading = unsafe { pg_sys::process_shared_preload_libraries_in_progress };
     control_plane::define_settings(preloading);
+    wake::register_callbacks();
     if preloading {
         control_plane::register_worker();
     }

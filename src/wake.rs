@@ -12,13 +12,13 @@
 //! runners look again shortly after every notification to pick it up. Deciding at commit also
 //! means a long producer transaction never holds back other producers' wake-ups.
 //!
-//! Rolled-back transactions send nothing. A prepared transaction (two-phase commit) sends
-//! nothing either (Postgres refuses to PREPARE after NOTIFY); workers find its jobs by polling.
+//! A rolled-back transaction sends nothing, nor does a wake-up asked for in a subtransaction
+//! that rolled back. A prepared transaction (two-phase commit) sends nothing either (Postgres
+//! refuses to PREPARE after NOTIFY); workers find its jobs by polling.
 
+use pgrx::direct_function_call_as_datum;
 use pgrx::prelude::*;
-use pgrx::{direct_function_call_as_datum, register_xact_callback, PgXactCallbackEvent};
 use std::cell::RefCell;
-use std::collections::BTreeSet;
 
 /// The channel runners LISTEN on; the payload is the queue name.
 const CHANNEL: &str = "soniq_new_job";
@@ -28,32 +28,62 @@ const CHANNEL: &str = "soniq_new_job";
 const LOCK_CLASS: i32 = 0x736f_6e71;
 
 thread_local! {
-    /// Queues to wake when the current transaction commits; `None` outside such a transaction.
-    static PENDING: RefCell<Option<BTreeSet<String>>> = const { RefCell::new(None) };
+    /// Queues to wake when the current transaction commits, each with the subtransaction that
+    /// asked first, so that a rolled-back savepoint takes its wake-ups back.
+    static PENDING: RefCell<Vec<(pg_sys::SubTransactionId, String)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Hook the wake-ups into every transaction of this backend (from `_PG_init`, once).
+pub fn register_callbacks() {
+    unsafe {
+        pg_sys::RegisterXactCallback(Some(on_transaction), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(on_subtransaction), std::ptr::null_mut());
+    }
 }
 
 /// Ask for the workers of `queue` to be woken when the calling transaction commits.
 #[pg_extern(volatile, parallel_unsafe, name = "_wake")]
 pub fn wake(queue: &str) {
+    let asked_in = unsafe { pg_sys::GetCurrentSubTransactionId() };
     PENDING.with_borrow_mut(|pending| {
-        pending
-            .get_or_insert_with(|| {
-                register_xact_callback(PgXactCallbackEvent::PreCommit, notify_pending);
-                register_xact_callback(PgXactCallbackEvent::PrePrepare, forget_pending);
-                register_xact_callback(PgXactCallbackEvent::Abort, forget_pending);
-                BTreeSet::new()
-            })
-            .insert(queue.to_owned());
+        if !pending
+            .iter()
+            .any(|(_, pending_queue)| pending_queue == queue)
+        {
+            pending.push((asked_in, queue.to_owned()));
+        }
     });
 }
 
-fn forget_pending() {
-    PENDING.take();
+#[pg_guard]
+unsafe extern "C-unwind" fn on_transaction(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
+    use pg_sys::XactEvent::*;
+    match event {
+        XACT_EVENT_PRE_COMMIT => notify_pending(),
+        XACT_EVENT_ABORT | XACT_EVENT_PRE_PREPARE => PENDING.with_borrow_mut(Vec::clear),
+        _ => {}
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_subtransaction(
+    event: pg_sys::SubXactEvent::Type,
+    rolled_back: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    // Subtransaction ids grow: the rolled-back one's and its children's are the larger ones.
+    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
+        PENDING.with_borrow_mut(|pending| pending.retain(|(asked_in, _)| *asked_in < rolled_back));
+    }
 }
 
 /// Pre-commit: notify every pending queue whose wake-up no other transaction is committing.
 fn notify_pending() {
-    for queue in PENDING.take().unwrap_or_default() {
+    for (_, queue) in PENDING.take() {
         if try_wake_lock(&queue) {
             unsafe {
                 direct_function_call_as_datum(

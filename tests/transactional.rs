@@ -240,3 +240,30 @@ fn a_prepared_transaction_may_enqueue() {
         .unwrap();
     assert_eq!(jobs_in(&mut producer, &queue), 1);
 }
+
+#[test]
+fn a_rolled_back_savepoint_takes_its_wake_up_back() {
+    let mut listener = listener();
+    let mut producer = common::connect();
+    let undone = common::unique_name("undone");
+    let kept = common::unique_name("kept");
+
+    let mut tx = producer.transaction().unwrap();
+    let mut savepoint = tx.savepoint("before_enqueue").unwrap();
+    savepoint
+        .execute("SELECT soniq.enqueue('tx.undone', queue => $1)", &[&undone])
+        .unwrap();
+    savepoint.rollback().unwrap();
+    tx.execute("SELECT soniq.enqueue('tx.kept', queue => $1)", &[&kept])
+        .unwrap();
+    tx.commit().unwrap();
+
+    let marker = enqueue_marker(&mut producer);
+    let seen = payloads_until(&mut listener, &marker);
+    assert!(seen.contains(&kept), "{seen:?}");
+    assert!(
+        !seen.contains(&undone),
+        "a rolled-back savepoint woke workers: {seen:?}"
+    );
+    assert_eq!(jobs_in(&mut producer, &undone), 0);
+}

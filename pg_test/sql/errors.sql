@@ -298,6 +298,15 @@ SELECT soniq.dead_letter_purge('-1 day');
 SELECT * FROM soniq.dead_letter_list(row_limit => 100000);
 :error
 :unchanged
+SELECT soniq.dead_letter_tag(:'dead', NULL);
+:error
+:unchanged
+SELECT * FROM soniq.dead_letter_list(tags => '{}');
+:error
+:unchanged
+SELECT soniq.dead_letter_stats('-1 day');
+:error
+:unchanged
 SELECT soniq.dead_letter_tag(:'dead', '{}');
 :error
 :unchanged
