@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio_postgres::GenericClient;
+use tokio_postgres::{GenericClient, ToStatement};
 use uuid::Uuid;
 
 // scheduled_at travels as Unix seconds: both clients bind an f64, neither needs a date type.
@@ -76,14 +76,21 @@ impl<'a> Enqueue<'a> {
     }
 
     /// Enqueue on the runner's own pool (or into the in-memory queue).
-    pub async fn send(self) -> Result<Uuid> {
+    pub async fn send(mut self) -> Result<Uuid> {
+        let args = self.take_args()?;
         if let crate::Backend::Memory(store) = &self.soniq.backend {
-            let args = self.args.as_ref().map_err(Error::clone_invalid)?.clone();
             return Ok(store.enqueue(&self.soniq.handlers.registry, &self, args));
         }
         let client = self.soniq.connection().await?;
+        // Prepared once per pooled connection: an ad-hoc statement costs a round trip more.
+        let statement = client.prepare_cached(ENQUEUE_SQL).await?;
         let client: &tokio_postgres::Client = &client;
-        self.send_on(client).await
+        self.send_with(client, &statement, args).await
+    }
+
+    /// The args, or the error the builder kept for the send.
+    fn take_args(&mut self) -> Result<Value> {
+        std::mem::replace(&mut self.args, Ok(Value::Null))
     }
 
     fn unix_seconds(&self) -> Option<f64> {
@@ -96,15 +103,23 @@ impl<'a> Enqueue<'a> {
 
     /// Enqueue on the caller's tokio-postgres connection or transaction: the job exists if
     /// and only if that transaction commits.
-    pub async fn send_on<C: GenericClient + Sync>(self, client: &C) -> Result<Uuid> {
-        let args = self.args.as_ref().map_err(Error::clone_invalid)?;
+    pub async fn send_on<C: GenericClient + Sync>(mut self, client: &C) -> Result<Uuid> {
+        let args = self.take_args()?;
+        self.send_with(client, ENQUEUE_SQL, args).await
+    }
+
+    async fn send_with<C, S>(self, client: &C, statement: &S, args: Value) -> Result<Uuid>
+    where
+        C: GenericClient + Sync,
+        S: ?Sized + ToStatement + Sync + Send,
+    {
         self.soniq.publish_tasks().await?;
         let row = client
             .query_one(
-                ENQUEUE_SQL,
+                statement,
                 &[
                     &self.task_name,
-                    args,
+                    &args,
                     &self.queue,
                     &self.priority,
                     &self.unix_seconds(),
@@ -121,12 +136,12 @@ impl<'a> Enqueue<'a> {
     /// Enqueue on the caller's sqlx connection or transaction (`&mut *tx`): the job exists
     /// if and only if that transaction commits.
     #[cfg(feature = "sqlx")]
-    pub async fn send_on_sqlx(self, connection: &mut sqlx::PgConnection) -> Result<Uuid> {
-        let args = self.args.as_ref().map_err(Error::clone_invalid)?;
+    pub async fn send_on_sqlx(mut self, connection: &mut sqlx::PgConnection) -> Result<Uuid> {
+        let args = self.take_args()?;
         self.soniq.publish_tasks().await?;
         let id: Uuid = sqlx::query_scalar(ENQUEUE_SQL)
             .bind(&self.task_name)
-            .bind(args)
+            .bind(&args)
             .bind(&self.queue)
             .bind(self.priority)
             .bind(self.unix_seconds())

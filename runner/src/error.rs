@@ -36,13 +36,6 @@ impl Error {
     }
 }
 
-impl Error {
-    /// A copy of an input error (deferred by a builder until it is sent).
-    pub(crate) fn clone_invalid(&self) -> Error {
-        Error::Invalid(self.to_string())
-    }
-}
-
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -29,7 +29,7 @@ impl JobStatus {
         }
     }
 
-    fn parse(text: &str) -> Result<Self> {
+    pub(crate) fn parse(text: &str) -> Result<Self> {
         Ok(match text {
             "queued" => JobStatus::Queued,
             "processing" => JobStatus::Processing,

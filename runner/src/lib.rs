@@ -98,7 +98,8 @@ impl Soniq {
     pub fn with_settings(settings: Settings) -> Result<Self> {
         let mut config = deadpool_postgres::Config::new();
         config.url = Some(settings.database_url.clone());
-        // Room for every running job's outcome, the claim loop, heartbeats and producers.
+        // Room for every running handler to enqueue, and for the claim loop, the reporter,
+        // heartbeats and maintenance rounds.
         config.pool = Some(PoolConfig::new(settings.concurrency + 4));
         let pool = config
             .create_pool(Some(Runtime::Tokio1), NoTls)
@@ -206,9 +207,12 @@ impl Soniq {
             })?;
         self.publish_tasks().await?;
         let client = self.connection().await?;
+        let statement = client
+            .prepare_cached("SELECT soniq.enqueue_many($1, $2::jsonb[], producer_id => $3)")
+            .await?;
         let rows = client
             .query(
-                "SELECT soniq.enqueue_many($1, $2::jsonb[], producer_id => $3)",
+                &statement,
                 &[&task.name(), &args, &self.settings.producer_id],
             )
             .await?;

@@ -105,7 +105,7 @@ macro_rules! task_name {
 }
 
 /// A typed handle on a task: enqueue with `A` as arguments. Made by registering a handler,
-/// or with [`Task::reference`] by a producer that does not run the task.
+/// or with [`Soniq::task_ref`](crate::Soniq::task_ref) by a producer that does not run the task.
 pub struct Task<A> {
     name: String,
     args: PhantomData<fn(A)>,

@@ -83,11 +83,16 @@ pub struct Settings {
     pub route_map: Vec<(String, String)>,
 }
 
-fn default_producer_id() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
+/// This machine's name (as workers register with it), if it has one.
+pub(crate) fn hostname() -> Option<String> {
+    std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
+}
+
+fn default_producer_id() -> String {
+    let host = hostname()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "unknown".into());
     let program = std::env::args()

@@ -3,11 +3,14 @@
 //! shutdown hands unfinished jobs back without using up an attempt.
 //!
 //! Tasks inside one worker:
-//! * the claim loop (here, in `run`): one claimer per process, woken by the listener, so
+//! * the claim loop (`claim_loop`): one claimer per process, woken by the listener, so
 //!   a notification never sends every job slot racing to the database;
 //! * one task per running job;
-//! * the reporter: drains outcomes and records them, many completions per statement;
-//! * the heartbeat: keeps the lease alive and learns of cancellation requests;
+//! * the reporter: drains outcomes and records them, many completions (and failures) per
+//!   statement;
+//! * the heartbeat: keeps the leases alive, learns of cancellation requests, and names the
+//!   jobs it holds so the database can take back any it lost track of;
+//! * maintenance (when configured): rescue and pruning rounds;
 //! * the listener: `LISTEN soniq_new_job` on a connection of its own, reconnecting.
 
 use crate::error::{Error, Result};
@@ -16,7 +19,7 @@ use crate::job::JobContext;
 use crate::registry::Registry;
 use crate::scheduler::{self, ScheduleSpec};
 use crate::Soniq;
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Client, Pool};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -26,7 +29,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls};
 use uuid::Uuid;
 
@@ -91,6 +93,8 @@ struct Shared {
     pool: Pool,
     handlers: Handlers,
     worker_id: Mutex<Uuid>,
+    /// Jobs run at once at most (the job slots).
+    concurrency: usize,
     running: Mutex<HashMap<Uuid, RunningJob>>,
     /// Finished jobs whose outcomes the reporter has not recorded yet.
     recording: Mutex<HashSet<Uuid>>,
@@ -120,19 +124,13 @@ impl Shared {
     }
 }
 
-fn hostname() -> Option<String> {
-    std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-}
-
 async fn register(pool: &Pool, options: &WorkerOptions, concurrency: usize) -> Result<Uuid> {
     let client = pool.get().await?;
     let row = client
         .query_one(
             "SELECT soniq.register_worker($1, $2, $3, $4, $5)",
             &[
-                &hostname(),
+                &crate::settings::hostname(),
                 &(std::process::id() as i32),
                 &options.queues,
                 &(concurrency as i32),
@@ -259,78 +257,131 @@ fn lease_lost(e: &Error) -> bool {
     )
 }
 
-async fn record_one(pool: &Pool, report: &Report) -> Result<()> {
-    let (id, worker, attempt) = (&report.job_id, &report.worker_id, &report.attempt);
-    let seconds = match &report.kind {
-        ReportKind::Fail { retry_in, .. } => retry_in.map(|d| d.as_secs_f64()),
-        ReportKind::Snooze(delay) => Some(delay.as_secs_f64()),
-        _ => None,
-    };
-    let (sql, params): (&str, Vec<&(dyn ToSql + Sync)>) = match &report.kind {
-        ReportKind::Done(result) => (
-            "SELECT soniq.complete($1, $2, $3, $4)",
-            vec![id, worker, attempt, result],
-        ),
-        ReportKind::Fail { error, reason, .. } => (
-            "SELECT soniq.fail($1, $2, $3, $4, make_interval(secs => $5), $6)",
-            vec![id, worker, attempt, error, &seconds, reason],
-        ),
-        ReportKind::Snooze(_) => (
-            "SELECT soniq.snooze($1, $2, $3, make_interval(secs => $4))",
-            vec![id, worker, attempt, &seconds],
-        ),
-        ReportKind::Abort(reason) => (
-            "SELECT soniq.abort($1, $2, $3, $4)",
-            vec![id, worker, attempt, reason],
-        ),
-    };
+/// Record a batch of outcomes on one connection: the completions, and the failures, of each
+/// worker id in one statement each (`complete_many`, `fail_many`); snoozes and aborts one by
+/// one. Each group leaves `batch` once recorded (freeing its job slots), so a retry after an
+/// outage sends only what is left. An outcome whose lease was taken back is refused: the job
+/// runs again; that is logged, not retried.
+async fn record_batch(pool: &Pool, batch: &mut Vec<Report>) -> Result<()> {
     let client = pool.get().await?;
-    let statement = client.prepare_cached(sql).await?;
-    client.execute(&statement, &params).await?;
+    while let Some(head) = batch.first() {
+        let worker = head.worker_id;
+        let kind = std::mem::discriminant(&head.kind);
+        let batched = matches!(head.kind, ReportKind::Done(_) | ReportKind::Fail { .. });
+        let in_group: Vec<bool> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                i == 0
+                    || (batched && r.worker_id == worker && std::mem::discriminant(&r.kind) == kind)
+            })
+            .collect();
+        let group: Vec<&Report> = batch
+            .iter()
+            .zip(&in_group)
+            .filter_map(|(r, &take)| take.then_some(r))
+            .collect();
+        let refused = match &group[0].kind {
+            ReportKind::Done(_) => record_completions(&client, worker, &group).await?,
+            ReportKind::Fail { .. } => record_failures(&client, worker, &group).await?,
+            _ => match record_one(&client, group[0]).await {
+                Err(e) if lease_lost(&e) => 1,
+                other => other.map(|()| 0)?,
+            },
+        };
+        if refused > 0 {
+            tracing::warn!(
+                refused,
+                "outcomes refused: their leases were taken back, the jobs run again"
+            );
+        }
+        let mut taken = in_group.iter();
+        batch.retain(|_| !taken.next().copied().unwrap_or(false));
+    }
     Ok(())
 }
 
-/// Record completions of one batch in one statement; the rest one by one.
-async fn record_batch(pool: &Pool, batch: &[Report]) -> Result<()> {
-    let (done, others): (Vec<&Report>, Vec<&Report>) = batch
+/// `complete_many` for one worker's completions; returns how many were refused.
+async fn record_completions(client: &Client, worker: Uuid, group: &[&Report]) -> Result<usize> {
+    let ids: Vec<Uuid> = group.iter().map(|r| r.job_id).collect();
+    let attempts: Vec<i32> = group.iter().map(|r| r.attempt).collect();
+    let results: Vec<Option<&Value>> = group
         .iter()
-        .partition(|r| matches!(r.kind, ReportKind::Done(_)));
-    let mut by_worker: HashMap<Uuid, Vec<&Report>> = HashMap::new();
-    for report in done {
-        by_worker.entry(report.worker_id).or_default().push(report);
-    }
-    for (worker, reports) in by_worker {
-        let ids: Vec<Uuid> = reports.iter().map(|r| r.job_id).collect();
-        let attempts: Vec<i32> = reports.iter().map(|r| r.attempt).collect();
-        let results: Vec<Option<Value>> = reports
-            .iter()
-            .map(|r| match &r.kind {
-                ReportKind::Done(result) => result.clone(),
-                _ => None,
-            })
-            .collect();
-        let client = pool.get().await?;
-        let statement = client
-            .prepare_cached("SELECT soniq.complete_many($1, $2, $3, $4)")
-            .await?;
-        let completed = client
-            .query(&statement, &[&ids, &worker, &attempts, &results])
-            .await?;
-        if completed.len() < ids.len() {
-            tracing::warn!(
-                lost = ids.len() - completed.len(),
-                "completions refused: their leases were taken back, the jobs run again"
-            );
+        .map(|r| match &r.kind {
+            ReportKind::Done(result) => result.as_ref(),
+            _ => None,
+        })
+        .collect();
+    let statement = client
+        .prepare_cached("SELECT soniq.complete_many($1, $2, $3, $4)")
+        .await?;
+    let recorded = client
+        .query(&statement, &[&ids, &worker, &attempts, &results])
+        .await?;
+    Ok(ids.len() - recorded.len())
+}
+
+/// `fail_many` for one worker's failures; returns how many were refused.
+async fn record_failures(client: &Client, worker: Uuid, group: &[&Report]) -> Result<usize> {
+    let mut ids = Vec::new();
+    let mut attempts = Vec::new();
+    let mut errors = Vec::new();
+    let mut retry_in = Vec::new();
+    let mut reasons = Vec::new();
+    for report in group {
+        if let ReportKind::Fail {
+            error,
+            retry_in: delay,
+            reason,
+        } = &report.kind
+        {
+            ids.push(report.job_id);
+            attempts.push(report.attempt);
+            errors.push(error.as_str());
+            retry_in.push(delay.map(|d| d.as_secs_f64()));
+            reasons.push(reason.as_deref());
         }
     }
-    for report in others {
-        match record_one(pool, report).await {
-            Err(e) if lease_lost(&e) => {
-                tracing::warn!(job_id = %report.job_id, "outcome refused: {e}");
-            }
-            other => other?,
+    let statement = client
+        .prepare_cached(
+            "SELECT job_id FROM soniq.fail_many($1, $2, $3, $4,
+                 (SELECT array_agg(make_interval(secs => d.s) ORDER BY d.n)
+                    FROM unnest($5::float8[]) WITH ORDINALITY AS d(s, n)), $6)",
+        )
+        .await?;
+    let recorded = client
+        .query(
+            &statement,
+            &[&ids, &worker, &attempts, &errors, &retry_in, &reasons],
+        )
+        .await?;
+    Ok(ids.len() - recorded.len())
+}
+
+/// `snooze` or `abort`, one job.
+async fn record_one(client: &Client, report: &Report) -> Result<()> {
+    let (id, worker, attempt) = (&report.job_id, &report.worker_id, &report.attempt);
+    match &report.kind {
+        ReportKind::Snooze(delay) => {
+            let statement = client
+                .prepare_cached("SELECT soniq.snooze($1, $2, $3, make_interval(secs => $4))")
+                .await?;
+            client
+                .execute(&statement, &[id, worker, attempt, &delay.as_secs_f64()])
+                .await?
         }
-    }
+        ReportKind::Abort(reason) => {
+            let statement = client
+                .prepare_cached("SELECT soniq.abort($1, $2, $3, $4)")
+                .await?;
+            client
+                .execute(&statement, &[id, worker, attempt, reason])
+                .await?
+        }
+        ReportKind::Done(_) | ReportKind::Fail { .. } => {
+            unreachable!("completions and failures are recorded in batches")
+        }
+    };
     Ok(())
 }
 
@@ -360,9 +411,10 @@ async fn report_outcomes(
         // Retried through an outage (a database restart): a lost outcome would leave the job
         // processing until its lease expires. After RECORDING_PATIENCE the lease expiry is
         // the fallback: the job runs again (at-least-once, never lost).
+        let ids: Vec<Uuid> = batch.iter().map(|r| r.job_id).collect();
         let give_up_at = Instant::now() + RECORDING_PATIENCE;
         let mut try_number = 1;
-        while let Err(e) = record_batch(&pool, &batch).await {
+        while let Err(e) = record_batch(&pool, &mut batch).await {
             if Instant::now() >= give_up_at {
                 tracing::error!(
                     jobs = batch.len(),
@@ -380,11 +432,11 @@ async fn report_outcomes(
         }
         if let Some(shared) = shared.upgrade() {
             let mut recording = shared.recording.lock().unwrap();
-            for report in &batch {
-                recording.remove(&report.job_id);
+            for id in &ids {
+                recording.remove(id);
             }
         }
-        drop(batch); // frees the job slots
+        drop(batch); // what is left (given up on) frees its job slots
     }
 }
 
@@ -415,7 +467,7 @@ where
 
 /// One heartbeat: aborts the jobs whose cancellation was requested; registers again if the
 /// worker was presumed dead (its old leases are gone, their outcomes will be refused).
-async fn heartbeat(shared: &Shared, options: &WorkerOptions, concurrency: usize) {
+async fn heartbeat(shared: &Shared, options: &WorkerOptions) {
     let result = async {
         let client = shared.pool.get().await?;
         // With the jobs it holds: the database takes back any other it thinks this worker
@@ -437,7 +489,7 @@ async fn heartbeat(shared: &Shared, options: &WorkerOptions, concurrency: usize)
         }
         Err(e) if e.sqlstate() == Some(SqlState::NO_DATA_FOUND) => {
             tracing::warn!("this worker was presumed dead; registering again");
-            if let Ok(id) = register(&shared.pool, options, concurrency).await {
+            if let Ok(id) = register(&shared.pool, options, shared.concurrency).await {
                 *shared.worker_id.lock().unwrap() = id;
             }
         }
@@ -566,6 +618,7 @@ impl Soniq {
             pool: pool.clone(),
             handlers: self.handlers.clone(),
             worker_id: Mutex::new(worker_id),
+            concurrency,
             running: Mutex::new(HashMap::new()),
             recording: Mutex::new(HashSet::new()),
             reports: reports_tx,
@@ -589,7 +642,7 @@ impl Soniq {
                 background_stopped.clone(),
                 move || {
                     let (shared, options) = (Arc::clone(&shared), options.clone());
-                    async move { heartbeat(&shared, &options, concurrency).await }
+                    async move { heartbeat(&shared, &options).await }
                 },
             )
         });
@@ -680,10 +733,7 @@ impl Soniq {
         started: &AtomicUsize,
         mut stop: watch::Receiver<bool>,
     ) -> Result<()> {
-        let concurrency = options
-            .concurrency
-            .unwrap_or(self.settings.concurrency)
-            .max(1);
+        let concurrency = shared.concurrency;
         let all_slots = u32::try_from(concurrency).unwrap_or(u32::MAX);
         let mut follow_up = false;
         while !*stop.borrow() {

@@ -1,7 +1,7 @@
 //! setup, status, inspect, enqueue, cancel, jobs list.
 
 use super::output::{mask_url, Output};
-use super::{time, CliResult, Failure};
+use super::{args_object, connect, time, CliResult, Failure};
 use crate::jobs::{JobFilter, JobInfo, JobStatus};
 use crate::time::rfc3339_json;
 use crate::{Settings, Soniq};
@@ -11,12 +11,6 @@ use std::time::{Duration, SystemTime};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 use uuid::Uuid;
-
-async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
-    tokio::spawn(connection);
-    Ok(client)
-}
 
 fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -305,14 +299,7 @@ fn parse_at(text: &str) -> Result<SystemTime, Failure> {
 }
 
 pub async fn enqueue(app: &Soniq, args: EnqueueArgs, out: &Output) -> CliResult {
-    let json: Value = serde_json::from_str(&args.args)
-        .map_err(|e| Failure::usage(format!("--args must be a JSON object: {e}")))?;
-    if !json.is_object() {
-        return Err(Failure::usage(format!(
-            "--args must be a JSON object, got {json}"
-        )));
-    }
-    let mut request = app.enqueue_by_name(&args.task, json);
+    let mut request = app.enqueue_by_name(&args.task, args_object(&args.args)?);
     if let Some(queue) = args.queue {
         request = request.queue(queue);
     }
@@ -362,15 +349,13 @@ pub struct JobsListArgs {
 }
 
 pub async fn jobs_list(app: &Soniq, args: JobsListArgs, out: &Output) -> CliResult {
-    let status = match args.status.as_deref() {
-        None => None,
-        Some("queued") => Some(JobStatus::Queued),
-        Some("processing") => Some(JobStatus::Processing),
-        Some("done") => Some(JobStatus::Done),
-        Some("cancelled") => Some(JobStatus::Cancelled),
-        Some(other) => {
+    // Dead jobs are listed by `soniq dead-letter list`.
+    let status = match args.status.as_deref().map(JobStatus::parse).transpose() {
+        Ok(status) if status != Some(JobStatus::Dead) => status,
+        _ => {
             return Err(Failure::usage(format!(
-                "--status must be queued, processing, done or cancelled, got {other:?}"
+                "--status must be queued, processing, done or cancelled, got {:?}",
+                args.status.unwrap_or_default()
             )))
         }
     };

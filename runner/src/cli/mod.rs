@@ -80,6 +80,24 @@ enum JobsCommand {
     List(admin::JobsListArgs),
 }
 
+/// The `--args` flag: a JSON object (a usage error otherwise).
+fn args_object(text: &str) -> Result<serde_json::Value, Failure> {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(value) if value.is_object() => Ok(value),
+        Ok(value) => Err(Failure::usage(format!(
+            "--args must be a JSON object, got {value}"
+        ))),
+        Err(e) => Err(Failure::usage(format!("--args must be a JSON object: {e}"))),
+    }
+}
+
+/// One connection of its own, driven in the background.
+pub(crate) async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
 /// Filters shared by the dead-letter commands.
 #[derive(Args, Clone, Default)]
 struct DeadFilter {

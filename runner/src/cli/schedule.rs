@@ -1,7 +1,7 @@
 //! `soniq schedule list|add|pause|resume|remove|next`.
 
 use super::output::Output;
-use super::{time, CliResult, Failure};
+use super::{args_object, time, CliResult, Failure};
 use crate::scheduler::{ScheduleInfo, ScheduleSpec};
 use crate::time::rfc3339_json;
 use crate::Soniq;
@@ -134,8 +134,7 @@ pub async fn run(app: &Soniq, command: ScheduleCommand, out: &Output) -> CliResu
             queue,
             priority,
         } => {
-            let args: Value = serde_json::from_str(&args)
-                .map_err(|e| Failure::usage(format!("--args must be a JSON object: {e}")))?;
+            let args = args_object(&args)?;
             let schedule = match (cron, every) {
                 (Some(expr), None) => {
                     Schedule::cron(&expr).map_err(|e| Failure::usage(format!("--cron: {e}")))?

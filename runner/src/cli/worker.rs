@@ -38,7 +38,7 @@ pub async fn run(app: &mut Soniq, args: WorkerArgs, out: &Output) -> CliResult {
         ));
     }
     let options = WorkerOptions {
-        concurrency: args.concurrency,
+        concurrency: None, // --concurrency is in the settings (it also sizes the pool)
         queues: (!args.queues.is_empty()).then_some(args.queues),
         run_once: args.run_once,
         max_jobs: None,
@@ -48,7 +48,7 @@ pub async fn run(app: &mut Soniq, args: WorkerArgs, out: &Output) -> CliResult {
             "soniq worker: {} tasks ({}), concurrency {}",
             app.handlers.registry.tasks.len(),
             app.handlers.registry.names().join(", "),
-            options.concurrency.unwrap_or(app.settings.concurrency)
+            app.settings.concurrency
         );
     }
     let report = app.run_worker(options).await?;

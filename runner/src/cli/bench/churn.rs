@@ -168,7 +168,7 @@ pub async fn run(bench: &mut Bench) -> Result<()> {
         SCENARIO,
         "drain_rate",
         format!(
-            "run by the worker, concurrency {CONCURRENCY}, result TTL {} s",
+            "run by the worker, concurrency {concurrency}, result TTL {} s",
             ttl.as_secs()
         ),
         worker.jobs_run as f64 / elapsed,

@@ -8,16 +8,12 @@ use crate::error::Result;
 use crate::{Settings, Soniq};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 /// The scratch schema of the hand-written yardsticks.
 pub const SCRATCH: &str = "soniq_bench";
 
-pub async fn connect(url: &str) -> Result<Client> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
-    tokio::spawn(connection);
-    Ok(client)
-}
+pub(crate) use crate::cli::connect;
 
 /// Delete one scenario's rows: its jobs, dead jobs, published task options.
 pub async fn clean_queue(client: &Client, queue: &str) -> Result<()> {
@@ -56,17 +52,10 @@ pub async fn clean_all(client: &Client) -> Result<()> {
         .execute(
             "SELECT soniq.deregister_worker(w.id) FROM soniq.workers w
               WHERE w.pid = $1 AND w.hostname IS NOT DISTINCT FROM $2",
-            &[&(std::process::id() as i32), &hostname()],
+            &[&(std::process::id() as i32), &crate::settings::hostname()],
         )
         .await?;
     Ok(())
-}
-
-/// The host name the runner registers its workers with.
-pub fn hostname() -> Option<String> {
-    std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
 }
 
 /// A scratch table shaped like soniq.jobs (`LIKE .. INCLUDING ...`), with its storage

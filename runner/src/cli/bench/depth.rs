@@ -71,7 +71,7 @@ async fn claims(bench: &Bench, samples: usize) -> Result<Vec<f64>> {
     let worker: Uuid = client
         .query_one(
             "SELECT soniq.register_worker(hostname => $1, pid => $2, queues => ARRAY[$3], version => 'bench')",
-            &[&db::hostname(), &(std::process::id() as i32), &QUEUE],
+            &[&crate::settings::hostname(), &(std::process::id() as i32), &QUEUE],
         )
         .await?
         .get(0);
@@ -163,8 +163,7 @@ pub async fn run(bench: &mut Bench) -> Result<()> {
                 .yardstick(SCENARIO, &format!("median_{queued}_{finished}"));
         }
     }
+    // The bench settles the table (vacuum, index rebuild) after every scenario.
     db::clean_queue(&admin, QUEUE).await?;
-    // Mark the fixture's dead rows reusable before anything else runs on the table.
-    db::settle(&admin, "soniq.jobs").await?;
     Ok(())
 }

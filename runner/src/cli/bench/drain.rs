@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 pub const SCENARIO: &str = "drain";
 const TASK: &str = "bench.drain";
 const QUEUE: &str = "bench.drain";
-const CONCURRENCIES: [usize; 3] = [1, 16, 64];
 
 /// What one drain did.
 pub struct Drained {
@@ -99,7 +98,8 @@ pub async fn measure(
 
 pub async fn run(bench: &mut Bench) -> Result<()> {
     let mut best: Option<(usize, f64)> = None;
-    for concurrency in CONCURRENCIES {
+    // One at a time, then the concurrencies the limit's batch sizes match.
+    for concurrency in std::iter::once(1).chain(limit::BATCHES) {
         let count = if concurrency == 1 {
             bench.plan.single_jobs
         } else {

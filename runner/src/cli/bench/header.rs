@@ -50,9 +50,7 @@ pub async fn header(
         settings.insert(name.to_string(), json!(value));
     }
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default();
+    let host = crate::settings::hostname().unwrap_or_default();
     let date = jiff::Timestamp::now()
         .round(jiff::Unit::Second)
         .map(|t| t.to_string())

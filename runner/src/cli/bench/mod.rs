@@ -62,7 +62,8 @@ pub struct Plan {
     /// Jobs per drain (batched modes).
     pub jobs: usize,
     /// Jobs per one-job-per-transaction drain (limit (a), drain at concurrency 1): a tenth
-    /// of `jobs`, since a durable commit per step makes them slow; the rate is what counts.
+    /// of `jobs` but at least 1,000 (or all), since a durable commit per step makes them
+    /// slow; the rate is what counts.
     pub single_jobs: usize,
     pub enqueue_seconds: f64,
     pub clients: usize,
@@ -207,7 +208,7 @@ async fn run_scenarios(bench: &mut Bench, scenarios: &[Scenario]) -> CliResult {
             Scenario::Depth => depth::run(bench).await,
         };
         result.map_err(|e| Failure::new(format!("bench {name}: {e}")))?;
-        let admin = db::connect(&bench.url).await?;
+        let admin = db::connect(&bench.url).await.map_err(crate::Error::from)?;
         match db::restore_jobs_table(&admin).await {
             Ok(true) => {}
             Ok(false) => bench.report.note(

@@ -148,7 +148,7 @@ impl Figure {
 /// A figure as people read it: rates as whole numbers with thousands separators.
 pub fn number(value: f64, unit: &str) -> String {
     match unit {
-        "jobs/s" | "jobs" | "rows" => thousands(value.round() as i64),
+        "jobs/s" | "jobs" => thousands(value.round() as i64),
         "ms" => format!("{value:.2}"),
         "xacts/job" => format!("{value:.3}"),
         "s" => format!("{value:.3}"),
