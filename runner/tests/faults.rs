@@ -15,7 +15,6 @@ mod common;
 
 use common::{database_url, unique};
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 use tokio_postgres::{Client, NoTls};
@@ -77,22 +76,6 @@ async fn enqueue(client: &Client, queue: &str, n: i32) -> usize {
     usize::try_from(row.get::<_, i64>(0)).unwrap()
 }
 
-fn fault_worker() -> PathBuf {
-    let deps = std::env::current_exe().unwrap();
-    let binary = deps
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/fault_worker");
-    assert!(
-        binary.exists(),
-        "{} is missing: `cargo test` builds the examples",
-        binary.display()
-    );
-    binary
-}
-
 /// A runner process, killed if a failed test leaves it behind.
 struct Runner(Option<Child>);
 
@@ -107,7 +90,7 @@ impl Drop for Runner {
 
 /// A runner process serving `queue` at `concurrency`.
 fn start_runner(queue: &str, concurrency: usize) -> Runner {
-    Command::new(fault_worker())
+    Command::new(common::example("fault_worker"))
         .arg(queue)
         .env("SONIQ_DATABASE_URL", database_url())
         .env("SONIQ_CONCURRENCY", concurrency.to_string())

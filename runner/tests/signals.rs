@@ -3,31 +3,17 @@
 //! the example next to this test.
 #![cfg(feature = "e2e")]
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn quickstart() -> PathBuf {
-    let deps = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let binary = deps.parent().unwrap().join("examples").join("quickstart");
-    assert!(
-        binary.exists(),
-        "{} is missing: `cargo test` builds the examples",
-        binary.display()
-    );
-    binary
-}
 
 fn url() -> String {
     std::env::var("SONIQ_TEST_DATABASE_URL").expect("SONIQ_TEST_DATABASE_URL; run scripts/test")
 }
 
 fn run(args: &[&str]) -> String {
-    let output = Command::new(quickstart())
+    let output = Command::new(common::example("quickstart"))
         .args(args)
         .env("SONIQ_DATABASE_URL", url())
         .output()
@@ -41,7 +27,7 @@ fn run(args: &[&str]) -> String {
 }
 
 fn worker(shutdown_timeout: &str) -> Child {
-    Command::new(quickstart())
+    Command::new(common::example("quickstart"))
         .arg("worker")
         .env("SONIQ_DATABASE_URL", url())
         .env("SONIQ_SHUTDOWN_TIMEOUT", shutdown_timeout)
@@ -163,12 +149,6 @@ fn sigterm_hands_jobs_back_and_a_second_signal_exits_at_once() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    client
-        .query_one(
-            "SELECT count(*) FROM soniq.jobs WHERE id = $1::text::uuid",
-            &[&job],
-        )
-        .unwrap();
     client
         .query_one("SELECT soniq.cancel_job($1::text::uuid)", &[&job])
         .unwrap();

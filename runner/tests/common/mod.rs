@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use soniq_runner::{Settings, Soniq, WorkerOptions};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -65,4 +66,22 @@ pub fn run_once(queue: &str) -> WorkerOptions {
         run_once: true,
         ..serve(queue)
     }
+}
+
+/// The built example `name` (`cargo test` builds the examples next to the test binaries).
+pub fn example(name: &str) -> PathBuf {
+    let deps = std::env::current_exe().unwrap();
+    let binary = deps
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        binary.exists(),
+        "{} is missing: `cargo test` builds the examples",
+        binary.display()
+    );
+    binary
 }
