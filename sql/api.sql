@@ -52,12 +52,60 @@ BEGIN
 END
 $$;
 
--- _check_interval: raise unless an interval is >= 0.
-CREATE FUNCTION soniq._check_interval(value interval, what text) RETURNS void
+-- _check_interval: raise unless an interval is between 0 and longest (each interval an
+-- argument takes has a documented range; the upper bound keeps every sum of times finite).
+CREATE FUNCTION soniq._check_interval(value interval, what text, longest interval) RETURNS void
 LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
-    IF value < interval '0' THEN
-        RAISE EXCEPTION '% must not be negative, got %', what, value USING ERRCODE = 'invalid_parameter_value';
+    IF value < interval '0' OR value > longest THEN
+        RAISE EXCEPTION '% must be between 0 and %, got %', what, longest, value
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$$;
+
+-- _seconds: a number of seconds given as JSON (a job spec's timeout) as an interval of at most
+-- longest; 22023 unless it is a finite number in range. NULL stays NULL.
+CREATE FUNCTION soniq._seconds(value jsonb, what text, longest interval) RETURNS interval
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF value IS NULL OR value = 'null' THEN
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof(value) <> 'number' OR value::numeric NOT BETWEEN 0 AND extract(epoch FROM longest) THEN
+        RAISE EXCEPTION '% must be a number of seconds between 0 and % (%), got %', what,
+                        extract(epoch FROM longest)::bigint, longest,
+                        CASE jsonb_typeof(value) WHEN 'number' THEN trim_scale(value::numeric)::text ELSE value::text END
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN make_interval(secs => value::numeric::float8);
+END
+$$;
+
+-- _integer: a whole number from low to high given as JSON (a job spec's priority or
+-- retries); 22023 unless it is one. NULL stays NULL.
+CREATE FUNCTION soniq._integer(value jsonb, what text, low int, high int) RETURNS int
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF value IS NULL OR value = 'null' THEN
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof(value) <> 'number' OR value::numeric <> trunc(value::numeric)
+       OR value::numeric NOT BETWEEN low AND high THEN
+        RAISE EXCEPTION '% must be a whole number between % and %, got %', what, low, high, value
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN value::numeric::int;
+END
+$$;
+
+-- _check_size: raise 54000 when a text argument is longer than limit bytes.
+CREATE FUNCTION soniq._check_size(value text, what text, limit_bytes int) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF octet_length(value) > limit_bytes THEN
+        RAISE EXCEPTION '% takes % bytes, more than the % it may take', what, octet_length(value), limit_bytes
+            USING ERRCODE = 'program_limit_exceeded';
     END IF;
 END
 $$;
@@ -92,27 +140,61 @@ BEGIN
         RAISE EXCEPTION 'retries must be between 0 and 1000, got %', retries
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    PERFORM soniq._check_interval(timeout, 'timeout');
+    PERFORM soniq._check_interval(timeout, 'timeout', interval '30 days');
+END
+$$;
+
+-- _check_result: a job's result may take at most 1 MiB (stored size), like its args.
+CREATE FUNCTION soniq._check_result(result jsonb, job_id uuid) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF pg_column_size(result) > 1048576 THEN
+        RAISE EXCEPTION 'the result of job % takes % bytes, more than the 1 MiB a result may take',
+                        job_id, pg_column_size(result)
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'Store large outputs elsewhere and return a reference to them.';
+    END IF;
+END
+$$;
+
+-- _is_admin: whether the login may act for any worker and see any job (a member of
+-- soniq_admin, or a superuser). The login is session_user: inside the API, current_user is
+-- the functions' owner.
+CREATE FUNCTION soniq._is_admin() RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT pg_catalog.pg_has_role(session_user, 'soniq_admin', 'MEMBER')
+$$;
+
+-- _check_worker_owner: a worker is bound to the login that registered it: another login
+-- (admins excepted) is refused 42501 whatever it knows of the worker's id. An unknown worker
+-- passes here; the caller says so in its own words.
+CREATE FUNCTION soniq._check_worker_owner(worker_id uuid) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF EXISTS (SELECT FROM soniq.workers w
+                WHERE w.id = _check_worker_owner.worker_id AND w.registered_by <> session_user)
+       AND NOT soniq._is_admin() THEN
+        RAISE EXCEPTION 'worker % was registered by another login', worker_id
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'A worker''s claims, outcomes and heartbeats come from the login that registered it.';
+    END IF;
 END
 $$;
 
 -- _lease_refused: explain why a worker's lease on a job is not current, always raising.
 CREATE FUNCTION soniq._lease_refused(job_id uuid, worker_id uuid, attempt int) RETURNS void
 LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    job soniq.jobs;
 BEGIN
-    SELECT * INTO job FROM soniq.jobs j WHERE j.id = _lease_refused.job_id;
-    IF NOT FOUND THEN
+    -- Nothing about the job's present holder is told: the caller is not it.
+    IF NOT EXISTS (SELECT FROM soniq.jobs j WHERE j.id = _lease_refused.job_id)
+       AND NOT EXISTS (SELECT FROM soniq.dead_letter_jobs d WHERE d.id = _lease_refused.job_id) THEN
         RAISE EXCEPTION 'job % does not exist', job_id
             USING ERRCODE = 'no_data_found',
-                  HINT = 'It may have been dead-lettered, deleted or pruned after its lease was taken back.';
+                  HINT = 'It may have been deleted or pruned after its lease was taken back.';
     END IF;
     RAISE EXCEPTION 'worker % does not hold the lease on attempt % of job %', worker_id, attempt, job_id
         USING ERRCODE = 'object_not_in_prerequisite_state',
-              DETAIL = format('The job is %s at attempt %s%s.', job.status, job.attempts,
-                              CASE WHEN job.status = 'processing' THEN ', held by worker ' || job.worker_id END),
-              HINT = 'The lease was taken back (the worker was presumed dead) or the job already finished; this attempt''s outcome is discarded.';
+              HINT = 'The lease was taken back (the worker was presumed dead), or the job finished or was dead-lettered; this attempt''s outcome is discarded.';
 END
 $$;
 
@@ -124,55 +206,112 @@ LANGUAGE sql VOLATILE AS $$
     ), buried AS (
         INSERT INTO soniq.dead_letter_jobs AS d (
             id, task_name, args, queue, priority, attempts, max_attempts, timeout, retry_policy,
-            result_ttl, last_error, dead_letter_reason, producer_id, original_created_at)
+            result_ttl, last_error, dead_letter_reason, producer_id, original_created_at, enqueued_by)
         SELECT g.id, g.task_name, g.args, g.queue, g.priority, g.attempts, g.max_attempts, g.timeout,
-               g.retry_policy, g.result_ttl, coalesce(error, g.last_error), reason, g.producer_id, g.created_at
+               g.retry_policy, g.result_ttl, coalesce(error, g.last_error), reason, g.producer_id, g.created_at,
+               g.enqueued_by
         FROM gone g
         RETURNING d.id
     )
     SELECT count(*)::int FROM buried
 $$;
 
+-- _queued_duplicate: the queued job a unique or dedup job would collide with on going back
+-- to the queue (the same task and args of a unique job, or the same dedup key); NULL if none.
+CREATE FUNCTION soniq._queued_duplicate(job soniq.jobs) RETURNS uuid
+LANGUAGE sql STABLE AS $$
+    SELECT d.id FROM soniq.jobs d
+     WHERE d.status = 'queued' AND d.id <> job.id AND d.enqueued_by = job.enqueued_by
+       AND ((job.dedup_key IS NOT NULL AND d.dedup_key = job.dedup_key)
+            OR (job.args_hash IS NOT NULL AND d.task_name = job.task_name AND d.args_hash = job.args_hash))
+     LIMIT 1
+$$;
+
+-- _queue_again: the update behind _requeue.
+CREATE FUNCTION soniq._queue_again(job soniq.jobs, attempts int, run_at timestamptz, error text) RETURNS void
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    UPDATE soniq.jobs j
+       SET status = 'queued', worker_id = NULL, attempts = _queue_again.attempts,
+           scheduled_at = run_at, last_error = error, updated_at = now()
+     WHERE j.id = job.id;
+    IF run_at IS NULL OR run_at <= now() THEN
+        PERFORM soniq._wake(job.queue);
+    END IF;
+END
+$$;
+
+-- _requeue: put a processing job (locked by the caller) back in the queue: a retry, a snooze
+-- or a take-back, with its attempts, due at run_at (NULL: at once) and error as its last error.
+-- The rule for duplicates: while a unique or dedup job ran, the same job may have been
+-- enqueued again (allowed: it was no longer queued). The returning job then yields to that
+-- queued duplicate, which does the work once: it ends cancelled, its last error saying so
+-- and naming the duplicate. Returns 'queued' or 'merged'.
+CREATE FUNCTION soniq._requeue(job soniq.jobs, attempts int, run_at timestamptz, error text) RETURNS text
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    duplicate uuid;
+BEGIN
+    IF job.args_hash IS NULL AND job.dedup_key IS NULL THEN
+        PERFORM soniq._queue_again(job, attempts, run_at, error);
+        RETURN 'queued';
+    END IF;
+    FOR turn IN 1..3 LOOP
+        duplicate := soniq._queued_duplicate(job);
+        IF duplicate IS NOT NULL THEN
+            UPDATE soniq.jobs j
+               SET status = 'cancelled', finished_at = now(), updated_at = now(),
+                   last_error = format('%s; not run again: job %s, queued with the same %s, runs instead',
+                                       error, duplicate,
+                                       CASE WHEN job.dedup_key IS NOT NULL THEN 'dedup key' ELSE 'task and args' END)
+             WHERE j.id = job.id;
+            RETURN 'merged';
+        END IF;
+        BEGIN  -- a subtransaction only for unique and dedup jobs
+            PERFORM soniq._queue_again(job, attempts, run_at, error);
+            RETURN 'queued';
+        EXCEPTION WHEN unique_violation THEN
+            NULL;  -- a duplicate was enqueued (and committed) since the look-up: yield to it
+        END;
+    END LOOP;
+    RAISE EXCEPTION 'could not queue job % again after repeated deduplication races', job.id
+        USING ERRCODE = 'serialization_failure', HINT = 'Retry the transaction.';
+END
+$$;
+
 -- _take_back: revoke the leases held by the given workers (only on the jobs listed in
 -- job_ids, when given). A job whose cancellation was requested ends cancelled; a job that
 -- used up its attempts goes to the dead letter (the crash-loop guard: a job whose workers
--- keep dying does not run again); the rest are queued again. Returns the number of jobs
--- taken back.
+-- keep dying does not run again); the rest go back to the queue (see _requeue). Each job is
+-- locked and re-checked first: one whose outcome commits meanwhile is no longer held and
+-- stays as its outcome left it. Returns the number of jobs taken back.
 CREATE FUNCTION soniq._take_back(worker_ids uuid[], why text, job_ids uuid[] DEFAULT NULL) RETURNS int
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
-    cancelled int;
-    exhausted uuid[];
-    requeued int;
-    queues text[];
+    held soniq.jobs;
+    taken int := 0;
 BEGIN
-    UPDATE soniq.jobs j
-       SET status = 'cancelled', finished_at = now(), updated_at = now(),
-           last_error = format('cancelled; %s during attempt %s', why, j.attempts)
-     WHERE j.status = 'processing' AND j.worker_id = ANY (worker_ids) AND j.cancel_requested
-       AND (job_ids IS NULL OR j.id = ANY (job_ids));
-    GET DIAGNOSTICS cancelled = ROW_COUNT;
-
-    SELECT array_agg(j.id) INTO exhausted
-      FROM soniq.jobs j
-     WHERE j.status = 'processing' AND j.worker_id = ANY (worker_ids) AND j.attempts >= j.max_attempts
-       AND (job_ids IS NULL OR j.id = ANY (job_ids));
-    PERFORM soniq._bury(exhausted, 'max_retries_exceeded',
-                        format('%s during its last attempt; attempts exhausted', why))
-      WHERE exhausted IS NOT NULL;
-
-    WITH requeued_jobs AS (
-        UPDATE soniq.jobs j
-           SET status = 'queued', worker_id = NULL, updated_at = now(),
-               last_error = format('%s during attempt %s', why, j.attempts)
+    FOR held IN
+        SELECT * FROM soniq.jobs j
          WHERE j.status = 'processing' AND j.worker_id = ANY (worker_ids)
            AND (job_ids IS NULL OR j.id = ANY (job_ids))
-        RETURNING j.queue
-    )
-    SELECT count(*), array_agg(DISTINCT r.queue) INTO requeued, queues FROM requeued_jobs r;
-    PERFORM soniq._wake(q) FROM unnest(queues) q;
-
-    RETURN cancelled + coalesce(cardinality(exhausted), 0) + requeued;
+         ORDER BY j.id
+           FOR UPDATE
+    LOOP
+        IF held.cancel_requested THEN
+            UPDATE soniq.jobs j
+               SET status = 'cancelled', finished_at = now(), updated_at = now(),
+                   last_error = format('cancelled; %s during attempt %s', why, held.attempts)
+             WHERE j.id = held.id;
+        ELSIF held.attempts >= held.max_attempts THEN
+            PERFORM soniq._bury(ARRAY[held.id], 'max_retries_exceeded',
+                                format('%s during its last attempt; attempts exhausted', why));
+        ELSE
+            PERFORM soniq._requeue(held, held.attempts, NULL, format('%s during attempt %s', why, held.attempts));
+        END IF;
+        taken := taken + 1;
+    END LOOP;
+    RETURN taken;
 END
 $$;
 
@@ -244,7 +383,8 @@ $$;
 -- enqueue: add one job and return its id. Options omitted here resolve from the task's
 -- registered defaults, then from the system defaults (queue 'default', priority 100,
 -- retries 3, timeout 300 s). With unique_job (a hash of the args) or a dedup_key, while a
--- matching job is queued the call returns that job's id and writes nothing.
+-- matching job of the same login is queued the call returns that job's id and writes nothing
+-- (another login's jobs never match: a duplicate reveals nothing of them).
 -- Runs in the caller's transaction: rolled back, the job never existed.
 CREATE FUNCTION soniq.enqueue(
     task_name    text,
@@ -267,10 +407,16 @@ BEGIN
     PERFORM soniq.check_task_name(task_name);
     PERFORM soniq._check_args(args);
     PERFORM soniq._check_job_options(enqueue.priority, enqueue.retries, enqueue.timeout);
+    IF NOT isfinite(enqueue.scheduled_at) THEN
+        RAISE EXCEPTION 'scheduled_at must be a finite time, got %', enqueue.scheduled_at
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass NULL to run as soon as possible.';
+    END IF;
     IF enqueue.dedup_key = '' THEN
         RAISE EXCEPTION 'dedup_key must not be empty' USING ERRCODE = 'invalid_parameter_value',
             HINT = 'Pass NULL for no deduplication key.';
     END IF;
+    PERFORM soniq._check_size(enqueue.dedup_key, 'dedup_key', 512);
+    PERFORM soniq._check_size(enqueue.producer_id, 'producer_id', 512);
 
     SELECT * INTO task FROM soniq.tasks t WHERE t.task_name = enqueue.task_name;
 
@@ -304,10 +450,11 @@ BEGIN
         END IF;
 
         SELECT j.id INTO found_id FROM soniq.jobs j
-         WHERE j.status = 'queued' AND j.dedup_key = enqueue.dedup_key;
+         WHERE j.status = 'queued' AND j.enqueued_by = session_user AND j.dedup_key = enqueue.dedup_key;
         IF found_id IS NULL THEN
             SELECT j.id INTO found_id FROM soniq.jobs j
-             WHERE j.status = 'queued' AND j.task_name = enqueue.task_name AND j.args_hash = job.args_hash;
+             WHERE j.status = 'queued' AND j.enqueued_by = session_user
+               AND j.task_name = enqueue.task_name AND j.args_hash = job.args_hash;
         END IF;
         IF found_id IS NOT NULL THEN
             RETURN found_id;
@@ -352,21 +499,29 @@ BEGIN
                 RAISE EXCEPTION 'unknown key(s) in job spec: %', unknown
                     USING ERRCODE = 'invalid_parameter_value';
             END IF;
+            IF jsonb_typeof(spec -> 'unique') NOT IN ('boolean', 'null') THEN
+                RAISE EXCEPTION 'unique must be true or false, got %', spec -> 'unique'
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
             RETURN NEXT soniq.enqueue(
                 task_name    => spec ->> 'task_name',
                 args         => coalesce(spec -> 'args', '{}'),
                 queue        => spec ->> 'queue',
-                priority     => (spec ->> 'priority')::int,
+                priority     => soniq._integer(spec -> 'priority', 'priority', 1, 1000),
                 scheduled_at => (spec ->> 'scheduled_at')::timestamptz,
-                retries      => (spec ->> 'retries')::int,
+                retries      => soniq._integer(spec -> 'retries', 'retries', 0, 1000),
                 unique_job   => (spec ->> 'unique')::boolean,
                 dedup_key    => spec ->> 'dedup_key',
-                timeout      => make_interval(secs => (spec ->> 'timeout')::float8),
+                timeout      => soniq._seconds(spec -> 'timeout', 'timeout', interval '30 days'),
                 producer_id  => spec ->> 'producer_id');
             n := n + 1;
         END LOOP;
     EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, code = RETURNED_SQLSTATE;
+        -- A value that does not parse (scheduled_at) is bad input like any other: 22023.
+        IF code IN ('22007', '22008', '22P02') THEN
+            code := '22023';
+        END IF;
         RAISE EXCEPTION 'jobs[%]: %', n, message USING ERRCODE = code;
     END;
 END
@@ -399,14 +554,16 @@ $$;
 ------------------------------------------------------------------------------------------
 
 -- register_worker: a runner process announces itself; returns its id, which claims and
--- heartbeats present. queues NULL means all queues.
+-- heartbeats present. queues NULL means all queues; task_names, the tasks it has handlers
+-- for (NULL: any), tells the control plane which jobs nobody serves (check_unserved).
 CREATE FUNCTION soniq.register_worker(
     hostname    text    DEFAULT NULL,
     pid         int     DEFAULT NULL,
     queues      text[]  DEFAULT NULL,
     concurrency int     DEFAULT 1,
     version     text    DEFAULT NULL,
-    metadata    jsonb   DEFAULT '{}'
+    metadata    jsonb   DEFAULT '{}',
+    task_names  text[]  DEFAULT NULL
 ) RETURNS uuid
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
@@ -414,6 +571,8 @@ DECLARE
 BEGIN
     PERFORM soniq._check_filter(queues, 'queues');
     PERFORM soniq.check_queue_name(q) FROM unnest(queues) q;
+    PERFORM soniq._check_filter(task_names, 'task_names');
+    PERFORM soniq.check_task_name(t) FROM unnest(task_names) t;
     IF concurrency IS NULL OR concurrency < 1 THEN
         RAISE EXCEPTION 'concurrency must be at least 1, got %', coalesce(concurrency::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
@@ -421,9 +580,10 @@ BEGIN
     IF metadata IS NULL OR jsonb_typeof(metadata) <> 'object' THEN
         RAISE EXCEPTION 'metadata must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    INSERT INTO soniq.workers AS w (hostname, pid, queues, concurrency, version, metadata)
+    INSERT INTO soniq.workers AS w (hostname, pid, queues, concurrency, version, metadata, task_names)
     VALUES (register_worker.hostname, register_worker.pid, register_worker.queues,
-            register_worker.concurrency, register_worker.version, register_worker.metadata)
+            register_worker.concurrency, register_worker.version, register_worker.metadata,
+            register_worker.task_names)
     RETURNING w.id INTO new_id;
     RETURN new_id;
 END
@@ -435,6 +595,7 @@ CREATE FUNCTION soniq.heartbeat(worker_id uuid) RETURNS SETOF uuid
 LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
     PERFORM soniq._require(worker_id, 'worker_id');
+    PERFORM soniq._check_worker_owner(worker_id);
     UPDATE soniq.workers w SET last_heartbeat = now() WHERE w.id = heartbeat.worker_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'worker % is not registered', worker_id
@@ -459,7 +620,8 @@ DECLARE
 BEGIN
     PERFORM soniq._require(running, 'running');
     PERFORM soniq._require(grace, 'grace');
-    PERFORM soniq._check_interval(grace, 'grace');
+    PERFORM soniq._check_interval(grace, 'grace', interval '1 day');
+    PERFORM soniq._check_worker_owner(worker_id);
     SELECT array_agg(j.id) INTO unknown FROM soniq.jobs j
      WHERE j.status = 'processing' AND j.worker_id = heartbeat.worker_id
        AND j.id <> ALL (running) AND j.started_at < now() - grace;
@@ -476,6 +638,7 @@ CREATE FUNCTION soniq.deregister_worker(worker_id uuid) RETURNS int
 LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
     PERFORM soniq._require(worker_id, 'worker_id');
+    PERFORM soniq._check_worker_owner(worker_id);
     DELETE FROM soniq.workers w WHERE w.id = deregister_worker.worker_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'worker % is not registered', worker_id USING ERRCODE = 'no_data_found';
@@ -484,24 +647,29 @@ BEGIN
 END
 $$;
 
--- recover_stale_workers: workers silent for longer than timeout are presumed dead and
--- removed; their jobs are taken back (see _take_back). Jobs held by a worker that no
--- longer exists are taken back too. Returns how many jobs were taken back.
+-- _forget_stale_workers: remove the workers silent for longer than timeout.
+CREATE FUNCTION soniq._forget_stale_workers(timeout interval) RETURNS void
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM soniq._require(timeout, 'timeout');
+    IF timeout <= interval '0' OR timeout > interval '30 days' THEN
+        RAISE EXCEPTION 'timeout must be more than 0 and at most 30 days, got %', timeout
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    DELETE FROM soniq.workers w WHERE w.last_heartbeat < now() - timeout;
+END
+$$;
+
+-- recover_stale_workers: workers silent for longer than timeout (at most 30 days) are presumed
+-- dead and removed; their jobs are taken back (see _take_back), and so are the jobs held by
+-- any worker that no longer exists. Returns how many jobs were taken back.
 CREATE FUNCTION soniq.recover_stale_workers(timeout interval DEFAULT '5 minutes') RETURNS int
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     lost uuid[];
 BEGIN
-    PERFORM soniq._require(timeout, 'timeout');
-    IF timeout <= interval '0' THEN
-        RAISE EXCEPTION 'timeout must be positive, got %', timeout USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    WITH stale AS (
-        DELETE FROM soniq.workers w WHERE w.last_heartbeat < now() - recover_stale_workers.timeout
-        RETURNING w.id
-    )
-    SELECT array_agg(s.id) INTO lost FROM stale s;
-    lost := coalesce(lost, '{}') || ARRAY(
+    PERFORM soniq._forget_stale_workers(timeout);
+    lost := ARRAY(
         SELECT DISTINCT j.worker_id FROM soniq.jobs j
          WHERE j.status = 'processing'
            AND NOT EXISTS (SELECT FROM soniq.workers w WHERE w.id = j.worker_id));
@@ -549,6 +717,7 @@ DECLARE
     picked uuid[];
 BEGIN
     PERFORM soniq._require(claim.worker_id, 'worker_id');
+    PERFORM soniq._check_worker_owner(claim.worker_id);
     PERFORM soniq._check_filter(claim.queues, 'queues');
     PERFORM soniq._check_filter(claim.task_names, 'task_names');
     IF batch_size IS NULL OR batch_size NOT BETWEEN 1 AND 10000 THEN
@@ -621,6 +790,7 @@ LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
     PERFORM soniq._require(job_ids, 'job_ids');
     PERFORM soniq._require(complete_many.worker_id, 'worker_id');
+    PERFORM soniq._check_worker_owner(complete_many.worker_id);
     PERFORM soniq._require(complete_many.attempts, 'attempts');
     IF array_position(job_ids, NULL) IS NOT NULL OR array_position(complete_many.attempts, NULL) IS NOT NULL THEN
         RAISE EXCEPTION 'job_ids and attempts must not contain NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -630,6 +800,9 @@ BEGIN
         RAISE EXCEPTION 'job_ids, attempts and results must have the same length'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM soniq._check_result(r.result, r.id)
+       FROM unnest(job_ids, results) AS r(id, result)
+      WHERE pg_column_size(r.result) > 1048576;
 
     RETURN QUERY
     WITH lease AS (
@@ -669,7 +842,8 @@ END
 $$;
 
 -- _fail: the one implementation behind fail and fail_many. Returns the job's new state
--- ('queued' or 'dead'), or NULL when the lease is not current.
+-- ('queued', 'dead', or 'merged' when a queued duplicate runs instead: see _requeue), or NULL
+-- when the lease is not current. The error is stored up to 8192 characters.
 CREATE FUNCTION soniq._fail(job_id uuid, worker_id uuid, attempt int, error text, retry_in interval, reason text)
 RETURNS text
 LANGUAGE plpgsql VOLATILE AS $$
@@ -679,9 +853,11 @@ DECLARE
 BEGIN
     PERFORM soniq._require(job_id, 'job_id');
     PERFORM soniq._require(worker_id, 'worker_id');
+    PERFORM soniq._check_worker_owner(worker_id);
     PERFORM soniq._require(attempt, 'attempt');
     PERFORM soniq._require(error, 'error');
-    PERFORM soniq._check_interval(retry_in, 'retry_in');
+    PERFORM soniq._check_size(error, 'error', 65536);
+    PERFORM soniq._check_interval(retry_in, 'retry_in', interval '365 days');
     IF reason NOT IN ('timeout', 'permanent_failure', 'invalid_arguments', 'job_not_found') THEN
         RAISE EXCEPTION 'reason must be timeout, permanent_failure, invalid_arguments or job_not_found, got %', reason
             USING ERRCODE = 'invalid_parameter_value',
@@ -704,22 +880,18 @@ BEGIN
     END IF;
 
     delay := coalesce(retry_in, make_interval(secs => soniq.retry_delay(job.retry_policy, job.attempts, job.id)));
-    UPDATE soniq.jobs j
-       SET status = 'queued', worker_id = NULL, last_error = left(error, 8192), updated_at = now(),
-           scheduled_at = CASE WHEN delay > interval '0' THEN now() + delay END
-     WHERE j.id = job.id;
-    IF delay <= interval '0' THEN
-        PERFORM soniq._wake(job.queue);
-    END IF;
-    RETURN 'queued';
+    RETURN soniq._requeue(job, job.attempts, CASE WHEN delay > interval '0' THEN now() + delay END,
+                          left(error, 8192));
 END
 $$;
 
--- fail: the attempt failed with error. While attempts remain the job is queued again after
--- its retry policy's delay (or retry_in, when a runner's own policy computed one); after
--- the last attempt it moves to the dead letter (reason max_retries_exceeded, or timeout
--- when reason is 'timeout'). reason permanent_failure, invalid_arguments or job_not_found
--- dead-letters the job at once. Returns the job's new state: 'queued' or 'dead'.
+-- fail: the attempt failed with error (at most 64 KiB; the first 8192 characters are kept).
+-- While attempts remain the job is queued again after its retry policy's delay (or retry_in,
+-- at most 365 days, when a runner's own policy computed one); after the last attempt it moves
+-- to the dead letter (reason max_retries_exceeded, or timeout when reason is 'timeout').
+-- reason permanent_failure, invalid_arguments or job_not_found dead-letters the job at once.
+-- Returns the job's new state: 'queued', 'dead', or 'merged' (a unique or dedup job whose
+-- duplicate was queued meanwhile ends cancelled and the duplicate runs: see _requeue).
 CREATE FUNCTION soniq.fail(
     job_id    uuid,
     worker_id uuid,
@@ -772,30 +944,32 @@ BEGIN
 END
 $$;
 
--- snooze: put the job back to sleep for delay without using up an attempt (the next
--- claim sees the same attempt number).
-CREATE FUNCTION soniq.snooze(job_id uuid, worker_id uuid, attempt int, delay interval) RETURNS void
+-- snooze: put the job back to sleep for delay (at most 30 days) without using up an attempt
+-- (the next claim sees the same attempt number); its last error becomes 'snoozed' or
+-- 'snoozed: <reason>'. A unique or dedup job whose duplicate was queued meanwhile yields to
+-- it (see _requeue).
+CREATE FUNCTION soniq.snooze(job_id uuid, worker_id uuid, attempt int, delay interval, reason text DEFAULT NULL)
+RETURNS void
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
-    job_queue text;
+    job soniq.jobs;
 BEGIN
     PERFORM soniq._require(job_id, 'job_id');
     PERFORM soniq._require(worker_id, 'worker_id');
+    PERFORM soniq._check_worker_owner(worker_id);
     PERFORM soniq._require(attempt, 'attempt');
     PERFORM soniq._require(delay, 'delay');
-    PERFORM soniq._check_interval(delay, 'delay');
-    UPDATE soniq.jobs j
-       SET status = 'queued', attempts = j.attempts - 1, worker_id = NULL,
-           scheduled_at = now() + snooze.delay, updated_at = now()
+    PERFORM soniq._check_interval(delay, 'delay', interval '30 days');
+    PERFORM soniq._check_size(reason, 'reason', 65536);
+    SELECT * INTO job FROM soniq.jobs j
      WHERE j.id = snooze.job_id AND j.status = 'processing' AND j.worker_id = snooze.worker_id
        AND j.attempts = snooze.attempt
-    RETURNING j.queue INTO job_queue;
+       FOR UPDATE;
     IF NOT FOUND THEN
         PERFORM soniq._lease_refused(job_id, worker_id, attempt);
     END IF;
-    IF delay = interval '0' THEN
-        PERFORM soniq._wake(job_queue);
-    END IF;
+    PERFORM soniq._requeue(job, job.attempts - 1, now() + delay,
+                           'snoozed' || coalesce(': ' || left(reason, 8192), ''));
 END
 $$;
 
@@ -806,7 +980,9 @@ LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
     PERFORM soniq._require(job_id, 'job_id');
     PERFORM soniq._require(worker_id, 'worker_id');
+    PERFORM soniq._check_worker_owner(worker_id);
     PERFORM soniq._require(attempt, 'attempt');
+    PERFORM soniq._check_size(reason, 'reason', 65536);
     UPDATE soniq.jobs j
        SET status = 'cancelled', finished_at = now(), updated_at = now(),
            last_error = coalesce(left(abort.reason, 8192), j.last_error)
@@ -869,13 +1045,13 @@ CREATE VIEW soniq.job_info AS
 SELECT j.id, j.task_name, j.args, j.status, j.queue, j.priority, j.attempts, j.max_attempts,
        j.scheduled_at, j.timeout, j.last_error, j.result, j.worker_id, j.cancel_requested,
        j.producer_id, NULL::text AS dead_letter_reason, j.created_at, j.updated_at,
-       j.started_at, j.finished_at, j.expires_at
+       j.started_at, j.finished_at, j.expires_at, j.enqueued_by
   FROM soniq.jobs j
 UNION ALL
 SELECT d.id, d.task_name, d.args, 'dead', d.queue, d.priority, d.attempts, d.max_attempts,
        NULL, d.timeout, d.last_error, NULL, NULL, false,
        d.producer_id, d.dead_letter_reason, d.original_created_at, d.moved_to_dead_letter_at,
-       NULL, d.moved_to_dead_letter_at, NULL
+       NULL, d.moved_to_dead_letter_at, NULL, d.enqueued_by
   FROM soniq.dead_letter_jobs d;
 
 -- get_job: a job by id, also when it is dead; no row when unknown.
@@ -884,8 +1060,9 @@ LANGUAGE sql STABLE AS $$
     SELECT * FROM soniq.job_info i WHERE i.id = job_id
 $$;
 
--- job_status: where a job stands, without its args or result (what a producer may see of
--- the jobs it enqueued: it holds their ids). No row when unknown; status 'dead' when dead.
+-- job_status: where a job stands, without its args or result: what a producer may see of
+-- the jobs its login enqueued (admins see every job's). No row when unknown, or enqueued by
+-- another login; status 'dead' when dead.
 CREATE FUNCTION soniq.job_status(job_id uuid) RETURNS TABLE (
     id           uuid,
     task_name    text,
@@ -902,7 +1079,7 @@ CREATE FUNCTION soniq.job_status(job_id uuid) RETURNS TABLE (
 LANGUAGE sql STABLE AS $$
     SELECT i.id, i.task_name, i.queue, i.status, i.attempts, i.max_attempts, i.last_error,
            i.scheduled_at, i.created_at, i.started_at, i.finished_at
-      FROM soniq.job_info i WHERE i.id = job_id
+      FROM soniq.job_info i WHERE i.id = job_id AND (i.enqueued_by = session_user OR soniq._is_admin())
 $$;
 
 -- list_jobs: jobs newest first, filtered by queue and status (queued, processing, done,
@@ -1004,13 +1181,16 @@ $$;
 -- replay: mint a fresh job from a dead one (new id, same args and policy; queue, priority
 -- and max_attempts may be overridden). Attempts start again from 0 unless reset_attempts is
 -- false (then max_attempts must leave an attempt). The dead row stays, with its
--- resurrection_count incremented. Returns the new job's id.
+-- resurrection_count incremented. Returns the new job's id. With unless_replayed, a dead job
+-- that was replayed before is left alone and NULL is returned: running the same replay twice,
+-- or two operators at once, makes one job (the dead row is locked while it is replayed).
 CREATE FUNCTION soniq.replay(
-    dead_job_id    uuid,
-    queue          text    DEFAULT NULL,
-    priority       int     DEFAULT NULL,
-    max_attempts   int     DEFAULT NULL,
-    reset_attempts boolean DEFAULT true
+    dead_job_id     uuid,
+    queue           text    DEFAULT NULL,
+    priority        int     DEFAULT NULL,
+    max_attempts    int     DEFAULT NULL,
+    reset_attempts  boolean DEFAULT true,
+    unless_replayed boolean DEFAULT false
 ) RETURNS uuid
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
@@ -1020,6 +1200,7 @@ DECLARE
 BEGIN
     PERFORM soniq._require(dead_job_id, 'dead_job_id');
     PERFORM soniq._require(reset_attempts, 'reset_attempts');
+    PERFORM soniq._require(unless_replayed, 'unless_replayed');
     PERFORM soniq._check_job_options(replay.priority, NULL, NULL);
     IF replay.max_attempts NOT BETWEEN 1 AND 1001 THEN
         RAISE EXCEPTION 'max_attempts must be between 1 and 1001, got %', replay.max_attempts
@@ -1030,9 +1211,12 @@ BEGIN
     END IF;
     UPDATE soniq.dead_letter_jobs d
        SET resurrection_count = d.resurrection_count + 1, last_resurrection_at = now()
-     WHERE d.id = dead_job_id
+     WHERE d.id = dead_job_id AND NOT (unless_replayed AND d.resurrection_count > 0)
     RETURNING d.* INTO dead;
     IF NOT FOUND THEN
+        IF unless_replayed AND EXISTS (SELECT FROM soniq.dead_letter_jobs d WHERE d.id = dead_job_id) THEN
+            RETURN NULL;
+        END IF;
         RAISE EXCEPTION 'dead job % does not exist', dead_job_id USING ERRCODE = 'no_data_found';
     END IF;
     attempts_so_far := CASE WHEN reset_attempts THEN 0 ELSE dead.attempts END;
@@ -1042,31 +1226,33 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass a larger max_attempts, or reset the attempts.';
     END IF;
     INSERT INTO soniq.jobs (id, task_name, args, queue, priority, attempts, max_attempts, timeout,
-                            retry_policy, result_ttl, producer_id)
+                            retry_policy, result_ttl, producer_id, enqueued_by)
     VALUES (new_id, dead.task_name, dead.args, coalesce(replay.queue, dead.queue),
             coalesce(replay.priority, dead.priority), attempts_so_far,
             coalesce(replay.max_attempts, dead.max_attempts),
-            dead.timeout, dead.retry_policy, dead.result_ttl, dead.producer_id);
+            dead.timeout, dead.retry_policy, dead.result_ttl, dead.producer_id, dead.enqueued_by);
     PERFORM soniq._wake(coalesce(replay.queue, dead.queue));
     RETURN new_id;
 END
 $$;
 
--- replay_many: replay each of the dead jobs (see replay) in one call; all or nothing.
+-- replay_many: replay each of the dead jobs (see replay) in one call; all or nothing. With
+-- unless_replayed, a dead job replayed before gets a NULL job_id.
 CREATE FUNCTION soniq.replay_many(
-    dead_job_ids   uuid[],
-    queue          text    DEFAULT NULL,
-    priority       int     DEFAULT NULL,
-    max_attempts   int     DEFAULT NULL,
-    reset_attempts boolean DEFAULT true
+    dead_job_ids    uuid[],
+    queue           text    DEFAULT NULL,
+    priority        int     DEFAULT NULL,
+    max_attempts    int     DEFAULT NULL,
+    reset_attempts  boolean DEFAULT true,
+    unless_replayed boolean DEFAULT false
 ) RETURNS TABLE (dead_job_id uuid, job_id uuid)
 LANGUAGE sql VOLATILE AS $$
-    SELECT d.id, soniq.replay(d.id, $2, $3, $4, $5)
+    SELECT d.id, soniq.replay(d.id, $2, $3, $4, $5, $6)
       FROM unnest(soniq._require_value($1, 'dead_job_ids')) WITH ORDINALITY AS d(id, n)
      ORDER BY d.n
 $$;
 
--- dead_letter_tag: add labels to a dead job; returns all its tags.
+-- dead_letter_tag: add labels to a dead job (at most 50, each at most 200 bytes); returns all its tags.
 CREATE FUNCTION soniq.dead_letter_tag(dead_job_id uuid, tags text[]) RETURNS text[]
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
@@ -1078,12 +1264,17 @@ BEGIN
     IF EXISTS (SELECT FROM unnest(tags) t WHERE t = '') THEN
         RAISE EXCEPTION 'tags must not be empty strings' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM soniq._check_size(t, 'a tag', 200) FROM unnest(tags) t;
     UPDATE soniq.dead_letter_jobs d
        SET tags = ARRAY(SELECT DISTINCT t FROM unnest(d.tags || dead_letter_tag.tags) t ORDER BY t)
      WHERE d.id = dead_job_id
     RETURNING d.tags INTO result;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'dead job % does not exist', dead_job_id USING ERRCODE = 'no_data_found';
+    END IF;
+    IF cardinality(result) > 50 THEN
+        RAISE EXCEPTION 'a dead job may carry at most 50 tags, this one would carry %', cardinality(result)
+            USING ERRCODE = 'program_limit_exceeded';
     END IF;
     RETURN result;
 END
@@ -1095,7 +1286,7 @@ $$;
 CREATE FUNCTION soniq.dead_letter_stats(since interval DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
-    PERFORM soniq._check_interval(since, 'since');
+    PERFORM soniq._check_interval(since, 'since', interval '100 years');
     RETURN (
     WITH dead AS (  -- only the columns counted: args can be large
         SELECT d.task_name, d.queue, d.dead_letter_reason, d.moved_to_dead_letter_at, d.resurrection_count
@@ -1157,7 +1348,7 @@ DECLARE
     removed bigint;
 BEGIN
     PERFORM soniq._require(older_than, 'older_than');
-    PERFORM soniq._check_interval(older_than, 'older_than');
+    PERFORM soniq._check_interval(older_than, 'older_than', interval '100 years');
     DELETE FROM soniq.dead_letter_jobs d WHERE d.moved_to_dead_letter_at <= now() - older_than;
     GET DIAGNOSTICS removed = ROW_COUNT;
     RETURN removed;
@@ -1169,7 +1360,8 @@ $$;
 ------------------------------------------------------------------------------------------
 
 -- queue_overview: one row per known queue with its jobs by state and its pause state.
--- runnable = queued and due now; scheduled = queued for later.
+-- runnable = queued and due now; scheduled = queued for later; unserved = queued jobs of a
+-- task no live worker serves in this queue (see check_unserved).
 CREATE VIEW soniq.queue_overview AS
 WITH names AS (
     SELECT DISTINCT j.queue AS name FROM soniq.jobs j
@@ -1184,7 +1376,10 @@ SELECT n.name AS queue,
        count(j.id) FILTER (WHERE j.status = 'done') AS done,
        count(j.id) FILTER (WHERE j.status = 'cancelled') AS cancelled,
        (SELECT count(*) FROM soniq.dead_letter_jobs d WHERE d.queue = n.name) AS dead,
-       min(j.created_at) FILTER (WHERE j.status = 'queued' AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())) AS oldest_runnable_since
+       min(j.created_at) FILTER (WHERE j.status = 'queued' AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())) AS oldest_runnable_since,
+       (SELECT count(*) FROM soniq.unserved u JOIN soniq.jobs k
+            ON k.task_name = u.task_name AND k.queue = u.queue AND k.status = 'queued'
+         WHERE u.queue = n.name) AS unserved
   FROM names n
   LEFT JOIN soniq.queues q ON q.name = n.name
   LEFT JOIN soniq.jobs j ON j.queue = n.name

@@ -29,7 +29,7 @@ LANGUAGE sql VOLATILE AS $$
 $$;
 
 -- schedule_add: create or update (by name) a periodic job. Exactly one of cron (5 fields,
--- in time_zone) and every (a fixed interval of at least 1 second). task_name defaults to
+-- in time_zone) and every (a fixed interval of 1 second to 365 days). task_name defaults to
 -- the schedule's name; queue, priority, retries and timeout default like enqueue's.
 -- Re-adding with the same timing keeps the next fire time, so redeploys do not delay it.
 CREATE FUNCTION soniq.schedule_add(
@@ -59,6 +59,7 @@ BEGIN
         PERFORM soniq.check_queue_name(schedule_add.queue);
     END IF;
     PERFORM soniq._check_job_options(schedule_add.priority, schedule_add.retries, schedule_add.timeout);
+    PERFORM soniq._check_interval(schedule_add.every, 'every', interval '365 days');
     every_seconds := soniq._every_seconds(schedule_add.every);
     PERFORM soniq._check_schedule(schedule_add.cron, every_seconds, time_zone);
 
@@ -244,31 +245,85 @@ BEGIN
 END
 $$;
 
+-- _rescue: the rescue round in one go (see rescue_jobs).
+CREATE FUNCTION soniq._rescue(heartbeat_timeout interval, lease_grace interval) RETURNS int
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    taken int;
+    expired soniq.jobs;
+BEGIN
+    taken := soniq.recover_stale_workers(heartbeat_timeout);
+    FOR expired IN
+        SELECT * FROM soniq.jobs j
+         WHERE j.status = 'processing' AND j.timeout IS NOT NULL
+           AND j.started_at + j.timeout + lease_grace < now()
+           FOR UPDATE SKIP LOCKED
+    LOOP
+        PERFORM soniq._expire(expired, lease_grace);
+        taken := taken + 1;
+    END LOOP;
+    RETURN taken;
+END
+$$;
+
+-- _expire: fail an attempt that outlived its timeout by more than lease_grace (reason timeout).
+CREATE FUNCTION soniq._expire(expired soniq.jobs, lease_grace interval) RETURNS void
+LANGUAGE sql VOLATILE AS $$
+    SELECT soniq._fail(expired.id, expired.worker_id, expired.attempts,
+                       format('attempt %s outlived its timeout of %s by more than %s and was taken back',
+                              expired.attempts, expired.timeout, lease_grace),
+                       NULL, 'timeout')
+$$;
+
 -- rescue_jobs: take back the jobs of workers silent for longer than heartbeat_timeout
 -- (recover_stale_workers), and attempts that outlived their job's timeout by more than
 -- lease_grace (failed with reason timeout: retried, or dead-lettered if it was the last).
+-- One job that cannot be taken back does not stop the others: if the round fails, it is
+-- redone one job at a time (each in a subtransaction, at most 50 a round, like
+-- fire_due_schedules), the failing job's error recorded in soniq.health and the job skipped.
 -- Returns how many jobs were taken back.
 CREATE FUNCTION soniq.rescue_jobs(heartbeat_timeout interval DEFAULT '5 minutes',
                                   lease_grace interval DEFAULT '1 minute') RETURNS int
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
-    taken int;
-    expired record;
+    taken int := 0;
+    due soniq.jobs;
+    message text;
 BEGIN
+    PERFORM soniq._require(heartbeat_timeout, 'heartbeat_timeout');
     PERFORM soniq._require(lease_grace, 'lease_grace');
-    PERFORM soniq._check_interval(lease_grace, 'lease_grace');
-    taken := soniq.recover_stale_workers(heartbeat_timeout);
-    FOR expired IN
-        SELECT j.id, j.worker_id, j.attempts, j.timeout FROM soniq.jobs j
-         WHERE j.status = 'processing' AND j.timeout IS NOT NULL
-           AND j.started_at + j.timeout + lease_grace < now()
+    PERFORM soniq._check_interval(lease_grace, 'lease_grace', interval '7 days');
+    BEGIN
+        RETURN soniq._rescue(heartbeat_timeout, lease_grace);
+    EXCEPTION WHEN OTHERS THEN
+        NULL;  -- a job in the round failed: find it below
+    END;
+
+    -- The stale workers go first (a plain delete), then their jobs and the expired ones.
+    PERFORM soniq._forget_stale_workers(heartbeat_timeout);
+    FOR due IN
+        SELECT * FROM soniq.jobs j
+         WHERE j.status = 'processing'
+           AND (NOT EXISTS (SELECT FROM soniq.workers w WHERE w.id = j.worker_id)
+                OR (j.timeout IS NOT NULL AND j.started_at + j.timeout + lease_grace < now()))
+         ORDER BY j.started_at
+         LIMIT 50
            FOR UPDATE SKIP LOCKED
     LOOP
-        PERFORM soniq._fail(expired.id, expired.worker_id, expired.attempts,
-                            format('attempt %s outlived its timeout of %s by more than %s and was taken back',
-                                   expired.attempts, expired.timeout, lease_grace),
-                            NULL, 'timeout');
-        taken := taken + 1;
+        BEGIN
+            IF EXISTS (SELECT FROM soniq.workers w WHERE w.id = due.worker_id) THEN
+                PERFORM soniq._expire(due, lease_grace);
+            ELSE
+                PERFORM soniq._take_back(ARRAY[due.worker_id], 'its worker stopped heartbeating', ARRAY[due.id]);
+            END IF;
+            taken := taken + 1;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS message = MESSAGE_TEXT;
+            UPDATE soniq.control_plane c
+               SET last_error = format('job %s: %s', due.id, message), last_error_at = now(),
+                   failures = c.failures + 1
+             WHERE c.subsystem = 'rescue';
+        END;
     END LOOP;
     RETURN taken;
 END
@@ -286,7 +341,7 @@ DECLARE
     total bigint := 0;
 BEGIN
     PERFORM soniq._require(retention, 'retention');
-    PERFORM soniq._check_interval(retention, 'retention');
+    PERFORM soniq._check_interval(retention, 'retention', interval '100 years');
     IF batch_size IS NULL OR batch_size < 1 OR max_batches IS NULL OR max_batches < 1 THEN
         RAISE EXCEPTION 'batch_size and max_batches must be at least 1' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -306,10 +361,67 @@ BEGIN
 END
 $$;
 
+-- check_unserved: find the tasks and queues whose queued jobs no live worker serves (no
+-- worker has the task name among its task_names, or none takes jobs from the queue) and
+-- record since when, in soniq.unserved (shown by queue_overview and soniq.health): a typo in
+-- a task name is seen within a tick instead of waiting forever. Their due jobs go to the dead
+-- letter as job_not_found once unserved for longer than grace (0: never), and only while
+-- some worker is alive: with no worker at all nothing is served, and nothing is buried.
+-- Buries at most 1,000 jobs a call; returns how many.
+CREATE FUNCTION soniq.check_unserved(grace interval DEFAULT '1 day') RETURNS int
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    pair soniq.unserved;
+    ids uuid[];
+    buried int := 0;
+BEGIN
+    PERFORM soniq._require(grace, 'grace');
+    PERFORM soniq._check_interval(grace, 'grace', interval '30 days');
+    WITH RECURSIVE queued AS (  -- each (task, queue) with queued jobs: one index probe each
+        (SELECT j.task_name, j.queue FROM soniq.jobs j WHERE j.status = 'queued'
+          ORDER BY j.task_name, j.queue LIMIT 1)
+        UNION ALL
+        SELECT later.task_name, later.queue FROM queued q CROSS JOIN LATERAL (
+            SELECT j.task_name, j.queue FROM soniq.jobs j
+             WHERE j.status = 'queued' AND (j.task_name, j.queue) > (q.task_name, q.queue)
+             ORDER BY j.task_name, j.queue LIMIT 1) later
+    ), nobody AS (
+        SELECT q.task_name, q.queue FROM queued q
+         WHERE NOT EXISTS (SELECT FROM soniq.workers w
+                            WHERE (w.task_names IS NULL OR q.task_name = ANY (w.task_names))
+                              AND (w.queues IS NULL OR q.queue = ANY (w.queues)))
+    ), served_again AS (
+        DELETE FROM soniq.unserved u
+         WHERE NOT EXISTS (SELECT FROM nobody n WHERE n.task_name = u.task_name AND n.queue = u.queue)
+    )
+    INSERT INTO soniq.unserved (task_name, queue)
+    SELECT n.task_name, n.queue FROM nobody n
+    ON CONFLICT ON CONSTRAINT unserved_pkey DO NOTHING;
+
+    IF grace = interval '0' OR NOT EXISTS (SELECT FROM soniq.workers) THEN
+        RETURN 0;
+    END IF;
+    FOR pair IN SELECT * FROM soniq.unserved u WHERE u.since < now() - grace ORDER BY u.since LOOP
+        SELECT array_agg(j.id) INTO ids FROM (
+            SELECT j.id FROM soniq.jobs j
+             WHERE j.status = 'queued' AND j.task_name = pair.task_name AND j.queue = pair.queue
+               AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
+             LIMIT 1000 - buried
+               FOR UPDATE SKIP LOCKED) j;
+        buried := buried + soniq._bury(coalesce(ids, '{}'), 'job_not_found',
+                                       format('no live worker served task %s in queue %s for %s', pair.task_name,
+                                              pair.queue, grace));
+        EXIT WHEN buried >= 1000;
+    END LOOP;
+    RETURN buried;
+END
+$$;
+
 -- _run_subsystem: one round of one subsystem in a subtransaction, its outcome recorded in
 -- soniq.control_plane. An error is recorded, never raised: the loop goes on.
 CREATE FUNCTION soniq._run_subsystem(subsystem text, heartbeat_timeout interval, lease_grace interval,
-                                     retention interval, batch_size int) RETURNS bigint
+                                     retention interval, batch_size int,
+                                     unserved_grace interval DEFAULT '1 day') RETURNS bigint
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     result bigint;
@@ -320,9 +432,14 @@ BEGIN
             WHEN 'scheduler' THEN soniq.fire_due_schedules(batch_size)
             WHEN 'rescue' THEN soniq.rescue_jobs(heartbeat_timeout, lease_grace)
             WHEN 'prune' THEN soniq.prune_jobs(retention, batch_size, max_batches => 1)
+            WHEN 'unserved' THEN soniq.check_unserved(unserved_grace)
         END;
+        -- A clean round clears the last error; one recorded during this round (a skipped
+        -- schedule or job, at now(): the same transaction) stays.
         UPDATE soniq.control_plane c
-           SET last_run_at = now(), last_success_at = now(), last_result = result, runs = c.runs + 1
+           SET last_run_at = now(), last_success_at = now(), last_result = result, runs = c.runs + 1,
+               last_error = CASE WHEN c.last_error_at = now() THEN c.last_error END,
+               last_error_at = CASE WHEN c.last_error_at = now() THEN c.last_error_at END
          WHERE c.subsystem = _run_subsystem.subsystem;
     EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS message = MESSAGE_TEXT;
@@ -356,7 +473,8 @@ $$;
 -- health: is the control plane alive and keeping up? One row per subsystem.
 -- lag: worker, time since its last round; scheduler, how late the most overdue schedule
 -- is; rescue, time since its last successful round; prune, age of the oldest done job
--- past its result TTL.
+-- past its result TTL; unserved, how long the longest-unserved task has waited for a worker
+-- (soniq.unserved lists them).
 CREATE VIEW soniq.health AS
 SELECT c.subsystem,
        EXISTS (SELECT FROM pg_stat_activity a
@@ -370,6 +488,7 @@ SELECT c.subsystem,
            WHEN 'rescue' THEN now() - c.last_success_at
            WHEN 'prune' THEN coalesce((SELECT now() - min(j.expires_at) FROM soniq.jobs j
                                         WHERE j.status = 'done' AND j.expires_at < now()), interval '0')
+           WHEN 'unserved' THEN coalesce((SELECT now() - min(u.since) FROM soniq.unserved u), interval '0')
        END AS lag
   FROM soniq.control_plane c
   CROSS JOIN (SELECT pid FROM soniq.control_plane WHERE subsystem = 'worker') w;

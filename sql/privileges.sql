@@ -2,10 +2,12 @@
 --
 -- Three roles, created once per cluster (roles are cluster-wide) and granted to login roles by
 -- the operator:
---   soniq_producer  enqueues jobs, reads their status by id (not their args or results) and
---                   publishes its tasks' options (register_task);
+--   soniq_producer  enqueues jobs and reads the status of those its login enqueued (by id, not
+--                   their args or results);
 --   soniq_worker    runs jobs: registers, claims, heartbeats, completes, fails, snoozes,
---                   aborts; a member of soniq_producer (handlers enqueue follow-up jobs);
+--                   aborts, and publishes its handlers' options (register_task); a member of
+--                   soniq_producer (handlers enqueue follow-up jobs). A worker is bound to the
+--                   login that registered it: no other login (but an admin) may act for it;
 --   soniq_admin     everything: every function (dead letter, schedules, cancellation,
 --                   maintenance rounds) and read access to every table and view; a member of
 --                   soniq_worker.
@@ -58,12 +60,12 @@ GRANT EXECUTE ON FUNCTION
     soniq.enqueue(text, jsonb, text, int, timestamptz, int, boolean, text, interval, text),
     soniq.enqueue_many(jsonb),
     soniq.enqueue_many(text, jsonb[], text, int, timestamptz, int, boolean, interval, text),
-    soniq.job_status(uuid),
-    soniq.register_task(text, jsonb)  -- runners publish a task's options before enqueueing it
+    soniq.job_status(uuid)
 TO soniq_producer;
 
 GRANT EXECUTE ON FUNCTION
-    soniq.register_worker(text, int, text[], int, text, jsonb),
+    soniq.register_task(text, jsonb),  -- a worker publishes its handlers' options
+    soniq.register_worker(text, int, text[], int, text, jsonb, text[]),
     soniq.heartbeat(uuid),
     soniq.heartbeat(uuid, uuid[], interval),
     soniq.deregister_worker(uuid),
@@ -72,7 +74,7 @@ GRANT EXECUTE ON FUNCTION
     soniq.complete_many(uuid[], uuid, int[], jsonb[]),
     soniq.fail(uuid, uuid, int, text, interval, text),
     soniq.fail_many(uuid[], uuid, int[], text[], interval[], text[]),
-    soniq.snooze(uuid, uuid, int, interval),
+    soniq.snooze(uuid, uuid, int, interval, text),
     soniq.abort(uuid, uuid, int, text)
 TO soniq_worker;
 

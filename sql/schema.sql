@@ -44,7 +44,9 @@ CREATE TABLE soniq.workers (
     version        text,
     metadata       jsonb NOT NULL DEFAULT '{}',
     started_at     timestamptz NOT NULL DEFAULT now(),
-    last_heartbeat timestamptz NOT NULL DEFAULT now()
+    last_heartbeat timestamptz NOT NULL DEFAULT now(),
+    task_names     text[],                     -- the tasks it serves; NULL: any
+    registered_by  text DEFAULT session_user   -- the login it is bound to (NULL: before 0.3.0)
 ) WITH (fillfactor = 70);  -- heartbeats are HOT updates
 
 CREATE TABLE soniq.jobs (
@@ -72,6 +74,7 @@ CREATE TABLE soniq.jobs (
     started_at       timestamptz,               -- start of the current (or last) attempt
     finished_at      timestamptz,
     expires_at       timestamptz,               -- a done job may be pruned after this
+    enqueued_by      text DEFAULT session_user, -- the login, which alone sees its status (NULL: before 0.3.0)
     CONSTRAINT jobs_status_check CHECK (status IN ('queued', 'processing', 'done', 'cancelled')),
     CONSTRAINT jobs_args_object CHECK (jsonb_typeof(args) = 'object'),
     CONSTRAINT jobs_priority_range CHECK (priority BETWEEN 1 AND 1000),
@@ -83,7 +86,11 @@ CREATE TABLE soniq.jobs (
     CONSTRAINT jobs_lease_holder CHECK (CASE status
         WHEN 'processing' THEN worker_id IS NOT NULL
         WHEN 'queued' THEN worker_id IS NULL
-        ELSE true END)
+        ELSE true END),
+    -- The documented ranges (every entry point checks them first, with a clearer error): no
+    -- sum of times a round computes can overflow.
+    CONSTRAINT jobs_timeout_range CHECK (timeout > interval '0' AND timeout <= interval '30 days'),
+    CONSTRAINT jobs_result_ttl_range CHECK (result_ttl BETWEEN interval '0' AND interval '365 days')
 ) WITH (
     fillfactor = 90,
     autovacuum_vacuum_scale_factor = 0,
@@ -107,10 +114,11 @@ CREATE INDEX jobs_worker_idx ON soniq.jobs (worker_id) WHERE status = 'processin
 CREATE INDEX jobs_queue_status_idx ON soniq.jobs (queue, status);
 -- Pruning of finished jobs.
 CREATE INDEX jobs_expires_idx ON soniq.jobs (expires_at) WHERE expires_at IS NOT NULL;
--- Deduplication: at most one queued job per (task, args hash) and per dedup key.
-CREATE UNIQUE INDEX jobs_unique_args_idx ON soniq.jobs (task_name, args_hash)
+-- Deduplication: at most one queued job per (task, args hash) and per dedup key, within the
+-- jobs of one login (another login's job is neither found nor revealed by a duplicate).
+CREATE UNIQUE INDEX jobs_unique_args_idx ON soniq.jobs (enqueued_by, task_name, args_hash)
     WHERE status = 'queued' AND args_hash IS NOT NULL;
-CREATE UNIQUE INDEX jobs_dedup_key_idx ON soniq.jobs (dedup_key)
+CREATE UNIQUE INDEX jobs_dedup_key_idx ON soniq.jobs (enqueued_by, dedup_key)
     WHERE status = 'queued' AND dedup_key IS NOT NULL;
 
 -- Jobs that ran out of attempts or were discarded. The id is the original job's id.
@@ -133,6 +141,7 @@ CREATE TABLE soniq.dead_letter_jobs (
     resurrection_count      int NOT NULL DEFAULT 0,
     last_resurrection_at    timestamptz,
     tags                    text[] NOT NULL DEFAULT '{}',   -- an operator's labels
+    enqueued_by             text DEFAULT session_user,
     CONSTRAINT dead_letter_reason_check CHECK (dead_letter_reason IN (
         'max_retries_exceeded', 'permanent_failure', 'job_not_found',
         'invalid_arguments', 'timeout', 'manual_move'))
@@ -190,6 +199,18 @@ CREATE TABLE soniq.control_plane (
     last_error_at   timestamptz,
     runs            bigint NOT NULL DEFAULT 0,
     failures        bigint NOT NULL DEFAULT 0,
-    CONSTRAINT control_plane_subsystem CHECK (subsystem IN ('worker', 'scheduler', 'rescue', 'prune'))
+    CONSTRAINT control_plane_subsystem CHECK (subsystem IN ('worker', 'scheduler', 'rescue', 'prune', 'unserved'))
 );
-INSERT INTO soniq.control_plane (subsystem) VALUES ('worker'), ('scheduler'), ('rescue'), ('prune');
+INSERT INTO soniq.control_plane (subsystem) VALUES ('worker'), ('scheduler'), ('rescue'), ('prune'), ('unserved');
+
+-- Each task and queue with queued jobs that no live worker serves (its task name or its queue),
+-- since when the control plane has seen it so; a row goes once a worker serves it again.
+-- Runtime state, like soniq.control_plane.
+CREATE TABLE soniq.unserved (
+    task_name text NOT NULL,
+    queue     text NOT NULL,
+    since     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (task_name, queue)
+);
+-- The tasks and queues that have queued jobs, read one pair at a time (a loose index scan).
+CREATE INDEX jobs_queued_task_idx ON soniq.jobs (task_name, queue) WHERE status = 'queued';

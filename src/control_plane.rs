@@ -34,6 +34,7 @@ static TICK_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(1000);
 static HEARTBEAT_TIMEOUT_S: GucSetting<i32> = GucSetting::<i32>::new(300);
 static LEASE_GRACE_S: GucSetting<i32> = GucSetting::<i32>::new(60);
 static RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 24 * 3600);
+static UNSERVED_GRACE_S: GucSetting<i32> = GucSetting::<i32>::new(24 * 3600);
 static PRUNE_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1000);
 
 /// Settings of the control plane. Called from `_PG_init`, so also when the library is
@@ -89,6 +90,16 @@ pub fn define_settings(preloading: bool) {
         GucFlags::UNIT_S,
     );
     GucRegistry::define_int_guc(
+        c"soniq.unserved_grace",
+        c"Time after which queued jobs of a task no live worker serves go to the dead letter (0: never).",
+        c"They are listed in soniq.unserved from the first round that sees them; nothing is buried while no worker is alive.",
+        &UNSERVED_GRACE_S,
+        0,
+        30 * 24 * 3600,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
         c"soniq.retention",
         c"How long cancelled jobs are kept (done jobs are kept for their result TTL).",
         c"",
@@ -138,10 +149,11 @@ fn extension_installed() -> bool {
 fn run(subsystem: &str, batch_size: i32) -> i64 {
     let query = format!(
         "SELECT soniq._run_subsystem('{subsystem}', make_interval(secs => {}), make_interval(secs => {}), \
-         make_interval(secs => {}), {batch_size})",
+         make_interval(secs => {}), {batch_size}, make_interval(secs => {}))",
         HEARTBEAT_TIMEOUT_S.get(),
         LEASE_GRACE_S.get(),
         RETENTION_S.get(),
+        UNSERVED_GRACE_S.get(),
     );
     BackgroundWorker::transaction(|| Spi::get_one::<i64>(&query))
         .ok()
@@ -164,6 +176,7 @@ fn fire_due_schedules() {
 fn round() -> Duration {
     fire_due_schedules();
     run("rescue", 0);
+    run("unserved", 0);
     // Pruning a batch per transaction, with a look for due schedules between batches (one
     // short transaction, only while a backlog of finished jobs lasts): pruning must not
     // delay a schedule.

@@ -36,6 +36,7 @@ pub extern "C-unwind" fn _PG_init() {
     control_plane::define_settings(preloading);
     wake::register_callbacks();
     if preloading {
+        wake::init_shared_memory();
         control_plane::register_worker();
     }
 }
@@ -45,6 +46,15 @@ pub(crate) fn invalid_parameter(message: String) -> ! {
     ereport!(
         ERROR,
         PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        message
+    );
+}
+
+/// Raise an `ERROR` with a SQLSTATE of 54000 (program_limit_exceeded).
+pub(crate) fn limit_exceeded(message: String) -> ! {
+    ereport!(
+        ERROR,
+        PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
         message
     );
 }
@@ -63,6 +73,7 @@ pub mod pg_test {
     pub fn setup(_options: Vec<&str>) {}
 
     pub fn postgresql_conf_options() -> Vec<&'static str> {
-        vec![]
+        // As in production: the wake-up throttle lives in shared memory only when preloaded.
+        vec!["shared_preload_libraries = 'soniq'"]
     }
 }

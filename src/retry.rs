@@ -43,13 +43,26 @@ impl Default for Delay {
     }
 }
 
+/// A per-attempt delay list holds at most this many delays (its last one repeats).
+pub const MAX_DELAYS: usize = 100;
+
 fn check_seconds(what: &str, value: f64) -> Result<(), String> {
-    if value.is_finite() && value >= 0.0 {
+    if value.is_finite() && (0.0..=LONGEST_DELAY_SECONDS).contains(&value) {
         Ok(())
     } else {
         Err(format!(
-            "{what} must be a number of seconds >= 0, got {value}"
+            "{what} must be a number of seconds between 0 and {LONGEST_DELAY_SECONDS} (365 days), got {}",
+            shown(value)
         ))
+    }
+}
+
+/// A number of seconds for a message: huge ones in exponent form, not 300 digits.
+pub fn shown(seconds: f64) -> String {
+    if seconds.abs() < 1e15 {
+        format!("{seconds}")
+    } else {
+        format!("{seconds:e}")
     }
 }
 
@@ -60,6 +73,12 @@ impl RetryPolicy {
             Delay::PerAttempt(list) => {
                 if list.is_empty() {
                     return Err("retry_delay list must not be empty".into());
+                }
+                if list.len() > MAX_DELAYS {
+                    return Err(format!(
+                        "retry_delay may list at most {MAX_DELAYS} delays (the last one repeats), got {}",
+                        list.len()
+                    ));
                 }
                 for s in list {
                     check_seconds("each retry_delay", *s)?;
@@ -202,7 +221,15 @@ mod unit_tests {
 
     #[test]
     fn bad_policies_are_refused() {
-        assert!(parse(&json!({"delay": -1})).unwrap_err().contains(">= 0"));
+        assert!(parse(&json!({"delay": -1}))
+            .unwrap_err()
+            .contains("between 0 and"));
+        assert!(parse(&json!({"delay": 1e300}))
+            .unwrap_err()
+            .contains("(365 days)"));
+        assert!(parse(&json!({"delay": vec![1; 101]}))
+            .unwrap_err()
+            .contains("at most 100 delays"));
         assert!(parse(&json!({"delay": []}))
             .unwrap_err()
             .contains("must not be empty"));

@@ -35,12 +35,20 @@ fn in_range(what: &str, value: i64, low: i64, high: i64) -> Result<i64, String> 
     }
 }
 
-fn seconds(what: &str, value: f64) -> Result<f64, String> {
-    if value.is_finite() && value >= 0.0 {
+/// A job's timeout is at most 30 days (0: none).
+pub const LONGEST_TIMEOUT_SECONDS: f64 = 30.0 * 24.0 * 3600.0;
+/// A done job's result is kept at most 365 days.
+pub const LONGEST_RESULT_TTL_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+/// Published defaults take at most this many bytes (as JSON text).
+pub const MAX_DEFAULTS_BYTES: usize = 64 * 1024;
+
+fn seconds(what: &str, value: f64, longest: f64) -> Result<f64, String> {
+    if value.is_finite() && (0.0..=longest).contains(&value) {
         Ok(value)
     } else {
         Err(format!(
-            "{what} must be a number of seconds >= 0, got {value}"
+            "{what} must be a number of seconds between 0 and {longest}, got {}",
+            crate::retry::shown(value)
         ))
     }
 }
@@ -68,10 +76,16 @@ pub fn normalize(defaults: &Value) -> Result<Value, String> {
         out.insert("retries".into(), json!(in_range("retries", r, 0, 1000)?));
     }
     if let Some(t) = d.timeout {
-        out.insert("timeout".into(), json!(seconds("timeout", t)?));
+        out.insert(
+            "timeout".into(),
+            json!(seconds("timeout", t, LONGEST_TIMEOUT_SECONDS)?),
+        );
     }
     if let Some(t) = d.result_ttl {
-        out.insert("result_ttl".into(), json!(seconds("result_ttl", t)?));
+        out.insert(
+            "result_ttl".into(),
+            json!(seconds("result_ttl", t, LONGEST_RESULT_TTL_SECONDS)?),
+        );
     }
     if let Some(u) = d.unique {
         out.insert("unique".into(), json!(u));
@@ -96,12 +110,19 @@ pub fn normalize(defaults: &Value) -> Result<Value, String> {
     Ok(Value::Object(out))
 }
 
-/// Check a task's registered defaults and return them normalised (22023 when invalid).
+/// Check a task's registered defaults and return them normalised (22023 when invalid,
+/// 54000 when larger than 64 KiB).
 #[pg_extern(immutable, parallel_safe)]
 pub fn normalize_task_defaults(defaults: Option<pgrx::JsonB>) -> pgrx::JsonB {
     let Some(defaults) = defaults else {
         crate::null_not_allowed("task defaults")
     };
+    let size = defaults.0.to_string().len();
+    if size > MAX_DEFAULTS_BYTES {
+        crate::limit_exceeded(format!(
+            "task defaults take {size} bytes, more than the {MAX_DEFAULTS_BYTES} they may take"
+        ));
+    }
     pgrx::JsonB(normalize(&defaults.0).unwrap_or_else(|e| crate::invalid_parameter(e)))
 }
 
@@ -143,7 +164,20 @@ mod unit_tests {
             .contains("between 0 and 1000"));
         assert!(normalize(&json!({"timeout": -5}))
             .unwrap_err()
-            .contains(">= 0"));
+            .contains("between 0 and 2592000"));
+        // Past the range: 1e300 once became a negative interval.
+        assert!(normalize(&json!({"timeout": 1e300}))
+            .unwrap_err()
+            .contains("between 0 and 2592000"));
+        assert!(normalize(&json!({"result_ttl": 1e300}))
+            .unwrap_err()
+            .contains("between 0 and 31536000"));
+        assert!(normalize(&json!({"retry_delay": vec![1; 101]}))
+            .unwrap_err()
+            .contains("at most 100 delays"));
+        assert!(normalize(&json!({"retry_max_delay": 1e300}))
+            .unwrap_err()
+            .contains("365 days"));
         assert!(normalize(&json!({"queue": "a b"}))
             .unwrap_err()
             .contains("' '"));

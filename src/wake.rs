@@ -7,10 +7,16 @@
 //!
 //! So the decision is taken at pre-commit, not when the job is written: a transaction notifies
 //! a queue only if no other transaction is committing a notification for that queue at that
-//! very moment (a transaction-level advisory lock, tried without waiting, held until the end of
-//! our commit). The one in flight wakes the workers; a skipped job commits a moment later, and
+//! very moment. The one in flight wakes the workers; a skipped job commits a moment later, and
 //! runners look again shortly after every notification to pick it up. Deciding at commit also
 //! means a long producer transaction never holds back other producers' wake-ups.
+//!
+//! "Committing a notification for this queue" is a slot in shared memory the extension owns
+//! (when preloaded, as the control plane requires): the committing backend's pid, taken without
+//! waiting and given back when its commit ends. No SQL reaches it, so no role can hold it to
+//! silence a queue. Loaded without preloading, a transaction-level advisory lock says the same;
+//! any role that can connect could hold that lock and suppress the queue's wake-ups (workers
+//! then find its jobs by polling).
 //!
 //! A rolled-back transaction sends nothing, nor does a wake-up asked for in a subtransaction
 //! that rolled back. A prepared transaction (two-phase commit) sends nothing either (Postgres
@@ -18,7 +24,10 @@
 
 use pgrx::direct_function_call_as_datum;
 use pgrx::prelude::*;
+use pgrx::{pg_shmem_init, PgAtomic};
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The channel runners LISTEN on; the payload is the queue name.
 const CHANNEL: &str = "soniq_new_job";
@@ -27,10 +36,29 @@ const CHANNEL: &str = "soniq_new_job";
 /// (ASCII "sonq"), so they never meet an application's own two-key advisory locks by chance.
 const LOCK_CLASS: i32 = 0x736f_6e71;
 
+/// Slots of "a wake-up is committing", one per hash bucket of queue names.
+const SLOTS: usize = 256;
+/// A slot held longer than this (its holder died mid-commit without cleaning up) is free.
+const STALE_SECONDS: u64 = 5;
+
+/// Each slot: the holder's pid in the high 32 bits, the second it took the slot in the low 32.
+static COMMITTING: PgAtomic<[AtomicU64; SLOTS]> =
+    unsafe { PgAtomic::new(c"soniq_wake_committing") };
+/// Whether COMMITTING exists (the library was preloaded).
+static IN_SHARED_MEMORY: AtomicBool = AtomicBool::new(false);
+
 thread_local! {
+    /// The slots this backend holds until its commit ends.
+    static HELD: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
     /// Queues to wake when the current transaction commits, each with the subtransaction that
     /// asked first, so that a rolled-back savepoint takes its wake-ups back.
     static PENDING: RefCell<Vec<(pg_sys::SubTransactionId, String)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Reserve the slots in shared memory (from `_PG_init`, while preloading only).
+pub fn init_shared_memory() {
+    pg_shmem_init!(COMMITTING = std::array::from_fn(|_| AtomicU64::new(0)));
+    IN_SHARED_MEMORY.store(true, Ordering::Relaxed);
 }
 
 /// Hook the wake-ups into every transaction of this backend (from `_PG_init`, once).
@@ -63,7 +91,11 @@ unsafe extern "C-unwind" fn on_transaction(
     use pg_sys::XactEvent::*;
     match event {
         XACT_EVENT_PRE_COMMIT => notify_pending(),
-        XACT_EVENT_ABORT | XACT_EVENT_PRE_PREPARE => PENDING.with_borrow_mut(Vec::clear),
+        XACT_EVENT_ABORT | XACT_EVENT_PRE_PREPARE => {
+            PENDING.with_borrow_mut(Vec::clear);
+            release_slots();
+        }
+        XACT_EVENT_COMMIT => release_slots(),
         _ => {}
     }
 }
@@ -84,7 +116,12 @@ unsafe extern "C-unwind" fn on_subtransaction(
 /// Pre-commit: notify every pending queue whose wake-up no other transaction is committing.
 fn notify_pending() {
     for (_, queue) in PENDING.take() {
-        if try_wake_lock(&queue) {
+        let ours = if IN_SHARED_MEMORY.load(Ordering::Relaxed) {
+            try_wake_slot(&queue)
+        } else {
+            try_wake_lock(&queue)
+        };
+        if ours {
             unsafe {
                 direct_function_call_as_datum(
                     pg_sys::pg_notify,
@@ -95,7 +132,46 @@ fn notify_pending() {
     }
 }
 
-/// Take the queue's wake lock for the rest of the transaction, unless another holds it.
+/// Take the queue's slot until the commit ends, unless another backend holds it (a slot this
+/// backend holds already, for another queue of the same bucket, is ours).
+fn try_wake_slot(queue: &str) -> bool {
+    let index = queue_key(queue) as u32 as usize % SLOTS;
+    let slot = &COMMITTING.get()[index];
+    let pid = unsafe { pg_sys::MyProcPid } as u32;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs() & 0xffff_ffff);
+    let current = slot.load(Ordering::Acquire);
+    let (holder, since) = ((current >> 32) as u32, current & 0xffff_ffff);
+    if current != 0 && holder == pid {
+        return true;
+    }
+    let free = current == 0 || now.wrapping_sub(since) & 0xffff_ffff > STALE_SECONDS;
+    let mine = (u64::from(pid) << 32) | now;
+    let taken = free
+        && slot
+            .compare_exchange(current, mine, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok();
+    if taken {
+        HELD.with_borrow_mut(|held| held.push(index));
+    }
+    taken
+}
+
+/// The commit ended: give back the slots this backend holds.
+fn release_slots() {
+    let pid = unsafe { pg_sys::MyProcPid } as u32;
+    for index in HELD.take() {
+        let slot = &COMMITTING.get()[index];
+        let current = slot.load(Ordering::Acquire);
+        if (current >> 32) as u32 == pid {
+            let _ = slot.compare_exchange(current, 0, Ordering::AcqRel, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Without shared memory: take the queue's advisory lock for the rest of the transaction,
+/// unless another holds it.
 fn try_wake_lock(queue: &str) -> bool {
     let key = queue_key(queue);
     let taken = unsafe {
@@ -125,5 +201,57 @@ mod unit_tests {
         assert_eq!(queue_key(""), 0x811c_9dc5_u32 as i32);
         assert_ne!(queue_key("default"), queue_key("emails"));
         assert_eq!(queue_key("default"), queue_key("default"));
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use super::*;
+
+    fn slot_of(queue: &str) -> &'static AtomicU64 {
+        &COMMITTING.get()[queue_key(queue) as u32 as usize % SLOTS]
+    }
+
+    fn held_by(pid: u32, seconds_ago: u64) -> u64 {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            & 0xffff_ffff;
+        (u64::from(pid) << 32) | (now - seconds_ago)
+    }
+
+    /// The throttle in shared memory (the test cluster preloads the library): a wake-up is
+    /// skipped while another backend holds its queue's slot, taken when the slot is free, ours
+    /// or stale (its holder died mid-commit), and given back when the commit ends.
+    #[pg_test]
+    fn a_wake_up_is_skipped_only_while_another_backend_commits_one_for_its_queue() {
+        assert!(
+            IN_SHARED_MEMORY.load(Ordering::Relaxed),
+            "the library is not preloaded"
+        );
+        let slot = slot_of("slots.q");
+        let other = unsafe { pg_sys::MyProcPid } as u32 + 1;
+
+        slot.store(held_by(other, 0), Ordering::Release);
+        assert!(
+            !try_wake_slot("slots.q"),
+            "took a slot another backend holds"
+        );
+
+        slot.store(held_by(other, STALE_SECONDS + 1), Ordering::Release);
+        assert!(try_wake_slot("slots.q"), "a stale slot stayed taken");
+        assert!(try_wake_slot("slots.q"), "our own slot refused us");
+        release_slots();
+        assert_eq!(
+            slot.load(Ordering::Acquire),
+            0,
+            "the slot was not given back"
+        );
+
+        assert!(try_wake_slot("slots.q"));
+        release_slots();
+        assert_eq!(slot.load(Ordering::Acquire), 0);
     }
 }

@@ -8,8 +8,9 @@ mod common;
 use postgres::{Client, NoTls};
 use std::process::{Command, Stdio};
 
-/// The version before this one: its install script is kept in sql/previous/.
-const PREVIOUS_VERSION: &str = "0.1.0";
+/// The versions before this one: their install scripts are kept in sql/previous/, and an
+/// update from each (through every update script after it) must reach this version.
+const PREVIOUS_VERSIONS: [&str; 2] = ["0.1.0", "0.2.0"];
 
 /// A database of its own on the test cluster; dropped when done.
 struct Scratch {
@@ -69,8 +70,13 @@ fn fill(client: &mut Client) {
         .unwrap();
 }
 
-/// Every row of every table, as text.
-fn rows(client: &mut Client) -> String {
+/// Columns added since the earliest previous version: an update fills them for old rows
+/// (NULL: the row predates logins being recorded), so they are left out when rows are
+/// compared across an update.
+const ADDED_COLUMNS: [&str; 3] = ["enqueued_by", "task_names", "registered_by"];
+
+/// Every row of every table, as text (without `skip`'s columns).
+fn rows_without(client: &mut Client, skip: &[&str]) -> String {
     let tables = [
         "jobs",
         "workers",
@@ -83,8 +89,9 @@ fn rows(client: &mut Client) -> String {
     for table in tables {
         let text: String = client
             .query_one(
-                &format!("SELECT '{table}: ' || coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '') FROM soniq.{table} t"),
-                &[],
+                &format!("SELECT '{table}: ' || coalesce(string_agg(r::text, E'\\n' ORDER BY r::text), '')
+                            FROM (SELECT to_jsonb(t) - $1::text[] AS r FROM soniq.{table} t) t"),
+                &[&skip],
             )
             .unwrap()
             .get(0);
@@ -92,6 +99,11 @@ fn rows(client: &mut Client) -> String {
         all.push('\n');
     }
     all
+}
+
+/// Every row of every table, as text.
+fn rows(client: &mut Client) -> String {
+    rows_without(client, &[])
 }
 
 /// The extension's objects as the catalogs describe them: functions (signature, body,
@@ -166,16 +178,20 @@ fn version(client: &mut Client) -> String {
 }
 
 #[test]
-fn updating_from_the_previous_version_keeps_every_job_and_equals_a_fresh_install() {
+fn updating_from_each_earlier_version_keeps_every_job_and_equals_a_fresh_install() {
+    for previous in PREVIOUS_VERSIONS {
+        update_keeps_every_job_and_equals_a_fresh_install(previous);
+    }
+}
+
+fn update_keeps_every_job_and_equals_a_fresh_install(previous: &str) {
     let old = Scratch::new("upgrade");
     let mut client = old.connect();
     client
-        .batch_execute(&format!(
-            "CREATE EXTENSION soniq VERSION '{PREVIOUS_VERSION}'"
-        ))
+        .batch_execute(&format!("CREATE EXTENSION soniq VERSION '{previous}'"))
         .unwrap();
     fill(&mut client);
-    let before = rows(&mut client);
+    let before = rows_without(&mut client, &ADDED_COLUMNS);
 
     client
         .batch_execute("ALTER EXTENSION soniq UPDATE")
@@ -186,12 +202,12 @@ fn updating_from_the_previous_version_keeps_every_job_and_equals_a_fresh_install
         .batch_execute("CREATE EXTENSION soniq")
         .unwrap();
     assert_eq!(version(&mut client), version(&mut fresh_client));
-    assert_ne!(
-        version(&mut client),
-        PREVIOUS_VERSION,
-        "the update went nowhere"
+    assert_ne!(version(&mut client), previous, "the update went nowhere");
+    assert_eq!(
+        rows_without(&mut client, &ADDED_COLUMNS),
+        before,
+        "rows changed in the update from {previous}"
     );
-    assert_eq!(rows(&mut client), before, "rows changed in the update");
     let (updated, installed) = (schema(&mut client), schema(&mut fresh_client));
     if updated != installed {
         let only = |a: &str, b: &str| -> Vec<String> {
@@ -202,7 +218,7 @@ fn updating_from_the_previous_version_keeps_every_job_and_equals_a_fresh_install
                 .collect()
         };
         panic!(
-            "the updated schema differs from a fresh install\nonly after the update:\n{}\nonly in a fresh install:\n{}",
+            "the schema updated from {previous} differs from a fresh install\nonly after the update:\n{}\nonly in a fresh install:\n{}",
             only(&updated, &installed).join("\n"),
             only(&installed, &updated).join("\n")
         );
@@ -212,6 +228,44 @@ fn updating_from_the_previous_version_keeps_every_job_and_equals_a_fresh_install
     client
         .batch_execute("SELECT soniq.enqueue('keep.after')")
         .unwrap();
+}
+
+/// 0.2.0 accepted intervals that overflowed the rescue round (a timeout of 300000 years) or
+/// a registered TTL that wrapped around to a negative interval; the update brings such rows
+/// to the longest allowed value, and the rescue round works on them again.
+#[test]
+fn an_update_brings_out_of_range_rows_into_range() {
+    let old = Scratch::new("ranges");
+    let mut client = old.connect();
+    client
+        .batch_execute(
+            "CREATE EXTENSION soniq VERSION '0.2.0';
+             -- What 0.2.0's library stored for {\"timeout\": 1e300, \"result_ttl\": 1e300}
+             -- (today's library refuses it, also under the old SQL).
+             INSERT INTO soniq.tasks (task_name, timeout, result_ttl)
+             VALUES ('huge.task', '-2562047788:00:54', '-2562047788:00:54');
+             SELECT soniq.enqueue('huge.timeout', timeout => '300000 years');
+             SELECT soniq.claim(soniq.register_worker(), task_names => ARRAY['huge.timeout']);
+             ALTER EXTENSION soniq UPDATE;",
+        )
+        .unwrap();
+    let row = client
+        .query_one(
+            "SELECT (SELECT timeout FROM soniq.jobs WHERE task_name = 'huge.timeout')::text,
+                    (SELECT timeout FROM soniq.tasks WHERE task_name = 'huge.task')::text,
+                    (SELECT result_ttl FROM soniq.tasks WHERE task_name = 'huge.task')::text,
+                    soniq.rescue_jobs()",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "30 days");
+    assert_eq!(row.get::<_, String>(1), "30 days");
+    assert_eq!(row.get::<_, String>(2), "365 days");
+    assert_eq!(
+        row.get::<_, i32>(3),
+        0,
+        "the live worker's job stays its own"
+    );
 }
 
 fn as_postgres(program: &str, args: &[&str]) {

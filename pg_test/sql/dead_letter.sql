@@ -68,3 +68,20 @@ UPDATE soniq.dead_letter_jobs SET moved_to_dead_letter_at = now() - interval '2 
 SELECT soniq.dead_letter_purge('1 day') AS purged_old;
 SELECT count(*) AS left FROM soniq.dead_letter_jobs;
 SELECT soniq.dead_letter_purge('0') AS purged_all;
+
+-- An idempotent replay: with unless_replayed a dead job replayed before is left alone (NULL),
+-- so replaying the same selection twice makes each job once.
+SELECT soniq.register_task('dl.again', '{"retries": 0}');
+SELECT soniq.enqueue('dl.again', '{"n": 1}') AS x \gset
+SELECT soniq.enqueue('dl.again', '{"n": 2}') AS y \gset
+SELECT count(*) AS claimed FROM soniq.claim(:'w', task_names => '{dl.again}', batch_size => 2);
+SELECT count(*) AS dead FROM soniq.fail_many(ARRAY[:'x', :'y']::uuid[], :'w', '{1,1}', '{e,e}');
+SELECT soniq.replay(:'x', unless_replayed => true) IS NOT NULL AS first_replay_made_a_job;
+SELECT soniq.replay(:'x', unless_replayed => true) IS NULL AS second_replay_made_none;
+SELECT dead_job_id = :'x' AS is_x, job_id IS NOT NULL AS made_a_job
+  FROM soniq.replay_many(ARRAY[:'x', :'y']::uuid[], unless_replayed => true) ORDER BY 1;
+SELECT count(*) AS jobs FROM soniq.jobs WHERE task_name = 'dl.again';
+SELECT resurrection_count FROM soniq.dead_letter_jobs WHERE id IN (:'x', :'y') ORDER BY id;
+-- Without it, replay mints another job each time (as before).
+SELECT soniq.replay(:'x') IS NOT NULL AS replayed_again;
+SELECT count(*) AS jobs FROM soniq.jobs WHERE task_name = 'dl.again';

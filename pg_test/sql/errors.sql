@@ -86,6 +86,32 @@ SELECT soniq.enqueue('ok.task', timeout => '-5 seconds');
 SELECT soniq.enqueue('ok.task', dedup_key => '');
 :error
 :unchanged
+-- Every interval has a range whose sums cannot overflow (300000 years once stopped rescue).
+SELECT soniq.enqueue('ok.task', timeout => '300000 years');
+:error
+:unchanged
+SELECT soniq.enqueue('ok.task', timeout => '31 days');
+:error
+:unchanged
+SELECT soniq.enqueue('ok.task', scheduled_at => 'infinity');
+:error
+:unchanged
+SELECT soniq.enqueue('ok.task', scheduled_at => '-infinity');
+:error
+:unchanged
+-- Sizes: a dedup key long enough to break the index, a 50 MiB producer id.
+SELECT soniq.enqueue('ok.task', dedup_key => repeat('k', 513));
+:error
+:unchanged
+SELECT soniq.enqueue('ok.task', dedup_key => repeat('k', 3000));
+:error
+:unchanged
+SELECT soniq.enqueue('ok.task', producer_id => repeat('p', 513));
+:error
+:unchanged
+SELECT soniq.enqueue('ok.task', producer_id => repeat('p', 50 * 1024 * 1024));
+:error
+:unchanged
 
 -- register_task
 SELECT soniq.register_task('bad name', '{}');
@@ -115,6 +141,28 @@ SELECT soniq.register_task('ok.task', '{"retry_delay": [1, 2], "retry_backoff": 
 SELECT soniq.register_task('ok.task', '{"queue": "no spaces"}');
 :error
 :unchanged
+-- 1e300 seconds once overflowed into a negative interval; a 300,000-entry list was copied into every job.
+SELECT soniq.register_task('ok.task', '{"timeout": 1e300}');
+:error
+:unchanged
+SELECT soniq.register_task('ok.task', '{"timeout": 2592001}');
+:error
+:unchanged
+SELECT soniq.register_task('ok.task', '{"result_ttl": 1e300}');
+:error
+:unchanged
+SELECT soniq.register_task('ok.task', '{"retry_delay": 1e300}');
+:error
+:unchanged
+SELECT soniq.register_task('ok.task', '{"retry_max_delay": 1e12}');
+:error
+:unchanged
+SELECT soniq.register_task('ok.task', jsonb_build_object('retry_delay', (SELECT jsonb_agg(1) FROM generate_series(1, 101))));
+:error
+:unchanged
+SELECT soniq.register_task('ok.task', jsonb_build_object('retry_delay', (SELECT jsonb_agg(1) FROM generate_series(1, 300000))));
+:error
+:unchanged
 
 -- enqueue_many
 SELECT soniq.enqueue_many('{"task_name": "ok.task"}'::jsonb);
@@ -130,6 +178,31 @@ SELECT soniq.enqueue_many('[{"args": {}}]'::jsonb);
 :error
 :unchanged
 SELECT soniq.enqueue_many('[{"task_name": "ok.task", "priority": "urgent"}]'::jsonb);
+:error
+:unchanged
+-- Numbers that do not fit are 22023 like any other bad value, never a cast's own code.
+SELECT soniq.enqueue_many('[{"task_name": "ok.task", "priority": 1.5}]'::jsonb);
+:error
+:unchanged
+SELECT soniq.enqueue_many('[{"task_name": "ok.task", "retries": 1e20}]'::jsonb);
+:error
+:unchanged
+SELECT soniq.enqueue_many('[{"task_name": "ok.task", "timeout": "NaN"}]'::jsonb);
+:error
+:unchanged
+SELECT soniq.enqueue_many('[{"task_name": "ok.task", "timeout": 9.2e12}]'::jsonb);
+:error
+:unchanged
+SELECT soniq.enqueue_many('[{"task_name": "ok.task", "timeout": -1}]'::jsonb);
+:error
+:unchanged
+SELECT soniq.enqueue_many('[{"task_name": "ok.task", "unique": "yes"}]'::jsonb);
+:error
+:unchanged
+SELECT soniq.enqueue_many('[{"task_name": "ok.task", "scheduled_at": "next tuesday"}]'::jsonb);
+:error
+:unchanged
+SELECT soniq.enqueue_many('ok.task', ARRAY['{}']::jsonb[], timeout => '300000 years');
 :error
 :unchanged
 SELECT soniq.enqueue_many('ok.task', NULL::jsonb[]);
@@ -225,6 +298,21 @@ SELECT soniq.fail(:'held', :'w', 1, 'e', reason => 'nonsense');
 SELECT soniq.fail(:'held', :'w', 1, 'e', retry_in => '-1 second');
 :error
 :unchanged
+SELECT soniq.fail(:'held', :'w', 1, 'e', retry_in => '366 days');
+:error
+:unchanged
+SELECT soniq.fail(:'held', :'w', 1, repeat('e', 65537));
+:error
+:unchanged
+SELECT * FROM soniq.fail_many(ARRAY[:'held']::uuid[], :'w', '{1}', ARRAY[repeat('e', 65537)]);
+:error
+:unchanged
+SELECT soniq.complete(:'held', :'w', 1, jsonb_build_object('big', repeat('r', 1048577)));
+:error
+:unchanged
+SELECT soniq.complete_many(ARRAY[:'held']::uuid[], :'w', '{1}', ARRAY[jsonb_build_object('big', repeat('r', 1048577))]);
+:error
+:unchanged
 SELECT soniq.fail(:'held', :'unknown', 1, 'e');
 :error
 :unchanged
@@ -235,6 +323,21 @@ SELECT soniq.snooze(:'held', :'w', 1, NULL);
 :error
 :unchanged
 SELECT soniq.snooze(:'held', :'w', 1, '-1 minute');
+:error
+:unchanged
+SELECT soniq.snooze(:'held', :'w', 1, '100 years');
+:error
+:unchanged
+SELECT soniq.snooze(:'held', :'w', 1, '31 days');
+:error
+:unchanged
+SELECT soniq.snooze(:'held', :'w', 1, '1 minute', repeat('r', 65537));
+:error
+:unchanged
+SELECT soniq.abort(:'held', :'w', 1, repeat('r', 65537));
+:error
+:unchanged
+SELECT soniq.heartbeat(:'w', '{}', '2 days');
 :error
 :unchanged
 SELECT soniq.abort(:'held', :'unknown', 1);
@@ -319,6 +422,15 @@ SELECT soniq.dead_letter_tag(:'unknown', '{x}');
 SELECT soniq.replay(:'dead', reset_attempts => NULL);
 :error
 :unchanged
+SELECT soniq.replay(:'dead', unless_replayed => NULL);
+:error
+:unchanged
+SELECT soniq.dead_letter_tag(:'dead', ARRAY[repeat('t', 201)]);
+:error
+:unchanged
+SELECT soniq.dead_letter_tag(:'dead', ARRAY(SELECT 'tag' || n FROM generate_series(1, 51) n));
+:error
+:unchanged
 SELECT * FROM soniq.replay_many(NULL);
 :error
 :unchanged
@@ -358,6 +470,18 @@ SELECT soniq.fail(:'held', :'w', 1, 'boom', reason => 'timeout''; DROP TABLE son
 :error
 :unchanged
 SELECT soniq.schedule_add('s''; DROP TABLE soniq.schedules; --', every => '1 hour');
+:error
+:unchanged
+SELECT soniq.schedule_add('ok.sched', every => '400 days');
+:error
+:unchanged
+SELECT soniq.schedule_add('ok.sched', every => '1 hour', timeout => '1000 years');
+:error
+:unchanged
+SELECT soniq.rescue_jobs(lease_grace => '8 days');
+:error
+:unchanged
+SELECT soniq.recover_stale_workers('31 days');
 :error
 :unchanged
 SELECT soniq.schedule_add('ok.sched', cron => '* * * * *; DROP TABLE soniq.jobs');

@@ -119,3 +119,38 @@ SELECT attempt FROM soniq.claim(:'w', task_names => '{out.snooze}');
 -- abort: the worker ends the job as cancelled.
 SELECT soniq.abort(:'s', :'w', 1, 'stopped by the handler');
 SELECT status, last_error, finished_at IS NOT NULL AS finished FROM soniq.jobs WHERE id = :'s';
+
+-- snooze records why (the job's last error), and without a reason just that it snoozed.
+SELECT soniq.enqueue('out.snoozy') AS z \gset
+SELECT count(*) AS claimed FROM soniq.claim(:'w', task_names => '{out.snoozy}');
+SELECT soniq.snooze(:'z', :'w', 1, '0', 'rate limited by the API');
+SELECT status, attempts, last_error FROM soniq.jobs WHERE id = :'z';
+SELECT count(*) AS claimed FROM soniq.claim(:'w', task_names => '{out.snoozy}');
+SELECT soniq.snooze(:'z', :'w', 1, '0');
+SELECT status, attempts, last_error FROM soniq.jobs WHERE id = :'z';
+
+-- A refused lease tells nothing about the job's present holder (not even in its detail).
+SELECT count(*) AS claimed FROM soniq.claim(:'w', task_names => '{out.snoozy}');
+CREATE FUNCTION pg_temp.refusal(job uuid, worker uuid) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    message text;
+    detail text;
+    hint text;
+BEGIN
+    PERFORM soniq.complete(job, worker, 1);
+    RETURN 'accepted';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
+    RETURN concat_ws(' | ', SQLSTATE, message, detail, hint);
+END
+$$;
+SELECT strpos(pg_temp.refusal(:'z', :'other'), :'w') = 0 AS holder_not_named,
+       left(pg_temp.refusal(:'z', :'other'), 5) AS sqlstate;
+
+-- An outcome for a job the rescue dead-lettered is a lease no longer current: 55000.
+SELECT soniq.enqueue('out.buried', retries => 0) AS d \gset
+SELECT count(*) AS claimed FROM soniq.claim(:'other', task_names => '{out.buried}');
+SELECT soniq.deregister_worker(:'other') AS taken_back;
+SELECT dead_letter_reason FROM soniq.dead_letter_jobs WHERE id = :'d';
+SELECT soniq.complete(:'d', :'other', 1);
+:error

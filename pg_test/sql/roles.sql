@@ -24,9 +24,10 @@ SELECT r AS role, string_agg(p.proname, ' ' ORDER BY p.proname) AS may_call
        (SELECT DISTINCT ON (proname) oid, proname FROM pg_proc WHERE pronamespace = 'soniq'::regnamespace) p
  WHERE has_function_privilege(r, p.oid, 'EXECUTE') GROUP BY r ORDER BY r;
 
--- soniq_producer: enqueues, reads status by id, publishes task options.
-SET ROLE soniq_producer;
+-- soniq_producer: enqueues, reads status by id.
+SET ROLE soniq_worker;
 SELECT soniq.register_task('roles.task', '{"retries": 1}');
+SET ROLE soniq_producer;
 SELECT soniq.enqueue('roles.task', '{"secret": "s3cret"}') AS job \gset
 SELECT soniq.enqueue('roles.other', '{"card": "4111"}') AS other \gset
 SELECT count(*) AS bulk FROM soniq.enqueue_many('roles.bulk', ARRAY['{}'::jsonb, '{}']);
@@ -47,6 +48,10 @@ UPDATE soniq.jobs SET status = 'done';
 DELETE FROM soniq.jobs;
 :error
 SELECT soniq.register_worker();
+:error
+-- A producer does not publish task options: a worker publishes its own handlers' (a producer
+-- could otherwise reroute, deduplicate or strip the retries of another team's jobs).
+SELECT soniq.register_task('roles.task', '{"queue": "blackhole", "retries": 0, "unique": true, "result_ttl": 0}');
 :error
 SELECT soniq.cancel_job(:'other');
 :error
@@ -127,3 +132,78 @@ SELECT soniq._bury(ARRAY[:'job'::uuid], 'discarded', 'x');
 :error
 RESET ROLE;
 :rows
+
+-- Logins: a worker is bound to the login that registered it, and a producer sees only the
+-- jobs its login enqueued. (SET SESSION AUTHORIZATION acts as each login.)
+SET client_min_messages = warning;
+DROP ROLE IF EXISTS roles_w1, roles_w2, roles_p1, roles_p2;
+RESET client_min_messages;
+CREATE ROLE roles_w1 LOGIN IN ROLE soniq_worker;
+CREATE ROLE roles_w2 LOGIN IN ROLE soniq_worker;
+CREATE ROLE roles_p1 LOGIN IN ROLE soniq_producer;
+CREATE ROLE roles_p2 LOGIN IN ROLE soniq_producer;
+SET SESSION AUTHORIZATION roles_p1;
+SELECT soniq.enqueue('login.task', '{"card": "4111"}', dedup_key => 'order-7') AS p1_job \gset
+SELECT soniq.enqueue('login.unique', '{"guess": 1}', unique_job => true) AS p1_unique \gset
+SELECT soniq.enqueue('login.fail', retries => 1) AS p1_fail \gset
+SELECT task_name, status FROM soniq.job_status(:'p1_job');
+SET SESSION AUTHORIZATION roles_w1;
+SELECT soniq.register_worker() AS w1 \gset
+SELECT count(*) AS claimed FROM soniq.claim(:'w1', task_names => '{login.fail}');
+RESET SESSION AUTHORIZATION;
+CREATE TEMP TABLE login_before AS SELECT (SELECT string_agg(j::text, ',' ORDER BY j.id) FROM soniq.jobs j) AS jobs,
+                                        (SELECT string_agg(w::text, ',' ORDER BY w.id) FROM soniq.workers w) AS workers;
+GRANT SELECT ON login_before TO roles_w2;
+\set login_unchanged 'SELECT (SELECT string_agg(j::text, '','' ORDER BY j.id) FROM soniq.jobs j) = jobs AND (SELECT string_agg(w::text, '','' ORDER BY w.id) FROM soniq.workers w) = workers AS unchanged FROM login_before;'
+-- Another worker login that knows w1's id may do nothing in its name (42501), and learns nothing.
+SET SESSION AUTHORIZATION roles_w2;
+SELECT soniq.complete(:'p1_fail', :'w1', 1, '{"forged": true}');
+:error
+SELECT soniq.complete_many(ARRAY[:'p1_fail']::uuid[], :'w1', '{1}');
+:error
+SELECT soniq.fail(:'p1_fail', :'w1', 1, 'forged');
+:error
+SELECT * FROM soniq.fail_many(ARRAY[:'p1_fail']::uuid[], :'w1', '{1}', '{forged}');
+:error
+SELECT soniq.snooze(:'p1_fail', :'w1', 1, '1 hour');
+:error
+SELECT soniq.abort(:'p1_fail', :'w1', 1);
+:error
+SELECT soniq.heartbeat(:'w1');
+:error
+SELECT soniq.heartbeat(:'w1', '{}', '0');
+:error
+SELECT soniq.deregister_worker(:'w1');
+:error
+SELECT soniq.claim(:'w1');
+:error
+RESET SESSION AUTHORIZATION;
+:login_unchanged
+-- Its own worker's lease refusals name no other worker.
+SET SESSION AUTHORIZATION roles_w2;
+SELECT soniq.register_worker() AS w2 \gset
+SELECT soniq.complete(:'p1_fail', :'w2', 1);
+:error
+-- The worker login itself still runs its job.
+SET SESSION AUTHORIZATION roles_w1;
+SELECT soniq.fail(:'p1_fail', :'w1', 1, 'first try') AS state;
+-- Another producer: the same dedup key and the same unique args make jobs of its own (never
+-- p1's id), and p1's jobs have no status for it.
+SET SESSION AUTHORIZATION roles_p2;
+SELECT soniq.enqueue('login.task', dedup_key => 'order-7') AS p2_job \gset
+SELECT :'p2_job' <> :'p1_job' AS not_p1s_job;
+BEGIN;
+SELECT soniq.enqueue('login.unique', '{"guess": 1}', unique_job => true) <> :'p1_unique' AS learns_nothing;
+ROLLBACK;
+SELECT count(*) AS p1_job_seen FROM soniq.job_status(:'p1_job');
+SELECT count(*) AS p1_unique_seen FROM soniq.job_status(:'p1_unique');
+SELECT task_name, status FROM soniq.job_status(:'p2_job');
+-- Within one login, deduplication is as before: the same key returns the same job.
+SELECT soniq.enqueue('login.task', dedup_key => 'order-7') = :'p2_job' AS same_job;
+RESET SESSION AUTHORIZATION;
+-- An admin sees every job.
+SELECT count(*) AS admin_sees FROM soniq.job_status(:'p1_job');
+DELETE FROM soniq.jobs WHERE task_name LIKE 'login.%';
+DELETE FROM soniq.workers WHERE registered_by LIKE 'roles\_%';
+DROP TABLE login_before;
+DROP ROLE roles_w1, roles_w2, roles_p1, roles_p2;
