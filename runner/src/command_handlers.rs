@@ -18,7 +18,8 @@
 //! * 0: done; its stdout, if any, is the result (JSON, or else the text as a JSON string);
 //!   more than [`MAX_RESULT_BYTES`] of it fails the attempt instead;
 //! * [`EXIT_SNOOZE`] (75): run again later without using an attempt; stdout may say
-//!   `{"snooze": SECONDS}` (default 60);
+//!   `{"snooze": SECONDS, "reason": "..."}` (both optional; default 60 s, at most 30 days;
+//!   the reason is kept as the job's last error, `snoozed: <reason>`);
 //! * [`EXIT_DISCARD`] (65): give up, straight to the dead letter;
 //! * anything else: a failed attempt, retried while attempts remain; the end of stderr is the
 //!   error.
@@ -37,8 +38,8 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 
-/// The most stdout a command may return as its result (the extension's limit for args).
-pub const MAX_RESULT_BYTES: usize = 1 << 20;
+/// The most stdout a command may return as its result.
+pub use crate::job::MAX_RESULT_BYTES;
 
 /// Exit status of a command handler that asks to run again later (EX_TEMPFAIL).
 pub const EXIT_SNOOZE: i32 = 75;
@@ -153,15 +154,7 @@ async fn run_command(task: &CommandTask, args: Value, ctx: JobContext) -> JobRes
         Some(0) => Ok(Outcome::Done(Some(
             serde_json::from_str(&stdout).unwrap_or(Value::String(stdout)),
         ))),
-        Some(EXIT_SNOOZE) => {
-            let seconds = serde_json::from_str::<Value>(&stdout)
-                .ok()
-                .and_then(|v| v.get("snooze").and_then(Value::as_f64))
-                .filter(|s| s.is_finite() && *s >= 0.0);
-            Ok(Outcome::snooze(
-                seconds.map_or(DEFAULT_SNOOZE, Duration::from_secs_f64),
-            ))
-        }
+        Some(EXIT_SNOOZE) => Ok(snooze_asked(&stdout)),
         Some(EXIT_DISCARD) => Ok(Outcome::discard(tail(&output.stderr))),
         code => {
             let status = code.map_or_else(
@@ -175,6 +168,24 @@ async fn run_command(task: &CommandTask, args: Value, ctx: JobContext) -> JobRes
                 format!("{status}: {stderr}")
             }))
         }
+    }
+}
+
+/// The snooze a command asks for on stdout, `{"snooze": SECONDS, "reason": "..."}`. No
+/// number of seconds (or a negative one) is the default snooze; one too large for a
+/// `Duration` is the longest (the runner shortens any snooze to 30 days).
+fn snooze_asked(stdout: &str) -> Outcome {
+    let asked = serde_json::from_str::<Value>(stdout).ok();
+    let field = |name: &str| asked.as_ref().and_then(|v| v.get(name));
+    let delay = match field("snooze").and_then(Value::as_f64) {
+        Some(seconds) if seconds >= 0.0 => {
+            Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX)
+        }
+        _ => DEFAULT_SNOOZE,
+    };
+    match field("reason").and_then(Value::as_str) {
+        Some(reason) => Outcome::snooze_because(delay, reason),
+        None => Outcome::snooze(delay),
     }
 }
 
@@ -205,12 +216,12 @@ pub fn load_modules(app: &mut Soniq, paths: &[impl AsRef<Path>]) -> Result<Vec<S
             let limit = task.concurrency.map(|n| Arc::new(Semaphore::new(n.max(1))));
             let mut builder = app.job(&name);
             if let Some(t) = task.timeout {
-                if !t.is_finite() || t < 0.0 {
-                    return Err(Error::Config(format!(
-                        "task {name}: timeout must be a number of seconds >= 0"
-                    )));
-                }
-                builder = builder.timeout(Duration::from_secs_f64(t));
+                let timeout = Duration::try_from_secs_f64(t).map_err(|_| {
+                    Error::Config(format!(
+                        "task {name}: timeout must be a number of seconds >= 0, got {t}"
+                    ))
+                })?;
+                builder = builder.timeout(timeout);
             }
             if let Some(r) = task.retries {
                 builder = builder.retries(r);
@@ -255,6 +266,52 @@ mod tests {
         assert_eq!(kept.chars().count(), ERROR_TAIL);
         assert!(kept.ends_with("the end"));
         assert_eq!(tail(b"  short \n"), "short");
+    }
+
+    #[test]
+    fn a_snooze_says_how_long_and_why() {
+        let snooze = |delay: u64, reason: Option<&str>| Outcome::Snooze {
+            delay: Duration::from_secs(delay),
+            reason: reason.map(str::to_string),
+        };
+        assert_eq!(snooze_asked(""), snooze(60, None));
+        assert_eq!(snooze_asked(r#"{"snooze": 5}"#), snooze(5, None));
+        assert_eq!(
+            snooze_asked(r#"{"snooze": 30, "reason": "rate limited"}"#),
+            snooze(30, Some("rate limited"))
+        );
+        assert_eq!(
+            snooze_asked(r#"{"reason": "busy"}"#),
+            snooze(60, Some("busy"))
+        );
+        assert_eq!(snooze_asked(r#"{"snooze": -5}"#), snooze(60, None));
+        // Far past what a Duration holds: no panic, the longest snooze (then 30 days).
+        assert_eq!(
+            snooze_asked(r#"{"snooze": 1e300}"#),
+            Outcome::snooze(Duration::MAX)
+        );
+    }
+
+    #[test]
+    fn a_module_timeout_no_duration_holds_is_refused() {
+        let dir = std::env::temp_dir().join(format!("soniq_timeout_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let module = dir.join("jobs.toml");
+        for timeout in ["1e300", "-1", "nan"] {
+            std::fs::write(
+                &module,
+                format!("[tasks.\"a.b\"]\ncommand = [\"true\"]\ntimeout = {timeout}\n"),
+            )
+            .unwrap();
+            let err = load_modules(&mut Soniq::in_memory(), &[&module])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("timeout must be a number of seconds >= 0"),
+                "{err}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -197,16 +197,37 @@ impl DeadLetter<'_> {
 
     /// Mint a fresh job from a dead one; returns the new job's id.
     pub async fn replay(&self, id: Uuid, options: &ReplayOptions) -> Result<Uuid> {
+        let job = self.replay_where(id, options, false).await?;
+        Ok(job.expect("soniq.replay returns a job unless asked to skip"))
+    }
+
+    /// Replay a dead job unless it was replayed before (then `None`): the same replay run twice,
+    /// or by two operators at once, makes one job.
+    pub async fn replay_unless_replayed(
+        &self,
+        id: Uuid,
+        options: &ReplayOptions,
+    ) -> Result<Option<Uuid>> {
+        self.replay_where(id, options, true).await
+    }
+
+    async fn replay_where(
+        &self,
+        id: Uuid,
+        options: &ReplayOptions,
+        unless_replayed: bool,
+    ) -> Result<Option<Uuid>> {
         let client = self.soniq.connection().await?;
         let row = client
             .query_one(
-                "SELECT soniq.replay($1, $2, $3, $4, $5)",
+                "SELECT soniq.replay($1, $2, $3, $4, $5, $6)",
                 &[
                     &id,
                     &options.queue,
                     &options.priority,
                     &options.max_attempts,
                     &options.reset_attempts,
+                    &unless_replayed,
                 ],
             )
             .await?;

@@ -2,7 +2,9 @@
 //! panic caught, and a custom retry policy. Shared by the worker and the in-memory queue.
 
 use crate::hooks::{AfterJob, BeforeJob, Hooks, OnError};
-use crate::job::{JobContext, Outcome, RetryDecision, RetryPolicy};
+use crate::job::{
+    JobContext, Outcome, RetryDecision, RetryPolicy, MAX_ERROR_BYTES, MAX_RESULT_BYTES, MAX_SNOOZE,
+};
 use crate::metrics::{AttemptEnd, MetricsSink};
 use crate::middleware::{self, Middleware};
 use crate::registry::{Registered, Registry};
@@ -30,11 +32,58 @@ pub(crate) enum ReportKind {
         retry_in: Option<Duration>,
         reason: Option<&'static str>,
     },
-    Snooze(Duration),
+    Snooze {
+        delay: Duration,
+        reason: Option<String>,
+    },
     Abort(String),
 }
 
 impl ReportKind {
+    /// An ordinary failed attempt: retried per the job's policy while attempts remain.
+    pub fn failure(error: impl Into<String>) -> Self {
+        ReportKind::Fail {
+            error: error.into(),
+            retry_in: None,
+            reason: None,
+        }
+    }
+
+    /// The outcome as the database takes it: texts storable ([`storable_text`]), a snooze
+    /// shortened to [`MAX_SNOOZE`], and a result over [`MAX_RESULT_BYTES`] a failed attempt
+    /// (the database would refuse the whole statement it travels in).
+    pub fn within_limits(mut self, ctx: &JobContext) -> Self {
+        if let ReportKind::Done(Some(result)) = &self {
+            let size = json_len(result);
+            if size > MAX_RESULT_BYTES {
+                return ReportKind::failure(format!(
+                    "the result is {size} bytes of JSON, more than the {MAX_RESULT_BYTES} a result may take: \
+                     store it elsewhere and return a reference"
+                ));
+            }
+        }
+        if let ReportKind::Snooze { delay, .. } = &mut self {
+            if *delay > MAX_SNOOZE {
+                tracing::warn!(
+                    job_id = %ctx.job_id,
+                    job_name = %ctx.job_name,
+                    "a snooze of {} s is longer than the 30 days the database takes: shortened to 30 days",
+                    delay.as_secs_f64()
+                );
+                *delay = MAX_SNOOZE;
+            }
+        }
+        match &mut self {
+            ReportKind::Fail { error: text, .. }
+            | ReportKind::Abort(text)
+            | ReportKind::Snooze {
+                reason: Some(text), ..
+            } => storable_text(text),
+            _ => {}
+        }
+        self
+    }
+
     fn attempt_end(&self) -> AttemptEnd {
         match self {
             ReportKind::Done(_) => AttemptEnd::Done,
@@ -46,7 +95,7 @@ impl ReportKind {
                 reason: Some(_), ..
             } => AttemptEnd::Discarded,
             ReportKind::Fail { reason: None, .. } => AttemptEnd::Failed,
-            ReportKind::Snooze(_) => AttemptEnd::Snoozed,
+            ReportKind::Snooze { .. } => AttemptEnd::Snoozed,
             ReportKind::Abort(_) => AttemptEnd::Cancelled,
         }
     }
@@ -61,7 +110,7 @@ impl From<Outcome> for ReportKind {
                 retry_in: after,
                 reason: None,
             },
-            Outcome::Snooze(delay) => ReportKind::Snooze(delay),
+            Outcome::Snooze { delay, reason } => ReportKind::Snooze { delay, reason },
             Outcome::Cancel(reason) => ReportKind::Abort(reason),
             Outcome::Discard(reason) => ReportKind::Fail {
                 error: reason,
@@ -69,6 +118,39 @@ impl From<Outcome> for ReportKind {
                 reason: Some("permanent_failure"),
             },
         }
+    }
+}
+
+/// The length of `value` as JSON text, counted without building the text.
+fn json_len(value: &Value) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing a JSON value to a counter cannot fail; if it ever did, the result counts as too big.
+    serde_json::to_writer(&mut counter, value).map_or(usize::MAX, |()| counter.0)
+}
+
+/// An error or reason as the database stores it: cut to [`MAX_ERROR_BYTES`] at a character
+/// boundary, and without NUL characters (PostgreSQL text cannot hold them: the statement
+/// would be refused).
+fn storable_text(text: &mut String) {
+    if text.contains('\0') {
+        *text = text.replace('\0', "\u{fffd}");
+    }
+    if text.len() > MAX_ERROR_BYTES {
+        let end = (0..=MAX_ERROR_BYTES)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        text.truncate(end);
     }
 }
 
@@ -107,7 +189,10 @@ pub(crate) async fn execute(handlers: &Handlers, ctx: JobContext, args: Value) -
     if let Some(metrics) = &handlers.metrics {
         metrics.attempt_started(&ctx);
     }
-    let mut kind = run_handler(registered, &handlers.middlewares, args, ctx.clone()).await;
+    // Limits first: hooks, metrics and the database all see the outcome that is recorded.
+    let mut kind = run_handler(registered, &handlers.middlewares, args, ctx.clone())
+        .await
+        .within_limits(&ctx);
     if let Some(metrics) = &handlers.metrics {
         metrics.attempt_ended(&ctx, kind.attempt_end(), started.elapsed());
     }
@@ -186,15 +271,98 @@ async fn run_handler(
     };
     match result {
         Ok(Ok(outcome)) => outcome.into(),
-        Ok(Err(error)) => ReportKind::Fail {
-            error: error.to_string(),
-            retry_in: None,
+        Ok(Err(error)) => ReportKind::failure(error.to_string()),
+        Err(panic) => ReportKind::failure(format!(
+            "handler panicked: {}",
+            panic_message(panic.as_ref())
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::time::SystemTime;
+    use uuid::Uuid;
+
+    fn ctx() -> JobContext {
+        JobContext {
+            job_id: Uuid::nil(),
+            job_name: "tests.limits".into(),
+            attempt: 1,
+            max_attempts: 1,
+            queue: "default".into(),
+            worker_id: Uuid::nil(),
+            scheduled_at: None,
+            created_at: SystemTime::now(),
+            timeout: None,
+        }
+    }
+
+    fn error_of(kind: &ReportKind) -> &str {
+        match kind {
+            ReportKind::Fail { error, .. } => error,
+            _ => panic!("not a failure"),
+        }
+    }
+
+    #[test]
+    fn errors_are_cut_to_8192_bytes_at_a_character_boundary_and_lose_nuls() {
+        // 'é' is two bytes: 8192 bytes would end inside the 4097th.
+        let long = format!("x{}", "é".repeat(10_000));
+        let kind = ReportKind::failure(long).within_limits(&ctx());
+        let error = error_of(&kind);
+        assert_eq!(error.len(), 8191);
+        assert!(error.starts_with("xé"));
+        let kind = ReportKind::Abort("a".repeat(100_000)).within_limits(&ctx());
+        assert!(matches!(&kind, ReportKind::Abort(reason) if reason.len() == MAX_ERROR_BYTES));
+        let short = ReportKind::failure("short").within_limits(&ctx());
+        assert_eq!(error_of(&short), "short");
+        let nul = ReportKind::failure("a\0b").within_limits(&ctx());
+        assert_eq!(error_of(&nul), "a\u{fffd}b");
+    }
+
+    #[test]
+    fn a_result_over_1_mib_of_json_fails_the_attempt() {
+        // A string of n bytes is n + 2 bytes of JSON (its quotes).
+        let fits = json!("x".repeat(MAX_RESULT_BYTES - 2));
+        let kind = ReportKind::Done(Some(fits)).within_limits(&ctx());
+        assert!(matches!(kind, ReportKind::Done(Some(_))));
+        let too_big = json!("x".repeat(MAX_RESULT_BYTES - 1));
+        let kind = ReportKind::Done(Some(too_big)).within_limits(&ctx());
+        assert!(
+            error_of(&kind)
+                .starts_with("the result is 1048577 bytes of JSON, more than the 1048576"),
+            "{}",
+            error_of(&kind)
+        );
+        assert_eq!(json_len(&json!({"a": [1, "b"]})), r#"{"a":[1,"b"]}"#.len());
+    }
+
+    #[test]
+    fn a_snooze_over_30_days_is_shortened_to_30_days() {
+        let long = ReportKind::Snooze {
+            delay: MAX_SNOOZE * 2,
+            reason: Some("é".repeat(5000)),
+        };
+        match long.within_limits(&ctx()) {
+            ReportKind::Snooze {
+                delay,
+                reason: Some(reason),
+            } => {
+                assert_eq!(delay, Duration::from_secs(2_592_000));
+                assert_eq!(reason.len(), MAX_ERROR_BYTES);
+            }
+            _ => panic!("still a snooze"),
+        }
+        let short = ReportKind::Snooze {
+            delay: Duration::from_secs(60),
             reason: None,
-        },
-        Err(panic) => ReportKind::Fail {
-            error: format!("handler panicked: {}", panic_message(panic.as_ref())),
-            retry_in: None,
-            reason: None,
-        },
+        };
+        assert!(matches!(
+            short.within_limits(&ctx()),
+            ReportKind::Snooze { delay, reason: None } if delay == Duration::from_secs(60)
+        ));
     }
 }

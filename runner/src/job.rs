@@ -6,6 +6,15 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 use uuid::Uuid;
 
+/// The largest result the database stores: 1 MiB of JSON text. A bigger one fails the
+/// attempt instead (store the payload elsewhere, return a reference).
+pub const MAX_RESULT_BYTES: usize = 1 << 20;
+/// The most of an error (or a cancel or snooze reason) that is sent: the first 8192 bytes,
+/// cut at a character boundary (the database keeps 8192 characters, refuses over 64 KiB).
+pub const MAX_ERROR_BYTES: usize = 8192;
+/// The longest snooze the database takes; a longer one is shortened to it (and logged).
+pub const MAX_SNOOZE: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// Runtime metadata of the attempt a handler is running.
 #[derive(Debug, Clone)]
 pub struct JobContext {
@@ -36,8 +45,12 @@ pub enum Outcome {
         error: String,
         after: Option<Duration>,
     },
-    /// Not now: run again after the delay, without using up an attempt.
-    Snooze(Duration),
+    /// Not now: run again after the delay (at most [`MAX_SNOOZE`]), without using up an
+    /// attempt. The job's last error becomes `snoozed: <reason>`, or `snoozed`.
+    Snooze {
+        delay: Duration,
+        reason: Option<String>,
+    },
     /// Stop: the job ends cancelled.
     Cancel(String),
     /// Give up: straight to the dead letter (reason `permanent_failure`).
@@ -71,7 +84,18 @@ impl Outcome {
     }
 
     pub fn snooze(delay: Duration) -> Self {
-        Outcome::Snooze(delay)
+        Outcome::Snooze {
+            delay,
+            reason: None,
+        }
+    }
+
+    /// A snooze that says why (`snoozed: rate limited` in the job's last error).
+    pub fn snooze_because(delay: Duration, reason: impl Into<String>) -> Self {
+        Outcome::Snooze {
+            delay,
+            reason: Some(reason.into()),
+        }
     }
 
     pub fn cancel(reason: impl Into<String>) -> Self {

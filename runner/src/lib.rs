@@ -48,7 +48,10 @@ pub use dead_letter::{
 pub use enqueue::Enqueue;
 pub use error::{Error, Result};
 pub use hooks::{AfterJob, BeforeJob, OnError};
-pub use job::{JobContext, JobError, JobResult, Outcome, RetryDecision, RetryPolicy};
+pub use job::{
+    JobContext, JobError, JobResult, Outcome, RetryDecision, RetryPolicy, MAX_ERROR_BYTES,
+    MAX_RESULT_BYTES, MAX_SNOOZE,
+};
 pub use jobs::{JobFilter, JobInfo, JobStatus, QueueStats};
 pub use memory::wait_until;
 #[cfg(feature = "prometheus")]
@@ -65,8 +68,27 @@ pub use worker::{WorkerOptions, WorkerReport};
 use deadpool_postgres::{Pool, PoolConfig, Runtime};
 use serde::Serialize;
 use serde_json::Value;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 use uuid::Uuid;
+
+/// Whether this is the first enqueue, in this process, of `task_name` without a handler: the
+/// `warn` validation says so once per name, not on every enqueue. It remembers up to 1024
+/// names, then starts over (a producer of endless distinct names does not grow it forever).
+fn first_unknown_enqueue(task_name: &str) -> bool {
+    static WARNED: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+        std::sync::LazyLock::new(Default::default);
+    let mut names = WARNED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if names.contains(task_name) {
+        return false;
+    }
+    if names.len() >= 1024 {
+        names.clear();
+    }
+    names.insert(task_name.to_string())
+}
 
 /// Where jobs live: the database, or (for unit tests of handlers) this process's memory.
 enum Backend {
@@ -95,7 +117,10 @@ impl Soniq {
         Self::with_settings(Settings::from_env()?)
     }
 
+    /// An application with these settings; refused (`Error::Config`) when they contradict
+    /// each other ([`Settings::validate`]).
     pub fn with_settings(settings: Settings) -> Result<Self> {
+        settings.validate()?;
         let mut config = deadpool_postgres::Config::new();
         config.url = Some(settings.database_url.clone());
         // Room for every running handler to enqueue, and for the claim loop, the reporter,
@@ -114,7 +139,8 @@ impl Soniq {
 
     /// An application whose jobs live in this process's memory, to unit-test handlers
     /// without PostgreSQL: enqueue as usual, then `drain` runs the due jobs inline and
-    /// `enqueued` / `assert_enqueued` show what was enqueued. Everything else needs a database.
+    /// `enqueued` / `assert_enqueued` show what was enqueued. Everything else needs a database
+    /// (and `send_on` / `send_on_sqlx` are refused: the row would be in no queue it sees).
     pub fn in_memory() -> Self {
         Soniq {
             settings: Settings::new("memory:"),
@@ -153,7 +179,9 @@ impl Soniq {
     }
 
     /// A typed handle on a task another service runs: enqueue it by name with typed
-    /// arguments, without a handler here (the name is checked against the pattern).
+    /// arguments, without a handler here (the name is checked against the pattern). Give it
+    /// the options its consumers register, so a job enqueued before they have published them
+    /// still lands where they look: `app.task_ref::<Charge>("billing.charge")?.queue("billing")`.
     pub fn task_ref<A: Serialize>(&self, name: impl Into<String>) -> Result<Task<A>> {
         let name = name.into();
         registry::check_task_name(&self.settings, &name)?;
@@ -179,7 +207,7 @@ impl Soniq {
     pub fn enqueue<A: Serialize>(&self, task: &Task<A>, args: A) -> Enqueue<'_> {
         let args = serde_json::to_value(args)
             .map_err(|e| Error::Invalid(format!("arguments of {} are not JSON: {e}", task.name())));
-        Enqueue::new(self, task.name().to_string(), args)
+        Enqueue::new(self, task.name().to_string(), args, task.options.clone())
     }
 
     /// Enqueue a task to run at (or after) `run_at`: `enqueue(task, args).run_at(run_at)`.
@@ -208,12 +236,26 @@ impl Soniq {
         self.publish_tasks().await?;
         let client = self.connection().await?;
         let statement = client
-            .prepare_cached("SELECT soniq.enqueue_many($1, $2::jsonb[], producer_id => $3)")
+            .prepare_cached(
+                "SELECT soniq.enqueue_many($1, $2::jsonb[], queue => $3, priority => $4, \
+                 retries => $5, unique_job => $6, timeout => make_interval(secs => $7::float8), \
+                 producer_id => $8)",
+            )
             .await?;
+        let options = &task.options;
         let rows = client
             .query(
                 &statement,
-                &[&task.name(), &args, &self.settings.producer_id],
+                &[
+                    &task.name(),
+                    &args,
+                    &options.queue,
+                    &options.priority,
+                    &options.retries,
+                    &options.unique,
+                    &options.timeout_seconds(),
+                    &self.settings.producer_id,
+                ],
             )
             .await?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
@@ -225,7 +267,7 @@ impl Soniq {
     pub fn enqueue_by_name(&self, task_name: impl Into<String>, args: Value) -> Enqueue<'_> {
         let task_name = task_name.into();
         let checked = self.check_by_name(&task_name, &args).map(|()| args);
-        Enqueue::new(self, task_name, checked)
+        Enqueue::new(self, task_name, checked, enqueue::JobOptions::default())
     }
 
     fn check_by_name(&self, task_name: &str, args: &Value) -> Result<()> {
@@ -243,7 +285,12 @@ impl Soniq {
                     "task {task_name:?} has no handler in this process and SONIQ_ENQUEUE_VALIDATION is strict"
                 ))),
                 EnqueueValidation::Warn => {
-                    tracing::warn!(task_name, "enqueueing a task this process has no handler for");
+                    if first_unknown_enqueue(task_name) {
+                        tracing::warn!(
+                            task_name,
+                            "enqueueing a task this process has no handler for (said once per name)"
+                        );
+                    }
                     Ok(())
                 }
                 EnqueueValidation::None => Ok(()),
@@ -305,7 +352,17 @@ impl Soniq {
             return Ok(());
         };
         self.published
-            .get_or_try_init(|| worker::publish_tasks(pool, &self.handlers.registry))
+            .get_or_try_init(|| async {
+                match worker::publish_tasks(pool, &self.handlers.registry).await {
+                    // A producer login may not publish task options (its workers do): it
+                    // enqueues all the same, and does not ask again.
+                    Err(e) if e.sqlstate() == Some(SqlState::INSUFFICIENT_PRIVILEGE) => {
+                        tracing::debug!("this login may not publish task options: {e}");
+                        Ok(())
+                    }
+                    other => other,
+                }
+            })
             .await
             .map(drop)
     }
@@ -318,5 +375,19 @@ impl Soniq {
             .query_one("SELECT soniq.cancel_job($1)", &[&job_id])
             .await?
             .get(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_task_name_is_warned_about_once_per_name() {
+        let name = "tests.warned_once";
+        assert!(first_unknown_enqueue(name));
+        assert!(!first_unknown_enqueue(name));
+        assert!(!first_unknown_enqueue(name));
+        assert!(first_unknown_enqueue("tests.warned_once_too"));
     }
 }

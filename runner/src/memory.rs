@@ -3,7 +3,8 @@
 //! It follows the database's rules where a test can see them: option precedence (call,
 //! then the handler's registration, then the defaults), unique and dedup_key while queued,
 //! the claim order, attempts, immediate and delayed retries (the registered per-attempt
-//! delays; no backoff), snooze, cancel, and the dead letter with its reasons.
+//! delays; no backoff), snooze (with its reason as the last error), cancel, the dead letter
+//! with its reasons, and the size limits of errors, results and snoozes.
 
 use crate::enqueue::Enqueue;
 use crate::error::Result;
@@ -40,9 +41,8 @@ fn due(job: &MemoryJob, now: SystemTime) -> bool {
 impl Store {
     pub fn enqueue(&self, registry: &Registry, request: &Enqueue<'_>, args: Value) -> Uuid {
         let registered = registry.tasks.get(&request.task_name).map(|r| &r.options);
-        let option =
-            |pick: fn(&crate::registry::TaskOptions) -> Option<i32>| registered.and_then(pick);
-        let unique = request
+        let asked = &request.options;
+        let unique = asked
             .unique
             .or(registered.and_then(|o| o.unique))
             .unwrap_or(false);
@@ -69,14 +69,21 @@ impl Store {
                 task_name: request.task_name.clone(),
                 args,
                 status: JobStatus::Queued,
-                queue: request
+                queue: asked
                     .queue
                     .clone()
                     .or_else(|| registered.and_then(|o| o.queue.clone()))
                     .unwrap_or_else(|| "default".into()),
-                priority: request.priority.or(option(|o| o.priority)).unwrap_or(100),
+                priority: asked
+                    .priority
+                    .or(registered.and_then(|o| o.priority))
+                    .unwrap_or(100),
                 attempts: 0,
-                max_attempts: option(|o| o.retries).unwrap_or(3) + 1,
+                max_attempts: asked
+                    .retries
+                    .or(registered.and_then(|o| o.retries))
+                    .unwrap_or(3)
+                    + 1,
                 scheduled_at: request.scheduled_at,
                 last_error: None,
                 result: None,
@@ -85,7 +92,7 @@ impl Store {
                 created_at: now,
                 updated_at: now,
             },
-            timeout: match registered.and_then(|o| o.timeout) {
+            timeout: match asked.timeout.or(registered.and_then(|o| o.timeout)) {
                 Some(t) if t.is_zero() => None,
                 Some(t) => Some(t),
                 None => Some(Duration::from_secs(300)),
@@ -146,10 +153,14 @@ impl Store {
                 info.status = JobStatus::Done;
                 info.result = result;
             }
-            ReportKind::Snooze(delay) => {
+            ReportKind::Snooze { delay, reason } => {
                 info.status = JobStatus::Queued;
                 info.attempts -= 1;
                 info.scheduled_at = Some(now + delay);
+                info.last_error = Some(match reason {
+                    Some(reason) => format!("snoozed: {reason}"),
+                    None => "snoozed".into(),
+                });
             }
             ReportKind::Abort(reason) => {
                 info.status = JobStatus::Cancelled;

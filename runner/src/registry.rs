@@ -1,5 +1,6 @@
 //! Registered handlers and their options.
 
+use crate::enqueue::{job_option_setters, JobOptions};
 use crate::error::{Error, Result};
 use crate::job::{JobContext, JobResult};
 use crate::settings::Settings;
@@ -106,8 +107,13 @@ macro_rules! task_name {
 
 /// A typed handle on a task: enqueue with `A` as arguments. Made by registering a handler,
 /// or with [`Soniq::task_ref`](crate::Soniq::task_ref) by a producer that does not run the task.
+///
+/// A handle may carry options (`.queue("billing")`, `.priority(10)`, ...): every enqueue
+/// through it uses them unless the enqueue call sets its own; what neither sets comes from
+/// the task's registered options, then the system defaults.
 pub struct Task<A> {
     name: String,
+    pub(crate) options: JobOptions,
     args: PhantomData<fn(A)>,
 }
 
@@ -115,6 +121,7 @@ impl<A> Clone for Task<A> {
     fn clone(&self) -> Self {
         Task {
             name: self.name.clone(),
+            options: self.options.clone(),
             args: PhantomData,
         }
     }
@@ -124,6 +131,7 @@ impl<A: Serialize> Task<A> {
     pub(crate) fn named(name: String) -> Self {
         Task {
             name,
+            options: JobOptions::default(),
             args: PhantomData,
         }
     }
@@ -131,6 +139,10 @@ impl<A: Serialize> Task<A> {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    // A producer names its consumers' queue here, so a job enqueued before they published
+    // their options does not land in `default`.
+    job_option_setters!();
 }
 
 pub(crate) fn check_task_name(settings: &Settings, name: &str) -> Result<()> {
@@ -175,38 +187,11 @@ pub struct TaskBuilder<'a> {
 }
 
 impl TaskBuilder<'_> {
-    /// Retries after the first attempt (max attempts = retries + 1); default 3.
-    pub fn retries(mut self, retries: i32) -> Self {
-        self.options.retries = Some(retries);
-        self
-    }
+    job_option_setters!();
 
     /// The reference's alias of [`TaskBuilder::retries`].
     pub fn max_retries(self, retries: i32) -> Self {
         self.retries(retries)
-    }
-
-    pub fn queue(mut self, queue: impl Into<String>) -> Self {
-        self.options.queue = Some(queue.into());
-        self
-    }
-
-    /// 1..=1000, lower runs sooner; default 100.
-    pub fn priority(mut self, priority: i32) -> Self {
-        self.options.priority = Some(priority);
-        self
-    }
-
-    /// Time limit of an attempt; default 300 s, `Duration::ZERO` for none.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.options.timeout = Some(timeout);
-        self
-    }
-
-    /// Skip an enqueue while a job with the same arguments is queued.
-    pub fn unique(mut self, unique: bool) -> Self {
-        self.options.unique = Some(unique);
-        self
     }
 
     /// Wait before each retry; one delay, or one per attempt (the last repeats).
@@ -279,15 +264,19 @@ impl TaskBuilder<'_> {
                 .map(drop)
                 .map_err(|e| e.to_string())
         });
+        // The handle routes its jobs to the handler's queue whoever publishes the options (a
+        // producer login may not) and whenever: a job must not wait in a queue nobody serves.
+        let mut task = Task::named(self.name.clone());
+        task.options.queue = options.queue.clone();
         self.registry.tasks.insert(
-            self.name.clone(),
+            self.name,
             Registered {
                 options,
                 handler: run,
                 check_args,
             },
         );
-        Ok(Task::named(self.name))
+        Ok(task)
     }
 }
 

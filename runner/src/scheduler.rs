@@ -88,20 +88,28 @@ const SCHEDULE_COLUMNS: &str =
      enabled, next_fire_at, last_fire_at, fire_count, last_error";
 
 impl ScheduleInfo {
-    fn from_row(row: &Row) -> Self {
-        ScheduleInfo {
-            name: row.get(0),
+    fn from_row(row: &Row) -> Result<Self> {
+        let name: String = row.get(0);
+        let every = match row.get::<_, Option<f64>>(4) {
+            None => None,
+            Some(seconds) => Some(
+                crate::time::duration_from_db(seconds, &format!("schedule {name}: every"))
+                    .map_err(crate::Error::Invalid)?,
+            ),
+        };
+        Ok(ScheduleInfo {
+            name,
             task_name: row.get(1),
             args: row.get(2),
             cron: row.get(3),
-            every: row.get::<_, Option<f64>>(4).map(Duration::from_secs_f64),
+            every,
             time_zone: row.get(5),
             enabled: row.get(6),
             next_fire_at: row.get(7),
             last_fire_at: row.get(8),
             fire_count: row.get(9),
             last_error: row.get(10),
-        }
+        })
     }
 }
 
@@ -157,7 +165,7 @@ pub(crate) async fn add(
             ],
         )
         .await?;
-    Ok(ScheduleInfo::from_row(&row))
+    ScheduleInfo::from_row(&row)
 }
 
 impl Scheduler<'_> {
@@ -202,7 +210,7 @@ impl Scheduler<'_> {
                 &[&enabled],
             )
             .await?;
-        Ok(rows.iter().map(ScheduleInfo::from_row).collect())
+        rows.iter().map(ScheduleInfo::from_row).collect()
     }
 
     pub async fn get(&self, name: &str) -> Result<Option<ScheduleInfo>> {
@@ -213,7 +221,7 @@ impl Scheduler<'_> {
                 &[&name],
             )
             .await?;
-        Ok(row.as_ref().map(ScheduleInfo::from_row))
+        row.as_ref().map(ScheduleInfo::from_row).transpose()
     }
 }
 

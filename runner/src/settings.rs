@@ -9,7 +9,7 @@ use std::time::Duration;
 pub enum EnqueueValidation {
     /// Refuse the enqueue (the default: a typo never reaches the queue).
     Strict,
-    /// Enqueue, and log a warning.
+    /// Enqueue, and log a warning (once per task name and process).
     Warn,
     /// Enqueue silently (producers that only know task names).
     None,
@@ -66,7 +66,8 @@ pub struct Settings {
     /// `SONIQ_ERROR_RETRY_DELAY`: seconds to wait after a database error, 0.1..=300, default 5.
     pub error_retry_delay: Duration,
     /// `SONIQ_HEARTBEAT_TIMEOUT`: silence after which a worker is presumed dead, 1..=7200 s,
-    /// default 300 (the worker's own maintenance and `soniq status` use it).
+    /// default 300, at least twice `SONIQ_HEARTBEAT_INTERVAL` (the worker's own maintenance and
+    /// `soniq status` use it).
     pub heartbeat_timeout: Duration,
     /// `SONIQ_CLEANUP_INTERVAL`: seconds between a worker's maintenance rounds (rescue of dead
     /// workers' jobs, pruning), 10..=3600, default 300. They back up the control plane, and
@@ -200,7 +201,24 @@ impl Settings {
         if let Some(value) = lookup("SONIQ_ROUTE_MAP") {
             settings.route_map = parse_route_map(&value)?;
         }
+        settings.validate()?;
         Ok(settings)
+    }
+
+    /// The rules between settings (each one's own range is checked where it is read):
+    /// `SONIQ_HEARTBEAT_TIMEOUT` must be at least twice `SONIQ_HEARTBEAT_INTERVAL`, or one
+    /// late heartbeat makes a live worker look dead — to the control plane, and to its own
+    /// maintenance rounds, which would take back its running jobs.
+    pub fn validate(&self) -> Result<()> {
+        if self.heartbeat_timeout < self.heartbeat_interval * 2 {
+            return Err(Error::Config(format!(
+                "SONIQ_HEARTBEAT_TIMEOUT ({} s) must be at least twice SONIQ_HEARTBEAT_INTERVAL ({} s): \
+                 a worker one heartbeat late would be presumed dead",
+                self.heartbeat_timeout.as_secs_f64(),
+                self.heartbeat_interval.as_secs_f64()
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -315,6 +333,44 @@ mod tests {
         );
         assert!(from(&[("SONIQ_ROUTE_MAP", "[1]")]).is_err());
         assert!(from(&[("SONIQ_ROUTE_MAP", r#"{"billing.": 7}"#)]).is_err());
+    }
+
+    #[test]
+    fn the_heartbeat_timeout_must_be_at_least_twice_the_interval() {
+        let err = from(&[
+            ("SONIQ_HEARTBEAT_INTERVAL", "5"),
+            ("SONIQ_HEARTBEAT_TIMEOUT", "5"),
+        ])
+        .unwrap_err();
+        assert!(matches!(err, Error::Config(_)));
+        assert_eq!(
+            err.to_string(),
+            "SONIQ_HEARTBEAT_TIMEOUT (5 s) must be at least twice SONIQ_HEARTBEAT_INTERVAL (5 s): \
+             a worker one heartbeat late would be presumed dead"
+        );
+        assert!(from(&[
+            ("SONIQ_HEARTBEAT_INTERVAL", "5"),
+            ("SONIQ_HEARTBEAT_TIMEOUT", "10")
+        ])
+        .is_ok());
+        // The interval alone can break the rule too: 60 s against a 100 s timeout.
+        assert!(from(&[
+            ("SONIQ_HEARTBEAT_INTERVAL", "60"),
+            ("SONIQ_HEARTBEAT_TIMEOUT", "100")
+        ])
+        .is_err());
+
+        // Settings made in code are checked when an application is made from them.
+        let mut settings = Settings::new("postgres://localhost/soniq");
+        settings.heartbeat_interval = Duration::from_secs(5);
+        settings.heartbeat_timeout = Duration::from_secs(9);
+        let err = crate::Soniq::with_settings(settings.clone()).err().unwrap();
+        assert!(
+            err.to_string().contains("SONIQ_HEARTBEAT_TIMEOUT (9 s)"),
+            "{err}"
+        );
+        settings.heartbeat_timeout = Duration::from_secs(10);
+        assert!(crate::Soniq::with_settings(settings).is_ok());
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::execute::{execute, Handlers, ReportKind};
 use crate::job::JobContext;
 use crate::registry::Registry;
 use crate::scheduler::{self, ScheduleSpec};
+use crate::time::duration_from_db;
 use crate::Soniq;
 use deadpool_postgres::{Client, Pool};
 use serde_json::Value;
@@ -70,6 +71,19 @@ pub struct WorkerReport {
 struct ClaimedJob {
     context: JobContext,
     args: Value,
+    /// Why this attempt cannot run (its row holds a value the runner cannot use): it fails
+    /// at once instead of taking down the worker.
+    unrunnable: Option<String>,
+}
+
+/// A claimed job's time limit, from the seconds its row holds. Zero is no limit (as
+/// `soniq.enqueue` stores it). A value no `Duration` holds — negative, NaN, too large: a row
+/// written by an older version — is an error, and the attempt fails with it.
+fn job_timeout(seconds: Option<f64>) -> Result<Option<Duration>, String> {
+    match seconds {
+        None | Some(0.0) => Ok(None),
+        Some(s) => duration_from_db(s, "the job's timeout").map(Some),
+    }
 }
 
 /// An attempt's outcome, on its way to the database. It carries the attempt's job slot,
@@ -124,17 +138,25 @@ impl Shared {
     }
 }
 
-async fn register(pool: &Pool, options: &WorkerOptions, concurrency: usize) -> Result<Uuid> {
+/// Register this process as a worker, with the tasks it has handlers for (so the control
+/// plane can tell which queued jobs no worker serves).
+async fn register(
+    pool: &Pool,
+    options: &WorkerOptions,
+    concurrency: usize,
+    task_names: &[String],
+) -> Result<Uuid> {
     let client = pool.get().await?;
     let row = client
         .query_one(
-            "SELECT soniq.register_worker($1, $2, $3, $4, $5)",
+            "SELECT soniq.register_worker($1, $2, $3, $4, $5, task_names => $6)",
             &[
                 &crate::settings::hostname(),
                 &(std::process::id() as i32),
                 &options.queues,
                 &(concurrency as i32),
                 &env!("CARGO_PKG_VERSION"),
+                &task_names,
             ],
         )
         .await?;
@@ -183,19 +205,26 @@ async fn claim(
         .await?;
     Ok(rows
         .into_iter()
-        .map(|row| ClaimedJob {
-            context: JobContext {
-                job_id: row.get(0),
-                job_name: row.get(1),
-                attempt: row.get(3),
-                max_attempts: row.get(4),
-                queue: row.get(5),
-                worker_id,
-                timeout: row.get::<_, Option<f64>>(6).map(Duration::from_secs_f64),
-                scheduled_at: row.get(7),
-                created_at: row.get(8),
-            },
-            args: row.get(2),
+        .map(|row| {
+            let (timeout, unrunnable) = match job_timeout(row.get(6)) {
+                Ok(timeout) => (timeout, None),
+                Err(error) => (None, Some(error)),
+            };
+            ClaimedJob {
+                context: JobContext {
+                    job_id: row.get(0),
+                    job_name: row.get(1),
+                    attempt: row.get(3),
+                    max_attempts: row.get(4),
+                    queue: row.get(5),
+                    worker_id,
+                    timeout,
+                    scheduled_at: row.get(7),
+                    created_at: row.get(8),
+                },
+                args: row.get(2),
+                unrunnable,
+            }
         })
         .collect())
 }
@@ -207,7 +236,10 @@ fn spawn_job(shared: &Arc<Shared>, job: ClaimedJob, permit: OwnedSemaphorePermit
     let mut running = shared.running.lock().unwrap();
     let task_shared = Arc::clone(shared);
     let handle = tokio::spawn(async move {
-        let kind = execute(&task_shared.handlers, job.context, job.args).await;
+        let kind = match job.unrunnable {
+            Some(error) => ReportKind::failure(error),
+            None => execute(&task_shared.handlers, job.context, job.args).await,
+        };
         // Only a job still in the map reports: one the heartbeat aborted has reported already.
         let finished = task_shared.finish(&mut task_shared.running.lock().unwrap(), job_id);
         if finished.is_some() {
@@ -257,48 +289,133 @@ fn lease_lost(e: &Error) -> bool {
     )
 }
 
-/// Record a batch of outcomes on one connection: the completions, and the failures, of each
-/// worker id in one statement each (`complete_many`, `fail_many`); snoozes and aborts one by
-/// one. Each group leaves `batch` once recorded (freeing its job slots), so a retry after an
-/// outage sends only what is left. An outcome whose lease was taken back is refused: the job
-/// runs again; that is logged, not retried.
+/// Whether an error's SQLSTATE is a refusal that sending again cannot fix — bad data, a
+/// constraint, a permission, a limit (classes 22, 23, 42, 54) — rather than an outage.
+fn permanent_refusal(code: Option<SqlState>) -> bool {
+    code.is_some_and(|code| matches!(code.code().get(..2), Some("22" | "23" | "42" | "54")))
+}
+
+/// How the database took one statement of outcomes.
+enum Sent {
+    /// Recorded; an outcome whose lease was taken back is refused, logged, and its job runs again.
+    Recorded,
+    /// Refused as a whole, for a reason sending it again cannot fix.
+    Refused(Error),
+}
+
+/// Outcomes one statement records share this: a worker id and a kind.
+fn statement_key(report: &Report) -> (Uuid, u8) {
+    let kind = match report.kind {
+        ReportKind::Done(_) => 0,
+        ReportKind::Fail { .. } => 1,
+        ReportKind::Snooze { .. } => 2,
+        ReportKind::Abort(_) => 3,
+    };
+    (report.worker_id, kind)
+}
+
+/// How many outcomes at the head of `batch` (sorted by `statement_key`) one statement
+/// records: the completions, or the failures, of one worker id; one snooze or abort.
+fn group_len(batch: &[Report]) -> usize {
+    let head = &batch[0];
+    if !matches!(head.kind, ReportKind::Done(_) | ReportKind::Fail { .. }) {
+        return 1;
+    }
+    batch
+        .iter()
+        .take_while(|r| statement_key(r) == statement_key(head))
+        .count()
+}
+
+/// Record a batch of outcomes on one connection, a statement per group (`complete_many`,
+/// `fail_many`, `snooze`, `abort`). Recorded outcomes leave `batch` (freeing their job
+/// slots), so a retry after an outage sends only what is left. A group the database refuses
+/// for its content is not retried: its outcomes are recorded one by one, so one bad outcome
+/// does not hold back the others.
 async fn record_batch(pool: &Pool, batch: &mut Vec<Report>) -> Result<()> {
     let client = pool.get().await?;
-    while let Some(head) = batch.first() {
-        let worker = head.worker_id;
-        let kind = std::mem::discriminant(&head.kind);
-        let batched = matches!(head.kind, ReportKind::Done(_) | ReportKind::Fail { .. });
-        let in_group: Vec<bool> = batch
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                i == 0
-                    || (batched && r.worker_id == worker && std::mem::discriminant(&r.kind) == kind)
-            })
-            .collect();
-        let group: Vec<&Report> = batch
-            .iter()
-            .zip(&in_group)
-            .filter_map(|(r, &take)| take.then_some(r))
-            .collect();
-        let refused = match &group[0].kind {
-            ReportKind::Done(_) => record_completions(&client, worker, &group).await?,
-            ReportKind::Fail { .. } => record_failures(&client, worker, &group).await?,
-            _ => match record_one(&client, group[0]).await {
-                Err(e) if lease_lost(&e) => 1,
-                other => other.map(|()| 0)?,
-            },
-        };
-        if refused > 0 {
-            tracing::warn!(
-                refused,
-                "outcomes refused: their leases were taken back, the jobs run again"
-            );
+    batch.sort_by_key(statement_key);
+    while !batch.is_empty() {
+        let n = group_len(batch);
+        if n > 1 {
+            let group: Vec<&Report> = batch[..n].iter().collect();
+            match send(&client, &group).await? {
+                Sent::Recorded => {
+                    batch.drain(..n);
+                    continue;
+                }
+                Sent::Refused(refusal) => tracing::warn!(
+                    outcomes = n,
+                    "the database refused a statement of outcomes ({refusal}); recording them one by one"
+                ),
+            }
         }
-        let mut taken = in_group.iter();
-        batch.retain(|_| !taken.next().copied().unwrap_or(false));
+        for _ in 0..n {
+            record_alone(&client, &batch[0]).await?;
+            batch.remove(0);
+        }
     }
     Ok(())
+}
+
+/// Record one outcome in a statement of its own. An outcome the database refuses becomes a
+/// failed attempt with the database's message; a refused failure is logged and left to the
+/// lease's expiry (the job runs again).
+async fn record_alone(client: &Client, report: &Report) -> Result<()> {
+    let Sent::Refused(refusal) = send(client, &[report]).await? else {
+        return Ok(());
+    };
+    if matches!(report.kind, ReportKind::Fail { .. }) {
+        left_to_lease_expiry(report, &refusal);
+        return Ok(());
+    }
+    let failed = Report {
+        job_id: report.job_id,
+        attempt: report.attempt,
+        worker_id: report.worker_id,
+        kind: ReportKind::failure(format!("the database refused the outcome: {refusal}")),
+        _slot: None,
+    };
+    if let Sent::Refused(again) = send(client, &[&failed]).await? {
+        left_to_lease_expiry(&failed, &again);
+    }
+    Ok(())
+}
+
+fn left_to_lease_expiry(failure: &Report, refusal: &Error) {
+    tracing::error!(
+        job_id = %failure.job_id,
+        attempt = failure.attempt,
+        "the database refused to record a failed attempt ({refusal}); the job runs again when its lease expires"
+    );
+}
+
+/// One statement: a group of one worker's completions or failures, or one snooze or abort.
+/// `Err` is an outage (or anything else worth sending again).
+async fn send(client: &Client, group: &[&Report]) -> Result<Sent> {
+    let worker = group[0].worker_id;
+    let sent = match &group[0].kind {
+        ReportKind::Done(_) => record_completions(client, worker, group).await,
+        ReportKind::Fail { .. } => record_failures(client, worker, group).await,
+        _ => record_one(client, group[0]).await.map(|()| 0),
+    };
+    let lost = match sent {
+        Ok(lost) => lost,
+        // A snooze or abort whose lease was taken back raises (the `_many` statements leave
+        // such outcomes out instead).
+        Err(e) if group.len() == 1 && lease_lost(&e) => 1,
+        // A group that raises it for one of its outcomes: recorded one by one, to tell which.
+        Err(e) if lease_lost(&e) => return Ok(Sent::Refused(e)),
+        Err(e) if permanent_refusal(e.sqlstate()) => return Ok(Sent::Refused(e)),
+        Err(e) => return Err(e),
+    };
+    if lost > 0 {
+        tracing::warn!(
+            refused = lost,
+            "outcomes refused: their leases were taken back, the jobs run again"
+        );
+    }
+    Ok(Sent::Recorded)
 }
 
 /// `complete_many` for one worker's completions; returns how many were refused.
@@ -362,12 +479,17 @@ async fn record_failures(client: &Client, worker: Uuid, group: &[&Report]) -> Re
 async fn record_one(client: &Client, report: &Report) -> Result<()> {
     let (id, worker, attempt) = (&report.job_id, &report.worker_id, &report.attempt);
     match &report.kind {
-        ReportKind::Snooze(delay) => {
+        ReportKind::Snooze { delay, reason } => {
             let statement = client
-                .prepare_cached("SELECT soniq.snooze($1, $2, $3, make_interval(secs => $4))")
+                .prepare_cached(
+                    "SELECT soniq.snooze($1, $2, $3, make_interval(secs => $4), reason => $5)",
+                )
                 .await?;
             client
-                .execute(&statement, &[id, worker, attempt, &delay.as_secs_f64()])
+                .execute(
+                    &statement,
+                    &[id, worker, attempt, &delay.as_secs_f64(), reason],
+                )
                 .await?
         }
         ReportKind::Abort(reason) => {
@@ -489,7 +611,8 @@ async fn heartbeat(shared: &Shared, options: &WorkerOptions) {
         }
         Err(e) if e.sqlstate() == Some(SqlState::NO_DATA_FOUND) => {
             tracing::warn!("this worker was presumed dead; registering again");
-            if let Ok(id) = register(&shared.pool, options, shared.concurrency).await {
+            let task_names = shared.handlers.registry.names();
+            if let Ok(id) = register(&shared.pool, options, shared.concurrency, &task_names).await {
                 *shared.worker_id.lock().unwrap() = id;
             }
         }
@@ -612,7 +735,7 @@ impl Soniq {
         }
         self.publish_tasks().await?;
         let pool = self.postgres()?;
-        let worker_id = register(pool, &options, concurrency).await?;
+        let worker_id = register(pool, &options, concurrency, &task_names).await?;
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             pool: pool.clone(),
@@ -697,7 +820,10 @@ impl Soniq {
             0
         } else {
             let unfinished: Vec<Uuid> = shared.running.lock().unwrap().keys().copied().collect();
-            stop_jobs(&shared, &unfinished, || ReportKind::Snooze(Duration::ZERO))
+            stop_jobs(&shared, &unfinished, || ReportKind::Snooze {
+                delay: Duration::ZERO,
+                reason: Some("handed back unfinished at shutdown".into()),
+            })
         };
         let _ = stop_background.send(true);
         let _ = heartbeat.await;
@@ -810,5 +936,85 @@ impl Soniq {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_no_duration_holds_fails_the_attempt_instead_of_the_worker() {
+        assert_eq!(job_timeout(None), Ok(None));
+        assert_eq!(job_timeout(Some(0.0)), Ok(None), "zero is no limit");
+        assert_eq!(
+            job_timeout(Some(2.5)),
+            Ok(Some(Duration::from_millis(2500)))
+        );
+        for bad in [-5.0, f64::NAN, 1e300] {
+            assert_eq!(
+                job_timeout(Some(bad)),
+                Err(format!(
+                    "the job's timeout of {bad} seconds is out of range"
+                ))
+            );
+        }
+    }
+
+    #[test]
+    fn refusals_of_data_constraints_permissions_and_limits_are_not_outages() {
+        for code in [
+            SqlState::INVALID_PARAMETER_VALUE,
+            SqlState::UNIQUE_VIOLATION,
+            SqlState::INSUFFICIENT_PRIVILEGE,
+            SqlState::UNDEFINED_FUNCTION,
+            SqlState::PROGRAM_LIMIT_EXCEEDED,
+        ] {
+            assert!(permanent_refusal(Some(code.clone())), "{}", code.code());
+        }
+        for code in [
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CONNECTION_FAILURE,
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+        ] {
+            assert!(!permanent_refusal(Some(code.clone())), "{}", code.code());
+        }
+        assert!(
+            !permanent_refusal(None),
+            "no SQLSTATE: the connection failed"
+        );
+    }
+
+    #[test]
+    fn one_statement_records_one_workers_completions_or_failures_or_one_other_outcome() {
+        let report = |worker: u128, kind: ReportKind| Report {
+            job_id: Uuid::nil(),
+            attempt: 1,
+            worker_id: Uuid::from_u128(worker),
+            kind,
+            _slot: None,
+        };
+        let snooze = || ReportKind::Snooze {
+            delay: Duration::ZERO,
+            reason: None,
+        };
+        let mut batch = vec![
+            report(2, ReportKind::Done(None)),
+            report(1, ReportKind::failure("x")),
+            report(1, snooze()),
+            report(1, ReportKind::Done(None)),
+            report(1, snooze()),
+            report(1, ReportKind::Done(None)),
+        ];
+        batch.sort_by_key(statement_key);
+        let mut groups = Vec::new();
+        while !batch.is_empty() {
+            let n = group_len(&batch);
+            groups.push(n);
+            batch.drain(..n);
+        }
+        // Worker 1: two completions, one failure, each snooze alone; worker 2: one completion.
+        assert_eq!(groups, vec![2, 1, 1, 1, 1]);
     }
 }

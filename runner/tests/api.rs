@@ -319,3 +319,72 @@ async fn route_map_task_pattern_and_task_refs() {
         format!("{prefix}::jobs::send")
     );
 }
+
+/// A producer's task reference carries its consumers' queue and options: a job enqueued
+/// before any consumer published its task lands where they look, not in `default`. The
+/// enqueue call still overrides them; `enqueue_many` uses them too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_ref_carries_its_queue_and_options_unless_the_call_overrides_them() {
+    let queue = unique("billing");
+    let soniq = app();
+    let charge = soniq
+        .task_ref::<Sum>(format!("{queue}.charge"))
+        .unwrap()
+        .queue(&queue)
+        .priority(7)
+        .retries(1)
+        .timeout(Duration::from_secs(42));
+    let plain = soniq.enqueue(&charge, Sum { a: 1, b: 2 }).await.unwrap();
+    let overridden = soniq
+        .enqueue(&charge, Sum { a: 3, b: 4 })
+        .queue(format!("{queue}_other"))
+        .priority(9)
+        .retries(4)
+        .timeout(Duration::ZERO)
+        .await
+        .unwrap();
+    let many = soniq
+        .enqueue_many(&charge, [Sum { a: 5, b: 6 }, Sum { a: 7, b: 8 }])
+        .await
+        .unwrap();
+    let client = sql().await;
+    let options = |id: uuid::Uuid| {
+        let client = &client;
+        async move {
+            let row = client
+                .query_one(
+                    "SELECT queue, priority, max_attempts, extract(epoch FROM timeout)::float8
+                       FROM soniq.jobs WHERE id = $1",
+                    &[&id],
+                )
+                .await
+                .unwrap();
+            (
+                row.get::<_, String>(0),
+                row.get::<_, i32>(1),
+                row.get::<_, i32>(2),
+                row.get::<_, Option<f64>>(3),
+            )
+        }
+    };
+    let declared = (queue.clone(), 7, 2, Some(42.0));
+    assert_eq!(options(plain).await, declared);
+    assert_eq!(
+        options(overridden).await,
+        (format!("{queue}_other"), 9, 5, None),
+        "the call's options win; a zero timeout is none"
+    );
+    for id in many {
+        assert_eq!(options(id).await, declared);
+    }
+
+    // A consumer serving only that queue runs the job.
+    let mut consumer = app();
+    consumer
+        .job(format!("{queue}.charge"))
+        .queue(&queue)
+        .handler(|sum: Sum, _ctx: JobContext| async move { Outcome::done_with(sum.a + sum.b) })
+        .unwrap();
+    consumer.run_worker(run_once(&queue)).await.unwrap();
+    assert_eq!(consumer.get_result::<i64>(plain).await.unwrap(), Some(3));
+}

@@ -166,6 +166,34 @@ fn invalid_settings_and_flags_exit_2_naming_the_problem() {
     let run = soniq_with(&["status"], &[("SONIQ_POLL_INTERVAL", "soon")]);
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("SONIQ_POLL_INTERVAL"), "{}", run.stderr);
+    // A worker one heartbeat late must not be presumed dead (by its own maintenance too).
+    let run = soniq_with(
+        &["status"],
+        &[
+            ("SONIQ_HEARTBEAT_INTERVAL", "5"),
+            ("SONIQ_HEARTBEAT_TIMEOUT", "5"),
+        ],
+    );
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains(
+            "SONIQ_HEARTBEAT_TIMEOUT (5 s) must be at least twice SONIQ_HEARTBEAT_INTERVAL (5 s)"
+        ),
+        "{}",
+        run.stderr
+    );
+    // Times no duration holds are usage errors, not panics.
+    for args in [
+        &["enqueue", "cli.task", "--at", "+1e300"][..],
+        &["dead-letter", "list", "--since-hours", "-1"],
+        &["dead-letter", "cleanup", "--days", "1e300"],
+        &[
+            "schedule", "add", "x.y", "--task", "x.y", "--every", "1e300",
+        ],
+    ] {
+        let run = soniq(args);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+    }
     assert_eq!(soniq(&["no-such-command"]).code, 2);
     assert_eq!(soniq(&["worker", "--concurrency", "0"]).code, 2);
     assert_eq!(soniq(&["jobs", "list", "--status", "failed"]).code, 2);
@@ -464,6 +492,10 @@ fn odd_command_output_has_a_clear_outcome() {
             task("binary", "printf 'ok\\\\377\\\\376'"),
             task("huge", "head -c 2000000 /dev/zero | tr '\\\\000' x"),
             task("bad_snooze", "echo '{\\\"snooze\\\": -5}'; exit 75"),
+            task(
+                "reasoned_snooze",
+                "echo '{\\\"snooze\\\": 1e300, \\\"reason\\\": \\\"rate limited\\\"}'; exit 75",
+            ),
         ]
         .concat(),
     )
@@ -476,11 +508,12 @@ fn odd_command_output_has_a_clear_outcome() {
             .trim()
             .to_string()
     };
-    let (not_json, binary, huge, bad_snooze) = (
+    let (not_json, binary, huge, bad_snooze, reasoned_snooze) = (
         enqueue("not_json"),
         enqueue("binary"),
         enqueue("huge"),
         enqueue("bad_snooze"),
+        enqueue("reasoned_snooze"),
     );
     soniq(&[
         "worker",
@@ -519,6 +552,18 @@ fn odd_command_output_has_a_clear_outcome() {
         "{job}"
     );
     soniq(&["cancel", &bad_snooze]).ok();
+    // A snooze with a reason keeps it; one longer than any Duration waits the longest, 30 days.
+    let job = inspect(&reasoned_snooze);
+    assert_eq!(
+        (
+            job["status"].as_str(),
+            job["attempts"].as_i64(),
+            job["last_error"].as_str()
+        ),
+        (Some("queued"), Some(0), Some("snoozed: rate limited")),
+        "{job}"
+    );
+    soniq(&["cancel", &reasoned_snooze]).ok();
 }
 
 #[test]
@@ -612,8 +657,29 @@ fn dead_letter_commands() {
         "{}",
         one.stdout
     );
+    // --all is idempotent: the one replayed above is skipped, and a second run replays none.
     let all = soniq(&["dead-letter", "replay", "--all", "--queue", &queue, "--yes"]).ok();
-    assert_eq!(all.stdout.lines().count(), 6);
+    let replayed_lines = |out: &str| out.lines().filter(|l| l.starts_with("replayed ")).count();
+    assert_eq!(replayed_lines(&all.stdout), 5, "{}", all.stdout);
+    assert!(
+        all.stdout.contains("skipped 1 dead jobs replayed before"),
+        "{}",
+        all.stdout
+    );
+    let twice = soniq(&["dead-letter", "replay", "--all", "--queue", &queue, "--yes"]).ok();
+    assert_eq!(replayed_lines(&twice.stdout), 0, "{}", twice.stdout);
+    assert!(twice.stdout.contains("skipped 6"), "{}", twice.stdout);
+    let again = soniq(&[
+        "dead-letter",
+        "replay",
+        "--all",
+        "--again",
+        "--queue",
+        &queue,
+        "--yes",
+    ])
+    .ok();
+    assert_eq!(replayed_lines(&again.stdout), 6, "{}", again.stdout);
     let replayed = soniq(&[
         "dead-letter",
         "list",

@@ -205,3 +205,85 @@ async fn wait_until_and_what_needs_a_database() {
     assert!(err.contains("needs a database"), "{err}");
     assert!(soniq.queue_stats(None).await.is_err());
 }
+
+#[tokio::test]
+async fn a_task_ref_or_handles_options_apply_unless_the_call_overrides_them() {
+    let mut soniq = Soniq::in_memory();
+    let registered = soniq
+        .job("users.welcome")
+        .queue("registered")
+        .priority(50)
+        .handler(|_: Email, _ctx: JobContext| async { JobResult::Ok(Outcome::done()) })
+        .unwrap();
+    let routed = registered.clone().queue("emails").retries(0);
+    soniq.enqueue(&registered, email("a")).await.unwrap();
+    soniq.enqueue(&routed, email("b")).await.unwrap();
+    soniq
+        .enqueue(&routed, email("c"))
+        .queue("urgent")
+        .retries(2)
+        .await
+        .unwrap();
+    let remote = soniq
+        .task_ref::<Email>("billing.charge")
+        .unwrap()
+        .queue("billing")
+        .priority(5);
+    soniq.enqueue(&remote, email("d")).await.unwrap();
+    let seen = |name: &str| -> Vec<(String, i32, i32)> {
+        soniq
+            .enqueued(name)
+            .into_iter()
+            .map(|job| (job.queue, job.priority, job.max_attempts))
+            .collect()
+    };
+    assert_eq!(
+        seen("users.welcome"),
+        vec![
+            ("registered".into(), 50, 4),
+            ("emails".into(), 50, 1),
+            ("urgent".into(), 50, 3)
+        ]
+    );
+    assert_eq!(seen("billing.charge"), vec![("billing".into(), 5, 4)]);
+}
+
+#[tokio::test]
+async fn outcomes_are_kept_within_what_the_database_takes() {
+    let mut soniq = Soniq::in_memory();
+    let task = soniq
+        .job("users.outsized")
+        .retries(0)
+        .handler(|args: Email, _ctx: JobContext| async move {
+            match args.to.as_str() {
+                "error" => Err(JobError::new("é".repeat(10_000))),
+                "result" => Outcome::done_with("x".repeat(2 << 20)), // 2 MiB
+                _ => Ok(Outcome::snooze_because(
+                    Duration::from_secs(3600),
+                    "rate limited",
+                )),
+            }
+        })
+        .unwrap();
+    for to in ["error", "result", "snooze"] {
+        soniq.enqueue(&task, email(to)).await.unwrap();
+    }
+    soniq.drain().await;
+    let [failed, too_big, snoozed] = <[_; 3]>::try_from(soniq.enqueued("users.outsized")).unwrap();
+    assert_eq!(failed.status, JobStatus::Dead);
+    assert_eq!(
+        failed.last_error.unwrap().len(),
+        soniq_runner::MAX_ERROR_BYTES,
+        "the error was cut to 8192 bytes, at a character boundary"
+    );
+    assert_eq!(too_big.status, JobStatus::Dead);
+    let error = too_big.last_error.unwrap();
+    assert!(
+        error.starts_with("the result is 2097154 bytes of JSON, more than the 1048576"),
+        "{error}"
+    );
+    assert_eq!(
+        (snoozed.status, snoozed.last_error.as_deref()),
+        (JobStatus::Queued, Some("snoozed: rate limited"))
+    );
+}

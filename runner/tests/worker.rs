@@ -6,7 +6,7 @@ mod common;
 use common::*;
 
 use serde::{Deserialize, Serialize};
-use soniq_runner::{JobContext, JobError, JobResult, Outcome, Settings, Soniq};
+use soniq_runner::{JobContext, JobError, JobResult, JobStatus, Outcome, Settings, Soniq};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -457,21 +457,8 @@ async fn enqueue_refuses_bad_input_before_the_database() {
 /// jobs of dead workers (SONIQ_HEARTBEAT_TIMEOUT, every SONIQ_CLEANUP_INTERVAL).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_rescues_dead_workers_jobs_where_no_control_plane_runs() {
-    let name = unique("unserved");
-    let admin = sql().await;
-    admin
-        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-        .await
-        .unwrap();
-    let url = format!("{}/{name}", database_url().rsplit_once('/').unwrap().0);
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
-        .batch_execute("CREATE EXTENSION soniq")
-        .await
-        .unwrap();
+    let database = fresh_database("unserved").await;
+    let client = &database.client;
     // A worker that claimed a job and died long ago.
     let job: uuid::Uuid = client
         .query_one(
@@ -487,8 +474,7 @@ async fn a_worker_rescues_dead_workers_jobs_where_no_control_plane_runs() {
         .await
         .unwrap();
 
-    let mut settings = settings(1);
-    settings.database_url = url.clone();
+    let mut settings = settings_on(&database, 1);
     settings.heartbeat_timeout = Duration::from_secs(60);
     settings.cleanup_interval = Duration::from_secs(10);
     let mut soniq = Soniq::with_settings(settings).unwrap();
@@ -519,8 +505,187 @@ async fn a_worker_rescues_dead_workers_jobs_where_no_control_plane_runs() {
         "the dead worker's job was taken back"
     );
     drop(soniq);
-    admin
-        .batch_execute(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+    drop_database(database).await;
+}
+
+/// A row an older version stored may hold a timeout no Duration holds (today's constraint
+/// refuses a negative one; a database of its own drops it): that attempt fails with a clear
+/// error, the worker lives on and runs the rest of its batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_timeout_out_of_range_fails_its_attempt_not_the_worker() {
+    let database = fresh_database("old_rows").await;
+    database
+        .client
+        .batch_execute("ALTER TABLE soniq.jobs DROP CONSTRAINT IF EXISTS jobs_timeout_range")
         .await
         .unwrap();
+    let mut soniq = Soniq::with_settings(settings_on(&database, 2)).unwrap();
+    let task = soniq
+        .job("old.rows")
+        .retries(0)
+        .handler(|_: Item, _ctx: JobContext| async { JobResult::Ok(Outcome::done()) })
+        .unwrap();
+    let bad = soniq.enqueue(&task, Item { n: 1 }).await.unwrap();
+    let good = soniq.enqueue(&task, Item { n: 2 }).await.unwrap();
+    database
+        .client
+        .execute(
+            "UPDATE soniq.jobs SET timeout = interval '-5 seconds' WHERE id = $1",
+            &[&bad],
+        )
+        .await
+        .unwrap();
+    let report = soniq
+        .run_worker(soniq_runner::WorkerOptions {
+            run_once: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(report.jobs_run, 2);
+    let bad = soniq.get_job(bad).await.unwrap().unwrap();
+    assert_eq!(
+        (bad.status, bad.last_error.as_deref()),
+        (
+            JobStatus::Dead,
+            Some("the job's timeout of -5 seconds is out of range")
+        )
+    );
+    let good = soniq.get_job(good).await.unwrap().unwrap();
+    assert_eq!(good.status, JobStatus::Done);
+    drop(soniq);
+    drop_database(database).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snooze_keeps_its_reason_and_waits_at_most_30_days() {
+    let queue = unique("snooze");
+    let mut soniq = app_with(2);
+    let task = soniq
+        .job(format!("{queue}.later"))
+        .queue(&queue)
+        .handler(|item: Item, _ctx: JobContext| async move {
+            JobResult::Ok(match item.n {
+                // Longer than the database takes: shortened to 30 days, not refused.
+                1 => Outcome::snooze_because(Duration::from_secs(40 * 86_400), "rate limited"),
+                _ => Outcome::snooze(Duration::from_secs(60)),
+            })
+        })
+        .unwrap();
+    let because = soniq.enqueue(&task, Item { n: 1 }).await.unwrap();
+    let plain = soniq.enqueue(&task, Item { n: 2 }).await.unwrap();
+    soniq.run_worker(run_once(&queue)).await.unwrap();
+    let client = sql().await;
+    let snoozed = |id| {
+        let client = &client;
+        async move {
+            let row = client
+                .query_one(
+                    "SELECT status, attempts, last_error,
+                            extract(epoch FROM scheduled_at - now())::float8 / 86400
+                       FROM soniq.jobs WHERE id = $1",
+                    &[&id],
+                )
+                .await
+                .unwrap();
+            let days: f64 = row.get(3);
+            (
+                row.get::<_, String>(0),
+                row.get::<_, i32>(1),
+                row.get::<_, String>(2),
+                days,
+            )
+        }
+    };
+    let (status, attempts, last_error, days) = snoozed(because).await;
+    assert_eq!(
+        (status.as_str(), attempts, last_error.as_str()),
+        ("queued", 0, "snoozed: rate limited")
+    );
+    assert!((29.9..=30.0).contains(&days), "due in {days} days");
+    let (status, attempts, last_error, days) = snoozed(plain).await;
+    assert_eq!(
+        (status.as_str(), attempts, last_error.as_str()),
+        ("queued", 0, "snoozed")
+    );
+    assert!(days < 0.01, "due in {days} days");
+}
+
+/// The database refuses a result over 1 MiB as it stores it (a JSON array of 400,000 zeros is
+/// 800 KB of text, several MB of jsonb), and with it the whole `complete_many` statement. The
+/// runner does not retry that as an outage: the others of the statement are recorded, and
+/// the refused one becomes a failed attempt with the database's message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_the_database_refuses_fails_its_attempt_and_the_others_are_recorded() {
+    let queue = unique("refused");
+    let mut soniq = app_with(2);
+    // Both finish at once, so their outcomes travel in one statement.
+    let together = Arc::new(tokio::sync::Barrier::new(2));
+    let task = soniq
+        .job(format!("{queue}.result"))
+        .queue(&queue)
+        .retries(0)
+        .handler(move |item: Item, _ctx: JobContext| {
+            let together = Arc::clone(&together);
+            async move {
+                together.wait().await;
+                match item.n {
+                    1 => Outcome::done_with(vec![0; 400_000]),
+                    _ => Outcome::done_with("small"),
+                }
+            }
+        })
+        .unwrap();
+    let big = soniq.enqueue(&task, Item { n: 1 }).await.unwrap();
+    let small = soniq.enqueue(&task, Item { n: 2 }).await.unwrap();
+    let started = Instant::now();
+    soniq.run_worker(run_once(&queue)).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the refusal was not retried as an outage"
+    );
+    assert_eq!(
+        soniq.get_result::<String>(small).await.unwrap().as_deref(),
+        Some("small")
+    );
+    let big = soniq.get_job(big).await.unwrap().unwrap();
+    let error = big.last_error.unwrap_or_default();
+    assert_eq!(big.status, JobStatus::Dead, "{error}");
+    assert!(
+        error.starts_with("the database refused the outcome: ") && error.contains("54000"),
+        "{error}"
+    );
+}
+
+/// `Soniq::in_memory()` keeps its jobs in memory: a transactional enqueue would write a row
+/// its queue never sees. It is refused before any SQL is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_memory_soniq_refuses_to_enqueue_on_a_callers_transaction() {
+    let queue = unique("memory_tx");
+    let mut soniq = Soniq::in_memory();
+    let task = soniq
+        .job(format!("{queue}.invoice"))
+        .queue(&queue)
+        .handler(|_: Item, _ctx: JobContext| async { JobResult::Ok(Outcome::done()) })
+        .unwrap();
+    let mut client = sql().await;
+    let tx = client.transaction().await.unwrap();
+    let err = soniq
+        .enqueue(&task, Item { n: 1 })
+        .send_on(&tx)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("this Soniq is in memory"), "{err}");
+    let written: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM soniq.jobs WHERE queue = $1",
+            &[&queue],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    tx.commit().await.unwrap();
+    assert_eq!(written, 0, "nothing was written through the transaction");
+    assert!(soniq.enqueued(task.name()).is_empty());
 }

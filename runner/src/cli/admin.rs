@@ -150,12 +150,27 @@ pub async fn status(app: &Soniq, out: &Output) -> CliResult {
     let health = client
         .query(
             "SELECT subsystem, alive, coalesce(extract(epoch FROM lag)::float8, 0), last_error FROM soniq.health
-              ORDER BY array_position(ARRAY['worker', 'scheduler', 'rescue', 'prune'], subsystem)",
+              ORDER BY array_position(ARRAY['worker', 'scheduler', 'rescue', 'prune', 'unserved'], subsystem)",
             &[],
         )
         .await
         .map_err(crate::Error::from)?;
     let health: Vec<(String, bool, f64, Option<String>)> = health
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    // Queued jobs of a task no live worker serves (found by the control plane each round).
+    let unserved = client
+        .query(
+            "SELECT u.task_name, u.queue, extract(epoch FROM now() - u.since)::float8,
+                    (SELECT count(*) FROM soniq.jobs j
+                      WHERE j.status = 'queued' AND j.task_name = u.task_name AND j.queue = u.queue)
+               FROM soniq.unserved u ORDER BY u.since, u.task_name, u.queue",
+            &[],
+        )
+        .await
+        .map_err(crate::Error::from)?;
+    let unserved: Vec<(String, String, f64, i64)> = unserved
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
         .collect();
@@ -167,6 +182,8 @@ pub async fn status(app: &Soniq, out: &Output) -> CliResult {
             "workers": {"alive": alive, "stale": stale},
             "control_plane": health.iter().map(|(s, a, lag, e)| json!({
                 "subsystem": s, "alive": a, "lag_seconds": lag, "last_error": e})).collect::<Vec<_>>(),
+            "unserved": unserved.iter().map(|(task, queue, waited, jobs)| json!({
+                "task_name": task, "queue": queue, "jobs": jobs, "unserved_seconds": waited})).collect::<Vec<_>>(),
         }));
         return Ok(());
     }
@@ -205,6 +222,11 @@ pub async fn status(app: &Soniq, out: &Output) -> CliResult {
         })
         .collect();
     out.table(&["control plane", "state", "lag", "last error"], &rows);
+    for (task, queue, waited, jobs) in &unserved {
+        println!(
+            "warning: {jobs} queued jobs of task {task} in queue {queue}: no live worker has served them for {waited:.0}s"
+        );
+    }
     Ok(())
 }
 
@@ -279,16 +301,16 @@ pub struct EnqueueArgs {
 
 fn parse_at(text: &str) -> Result<SystemTime, Failure> {
     if let Some(seconds) = text.strip_prefix('+') {
-        let seconds: f64 = seconds
+        return seconds
             .parse()
             .ok()
-            .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+            .and_then(|s: f64| Duration::try_from_secs_f64(s).ok())
+            .and_then(|delay| SystemTime::now().checked_add(delay))
             .ok_or_else(|| {
                 Failure::usage(format!(
                     "--at +SECONDS needs a number of seconds >= 0, got {text:?}"
                 ))
-            })?;
-        return Ok(SystemTime::now() + Duration::from_secs_f64(seconds));
+            });
     }
     let at: jiff::Timestamp = text.parse().map_err(|e| {
         Failure::usage(format!(

@@ -80,16 +80,40 @@ pub struct ReplayArgs {
     /// Keep the attempts already used (default: start again from zero).
     #[arg(long)]
     keep_attempts: bool,
+    /// With --all: replay also the dead jobs replayed before (default: skip them).
+    #[arg(long, requires = "all")]
+    again: bool,
 }
 
-fn filter_of(f: &DeadFilter) -> DeadLetterFilter {
-    DeadLetterFilter {
+/// `amount` hours (or days, ...: `unit` seconds each) given to `flag`; a usage error, not a
+/// panic, for an amount no `Duration` holds.
+fn span(flag: &str, amount: f64, unit: f64) -> Result<Duration, Failure> {
+    Duration::try_from_secs_f64(amount * unit).map_err(|_| {
+        Failure::usage(if amount >= 0.0 {
+            format!("{flag} is too large, got {amount}")
+        } else {
+            format!("{flag} must be a number >= 0, got {amount}")
+        })
+    })
+}
+
+/// `span` before now (or the epoch, for a span longer than the clock's past).
+fn ago(span: Duration) -> SystemTime {
+    SystemTime::now()
+        .checked_sub(span)
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+fn filter_of(f: &DeadFilter) -> Result<DeadLetterFilter, Failure> {
+    let since = f
+        .since_hours
+        .map(|hours| span("--since-hours", hours, 3600.0))
+        .transpose()?;
+    Ok(DeadLetterFilter {
         task_name: f.task.clone(),
         queue: f.queue.clone(),
         reason: f.reason.clone(),
-        moved_after: f
-            .since_hours
-            .map(|h| SystemTime::now() - Duration::from_secs_f64(h * 3600.0)),
+        moved_after: since.map(ago),
         moved_before: None,
         tags: (!f.tags.is_empty()).then(|| f.tags.clone()),
         replayed: if f.replayed {
@@ -101,7 +125,7 @@ fn filter_of(f: &DeadFilter) -> DeadLetterFilter {
         },
         limit: f.limit,
         offset: 0,
-    }
+    })
 }
 
 /// The ids a bulk action takes.
@@ -109,7 +133,7 @@ async fn select(app: &Soniq, selection: &Selection) -> Result<Vec<Uuid>, Failure
     if selection.all {
         let jobs = app
             .dead_letter()
-            .list(&filter_of(&selection.filter))
+            .list(&filter_of(&selection.filter)?)
             .await?;
         return Ok(jobs.iter().map(|j| j.id).collect());
     }
@@ -159,7 +183,7 @@ pub async fn run(app: &Soniq, command: DeadLetterCommand, out: &Output) -> CliRe
     let dlq = app.dead_letter();
     match command {
         DeadLetterCommand::List(filter) => {
-            let jobs = dlq.list(&filter_of(&filter)).await?;
+            let jobs = dlq.list(&filter_of(&filter)?).await?;
             if out.json {
                 out.print_json(&Value::Array(jobs.iter().map(DeadJob::to_json).collect()));
             } else {
@@ -219,10 +243,24 @@ pub async fn run(app: &Soniq, command: DeadLetterCommand, out: &Output) -> CliRe
                 max_attempts: args.max_attempts,
                 reset_attempts: !args.keep_attempts,
             };
+            // --all is idempotent unless --again: running it twice, or two operators at
+            // once, does not replay a dead job twice. Ids named one by one always replay.
+            let once = args.selection.all && !args.again;
+            let mut skipped = 0;
             for (n, id) in ids.iter().enumerate() {
-                let job = dlq.replay(*id, &options).await?;
-                println!("replayed {id} as {job}");
+                let job = if once {
+                    dlq.replay_unless_replayed(*id, &options).await?
+                } else {
+                    Some(dlq.replay(*id, &options).await?)
+                };
+                match job {
+                    Some(job) => println!("replayed {id} as {job}"),
+                    None => skipped += 1,
+                }
                 progress(n + 1, ids.len());
+            }
+            if skipped > 0 {
+                println!("skipped {skipped} dead jobs replayed before (--again replays them too)");
             }
         }
         DeadLetterCommand::Delete(selection) => {
@@ -239,15 +277,10 @@ pub async fn run(app: &Soniq, command: DeadLetterCommand, out: &Output) -> CliRe
             }
         }
         DeadLetterCommand::Cleanup { days, dry_run } => {
-            if !days.is_finite() || days < 0.0 {
-                return Err(Failure::usage(format!(
-                    "--days must be a number >= 0, got {days}"
-                )));
-            }
-            let older_than = Duration::from_secs_f64(days * 86_400.0);
+            let older_than = span("--days", days, 86_400.0)?;
             if dry_run {
                 let filter = DeadLetterFilter {
-                    moved_before: Some(SystemTime::now() - older_than),
+                    moved_before: Some(ago(older_than)),
                     limit: 10_000,
                     ..DeadLetterFilter::default()
                 };
@@ -272,7 +305,7 @@ pub async fn run(app: &Soniq, command: DeadLetterCommand, out: &Output) -> CliRe
             } else {
                 ExportFormat::Csv
             };
-            let text = dlq.export(&filter_of(&filter), format).await?;
+            let text = dlq.export(&filter_of(&filter)?, format).await?;
             match output {
                 Some(path) => {
                     std::fs::write(&path, text).map_err(|e| {
@@ -285,7 +318,7 @@ pub async fn run(app: &Soniq, command: DeadLetterCommand, out: &Output) -> CliRe
         }
         DeadLetterCommand::Stats { hours } => {
             let since = match hours {
-                Some(h) if h.is_finite() && h > 0.0 => Some(Duration::from_secs_f64(h * 3600.0)),
+                Some(h) if h > 0.0 => Some(span("--hours", h, 3600.0)?),
                 Some(h) => {
                     return Err(Failure::usage(format!(
                         "--hours must be a number > 0, got {h}"

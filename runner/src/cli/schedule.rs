@@ -139,8 +139,10 @@ pub async fn run(app: &Soniq, command: ScheduleCommand, out: &Output) -> CliResu
                 (Some(expr), None) => {
                     Schedule::cron(&expr).map_err(|e| Failure::usage(format!("--cron: {e}")))?
                 }
-                (None, Some(seconds)) if seconds.is_finite() && seconds > 0.0 => {
-                    Schedule::every(SignedDuration::from_secs_f64(seconds))
+                (None, Some(seconds)) if seconds > 0.0 => {
+                    SignedDuration::try_from_secs_f64(seconds)
+                        .map_err(|e| e.to_string())
+                        .and_then(|every| Schedule::every(every).map_err(|e| e.to_string()))
                         .map_err(|e| Failure::usage(format!("--every: {e}")))?
                 }
                 _ => {

@@ -54,6 +54,51 @@ pub async fn sql() -> tokio_postgres::Client {
     client
 }
 
+/// A database of its own, with the extension and no control plane serving it: for a test
+/// that changes what the shared test database must not see. `drop_database` removes it.
+pub struct FreshDatabase {
+    pub name: String,
+    pub url: String,
+    /// Connected to it.
+    pub client: tokio_postgres::Client,
+}
+
+pub async fn fresh_database(prefix: &str) -> FreshDatabase {
+    let name = unique(prefix);
+    sql()
+        .await
+        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .unwrap();
+    let url = format!("{}/{name}", database_url().rsplit_once('/').unwrap().0);
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute("CREATE EXTENSION soniq")
+        .await
+        .unwrap();
+    FreshDatabase { name, url, client }
+}
+
+pub async fn drop_database(database: FreshDatabase) {
+    drop(database.client);
+    sql()
+        .await
+        .batch_execute(&format!("DROP DATABASE \"{}\" WITH (FORCE)", database.name))
+        .await
+        .unwrap();
+}
+
+/// Test settings for a worker on `database`.
+pub fn settings_on(database: &FreshDatabase, concurrency: usize) -> Settings {
+    Settings {
+        database_url: database.url.clone(),
+        ..settings(concurrency)
+    }
+}
+
 pub fn serve(queue: &str) -> WorkerOptions {
     WorkerOptions {
         queues: Some(vec![queue.to_string()]),

@@ -104,7 +104,8 @@ pub async fn run(bench: &mut Bench) -> Result<()> {
             "{moved} of {count} schedules were set up"
         )));
     }
-    let due = Instant::now() + Duration::from_secs_f64(ahead.max(0.0));
+    // Negative once that instant has passed (then it is due now).
+    let due = Instant::now() + Duration::try_from_secs_f64(ahead).unwrap_or_default();
 
     tokio::time::sleep_until(due.into()).await;
     let mut first: Option<Duration> = None;
