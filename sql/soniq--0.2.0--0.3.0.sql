@@ -264,7 +264,9 @@ BEGIN
             PERFORM soniq._bury(ARRAY[held.id], 'max_retries_exceeded',
                                 format('%s during its last attempt; attempts exhausted', why));
         ELSE
-            PERFORM soniq._requeue(held, held.attempts, NULL, format('%s during attempt %s', why, held.attempts));
+            -- Due as it was: the claim order of a taken-back job does not change.
+            PERFORM soniq._requeue(held, held.attempts, held.scheduled_at,
+                                   format('%s during attempt %s', why, held.attempts));
         END IF;
         taken := taken + 1;
     END LOOP;
