@@ -75,6 +75,10 @@ CREATE TABLE soniq.jobs (
     finished_at      timestamptz,
     expires_at       timestamptz,               -- a done job may be pruned after this
     enqueued_by      text DEFAULT session_user, -- the login, which alone sees its status (NULL: before 0.3.0)
+    -- The options its producer left out, which follow the task's published options while the
+    -- job is queued (bits: 1 queue, 2 priority, 4 retries, 8 timeout, 16 retry policy, 32
+    -- result TTL); a replayed job or a row from before 0.3.0 keeps what it has (0).
+    inherited        smallint NOT NULL DEFAULT 0,
     CONSTRAINT jobs_status_check CHECK (status IN ('queued', 'processing', 'done', 'cancelled')),
     CONSTRAINT jobs_args_object CHECK (jsonb_typeof(args) = 'object'),
     CONSTRAINT jobs_priority_range CHECK (priority BETWEEN 1 AND 1000),

@@ -73,7 +73,7 @@ fn fill(client: &mut Client) {
 /// Columns added since the earliest previous version: an update fills them for old rows
 /// (NULL: the row predates logins being recorded), so they are left out when rows are
 /// compared across an update.
-const ADDED_COLUMNS: [&str; 3] = ["enqueued_by", "task_names", "registered_by"];
+const ADDED_COLUMNS: [&str; 4] = ["enqueued_by", "inherited", "task_names", "registered_by"];
 
 /// Every row of every table, as text (without `skip`'s columns).
 fn rows_without(client: &mut Client, skip: &[&str]) -> String {
