@@ -22,6 +22,7 @@
 //! # Ok(()) }
 //! ```
 
+mod attempt_log;
 #[cfg(feature = "cli")]
 pub mod cli;
 #[cfg(feature = "cli")]

@@ -13,6 +13,7 @@
 //! * maintenance (when configured): rescue and pruning rounds;
 //! * the listener: `LISTEN soniq_new_job` on a connection of its own, reconnecting.
 
+use crate::attempt_log::AttemptLog;
 use crate::error::{Error, Result};
 use crate::execute::{execute, Handlers, ReportKind};
 use crate::job::JobContext;
@@ -101,6 +102,7 @@ struct RunningJob {
     abort: AbortHandle,
     attempt: i32,
     worker_id: Uuid,
+    log: AttemptLog,
 }
 
 struct Shared {
@@ -235,6 +237,7 @@ fn spawn_job(shared: &Arc<Shared>, job: ClaimedJob, permit: OwnedSemaphorePermit
     let worker_id = job.context.worker_id;
     let mut running = shared.running.lock().unwrap();
     let task_shared = Arc::clone(shared);
+    let log = AttemptLog::start(&job.context);
     let handle = tokio::spawn(async move {
         let kind = match job.unrunnable {
             Some(error) => ReportKind::failure(error),
@@ -242,7 +245,8 @@ fn spawn_job(shared: &Arc<Shared>, job: ClaimedJob, permit: OwnedSemaphorePermit
         };
         // Only a job still in the map reports: one the heartbeat aborted has reported already.
         let finished = task_shared.finish(&mut task_shared.running.lock().unwrap(), job_id);
-        if finished.is_some() {
+        if let Some(finished) = finished {
+            finished.log.ended(&kind);
             let _ = task_shared.reports.send(Report {
                 job_id,
                 attempt,
@@ -258,6 +262,7 @@ fn spawn_job(shared: &Arc<Shared>, job: ClaimedJob, permit: OwnedSemaphorePermit
             abort: handle.abort_handle(),
             attempt,
             worker_id,
+            log,
         },
     );
 }
@@ -269,11 +274,13 @@ fn stop_jobs(shared: &Shared, ids: &[Uuid], kind: impl Fn() -> ReportKind) -> us
     for id in ids {
         if let Some(job) = shared.finish(&mut running, *id) {
             job.abort.abort();
+            let kind = kind();
+            job.log.ended(&kind);
             let _ = shared.reports.send(Report {
                 job_id: *id,
                 attempt: job.attempt,
                 worker_id: job.worker_id,
-                kind: kind(),
+                kind,
                 _slot: None, // the aborted task held it and has dropped it
             });
             stopped += 1;
@@ -736,6 +743,15 @@ impl Soniq {
         self.publish_tasks().await?;
         let pool = self.postgres()?;
         let worker_id = register(pool, &options, concurrency, &task_names).await?;
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            worker_id = %worker_id,
+            queues = %options.queues.as_ref().map_or("all".into(), |q| q.join(",")),
+            concurrency,
+            tasks = %task_names.join(","),
+            database = %crate::settings::mask_url(&self.settings.database_url),
+            "worker started"
+        );
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             pool: pool.clone(),
@@ -811,6 +827,13 @@ impl Soniq {
         };
 
         let all_slots = u32::try_from(concurrency).unwrap_or(u32::MAX);
+        let running = slots.available_permits() < concurrency;
+        if running {
+            tracing::info!(
+                "stopped claiming; waiting up to {} s for the running jobs",
+                self.settings.shutdown_timeout.as_secs_f64()
+            );
+        }
         let finished = tokio::time::timeout(
             self.settings.shutdown_timeout,
             slots.acquire_many(all_slots),
@@ -844,6 +867,11 @@ impl Soniq {
             }
         }
         claimed?;
+        tracing::info!(
+            jobs_run = started.load(Ordering::Relaxed),
+            handed_back,
+            "worker stopped and deregistered"
+        );
         Ok(WorkerReport {
             jobs_run: started.load(Ordering::Relaxed),
             handed_back,

@@ -388,7 +388,7 @@ async fn command_handlers_in_python_and_node_run_jobs_enqueued_from_sql() {
         &[("SONIQ_JOBS_MODULES", &jobs_module())],
     )
     .ok();
-    assert!(run.stderr.contains("concurrency 2"), "{}", run.stderr);
+    assert!(run.stderr.contains("concurrency=2"), "{}", run.stderr);
     assert!(run.stdout.contains("worker stopped"), "{}", run.stdout);
 
     let done = soniq(&["inspect", &python, "--json"]).ok().json();
@@ -907,4 +907,141 @@ fn schedule_commands() {
     ]);
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("unknown time zone"), "{}", run.stderr);
+}
+
+/// A jobs module with one command that always fails, `retries = 0`, in a queue of its own.
+fn failing_module(task: &str, queue: &str) -> String {
+    let dir = std::env::temp_dir().join(unique("failing_module"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let module = dir.join("fail.toml");
+    std::fs::write(
+        &module,
+        format!(
+            "[tasks.\"{task}\"]\ncommand = [\"sh\", \"-c\", \"echo 'doomed: no such mailbox' >&2; echo second line >&2; exit 3\"]\nqueue = \"{queue}\"\nretries = 0\n"
+        ),
+    )
+    .unwrap();
+    module.to_string_lossy().into_owned()
+}
+
+/// The new user's run: a job enqueued by name before any worker published its module (so it
+/// took the system defaults: 3 retries, queue `default`), then a worker of that module. The job
+/// follows the task's published options (its queue, no retries): one attempt, dead-lettered,
+/// and the worker says so on standard error. Returns the job's id and the worker's stderr.
+fn fail_once_before_publishing(env: &[(&str, &str)]) -> (String, String, String) {
+    let task = format!("log.fail_{}", unique("t").replace('-', "_"));
+    let queue = unique("logs");
+    let module = failing_module(&task, &queue);
+    let id = soniq(&["enqueue", &task]).ok().stdout.trim().to_string();
+    let worker = soniq_with(
+        &[
+            "worker",
+            "--run-once",
+            "--queues",
+            &queue,
+            "--jobs-modules",
+            &module,
+        ],
+        env,
+    )
+    .ok();
+    let job = soniq(&["inspect", &id, "--json"]).ok().json();
+    assert_eq!(job["status"], "dead", "{job}");
+    assert_eq!(job["attempts"], 1, "ran more than once: {job}");
+    assert_eq!(job["max_attempts"], 1, "{job}");
+    assert!(
+        !worker.stderr.contains('\u{1b}'),
+        "escape codes without a terminal: {}",
+        worker.stderr
+    );
+    (task, id, worker.stderr)
+}
+
+#[test]
+fn a_failing_job_enqueued_before_its_worker_runs_once_and_the_failure_is_logged() {
+    let (task, id, log) = fail_once_before_publishing(&[]);
+    let line = log
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains(&id))
+        .unwrap_or_else(|| panic!("no warn line for job {id}:\n{log}"));
+    assert!(line.contains(&task), "{line}");
+    assert!(line.contains("doomed: no such mailbox"), "{line}");
+    assert!(
+        !line.contains("second line"),
+        "more than the first line: {line}"
+    );
+    assert!(line.contains("dead letter"), "{line}");
+    assert!(log.contains("worker started"), "{log}");
+
+    // The same as JSON: one object per line, the fields by name.
+    let (task, id, log) = fail_once_before_publishing(&[("SONIQ_LOG_FORMAT", "json")]);
+    let events: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let failure = events
+        .iter()
+        .find(|e| e["job_id"] == id.as_str())
+        .unwrap_or_else(|| panic!("no event for job {id}: {log}"));
+    assert_eq!(failure["level"], "WARN");
+    assert_eq!(failure["task"], task.as_str());
+    assert_eq!(failure["attempt"], 1);
+    assert_eq!(failure["max_attempts"], 1);
+    assert_eq!(failure["error"], "exit status 3: doomed: no such mailbox");
+    assert!(failure["duration_ms"].is_u64(), "{failure}");
+    assert!(events.iter().any(|e| e["message"] == "worker started"));
+
+    // SONIQ_LOG=error silences the warnings.
+    let (_, id, log) = fail_once_before_publishing(&[("SONIQ_LOG", "error")]);
+    assert!(!log.contains(&id) && !log.contains("WARN"), "{log}");
+}
+
+#[test]
+fn log_settings_are_checked() {
+    let bad = soniq_with(&["status"], &[("SONIQ_LOG_FORMAT", "yaml")]);
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr.contains("SONIQ_LOG_FORMAT must be text or json"),
+        "{}",
+        bad.stderr
+    );
+    let bad = soniq_with(&["status"], &[("SONIQ_LOG", "soniq_runner=loudly")]);
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr.contains("SONIQ_LOG must be a level"),
+        "{}",
+        bad.stderr
+    );
+}
+
+/// `soniq setup --jobs-modules` publishes a module's options before any worker runs, and
+/// `soniq enqueue --jobs-modules` too: the job is enqueued with them.
+#[test]
+fn setup_and_enqueue_publish_a_modules_options() {
+    let task = format!("log.publish_{}", unique("t").replace('-', "_"));
+    let queue = unique("published");
+    let module = failing_module(&task, &queue);
+    let setup = soniq(&["setup", "--jobs-modules", &module]).ok();
+    assert!(
+        setup.stdout.contains("published the options of 1 tasks"),
+        "{}",
+        setup.stdout
+    );
+    let id = soniq(&["enqueue", &task]).ok().stdout.trim().to_string();
+    let job = soniq(&["inspect", &id, "--json"]).ok().json();
+    assert_eq!(
+        (job["queue"].as_str(), job["max_attempts"].as_i64()),
+        (Some(queue.as_str()), Some(1))
+    );
+
+    let task = format!("log.publish_{}", unique("t").replace('-', "_"));
+    let queue = unique("published");
+    let module = failing_module(&task, &queue);
+    let id = soniq(&["enqueue", &task, "--jobs-modules", &module])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let job = soniq(&["inspect", &id, "--json"]).ok().json();
+    assert_eq!(job["queue"], queue.as_str(), "{job}");
 }

@@ -297,6 +297,8 @@ pub struct EnqueueArgs {
     /// At most one queued job per key.
     #[arg(long)]
     dedup_key: Option<String>,
+    #[command(flatten)]
+    pub modules: super::ModulesArg,
 }
 
 fn parse_at(text: &str) -> Result<SystemTime, Failure> {

@@ -16,6 +16,7 @@
 mod admin;
 mod bench;
 mod dead_letter;
+mod logs;
 mod output;
 mod schedule;
 mod worker;
@@ -48,8 +49,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create the database if missing, install or update the extension, check the control plane.
-    Setup,
+    /// Create the database if missing, install or update the extension, check the control
+    /// plane, and publish the task options of the jobs modules.
+    Setup(ModulesArg),
     /// Run a worker: the handlers of this binary and of the jobs modules.
     Worker(worker::WorkerArgs),
     /// Look at and act on dead jobs.
@@ -78,6 +80,38 @@ enum Command {
 enum JobsCommand {
     /// Newest first.
     List(admin::JobsListArgs),
+}
+
+/// `--jobs-modules`: TOML modules of command handlers, added to SONIQ_JOBS_MODULES.
+#[derive(Args, Default)]
+pub struct ModulesArg {
+    /// Comma-separated TOML jobs modules, added to SONIQ_JOBS_MODULES.
+    #[arg(long, value_delimiter = ',')]
+    pub jobs_modules: Vec<String>,
+}
+
+impl ModulesArg {
+    /// The modules named by SONIQ_JOBS_MODULES, then by the flag.
+    fn paths(&self) -> Vec<String> {
+        let mut modules: Vec<String> = std::env::var("SONIQ_JOBS_MODULES")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map(str::to_string)
+            .collect();
+        modules.extend(self.jobs_modules.iter().cloned());
+        modules
+    }
+
+    /// Load the modules' handlers into `app` and publish their options (a deploy can do this
+    /// before the first enqueue; jobs enqueued earlier follow the options all the same).
+    async fn publish(&self, app: &mut Soniq) -> Result<usize, Failure> {
+        let modules = self.paths();
+        crate::command_handlers::load_modules(app, &modules)?;
+        app.publish_tasks().await?;
+        Ok(app.handlers.registry.tasks.len())
+    }
 }
 
 /// The `--args` flag: a JSON object (a usage error otherwise).
@@ -127,6 +161,7 @@ struct DeadFilter {
 }
 
 /// A failure to report: its message and exit status.
+#[derive(Debug)]
 struct Failure {
     message: String,
     status: u8,
@@ -164,6 +199,10 @@ type CliResult = Result<(), Failure>;
 /// settings (`SONIQ_*` variables, overridden by flags).
 pub fn main_with(build: impl FnOnce(Settings) -> crate::Result<Soniq>) -> ExitCode {
     let cli = Cli::parse();
+    if let Err(failure) = logs::install() {
+        eprintln!("error: {}", failure.message);
+        return ExitCode::from(failure.status);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -207,12 +246,22 @@ async fn run(cli: Cli, build: impl FnOnce(Settings) -> crate::Result<Soniq>) -> 
             settings.concurrency = concurrency;
         }
     }
-    if let Command::Setup = cli.command {
-        return admin::setup(&settings, &out).await;
+    if let Command::Setup(modules) = &cli.command {
+        admin::setup(&settings, &out).await?;
+        if !modules.paths().is_empty() {
+            let published = modules.publish(&mut build(settings)?).await?;
+            if !out.json {
+                println!("published the options of {published} tasks");
+            }
+        }
+        return Ok(());
     }
     let mut app = build(settings)?;
+    if let Command::Enqueue(args) = &cli.command {
+        args.modules.publish(&mut app).await?;
+    }
     match cli.command {
-        Command::Setup => unreachable!("handled above"),
+        Command::Setup(_) => unreachable!("handled above"),
         Command::Worker(args) => worker::run(&mut app, args, &out).await,
         Command::DeadLetter(command) => dead_letter::run(&app, command, &out).await,
         Command::Schedule(command) => schedule::run(&app, command, &out).await,

@@ -85,38 +85,11 @@ fn strip_color(cell: &str) -> String {
     out
 }
 
-/// The URL with its password replaced by `***`.
-pub fn mask_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (authority, tail) = match rest.find(['/', '?']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((credentials, host)) => match credentials.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
-    }
-}
+pub use crate::settings::mask_url;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_masked() {
-        assert_eq!(
-            mask_url("postgres://app:s3cret@db:5432/x"),
-            "postgres://app:***@db:5432/x"
-        );
-        assert_eq!(mask_url("postgres://app@db/x"), "postgres://app@db/x");
-        assert_eq!(mask_url("postgresql://u:p@h"), "postgresql://u:***@h");
-        assert_eq!(mask_url("host=db user=app"), "host=db user=app");
-    }
 
     #[test]
     fn colour_codes_do_not_count_for_width() {

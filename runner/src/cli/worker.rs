@@ -1,7 +1,7 @@
 //! `soniq worker`: the handlers of this binary plus the command handlers of the jobs modules.
 
 use super::output::Output;
-use super::{CliResult, Failure};
+use super::{CliResult, Failure, ModulesArg};
 use crate::command_handlers::load_modules;
 use crate::{Soniq, WorkerOptions};
 use clap::Args;
@@ -17,21 +17,12 @@ pub struct WorkerArgs {
     /// Run what is due, then exit.
     #[arg(long)]
     pub run_once: bool,
-    /// Comma-separated TOML jobs modules, added to SONIQ_JOBS_MODULES.
-    #[arg(long, value_delimiter = ',')]
-    pub jobs_modules: Vec<String>,
+    #[command(flatten)]
+    pub modules: ModulesArg,
 }
 
 pub async fn run(app: &mut Soniq, args: WorkerArgs, out: &Output) -> CliResult {
-    let mut modules: Vec<String> = std::env::var("SONIQ_JOBS_MODULES")
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|m| !m.is_empty())
-        .map(str::to_string)
-        .collect();
-    modules.extend(args.jobs_modules);
-    load_modules(app, &modules)?;
+    load_modules(app, &args.modules.paths())?;
     if app.handlers.registry.tasks.is_empty() {
         return Err(Failure::usage(
             "no handlers: set SONIQ_JOBS_MODULES or pass --jobs-modules (TOML modules of command handlers)",
@@ -43,14 +34,6 @@ pub async fn run(app: &mut Soniq, args: WorkerArgs, out: &Output) -> CliResult {
         run_once: args.run_once,
         max_jobs: None,
     };
-    if !out.json {
-        eprintln!(
-            "soniq worker: {} tasks ({}), concurrency {}",
-            app.handlers.registry.tasks.len(),
-            app.handlers.registry.names().join(", "),
-            app.settings.concurrency
-        );
-    }
     let report = app.run_worker(options).await?;
     if out.json {
         out.print_json(

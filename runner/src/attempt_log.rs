@@ -1,0 +1,117 @@
+//! A log line for every attempt that did not simply succeed — failed, timed out, given up,
+//! snoozed, cancelled, handed back — with its task, job id, attempt of max, duration and the
+//! first line of its error. A success is a debug line: a busy worker writes nothing per job
+//! at the default level.
+
+use crate::execute::ReportKind;
+use crate::job::JobContext;
+use std::time::Instant;
+use uuid::Uuid;
+
+/// What the log says of one attempt, taken when it starts.
+pub(crate) struct AttemptLog {
+    task: String,
+    job_id: Uuid,
+    attempt: i32,
+    max_attempts: i32,
+    started: Instant,
+}
+
+impl AttemptLog {
+    pub fn start(ctx: &JobContext) -> Self {
+        AttemptLog {
+            task: ctx.job_name.clone(),
+            job_id: ctx.job_id,
+            attempt: ctx.attempt,
+            max_attempts: ctx.max_attempts,
+            started: Instant::now(),
+        }
+    }
+
+    /// Log how the attempt ended.
+    pub fn ended(&self, kind: &ReportKind) {
+        let (task, job_id) = (self.task.as_str(), self.job_id.to_string());
+        let (attempt, max_attempts) = (self.attempt, self.max_attempts);
+        let duration_ms = self.started.elapsed().as_millis() as u64;
+        match kind {
+            ReportKind::Done(_) => {
+                tracing::debug!(
+                    task,
+                    job_id,
+                    attempt,
+                    max_attempts,
+                    duration_ms,
+                    "attempt done"
+                )
+            }
+            ReportKind::Fail { error, reason, .. } => {
+                let error = first_line(error);
+                let last = attempt >= max_attempts;
+                let message = match (*reason, last) {
+                    (Some("timeout"), false) => "attempt timed out; it will be retried".to_string(),
+                    (Some("timeout"), true) => {
+                        "attempt timed out, the last one; the job goes to the dead letter".into()
+                    }
+                    (Some(given_up), _) => {
+                        format!("attempt failed ({given_up}); the job goes to the dead letter")
+                    }
+                    (None, false) => "attempt failed; it will be retried".into(),
+                    (None, true) => {
+                        "attempt failed, the last one; the job goes to the dead letter".into()
+                    }
+                };
+                tracing::warn!(
+                    task,
+                    job_id,
+                    attempt,
+                    max_attempts,
+                    duration_ms,
+                    error,
+                    "{message}"
+                );
+            }
+            ReportKind::Snooze { delay, reason } => {
+                let delay_s = delay.as_secs_f64();
+                let reason = reason.as_deref().unwrap_or("");
+                tracing::info!(
+                    task,
+                    job_id,
+                    attempt,
+                    max_attempts,
+                    duration_ms,
+                    delay_s,
+                    reason,
+                    "attempt snoozed (no attempt used)"
+                );
+            }
+            ReportKind::Abort(reason) => {
+                let reason = first_line(reason);
+                tracing::info!(
+                    task,
+                    job_id,
+                    attempt,
+                    max_attempts,
+                    duration_ms,
+                    reason,
+                    "job cancelled"
+                );
+            }
+        }
+    }
+}
+
+/// The first line of a message (errors can carry whole stack traces).
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_line;
+
+    #[test]
+    fn the_first_line_of_an_error() {
+        assert_eq!(first_line("boom\n  at line 3"), "boom");
+        assert_eq!(first_line(""), "");
+    }
+}
