@@ -270,11 +270,7 @@ fn an_update_brings_out_of_range_rows_into_range() {
 
 fn as_postgres(program: &str, args: &[&str]) {
     let status = Command::new("sudo")
-        .args([
-            "-u",
-            "postgres",
-            &format!("/usr/lib/postgresql/15/bin/{program}"),
-        ])
+        .args(["-u", "postgres", &common::pg_program(program)])
         .args(args)
         .stdout(Stdio::null())
         .status()
@@ -337,7 +333,7 @@ impl Drop for FreshCluster {
             .args([
                 "-u",
                 "postgres",
-                "/usr/lib/postgresql/15/bin/pg_ctl",
+                &common::pg_program("pg_ctl"),
                 "-D",
                 &data,
                 "-m",
@@ -362,7 +358,7 @@ fn pg_dump_restores_every_job_into_a_fresh_cluster() {
     let dump = format!("{}/dump", target.dir);
     let source_url = database_url_for(&common::database_url(), &source.name);
     let target_base = format!("postgres://postgres@localhost:{}/postgres", target.port);
-    let status = Command::new("pg_dump")
+    let status = Command::new(common::pg_program("pg_dump"))
         .args(["-Fc", "-f", &dump, "-d", &source_url])
         .status()
         .unwrap();
@@ -371,7 +367,7 @@ fn pg_dump_restores_every_job_into_a_fresh_cluster() {
         .batch_execute("CREATE DATABASE restored")
         .unwrap();
     let target_url = database_url_for(&target_base, "restored");
-    let status = Command::new("pg_restore")
+    let status = Command::new(common::pg_program("pg_restore"))
         .args(["--exit-on-error", "-d", &target_url, &dump])
         .status()
         .unwrap();

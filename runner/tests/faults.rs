@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{database_url, unique};
+use common::{database_url, pg_program, unique};
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -250,7 +250,7 @@ fn pg_ctl(args: &[&str]) {
         .args([
             "-u",
             "postgres",
-            "/usr/lib/postgresql/15/bin/pg_ctl",
+            &pg_program("pg_ctl"),
             "-D",
             &data,
             "-w",

@@ -1,8 +1,14 @@
-# Sourced by scripts/test and scripts/test-faults: the test cluster (port 5489, /tmp/soniq-test)
-# whose control plane serves database soniq_e2e with short timeouts, so tests see rescues and
-# schedules within seconds. The development cluster is left alone.
-export SONIQ_DEV_DIR=${SONIQ_TEST_DIR:-/tmp/soniq-test}
-export SONIQ_DEV_PORT=${SONIQ_TEST_PORT:-5489}
+# Sourced by scripts/test and scripts/test-faults: the test cluster of $SONIQ_PG (15: port 5489,
+# /tmp/soniq-test; 18: port 5499, /tmp/soniq-test-18) whose control plane serves database
+# soniq_e2e with short timeouts, so tests see rescues and schedules within seconds. The
+# development cluster is left alone.
+. scripts/lib/pg.sh
+case "$SONIQ_PG" in
+    15) default_port=5489 default_dir=/tmp/soniq-test ;;
+    18) default_port=5499 default_dir=/tmp/soniq-test-18 ;;
+esac
+export SONIQ_DEV_DIR=${SONIQ_TEST_DIR:-$default_dir}
+export SONIQ_DEV_PORT=${SONIQ_TEST_PORT:-$default_port}
 export SONIQ_DEV_DB=soniq_e2e
 export SONIQ_DEV_SETTINGS="soniq.tick_interval = 2s
 soniq.heartbeat_timeout = 2s

@@ -14,6 +14,13 @@ pub fn database_url() -> String {
     )
 }
 
+/// A program of the PostgreSQL version under test (SONIQ_PG_BINDIR, set by scripts/test).
+pub fn pg_program(name: &str) -> String {
+    let bindir = std::env::var("SONIQ_PG_BINDIR")
+        .expect("SONIQ_PG_BINDIR must name the PostgreSQL programs' folder; run scripts/test");
+    format!("{bindir}/{name}")
+}
+
 pub fn connect() -> Client {
     Client::connect(&database_url(), NoTls).expect("connect to the test database")
 }

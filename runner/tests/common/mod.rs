@@ -11,6 +11,13 @@ pub fn database_url() -> String {
         .expect("SONIQ_TEST_DATABASE_URL names the test database; run scripts/test")
 }
 
+/// A program of the PostgreSQL version under test (SONIQ_PG_BINDIR, set by scripts/test).
+pub fn pg_program(name: &str) -> String {
+    let bindir = std::env::var("SONIQ_PG_BINDIR")
+        .expect("SONIQ_PG_BINDIR must name the PostgreSQL programs' folder; run scripts/test");
+    format!("{bindir}/{name}")
+}
+
 /// A name no other test or run uses (queues and task names keep tests apart).
 pub fn unique(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
