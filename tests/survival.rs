@@ -1,12 +1,15 @@
-//! Data survives operations: an extension update from the previous version, and pg_dump
+//! Data survives operations: an extension update from each earlier version, and pg_dump
 //! restored into a fresh cluster. Both start from a database holding queued, processing,
 //! scheduled, done and dead jobs, a task, a worker and a schedule.
 #![cfg(feature = "e2e")]
 
 mod common;
 
-use postgres::{Client, NoTls};
-use std::process::{Command, Stdio};
+use common::cluster::Cluster;
+use common::connect_to;
+use common::sample::{fill, rows, rows_without, run_the_queued_job, ADDED_COLUMNS};
+use postgres::Client;
+use std::process::Command;
 
 /// The versions before this one: their install scripts are kept in sql/previous/, and an
 /// update from each (through every update script after it) must reach this version.
@@ -44,66 +47,6 @@ impl Drop for Scratch {
 fn database_url_for(url: &str, name: &str) -> String {
     let (base, _) = url.rsplit_once('/').unwrap();
     format!("{base}/{name}")
-}
-
-fn connect_to(url: &str) -> Client {
-    Client::connect(url, NoTls).unwrap_or_else(|e| panic!("connect to {url}: {e}"))
-}
-
-/// One of every kind of row, through the API (the same calls on both versions).
-fn fill(client: &mut Client) {
-    client
-        .batch_execute(
-            "SELECT soniq.register_task('keep.task', '{\"retries\": 2, \"priority\": 5}');
-             SELECT soniq.enqueue('keep.task', '{\"state\": \"queued\"}');
-             SELECT soniq.enqueue('keep.later', '{\"state\": \"scheduled\"}', scheduled_at => now() + interval '1 day');
-             SELECT soniq.enqueue('keep.running', '{\"state\": \"processing\"}', queue => 'keep_running');
-             SELECT soniq.enqueue('keep.done', '{\"state\": \"done\"}', queue => 'keep_done');
-             SELECT soniq.dead_letter_move(soniq.enqueue('keep.dead', '{\"state\": \"dead\"}'), 'kept');
-             SELECT soniq.schedule_add('keep.hourly', every => interval '1 hour');
-             SELECT soniq.pause_queue('keep_paused');
-             CREATE TEMP TABLE w AS SELECT soniq.register_worker('host', 1, ARRAY['keep_running', 'keep_done']) AS id;
-             SELECT count(*) FROM soniq.claim((SELECT id FROM w), ARRAY['keep_running']);
-             SELECT soniq.complete(c.id, (SELECT id FROM w), c.attempt, '{\"ok\": true}')
-               FROM soniq.claim((SELECT id FROM w), ARRAY['keep_done']) c;",
-        )
-        .unwrap();
-}
-
-/// Columns added since the earliest previous version: an update fills them for old rows
-/// (NULL: the row predates logins being recorded), so they are left out when rows are
-/// compared across an update.
-const ADDED_COLUMNS: [&str; 4] = ["enqueued_by", "inherited", "task_names", "registered_by"];
-
-/// Every row of every table, as text (without `skip`'s columns).
-fn rows_without(client: &mut Client, skip: &[&str]) -> String {
-    let tables = [
-        "jobs",
-        "workers",
-        "dead_letter_jobs",
-        "tasks",
-        "queues",
-        "schedules",
-    ];
-    let mut all = String::new();
-    for table in tables {
-        let text: String = client
-            .query_one(
-                &format!("SELECT '{table}: ' || coalesce(string_agg(r::text, E'\\n' ORDER BY r::text), '')
-                            FROM (SELECT to_jsonb(t) - $1::text[] AS r FROM soniq.{table} t) t"),
-                &[&skip],
-            )
-            .unwrap()
-            .get(0);
-        all.push_str(&text);
-        all.push('\n');
-    }
-    all
-}
-
-/// Every row of every table, as text.
-fn rows(client: &mut Client) -> String {
-    rows_without(client, &[])
 }
 
 /// The extension's objects as the catalogs describe them: functions (signature, body,
@@ -149,19 +92,6 @@ SELECT string_agg(x, E'\\n' ORDER BY x) FROM (
   UNION ALL
   SELECT format('schema acl=%s', n.nspacl) FROM pg_namespace n WHERE n.nspname = 'soniq'
 ) f(x)";
-
-/// Claim and complete the queued job `fill` made; returns how many were completed.
-fn run_the_queued_job(client: &mut Client) -> i64 {
-    client
-        .query_one(
-            "SELECT count(soniq.complete(c.id, r.w, c.attempt))
-               FROM (SELECT soniq.register_worker() AS w) r,
-                    LATERAL soniq.claim(r.w, task_names => ARRAY['keep.task']) c",
-            &[],
-        )
-        .unwrap()
-        .get(0)
-}
 
 fn schema(client: &mut Client) -> String {
     client.query_one(SCHEMA, &[]).unwrap().get(0)
@@ -268,83 +198,6 @@ fn an_update_brings_out_of_range_rows_into_range() {
     );
 }
 
-fn as_postgres(program: &str, args: &[&str]) {
-    let status = Command::new("sudo")
-        .args(["-u", "postgres", &common::pg_program(program)])
-        .args(args)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap_or_else(|e| panic!("run {program}: {e}"));
-    assert!(status.success(), "{program} {args:?} failed");
-}
-
-/// A throwaway cluster (initdb, no preloading), stopped and removed when dropped.
-struct FreshCluster {
-    dir: String,
-    port: u16,
-}
-
-impl FreshCluster {
-    fn start(port: u16) -> Self {
-        let dir = format!("/tmp/soniq-restore-{}", std::process::id());
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let chown = Command::new("chown")
-            .args(["postgres", &dir])
-            .status()
-            .unwrap();
-        assert!(chown.success());
-        let data = format!("{dir}/data");
-        as_postgres(
-            "initdb",
-            &[
-                "-D",
-                &data,
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--locale=C.UTF-8",
-            ],
-        );
-        let options = format!("-p {port} -k {dir} -c listen_addresses=localhost");
-        as_postgres(
-            "pg_ctl",
-            &[
-                "-D",
-                &data,
-                "-w",
-                "-l",
-                &format!("{dir}/log"),
-                "-o",
-                &options,
-                "start",
-            ],
-        );
-        FreshCluster { dir, port }
-    }
-}
-
-impl Drop for FreshCluster {
-    fn drop(&mut self) {
-        let data = format!("{}/data", self.dir);
-        let _ = Command::new("sudo")
-            .args([
-                "-u",
-                "postgres",
-                &common::pg_program("pg_ctl"),
-                "-D",
-                &data,
-                "-m",
-                "immediate",
-                "stop",
-            ])
-            .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[test]
 fn pg_dump_restores_every_job_into_a_fresh_cluster() {
     let source = Scratch::new("dumped");
@@ -354,7 +207,8 @@ fn pg_dump_restores_every_job_into_a_fresh_cluster() {
     let before = rows(&mut client);
     let source_schema = schema(&mut client);
 
-    let target = FreshCluster::start(5491);
+    let target = Cluster::init(&common::pg_bindir(), "restore", 5491);
+    target.start(&[]);
     let dump = format!("{}/dump", target.dir);
     let source_url = database_url_for(&common::database_url(), &source.name);
     let target_base = format!("postgres://postgres@localhost:{}/postgres", target.port);

@@ -3,6 +3,9 @@
 //! application and a runner would. Each test binary uses only some of these helpers.
 #![allow(dead_code)]
 
+pub mod cluster;
+pub mod sample;
+
 use postgres::{Client, NoTls};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::sleep;
@@ -14,15 +17,24 @@ pub fn database_url() -> String {
     )
 }
 
-/// A program of the PostgreSQL version under test (SONIQ_PG_BINDIR, set by scripts/test).
+/// The programs' folder of the PostgreSQL version under test (SONIQ_PG_BINDIR, set by
+/// scripts/test).
+pub fn pg_bindir() -> String {
+    std::env::var("SONIQ_PG_BINDIR")
+        .expect("SONIQ_PG_BINDIR must name the PostgreSQL programs' folder; run scripts/test")
+}
+
+/// A program of the PostgreSQL version under test.
 pub fn pg_program(name: &str) -> String {
-    let bindir = std::env::var("SONIQ_PG_BINDIR")
-        .expect("SONIQ_PG_BINDIR must name the PostgreSQL programs' folder; run scripts/test");
-    format!("{bindir}/{name}")
+    format!("{}/{name}", pg_bindir())
 }
 
 pub fn connect() -> Client {
     Client::connect(&database_url(), NoTls).expect("connect to the test database")
+}
+
+pub fn connect_to(url: &str) -> Client {
+    Client::connect(url, NoTls).unwrap_or_else(|e| panic!("connect to {url}: {e}"))
 }
 
 /// A name no other test (or earlier run) uses, so tests sharing a database stay apart.
