@@ -42,13 +42,29 @@ impl fmt::Display for Error {
             Error::Config(message) | Error::Invalid(message) => f.write_str(message),
             Error::Database(e) => match e.as_db_error() {
                 Some(db) => write!(f, "{} ({})", db.message(), db.code().code()),
-                None => write!(f, "database error: {e}"),
+                None => write!(f, "database error: {}", with_causes(e)),
             },
-            Error::Pool(e) => write!(f, "no database connection: {e}"),
+            Error::Pool(e) => write!(f, "no database connection: {}", with_causes(e)),
             #[cfg(feature = "sqlx")]
             Error::Sqlx(e) => write!(f, "{e}"),
         }
     }
+}
+
+/// An error and what caused it, `outer: inner: ...`: "error connecting to server" alone
+/// does not say the connection was refused, or why.
+pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let said = inner.to_string();
+        if !text.ends_with(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = inner.source();
+    }
+    text
 }
 
 impl std::error::Error for Error {
@@ -85,5 +101,32 @@ impl From<sqlx::Error> for Error {
 impl From<soniq_cron::CronError> for Error {
     fn from(e: soniq_cron::CronError) -> Self {
         Error::Invalid(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_causes;
+
+    #[test]
+    fn an_error_says_what_caused_it() {
+        let refused =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("error connecting to server")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        assert_eq!(
+            with_causes(&Outer(refused)),
+            "error connecting to server: Connection refused"
+        );
     }
 }

@@ -1045,3 +1045,26 @@ fn setup_and_enqueue_publish_a_modules_options() {
     let job = soniq(&["inspect", &id, "--json"]).ok().json();
     assert_eq!(job["queue"], queue.as_str(), "{job}");
 }
+
+/// A server that is not there: the error says which server and why, not just "error
+/// connecting to server".
+#[test]
+fn a_failed_connection_names_the_server_and_the_cause() {
+    let closed = "postgres://app:s3cret@localhost:1/nowhere";
+    for args in [vec!["status"], vec!["setup"]] {
+        let run = soniq_with(&args, &[("SONIQ_DATABASE_URL", closed)]);
+        assert_eq!(run.code, 1, "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("Connection refused"),
+            "{args:?}: {}",
+            run.stderr
+        );
+        assert!(
+            run.stderr
+                .contains("postgres://app:***@localhost:1/nowhere"),
+            "{args:?}: {}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("s3cret"), "{}", run.stderr);
+    }
+}

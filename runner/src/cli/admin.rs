@@ -2,6 +2,7 @@
 
 use super::output::{mask_url, Output};
 use super::{args_object, connect, time, CliResult, Failure};
+use crate::error::with_causes;
 use crate::jobs::{JobFilter, JobInfo, JobStatus};
 use crate::time::rfc3339_json;
 use crate::{Settings, Soniq};
@@ -35,8 +36,9 @@ pub async fn setup(settings: &Settings, out: &Output) -> CliResult {
             maintenance.dbname("postgres");
             let (admin, connection) = maintenance.connect(NoTls).await.map_err(|e| {
                 Failure::new(format!(
-                    "cannot connect to {} to create the database: {e}",
-                    mask_url(url)
+                    "cannot connect to {} to create the database: {}",
+                    mask_url(url),
+                    with_causes(&e)
                 ))
             })?;
             tokio::spawn(connection);
@@ -45,14 +47,19 @@ pub async fn setup(settings: &Settings, out: &Output) -> CliResult {
                 .await
                 .map_err(|e| Failure::new(format!("cannot create database {database}: {e}")))?;
             report.push(format!("created database {database}"));
-            connect(url)
-                .await
-                .map_err(|e| Failure::new(format!("cannot connect to {}: {e}", mask_url(url))))?
+            connect(url).await.map_err(|e| {
+                Failure::new(format!(
+                    "cannot connect to {}: {}",
+                    mask_url(url),
+                    with_causes(&e)
+                ))
+            })?
         }
         Err(e) => {
             return Err(Failure::new(format!(
-                "cannot connect to {}: {e}",
-                mask_url(url)
+                "cannot connect to {}: {}",
+                mask_url(url),
+                with_causes(&e)
             )))
         }
     };

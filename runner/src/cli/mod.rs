@@ -217,6 +217,28 @@ pub fn main_with(build: impl FnOnce(Settings) -> crate::Result<Soniq>) -> ExitCo
 }
 
 async fn run(cli: Cli, build: impl FnOnce(Settings) -> crate::Result<Soniq>) -> CliResult {
+    let url = cli
+        .database_url
+        .clone()
+        .or_else(|| std::env::var("SONIQ_DATABASE_URL").ok())
+        .unwrap_or_default();
+    // A failed connection says which server it tried (the driver's message does not).
+    dispatch(cli, build).await.map_err(|failure| {
+        let named = mask_url(&url);
+        if failure.message.contains("error connecting to server")
+            && !failure.message.contains(&named)
+        {
+            Failure {
+                message: format!("{} (database {named})", failure.message),
+                ..failure
+            }
+        } else {
+            failure
+        }
+    })
+}
+
+async fn dispatch(cli: Cli, build: impl FnOnce(Settings) -> crate::Result<Soniq>) -> CliResult {
     let mut settings = Settings::from_env()?;
     if let Command::Bench(args) = cli.command {
         settings.database_url = cli
