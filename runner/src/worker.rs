@@ -630,6 +630,10 @@ async fn heartbeat(shared: &Shared, options: &WorkerOptions) {
 /// One maintenance round (every `SONIQ_CLEANUP_INTERVAL`): the control plane's rescue and
 /// pruning, done from the worker too, so they happen where no control plane serves the
 /// database (the rounds lock with SKIP LOCKED, so running both is harmless).
+/// Finished jobs deleted per pruning transaction, and transactions per maintenance round.
+const PRUNE_BATCH_SIZE: i32 = 1000;
+const PRUNE_BATCHES_PER_ROUND: usize = 10;
+
 async fn maintain(pool: &Pool, heartbeat_timeout: Duration) {
     let round = async {
         let client = pool.get().await?;
@@ -640,7 +644,17 @@ async fn maintain(pool: &Pool, heartbeat_timeout: Duration) {
                 &[&seconds],
             )
             .await?;
-        client.execute("SELECT soniq.prune_jobs()", &[]).await?;
+        // As the control plane prunes: one batch a transaction, so a backlog of finished jobs
+        // never becomes one long transaction, at most PRUNE_BATCHES_PER_ROUND a round.
+        let batch = client
+            .prepare("SELECT soniq.prune_jobs(batch_size => $1, max_batches => 1)")
+            .await?;
+        for _ in 0..PRUNE_BATCHES_PER_ROUND {
+            let pruned: i64 = client.query_one(&batch, &[&PRUNE_BATCH_SIZE]).await?.get(0);
+            if pruned < i64::from(PRUNE_BATCH_SIZE) {
+                break;
+            }
+        }
         Ok::<_, Error>(())
     };
     if let Err(e) = round.await {

@@ -456,7 +456,7 @@ async fn enqueue_refuses_bad_input_before_the_database() {
 /// In a database no control plane serves, a worker's own maintenance rounds take back the
 /// jobs of dead workers (SONIQ_HEARTBEAT_TIMEOUT, every SONIQ_CLEANUP_INTERVAL).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_rescues_dead_workers_jobs_where_no_control_plane_runs() {
+async fn a_worker_rescues_and_prunes_where_no_control_plane_runs() {
     let database = fresh_database("unserved").await;
     let client = &database.client;
     // A worker that claimed a job and died long ago.
@@ -471,6 +471,16 @@ async fn a_worker_rescues_dead_workers_jobs_where_no_control_plane_runs() {
         .get(0);
     client
         .batch_execute("UPDATE soniq.workers SET last_heartbeat = now() - interval '1 hour'")
+        .await
+        .unwrap();
+    // Finished jobs past their result TTL, more than one pruning batch (test shortcut: rows
+    // written directly).
+    client
+        .batch_execute(
+            "INSERT INTO soniq.jobs (task_name, status, worker_id, finished_at, expires_at)
+             SELECT 'old.done', 'done', soniq.uuid_v7(), now() - interval '2 hours', now() - interval '1 hour'
+               FROM generate_series(1, 2500)",
+        )
         .await
         .unwrap();
 
@@ -503,6 +513,18 @@ async fn a_worker_rescues_dead_workers_jobs_where_no_control_plane_runs() {
         status().await,
         "queued",
         "the dead worker's job was taken back"
+    );
+    let left: i64 = client
+        .query_one(
+            "SELECT count(*) FROM soniq.jobs WHERE task_name = 'old.done'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        left, 0,
+        "the round pruned every expired job, a batch per transaction"
     );
     drop(soniq);
     drop_database(database).await;
