@@ -1166,8 +1166,9 @@ BEGIN
 END
 $$;
 
--- queue_stats: counts of one queue (or of all when queue is NULL). queued, processing
--- read only small partial indexes; done and cancelled rows are bounded by their TTL.
+-- queue_stats: counts of one queue (or of all when queue is NULL), read through the
+-- (queue, status) index: every row of the queue is counted, so it costs what the queue holds
+-- (done and cancelled rows are bounded by their TTL and the retention).
 CREATE FUNCTION soniq.queue_stats(queue text DEFAULT NULL) RETURNS TABLE (
     total       bigint,
     queued      bigint,

@@ -1,6 +1,7 @@
 -- Soniq schema: the tables behind the SQL API.
 --
--- Only the functions in sql/api.sql write these tables (one seam for state).
+-- Only the functions in sql/api.sql and sql/control_plane.sql write these tables (one seam
+-- for state).
 -- Every table is registered with pg_extension_config_dump so pg_dump keeps the rows.
 
 -- uuid_v7: time-ordered ids (RFC 9562, with the sub-millisecond clock in the 12 bits after

@@ -1,8 +1,8 @@
 -- Bad input: every entry point refuses it with a clear message and a standard SQLSTATE,
+-- and the database is left exactly as it was (checked with a fingerprint of every table).
 -- Each file starts from a fresh install.
 DROP EXTENSION IF EXISTS soniq CASCADE;
 CREATE EXTENSION soniq;
--- and the database is left exactly as it was (checked with a fingerprint of every table).
 -- An expected error shows its SQLSTATE and message (ids masked, they differ per run).
 \set VERBOSITY sqlstate
 \set error 'SELECT :''LAST_ERROR_SQLSTATE'' AS sqlstate, regexp_replace(:''LAST_ERROR_MESSAGE'', ''[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}'', ''<id>'', ''g'') AS error;'
@@ -12,7 +12,10 @@ CREATE FUNCTION pg_temp.fingerprint() RETURNS text LANGUAGE sql AS $$
         (SELECT string_agg(t::text, ',' ORDER BY t.id) FROM soniq.workers t),
         (SELECT string_agg(t::text, ',' ORDER BY t.id) FROM soniq.dead_letter_jobs t),
         (SELECT string_agg(t::text, ',' ORDER BY t.task_name) FROM soniq.tasks t),
-        (SELECT string_agg(t::text, ',' ORDER BY t.name) FROM soniq.queues t)))
+        (SELECT string_agg(t::text, ',' ORDER BY t.name) FROM soniq.queues t),
+        (SELECT string_agg(t::text, ',' ORDER BY t.name) FROM soniq.schedules t),
+        (SELECT string_agg(t::text, ',' ORDER BY t.task_name, t.queue) FROM soniq.unserved t),
+        (SELECT string_agg(t::text, ',' ORDER BY t.subsystem) FROM soniq.control_plane t)))
 $$;
 -- Some state to protect: a task, a worker holding a job, a queued job, a dead job.
 SELECT soniq.register_task('err.task', '{"retries": 0}');

@@ -24,8 +24,8 @@ pub(crate) type Handler =
 /// Checks JSON arguments against a handler's argument type (the error says why not).
 pub(crate) type ArgsCheck = Arc<dyn Fn(&Value) -> Result<(), String> + Send + Sync>;
 
-/// A task's options, as `@app.job(...)` takes them in the reference docs. Unset options
-/// fall back to the system defaults in the database.
+/// A task's options, published for its jobs (`soniq.register_task`). Unset options fall
+/// back to the system defaults in the database.
 #[derive(Debug, Clone, Default)]
 pub struct TaskOptions {
     pub(crate) queue: Option<String>,

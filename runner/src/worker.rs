@@ -56,7 +56,8 @@ pub struct WorkerOptions {
     pub queues: Option<Vec<String>>,
     /// Run what is due, wait for it to finish, and return when nothing is left.
     pub run_once: bool,
-    /// With `run_once`: stop after this many jobs.
+    /// Stop claiming once this many jobs were started (with or without `run_once`), then
+    /// finish them and return.
     pub max_jobs: Option<usize>,
 }
 
