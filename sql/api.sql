@@ -166,18 +166,23 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- _check_worker_owner: a worker is bound to the login that registered it: another login
--- (admins excepted) is refused 42501 whatever it knows of the worker's id. An unknown worker
--- passes here; the caller says so in its own words.
-CREATE FUNCTION soniq._check_worker_owner(worker_id uuid) RETURNS void
+-- (admins excepted) is refused 42501 whatever it knows of the worker's id. Returns whether the
+-- worker is registered (an unknown one passes: the caller says so in its own words).
+CREATE FUNCTION soniq._check_worker_owner(worker_id uuid) RETURNS boolean
 LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    owner text;
 BEGIN
-    IF EXISTS (SELECT FROM soniq.workers w
-                WHERE w.id = _check_worker_owner.worker_id AND w.registered_by <> session_user)
-       AND NOT soniq._is_admin() THEN
+    SELECT w.registered_by INTO owner FROM soniq.workers w WHERE w.id = _check_worker_owner.worker_id;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF owner <> session_user AND NOT soniq._is_admin() THEN
         RAISE EXCEPTION 'worker % was registered by another login', worker_id
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'A worker''s claims, outcomes and heartbeats come from the login that registered it.';
     END IF;
+    RETURN true;
 END
 $$;
 
@@ -770,14 +775,13 @@ DECLARE
     picked uuid[];
 BEGIN
     PERFORM soniq._require(claim.worker_id, 'worker_id');
-    PERFORM soniq._check_worker_owner(claim.worker_id);
     PERFORM soniq._check_filter(claim.queues, 'queues');
     PERFORM soniq._check_filter(claim.task_names, 'task_names');
     IF batch_size IS NULL OR batch_size NOT BETWEEN 1 AND 10000 THEN
         RAISE EXCEPTION 'batch_size must be between 1 and 10000, got %', coalesce(batch_size::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF NOT EXISTS (SELECT FROM soniq.workers w WHERE w.id = claim.worker_id) THEN
+    IF NOT soniq._check_worker_owner(claim.worker_id) THEN
         RAISE EXCEPTION 'worker % is not registered', claim.worker_id
             USING ERRCODE = 'no_data_found', HINT = 'Call soniq.register_worker() first.';
     END IF;
@@ -896,7 +900,8 @@ $$;
 
 -- _fail: the one implementation behind fail and fail_many. Returns the job's new state
 -- ('queued', 'dead', or 'merged' when a queued duplicate runs instead: see _requeue), or NULL
--- when the lease is not current. The error is stored up to 8192 characters.
+-- when the lease is not current. The error is stored up to 8192 characters. Its callers
+-- check the worker's login (_check_worker_owner) once per call.
 CREATE FUNCTION soniq._fail(job_id uuid, worker_id uuid, attempt int, error text, retry_in interval, reason text)
 RETURNS text
 LANGUAGE plpgsql VOLATILE AS $$
@@ -906,7 +911,6 @@ DECLARE
 BEGIN
     PERFORM soniq._require(job_id, 'job_id');
     PERFORM soniq._require(worker_id, 'worker_id');
-    PERFORM soniq._check_worker_owner(worker_id);
     PERFORM soniq._require(attempt, 'attempt');
     PERFORM soniq._require(error, 'error');
     PERFORM soniq._check_size(error, 'error', 65536);
@@ -957,6 +961,7 @@ LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     outcome text;
 BEGIN
+    PERFORM soniq._check_worker_owner(worker_id);
     outcome := soniq._fail(job_id, worker_id, attempt, error, retry_in, reason);
     IF outcome IS NULL THEN
         PERFORM soniq._lease_refused(job_id, worker_id, attempt);
@@ -980,6 +985,7 @@ BEGIN
     PERFORM soniq._require(job_ids, 'job_ids');
     PERFORM soniq._require(fail_many.attempts, 'attempts');
     PERFORM soniq._require(errors, 'errors');
+    PERFORM soniq._check_worker_owner(fail_many.worker_id);  -- once, not per job
     IF cardinality(job_ids) <> cardinality(fail_many.attempts)
        OR cardinality(job_ids) <> cardinality(errors)
        OR cardinality(job_ids) <> coalesce(cardinality(fail_many.retry_in), cardinality(job_ids))

@@ -156,16 +156,21 @@ CREATE OR REPLACE FUNCTION soniq._is_admin() RETURNS boolean
 LANGUAGE sql STABLE AS $$
     SELECT pg_catalog.pg_has_role(session_user, 'soniq_admin', 'MEMBER')
 $$;
-CREATE OR REPLACE FUNCTION soniq._check_worker_owner(worker_id uuid) RETURNS void
+CREATE OR REPLACE FUNCTION soniq._check_worker_owner(worker_id uuid) RETURNS boolean
 LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    owner text;
 BEGIN
-    IF EXISTS (SELECT FROM soniq.workers w
-                WHERE w.id = _check_worker_owner.worker_id AND w.registered_by <> session_user)
-       AND NOT soniq._is_admin() THEN
+    SELECT w.registered_by INTO owner FROM soniq.workers w WHERE w.id = _check_worker_owner.worker_id;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF owner <> session_user AND NOT soniq._is_admin() THEN
         RAISE EXCEPTION 'worker % was registered by another login', worker_id
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'A worker''s claims, outcomes and heartbeats come from the login that registered it.';
     END IF;
+    RETURN true;
 END
 $$;
 CREATE OR REPLACE FUNCTION soniq._lease_refused(job_id uuid, worker_id uuid, attempt int) RETURNS void
@@ -617,14 +622,13 @@ DECLARE
     picked uuid[];
 BEGIN
     PERFORM soniq._require(claim.worker_id, 'worker_id');
-    PERFORM soniq._check_worker_owner(claim.worker_id);
     PERFORM soniq._check_filter(claim.queues, 'queues');
     PERFORM soniq._check_filter(claim.task_names, 'task_names');
     IF batch_size IS NULL OR batch_size NOT BETWEEN 1 AND 10000 THEN
         RAISE EXCEPTION 'batch_size must be between 1 and 10000, got %', coalesce(batch_size::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF NOT EXISTS (SELECT FROM soniq.workers w WHERE w.id = claim.worker_id) THEN
+    IF NOT soniq._check_worker_owner(claim.worker_id) THEN
         RAISE EXCEPTION 'worker % is not registered', claim.worker_id
             USING ERRCODE = 'no_data_found', HINT = 'Call soniq.register_worker() first.';
     END IF;
@@ -730,7 +734,6 @@ DECLARE
 BEGIN
     PERFORM soniq._require(job_id, 'job_id');
     PERFORM soniq._require(worker_id, 'worker_id');
-    PERFORM soniq._check_worker_owner(worker_id);
     PERFORM soniq._require(attempt, 'attempt');
     PERFORM soniq._require(error, 'error');
     PERFORM soniq._check_size(error, 'error', 65536);
@@ -759,6 +762,56 @@ BEGIN
     delay := coalesce(retry_in, make_interval(secs => soniq.retry_delay(job.retry_policy, job.attempts, job.id)));
     RETURN soniq._requeue(job, job.attempts, CASE WHEN delay > interval '0' THEN now() + delay END,
                           left(error, 8192));
+END
+$$;
+CREATE OR REPLACE FUNCTION soniq.fail(
+    job_id    uuid,
+    worker_id uuid,
+    attempt   int,
+    error     text,
+    retry_in  interval DEFAULT NULL,
+    reason    text     DEFAULT NULL
+) RETURNS text
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    outcome text;
+BEGIN
+    PERFORM soniq._check_worker_owner(worker_id);
+    outcome := soniq._fail(job_id, worker_id, attempt, error, retry_in, reason);
+    IF outcome IS NULL THEN
+        PERFORM soniq._lease_refused(job_id, worker_id, attempt);
+    END IF;
+    RETURN outcome;
+END
+$$;
+CREATE OR REPLACE FUNCTION soniq.fail_many(
+    job_ids   uuid[],
+    worker_id uuid,
+    attempts  int[],
+    errors    text[],
+    retry_in  interval[] DEFAULT NULL,
+    reasons   text[]     DEFAULT NULL
+) RETURNS TABLE (job_id uuid, state text)
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM soniq._require(job_ids, 'job_ids');
+    PERFORM soniq._require(fail_many.attempts, 'attempts');
+    PERFORM soniq._require(errors, 'errors');
+    PERFORM soniq._check_worker_owner(fail_many.worker_id);  -- once, not per job
+    IF cardinality(job_ids) <> cardinality(fail_many.attempts)
+       OR cardinality(job_ids) <> cardinality(errors)
+       OR cardinality(job_ids) <> coalesce(cardinality(fail_many.retry_in), cardinality(job_ids))
+       OR cardinality(job_ids) <> coalesce(cardinality(reasons), cardinality(job_ids)) THEN
+        RAISE EXCEPTION 'job_ids, attempts, errors, retry_in and reasons must have the same length'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+    SELECT f.id, f.state
+      FROM (SELECT l.id, soniq._fail(l.id, fail_many.worker_id, l.attempt, l.error, l.delay, l.reason) AS state, l.n
+              FROM unnest(job_ids, fail_many.attempts, errors, fail_many.retry_in, reasons)
+                   WITH ORDINALITY AS l(id, attempt, error, delay, reason, n)) f
+     WHERE f.state IS NOT NULL
+     ORDER BY f.n;
 END
 $$;
 CREATE OR REPLACE FUNCTION soniq.snooze(job_id uuid, worker_id uuid, attempt int, delay interval, reason text DEFAULT NULL)

@@ -28,25 +28,27 @@ impl AttemptLog {
         }
     }
 
-    /// Log how the attempt ended.
+    /// Log how the attempt ended. The fields are formatted only when the event is enabled: a
+    /// completed attempt (a debug event) costs no formatting at the default level.
     pub fn ended(&self, kind: &ReportKind) {
-        let (task, job_id) = (self.task.as_str(), self.job_id.to_string());
-        let (attempt, max_attempts) = (self.attempt, self.max_attempts);
         let duration_ms = self.started.elapsed().as_millis() as u64;
-        match kind {
-            ReportKind::Done(_) => {
-                tracing::debug!(
-                    task,
-                    job_id,
-                    attempt,
-                    max_attempts,
+        // The fields every attempt event carries, then the event's own.
+        macro_rules! attempt_event {
+            ($level:ident, $($rest:tt)*) => {
+                tracing::$level!(
+                    task = %self.task,
+                    job_id = %self.job_id,
+                    attempt = self.attempt,
+                    max_attempts = self.max_attempts,
                     duration_ms,
-                    "attempt done"
+                    $($rest)*
                 )
-            }
+            };
+        }
+        match kind {
+            ReportKind::Done(_) => attempt_event!(debug, "attempt done"),
             ReportKind::Fail { error, reason, .. } => {
-                let error = first_line(error);
-                let last = attempt >= max_attempts;
+                let last = self.attempt >= self.max_attempts;
                 let message = match (*reason, last) {
                     (Some("timeout"), false) => "attempt timed out; it will be retried".to_string(),
                     (Some("timeout"), true) => {
@@ -60,41 +62,16 @@ impl AttemptLog {
                         "attempt failed, the last one; the job goes to the dead letter".into()
                     }
                 };
-                tracing::warn!(
-                    task,
-                    job_id,
-                    attempt,
-                    max_attempts,
-                    duration_ms,
-                    error,
-                    "{message}"
-                );
+                attempt_event!(warn, error = first_line(error), "{message}");
             }
-            ReportKind::Snooze { delay, reason } => {
-                let delay_s = delay.as_secs_f64();
-                let reason = reason.as_deref().unwrap_or("");
-                tracing::info!(
-                    task,
-                    job_id,
-                    attempt,
-                    max_attempts,
-                    duration_ms,
-                    delay_s,
-                    reason,
-                    "attempt snoozed (no attempt used)"
-                );
-            }
+            ReportKind::Snooze { delay, reason } => attempt_event!(
+                info,
+                delay_s = delay.as_secs_f64(),
+                reason = reason.as_deref().unwrap_or(""),
+                "attempt snoozed (no attempt used)"
+            ),
             ReportKind::Abort(reason) => {
-                let reason = first_line(reason);
-                tracing::info!(
-                    task,
-                    job_id,
-                    attempt,
-                    max_attempts,
-                    duration_ms,
-                    reason,
-                    "job cancelled"
-                );
+                attempt_event!(info, reason = first_line(reason), "job cancelled")
             }
         }
     }
