@@ -1203,6 +1203,12 @@ $$;
 -- Dead letter
 ------------------------------------------------------------------------------------------
 
+-- dead_letter_get: one dead job by its original id; no row when it is not dead.
+CREATE FUNCTION soniq.dead_letter_get(job_id uuid) RETURNS SETOF soniq.dead_letter_jobs
+LANGUAGE sql STABLE AS $$
+    SELECT d.* FROM soniq.dead_letter_jobs d WHERE d.id = job_id
+$$;
+
 -- dead_letter_list: dead jobs, most recently dead first, filtered and paged: by task,
 -- queue, reason, when they died (moved_after <= t < moved_before), tags (all of them) and
 -- whether they were replayed.
@@ -1444,6 +1450,15 @@ SELECT n.name AS queue,
   LEFT JOIN soniq.queues q ON q.name = n.name
   LEFT JOIN soniq.jobs j ON j.queue = n.name
  GROUP BY n.name, q.paused;
+
+-- unserved_jobs: the tasks and queues whose queued jobs no live worker serves, longest
+-- unserved first, with how many jobs wait.
+CREATE VIEW soniq.unserved_jobs AS
+SELECT u.task_name, u.queue, u.since, now() - u.since AS unserved_for,
+       (SELECT count(*) FROM soniq.jobs j
+         WHERE j.status = 'queued' AND j.task_name = u.task_name AND j.queue = u.queue) AS jobs
+  FROM soniq.unserved u
+ ORDER BY u.since, u.task_name, u.queue;
 
 -- worker_overview: registered workers, how long each has been silent and what it holds.
 CREATE VIEW soniq.worker_overview AS

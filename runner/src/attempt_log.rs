@@ -5,6 +5,7 @@
 
 use crate::execute::ReportKind;
 use crate::job::JobContext;
+use crate::store::FailReason;
 use std::time::Instant;
 use uuid::Uuid;
 
@@ -50,12 +51,17 @@ impl AttemptLog {
             ReportKind::Fail { error, reason, .. } => {
                 let last = self.attempt >= self.max_attempts;
                 let message = match (*reason, last) {
-                    (Some("timeout"), false) => "attempt timed out; it will be retried".to_string(),
-                    (Some("timeout"), true) => {
+                    (Some(FailReason::Timeout), false) => {
+                        "attempt timed out; it will be retried".to_string()
+                    }
+                    (Some(FailReason::Timeout), true) => {
                         "attempt timed out, the last one; the job goes to the dead letter".into()
                     }
                     (Some(given_up), _) => {
-                        format!("attempt failed ({given_up}); the job goes to the dead letter")
+                        format!(
+                            "attempt failed ({}); the job goes to the dead letter",
+                            given_up.as_str()
+                        )
                     }
                     (None, false) => "attempt failed; it will be retried".into(),
                     (None, true) => {

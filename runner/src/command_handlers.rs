@@ -36,7 +36,6 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::Semaphore;
 
 /// The most stdout a command may return as its result.
 pub use crate::job::MAX_RESULT_BYTES;
@@ -213,7 +212,6 @@ pub fn load_modules(app: &mut Soniq, paths: &[impl AsRef<Path>]) -> Result<Vec<S
                     path.display()
                 )));
             }
-            let limit = task.concurrency.map(|n| Arc::new(Semaphore::new(n.max(1))));
             let mut builder = app.job(&name);
             if let Some(t) = task.timeout {
                 let timeout = Duration::try_from_secs_f64(t).map_err(|_| {
@@ -232,22 +230,19 @@ pub fn load_modules(app: &mut Soniq, paths: &[impl AsRef<Path>]) -> Result<Vec<S
             if let Some(p) = task.priority {
                 builder = builder.priority(p);
             }
+            if let Some(n) = task.concurrency {
+                if !(1..=1000).contains(&n) {
+                    return Err(Error::Config(format!(
+                        "task {name} in {}: concurrency must be from 1 to 1000, got {n}",
+                        path.display()
+                    )));
+                }
+                builder = builder.max_concurrent(n);
+            }
             let task = Arc::new(task);
             builder.handler(move |args: Value, ctx: JobContext| {
                 let task = Arc::clone(&task);
-                let limit = limit.clone();
-                async move {
-                    let _slot = match &limit {
-                        Some(limit) => Some(
-                            limit
-                                .acquire()
-                                .await
-                                .map_err(|e| JobError::new(e.to_string()))?,
-                        ),
-                        None => None,
-                    };
-                    run_command(&task, args, ctx).await
-                }
+                async move { run_command(&task, args, ctx).await }
             })?;
             names.push(name);
         }

@@ -1,13 +1,13 @@
 //! The dead-letter service: look at, label, replay, delete and export dead jobs.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::store::postgres::dead_letter as store;
 use crate::time::{rfc3339, rfc3339_json};
 use crate::Soniq;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
-use tokio_postgres::Row;
 use uuid::Uuid;
 
 /// Which dead jobs to list or export; newest first.
@@ -66,29 +66,7 @@ pub struct DeadJob {
     pub tags: Vec<String>,
 }
 
-const DEAD_COLUMNS: &str = "id, task_name, args, queue, priority, attempts, max_attempts, last_error, \
-     dead_letter_reason, original_created_at, moved_to_dead_letter_at, resurrection_count, last_resurrection_at, tags";
-
 impl DeadJob {
-    fn from_row(row: &Row) -> Self {
-        DeadJob {
-            id: row.get(0),
-            task_name: row.get(1),
-            args: row.get(2),
-            queue: row.get(3),
-            priority: row.get(4),
-            attempts: row.get(5),
-            max_attempts: row.get(6),
-            last_error: row.get(7),
-            reason: row.get(8),
-            original_created_at: row.get(9),
-            moved_at: row.get(10),
-            resurrection_count: row.get(11),
-            last_resurrection_at: row.get(12),
-            tags: row.get(13),
-        }
-    }
-
     /// The dead job as the JSON export and `soniq dead-letter --json` show it.
     pub(crate) fn to_json(&self) -> Value {
         json!({
@@ -163,41 +141,21 @@ fn csv_field(text: &str) -> String {
 }
 
 impl DeadLetter<'_> {
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.soniq.connection().await
+    }
+
     pub async fn list(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadJob>> {
-        let client = self.soniq.connection().await?;
-        let rows = client
-            .query(
-                &format!("SELECT {DEAD_COLUMNS} FROM soniq.dead_letter_list($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
-                &[
-                    &filter.task_name,
-                    &filter.queue,
-                    &filter.reason,
-                    &filter.moved_after,
-                    &filter.moved_before,
-                    &filter.tags,
-                    &filter.replayed,
-                    &filter.limit,
-                    &filter.offset,
-                ],
-            )
-            .await?;
-        Ok(rows.iter().map(DeadJob::from_row).collect())
+        store::list(&**self.client().await?, filter).await
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<DeadJob>> {
-        let client = self.soniq.connection().await?;
-        let row = client
-            .query_opt(
-                &format!("SELECT {DEAD_COLUMNS} FROM soniq.dead_letter_jobs WHERE id = $1"),
-                &[&id],
-            )
-            .await?;
-        Ok(row.as_ref().map(DeadJob::from_row))
+        store::get(&**self.client().await?, id).await
     }
 
     /// Mint a fresh job from a dead one; returns the new job's id.
     pub async fn replay(&self, id: Uuid, options: &ReplayOptions) -> Result<Uuid> {
-        let job = self.replay_where(id, options, false).await?;
+        let job = store::replay(&**self.client().await?, id, options, false).await?;
         Ok(job.expect("soniq.replay returns a job unless asked to skip"))
     }
 
@@ -208,30 +166,7 @@ impl DeadLetter<'_> {
         id: Uuid,
         options: &ReplayOptions,
     ) -> Result<Option<Uuid>> {
-        self.replay_where(id, options, true).await
-    }
-
-    async fn replay_where(
-        &self,
-        id: Uuid,
-        options: &ReplayOptions,
-        unless_replayed: bool,
-    ) -> Result<Option<Uuid>> {
-        let client = self.soniq.connection().await?;
-        let row = client
-            .query_one(
-                "SELECT soniq.replay($1, $2, $3, $4, $5, $6)",
-                &[
-                    &id,
-                    &options.queue,
-                    &options.priority,
-                    &options.max_attempts,
-                    &options.reset_attempts,
-                    &unless_replayed,
-                ],
-            )
-            .await?;
-        Ok(row.get(0))
+        store::replay(&**self.client().await?, id, options, true).await
     }
 
     /// Replay many in one call (all or nothing); returns (dead id, new job id) pairs.
@@ -240,64 +175,32 @@ impl DeadLetter<'_> {
         ids: &[Uuid],
         options: &ReplayOptions,
     ) -> Result<Vec<(Uuid, Uuid)>> {
-        let client = self.soniq.connection().await?;
-        let rows = client
-            .query(
-                "SELECT dead_job_id, job_id FROM soniq.replay_many($1, $2, $3, $4, $5)",
-                &[
-                    &ids,
-                    &options.queue,
-                    &options.priority,
-                    &options.max_attempts,
-                    &options.reset_attempts,
-                ],
-            )
-            .await?;
-        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+        store::replay_many(&**self.client().await?, ids, options).await
     }
 
     pub async fn delete(&self, id: Uuid) -> Result<()> {
-        let client = self.soniq.connection().await?;
-        client
-            .execute("SELECT soniq.dead_letter_delete($1)", &[&id])
-            .await?;
-        Ok(())
+        store::delete(&**self.client().await?, id).await
     }
 
     /// Delete the dead jobs that died more than `older_than` ago; returns how many.
+    pub async fn purge(&self, older_than: Duration) -> Result<i64> {
+        store::purge(&**self.client().await?, older_than).await
+    }
+
+    /// Deprecated name of [`DeadLetter::purge`].
+    #[deprecated(since = "0.1.0", note = "renamed to `purge`: it deletes old dead jobs")]
     pub async fn cleanup(&self, older_than: Duration) -> Result<i64> {
-        let client = self.soniq.connection().await?;
-        let row = client
-            .query_one(
-                "SELECT soniq.dead_letter_purge(make_interval(secs => $1))",
-                &[&older_than.as_secs_f64()],
-            )
-            .await?;
-        Ok(row.get(0))
+        self.purge(older_than).await
     }
 
     /// Add tags to a dead job; returns all its tags.
     pub async fn tag(&self, id: Uuid, tags: &[&str]) -> Result<Vec<String>> {
-        let client = self.soniq.connection().await?;
-        Ok(client
-            .query_one("SELECT soniq.dead_letter_tag($1, $2)", &[&id, &tags])
-            .await?
-            .get(0))
+        store::tag(&**self.client().await?, id, tags).await
     }
 
     /// Counts of the dead letter, or of the jobs that died within `since`.
     pub async fn stats(&self, since: Option<Duration>) -> Result<DeadLetterStats> {
-        let client = self.soniq.connection().await?;
-        let since = since.map(|d| d.as_secs_f64());
-        let value: Value = client
-            .query_one(
-                "SELECT soniq.dead_letter_stats(make_interval(secs => $1))",
-                &[&since],
-            )
-            .await?
-            .get(0);
-        serde_json::from_value(value)
-            .map_err(|e| Error::Invalid(format!("unexpected dead-letter stats: {e}")))
+        store::stats(&**self.client().await?, since).await
     }
 
     /// The filtered dead jobs as a JSON array or as CSV with a header row.

@@ -2,31 +2,15 @@
 //! caller's own connection or transaction (transactional enqueue).
 
 use crate::error::{Error, Result};
+use crate::store::postgres::jobs;
+use crate::store::{JobOptions, NewJob};
 use crate::Soniq;
 use serde_json::Value;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio_postgres::{GenericClient, ToStatement};
+use std::time::{Duration, SystemTime};
+use tokio_postgres::GenericClient;
 use uuid::Uuid;
-
-// scheduled_at travels as Unix seconds and timeout as seconds: both clients bind an f64,
-// neither needs a date or interval type.
-const ENQUEUE_SQL: &str = "SELECT soniq.enqueue($1, $2, queue => $3, priority => $4, \
-     scheduled_at => to_timestamp($5::float8), retries => $6, unique_job => $7, dedup_key => $8, \
-     timeout => make_interval(secs => $9::float8), producer_id => $10)";
-
-/// The options a producer may give a job. Unset ones come from the task's registered
-/// options, then from the system defaults (in the database, or the in-memory queue).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct JobOptions {
-    pub queue: Option<String>,
-    pub priority: Option<i32>,
-    pub retries: Option<i32>,
-    /// `Duration::ZERO`: no time limit.
-    pub timeout: Option<Duration>,
-    pub unique: Option<bool>,
-}
 
 /// The setters of the options a job carries, for a builder whose `options` has the fields
 /// `queue`, `priority`, `retries`, `timeout` and `unique`: a task's builder (its published
@@ -65,12 +49,6 @@ macro_rules! job_option_setters {
     };
 }
 pub(crate) use job_option_setters;
-
-impl JobOptions {
-    pub fn timeout_seconds(&self) -> Option<f64> {
-        self.timeout.map(|t| t.as_secs_f64())
-    }
-}
 
 /// One job about to be enqueued. `.await` it to enqueue on the runner's pool, or call
 /// [`Enqueue::send_on`] with your own client or transaction.
@@ -123,28 +101,22 @@ impl<'a> Enqueue<'a> {
 
     /// Enqueue on the runner's own pool (or into the in-memory queue).
     pub async fn send(mut self) -> Result<Uuid> {
-        let args = self.take_args()?;
-        if let crate::Backend::Memory(store) = &self.soniq.backend {
-            return Ok(store.enqueue(&self.soniq.handlers.registry, &self, args));
-        }
-        let client = self.soniq.connection().await?;
-        // Prepared once per pooled connection: an ad-hoc statement costs a round trip more.
-        let statement = client.prepare_cached(ENQUEUE_SQL).await?;
-        let client: &tokio_postgres::Client = &client;
-        self.send_with(client, &statement, args).await
+        let job = self.take_job()?;
+        self.soniq.publish_tasks().await?;
+        self.soniq.store().job_enqueue(&job).await
     }
 
-    /// The args, or the error the builder kept for the send.
-    fn take_args(&mut self) -> Result<Value> {
-        std::mem::replace(&mut self.args, Ok(Value::Null))
-    }
-
-    fn unix_seconds(&self) -> Option<f64> {
-        self.scheduled_at
-            .map(|at| match at.duration_since(UNIX_EPOCH) {
-                Ok(after) => after.as_secs_f64(),
-                Err(before) => -before.duration().as_secs_f64(),
-            })
+    /// The job to enqueue, or the error the builder kept for the send.
+    fn take_job(&mut self) -> Result<NewJob> {
+        let args = std::mem::replace(&mut self.args, Ok(Value::Null))?;
+        Ok(NewJob {
+            task_name: self.task_name.clone(),
+            args,
+            options: self.options.clone(),
+            scheduled_at: self.scheduled_at,
+            dedup_key: self.dedup_key.clone(),
+            producer_id: self.soniq.settings.producer_id.clone(),
+        })
     }
 
     /// Enqueue on the caller's tokio-postgres connection or transaction: the job exists if
@@ -152,8 +124,9 @@ impl<'a> Enqueue<'a> {
     /// would never see the job.
     pub async fn send_on<C: GenericClient + Sync>(mut self, client: &C) -> Result<Uuid> {
         self.check_database_backed()?;
-        let args = self.take_args()?;
-        self.send_with(client, ENQUEUE_SQL, args).await
+        let job = self.take_job()?;
+        self.soniq.publish_tasks().await?;
+        jobs::enqueue(client, jobs::ENQUEUE, &job).await
     }
 
     /// A transactional enqueue writes a row through the caller's connection: the in-memory
@@ -170,54 +143,20 @@ impl<'a> Enqueue<'a> {
         }
     }
 
-    async fn send_with<C, S>(self, client: &C, statement: &S, args: Value) -> Result<Uuid>
-    where
-        C: GenericClient + Sync,
-        S: ?Sized + ToStatement + Sync + Send,
-    {
-        self.soniq.publish_tasks().await?;
-        let row = client
-            .query_one(
-                statement,
-                &[
-                    &self.task_name,
-                    &args,
-                    &self.options.queue,
-                    &self.options.priority,
-                    &self.unix_seconds(),
-                    &self.options.retries,
-                    &self.options.unique,
-                    &self.dedup_key,
-                    &self.options.timeout_seconds(),
-                    &self.soniq.settings.producer_id,
-                ],
-            )
-            .await
-            .map_err(Error::from)?;
-        Ok(row.get(0))
-    }
-
     /// Enqueue on the caller's sqlx connection or transaction (`&mut *tx`): the job exists
     /// if and only if that transaction commits. Refused for `Soniq::in_memory()`.
     #[cfg(feature = "sqlx")]
     pub async fn send_on_sqlx(mut self, connection: &mut sqlx::PgConnection) -> Result<Uuid> {
+        use crate::store::postgres::binds::SqlxBinds;
         self.check_database_backed()?;
-        let args = self.take_args()?;
+        let job = self.take_job()?;
         self.soniq.publish_tasks().await?;
-        let id: Uuid = sqlx::query_scalar(ENQUEUE_SQL)
-            .bind(&self.task_name)
-            .bind(&args)
-            .bind(&self.options.queue)
-            .bind(self.options.priority)
-            .bind(self.unix_seconds())
-            .bind(self.options.retries)
-            .bind(self.options.unique)
-            .bind(&self.dedup_key)
-            .bind(self.options.timeout_seconds())
-            .bind(&self.soniq.settings.producer_id)
-            .fetch_one(connection)
-            .await?;
-        Ok(id)
+        let mut binds = SqlxBinds {
+            query: Some(sqlx::query_scalar(jobs::ENQUEUE)),
+        };
+        jobs::enqueue_binds(&job, &mut binds);
+        let query = binds.query.expect("binding keeps the query");
+        Ok(query.fetch_one(connection).await?)
     }
 }
 

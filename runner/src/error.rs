@@ -12,6 +12,8 @@ pub enum Error {
     Invalid(String),
     /// The database refused or failed; [`Error::sqlstate`] tells which.
     Database(tokio_postgres::Error),
+    /// A refusal of the in-memory store, with the SQLSTATE the database gives for it.
+    Refused { code: SqlState, message: String },
     /// No connection could be had from the pool.
     Pool(deadpool_postgres::PoolError),
     /// The database refused or failed, on a caller's sqlx connection.
@@ -26,6 +28,7 @@ impl Error {
     pub fn sqlstate(&self) -> Option<SqlState> {
         match self {
             Error::Database(e) => e.code().cloned(),
+            Error::Refused { code, .. } => Some(code.clone()),
             #[cfg(feature = "sqlx")]
             Error::Sqlx(e) => e
                 .as_database_error()
@@ -44,6 +47,7 @@ impl fmt::Display for Error {
                 Some(db) => write!(f, "{} ({})", db.message(), db.code().code()),
                 None => write!(f, "database error: {}", with_causes(e)),
             },
+            Error::Refused { code, message } => write!(f, "{message} ({})", code.code()),
             Error::Pool(e) => write!(f, "no database connection: {}", with_causes(e)),
             #[cfg(feature = "sqlx")]
             Error::Sqlx(e) => write!(f, "{e}"),

@@ -8,6 +8,7 @@ use crate::job::{
 use crate::metrics::{AttemptEnd, MetricsSink};
 use crate::middleware::{self, Middleware};
 use crate::registry::{Registered, Registry};
+use crate::store::FailReason;
 use futures_util::FutureExt;
 use serde_json::Value;
 use std::panic::AssertUnwindSafe;
@@ -30,7 +31,7 @@ pub(crate) enum ReportKind {
     Fail {
         error: String,
         retry_in: Option<Duration>,
-        reason: Option<&'static str>,
+        reason: Option<FailReason>,
     },
     Snooze {
         delay: Duration,
@@ -88,7 +89,7 @@ impl ReportKind {
         match self {
             ReportKind::Done(_) => AttemptEnd::Done,
             ReportKind::Fail {
-                reason: Some("timeout"),
+                reason: Some(FailReason::Timeout),
                 ..
             } => AttemptEnd::TimedOut,
             ReportKind::Fail {
@@ -115,7 +116,7 @@ impl From<Outcome> for ReportKind {
             Outcome::Discard(reason) => ReportKind::Fail {
                 error: reason,
                 retry_in: None,
-                reason: Some("permanent_failure"),
+                reason: Some(FailReason::PermanentFailure),
             },
         }
     }
@@ -169,7 +170,7 @@ pub(crate) async fn execute(handlers: &Handlers, ctx: JobContext, args: Value) -
         return ReportKind::Fail {
             error: format!("task {} has no handler in this worker", ctx.job_name),
             retry_in: None,
-            reason: Some("job_not_found"),
+            reason: Some(FailReason::JobNotFound),
         };
     };
     let (job_name, job_id, attempt) = (ctx.job_name.clone(), ctx.job_id, ctx.attempt);
@@ -215,7 +216,7 @@ pub(crate) async fn execute(handlers: &Handlers, ctx: JobContext, args: Value) -
             error,
             retry_in,
             reason,
-        } if reason.is_none() || *reason == Some("timeout") => {
+        } if reason.is_none() || *reason == Some(FailReason::Timeout) => {
             let event = OnError {
                 job_name,
                 job_id,
@@ -228,7 +229,7 @@ pub(crate) async fn execute(handlers: &Handlers, ctx: JobContext, args: Value) -
                     match policy(&ctx, error) {
                         RetryDecision::Default => {}
                         RetryDecision::After(delay) => *retry_in = Some(delay),
-                        RetryDecision::GiveUp => *reason = Some("permanent_failure"),
+                        RetryDecision::GiveUp => *reason = Some(FailReason::PermanentFailure),
                     }
                 }
             }
@@ -251,7 +252,7 @@ async fn run_handler(
             return ReportKind::Fail {
                 error: format!("arguments do not match the handler: {e}"),
                 retry_in: None,
-                reason: Some("invalid_arguments"),
+                reason: Some(FailReason::InvalidArguments),
             }
         }
     };
@@ -263,7 +264,7 @@ async fn run_handler(
                 return ReportKind::Fail {
                     error: format!("Job timed out after {}s", limit.as_secs_f64()),
                     retry_in: None,
-                    reason: Some("timeout"),
+                    reason: Some(FailReason::Timeout),
                 }
             }
         },

@@ -5,7 +5,6 @@ use crate::Soniq;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::time::SystemTime;
-use tokio_postgres::Row;
 use uuid::Uuid;
 
 /// Where a job is in its life. Dead jobs live in the dead letter.
@@ -61,31 +60,6 @@ pub struct JobInfo {
     pub updated_at: SystemTime,
 }
 
-const JOB_COLUMNS: &str = "id, task_name, args, status, queue, priority, attempts, max_attempts, \
-     scheduled_at, last_error, result, dead_letter_reason, producer_id, created_at, updated_at";
-
-impl JobInfo {
-    fn from_row(row: &Row) -> Result<Self> {
-        Ok(JobInfo {
-            id: row.get(0),
-            task_name: row.get(1),
-            args: row.get(2),
-            status: JobStatus::parse(row.get(3))?,
-            queue: row.get(4),
-            priority: row.get(5),
-            attempts: row.get(6),
-            max_attempts: row.get(7),
-            scheduled_at: row.get(8),
-            last_error: row.get(9),
-            result: row.get(10),
-            dead_letter_reason: row.get(11),
-            producer_id: row.get(12),
-            created_at: row.get(13),
-            updated_at: row.get(14),
-        })
-    }
-}
-
 /// Which jobs `list_jobs` returns: newest first.
 #[derive(Debug, Clone)]
 pub struct JobFilter {
@@ -121,17 +95,7 @@ pub struct QueueStats {
 impl Soniq {
     /// A job by id, also when it is dead; `None` when unknown (or pruned).
     pub async fn get_job(&self, job_id: Uuid) -> Result<Option<JobInfo>> {
-        if let crate::Backend::Memory(store) = &self.backend {
-            return Ok(store.get(job_id));
-        }
-        let client = self.connection().await?;
-        let row = client
-            .query_opt(
-                &format!("SELECT {JOB_COLUMNS} FROM soniq.get_job($1)"),
-                &[&job_id],
-            )
-            .await?;
-        row.as_ref().map(JobInfo::from_row).transpose()
+        self.store().job_get(job_id).await
     }
 
     /// A done job's result, as `T`; `None` while it is not done (or had no result).
@@ -149,41 +113,15 @@ impl Soniq {
     }
 
     pub async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobInfo>> {
-        let client = self.connection().await?;
-        let status = filter.status.map(JobStatus::as_str);
-        let rows = client
-            .query(
-                &format!("SELECT {JOB_COLUMNS} FROM soniq.list_jobs($1, $2, $3, $4)"),
-                &[&filter.queue, &status, &filter.limit, &filter.offset],
-            )
-            .await?;
-        rows.iter().map(JobInfo::from_row).collect()
+        self.store().job_list(filter).await
     }
 
     /// Delete a job in any state (a running job's outcome will then be refused).
     pub async fn delete_job(&self, job_id: Uuid) -> Result<()> {
-        let client = self.connection().await?;
-        client
-            .execute("SELECT soniq.delete_job($1)", &[&job_id])
-            .await?;
-        Ok(())
+        self.store().job_delete(job_id).await
     }
 
     pub async fn queue_stats(&self, queue: Option<&str>) -> Result<QueueStats> {
-        let client = self.connection().await?;
-        let row = client
-            .query_one(
-                "SELECT total, queued, processing, done, cancelled, dead_letter FROM soniq.queue_stats($1)",
-                &[&queue],
-            )
-            .await?;
-        Ok(QueueStats {
-            total: row.get(0),
-            queued: row.get(1),
-            processing: row.get(2),
-            done: row.get(3),
-            cancelled: row.get(4),
-            dead_letter: row.get(5),
-        })
+        self.store().queue_stats(queue).await
     }
 }

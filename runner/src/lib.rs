@@ -34,12 +34,14 @@ mod execute;
 mod hooks;
 mod job;
 mod jobs;
-mod memory;
 mod metrics;
 mod middleware;
 mod registry;
 mod scheduler;
 mod settings;
+#[doc(hidden)]
+pub mod store;
+mod testing;
 mod time;
 mod worker;
 
@@ -54,7 +56,6 @@ pub use job::{
     MAX_RESULT_BYTES, MAX_SNOOZE,
 };
 pub use jobs::{JobFilter, JobInfo, JobStatus, QueueStats};
-pub use memory::wait_until;
 #[cfg(feature = "prometheus")]
 pub use metrics::PrometheusMetrics;
 pub use metrics::{AttemptEnd, MetricsSink};
@@ -64,11 +65,14 @@ pub use scheduler::{ScheduleInfo, ScheduleSpec, Scheduler};
 pub use settings::{EnqueueValidation, Settings, TaskNamePattern};
 /// The schedule builder: `every(5).minutes()`, `daily().at("09:00")`, ...
 pub use soniq_cron::{dsl, Schedule};
+pub use testing::wait_until;
 pub use worker::{WorkerOptions, WorkerReport};
 
-use deadpool_postgres::{Pool, PoolConfig, Runtime};
+use deadpool_postgres::{PoolConfig, Runtime};
 use serde::Serialize;
 use serde_json::Value;
+use std::sync::Arc;
+use store::{MemoryStore, NewJobs, PgStore, Store};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 use uuid::Uuid;
@@ -93,8 +97,8 @@ fn first_unknown_enqueue(task_name: &str) -> bool {
 
 /// Where jobs live: the database, or (for unit tests of handlers) this process's memory.
 enum Backend {
-    Postgres(Pool),
-    Memory(memory::Store),
+    Postgres(Arc<PgStore>),
+    Memory(Arc<MemoryStore>),
 }
 
 /// A Soniq application: settings, where its jobs live and the handlers of this process.
@@ -132,7 +136,7 @@ impl Soniq {
             .map_err(|e| Error::Config(format!("SONIQ_DATABASE_URL is not usable: {e}")))?;
         Ok(Soniq {
             settings,
-            backend: Backend::Postgres(pool),
+            backend: Backend::Postgres(Arc::new(PgStore::new(pool))),
             handlers: execute::Handlers::default(),
             published: tokio::sync::OnceCell::new(),
         })
@@ -145,23 +149,33 @@ impl Soniq {
     pub fn in_memory() -> Self {
         Soniq {
             settings: Settings::new("memory:"),
-            backend: Backend::Memory(memory::Store::default()),
+            backend: Backend::Memory(Arc::new(MemoryStore::new())),
             handlers: execute::Handlers::default(),
             published: tokio::sync::OnceCell::new(),
         }
     }
 
-    fn postgres(&self) -> Result<&Pool> {
+    /// Where this application's jobs live.
+    pub(crate) fn store(&self) -> Arc<dyn Store> {
         match &self.backend {
-            Backend::Postgres(pool) => Ok(pool),
+            Backend::Postgres(store) => Arc::clone(store) as Arc<dyn Store>,
+            Backend::Memory(store) => Arc::clone(store) as Arc<dyn Store>,
+        }
+    }
+
+    /// The database, for what only it does (schedules, the dead letter, the operator's reads).
+    pub(crate) fn postgres(&self) -> Result<&PgStore> {
+        match &self.backend {
+            Backend::Postgres(store) => Ok(store),
             Backend::Memory(_) => Err(Error::Invalid(
-                "this needs a database: the in-memory queue only enqueues, looks up, drains and asserts".into(),
+                "this needs a database: the in-memory queue has no schedules, dead-letter service or control plane".into(),
             )),
         }
     }
 
-    async fn connection(&self) -> Result<deadpool_postgres::Object> {
-        Ok(self.postgres()?.get().await?)
+    /// A pooled connection to the database.
+    pub(crate) async fn connection(&self) -> Result<deadpool_postgres::Object> {
+        self.postgres()?.client().await
     }
 
     pub fn settings(&self) -> &Settings {
@@ -235,31 +249,14 @@ impl Soniq {
                 Error::Invalid(format!("arguments of {} are not JSON: {e}", task.name()))
             })?;
         self.publish_tasks().await?;
-        let client = self.connection().await?;
-        let statement = client
-            .prepare_cached(
-                "SELECT soniq.enqueue_many($1, $2::jsonb[], queue => $3, priority => $4, \
-                 retries => $5, unique_job => $6, timeout => make_interval(secs => $7::float8), \
-                 producer_id => $8)",
-            )
-            .await?;
-        let options = &task.options;
-        let rows = client
-            .query(
-                &statement,
-                &[
-                    &task.name(),
-                    &args,
-                    &options.queue,
-                    &options.priority,
-                    &options.retries,
-                    &options.unique,
-                    &options.timeout_seconds(),
-                    &self.settings.producer_id,
-                ],
-            )
-            .await?;
-        Ok(rows.iter().map(|row| row.get(0)).collect())
+        self.store()
+            .job_enqueue_many(&NewJobs {
+                task_name: task.name().to_string(),
+                args,
+                options: task.options.clone(),
+                producer_id: self.settings.producer_id.clone(),
+            })
+            .await
     }
 
     /// Enqueue by task name with JSON arguments. A name this process has a handler for has
@@ -268,7 +265,7 @@ impl Soniq {
     pub fn enqueue_by_name(&self, task_name: impl Into<String>, args: Value) -> Enqueue<'_> {
         let task_name = task_name.into();
         let checked = self.check_by_name(&task_name, &args).map(|()| args);
-        Enqueue::new(self, task_name, checked, enqueue::JobOptions::default())
+        Enqueue::new(self, task_name, checked, store::JobOptions::default())
     }
 
     fn check_by_name(&self, task_name: &str, args: &Value) -> Result<()> {
@@ -349,12 +346,9 @@ impl Soniq {
     /// Publish every handler's options with `soniq.register_task` (once; again after a new
     /// registration).
     pub(crate) async fn publish_tasks(&self) -> Result<()> {
-        let Backend::Postgres(pool) = &self.backend else {
-            return Ok(());
-        };
         self.published
             .get_or_try_init(|| async {
-                match worker::publish_tasks(pool, &self.handlers.registry).await {
+                match self.publish_every_task().await {
                     // A producer login may not publish task options (its workers do): it
                     // enqueues all the same, and does not ask again.
                     Err(e) if e.sqlstate() == Some(SqlState::INSUFFICIENT_PRIVILEGE) => {
@@ -371,11 +365,34 @@ impl Soniq {
     /// Cancel a job: a queued one never runs; a running one is aborted by its worker at its
     /// next heartbeat. False when it already finished.
     pub async fn cancel_job(&self, job_id: Uuid) -> Result<bool> {
-        let client = self.connection().await?;
-        Ok(client
-            .query_one("SELECT soniq.cancel_job($1)", &[&job_id])
-            .await?
-            .get(0))
+        self.store().job_cancel(job_id).await
+    }
+
+    /// Stop claiming from `queue` (jobs keep arriving); false when it was paused already.
+    pub async fn pause_queue(&self, queue: &str) -> Result<bool> {
+        self.store().queue_pause(queue).await
+    }
+
+    /// Claim from `queue` again; false when it was not paused.
+    pub async fn resume_queue(&self, queue: &str) -> Result<bool> {
+        self.store().queue_resume(queue).await
+    }
+
+    /// Publish every handler's options, so plain-SQL producers get them, and the schedules
+    /// of periodic tasks (an unchanged schedule keeps its next fire time; the in-memory
+    /// queue has no schedules).
+    async fn publish_every_task(&self) -> Result<()> {
+        let store = self.store();
+        let registry = &self.handlers.registry;
+        for name in registry.names() {
+            let options = &registry.tasks[&name].options;
+            store.task_register(&name, &options.to_defaults()).await?;
+            if let (Some(schedule), Backend::Postgres(pg)) = (&options.periodic, &self.backend) {
+                let spec = ScheduleSpec::new(name.clone(), schedule.clone());
+                store::postgres::schedules::add(&**pg.client().await?, &spec).await?;
+            }
+        }
+        Ok(())
     }
 }
 

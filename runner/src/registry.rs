@@ -1,9 +1,10 @@
 //! Registered handlers and their options.
 
-use crate::enqueue::{job_option_setters, JobOptions};
+use crate::enqueue::job_option_setters;
 use crate::error::{Error, Result};
 use crate::job::{JobContext, JobResult};
 use crate::settings::Settings;
+use crate::store::JobOptions;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -40,6 +41,9 @@ pub struct TaskOptions {
     result_ttl: Option<Duration>,
     /// Published as a schedule named after the task when the application starts.
     pub(crate) periodic: Option<soniq_cron::Schedule>,
+    /// At most this many of the task's jobs run at once in one worker (not published: a
+    /// limit of this process, kept by its claimer).
+    pub(crate) max_concurrent: Option<usize>,
 }
 
 impl TaskOptions {
@@ -176,6 +180,14 @@ impl Registry {
         names.sort();
         names
     }
+
+    /// The tasks with a limit of their own in this worker, and their limits.
+    pub fn task_limits(&self) -> HashMap<String, usize> {
+        self.tasks
+            .iter()
+            .filter_map(|(name, task)| Some((name.clone(), task.options.max_concurrent?)))
+            .collect()
+    }
 }
 
 /// Options of a task being registered; `handler` completes the registration.
@@ -230,6 +242,13 @@ impl TaskBuilder<'_> {
         self
     }
 
+    /// At most `limit` (1..=1000) of this task's jobs run at once in one worker; the worker
+    /// claims no more of them than that, so none waits for a slot while holding its lease.
+    pub fn max_concurrent(mut self, limit: usize) -> Self {
+        self.options.max_concurrent = Some(limit);
+        self
+    }
+
     /// Register the handler. Its arguments are `A`, deserialized from the job's JSON args.
     pub fn handler<A, F, Fut>(self, handler: F) -> Result<Task<A>>
     where
@@ -238,6 +257,16 @@ impl TaskBuilder<'_> {
         Fut: Future<Output = JobResult> + Send + 'static,
     {
         check_task_name(self.settings, &self.name)?;
+        if let Some(limit) = self
+            .options
+            .max_concurrent
+            .filter(|n| !(1..=1000).contains(n))
+        {
+            return Err(Error::Config(format!(
+                "task {}: max_concurrent must be from 1 to 1000, got {limit}",
+                self.name
+            )));
+        }
         let mut options = self.options;
         if options.queue.is_none() {
             options.queue = self

@@ -3,11 +3,11 @@
 //! worker fires them; no scheduler process is needed.
 
 use crate::error::Result;
+use crate::store::postgres::schedules;
 use crate::Soniq;
 use serde_json::{json, Value};
 use soniq_cron::Schedule;
 use std::time::{Duration, SystemTime};
-use tokio_postgres::Row;
 
 /// A schedule to add (or update, by name).
 #[derive(Debug, Clone)]
@@ -83,36 +83,6 @@ pub struct ScheduleInfo {
     pub last_error: Option<String>,
 }
 
-const SCHEDULE_COLUMNS: &str =
-    "name, task_name, args, cron, extract(epoch FROM every)::float8, time_zone, \
-     enabled, next_fire_at, last_fire_at, fire_count, last_error";
-
-impl ScheduleInfo {
-    fn from_row(row: &Row) -> Result<Self> {
-        let name: String = row.get(0);
-        let every = match row.get::<_, Option<f64>>(4) {
-            None => None,
-            Some(seconds) => Some(
-                crate::time::duration_from_db(seconds, &format!("schedule {name}: every"))
-                    .map_err(crate::Error::Invalid)?,
-            ),
-        };
-        Ok(ScheduleInfo {
-            name,
-            task_name: row.get(1),
-            args: row.get(2),
-            cron: row.get(3),
-            every,
-            time_zone: row.get(5),
-            enabled: row.get(6),
-            next_fire_at: row.get(7),
-            last_fire_at: row.get(8),
-            fire_count: row.get(9),
-            last_error: row.get(10),
-        })
-    }
-}
-
 impl ScheduleInfo {
     /// The timing this schedule fires on (the inverse of what `add` stores).
     pub fn schedule(&self) -> Result<Schedule> {
@@ -136,92 +106,37 @@ pub struct Scheduler<'a> {
     soniq: &'a Soniq,
 }
 
-pub(crate) async fn add(
-    client: &tokio_postgres::Client,
-    spec: &ScheduleSpec,
-) -> Result<ScheduleInfo> {
-    let (cron, every) = match &spec.schedule {
-        Schedule::Cron(expr) => (Some(expr.to_string()), None),
-        Schedule::Every(period) => (None, Some(period.as_secs_f64())),
-    };
-    let timeout = spec.timeout.map(|t| t.as_secs_f64());
-    let row = client
-        .query_one(
-            &format!(
-                "SELECT {SCHEDULE_COLUMNS} FROM soniq.schedule_add($1, $2, $3, make_interval(secs => $4), $5, $6, \
-                 $7, $8, $9, make_interval(secs => $10))"
-            ),
-            &[
-                &spec.name,
-                &spec.task_name,
-                &cron,
-                &every,
-                &spec.args,
-                &spec.time_zone,
-                &spec.queue,
-                &spec.priority,
-                &spec.retries,
-                &timeout,
-            ],
-        )
-        .await?;
-    ScheduleInfo::from_row(&row)
-}
-
 impl Scheduler<'_> {
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.soniq.connection().await
+    }
+
     /// Add a schedule, or update it in place (same timing: the next fire time is kept).
     pub async fn add(&self, spec: &ScheduleSpec) -> Result<ScheduleInfo> {
-        let client = self.soniq.connection().await?;
-        add(&client, spec).await
+        schedules::add(&**self.client().await?, spec).await
     }
 
     /// Stop firing; false when it was already paused.
     pub async fn pause(&self, name: &str) -> Result<bool> {
-        let client = self.soniq.connection().await?;
-        Ok(client
-            .query_one("SELECT soniq.schedule_pause($1)", &[&name])
-            .await?
-            .get(0))
+        schedules::pause(&**self.client().await?, name).await
     }
 
     /// Fire again from the next fire time after now; false when it was not paused.
     pub async fn resume(&self, name: &str) -> Result<bool> {
-        let client = self.soniq.connection().await?;
-        Ok(client
-            .query_one("SELECT soniq.schedule_resume($1)", &[&name])
-            .await?
-            .get(0))
+        schedules::resume(&**self.client().await?, name).await
     }
 
     pub async fn remove(&self, name: &str) -> Result<()> {
-        let client = self.soniq.connection().await?;
-        client
-            .execute("SELECT soniq.schedule_remove($1)", &[&name])
-            .await?;
-        Ok(())
+        schedules::remove(&**self.client().await?, name).await
     }
 
     /// All schedules by name, or only enabled (`Some(true)`) or paused (`Some(false)`) ones.
     pub async fn list(&self, enabled: Option<bool>) -> Result<Vec<ScheduleInfo>> {
-        let client = self.soniq.connection().await?;
-        let rows = client
-            .query(
-                &format!("SELECT {SCHEDULE_COLUMNS} FROM soniq.schedule_list($1)"),
-                &[&enabled],
-            )
-            .await?;
-        rows.iter().map(ScheduleInfo::from_row).collect()
+        schedules::list(&**self.client().await?, enabled).await
     }
 
     pub async fn get(&self, name: &str) -> Result<Option<ScheduleInfo>> {
-        let client = self.soniq.connection().await?;
-        let row = client
-            .query_opt(
-                &format!("SELECT {SCHEDULE_COLUMNS} FROM soniq.schedule_get($1)"),
-                &[&name],
-            )
-            .await?;
-        row.as_ref().map(ScheduleInfo::from_row).transpose()
+        schedules::get(&**self.client().await?, name).await
     }
 }
 

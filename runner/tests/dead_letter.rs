@@ -132,7 +132,7 @@ async fn list_tag_replay_stats_export_delete_and_cleanup() {
         "deleting an unknown dead job is an error"
     );
     assert_eq!(
-        dlq.cleanup(Duration::from_secs(3600)).await.unwrap(),
+        dlq.purge(Duration::from_secs(3600)).await.unwrap(),
         0,
         "nothing is that old"
     );

@@ -711,3 +711,67 @@ async fn an_in_memory_soniq_refuses_to_enqueue_on_a_callers_transaction() {
     assert_eq!(written, 0, "nothing was written through the transaction");
     assert!(soniq.enqueued(task.name()).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_at_its_own_limit_is_not_claimed_so_no_job_waits_out_its_timeout() {
+    // Five 300 ms jobs of a task limited to one at a time, each with a 1 s timeout, in a
+    // worker with room for eight: had the worker claimed them all at once, the later ones would
+    // have waited for the task's slot holding their leases and timed out without starting.
+    let queue = unique("limited");
+    let mut soniq = app_with(8);
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (now, most) = (Arc::clone(&running), Arc::clone(&peak));
+    let limited = soniq
+        .job(format!("{queue}.convert"))
+        .queue(&queue)
+        .timeout(Duration::from_secs(1))
+        .max_concurrent(1)
+        .handler(move |_: Item, _ctx: JobContext| {
+            let (now, most) = (Arc::clone(&now), Arc::clone(&most));
+            async move {
+                most.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                JobResult::Ok(Outcome::done())
+            }
+        })
+        .unwrap();
+    let free = soniq
+        .job(format!("{queue}.mail"))
+        .queue(&queue)
+        .handler(|_: Item, _ctx: JobContext| async { JobResult::Ok(Outcome::done()) })
+        .unwrap();
+    for n in 0..5 {
+        soniq.enqueue(&limited, Item { n }).await.unwrap();
+        soniq.enqueue(&free, Item { n }).await.unwrap();
+    }
+    let report = soniq.run_worker(run_once(&queue)).await.unwrap();
+    assert_eq!(report.jobs_run, 10, "each job started once");
+    assert_eq!(peak.load(Ordering::SeqCst), 1, "one convert job at a time");
+    let row = sql()
+        .await
+        .query_one(
+            "SELECT count(*) FILTER (WHERE status = 'done' AND attempts = 1), count(*) FROM soniq.jobs WHERE queue = $1",
+            &[&queue],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, i64>(0), row.get::<_, i64>(1)),
+        (10, 10),
+        "every job done at its first attempt, none timed out"
+    );
+
+    let err = soniq
+        .job(format!("{queue}.none"))
+        .max_concurrent(0)
+        .handler(|_: Item, _ctx: JobContext| async { JobResult::Ok(Outcome::done()) })
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("max_concurrent must be from 1 to 1000, got 0"),
+        "{err}"
+    );
+}

@@ -4,6 +4,7 @@ use super::output::{mask_url, Output};
 use super::{args_object, connect, time, CliResult, Failure};
 use crate::error::with_causes;
 use crate::jobs::{JobFilter, JobInfo, JobStatus};
+use crate::store::postgres::admin;
 use crate::time::rfc3339_json;
 use crate::{Settings, Soniq};
 use clap::Args;
@@ -12,10 +13,6 @@ use std::time::{Duration, SystemTime};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 use uuid::Uuid;
-
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
 
 /// Create the database if it is missing, install or update the extension, and say plainly
 /// whether the control plane serves this database (and how to make it).
@@ -29,100 +26,42 @@ pub async fn setup(settings: &Settings, out: &Output) -> CliResult {
         .map(str::to_string)
         .unwrap_or_else(|| "postgres".into());
     let mut report = Vec::new();
-    let client = match connect(url).await {
-        Ok(client) => client,
-        Err(e) if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {
-            let mut maintenance = config.clone();
-            maintenance.dbname("postgres");
-            let (admin, connection) = maintenance.connect(NoTls).await.map_err(|e| {
-                Failure::new(format!(
-                    "cannot connect to {} to create the database: {}",
-                    mask_url(url),
-                    with_causes(&e)
-                ))
-            })?;
-            tokio::spawn(connection);
-            admin
-                .batch_execute(&format!("CREATE DATABASE {}", quote_ident(&database)))
-                .await
-                .map_err(|e| Failure::new(format!("cannot create database {database}: {e}")))?;
-            report.push(format!("created database {database}"));
-            connect(url).await.map_err(|e| {
-                Failure::new(format!(
-                    "cannot connect to {}: {}",
-                    mask_url(url),
-                    with_causes(&e)
-                ))
-            })?
-        }
-        Err(e) => {
-            return Err(Failure::new(format!(
-                "cannot connect to {}: {}",
-                mask_url(url),
-                with_causes(&e)
-            )))
-        }
+    let client = connect_or_create(url, &config, &database, &mut report).await?;
+    let failed = |what: &str| {
+        let what = what.to_string();
+        move |e: crate::Error| Failure::new(format!("{what}: {e}"))
     };
-    let available = client
-        .query_opt(
-            "SELECT default_version, installed_version FROM pg_available_extensions WHERE name = 'soniq'",
-            &[],
-        )
+    let Some(versions) = admin::extension_versions(&client)
         .await
-        .map_err(|e| Failure::new(e.to_string()))?;
-    let Some(row) = available else {
+        .map_err(failed("cannot read the available extensions"))?
+    else {
         return Err(Failure::new(
             "the soniq extension is not installed on this PostgreSQL server: build and install it \
              (cargo pgrx install --release) on the server first",
         ));
     };
-    let (default, installed): (String, Option<String>) = (row.get(0), row.get(1));
-    match installed {
+    match versions.installed {
         None => {
-            client
-                .batch_execute("CREATE EXTENSION soniq")
+            admin::create_extension(&client)
                 .await
-                .map_err(|e| Failure::new(format!("CREATE EXTENSION soniq failed: {e}")))?;
-            report.push(format!("installed extension soniq {default}"));
+                .map_err(failed("CREATE EXTENSION soniq failed"))?;
+            report.push(format!("installed extension soniq {}", versions.default));
         }
-        Some(v) if v != default => {
-            client
-                .batch_execute("ALTER EXTENSION soniq UPDATE")
+        Some(v) if v != versions.default => {
+            admin::update_extension(&client)
                 .await
-                .map_err(|e| Failure::new(format!("ALTER EXTENSION soniq UPDATE failed: {e}")))?;
-            report.push(format!("updated extension soniq {v} -> {default}"));
+                .map_err(failed("ALTER EXTENSION soniq UPDATE failed"))?;
+            report.push(format!(
+                "updated extension soniq {v} -> {}",
+                versions.default
+            ));
         }
         Some(v) => report.push(format!("extension soniq {v} is up to date")),
     }
-    let row = client
-        .query_one(
-            "SELECT current_setting('shared_preload_libraries') ~ '(^|[ ,])soniq($|[ ,])',
-                    current_setting('soniq.database_name', true),
-                    (SELECT alive FROM soniq.health WHERE subsystem = 'worker')",
-            &[],
-        )
+    let control_plane = admin::control_plane(&client)
         .await
-        .map_err(|e| Failure::new(e.to_string()))?;
-    let (preloaded, served, alive): (bool, Option<String>, bool) =
-        (row.get(0), row.get(1), row.get(2));
-    let mut warnings = Vec::new();
-    if !preloaded {
-        warnings.push(format!(
-            "the control plane is not running: add shared_preload_libraries = 'soniq' and \
-             soniq.database_name = '{database}' to postgresql.conf, then restart PostgreSQL"
-        ));
-    } else if served.as_deref() != Some(database.as_str()) {
-        warnings.push(format!(
-            "the control plane serves database {}, not {database}: set soniq.database_name = '{database}' \
-             in postgresql.conf and restart PostgreSQL",
-            served.unwrap_or_else(|| "postgres".into())
-        ));
-    } else if !alive {
-        warnings.push(
-            "the control plane serves this database but is not up yet (it starts within seconds)"
-                .into(),
-        );
-    }
+        .map_err(failed("cannot read the control plane's state"))?;
+    let warnings = control_plane_warnings(&control_plane, &database);
     if out.json {
         out.print_json(&json!({"database": database, "url": mask_url(url), "done": report, "warnings": warnings}));
     } else {
@@ -140,57 +79,84 @@ pub async fn setup(settings: &Settings, out: &Output) -> CliResult {
     Ok(())
 }
 
+/// A connection to the database, created first (through the `postgres` database) if missing.
+async fn connect_or_create(
+    url: &str,
+    config: &tokio_postgres::Config,
+    database: &str,
+    report: &mut Vec<String>,
+) -> Result<tokio_postgres::Client, Failure> {
+    let cannot_connect = |e: tokio_postgres::Error| {
+        Failure::new(format!(
+            "cannot connect to {}: {}",
+            mask_url(url),
+            with_causes(&e)
+        ))
+    };
+    match connect(url).await {
+        Ok(client) => Ok(client),
+        Err(e) if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {
+            let mut maintenance = config.clone();
+            maintenance.dbname("postgres");
+            let (admin_client, connection) = maintenance.connect(NoTls).await.map_err(|e| {
+                Failure::new(format!(
+                    "cannot connect to {} to create the database: {}",
+                    mask_url(url),
+                    with_causes(&e)
+                ))
+            })?;
+            tokio::spawn(connection);
+            admin::create_database(&admin_client, database)
+                .await
+                .map_err(|e| Failure::new(format!("cannot create database {database}: {e}")))?;
+            report.push(format!("created database {database}"));
+            connect(url).await.map_err(cannot_connect)
+        }
+        Err(e) => Err(cannot_connect(e)),
+    }
+}
+
+/// What keeps the control plane from serving `database`, said with the fix.
+fn control_plane_warnings(state: &admin::ControlPlane, database: &str) -> Vec<String> {
+    if !state.preloaded {
+        return vec![format!(
+            "the control plane is not running: add shared_preload_libraries = 'soniq' and \
+             soniq.database_name = '{database}' to postgresql.conf, then restart PostgreSQL"
+        )];
+    }
+    if state.serves.as_deref() != Some(database) {
+        return vec![format!(
+            "the control plane serves database {}, not {database}: set soniq.database_name = '{database}' \
+             in postgresql.conf and restart PostgreSQL",
+            state.serves.as_deref().unwrap_or("postgres")
+        )];
+    }
+    if !state.alive {
+        return vec![
+            "the control plane serves this database but is not up yet (it starts within seconds)"
+                .into(),
+        ];
+    }
+    Vec::new()
+}
+
 pub async fn status(app: &Soniq, out: &Output) -> CliResult {
     let stats = app.queue_stats(None).await?;
     let client = app.connection().await?;
-    let timeout = app.settings.heartbeat_timeout.as_secs_f64();
-    let workers = client
-        .query(
-            "SELECT count(*) FILTER (WHERE extract(epoch FROM silent_for)::float8 <= $1),
-                    count(*) FILTER (WHERE extract(epoch FROM silent_for)::float8 > $1)
-               FROM soniq.worker_overview",
-            &[&timeout],
-        )
-        .await
-        .map_err(crate::Error::from)?;
-    let (alive, stale): (i64, i64) = (workers[0].get(0), workers[0].get(1));
-    let health = client
-        .query(
-            "SELECT subsystem, alive, coalesce(extract(epoch FROM lag)::float8, 0), last_error FROM soniq.health
-              ORDER BY array_position(ARRAY['worker', 'scheduler', 'rescue', 'prune', 'unserved'], subsystem)",
-            &[],
-        )
-        .await
-        .map_err(crate::Error::from)?;
-    let health: Vec<(String, bool, f64, Option<String>)> = health
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-        .collect();
+    let (alive, stale) = admin::worker_counts(&**client, app.settings.heartbeat_timeout).await?;
+    let health = admin::health(&**client).await?;
     // Queued jobs of a task no live worker serves (found by the control plane each round).
-    let unserved = client
-        .query(
-            "SELECT u.task_name, u.queue, extract(epoch FROM now() - u.since)::float8,
-                    (SELECT count(*) FROM soniq.jobs j
-                      WHERE j.status = 'queued' AND j.task_name = u.task_name AND j.queue = u.queue)
-               FROM soniq.unserved u ORDER BY u.since, u.task_name, u.queue",
-            &[],
-        )
-        .await
-        .map_err(crate::Error::from)?;
-    let unserved: Vec<(String, String, f64, i64)> = unserved
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-        .collect();
+    let unserved = admin::unserved(&**client).await?;
     if out.json {
         out.print_json(&json!({
             "database": mask_url(&app.settings.database_url),
             "jobs": {"total": stats.total, "queued": stats.queued, "processing": stats.processing,
                      "done": stats.done, "cancelled": stats.cancelled, "dead_letter": stats.dead_letter},
             "workers": {"alive": alive, "stale": stale},
-            "control_plane": health.iter().map(|(s, a, lag, e)| json!({
-                "subsystem": s, "alive": a, "lag_seconds": lag, "last_error": e})).collect::<Vec<_>>(),
-            "unserved": unserved.iter().map(|(task, queue, waited, jobs)| json!({
-                "task_name": task, "queue": queue, "jobs": jobs, "unserved_seconds": waited})).collect::<Vec<_>>(),
+            "control_plane": health.iter().map(|h| json!({
+                "subsystem": h.subsystem, "alive": h.alive, "lag_seconds": h.lag_seconds, "last_error": h.last_error})).collect::<Vec<_>>(),
+            "unserved": unserved.iter().map(|u| json!({
+                "task_name": u.task_name, "queue": u.queue, "jobs": u.jobs, "unserved_seconds": u.unserved_seconds})).collect::<Vec<_>>(),
         }));
         return Ok(());
     }
@@ -219,19 +185,20 @@ pub async fn status(app: &Soniq, out: &Output) -> CliResult {
     println!("workers: {alive} alive, {stale} stale");
     let rows: Vec<Vec<String>> = health
         .iter()
-        .map(|(subsystem, alive, lag, error)| {
+        .map(|h| {
             vec![
-                subsystem.clone(),
-                out.state(if *alive { "alive" } else { "stale" }),
-                format!("{lag:.1}s"),
-                error.clone().unwrap_or_default(),
+                h.subsystem.clone(),
+                out.state(if h.alive { "alive" } else { "stale" }),
+                format!("{:.1}s", h.lag_seconds),
+                h.last_error.clone().unwrap_or_default(),
             ]
         })
         .collect();
     out.table(&["control plane", "state", "lag", "last error"], &rows);
-    for (task, queue, waited, jobs) in &unserved {
+    for u in &unserved {
         println!(
-            "warning: {jobs} queued jobs of task {task} in queue {queue}: no live worker has served them for {waited:.0}s"
+            "warning: {} queued jobs of task {} in queue {}: no live worker has served them for {:.0}s",
+            u.jobs, u.task_name, u.queue, u.unserved_seconds
         );
     }
     Ok(())

@@ -291,7 +291,7 @@ pub async fn run(app: &Soniq, command: DeadLetterCommand, out: &Output) -> CliRe
             } else {
                 println!(
                     "deleted {} dead jobs older than {days} days",
-                    dlq.cleanup(older_than).await?
+                    dlq.purge(older_than).await?
                 );
             }
         }

@@ -1,0 +1,138 @@
+//! The operator's reads and the database set-up: the extension's versions, installing or
+//! updating it, whether the control plane serves this database, its health, workers alive
+//! and stale, and queued jobs no live worker serves.
+
+use crate::error::Result;
+use std::time::Duration;
+use tokio_postgres::{GenericClient, Row};
+
+/// The extension's version on the server (`default`) and in this database (`installed`);
+/// `None` when the server does not have it.
+pub struct ExtensionVersions {
+    pub default: String,
+    pub installed: Option<String>,
+}
+
+pub async fn extension_versions(client: &impl GenericClient) -> Result<Option<ExtensionVersions>> {
+    let row = client
+        .query_opt(
+            "SELECT default_version, installed_version FROM pg_available_extensions WHERE name = 'soniq'",
+            &[],
+        )
+        .await?;
+    Ok(row.map(|row| ExtensionVersions {
+        default: row.get(0),
+        installed: row.get(1),
+    }))
+}
+
+pub async fn create_extension(client: &impl GenericClient) -> Result<()> {
+    client.batch_execute("CREATE EXTENSION soniq").await?;
+    Ok(())
+}
+
+pub async fn update_extension(client: &impl GenericClient) -> Result<()> {
+    client.batch_execute("ALTER EXTENSION soniq UPDATE").await?;
+    Ok(())
+}
+
+pub async fn create_database(client: &impl GenericClient, name: &str) -> Result<()> {
+    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    client
+        .batch_execute(&format!("CREATE DATABASE {quoted}"))
+        .await?;
+    Ok(())
+}
+
+/// Whether this server preloads soniq, which database its control plane serves, and whether
+/// it is alive.
+pub struct ControlPlane {
+    pub preloaded: bool,
+    pub serves: Option<String>,
+    pub alive: bool,
+}
+
+pub async fn control_plane(client: &impl GenericClient) -> Result<ControlPlane> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('shared_preload_libraries') ~ '(^|[ ,])soniq($|[ ,])',
+                    current_setting('soniq.database_name', true),
+                    (SELECT alive FROM soniq.health WHERE subsystem = 'worker')",
+            &[],
+        )
+        .await?;
+    Ok(ControlPlane {
+        preloaded: row.get(0),
+        serves: row.get(1),
+        alive: row.get(2),
+    })
+}
+
+/// Workers heard from within `heartbeat_timeout`, and the others.
+pub async fn worker_counts(
+    client: &impl GenericClient,
+    heartbeat_timeout: Duration,
+) -> Result<(i64, i64)> {
+    let row = client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE extract(epoch FROM silent_for)::float8 <= $1),
+                    count(*) FILTER (WHERE extract(epoch FROM silent_for)::float8 > $1)
+               FROM soniq.worker_overview",
+            &[&heartbeat_timeout.as_secs_f64()],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// One round of the control plane, as `soniq.health` shows it.
+pub struct RoundHealth {
+    pub subsystem: String,
+    pub alive: bool,
+    pub lag_seconds: f64,
+    pub last_error: Option<String>,
+}
+
+pub async fn health(client: &impl GenericClient) -> Result<Vec<RoundHealth>> {
+    let rows = client
+        .query(
+            "SELECT subsystem, alive, coalesce(extract(epoch FROM lag)::float8, 0), last_error FROM soniq.health
+              ORDER BY array_position(ARRAY['worker', 'scheduler', 'rescue', 'prune', 'unserved'], subsystem)",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row: &Row| RoundHealth {
+            subsystem: row.get(0),
+            alive: row.get(1),
+            lag_seconds: row.get(2),
+            last_error: row.get(3),
+        })
+        .collect())
+}
+
+/// Queued jobs of a task in a queue that no live worker has served for a while.
+pub struct Unserved {
+    pub task_name: String,
+    pub queue: String,
+    pub unserved_seconds: f64,
+    pub jobs: i64,
+}
+
+pub async fn unserved(client: &impl GenericClient) -> Result<Vec<Unserved>> {
+    let rows = client
+        .query(
+            "SELECT task_name, queue, extract(epoch FROM unserved_for)::float8, jobs FROM soniq.unserved_jobs",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| Unserved {
+            task_name: row.get(0),
+            queue: row.get(1),
+            unserved_seconds: row.get(2),
+            jobs: row.get(3),
+        })
+        .collect())
+}

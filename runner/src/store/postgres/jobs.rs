@@ -1,0 +1,350 @@
+//! Jobs: enqueue, claim, outcomes, lookups and management, and their row decoding.
+
+use super::binds::{Bind, PgBinds};
+use crate::error::Result;
+use crate::job::JobContext;
+use crate::jobs::{JobFilter, JobInfo, JobStatus, QueueStats};
+use crate::store::{ClaimRequest, ClaimedJob, Completion, FailedAttempt, Lease, NewJob, NewJobs};
+use crate::time::duration_from_db;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio_postgres::{GenericClient, Row, ToStatement};
+use uuid::Uuid;
+
+// scheduled_at travels as Unix seconds and timeout as seconds: both drivers bind an f64,
+// neither needs a date or interval type.
+pub const ENQUEUE: &str = "SELECT soniq.enqueue($1, $2, queue => $3, priority => $4, \
+     scheduled_at => to_timestamp($5::float8), retries => $6, unique_job => $7, dedup_key => $8, \
+     timeout => make_interval(secs => $9::float8), producer_id => $10)";
+
+pub const ENQUEUE_MANY: &str =
+    "SELECT soniq.enqueue_many($1, $2::jsonb[], queue => $3, priority => $4, \
+     retries => $5, unique_job => $6, timeout => make_interval(secs => $7::float8), \
+     producer_id => $8)";
+
+pub const CLAIM: &str = "SELECT id, task_name, args, attempt, max_attempts, queue, \
+     extract(epoch FROM timeout)::float8, scheduled_at, created_at \
+     FROM soniq.claim($1, $2, $3, $4)";
+
+pub const COMPLETE_MANY: &str = "SELECT soniq.complete_many($1, $2, $3, $4)";
+
+pub const FAIL_MANY: &str = "SELECT job_id FROM soniq.fail_many($1, $2, $3, $4, \
+     (SELECT array_agg(make_interval(secs => d.s) ORDER BY d.n) \
+        FROM unnest($5::float8[]) WITH ORDINALITY AS d(s, n)), $6)";
+
+pub const SNOOZE: &str = "SELECT soniq.snooze($1, $2, $3, make_interval(secs => $4), reason => $5)";
+
+pub const ABORT: &str = "SELECT soniq.abort($1, $2, $3, $4)";
+
+const JOB_COLUMNS: &str = "id, task_name, args, status, queue, priority, attempts, max_attempts, \
+     scheduled_at, last_error, result, dead_letter_reason, producer_id, created_at, updated_at";
+
+fn unix_seconds(at: Option<SystemTime>) -> Option<f64> {
+    at.map(|at| match at.duration_since(UNIX_EPOCH) {
+        Ok(after) => after.as_secs_f64(),
+        Err(before) => -before.duration().as_secs_f64(),
+    })
+}
+
+fn seconds(duration: Option<Duration>) -> Option<f64> {
+    duration.map(|d| d.as_secs_f64())
+}
+
+/// The enqueue statement's parameters, in bind order: the one list both drivers bind
+/// (tokio-postgres and sqlx, `super::binds`).
+pub fn enqueue_binds<'a>(job: &'a NewJob, binds: &mut impl Bind<'a>) {
+    binds.bind(&job.task_name);
+    binds.bind(&job.args);
+    binds.bind(&job.options.queue);
+    binds.bind(job.options.priority);
+    binds.bind(unix_seconds(job.scheduled_at));
+    binds.bind(job.options.retries);
+    binds.bind(job.options.unique);
+    binds.bind(&job.dedup_key);
+    binds.bind(seconds(job.options.timeout));
+    binds.bind(&job.producer_id);
+}
+
+pub async fn enqueue<C, S>(client: &C, statement: &S, job: &NewJob) -> Result<Uuid>
+where
+    C: GenericClient + Sync,
+    S: ?Sized + ToStatement + Sync + Send,
+{
+    let mut binds = PgBinds::default();
+    enqueue_binds(job, &mut binds);
+    let row = client.query_one(statement, &binds.params()).await?;
+    Ok(row.get(0))
+}
+
+pub async fn enqueue_many<C, S>(client: &C, statement: &S, jobs: &NewJobs) -> Result<Vec<Uuid>>
+where
+    C: GenericClient + Sync,
+    S: ?Sized + ToStatement + Sync + Send,
+{
+    let options = &jobs.options;
+    let rows = client
+        .query(
+            statement,
+            &[
+                &jobs.task_name,
+                &jobs.args,
+                &options.queue,
+                &options.priority,
+                &options.retries,
+                &options.unique,
+                &seconds(options.timeout),
+                &jobs.producer_id,
+            ],
+        )
+        .await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// A claimed job's time limit, from the seconds its row holds. Zero is no limit (as
+/// `soniq.enqueue` stores it). A value no `Duration` holds — negative, NaN, too large: a row
+/// written by an older version — is an error, and the attempt fails with it.
+pub(crate) fn job_timeout(seconds: Option<f64>) -> Result<Option<Duration>, String> {
+    match seconds {
+        None | Some(0.0) => Ok(None),
+        Some(s) => duration_from_db(s, "the job's timeout").map(Some),
+    }
+}
+
+fn claimed_from_row(row: &Row, worker_id: Uuid) -> ClaimedJob {
+    let (timeout, unrunnable) = match job_timeout(row.get(6)) {
+        Ok(timeout) => (timeout, None),
+        Err(error) => (None, Some(error)),
+    };
+    ClaimedJob {
+        context: JobContext {
+            job_id: row.get(0),
+            job_name: row.get(1),
+            attempt: row.get(3),
+            max_attempts: row.get(4),
+            queue: row.get(5),
+            worker_id,
+            timeout,
+            scheduled_at: row.get(7),
+            created_at: row.get(8),
+        },
+        args: row.get(2),
+        unrunnable,
+    }
+}
+
+pub async fn claim<C, S>(
+    client: &C,
+    statement: &S,
+    request: &ClaimRequest,
+) -> Result<Vec<ClaimedJob>>
+where
+    C: GenericClient + Sync,
+    S: ?Sized + ToStatement + Sync + Send,
+{
+    let count = i32::try_from(request.count).unwrap_or(i32::MAX);
+    let rows = client
+        .query(
+            statement,
+            &[
+                &request.worker_id,
+                &request.queues,
+                &count,
+                &request.task_names,
+            ],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| claimed_from_row(row, request.worker_id))
+        .collect())
+}
+
+fn lease_columns(leases: impl Iterator<Item = Lease>) -> (Vec<Uuid>, Vec<i32>) {
+    leases.map(|lease| (lease.job_id, lease.attempt)).unzip()
+}
+
+pub async fn complete_many<C, S>(
+    client: &C,
+    statement: &S,
+    worker_id: Uuid,
+    completions: &[Completion],
+) -> Result<usize>
+where
+    C: GenericClient + Sync,
+    S: ?Sized + ToStatement + Sync + Send,
+{
+    let (ids, attempts) = lease_columns(completions.iter().map(|c| c.lease));
+    let results: Vec<Option<&serde_json::Value>> =
+        completions.iter().map(|c| c.result.as_ref()).collect();
+    let recorded = client
+        .query(statement, &[&ids, &worker_id, &attempts, &results])
+        .await?;
+    Ok(recorded.len())
+}
+
+pub async fn fail_many<C, S>(
+    client: &C,
+    statement: &S,
+    worker_id: Uuid,
+    failures: &[FailedAttempt],
+) -> Result<usize>
+where
+    C: GenericClient + Sync,
+    S: ?Sized + ToStatement + Sync + Send,
+{
+    let (ids, attempts) = lease_columns(failures.iter().map(|f| f.lease));
+    let errors: Vec<&str> = failures.iter().map(|f| f.error.as_str()).collect();
+    let retry_in: Vec<Option<f64>> = failures.iter().map(|f| seconds(f.retry_in)).collect();
+    let reasons: Vec<Option<&str>> = failures
+        .iter()
+        .map(|f| f.reason.map(|r| r.as_str()))
+        .collect();
+    let recorded = client
+        .query(
+            statement,
+            &[&ids, &worker_id, &attempts, &errors, &retry_in, &reasons],
+        )
+        .await?;
+    Ok(recorded.len())
+}
+
+pub async fn snooze<C, S>(
+    client: &C,
+    statement: &S,
+    worker_id: Uuid,
+    lease: Lease,
+    delay: Duration,
+    reason: Option<&str>,
+) -> Result<()>
+where
+    C: GenericClient + Sync,
+    S: ?Sized + ToStatement + Sync + Send,
+{
+    client
+        .execute(
+            statement,
+            &[
+                &lease.job_id,
+                &worker_id,
+                &lease.attempt,
+                &delay.as_secs_f64(),
+                &reason,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+pub async fn abort<C, S>(
+    client: &C,
+    statement: &S,
+    worker_id: Uuid,
+    lease: Lease,
+    reason: &str,
+) -> Result<()>
+where
+    C: GenericClient + Sync,
+    S: ?Sized + ToStatement + Sync + Send,
+{
+    client
+        .execute(
+            statement,
+            &[&lease.job_id, &worker_id, &lease.attempt, &reason],
+        )
+        .await?;
+    Ok(())
+}
+
+fn job_from_row(row: &Row) -> Result<JobInfo> {
+    Ok(JobInfo {
+        id: row.get(0),
+        task_name: row.get(1),
+        args: row.get(2),
+        status: JobStatus::parse(row.get(3))?,
+        queue: row.get(4),
+        priority: row.get(5),
+        attempts: row.get(6),
+        max_attempts: row.get(7),
+        scheduled_at: row.get(8),
+        last_error: row.get(9),
+        result: row.get(10),
+        dead_letter_reason: row.get(11),
+        producer_id: row.get(12),
+        created_at: row.get(13),
+        updated_at: row.get(14),
+    })
+}
+
+pub async fn get(client: &impl GenericClient, job_id: Uuid) -> Result<Option<JobInfo>> {
+    let row = client
+        .query_opt(
+            &format!("SELECT {JOB_COLUMNS} FROM soniq.get_job($1)"),
+            &[&job_id],
+        )
+        .await?;
+    row.as_ref().map(job_from_row).transpose()
+}
+
+pub async fn list(client: &impl GenericClient, filter: &JobFilter) -> Result<Vec<JobInfo>> {
+    let status = filter.status.map(JobStatus::as_str);
+    let rows = client
+        .query(
+            &format!("SELECT {JOB_COLUMNS} FROM soniq.list_jobs($1, $2, $3, $4)"),
+            &[&filter.queue, &status, &filter.limit, &filter.offset],
+        )
+        .await?;
+    rows.iter().map(job_from_row).collect()
+}
+
+pub async fn cancel(client: &impl GenericClient, job_id: Uuid) -> Result<bool> {
+    Ok(client
+        .query_one("SELECT soniq.cancel_job($1)", &[&job_id])
+        .await?
+        .get(0))
+}
+
+pub async fn delete(client: &impl GenericClient, job_id: Uuid) -> Result<()> {
+    client
+        .execute("SELECT soniq.delete_job($1)", &[&job_id])
+        .await?;
+    Ok(())
+}
+
+pub async fn queue_stats(client: &impl GenericClient, queue: Option<&str>) -> Result<QueueStats> {
+    let row = client
+        .query_one(
+            "SELECT total, queued, processing, done, cancelled, dead_letter FROM soniq.queue_stats($1)",
+            &[&queue],
+        )
+        .await?;
+    Ok(QueueStats {
+        total: row.get(0),
+        queued: row.get(1),
+        processing: row.get(2),
+        done: row.get(3),
+        cancelled: row.get(4),
+        dead_letter: row.get(5),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_no_duration_holds_fails_the_attempt_instead_of_the_worker() {
+        assert_eq!(job_timeout(None), Ok(None));
+        assert_eq!(job_timeout(Some(0.0)), Ok(None), "zero is no limit");
+        assert_eq!(
+            job_timeout(Some(2.5)),
+            Ok(Some(Duration::from_millis(2500)))
+        );
+        for bad in [-5.0, f64::NAN, 1e300] {
+            assert_eq!(
+                job_timeout(Some(bad)),
+                Err(format!(
+                    "the job's timeout of {bad} seconds is out of range"
+                ))
+            );
+        }
+    }
+}

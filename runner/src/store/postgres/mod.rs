@@ -1,0 +1,204 @@
+//! The store in PostgreSQL: every statement the runner and the CLI send, calling only the
+//! extension's `soniq.*` functions (and its views). Each area's statements and row decoding
+//! are written once, over `tokio_postgres::GenericClient`, so a pooled connection and a
+//! caller's own transaction (`Enqueue::send_on`) share them; the hot statements are prepared
+//! once per pooled connection.
+
+pub mod admin;
+pub mod binds;
+pub mod dead_letter;
+pub mod jobs;
+pub mod schedules;
+pub mod workers;
+
+use super::{
+    BoxFuture, ClaimRequest, ClaimedJob, Completion, FailedAttempt, Lease, NewJob, NewJobs, Store,
+    WorkerRegistration,
+};
+use crate::error::Result;
+use crate::jobs::{JobFilter, JobInfo, QueueStats};
+use deadpool_postgres::{Object, Pool};
+use serde_json::Value;
+use std::time::Duration;
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+/// The store on a pool of connections to a database with the extension.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl PgStore {
+    pub fn new(pool: Pool) -> Self {
+        PgStore { pool }
+    }
+
+    /// A pooled connection, for the operations of one area (`schedules::add(&**client, ..)`).
+    pub async fn client(&self) -> Result<Object> {
+        Ok(self.pool.get().await?)
+    }
+}
+
+pub async fn queue_pause(client: &impl GenericClient, queue: &str) -> Result<bool> {
+    Ok(client
+        .query_one("SELECT soniq.pause_queue($1)", &[&queue])
+        .await?
+        .get(0))
+}
+
+pub async fn queue_resume(client: &impl GenericClient, queue: &str) -> Result<bool> {
+    Ok(client
+        .query_one("SELECT soniq.resume_queue($1)", &[&queue])
+        .await?
+        .get(0))
+}
+
+impl Store for PgStore {
+    fn task_register<'a>(
+        &'a self,
+        name: &'a str,
+        defaults: &'a Value,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(
+            async move { workers::register_task(&**self.client().await?, name, defaults).await },
+        )
+    }
+
+    fn job_enqueue<'a>(&'a self, job: &'a NewJob) -> BoxFuture<'a, Result<Uuid>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let statement = client.prepare_cached(jobs::ENQUEUE).await?;
+            jobs::enqueue(&**client, &statement, job).await
+        })
+    }
+
+    fn job_enqueue_many<'a>(&'a self, new: &'a NewJobs) -> BoxFuture<'a, Result<Vec<Uuid>>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let statement = client.prepare_cached(jobs::ENQUEUE_MANY).await?;
+            jobs::enqueue_many(&**client, &statement, new).await
+        })
+    }
+
+    fn job_claim<'a>(
+        &'a self,
+        request: &'a ClaimRequest,
+    ) -> BoxFuture<'a, Result<Vec<ClaimedJob>>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let statement = client.prepare_cached(jobs::CLAIM).await?;
+            jobs::claim(&**client, &statement, request).await
+        })
+    }
+
+    fn job_complete_many<'a>(
+        &'a self,
+        worker_id: Uuid,
+        completions: &'a [Completion],
+    ) -> BoxFuture<'a, Result<usize>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let statement = client.prepare_cached(jobs::COMPLETE_MANY).await?;
+            jobs::complete_many(&**client, &statement, worker_id, completions).await
+        })
+    }
+
+    fn job_fail_many<'a>(
+        &'a self,
+        worker_id: Uuid,
+        failures: &'a [FailedAttempt],
+    ) -> BoxFuture<'a, Result<usize>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let statement = client.prepare_cached(jobs::FAIL_MANY).await?;
+            jobs::fail_many(&**client, &statement, worker_id, failures).await
+        })
+    }
+
+    fn job_snooze<'a>(
+        &'a self,
+        worker_id: Uuid,
+        lease: Lease,
+        delay: Duration,
+        reason: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let statement = client.prepare_cached(jobs::SNOOZE).await?;
+            jobs::snooze(&**client, &statement, worker_id, lease, delay, reason).await
+        })
+    }
+
+    fn job_abort<'a>(
+        &'a self,
+        worker_id: Uuid,
+        lease: Lease,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let statement = client.prepare_cached(jobs::ABORT).await?;
+            jobs::abort(&**client, &statement, worker_id, lease, reason).await
+        })
+    }
+
+    fn job_get(&self, job_id: Uuid) -> BoxFuture<'_, Result<Option<JobInfo>>> {
+        Box::pin(async move { jobs::get(&**self.client().await?, job_id).await })
+    }
+
+    fn job_list<'a>(&'a self, filter: &'a JobFilter) -> BoxFuture<'a, Result<Vec<JobInfo>>> {
+        Box::pin(async move { jobs::list(&**self.client().await?, filter).await })
+    }
+
+    fn job_cancel(&self, job_id: Uuid) -> BoxFuture<'_, Result<bool>> {
+        Box::pin(async move { jobs::cancel(&**self.client().await?, job_id).await })
+    }
+
+    fn job_delete(&self, job_id: Uuid) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move { jobs::delete(&**self.client().await?, job_id).await })
+    }
+
+    fn queue_stats<'a>(&'a self, queue: Option<&'a str>) -> BoxFuture<'a, Result<QueueStats>> {
+        Box::pin(async move { jobs::queue_stats(&**self.client().await?, queue).await })
+    }
+
+    fn queue_pause<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move { queue_pause(&**self.client().await?, queue).await })
+    }
+
+    fn queue_resume<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move { queue_resume(&**self.client().await?, queue).await })
+    }
+
+    fn worker_register<'a>(
+        &'a self,
+        worker: &'a WorkerRegistration,
+    ) -> BoxFuture<'a, Result<Uuid>> {
+        Box::pin(async move { workers::register(&**self.client().await?, worker).await })
+    }
+
+    fn worker_heartbeat<'a>(
+        &'a self,
+        worker_id: Uuid,
+        held: &'a [Uuid],
+    ) -> BoxFuture<'a, Result<Vec<Uuid>>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let statement = client.prepare_cached(workers::HEARTBEAT).await?;
+            workers::heartbeat(&**client, &statement, worker_id, held).await
+        })
+    }
+
+    fn worker_deregister(&self, worker_id: Uuid) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move { workers::deregister(&**self.client().await?, worker_id).await })
+    }
+
+    fn maintenance_rescue(&self, heartbeat_timeout: Duration) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move { workers::rescue(&**self.client().await?, heartbeat_timeout).await })
+    }
+
+    fn maintenance_prune(&self, batch_size: i32) -> BoxFuture<'_, Result<i64>> {
+        Box::pin(async move { workers::prune(&**self.client().await?, batch_size).await })
+    }
+}

@@ -1,0 +1,105 @@
+//! Schedules: add (or update), pause, resume, remove, list, get.
+
+use crate::error::{Error, Result};
+use crate::scheduler::{ScheduleInfo, ScheduleSpec};
+use crate::time::duration_from_db;
+use soniq_cron::Schedule;
+use tokio_postgres::{GenericClient, Row};
+
+const SCHEDULE_COLUMNS: &str =
+    "name, task_name, args, cron, extract(epoch FROM every)::float8, time_zone, \
+     enabled, next_fire_at, last_fire_at, fire_count, last_error";
+
+fn schedule_from_row(row: &Row) -> Result<ScheduleInfo> {
+    let name: String = row.get(0);
+    let every = match row.get::<_, Option<f64>>(4) {
+        None => None,
+        Some(seconds) => Some(
+            duration_from_db(seconds, &format!("schedule {name}: every"))
+                .map_err(Error::Invalid)?,
+        ),
+    };
+    Ok(ScheduleInfo {
+        name,
+        task_name: row.get(1),
+        args: row.get(2),
+        cron: row.get(3),
+        every,
+        time_zone: row.get(5),
+        enabled: row.get(6),
+        next_fire_at: row.get(7),
+        last_fire_at: row.get(8),
+        fire_count: row.get(9),
+        last_error: row.get(10),
+    })
+}
+
+pub async fn add(client: &impl GenericClient, spec: &ScheduleSpec) -> Result<ScheduleInfo> {
+    let (cron, every) = match &spec.schedule {
+        Schedule::Cron(expr) => (Some(expr.to_string()), None),
+        Schedule::Every(period) => (None, Some(period.as_secs_f64())),
+    };
+    let timeout = spec.timeout.map(|t| t.as_secs_f64());
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT {SCHEDULE_COLUMNS} FROM soniq.schedule_add($1, $2, $3, make_interval(secs => $4), $5, $6, \
+                 $7, $8, $9, make_interval(secs => $10))"
+            ),
+            &[
+                &spec.name,
+                &spec.task_name,
+                &cron,
+                &every,
+                &spec.args,
+                &spec.time_zone,
+                &spec.queue,
+                &spec.priority,
+                &spec.retries,
+                &timeout,
+            ],
+        )
+        .await?;
+    schedule_from_row(&row)
+}
+
+pub async fn pause(client: &impl GenericClient, name: &str) -> Result<bool> {
+    Ok(client
+        .query_one("SELECT soniq.schedule_pause($1)", &[&name])
+        .await?
+        .get(0))
+}
+
+pub async fn resume(client: &impl GenericClient, name: &str) -> Result<bool> {
+    Ok(client
+        .query_one("SELECT soniq.schedule_resume($1)", &[&name])
+        .await?
+        .get(0))
+}
+
+pub async fn remove(client: &impl GenericClient, name: &str) -> Result<()> {
+    client
+        .execute("SELECT soniq.schedule_remove($1)", &[&name])
+        .await?;
+    Ok(())
+}
+
+pub async fn list(client: &impl GenericClient, enabled: Option<bool>) -> Result<Vec<ScheduleInfo>> {
+    let rows = client
+        .query(
+            &format!("SELECT {SCHEDULE_COLUMNS} FROM soniq.schedule_list($1)"),
+            &[&enabled],
+        )
+        .await?;
+    rows.iter().map(schedule_from_row).collect()
+}
+
+pub async fn get(client: &impl GenericClient, name: &str) -> Result<Option<ScheduleInfo>> {
+    let row = client
+        .query_opt(
+            &format!("SELECT {SCHEDULE_COLUMNS} FROM soniq.schedule_get($1)"),
+            &[&name],
+        )
+        .await?;
+    row.as_ref().map(schedule_from_row).transpose()
+}

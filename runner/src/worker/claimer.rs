@@ -1,0 +1,251 @@
+//! The claimer: one per worker, it claims jobs in batches up to the free job slots (and the
+//! free slots of tasks with a limit of their own), and hands them to [`Attempts`] to run.
+//! Woken by the listener, so a notification never sends every job slot racing to the store.
+
+use super::attempts::Attempts;
+use super::WorkerId;
+use crate::error::Result;
+use crate::store::{ClaimRequest, Store};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+
+/// Jobs claimed per round trip at most.
+pub(crate) const MAX_CLAIM_BATCH: usize = 100;
+/// After a notification, look again this soon even if none follows: a producer whose wake-up
+/// was skipped because another's was committing (the extension's src/wake.rs) commits a moment
+/// after the notified claim ran.
+const FOLLOW_UP: Duration = Duration::from_millis(20);
+
+/// The slots one attempt holds until its outcome is recorded: one of the worker's, and one of
+/// its task's when the task has a limit in this worker.
+pub(crate) struct Slots {
+    _job: OwnedSemaphorePermit,
+    _task: Option<TaskSlot>,
+}
+
+/// A task's slot; freeing it wakes the claimer, which may have left the task out.
+struct TaskSlot {
+    _permit: OwnedSemaphorePermit,
+    wake: Arc<Notify>,
+}
+
+impl Drop for TaskSlot {
+    fn drop(&mut self) {
+        self.wake.notify_one();
+    }
+}
+
+/// What one claim asks for: how many jobs, of which tasks. Tasks whose own limit is reached
+/// are left out, and the count is kept within the free slots of every limited task it names,
+/// so no job is claimed that could not start at once (it would hold its lease, and run down
+/// its timeout, waiting for a slot). `None` when every task is at its limit.
+pub(crate) fn claim_size(
+    free: usize,
+    tasks: &[String],
+    task_free: &HashMap<String, usize>,
+) -> Option<(usize, Vec<String>)> {
+    let mut count = free.min(MAX_CLAIM_BATCH);
+    let mut names = Vec::with_capacity(tasks.len());
+    for name in tasks {
+        match task_free.get(name) {
+            Some(0) => continue,
+            Some(&limit) => count = count.min(limit),
+            None => {}
+        }
+        names.push(name.clone());
+    }
+    (count > 0 && !names.is_empty()).then_some((count, names))
+}
+
+/// What the claimer needs to know.
+pub(crate) struct ClaimerConfig {
+    pub queues: Option<Vec<String>>,
+    pub task_names: Vec<String>,
+    /// Tasks with a limit of their own in this worker (`TaskBuilder::max_concurrent`).
+    pub task_limits: HashMap<String, usize>,
+    pub concurrency: usize,
+    pub run_once: bool,
+    pub max_jobs: Option<usize>,
+    pub poll_interval: Duration,
+    pub error_retry_delay: Duration,
+}
+
+pub(crate) struct Claimer {
+    pub store: Arc<dyn Store>,
+    pub attempts: Arc<Attempts>,
+    pub worker_id: Arc<WorkerId>,
+    pub wake: Arc<Notify>,
+    /// The worker's job slots.
+    pub slots: Arc<Semaphore>,
+    pub config: ClaimerConfig,
+    /// Attempts started.
+    pub started: AtomicUsize,
+}
+
+impl Claimer {
+    fn task_slots(&self) -> HashMap<String, Arc<Semaphore>> {
+        self.config
+            .task_limits
+            .iter()
+            .map(|(name, limit)| (name.clone(), Arc::new(Semaphore::new(*limit))))
+            .collect()
+    }
+
+    /// Claim and start jobs until told to stop (or, with `run_once`, until nothing is left;
+    /// with `max_jobs`, until that many started). Never dropped mid-claim: jobs claimed but
+    /// never run would lose an attempt; it ends at its next wait.
+    pub async fn run(&self, mut stop: watch::Receiver<bool>) -> Result<()> {
+        let config = &self.config;
+        let all_slots = u32::try_from(config.concurrency).unwrap_or(u32::MAX);
+        let task_slots = self.task_slots();
+        let mut follow_up = false;
+        while !*stop.borrow() {
+            let remaining = config
+                .max_jobs
+                .map(|max| max.saturating_sub(self.started.load(Ordering::Relaxed)))
+                .unwrap_or(usize::MAX);
+            if remaining == 0 {
+                break;
+            }
+            // Wait for a free slot, then take every free slot (up to a batch).
+            let first = tokio::select! {
+                permit = Arc::clone(&self.slots).acquire_owned() => permit.expect("slots are never closed"),
+                _ = stop.changed() => break,
+            };
+            let mut permits = vec![first];
+            while permits.len() < remaining.min(MAX_CLAIM_BATCH) {
+                match Arc::clone(&self.slots).try_acquire_owned() {
+                    Ok(permit) => permits.push(permit),
+                    Err(_) => break,
+                }
+            }
+            // Armed before the claim, so a notification during the claim is not lost.
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let task_free: HashMap<String, usize> = task_slots
+                .iter()
+                .map(|(name, slots)| (name.clone(), slots.available_permits()))
+                .collect();
+            let Some((asked, task_names)) =
+                claim_size(permits.len(), &config.task_names, &task_free)
+            else {
+                // Every task is at its limit: wait until a slot of one frees.
+                drop(permits);
+                tokio::select! {
+                    _ = &mut woken => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            };
+            permits.truncate(asked);
+            // Nothing running while we claim: an empty claim then means nothing is left.
+            let nothing_running = self.slots.available_permits() + asked == config.concurrency;
+            let request = ClaimRequest {
+                worker_id: self.worker_id.get(),
+                queues: config.queues.clone(),
+                count: asked,
+                task_names: Some(task_names),
+            };
+            let jobs = match self.store.job_claim(&request).await {
+                Ok(jobs) => jobs,
+                Err(e) => {
+                    tracing::warn!("claim failed: {e}");
+                    drop(permits);
+                    tokio::select! {
+                        _ = tokio::time::sleep(config.error_retry_delay) => {}
+                        _ = stop.changed() => {}
+                    }
+                    continue;
+                }
+            };
+            let got = jobs.len();
+            self.started.fetch_add(got, Ordering::Relaxed);
+            for (job, permit) in jobs.into_iter().zip(permits.drain(..)) {
+                // Only the claimer takes task slots, and it claimed no more than were free.
+                let task = task_slots.get(&job.context.job_name).and_then(|slots| {
+                    let permit = Arc::clone(slots).try_acquire_owned().ok()?;
+                    Some(TaskSlot {
+                        _permit: permit,
+                        wake: Arc::clone(&self.wake),
+                    })
+                });
+                let slots = Slots {
+                    _job: permit,
+                    _task: task,
+                };
+                self.attempts.spawn(job, slots);
+            }
+            drop(permits);
+            if got == asked {
+                continue; // a full batch: there may be more at once
+            }
+            if config.run_once {
+                if got == 0 && nothing_running {
+                    break;
+                }
+                // Jobs still running may leave immediate retries: wait for them, then look again.
+                drop(
+                    self.slots
+                        .acquire_many(all_slots)
+                        .await
+                        .expect("slots are never closed"),
+                );
+                continue;
+            }
+            let idle = if follow_up {
+                FOLLOW_UP
+            } else {
+                config.poll_interval
+            };
+            follow_up = false;
+            tokio::select! {
+                _ = &mut woken => follow_up = true,
+                _ = tokio::time::sleep(idle) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn a_claim_takes_every_free_slot_up_to_a_batch() {
+        let tasks = names(&["a", "b"]);
+        assert_eq!(
+            claim_size(8, &tasks, &HashMap::new()),
+            Some((8, tasks.clone()))
+        );
+        assert_eq!(
+            claim_size(500, &tasks, &HashMap::new()),
+            Some((MAX_CLAIM_BATCH, tasks.clone()))
+        );
+    }
+
+    #[test]
+    fn a_task_at_its_limit_is_left_out_and_a_limited_task_bounds_the_count() {
+        let tasks = names(&["convert", "mail", "resize"]);
+        let free: HashMap<String, usize> = [("convert".to_string(), 0), ("resize".to_string(), 2)]
+            .into_iter()
+            .collect();
+        // resize has two free slots: a claim that may return resize jobs takes at most two.
+        assert_eq!(
+            claim_size(8, &tasks, &free),
+            Some((2, names(&["mail", "resize"])))
+        );
+        // Every task at its limit: nothing to claim.
+        let full: HashMap<String, usize> = [("convert".to_string(), 0)].into_iter().collect();
+        assert_eq!(claim_size(8, &names(&["convert"]), &full), None);
+    }
+}

@@ -1,0 +1,302 @@
+//! The worker, wired from small services that share one lifecycle — started together, the
+//! claimer stopped first, the others once the running jobs are finished or handed back:
+//! * [`claimer`]: one per process, claims in batches up to the free job slots;
+//! * [`attempts`]: one task per running job, and the jobs the worker holds;
+//! * [`completer`]: records outcomes, many completions (and failures) per statement;
+//! * [`heartbeat`]: keeps the leases alive and learns of cancellation requests;
+//! * [`maintenance`]: rescue and pruning rounds where no control plane serves the database;
+//! * [`listener`]: `LISTEN soniq_new_job`, waking the claimer.
+//!
+//! On shutdown, unfinished jobs are handed back without using up an attempt.
+
+mod attempts;
+mod claimer;
+mod completer;
+mod heartbeat;
+mod listener;
+mod maintenance;
+mod signals;
+
+pub(crate) use completer::{record_batch, Report};
+
+use crate::error::{Error, Result};
+use crate::execute::ReportKind;
+use crate::store::{Store, WorkerRegistration};
+use crate::{Backend, Soniq};
+use attempts::Attempts;
+use claimer::{Claimer, ClaimerConfig};
+use heartbeat::Heartbeat;
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Default)]
+pub struct WorkerOptions {
+    /// Jobs run at once; default `SONIQ_CONCURRENCY`.
+    pub concurrency: Option<usize>,
+    /// Queues to serve; `None` serves all.
+    pub queues: Option<Vec<String>>,
+    /// Run what is due, wait for it to finish, and return when nothing is left.
+    pub run_once: bool,
+    /// Stop claiming once this many jobs were started (with or without `run_once`), then
+    /// finish them and return.
+    pub max_jobs: Option<usize>,
+}
+
+/// What a worker did before it returned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerReport {
+    /// Attempts started.
+    pub jobs_run: usize,
+    /// Attempts handed back unfinished at shutdown (they will run again, no attempt used).
+    pub handed_back: usize,
+}
+
+/// The worker's id, which a heartbeat changes when the worker registers again.
+pub(crate) struct WorkerId(Mutex<Uuid>);
+
+impl WorkerId {
+    pub fn get(&self) -> Uuid {
+        *self.0.lock().unwrap()
+    }
+
+    fn set(&self, id: Uuid) {
+        *self.0.lock().unwrap() = id;
+    }
+}
+
+/// Run `round` every `period` until `stop` changes.
+fn every<F, Fut>(period: Duration, mut stop: watch::Receiver<bool>, mut round: F) -> JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = stop.changed() => return,
+            }
+            round().await;
+        }
+    })
+}
+
+/// The services that run beside the claimer, stopped after it.
+struct Background {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Background {
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Soniq {
+    /// Run a worker until SIGINT or SIGTERM (or, with `run_once`, until nothing is due).
+    /// The first signal shuts down gracefully; a second one exits the process at once
+    /// (status 130; jobs still running are taken back by the control plane once this
+    /// worker's heartbeats stop).
+    pub async fn run_worker(&self, options: WorkerOptions) -> Result<WorkerReport> {
+        let first_signal = async {
+            signals::shutdown_signal().await;
+            tracing::info!("shutting down: no new jobs; running jobs get SONIQ_SHUTDOWN_TIMEOUT");
+            tokio::spawn(async {
+                signals::shutdown_signal().await;
+                tracing::warn!("second signal: exiting at once");
+                std::process::exit(130);
+            });
+        };
+        self.run_worker_until(options, first_signal).await
+    }
+
+    fn registration(&self, options: &WorkerOptions, concurrency: usize) -> WorkerRegistration {
+        WorkerRegistration {
+            host: crate::settings::hostname(),
+            pid: std::process::id() as i32,
+            queues: options.queues.clone(),
+            concurrency: i32::try_from(concurrency).unwrap_or(i32::MAX),
+            version: env!("CARGO_PKG_VERSION").into(),
+            task_names: self.handlers.registry.names(),
+        }
+    }
+
+    /// Start the heartbeat, maintenance and (on a database) the listener.
+    fn start_background(
+        &self,
+        store: &Arc<dyn Store>,
+        heartbeat: Heartbeat,
+        wake: &Arc<Notify>,
+    ) -> Background {
+        let (stop, stopped) = watch::channel(false);
+        let heartbeat = Arc::new(heartbeat);
+        let mut tasks = vec![
+            every(
+                self.settings.heartbeat_interval,
+                stopped.clone(),
+                move || {
+                    let heartbeat = Arc::clone(&heartbeat);
+                    async move { heartbeat.beat().await }
+                },
+            ),
+            every(self.settings.cleanup_interval, stopped.clone(), {
+                let (store, timeout) = (Arc::clone(store), self.settings.heartbeat_timeout);
+                move || {
+                    let store = Arc::clone(&store);
+                    async move { maintenance::round(&*store, timeout).await }
+                }
+            }),
+        ];
+        if let Backend::Postgres(_) = self.backend {
+            tasks.push(tokio::spawn(listener::run(
+                self.settings.database_url.clone(),
+                Arc::clone(wake),
+                self.settings.error_retry_delay,
+                stopped,
+            )));
+        }
+        Background { stop, tasks }
+    }
+
+    /// Run a worker until `shutdown` resolves: embed one in an application with its own
+    /// lifecycle. Shutdown stops claiming, gives running jobs `SONIQ_SHUTDOWN_TIMEOUT`,
+    /// then hands the rest back without using up an attempt, and deregisters.
+    pub async fn run_worker_until(
+        &self,
+        options: WorkerOptions,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<WorkerReport> {
+        let concurrency = options
+            .concurrency
+            .unwrap_or(self.settings.concurrency)
+            .max(1);
+        let task_names = self.handlers.registry.names();
+        if task_names.is_empty() {
+            return Err(Error::Invalid(
+                "a worker needs at least one registered handler".into(),
+            ));
+        }
+        self.publish_tasks().await?;
+        let store = self.store();
+        let registration = self.registration(&options, concurrency);
+        let worker_id = Arc::new(WorkerId(Mutex::new(
+            store.worker_register(&registration).await?,
+        )));
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            worker_id = %worker_id.get(),
+            queues = %options.queues.as_ref().map_or("all".into(), |q| q.join(",")),
+            concurrency,
+            tasks = %task_names.join(","),
+            database = %crate::settings::mask_url(&self.settings.database_url),
+            "worker started"
+        );
+        let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+        let attempts = Arc::new(Attempts::new(self.handlers.clone(), reports_tx));
+        let completer = tokio::spawn(completer::run(
+            Arc::clone(&store),
+            Arc::downgrade(&attempts),
+            reports_rx,
+            self.settings.error_retry_delay,
+        ));
+        let wake = Arc::new(Notify::new());
+        let background = self.start_background(
+            &store,
+            Heartbeat {
+                store: Arc::clone(&store),
+                attempts: Arc::clone(&attempts),
+                worker_id: Arc::clone(&worker_id),
+                registration,
+            },
+            &wake,
+        );
+        let claimer = Claimer {
+            store: Arc::clone(&store),
+            attempts: Arc::clone(&attempts),
+            worker_id: Arc::clone(&worker_id),
+            wake,
+            slots: Arc::new(Semaphore::new(concurrency)),
+            config: ClaimerConfig {
+                queues: options.queues.clone(),
+                task_names,
+                task_limits: self.handlers.registry.task_limits(),
+                concurrency,
+                run_once: options.run_once,
+                max_jobs: options.max_jobs,
+                poll_interval: self.settings.poll_interval,
+                error_retry_delay: self.settings.error_retry_delay,
+            },
+            started: Default::default(),
+        };
+        let claimed = claim_until(&claimer, shutdown).await;
+        let handed_back = self.finish_running(&claimer, &attempts).await;
+        background.stop().await;
+        // The completer ends once every sender is gone: the attempts' here, the job tasks' as
+        // they end.
+        drop(attempts);
+        drop(claimer.attempts);
+        let _ = completer.await;
+        if let Err(e) = store.worker_deregister(worker_id.get()).await {
+            if !completer::lease_lost(&e) {
+                return Err(e);
+            }
+        }
+        claimed?;
+        let jobs_run = claimer.started.load(Ordering::Relaxed);
+        tracing::info!(jobs_run, handed_back, "worker stopped and deregistered");
+        Ok(WorkerReport {
+            jobs_run,
+            handed_back,
+        })
+    }
+
+    /// Give running jobs `SONIQ_SHUTDOWN_TIMEOUT` to finish, then hand the rest back without
+    /// using up an attempt; returns how many were handed back.
+    async fn finish_running(&self, claimer: &Claimer, attempts: &Attempts) -> usize {
+        let concurrency = claimer.config.concurrency;
+        let all_slots = u32::try_from(concurrency).unwrap_or(u32::MAX);
+        if claimer.slots.available_permits() < concurrency {
+            tracing::info!(
+                "stopped claiming; waiting up to {} s for the running jobs",
+                self.settings.shutdown_timeout.as_secs_f64()
+            );
+        }
+        let finished = tokio::time::timeout(
+            self.settings.shutdown_timeout,
+            claimer.slots.acquire_many(all_slots),
+        )
+        .await;
+        if finished.is_ok() {
+            return 0;
+        }
+        attempts.stop(&attempts.running_ids(), || ReportKind::Snooze {
+            delay: Duration::ZERO,
+            reason: Some("handed back unfinished at shutdown".into()),
+        })
+    }
+}
+
+/// Run the claimer until it ends (`run_once`, `max_jobs`) or `shutdown` resolves; then tell it
+/// to stop and let it end at its next wait.
+async fn claim_until(claimer: &Claimer, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+    let (stop, stopped) = watch::channel(false);
+    let claiming = claimer.run(stopped);
+    tokio::pin!(claiming);
+    tokio::pin!(shutdown);
+    tokio::select! {
+        result = &mut claiming => result,
+        _ = &mut shutdown => {
+            let _ = stop.send(true);
+            claiming.await
+        }
+    }
+}

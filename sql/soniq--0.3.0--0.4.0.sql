@@ -1,0 +1,100 @@
+-- soniq 0.3.0 -> 0.4.0
+--   * dead_letter_get: one dead job by id (the runner read the table);
+--   * unserved_jobs: the tasks and queues no live worker serves, with their queued jobs
+--     (soniq status read the tables).
+-- tests/survival.rs checks that an updated database equals a fresh install.
+
+CREATE VIEW soniq.unserved_jobs AS
+SELECT u.task_name, u.queue, u.since, now() - u.since AS unserved_for,
+       (SELECT count(*) FROM soniq.jobs j
+         WHERE j.status = 'queued' AND j.task_name = u.task_name AND j.queue = u.queue) AS jobs
+  FROM soniq.unserved u
+ ORDER BY u.since, u.task_name, u.queue;
+
+CREATE FUNCTION soniq.dead_letter_get(job_id uuid) RETURNS SETOF soniq.dead_letter_jobs
+LANGUAGE sql STABLE AS $$
+    SELECT d.* FROM soniq.dead_letter_jobs d WHERE d.id = job_id
+$$;
+
+-- Privileges, as a fresh install grants them (sql/privileges.sql).
+-- Soniq roles and privileges.
+--
+-- Three roles, created once per cluster (roles are cluster-wide) and granted to login roles by
+-- the operator:
+--   soniq_producer  enqueues jobs and reads the status of those its login enqueued (by id, not
+--                   their args or results);
+--   soniq_worker    runs jobs: registers, claims, heartbeats, completes, fails, snoozes,
+--                   aborts, and publishes its handlers' options (register_task); a member of
+--                   soniq_producer (handlers enqueue follow-up jobs). A worker is bound to the
+--                   login that registered it: no other login (but an admin) may act for it;
+--   soniq_admin     everything: every function (dead letter, schedules, cancellation,
+--                   maintenance rounds) and read access to every table and view; a member of
+--                   soniq_worker.
+-- No role writes a table directly: the API functions run with their owner's rights
+-- (SECURITY DEFINER) and a pinned search_path, so a caller's schemas cannot stand in for
+-- pg_catalog's objects inside them. Internal helpers (names starting with "_") are called
+-- only from those functions and granted to nobody.
+
+DO $$
+DECLARE
+    role_name text;
+BEGIN
+    FOREACH role_name IN ARRAY ARRAY['soniq_producer', 'soniq_worker', 'soniq_admin'] LOOP
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = role_name) THEN
+            EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', role_name);
+        END IF;
+    END LOOP;
+    IF NOT pg_catalog.pg_has_role('soniq_worker', 'soniq_producer', 'MEMBER') THEN
+        GRANT soniq_producer TO soniq_worker;
+    END IF;
+    IF NOT pg_catalog.pg_has_role('soniq_admin', 'soniq_worker', 'MEMBER') THEN
+        GRANT soniq_worker TO soniq_admin;
+    END IF;
+END
+$$;
+
+-- The API: every function whose name does not start with "_". Its SQL and PL/pgSQL
+-- functions run with their owner's rights and a pinned search_path; soniq_admin may call all.
+DO $$
+DECLARE
+    api regprocedure;
+    language name;
+BEGIN
+    FOR api, language IN
+        SELECT p.oid, l.lanname FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+         WHERE p.pronamespace = 'soniq'::regnamespace AND p.proname NOT LIKE '\_%'
+    LOOP
+        IF language IN ('sql', 'plpgsql') THEN
+            EXECUTE pg_catalog.format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = pg_catalog, pg_temp', api);
+        END IF;
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO soniq_admin', api);
+    END LOOP;
+END
+$$;
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA soniq FROM PUBLIC;
+GRANT USAGE ON SCHEMA soniq TO soniq_producer, soniq_worker, soniq_admin;
+
+GRANT EXECUTE ON FUNCTION
+    soniq.enqueue(text, jsonb, text, int, timestamptz, int, boolean, text, interval, text),
+    soniq.enqueue_many(jsonb),
+    soniq.enqueue_many(text, jsonb[], text, int, timestamptz, int, boolean, interval, text),
+    soniq.job_status(uuid)
+TO soniq_producer;
+
+GRANT EXECUTE ON FUNCTION
+    soniq.register_task(text, jsonb),  -- a worker publishes its handlers' options
+    soniq.register_worker(text, int, text[], int, text, jsonb, text[]),
+    soniq.heartbeat(uuid),
+    soniq.heartbeat(uuid, uuid[], interval),
+    soniq.deregister_worker(uuid),
+    soniq.claim(uuid, text[], int, text[]),
+    soniq.complete(uuid, uuid, int, jsonb),
+    soniq.complete_many(uuid[], uuid, int[], jsonb[]),
+    soniq.fail(uuid, uuid, int, text, interval, text),
+    soniq.fail_many(uuid[], uuid, int[], text[], interval[], text[]),
+    soniq.snooze(uuid, uuid, int, interval, text),
+    soniq.abort(uuid, uuid, int, text)
+TO soniq_worker;
+
+GRANT SELECT ON ALL TABLES IN SCHEMA soniq TO soniq_admin;
