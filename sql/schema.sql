@@ -1,6 +1,6 @@
 -- Soniq schema: the tables behind the SQL API.
 --
--- Only the functions in sql/api.sql and sql/control_plane.sql write these tables (one seam
+-- Only the functions of the other files in sql/ write these tables (one seam
 -- for state).
 -- Every table is registered with pg_extension_config_dump so pg_dump keeps the rows.
 
@@ -119,12 +119,24 @@ CREATE INDEX jobs_worker_idx ON soniq.jobs (worker_id) WHERE status = 'processin
 CREATE INDEX jobs_queue_status_idx ON soniq.jobs (queue, status);
 -- Pruning of finished jobs.
 CREATE INDEX jobs_expires_idx ON soniq.jobs (expires_at) WHERE expires_at IS NOT NULL;
+-- Pruning of cancelled jobs.
+CREATE INDEX jobs_cancelled_idx ON soniq.jobs (finished_at) WHERE status = 'cancelled';
+-- The tasks and queues that have queued jobs, read one pair at a time (a loose index scan).
+CREATE INDEX jobs_queued_task_idx ON soniq.jobs (task_name, queue) WHERE status = 'queued';
 -- Deduplication: at most one queued job per (task, args hash) and per dedup key, within the
 -- jobs of one login (another login's job is neither found nor revealed by a duplicate).
 CREATE UNIQUE INDEX jobs_unique_args_idx ON soniq.jobs (enqueued_by, task_name, args_hash)
     WHERE status = 'queued' AND args_hash IS NOT NULL;
 CREATE UNIQUE INDEX jobs_dedup_key_idx ON soniq.jobs (enqueued_by, dedup_key)
     WHERE status = 'queued' AND dedup_key IS NOT NULL;
+
+-- Why a job is in the dead letter, the one list of reasons: it used its last attempt
+-- (max_retries_exceeded), or its last one timed out (timeout); the handler gave up
+-- (permanent_failure); its arguments do not fit the handler (invalid_arguments); no worker
+-- has a handler for its task (job_not_found); an operator moved it (manual_move).
+CREATE DOMAIN soniq.dead_letter_reason AS text CHECK (VALUE IN (
+    'max_retries_exceeded', 'permanent_failure', 'job_not_found',
+    'invalid_arguments', 'timeout', 'manual_move'));
 
 -- Jobs that ran out of attempts or were discarded. The id is the original job's id.
 CREATE TABLE soniq.dead_letter_jobs (
@@ -139,17 +151,14 @@ CREATE TABLE soniq.dead_letter_jobs (
     retry_policy            jsonb,
     result_ttl              interval NOT NULL,
     last_error              text,
-    dead_letter_reason      text NOT NULL,
+    dead_letter_reason      soniq.dead_letter_reason NOT NULL,
     producer_id             text,
     original_created_at     timestamptz NOT NULL,
     moved_to_dead_letter_at timestamptz NOT NULL DEFAULT now(),
     resurrection_count      int NOT NULL DEFAULT 0,
     last_resurrection_at    timestamptz,
     tags                    text[] NOT NULL DEFAULT '{}',   -- an operator's labels
-    enqueued_by             text DEFAULT session_user,
-    CONSTRAINT dead_letter_reason_check CHECK (dead_letter_reason IN (
-        'max_retries_exceeded', 'permanent_failure', 'job_not_found',
-        'invalid_arguments', 'timeout', 'manual_move'))
+    enqueued_by             text DEFAULT session_user
 );
 CREATE INDEX dead_letter_task_idx ON soniq.dead_letter_jobs (task_name);
 CREATE INDEX dead_letter_queue_idx ON soniq.dead_letter_jobs (queue);
@@ -188,14 +197,11 @@ CREATE TABLE soniq.schedules (
 CREATE INDEX schedules_due_idx ON soniq.schedules (next_fire_at) WHERE enabled;
 SELECT pg_catalog.pg_extension_config_dump('soniq.schedules', '');
 
--- Pruning of cancelled jobs.
-CREATE INDEX jobs_cancelled_idx ON soniq.jobs (finished_at) WHERE status = 'cancelled';
-
 -- The control plane's own state, one row per subsystem, read through the soniq.health view.
 -- Runtime state, not user data: pg_dump leaves it out.
 CREATE TABLE soniq.control_plane (
     subsystem       text PRIMARY KEY,
-    pid             int,            -- the background worker (row 'worker')
+    pid             int,            -- the background worker (row 'control_plane')
     started_at      timestamptz,
     last_run_at     timestamptz,
     last_success_at timestamptz,
@@ -204,9 +210,9 @@ CREATE TABLE soniq.control_plane (
     last_error_at   timestamptz,
     runs            bigint NOT NULL DEFAULT 0,
     failures        bigint NOT NULL DEFAULT 0,
-    CONSTRAINT control_plane_subsystem CHECK (subsystem IN ('worker', 'scheduler', 'rescue', 'prune', 'unserved'))
+    CONSTRAINT control_plane_subsystem CHECK (subsystem IN ('control_plane', 'scheduler', 'rescue', 'prune', 'unserved'))
 );
-INSERT INTO soniq.control_plane (subsystem) VALUES ('worker'), ('scheduler'), ('rescue'), ('prune'), ('unserved');
+INSERT INTO soniq.control_plane (subsystem) VALUES ('control_plane'), ('scheduler'), ('rescue'), ('prune'), ('unserved');
 
 -- Each task and queue with queued jobs that no live worker serves (its task name or its queue),
 -- since when the control plane has seen it so; a row goes once a worker serves it again.
@@ -217,5 +223,3 @@ CREATE TABLE soniq.unserved (
     since     timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (task_name, queue)
 );
--- The tasks and queues that have queued jobs, read one pair at a time (a loose index scan).
-CREATE INDEX jobs_queued_task_idx ON soniq.jobs (task_name, queue) WHERE status = 'queued';

@@ -2,8 +2,8 @@
 //! `soniq.database_name`, that fires due schedules, takes back the jobs of dead workers and
 //! expired leases, and prunes finished jobs.
 //!
-//! The work itself is SQL (`soniq._run_subsystem` and the functions it calls in
-//! `sql/control_plane.sql`): each unit runs in its own subtransaction and records its
+//! The work itself is SQL (the rounds `soniq._round_*` and the functions they call in
+//! `sql/rounds.sql`): each unit runs in its own subtransaction and records its
 //! outcome in `soniq.control_plane`, so a bad row never stops the loop. This file only
 //! decides when to run it, and keeps the process well-behaved (signals, standby, restarts).
 
@@ -138,27 +138,28 @@ fn tick_interval() -> Duration {
     Duration::from_millis(TICK_INTERVAL_MS.get().max(10) as u64)
 }
 
-fn extension_installed() -> bool {
-    Spi::get_one::<bool>("SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'soniq')")
+/// The version of the extension in the served database; `None` before CREATE EXTENSION.
+fn installed_version() -> Option<String> {
+    Spi::get_one::<String>("SELECT extversion::text FROM pg_extension WHERE extname = 'soniq'")
         .ok()
         .flatten()
-        .unwrap_or(false)
 }
 
-/// Run one subsystem in its own transaction; returns how much work it did.
-fn run(subsystem: &str, batch_size: i32) -> i64 {
-    let query = format!(
-        "SELECT soniq._run_subsystem('{subsystem}', make_interval(secs => {}), make_interval(secs => {}), \
-         make_interval(secs => {}), {batch_size}, make_interval(secs => {}))",
-        HEARTBEAT_TIMEOUT_S.get(),
-        LEASE_GRACE_S.get(),
-        RETENTION_S.get(),
-        UNSERVED_GRACE_S.get(),
-    );
+/// The extension version this library's rounds call (its SQL functions change between versions).
+const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// One round, `soniq._round_<name>(..)`, in a transaction of its own; returns how much work it
+/// did. The round records its outcome (an error too) in `soniq.control_plane`, and never raises.
+fn run(round: &str) -> i64 {
+    let query = format!("SELECT soniq._round_{round}");
     BackgroundWorker::transaction(|| Spi::get_one::<i64>(&query))
         .ok()
         .flatten()
         .unwrap_or(0)
+}
+
+fn interval(seconds: i32) -> String {
+    format!("make_interval(secs => {seconds})")
 }
 
 /// Fire every due schedule, a batch per transaction. A short batch ends the loop: nothing
@@ -166,7 +167,8 @@ fn run(subsystem: &str, batch_size: i32) -> i64 {
 /// comes at once (a schedule is due).
 fn fire_due_schedules() {
     for _ in 0..SCHEDULER_TRANSACTIONS_PER_ROUND {
-        if run("scheduler", SCHEDULES_PER_TRANSACTION) < i64::from(SCHEDULES_PER_TRANSACTION) {
+        let fired = run(&format!("scheduler({SCHEDULES_PER_TRANSACTION})"));
+        if fired < i64::from(SCHEDULES_PER_TRANSACTION) {
             break;
         }
     }
@@ -175,14 +177,19 @@ fn fire_due_schedules() {
 /// One round; returns how long to sleep: until the next due schedule, at most a tick.
 fn round() -> Duration {
     fire_due_schedules();
-    run("rescue", 0);
-    run("unserved", 0);
+    run(&format!(
+        "rescue({}, {})",
+        interval(HEARTBEAT_TIMEOUT_S.get()),
+        interval(LEASE_GRACE_S.get())
+    ));
+    run(&format!("unserved({})", interval(UNSERVED_GRACE_S.get())));
     // Pruning a batch per transaction, with a look for due schedules between batches (one
     // short transaction, only while a backlog of finished jobs lasts): pruning must not
     // delay a schedule.
     let batch_size = PRUNE_BATCH_SIZE.get();
     for _ in 0..PRUNE_BATCHES_PER_ROUND {
-        if run("prune", batch_size) < i64::from(batch_size) {
+        let prune = format!("prune({}, {batch_size})", interval(RETENTION_S.get()));
+        if run(&prune) < i64::from(batch_size) {
             break;
         }
         fire_due_schedules();
@@ -210,6 +217,8 @@ pub extern "C-unwind" fn soniq_control_plane_main(_arg: pg_sys::Datum) {
     log!("{WORKER_TYPE}: serving database \"{database}\"");
 
     let mut announced = false;
+    // The older (or newer) extension version the control plane said it waits for.
+    let mut waiting_for: Option<String> = None;
     let mut sleep = tick_interval();
     while BackgroundWorker::wait_latch(Some(sleep)) {
         if BackgroundWorker::sighup_received() {
@@ -220,9 +229,25 @@ pub extern "C-unwind" fn soniq_control_plane_main(_arg: pg_sys::Datum) {
             continue;
         }
         // Before CREATE EXTENSION (or after DROP EXTENSION) there is nothing to do: wait quietly.
-        if !BackgroundWorker::transaction(extension_installed) {
-            announced = false;
-            continue;
+        // A database still at another version (the library was upgraded, ALTER EXTENSION
+        // UPDATE not yet run) would make every round fail: wait, saying so once.
+        match BackgroundWorker::transaction(installed_version) {
+            None => {
+                announced = false;
+                continue;
+            }
+            Some(version) if version != LIBRARY_VERSION => {
+                if waiting_for.as_deref() != Some(version.as_str()) {
+                    warning!(
+                        "{WORKER_TYPE}: database \"{database}\" has extension soniq {version}, this library is {LIBRARY_VERSION}: \
+                         waiting for ALTER EXTENSION soniq UPDATE there"
+                    );
+                    waiting_for = Some(version);
+                }
+                announced = false;
+                continue;
+            }
+            Some(_) => waiting_for = None,
         }
         if !announced {
             BackgroundWorker::transaction(|| {

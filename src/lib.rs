@@ -1,9 +1,9 @@
 //! Soniq: a background job queue that lives inside PostgreSQL.
 //!
-//! The SQL in `sql/` is the product's contract: `schema.sql` creates the tables, `api.sql`
-//! every state transition of a job (enqueue, claim, complete, fail, ...),
-//! `control_plane.sql` schedules and the background worker's rounds, and `privileges.sql`
-//! the roles (soniq_producer, soniq_worker, soniq_admin) and who may call what. The Rust here does what
+//! The SQL in `sql/` is the product's contract: `schema.sql` creates the tables, one file per
+//! area every state transition of a job (`enqueue.sql`, `claim.sql`, `outcomes.sql`, ...),
+//! `schedules.sql`, `rounds.sql` and `health.sql` the background worker's work, and
+//! `privileges.sql` the roles (soniq_producer, soniq_worker, soniq_admin) and who may call what. The Rust here does what
 //! SQL does badly: validation that explains itself ([`names`], [`task_defaults`]), the
 //! retry-delay computation ([`retry`]), cron evaluation ([`schedules`]), wake-ups throttled at
 //! commit ([`wake`]) and the background worker itself ([`control_plane`]).
@@ -20,13 +20,52 @@ pub mod wake;
 
 ::pgrx::pg_module_magic!(name, version);
 
+// The SQL, one file per area, created in this order (each file may use what the ones before
+// it define; PL/pgSQL bodies are resolved when they run).
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
-extension_sql_file!("../sql/api.sql", name = "api");
+extension_sql_file!("../sql/helpers.sql", name = "helpers");
 extension_sql_file!(
-    "../sql/control_plane.sql",
-    name = "control_plane",
-    requires = ["api", control_plane::wake_control_plane_at_commit]
+    "../sql/enqueue.sql",
+    name = "enqueue",
+    requires = ["helpers"]
 );
+extension_sql_file!(
+    "../sql/workers.sql",
+    name = "workers",
+    requires = ["enqueue"]
+);
+extension_sql_file!("../sql/claim.sql", name = "claim", requires = ["workers"]);
+extension_sql_file!(
+    "../sql/outcomes.sql",
+    name = "outcomes",
+    requires = ["claim"]
+);
+extension_sql_file!(
+    "../sql/manage.sql",
+    name = "manage",
+    requires = ["outcomes"]
+);
+extension_sql_file!(
+    "../sql/dead_letter.sql",
+    name = "dead_letter",
+    requires = ["manage"]
+);
+extension_sql_file!(
+    "../sql/views.sql",
+    name = "views",
+    requires = ["dead_letter"]
+);
+extension_sql_file!(
+    "../sql/schedules.sql",
+    name = "schedules",
+    requires = ["views", control_plane::wake_control_plane_at_commit]
+);
+extension_sql_file!(
+    "../sql/rounds.sql",
+    name = "rounds",
+    requires = ["schedules"]
+);
+extension_sql_file!("../sql/health.sql", name = "health", requires = ["rounds"]);
 extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 
 #[pg_guard]

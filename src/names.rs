@@ -44,21 +44,21 @@ fn check(kind: &str, name: Option<&str>, max_len: usize) {
 }
 
 /// Raise 22023 unless `name` is a valid task name; NULL raises 22004.
-#[pg_extern(immutable, parallel_safe)]
+#[pg_extern(immutable, parallel_safe, name = "_check_task_name")]
 pub fn check_task_name(name: Option<&str>) -> bool {
     check("task name", name, MAX_TASK_NAME_LEN);
     true
 }
 
 /// Raise 22023 unless `name` is a valid queue name; NULL raises 22004.
-#[pg_extern(immutable, parallel_safe)]
+#[pg_extern(immutable, parallel_safe, name = "_check_queue_name")]
 pub fn check_queue_name(name: Option<&str>) -> bool {
     check("queue name", name, MAX_QUEUE_NAME_LEN);
     true
 }
 
 /// Raise 22023 unless `name` is a valid schedule name (the task-name rules); NULL raises 22004.
-#[pg_extern(immutable, parallel_safe)]
+#[pg_extern(immutable, parallel_safe, name = "_check_schedule_name")]
 pub fn check_schedule_name(name: Option<&str>) -> bool {
     check("schedule name", name, MAX_TASK_NAME_LEN);
     true
@@ -110,11 +110,11 @@ mod tests {
     #[pg_test]
     fn valid_names_pass() {
         assert_eq!(
-            Spi::get_one::<bool>("SELECT soniq.check_task_name('billing.send_invoice')"),
+            Spi::get_one::<bool>("SELECT soniq._check_task_name('billing.send_invoice')"),
             Ok(Some(true))
         );
         assert_eq!(
-            Spi::get_one::<bool>("SELECT soniq.check_queue_name('default')"),
+            Spi::get_one::<bool>("SELECT soniq._check_queue_name('default')"),
             Ok(Some(true))
         );
     }
@@ -123,11 +123,11 @@ mod tests {
         error = "task name \"bad name\" contains ' ' (U+0020) at position 4; allowed are ASCII letters, digits, '_', '.', ':' and '-'"
     )]
     fn invalid_task_name_is_refused() {
-        Spi::run("SELECT soniq.check_task_name('bad name')").unwrap();
+        Spi::run("SELECT soniq._check_task_name('bad name')").unwrap();
     }
 
     #[pg_test(error = "queue name must not be NULL")]
     fn null_queue_name_is_refused() {
-        Spi::run("SELECT soniq.check_queue_name(NULL)").unwrap();
+        Spi::run("SELECT soniq._check_queue_name(NULL)").unwrap();
     }
 }

@@ -150,7 +150,7 @@ pub fn parse(policy: &serde_json::Value) -> Result<RetryPolicy, String> {
 }
 
 /// Seconds before job `job_id` retries after attempt `attempt` failed under `policy`.
-#[pg_extern(immutable, parallel_safe)]
+#[pg_extern(immutable, parallel_safe, name = "_retry_delay")]
 pub fn retry_delay(policy: Option<pgrx::JsonB>, attempt: i32, job_id: pgrx::Uuid) -> f64 {
     let policy = match policy {
         None => RetryPolicy::default(),
@@ -251,10 +251,10 @@ mod tests {
     #[pg_test]
     fn sql_retry_delay_follows_the_policy() {
         let delay = Spi::get_one::<f64>(
-            "SELECT soniq.retry_delay('{\"delay\": [1, 5, 30]}', 2, gen_random_uuid())",
+            "SELECT soniq._retry_delay('{\"delay\": [1, 5, 30]}', 2, gen_random_uuid())",
         );
         assert_eq!(delay, Ok(Some(5.0)));
-        let none = Spi::get_one::<f64>("SELECT soniq.retry_delay(NULL, 3, gen_random_uuid())");
+        let none = Spi::get_one::<f64>("SELECT soniq._retry_delay(NULL, 3, gen_random_uuid())");
         assert_eq!(none, Ok(Some(0.0)));
     }
 
@@ -262,6 +262,6 @@ mod tests {
         error = "invalid retry policy: unknown field `dealy`, expected one of `delay`, `backoff`, `max_delay`, `jitter`"
     )]
     fn sql_retry_delay_refuses_a_malformed_policy() {
-        Spi::run("SELECT soniq.retry_delay('{\"dealy\": 1}', 1, gen_random_uuid())").unwrap();
+        Spi::run("SELECT soniq._retry_delay('{\"dealy\": 1}', 1, gen_random_uuid())").unwrap();
     }
 }

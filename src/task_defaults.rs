@@ -112,7 +112,7 @@ pub fn normalize(defaults: &Value) -> Result<Value, String> {
 
 /// Check a task's registered defaults and return them normalised (22023 when invalid,
 /// 54000 when larger than 64 KiB).
-#[pg_extern(immutable, parallel_safe)]
+#[pg_extern(immutable, parallel_safe, name = "_normalize_task_defaults")]
 pub fn normalize_task_defaults(defaults: Option<pgrx::JsonB>) -> pgrx::JsonB {
     let Some(defaults) = defaults else {
         crate::null_not_allowed("task defaults")
@@ -196,7 +196,7 @@ mod tests {
     #[pg_test]
     fn sql_normalize_folds_retry_options() {
         let out = Spi::get_one::<pgrx::JsonB>(
-            "SELECT soniq.normalize_task_defaults('{\"retry_delay\": 3, \"retry_backoff\": true}')",
+            "SELECT soniq._normalize_task_defaults('{\"retry_delay\": 3, \"retry_backoff\": true}')",
         )
         .unwrap()
         .unwrap();
@@ -208,6 +208,6 @@ mod tests {
 
     #[pg_test(error = "priority must be between 1 and 1000, got 5000")]
     fn sql_normalize_refuses_out_of_range() {
-        Spi::run("SELECT soniq.normalize_task_defaults('{\"priority\": 5000}')").unwrap();
+        Spi::run("SELECT soniq._normalize_task_defaults('{\"priority\": 5000}')").unwrap();
     }
 }

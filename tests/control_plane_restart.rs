@@ -15,7 +15,7 @@ fn a_terminated_control_plane_comes_back() {
         || {
             client
                 .query_one(
-                    "SELECT pid FROM soniq.health WHERE subsystem = 'worker' AND alive",
+                    "SELECT pid FROM soniq.health WHERE subsystem = 'control_plane' AND alive",
                     &[],
                 )
                 .ok()
@@ -29,7 +29,7 @@ fn a_terminated_control_plane_comes_back() {
         client
             .query_opt(
                 "SELECT pid FROM soniq.health
-                  WHERE subsystem = 'worker' AND alive AND pid <> $1 AND lag < interval '10 seconds'",
+                  WHERE subsystem = 'control_plane' AND alive AND pid <> $1 AND lag < interval '10 seconds'",
                 &[&before],
             )
             .unwrap()

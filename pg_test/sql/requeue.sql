@@ -73,7 +73,7 @@ SELECT soniq.enqueue('dup.plain') AS c \gset
 SELECT count(*) AS claimed FROM soniq.claim(:'silent', task_names => '{dup.task,dup.plain}', batch_size => 2);
 SELECT soniq.enqueue('dup.task', '{"n": 4}', unique_job => true) AS b \gset
 UPDATE soniq.workers SET last_heartbeat = now() - interval '1 hour' WHERE id = :'silent';
-SELECT soniq._run_subsystem('rescue', '5 minutes', '1 minute', '7 days', 0) AS taken_back;
+SELECT soniq._round_rescue('5 minutes', '1 minute') AS taken_back;
 SELECT id = :'a' AS is_a, status FROM soniq.jobs WHERE id IN (:'a', :'c') ORDER BY 1 DESC;
 SELECT last_error FROM soniq.health WHERE subsystem = 'rescue';
 SELECT soniq.delete_job(:'b');
@@ -96,11 +96,11 @@ SELECT soniq.enqueue('dup.plain') AS c1 \gset
 SELECT soniq.enqueue('dup.plain') AS c2 \gset
 SELECT count(*) AS claimed FROM soniq.claim(:'silent', task_names => '{dup.poison,dup.plain}', batch_size => 3);
 UPDATE soniq.workers SET last_heartbeat = now() - interval '1 hour' WHERE id = :'silent';
-SELECT soniq._run_subsystem('rescue', '5 minutes', '1 minute', '7 days', 0) AS taken_back;
+SELECT soniq._round_rescue('5 minutes', '1 minute') AS taken_back;
 SELECT task_name, status, count(*) FROM soniq.jobs WHERE id IN (:'poison', :'c1', :'c2') GROUP BY 1, 2 ORDER BY 1;
 SELECT :mask AS last_error, failures FROM soniq.health WHERE subsystem = 'rescue';
 -- Once the row can move again, the next clean round takes it back and clears the error.
 DROP TRIGGER refuse_poison ON soniq.jobs;
-SELECT soniq._run_subsystem('rescue', '5 minutes', '1 minute', '7 days', 0) AS taken_back;
+SELECT soniq._round_rescue('5 minutes', '1 minute') AS taken_back;
 SELECT status FROM soniq.jobs WHERE id = :'poison';
 SELECT last_error FROM soniq.health WHERE subsystem = 'rescue';

@@ -73,9 +73,9 @@ UPDATE soniq.schedules SET cron = 'nonsense', every = NULL, next_fire_at = now()
 SELECT soniq.fire_due_schedules() AS handled;
 SELECT enabled, last_error FROM soniq.schedules WHERE name = 'bad.one';
 
--- _run_subsystem records each round in soniq.health, errors included, and never raises.
-SELECT soniq._run_subsystem('scheduler', '5 minutes', '1 minute', '7 days', 50) AS fired;
-SELECT soniq._run_subsystem('prune', '5 minutes', '1 minute', '-1 day', 100) AS pruned;
+-- Each round (soniq._round_*) records itself in soniq.health, errors included, and never raises.
+SELECT soniq._round_scheduler(50) AS fired;
+SELECT soniq._round_prune('-1 day', 100) AS pruned;
 SELECT subsystem, runs, failures, last_result, last_error, last_success_at IS NOT NULL AS succeeded_once
   FROM soniq.health WHERE subsystem IN ('scheduler', 'prune') ORDER BY subsystem;
 

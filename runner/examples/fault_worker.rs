@@ -21,7 +21,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let queue = std::env::args().nth(1).ok_or("usage: fault_worker QUEUE")?;
     let mut soniq = Soniq::from_env()?;
     let mut config = Config::new();
-    config.url = Some(soniq.settings().database_url.clone());
+    config.url = Some(soniq.settings().database_url().to_string());
     let side_effects = config.create_pool(Some(Runtime::Tokio1), NoTls)?;
     let pid = i32::try_from(std::process::id())?;
 

@@ -20,7 +20,7 @@ async fn main() -> soniq_runner::Result<()> {
     tracing_subscriber::fmt().init();
     let mut app = Soniq::from_env()?;
     app.before_job(
-        |e| tracing::info!(job = %e.job_id, name = %e.job_name, attempt = e.attempt, "job started"),
+        |e| tracing::info!(job = %e.job_id, name = %e.task_name, attempt = e.attempt, "job started"),
     );
     app.after_job(|e| tracing::info!(job = %e.job_id, duration_ms = e.duration_ms, "job done"));
     app.on_error(

@@ -21,7 +21,7 @@ pub(crate) struct AttemptLog {
 impl AttemptLog {
     pub fn start(ctx: &JobContext) -> Self {
         AttemptLog {
-            task: ctx.job_name.clone(),
+            task: ctx.task_name.clone(),
             job_id: ctx.job_id,
             attempt: ctx.attempt,
             max_attempts: ctx.max_attempts,

@@ -13,8 +13,9 @@
 //!
 //! The command runs in the module's folder (relative paths in it are relative to the
 //! module) and gets the job as JSON on stdin: `{"args": {...}, "context": {"job_id": ...,
-//! "job_name": ..., "attempt": 1, "max_attempts": 4, "queue": ..., "worker_id": ...,
-//! "scheduled_at": ..., "created_at": ...}}`. Its exit status decides the outcome:
+//! "task_name": ..., "attempt": 1, "max_attempts": 4, "queue": ..., "worker_id": ...,
+//! "scheduled_at": ..., "created_at": ...}}` (and `job_name`, the old name of `task_name`,
+//! until the next version). Its exit status decides the outcome:
 //! * 0: done; its stdout, if any, is the result (JSON, or else the text as a JSON string);
 //!   more than [`MAX_RESULT_BYTES`] of it fails the attempt instead;
 //! * [`EXIT_SNOOZE`] (75): run again later without using an attempt; stdout may say
@@ -75,9 +76,12 @@ fn job_document(args: &Value, ctx: &JobContext) -> Vec<u8> {
     let document = json!({
         "args": args,
         "context": {
-            "job_id": ctx.job_id.to_string(), "job_name": ctx.job_name, "attempt": ctx.attempt,
+            "job_id": ctx.job_id.to_string(), "task_name": ctx.task_name, "attempt": ctx.attempt,
             "max_attempts": ctx.max_attempts, "queue": ctx.queue, "worker_id": ctx.worker_id.to_string(),
             "scheduled_at": rfc3339_json(ctx.scheduled_at), "created_at": rfc3339_json(Some(ctx.created_at)),
+            // The old name of task_name, kept for the commands written against it; it goes in
+            // the next version.
+            "job_name": ctx.task_name,
         }
     });
     document.to_string().into_bytes()

@@ -188,7 +188,7 @@ impl DeadLetter<'_> {
     }
 
     /// Deprecated name of [`DeadLetter::purge`].
-    #[deprecated(since = "0.1.0", note = "renamed to `purge`: it deletes old dead jobs")]
+    #[deprecated(note = "renamed to `purge`: it deletes old dead jobs")]
     pub async fn cleanup(&self, older_than: Duration) -> Result<i64> {
         self.purge(older_than).await
     }

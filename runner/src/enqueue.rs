@@ -115,7 +115,7 @@ impl<'a> Enqueue<'a> {
             options: self.options.clone(),
             scheduled_at: self.scheduled_at,
             dedup_key: self.dedup_key.clone(),
-            producer_id: self.soniq.settings.producer_id.clone(),
+            producer_id: self.soniq.settings.producer_id().to_string(),
         })
     }
 

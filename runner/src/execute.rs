@@ -67,7 +67,7 @@ impl ReportKind {
             if *delay > MAX_SNOOZE {
                 tracing::warn!(
                     job_id = %ctx.job_id,
-                    job_name = %ctx.job_name,
+                    task_name = %ctx.task_name,
                     "a snooze of {} s is longer than the 30 days the database takes: shortened to 30 days",
                     delay.as_secs_f64()
                 );
@@ -166,21 +166,21 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 /// Run one attempt to its outcome, with the hooks around it. A panic or a timeout is a
 /// failed attempt; a custom retry policy may then set the delay or give up.
 pub(crate) async fn execute(handlers: &Handlers, ctx: JobContext, args: Value) -> ReportKind {
-    let Some(registered) = handlers.registry.tasks.get(&ctx.job_name) else {
+    let Some(registered) = handlers.registry.tasks.get(&ctx.task_name) else {
         return ReportKind::Fail {
-            error: format!("task {} has no handler in this worker", ctx.job_name),
+            error: format!("task {} has no handler in this worker", ctx.task_name),
             retry_in: None,
             reason: Some(FailReason::JobNotFound),
         };
     };
-    let (job_name, job_id, attempt) = (ctx.job_name.clone(), ctx.job_id, ctx.attempt);
+    let (task_name, job_id, attempt) = (ctx.task_name.clone(), ctx.job_id, ctx.attempt);
     let hooks = &handlers.hooks;
     hooks
         .before_job
         .run(
             "before_job",
             &BeforeJob {
-                job_name: job_name.clone(),
+                task_name: task_name.clone(),
                 job_id,
                 attempt,
             },
@@ -205,7 +205,7 @@ pub(crate) async fn execute(handlers: &Handlers, ctx: JobContext, args: Value) -
                 .run(
                     "after_job",
                     &AfterJob {
-                        job_name,
+                        task_name,
                         job_id,
                         duration_ms,
                     },
@@ -218,7 +218,7 @@ pub(crate) async fn execute(handlers: &Handlers, ctx: JobContext, args: Value) -
             reason,
         } if reason.is_none() || *reason == Some(FailReason::Timeout) => {
             let event = OnError {
-                job_name,
+                task_name,
                 job_id,
                 error: error.clone(),
                 attempt,
@@ -290,7 +290,7 @@ mod tests {
     fn ctx() -> JobContext {
         JobContext {
             job_id: Uuid::nil(),
-            job_name: "tests.limits".into(),
+            task_name: "tests.limits".into(),
             attempt: 1,
             max_attempts: 1,
             queue: "default".into(),

@@ -10,14 +10,14 @@ use uuid::Uuid;
 
 #[derive(Debug, Clone)]
 pub struct BeforeJob {
-    pub job_name: String,
+    pub task_name: String,
     pub job_id: Uuid,
     pub attempt: i32,
 }
 
 #[derive(Debug, Clone)]
 pub struct AfterJob {
-    pub job_name: String,
+    pub task_name: String,
     pub job_id: Uuid,
     /// Wall-clock time of the handler, in milliseconds.
     pub duration_ms: f64,
@@ -25,7 +25,7 @@ pub struct AfterJob {
 
 #[derive(Debug, Clone)]
 pub struct OnError {
-    pub job_name: String,
+    pub task_name: String,
     pub job_id: Uuid,
     pub error: String,
     pub attempt: i32,

@@ -20,7 +20,7 @@ pub const MAX_SNOOZE: Duration = Duration::from_secs(30 * 24 * 3600);
 pub struct JobContext {
     pub job_id: Uuid,
     /// The task name.
-    pub job_name: String,
+    pub task_name: String,
     /// This attempt's number, from 1.
     pub attempt: i32,
     /// Total attempts allowed (retries + 1).

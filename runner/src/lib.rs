@@ -127,10 +127,10 @@ impl Soniq {
     pub fn with_settings(settings: Settings) -> Result<Self> {
         settings.validate()?;
         let mut config = deadpool_postgres::Config::new();
-        config.url = Some(settings.database_url.clone());
+        config.url = Some(settings.database_url().to_string());
         // Room for every running handler to enqueue, and for the claim loop, the reporter,
         // heartbeats and maintenance rounds.
-        config.pool = Some(PoolConfig::new(settings.concurrency + 4));
+        config.pool = Some(PoolConfig::new(settings.concurrency() + 4));
         let pool = config
             .create_pool(Some(Runtime::Tokio1), NoTls)
             .map_err(|e| Error::Config(format!("SONIQ_DATABASE_URL is not usable: {e}")))?;
@@ -226,13 +226,25 @@ impl Soniq {
     }
 
     /// Enqueue a task to run at (or after) `run_at`: `enqueue(task, args).run_at(run_at)`.
-    pub fn schedule<A: Serialize>(
+    pub fn enqueue_at<A: Serialize>(
         &self,
         task: &Task<A>,
         args: A,
         run_at: std::time::SystemTime,
     ) -> Enqueue<'_> {
         self.enqueue(task, args).run_at(run_at)
+    }
+
+    /// The old name of [`Soniq::enqueue_at`]: it enqueues one job for later (periodic jobs are
+    /// [`Soniq::scheduler`]'s).
+    #[deprecated(note = "renamed to `enqueue_at`")]
+    pub fn schedule<A: Serialize>(
+        &self,
+        task: &Task<A>,
+        args: A,
+        run_at: std::time::SystemTime,
+    ) -> Enqueue<'_> {
+        self.enqueue_at(task, args, run_at)
     }
 
     /// Enqueue many jobs of one task in one round trip; ids in input order.
@@ -254,7 +266,7 @@ impl Soniq {
                 task_name: task.name().to_string(),
                 args,
                 options: task.options.clone(),
-                producer_id: self.settings.producer_id.clone(),
+                producer_id: self.settings.producer_id().to_string(),
             })
             .await
     }
@@ -278,7 +290,7 @@ impl Soniq {
         match self.handlers.registry.tasks.get(task_name) {
             Some(registered) => (registered.check_args)(args)
                 .map_err(|e| Error::Invalid(format!("invalid arguments for {task_name}: {e}"))),
-            None => match self.settings.enqueue_validation {
+            None => match self.settings.enqueue_validation() {
                 EnqueueValidation::Strict => Err(Error::Invalid(format!(
                     "task {task_name:?} has no handler in this process and SONIQ_ENQUEUE_VALIDATION is strict"
                 ))),

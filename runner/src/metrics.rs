@@ -56,8 +56,8 @@ mod prometheus_sink {
 
     impl PrometheusMetrics {
         pub fn new(registry: &Registry) -> prometheus::Result<Self> {
-            let labels = ["queue", "job_name"];
-            let with_status = ["queue", "job_name", "status"];
+            let labels = ["queue", "task_name"];
+            let with_status = ["queue", "task_name", "status"];
             let metrics = PrometheusMetrics {
                 started: IntCounterVec::new(
                     Opts::new("soniq_jobs_started_total", "Attempts started"),
@@ -91,14 +91,14 @@ mod prometheus_sink {
 
     impl MetricsSink for PrometheusMetrics {
         fn attempt_started(&self, job: &JobContext) {
-            let labels = [job.queue.as_str(), job.job_name.as_str()];
+            let labels = [job.queue.as_str(), job.task_name.as_str()];
             self.started.with_label_values(&labels).inc();
             self.in_progress.with_label_values(&labels).inc();
         }
 
         fn attempt_ended(&self, job: &JobContext, end: AttemptEnd, duration: Duration) {
-            let labels = [job.queue.as_str(), job.job_name.as_str()];
-            let with_status = [job.queue.as_str(), job.job_name.as_str(), end.as_str()];
+            let labels = [job.queue.as_str(), job.task_name.as_str()];
+            let with_status = [job.queue.as_str(), job.task_name.as_str(), end.as_str()];
             self.in_progress.with_label_values(&labels).dec();
             self.ended.with_label_values(&with_status).inc();
             self.duration

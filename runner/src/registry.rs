@@ -150,12 +150,12 @@ impl<A: Serialize> Task<A> {
 }
 
 pub(crate) fn check_task_name(settings: &Settings, name: &str) -> Result<()> {
-    if settings.task_name_pattern.matches(name) {
+    if settings.task_name_pattern().matches(name) {
         Ok(())
     } else {
         Err(Error::Invalid(format!(
             "task name {name:?} does not match SONIQ_TASK_NAME_PATTERN ({})",
-            settings.task_name_pattern.as_str()
+            settings.task_name_pattern().as_str()
         )))
     }
 }
@@ -271,7 +271,7 @@ impl TaskBuilder<'_> {
         if options.queue.is_none() {
             options.queue = self
                 .settings
-                .route_map
+                .route_map()
                 .iter()
                 .find(|(prefix, _)| self.name.starts_with(prefix.as_str()))
                 .map(|(_, queue)| queue.clone());

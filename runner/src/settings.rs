@@ -50,38 +50,130 @@ impl Default for TaskNamePattern {
     }
 }
 
+/// A setting counted in whole numbers: its variable and range, used to read the variable and
+/// to check a value set in code or by a flag.
+struct Count {
+    var: &'static str,
+    low: usize,
+    high: usize,
+}
+
+/// A setting in seconds: its variable and range.
+struct Seconds {
+    var: &'static str,
+    low: f64,
+    high: f64,
+}
+
+const CONCURRENCY: Count = Count {
+    var: "SONIQ_CONCURRENCY",
+    low: 1,
+    high: 1000,
+};
+const POLL_INTERVAL: Seconds = Seconds {
+    var: "SONIQ_POLL_INTERVAL",
+    low: 0.1,
+    high: 60.0,
+};
+const HEARTBEAT_INTERVAL: Seconds = Seconds {
+    var: "SONIQ_HEARTBEAT_INTERVAL",
+    low: 0.1,
+    high: 60.0,
+};
+const SHUTDOWN_TIMEOUT: Seconds = Seconds {
+    var: "SONIQ_SHUTDOWN_TIMEOUT",
+    low: 0.0,
+    high: 3600.0,
+};
+const ERROR_RETRY_DELAY: Seconds = Seconds {
+    var: "SONIQ_ERROR_RETRY_DELAY",
+    low: 0.1,
+    high: 300.0,
+};
+const HEARTBEAT_TIMEOUT: Seconds = Seconds {
+    var: "SONIQ_HEARTBEAT_TIMEOUT",
+    low: 1.0,
+    high: 7200.0,
+};
+const CLEANUP_INTERVAL: Seconds = Seconds {
+    var: "SONIQ_CLEANUP_INTERVAL",
+    low: 10.0,
+    high: 3600.0,
+};
+
+impl Count {
+    fn refused(&self, name: &str, shown: impl std::fmt::Display) -> Error {
+        Error::Config(format!(
+            "{name} must be a whole number from {} to {}, got {shown}",
+            self.low, self.high
+        ))
+    }
+
+    fn check_as(&self, name: &str, n: usize) -> Result<usize> {
+        if (self.low..=self.high).contains(&n) {
+            Ok(n)
+        } else {
+            Err(self.refused(name, n))
+        }
+    }
+
+    fn parse(&self, text: &str) -> Result<usize> {
+        match text.trim().parse::<usize>() {
+            Ok(n) if (self.low..=self.high).contains(&n) => Ok(n),
+            _ => Err(self.refused(self.var, format!("{text:?}"))),
+        }
+    }
+}
+
+impl Seconds {
+    fn refused(&self, shown: impl std::fmt::Display) -> Error {
+        Error::Config(format!(
+            "{} must be a number of seconds from {} to {}, got {shown}",
+            self.var, self.low, self.high
+        ))
+    }
+
+    fn check(&self, value: Duration) -> Result<Duration> {
+        if (self.low..=self.high).contains(&value.as_secs_f64()) {
+            Ok(value)
+        } else {
+            Err(self.refused(value.as_secs_f64()))
+        }
+    }
+
+    fn parse(&self, text: &str) -> Result<Duration> {
+        match text.trim().parse::<f64>() {
+            Ok(s) if s.is_finite() && (self.low..=self.high).contains(&s) => {
+                Ok(Duration::from_secs_f64(s))
+            }
+            _ => Err(self.refused(format!("{text:?}"))),
+        }
+    }
+}
+
+/// A worker's concurrency given by a flag (`--concurrency`), checked against the range of
+/// `SONIQ_CONCURRENCY`.
+pub(crate) fn check_concurrency_flag(flag: &str, n: usize) -> Result<usize> {
+    CONCURRENCY.check_as(flag, n)
+}
+
+/// The settings of an application, validated: made by [`Settings::new`] (the defaults),
+/// [`Settings::builder`] or from the environment ([`Settings::from_env`]); each way checks
+/// every value's range and the rules between them.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `SONIQ_DATABASE_URL`, default `postgresql://postgres@localhost/soniq`.
-    pub database_url: String,
-    /// `SONIQ_CONCURRENCY`: jobs one worker runs at once, 1..=1000, default 4.
-    pub concurrency: usize,
-    /// `SONIQ_POLL_INTERVAL`: seconds an idle worker waits for a notification before it
-    /// polls, 0.1..=60, default 5.
-    pub poll_interval: Duration,
-    /// `SONIQ_HEARTBEAT_INTERVAL`: seconds between heartbeats, 0.1..=60, default 5.
-    pub heartbeat_interval: Duration,
-    /// `SONIQ_SHUTDOWN_TIMEOUT`: seconds running jobs get to finish at shutdown, 0..=3600, default 30.
-    pub shutdown_timeout: Duration,
-    /// `SONIQ_ERROR_RETRY_DELAY`: seconds to wait after a database error, 0.1..=300, default 5.
-    pub error_retry_delay: Duration,
-    /// `SONIQ_HEARTBEAT_TIMEOUT`: silence after which a worker is presumed dead, 1..=7200 s,
-    /// default 300, at least twice `SONIQ_HEARTBEAT_INTERVAL` (the worker's own maintenance and
-    /// `soniq status` use it).
-    pub heartbeat_timeout: Duration,
-    /// `SONIQ_CLEANUP_INTERVAL`: seconds between a worker's maintenance rounds (rescue of dead
-    /// workers' jobs, pruning), 10..=3600, default 300. They back up the control plane, and
-    /// do its work where no control plane serves the database.
-    pub cleanup_interval: Duration,
-    /// `SONIQ_ENQUEUE_VALIDATION`: `strict` (default), `warn` or `none`.
-    pub enqueue_validation: EnqueueValidation,
-    /// `SONIQ_PRODUCER_ID`, stamped on every job this process enqueues; default `host:pid:program`.
-    pub producer_id: String,
-    /// `SONIQ_TASK_NAME_PATTERN`: the rule task names follow (whole-name match).
-    pub task_name_pattern: TaskNamePattern,
-    /// `SONIQ_ROUTE_MAP`: a JSON object of task-name prefix → queue, for handlers registered
-    /// without a queue (the longest matching prefix wins).
-    pub route_map: Vec<(String, String)>,
+    database_url: String,
+    concurrency: usize,
+    poll_interval: Duration,
+    heartbeat_interval: Duration,
+    shutdown_timeout: Duration,
+    error_retry_delay: Duration,
+    heartbeat_timeout: Duration,
+    cleanup_interval: Duration,
+    enqueue_validation: EnqueueValidation,
+    producer_id: String,
+    task_name_pattern: TaskNamePattern,
+    route_map: Vec<(String, String)>,
 }
 
 /// This machine's name (as workers register with it), if it has one.
@@ -103,8 +195,11 @@ fn default_producer_id() -> String {
     format!("{host}:{}:{program}", std::process::id())
 }
 
+/// The database `SONIQ_DATABASE_URL` names when it is not set.
+pub const DEFAULT_DATABASE_URL: &str = "postgresql://postgres@localhost/soniq";
+
 impl Settings {
-    /// Defaults, with the given database URL.
+    /// The defaults, with the given database URL.
     pub fn new(database_url: impl Into<String>) -> Self {
         Settings {
             database_url: database_url.into(),
@@ -122,6 +217,20 @@ impl Settings {
         }
     }
 
+    /// Settings from the defaults, changed by the builder's setters and checked by `build`.
+    pub fn builder(database_url: impl Into<String>) -> SettingsBuilder {
+        SettingsBuilder {
+            settings: Settings::new(database_url),
+        }
+    }
+
+    /// These settings, to change some (`settings.to_builder().concurrency(8).build()?`).
+    pub fn to_builder(&self) -> SettingsBuilder {
+        SettingsBuilder {
+            settings: self.clone(),
+        }
+    }
+
     /// Read the `SONIQ_*` variables; an invalid value is an [`Error::Config`].
     pub fn from_env() -> Result<Self> {
         Self::from_lookup(|name| std::env::var(name).ok())
@@ -129,87 +238,92 @@ impl Settings {
 
     /// Read settings from any source of variables (the environment, a test's map).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let mut settings = Settings::new(
-            lookup("SONIQ_DATABASE_URL")
-                .unwrap_or_else(|| "postgresql://postgres@localhost/soniq".into()),
-        );
-        if settings.database_url.trim().is_empty() {
-            return Err(Error::Config("SONIQ_DATABASE_URL must not be empty".into()));
-        }
-        if let Some(value) = lookup("SONIQ_CONCURRENCY") {
-            settings.concurrency = parse_count("SONIQ_CONCURRENCY", &value, 1, 1000)?;
-        }
-        let seconds = |name: &str, low: f64, high: f64, default: Duration| -> Result<Duration> {
-            match lookup(name) {
-                Some(value) => parse_seconds(name, &value, low, high),
-                None => Ok(default),
-            }
-        };
-        settings.poll_interval = seconds("SONIQ_POLL_INTERVAL", 0.1, 60.0, settings.poll_interval)?;
-        settings.heartbeat_interval = seconds(
-            "SONIQ_HEARTBEAT_INTERVAL",
-            0.1,
-            60.0,
-            settings.heartbeat_interval,
-        )?;
-        settings.shutdown_timeout = seconds(
-            "SONIQ_SHUTDOWN_TIMEOUT",
-            0.0,
-            3600.0,
-            settings.shutdown_timeout,
-        )?;
-        settings.error_retry_delay = seconds(
-            "SONIQ_ERROR_RETRY_DELAY",
-            0.1,
-            300.0,
-            settings.error_retry_delay,
-        )?;
-        settings.heartbeat_timeout = seconds(
-            "SONIQ_HEARTBEAT_TIMEOUT",
-            1.0,
-            7200.0,
-            settings.heartbeat_timeout,
-        )?;
-        settings.cleanup_interval = seconds(
-            "SONIQ_CLEANUP_INTERVAL",
-            10.0,
-            3600.0,
-            settings.cleanup_interval,
-        )?;
-        if let Some(value) = lookup("SONIQ_ENQUEUE_VALIDATION") {
-            settings.enqueue_validation = match value.trim().to_ascii_lowercase().as_str() {
-                "strict" => EnqueueValidation::Strict,
-                "warn" => EnqueueValidation::Warn,
-                "none" => EnqueueValidation::None,
-                _ => {
-                    return Err(Error::Config(format!(
-                        "SONIQ_ENQUEUE_VALIDATION must be strict, warn or none, got {value:?}"
-                    )))
-                }
-            };
-        }
-        if let Some(value) = lookup("SONIQ_PRODUCER_ID").filter(|v| v != "auto") {
-            settings.producer_id = value;
-        }
-        if let Some(value) = lookup("SONIQ_TASK_NAME_PATTERN") {
-            settings.task_name_pattern = TaskNamePattern::new(&value).map_err(|e| {
-                Error::Config(format!(
-                    "SONIQ_TASK_NAME_PATTERN is not a valid regular expression: {e}"
-                ))
-            })?;
-        }
-        if let Some(value) = lookup("SONIQ_ROUTE_MAP") {
-            settings.route_map = parse_route_map(&value)?;
-        }
-        settings.validate()?;
-        Ok(settings)
+        RawSettings::from_lookup(lookup).validate()
     }
 
-    /// The rules between settings (each one's own range is checked where it is read):
-    /// `SONIQ_HEARTBEAT_TIMEOUT` must be at least twice `SONIQ_HEARTBEAT_INTERVAL`, or one
-    /// late heartbeat makes a live worker look dead — to the control plane, and to its own
-    /// maintenance rounds, which would take back its running jobs.
+    /// `SONIQ_DATABASE_URL`, default [`DEFAULT_DATABASE_URL`].
+    pub fn database_url(&self) -> &str {
+        &self.database_url
+    }
+
+    /// `SONIQ_CONCURRENCY`: jobs one worker runs at once, 1..=1000, default 4.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
+    /// `SONIQ_POLL_INTERVAL`: seconds an idle worker waits for a notification before it
+    /// polls, 0.1..=60, default 5.
+    pub fn poll_interval(&self) -> Duration {
+        self.poll_interval
+    }
+
+    /// `SONIQ_HEARTBEAT_INTERVAL`: seconds between heartbeats, 0.1..=60, default 5.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.heartbeat_interval
+    }
+
+    /// `SONIQ_SHUTDOWN_TIMEOUT`: seconds running jobs get to finish at shutdown, 0..=3600,
+    /// default 30.
+    pub fn shutdown_timeout(&self) -> Duration {
+        self.shutdown_timeout
+    }
+
+    /// `SONIQ_ERROR_RETRY_DELAY`: seconds to wait after a database error, 0.1..=300, default 5.
+    pub fn error_retry_delay(&self) -> Duration {
+        self.error_retry_delay
+    }
+
+    /// `SONIQ_HEARTBEAT_TIMEOUT`: silence after which a worker is presumed dead, 1..=7200 s,
+    /// default 300, at least twice `SONIQ_HEARTBEAT_INTERVAL` (the worker's own maintenance
+    /// and `soniq status` use it).
+    pub fn heartbeat_timeout(&self) -> Duration {
+        self.heartbeat_timeout
+    }
+
+    /// `SONIQ_CLEANUP_INTERVAL`: seconds between a worker's maintenance rounds (rescue of
+    /// dead workers' jobs, pruning), 10..=3600, default 300. They back up the control plane,
+    /// and do its work where no control plane serves the database.
+    pub fn cleanup_interval(&self) -> Duration {
+        self.cleanup_interval
+    }
+
+    /// `SONIQ_ENQUEUE_VALIDATION`: `strict` (default), `warn` or `none`.
+    pub fn enqueue_validation(&self) -> EnqueueValidation {
+        self.enqueue_validation
+    }
+
+    /// `SONIQ_PRODUCER_ID`, stamped on every job this process enqueues; default
+    /// `host:pid:program`.
+    pub fn producer_id(&self) -> &str {
+        &self.producer_id
+    }
+
+    /// `SONIQ_TASK_NAME_PATTERN`: the rule task names follow (whole-name match).
+    pub fn task_name_pattern(&self) -> &TaskNamePattern {
+        &self.task_name_pattern
+    }
+
+    /// `SONIQ_ROUTE_MAP`: task-name prefix → queue for handlers registered without a queue,
+    /// longest prefix first.
+    pub fn route_map(&self) -> &[(String, String)] {
+        &self.route_map
+    }
+
+    /// Every value's range, and the rules between them: `SONIQ_HEARTBEAT_TIMEOUT` must be at
+    /// least twice `SONIQ_HEARTBEAT_INTERVAL`, or one late heartbeat makes a live worker look
+    /// dead — to the control plane, and to its own maintenance rounds, which would take back
+    /// its running jobs.
     pub fn validate(&self) -> Result<()> {
+        if self.database_url.trim().is_empty() {
+            return Err(Error::Config("SONIQ_DATABASE_URL must not be empty".into()));
+        }
+        CONCURRENCY.check_as(CONCURRENCY.var, self.concurrency)?;
+        POLL_INTERVAL.check(self.poll_interval)?;
+        HEARTBEAT_INTERVAL.check(self.heartbeat_interval)?;
+        SHUTDOWN_TIMEOUT.check(self.shutdown_timeout)?;
+        ERROR_RETRY_DELAY.check(self.error_retry_delay)?;
+        HEARTBEAT_TIMEOUT.check(self.heartbeat_timeout)?;
+        CLEANUP_INTERVAL.check(self.cleanup_interval)?;
         if self.heartbeat_timeout < self.heartbeat_interval * 2 {
             return Err(Error::Config(format!(
                 "SONIQ_HEARTBEAT_TIMEOUT ({} s) must be at least twice SONIQ_HEARTBEAT_INTERVAL ({} s): \
@@ -219,6 +333,197 @@ impl Settings {
             )));
         }
         Ok(())
+    }
+}
+
+/// Changes to [`Settings`], checked together by [`SettingsBuilder::build`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until built"]
+pub struct SettingsBuilder {
+    settings: Settings,
+}
+
+/// Setters of the builder, one per setting (the getters of [`Settings`] say each one's range).
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $type:ty),* $(,)?) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, value: $type) -> Self {
+                self.settings.$name = value;
+                self
+            }
+        )*
+    };
+}
+
+impl SettingsBuilder {
+    setters!(
+        concurrency: usize,
+        poll_interval: Duration,
+        heartbeat_interval: Duration,
+        shutdown_timeout: Duration,
+        error_retry_delay: Duration,
+        heartbeat_timeout: Duration,
+        cleanup_interval: Duration,
+        enqueue_validation: EnqueueValidation,
+        task_name_pattern: TaskNamePattern,
+    );
+
+    pub fn database_url(mut self, url: impl Into<String>) -> Self {
+        self.settings.database_url = url.into();
+        self
+    }
+
+    pub fn producer_id(mut self, id: impl Into<String>) -> Self {
+        self.settings.producer_id = id.into();
+        self
+    }
+
+    /// Task-name prefix → queue; the longest matching prefix wins.
+    pub fn route_map(mut self, mut routes: Vec<(String, String)>) -> Self {
+        routes.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+        self.settings.route_map = routes;
+        self
+    }
+
+    /// The settings, or an [`Error::Config`] naming the first value out of its range.
+    pub fn build(self) -> Result<Settings> {
+        self.settings.validate()?;
+        Ok(self.settings)
+    }
+}
+
+/// The `SONIQ_*` variables as read, once, before anything is checked: the CLI lays its flags
+/// over them, then validates the whole into [`Settings`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RawSettings {
+    pub database_url: Option<String>,
+    pub concurrency: Option<String>,
+    pub poll_interval: Option<String>,
+    pub heartbeat_interval: Option<String>,
+    pub shutdown_timeout: Option<String>,
+    pub error_retry_delay: Option<String>,
+    pub heartbeat_timeout: Option<String>,
+    pub cleanup_interval: Option<String>,
+    pub enqueue_validation: Option<String>,
+    pub producer_id: Option<String>,
+    pub task_name_pattern: Option<String>,
+    pub route_map: Option<String>,
+    /// `SONIQ_JOBS_MODULES`: comma-separated TOML modules of command handlers (the CLI's).
+    pub jobs_modules: Option<String>,
+}
+
+impl RawSettings {
+    pub fn from_env() -> Self {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
+        RawSettings {
+            database_url: lookup("SONIQ_DATABASE_URL"),
+            concurrency: lookup(CONCURRENCY.var),
+            poll_interval: lookup(POLL_INTERVAL.var),
+            heartbeat_interval: lookup(HEARTBEAT_INTERVAL.var),
+            shutdown_timeout: lookup(SHUTDOWN_TIMEOUT.var),
+            error_retry_delay: lookup(ERROR_RETRY_DELAY.var),
+            heartbeat_timeout: lookup(HEARTBEAT_TIMEOUT.var),
+            cleanup_interval: lookup(CLEANUP_INTERVAL.var),
+            enqueue_validation: lookup("SONIQ_ENQUEUE_VALIDATION"),
+            producer_id: lookup("SONIQ_PRODUCER_ID"),
+            task_name_pattern: lookup("SONIQ_TASK_NAME_PATTERN"),
+            route_map: lookup("SONIQ_ROUTE_MAP"),
+            jobs_modules: lookup("SONIQ_JOBS_MODULES"),
+        }
+    }
+
+    /// Parse and check every value; what is unset keeps its default.
+    pub fn validate(self) -> Result<Settings> {
+        let defaults = Settings::new(
+            self.database_url
+                .unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
+        );
+        let seconds = |range: &Seconds, text: Option<String>, default: Duration| match text {
+            Some(text) => range.parse(&text),
+            None => Ok(default),
+        };
+        let settings = Settings {
+            concurrency: match self.concurrency {
+                Some(text) => CONCURRENCY.parse(&text)?,
+                None => defaults.concurrency,
+            },
+            poll_interval: seconds(&POLL_INTERVAL, self.poll_interval, defaults.poll_interval)?,
+            heartbeat_interval: seconds(
+                &HEARTBEAT_INTERVAL,
+                self.heartbeat_interval,
+                defaults.heartbeat_interval,
+            )?,
+            shutdown_timeout: seconds(
+                &SHUTDOWN_TIMEOUT,
+                self.shutdown_timeout,
+                defaults.shutdown_timeout,
+            )?,
+            error_retry_delay: seconds(
+                &ERROR_RETRY_DELAY,
+                self.error_retry_delay,
+                defaults.error_retry_delay,
+            )?,
+            heartbeat_timeout: seconds(
+                &HEARTBEAT_TIMEOUT,
+                self.heartbeat_timeout,
+                defaults.heartbeat_timeout,
+            )?,
+            cleanup_interval: seconds(
+                &CLEANUP_INTERVAL,
+                self.cleanup_interval,
+                defaults.cleanup_interval,
+            )?,
+            enqueue_validation: match self.enqueue_validation {
+                Some(text) => parse_enqueue_validation(&text)?,
+                None => defaults.enqueue_validation,
+            },
+            producer_id: match self.producer_id.filter(|id| id != "auto") {
+                Some(id) => id,
+                None => defaults.producer_id.clone(),
+            },
+            task_name_pattern: match self.task_name_pattern {
+                Some(text) => TaskNamePattern::new(&text).map_err(|e| {
+                    Error::Config(format!(
+                        "SONIQ_TASK_NAME_PATTERN is not a valid regular expression: {e}"
+                    ))
+                })?,
+                None => defaults.task_name_pattern.clone(),
+            },
+            route_map: match self.route_map {
+                Some(text) => parse_route_map(&text)?,
+                None => Vec::new(),
+            },
+            ..defaults
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The modules `SONIQ_JOBS_MODULES` names.
+    pub fn jobs_modules(&self) -> Vec<String> {
+        self.jobs_modules
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+fn parse_enqueue_validation(text: &str) -> Result<EnqueueValidation> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "strict" => Ok(EnqueueValidation::Strict),
+        "warn" => Ok(EnqueueValidation::Warn),
+        "none" => Ok(EnqueueValidation::None),
+        _ => Err(Error::Config(format!(
+            "SONIQ_ENQUEUE_VALIDATION must be strict, warn or none, got {text:?}"
+        ))),
     }
 }
 
@@ -239,24 +544,6 @@ fn parse_route_map(value: &str) -> Result<Vec<(String, String)>> {
         .collect::<Result<Vec<_>>>()?;
     routes.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
     Ok(routes)
-}
-
-fn parse_count(name: &str, value: &str, low: usize, high: usize) -> Result<usize> {
-    match value.trim().parse::<usize>() {
-        Ok(n) if (low..=high).contains(&n) => Ok(n),
-        _ => Err(Error::Config(format!(
-            "{name} must be a whole number from {low} to {high}, got {value:?}"
-        ))),
-    }
-}
-
-fn parse_seconds(name: &str, value: &str, low: f64, high: f64) -> Result<Duration> {
-    match value.trim().parse::<f64>() {
-        Ok(s) if s.is_finite() && (low..=high).contains(&s) => Ok(Duration::from_secs_f64(s)),
-        _ => Err(Error::Config(format!(
-            "{name} must be a number of seconds from {low} to {high}, got {value:?}"
-        ))),
-    }
 }
 
 /// The URL with its password replaced by `***`.
@@ -389,17 +676,72 @@ mod tests {
         ])
         .is_err());
 
-        // Settings made in code are checked when an application is made from them.
-        let mut settings = Settings::new("postgres://localhost/soniq");
-        settings.heartbeat_interval = Duration::from_secs(5);
-        settings.heartbeat_timeout = Duration::from_secs(9);
-        let err = crate::Soniq::with_settings(settings.clone()).err().unwrap();
+        // Settings made in code are checked by the same rule.
+        let base = Settings::builder("postgres://localhost/soniq")
+            .heartbeat_interval(Duration::from_secs(5));
+        let err = base
+            .clone()
+            .heartbeat_timeout(Duration::from_secs(9))
+            .build()
+            .unwrap_err();
         assert!(
             err.to_string().contains("SONIQ_HEARTBEAT_TIMEOUT (9 s)"),
             "{err}"
         );
-        settings.heartbeat_timeout = Duration::from_secs(10);
+        let settings = base
+            .heartbeat_timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
         assert!(crate::Soniq::with_settings(settings).is_ok());
+    }
+
+    #[test]
+    fn settings_made_in_code_are_checked_as_the_environment_is() {
+        let builder = || Settings::builder("postgres://localhost/soniq");
+        // A zero heartbeat interval would spin.
+        let err = builder()
+            .heartbeat_interval(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, Error::Config(_)));
+        assert_eq!(
+            err.to_string(),
+            "SONIQ_HEARTBEAT_INTERVAL must be a number of seconds from 0.1 to 60, got 0"
+        );
+        assert_eq!(
+            builder().concurrency(0).build().unwrap_err().to_string(),
+            "SONIQ_CONCURRENCY must be a whole number from 1 to 1000, got 0"
+        );
+        for bad in [
+            builder().poll_interval(Duration::from_secs(61)),
+            builder().shutdown_timeout(Duration::from_secs(3601)),
+            builder().error_retry_delay(Duration::from_millis(50)),
+            builder().cleanup_interval(Duration::from_secs(5)),
+            builder().concurrency(1001),
+            builder().database_url(" "),
+        ] {
+            assert!(bad.build().is_err());
+        }
+        let settings = builder()
+            .concurrency(8)
+            .poll_interval(Duration::from_millis(200))
+            .build()
+            .unwrap();
+        assert_eq!(
+            (settings.concurrency(), settings.poll_interval()),
+            (8, Duration::from_millis(200))
+        );
+        let changed = settings.to_builder().concurrency(9).build().unwrap();
+        assert_eq!(
+            (changed.concurrency(), changed.poll_interval()),
+            (9, Duration::from_millis(200))
+        );
+        assert_eq!(
+            check_concurrency_flag("--concurrency", 0)
+                .unwrap_err()
+                .to_string(),
+            "--concurrency must be a whole number from 1 to 1000, got 0"
+        );
     }
 
     #[test]

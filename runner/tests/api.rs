@@ -88,7 +88,7 @@ async fn hooks_run_in_order_and_a_failing_hook_changes_nothing() {
     soniq.before_job(move |e| {
         before(format!(
             "{}#{}",
-            e.job_name.rsplit('.').next().unwrap(),
+            e.task_name.rsplit('.').next().unwrap(),
             e.attempt
         ))
     });
@@ -96,7 +96,7 @@ async fn hooks_run_in_order_and_a_failing_hook_changes_nothing() {
     let after = log(&events, "after");
     soniq.after_job_async(move |e| {
         let after = after.clone();
-        async move { after(e.job_name.rsplit('.').next().unwrap().to_string()) }
+        async move { after(e.task_name.rsplit('.').next().unwrap().to_string()) }
     });
     let on_error = log(&events, "error");
     soniq.on_error(move |e| on_error(format!("{}#{}", e.error, e.attempt)));
@@ -194,7 +194,7 @@ async fn middleware_wraps_handlers_outermost_first_and_can_change_the_result() {
     // A middleware that turns one task's failures into success (and records it).
     soniq.middleware(|ctx: JobContext, next: soniq_runner::Next| async move {
         match next.run().await {
-            Err(e) if ctx.job_name.ends_with(".forgiven") => {
+            Err(e) if ctx.task_name.ends_with(".forgiven") => {
                 Outcome::done_with(format!("forgiven: {e}"))
             }
             other => other,

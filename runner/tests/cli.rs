@@ -149,7 +149,7 @@ fn passwords_are_masked_and_flags_beat_the_environment() {
     assert!(!run.stdout.contains("hunter2"));
     let json = soniq(&["status", "--json"]).ok().json();
     assert!(json["jobs"]["total"].as_i64().is_some());
-    assert_eq!(json["control_plane"][0]["subsystem"], "worker");
+    assert_eq!(json["control_plane"][0]["subsystem"], "control_plane");
     assert_eq!(json["control_plane"][0]["alive"], true);
 }
 

@@ -260,7 +260,7 @@ async fn claims_follow_priority_then_age_and_the_filters(case: Case) {
         (1, 4, worker)
     );
     assert_eq!(
-        (first.job_name.as_str(), first.queue.as_str()),
+        (first.task_name.as_str(), first.queue.as_str()),
         (case.task.as_str(), case.queue.as_str())
     );
     assert_eq!(first.timeout, Some(Duration::from_secs(300)));

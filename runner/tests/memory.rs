@@ -101,7 +101,7 @@ async fn delayed_retries_snoozes_and_future_jobs_wait() {
     let retried = soniq.enqueue(&slow, email("retry")).await.unwrap();
     let later = std::time::SystemTime::now() + Duration::from_secs(3600);
     let scheduled = soniq
-        .schedule(&slow, email("scheduled"), later)
+        .enqueue_at(&slow, email("scheduled"), later)
         .await
         .unwrap();
     let snoozed = soniq.enqueue(&slow, email("snooze")).await.unwrap();

@@ -17,8 +17,10 @@ async fn attempts_are_counted_and_timed_by_status() {
     let url = std::env::var("SONIQ_TEST_DATABASE_URL")
         .expect("SONIQ_TEST_DATABASE_URL; run scripts/test");
     let queue = format!("metrics_{}", std::process::id());
-    let mut settings = Settings::new(url);
-    settings.poll_interval = Duration::from_millis(200);
+    let settings = Settings::builder(url)
+        .poll_interval(Duration::from_millis(200))
+        .build()
+        .unwrap();
     let mut soniq = Soniq::with_settings(settings).unwrap();
     let registry = prometheus::Registry::new();
     soniq.metrics_sink(PrometheusMetrics::new(&registry).unwrap());
@@ -51,7 +53,8 @@ async fn attempts_are_counted_and_timed_by_status() {
         let status = status
             .map(|s| format!(",status=\"{s}\""))
             .unwrap_or_default();
-        format!("{metric}{{job_name=\"{task_name}\",queue=\"{queue}\"{status}}}")
+        // Labels in the order the encoder writes them (by name).
+        format!("{metric}{{queue=\"{queue}\"{status},task_name=\"{task_name}\"}}")
     };
     assert!(
         text.contains(&format!("{} 3", line("soniq_jobs_started_total", None))),

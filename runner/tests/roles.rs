@@ -34,8 +34,11 @@ async fn a_producer_login_enqueues_and_a_worker_login_runs_the_jobs() {
     let task_name = format!("{queue}.work");
     let runs = Arc::new(AtomicUsize::new(0));
     let app = |user: &str| {
-        let mut settings = settings(4);
-        settings.database_url = url_as(user);
+        let settings = settings(4)
+            .to_builder()
+            .database_url(url_as(user))
+            .build()
+            .unwrap();
         let mut soniq = Soniq::with_settings(settings).unwrap();
         let runs = Arc::clone(&runs);
         let task = soniq

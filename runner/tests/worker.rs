@@ -196,8 +196,10 @@ async fn a_panicking_handler_fails_its_attempt_and_the_worker_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_never_claims_a_task_it_has_no_handler_for() {
     let queue = unique("foreign");
-    let mut settings = Settings::new(database_url());
-    settings.enqueue_validation = soniq_runner::EnqueueValidation::None;
+    let settings = Settings::builder(database_url())
+        .enqueue_validation(soniq_runner::EnqueueValidation::None)
+        .build()
+        .unwrap();
     let producer = Soniq::with_settings(settings).unwrap();
     let foreign = producer
         .enqueue_by_name(format!("{queue}.elsewhere"), serde_json::json!({}))
@@ -228,9 +230,11 @@ async fn a_worker_never_claims_a_task_it_has_no_handler_for() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_hands_unfinished_jobs_back_without_using_an_attempt() {
     let queue = unique("shutdown");
-    let mut settings = Settings::new(database_url());
-    settings.shutdown_timeout = Duration::from_millis(200);
-    settings.poll_interval = Duration::from_millis(200);
+    let settings = Settings::builder(database_url())
+        .shutdown_timeout(Duration::from_millis(200))
+        .poll_interval(Duration::from_millis(200))
+        .build()
+        .unwrap();
     let mut soniq = Soniq::with_settings(settings).unwrap();
     let started = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&started);
@@ -484,9 +488,12 @@ async fn a_worker_rescues_and_prunes_where_no_control_plane_runs() {
         .await
         .unwrap();
 
-    let mut settings = settings_on(&database, 1);
-    settings.heartbeat_timeout = Duration::from_secs(60);
-    settings.cleanup_interval = Duration::from_secs(10);
+    let settings = settings_on(&database, 1)
+        .to_builder()
+        .heartbeat_timeout(Duration::from_secs(60))
+        .cleanup_interval(Duration::from_secs(10))
+        .build()
+        .unwrap();
     let mut soniq = Soniq::with_settings(settings).unwrap();
     soniq
         .job("mine.task")

@@ -7,6 +7,9 @@ reinstall_under_load() {
     local lib=$1 port=$2 load=$3
     control_plane_pid() { scripts/dev-cluster psql -d soniq_regress -Atc "SELECT pid FROM pg_stat_activity WHERE backend_type = 'soniq control plane'"; }
     local pid_before inode_before inode_after
+    # A control plane whose database was just created is restarted by the postmaster a few
+    # seconds later: wait for it, or its absence would pass for a death.
+    scripts/dev-cluster wait-control-plane
     pid_before=$(control_plane_pid) inode_before=$(stat -c %i "$lib")
     echo "SELECT soniq.enqueue('reinstall.load', '{}');" > "$load.sql"
     (

@@ -17,7 +17,7 @@ use uuid::Uuid;
 /// Create the database if it is missing, install or update the extension, and say plainly
 /// whether the control plane serves this database (and how to make it).
 pub async fn setup(settings: &Settings, out: &Output) -> CliResult {
-    let url = &settings.database_url;
+    let url = &settings.database_url();
     let config: tokio_postgres::Config = url
         .parse()
         .map_err(|e| Failure::usage(format!("SONIQ_DATABASE_URL is not a valid URL: {e}")))?;
@@ -143,13 +143,13 @@ fn control_plane_warnings(state: &admin::ControlPlane, database: &str) -> Vec<St
 pub async fn status(app: &Soniq, out: &Output) -> CliResult {
     let stats = app.queue_stats(None).await?;
     let client = app.connection().await?;
-    let (alive, stale) = admin::worker_counts(&**client, app.settings.heartbeat_timeout).await?;
+    let (alive, stale) = admin::worker_counts(&**client, app.settings.heartbeat_timeout()).await?;
     let health = admin::health(&**client).await?;
     // Queued jobs of a task no live worker serves (found by the control plane each round).
     let unserved = admin::unserved(&**client).await?;
     if out.json {
         out.print_json(&json!({
-            "database": mask_url(&app.settings.database_url),
+            "database": mask_url(app.settings.database_url()),
             "jobs": {"total": stats.total, "queued": stats.queued, "processing": stats.processing,
                      "done": stats.done, "cancelled": stats.cancelled, "dead_letter": stats.dead_letter},
             "workers": {"alive": alive, "stale": stale},
@@ -160,7 +160,7 @@ pub async fn status(app: &Soniq, out: &Output) -> CliResult {
         }));
         return Ok(());
     }
-    println!("database: {}", mask_url(&app.settings.database_url));
+    println!("database: {}", mask_url(app.settings.database_url()));
     out.table(
         &[
             "total",

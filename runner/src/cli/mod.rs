@@ -22,6 +22,7 @@ mod schedule;
 mod worker;
 
 use crate::error::Error;
+use crate::settings::{check_concurrency_flag, RawSettings};
 use crate::{Settings, Soniq};
 use clap::{Args, Parser, Subcommand};
 use output::Output;
@@ -91,17 +92,9 @@ pub struct ModulesArg {
 }
 
 impl ModulesArg {
-    /// The modules named by SONIQ_JOBS_MODULES, then by the flag.
+    /// The modules named by SONIQ_JOBS_MODULES (put first by `settings_for`), then by the flag.
     fn paths(&self) -> Vec<String> {
-        let mut modules: Vec<String> = std::env::var("SONIQ_JOBS_MODULES")
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|m| !m.is_empty())
-            .map(str::to_string)
-            .collect();
-        modules.extend(self.jobs_modules.iter().cloned());
-        modules
+        self.jobs_modules.clone()
     }
 
     /// Load the modules' handlers into `app` and publish their options (a deploy can do this
@@ -216,15 +209,11 @@ pub fn main_with(build: impl FnOnce(Settings) -> crate::Result<Soniq>) -> ExitCo
     }
 }
 
-async fn run(cli: Cli, build: impl FnOnce(Settings) -> crate::Result<Soniq>) -> CliResult {
-    let url = cli
-        .database_url
-        .clone()
-        .or_else(|| std::env::var("SONIQ_DATABASE_URL").ok())
-        .unwrap_or_default();
+async fn run(mut cli: Cli, build: impl FnOnce(Settings) -> crate::Result<Soniq>) -> CliResult {
+    let settings = settings_for(&mut cli, RawSettings::from_env())?;
+    let named = mask_url(settings.database_url());
     // A failed connection says which server it tried (the driver's message does not).
-    dispatch(cli, build).await.map_err(|failure| {
-        let named = mask_url(&url);
+    dispatch(cli, settings, build).await.map_err(|failure| {
         if failure.message.contains("error connecting to server")
             && !failure.message.contains(&named)
         {
@@ -238,35 +227,53 @@ async fn run(cli: Cli, build: impl FnOnce(Settings) -> crate::Result<Soniq>) -> 
     })
 }
 
-async fn dispatch(cli: Cli, build: impl FnOnce(Settings) -> crate::Result<Soniq>) -> CliResult {
-    let mut settings = Settings::from_env()?;
-    if let Command::Bench(args) = cli.command {
-        settings.database_url = cli
-            .database_url
-            .or_else(|| std::env::var("SONIQ_DATABASE_URL").ok())
-            .unwrap_or_else(|| bench::DEFAULT_DATABASE_URL.into());
-        return bench::run(settings, args, &Output::new(cli.json)).await;
+/// This command's settings: the environment, read once, with the flags laid over it, then
+/// validated as a whole (a bad value is a usage error, status 2). The modules of
+/// SONIQ_JOBS_MODULES go before the command's `--jobs-modules`.
+fn settings_for(cli: &mut Cli, mut raw: RawSettings) -> Result<Settings, Failure> {
+    if let Some(url) = &cli.database_url {
+        raw.database_url = Some(url.clone());
     }
-    if let Some(url) = cli.database_url {
-        settings.database_url = url;
+    let from_env = raw.jobs_modules();
+    let modules = match &mut cli.command {
+        Command::Worker(args) => Some(&mut args.modules),
+        Command::Setup(modules) => Some(modules),
+        Command::Enqueue(args) => Some(&mut args.modules),
+        _ => None,
+    };
+    if let Some(modules) = modules {
+        modules.jobs_modules.splice(0..0, from_env);
     }
-    if matches!(cli.command, Command::Enqueue(_))
-        && std::env::var_os("SONIQ_ENQUEUE_VALIDATION").is_none()
-    {
-        // The command is a producer that knows task names, not handlers: by default it lets
-        // names through that this process has no handler for (they still follow the pattern).
-        settings.enqueue_validation = crate::EnqueueValidation::None;
-    }
-    let out = Output::new(cli.json);
-    if let Command::Worker(args) = &cli.command {
-        if let Some(concurrency) = args.concurrency {
-            if !(1..=1000).contains(&concurrency) {
-                return Err(Failure::usage(format!(
-                    "--concurrency must be from 1 to 1000, got {concurrency}"
-                )));
-            }
-            settings.concurrency = concurrency;
+    match &cli.command {
+        Command::Bench(_) => {
+            raw.database_url
+                .get_or_insert_with(|| bench::DEFAULT_DATABASE_URL.into());
         }
+        // A producer that knows task names, not handlers: by default it lets names through
+        // that this process has no handler for (they still follow the pattern).
+        Command::Enqueue(_) => {
+            raw.enqueue_validation.get_or_insert_with(|| "none".into());
+        }
+        Command::Worker(args) => {
+            if let Some(concurrency) = args.concurrency {
+                check_concurrency_flag("--concurrency", concurrency)
+                    .map_err(|e| Failure::usage(e.to_string()))?;
+                raw.concurrency = Some(concurrency.to_string());
+            }
+        }
+        _ => {}
+    }
+    Ok(raw.validate()?)
+}
+
+async fn dispatch(
+    cli: Cli,
+    settings: Settings,
+    build: impl FnOnce(Settings) -> crate::Result<Soniq>,
+) -> CliResult {
+    let out = Output::new(cli.json);
+    if let Command::Bench(args) = cli.command {
+        return bench::run(settings, args, &out).await;
     }
     if let Command::Setup(modules) = &cli.command {
         admin::setup(&settings, &out).await?;

@@ -482,7 +482,7 @@ impl Store for MemoryStore {
                 ClaimedJob {
                     context: JobContext {
                         job_id: job.info.id,
-                        job_name: job.info.task_name.clone(),
+                        task_name: job.info.task_name.clone(),
                         attempt: job.info.attempts,
                         max_attempts: job.info.max_attempts,
                         queue: job.info.queue.clone(),

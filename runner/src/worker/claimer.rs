@@ -5,7 +5,7 @@
 use super::attempts::Attempts;
 use super::WorkerId;
 use crate::error::Result;
-use crate::store::{ClaimRequest, Store};
+use crate::store::{ClaimRequest, ClaimedJob, Store};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -20,10 +20,12 @@ pub(crate) const MAX_CLAIM_BATCH: usize = 100;
 const FOLLOW_UP: Duration = Duration::from_millis(20);
 
 /// The slots one attempt holds until its outcome is recorded: one of the worker's, and one of
-/// its task's when the task has a limit in this worker.
+/// its task's when the task has a limit in this worker. The task's goes first (fields drop in
+/// order): whoever sees the worker's slot free must see the task's free too, or `run_once`
+/// could find the task at its limit with nothing running, and stop with its jobs queued.
 pub(crate) struct Slots {
-    _job: OwnedSemaphorePermit,
     _task: Option<TaskSlot>,
+    _job: OwnedSemaphorePermit,
 }
 
 /// A task's slot; freeing it wakes the claimer, which may have left the task out.
@@ -98,30 +100,18 @@ impl Claimer {
     /// with `max_jobs`, until that many started). Never dropped mid-claim: jobs claimed but
     /// never run would lose an attempt; it ends at its next wait.
     pub async fn run(&self, mut stop: watch::Receiver<bool>) -> Result<()> {
-        let config = &self.config;
-        let all_slots = u32::try_from(config.concurrency).unwrap_or(u32::MAX);
         let task_slots = self.task_slots();
         let mut follow_up = false;
         while !*stop.borrow() {
-            let remaining = config
-                .max_jobs
-                .map(|max| max.saturating_sub(self.started.load(Ordering::Relaxed)))
-                .unwrap_or(usize::MAX);
+            let remaining = self.config.max_jobs.map_or(usize::MAX, |max| {
+                max.saturating_sub(self.started.load(Ordering::Relaxed))
+            });
             if remaining == 0 {
                 break;
             }
-            // Wait for a free slot, then take every free slot (up to a batch).
-            let first = tokio::select! {
-                permit = Arc::clone(&self.slots).acquire_owned() => permit.expect("slots are never closed"),
-                _ = stop.changed() => break,
+            let Some(mut permits) = self.free_slots(remaining, &mut stop).await else {
+                break;
             };
-            let mut permits = vec![first];
-            while permits.len() < remaining.min(MAX_CLAIM_BATCH) {
-                match Arc::clone(&self.slots).try_acquire_owned() {
-                    Ok(permit) => permits.push(permit),
-                    Err(_) => break,
-                }
-            }
             // Armed before the claim, so a notification during the claim is not lost.
             let woken = self.wake.notified();
             tokio::pin!(woken);
@@ -131,7 +121,7 @@ impl Claimer {
                 .map(|(name, slots)| (name.clone(), slots.available_permits()))
                 .collect();
             let Some((asked, task_names)) =
-                claim_size(permits.len(), &config.task_names, &task_free)
+                claim_size(permits.len(), &self.config.task_names, &task_free)
             else {
                 // Every task is at its limit: wait until a slot of one frees.
                 drop(permits);
@@ -143,72 +133,116 @@ impl Claimer {
             };
             permits.truncate(asked);
             // Nothing running while we claim: an empty claim then means nothing is left.
-            let nothing_running = self.slots.available_permits() + asked == config.concurrency;
-            let request = ClaimRequest {
-                worker_id: self.worker_id.get(),
-                queues: config.queues.clone(),
-                count: asked,
-                task_names: Some(task_names),
-            };
-            let jobs = match self.store.job_claim(&request).await {
-                Ok(jobs) => jobs,
+            let nothing_running = self.slots.available_permits() + asked == self.config.concurrency;
+            let got = match self.claim(asked, task_names).await {
+                Ok(jobs) => self.start(jobs, permits, &task_slots),
                 Err(e) => {
                     tracing::warn!("claim failed: {e}");
                     drop(permits);
-                    tokio::select! {
-                        _ = tokio::time::sleep(config.error_retry_delay) => {}
-                        _ = stop.changed() => {}
-                    }
+                    pause(self.config.error_retry_delay, &mut stop).await;
                     continue;
                 }
             };
-            let got = jobs.len();
-            self.started.fetch_add(got, Ordering::Relaxed);
-            for (job, permit) in jobs.into_iter().zip(permits.drain(..)) {
-                // Only the claimer takes task slots, and it claimed no more than were free.
-                let task = task_slots.get(&job.context.job_name).and_then(|slots| {
-                    let permit = Arc::clone(slots).try_acquire_owned().ok()?;
-                    Some(TaskSlot {
-                        _permit: permit,
-                        wake: Arc::clone(&self.wake),
-                    })
-                });
-                let slots = Slots {
-                    _job: permit,
-                    _task: task,
-                };
-                self.attempts.spawn(job, slots);
-            }
-            drop(permits);
             if got == asked {
                 continue; // a full batch: there may be more at once
             }
-            if config.run_once {
+            if self.config.run_once {
                 if got == 0 && nothing_running {
                     break;
                 }
                 // Jobs still running may leave immediate retries: wait for them, then look again.
-                drop(
-                    self.slots
-                        .acquire_many(all_slots)
-                        .await
-                        .expect("slots are never closed"),
-                );
+                self.wait_for_running().await;
                 continue;
             }
             let idle = if follow_up {
                 FOLLOW_UP
             } else {
-                config.poll_interval
+                self.config.poll_interval
             };
-            follow_up = false;
-            tokio::select! {
-                _ = &mut woken => follow_up = true,
-                _ = tokio::time::sleep(idle) => {}
-                _ = stop.changed() => {}
-            }
+            follow_up = tokio::select! {
+                _ = &mut woken => true,
+                _ = tokio::time::sleep(idle) => false,
+                _ = stop.changed() => false,
+            };
         }
         Ok(())
+    }
+
+    /// Wait for a free slot, then take every free slot (up to `limit` and a batch); `None`
+    /// when told to stop meanwhile.
+    async fn free_slots(
+        &self,
+        limit: usize,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<Vec<OwnedSemaphorePermit>> {
+        let first = tokio::select! {
+            permit = Arc::clone(&self.slots).acquire_owned() => permit.expect("slots are never closed"),
+            _ = stop.changed() => return None,
+        };
+        let mut permits = vec![first];
+        while permits.len() < limit.min(MAX_CLAIM_BATCH) {
+            match Arc::clone(&self.slots).try_acquire_owned() {
+                Ok(permit) => permits.push(permit),
+                Err(_) => break,
+            }
+        }
+        Some(permits)
+    }
+
+    async fn claim(&self, count: usize, task_names: Vec<String>) -> Result<Vec<ClaimedJob>> {
+        let request = ClaimRequest {
+            worker_id: self.worker_id.get(),
+            queues: self.config.queues.clone(),
+            count,
+            task_names: Some(task_names),
+        };
+        self.store.job_claim(&request).await
+    }
+
+    /// Run the claimed jobs, each with a slot (and its task's, where limited); returns how many.
+    fn start(
+        &self,
+        jobs: Vec<ClaimedJob>,
+        permits: Vec<OwnedSemaphorePermit>,
+        task_slots: &HashMap<String, Arc<Semaphore>>,
+    ) -> usize {
+        let got = jobs.len();
+        self.started.fetch_add(got, Ordering::Relaxed);
+        for (job, permit) in jobs.into_iter().zip(permits) {
+            // Only the claimer takes task slots, and it claimed no more than were free.
+            let task = task_slots.get(&job.context.task_name).and_then(|slots| {
+                let permit = Arc::clone(slots).try_acquire_owned().ok()?;
+                Some(TaskSlot {
+                    _permit: permit,
+                    wake: Arc::clone(&self.wake),
+                })
+            });
+            let slots = Slots {
+                _task: task,
+                _job: permit,
+            };
+            self.attempts.spawn(job, slots);
+        }
+        got
+    }
+
+    /// Until every running job's outcome is recorded.
+    async fn wait_for_running(&self) {
+        let all_slots = u32::try_from(self.config.concurrency).unwrap_or(u32::MAX);
+        drop(
+            self.slots
+                .acquire_many(all_slots)
+                .await
+                .expect("slots are never closed"),
+        );
+    }
+}
+
+/// Sleep for `period`, or until told to stop.
+async fn pause(period: Duration, stop: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        _ = tokio::time::sleep(period) => {}
+        _ = stop.changed() => {}
     }
 }
 

@@ -130,6 +130,19 @@ impl Soniq {
         }
     }
 
+    fn claimer_config(&self, options: &WorkerOptions, concurrency: usize) -> ClaimerConfig {
+        ClaimerConfig {
+            queues: options.queues.clone(),
+            task_names: self.handlers.registry.names(),
+            task_limits: self.handlers.registry.task_limits(),
+            concurrency,
+            run_once: options.run_once,
+            max_jobs: options.max_jobs,
+            poll_interval: self.settings.poll_interval(),
+            error_retry_delay: self.settings.error_retry_delay(),
+        }
+    }
+
     /// Start the heartbeat, maintenance and (on a database) the listener.
     fn start_background(
         &self,
@@ -141,15 +154,15 @@ impl Soniq {
         let heartbeat = Arc::new(heartbeat);
         let mut tasks = vec![
             every(
-                self.settings.heartbeat_interval,
+                self.settings.heartbeat_interval(),
                 stopped.clone(),
                 move || {
                     let heartbeat = Arc::clone(&heartbeat);
                     async move { heartbeat.beat().await }
                 },
             ),
-            every(self.settings.cleanup_interval, stopped.clone(), {
-                let (store, timeout) = (Arc::clone(store), self.settings.heartbeat_timeout);
+            every(self.settings.cleanup_interval(), stopped.clone(), {
+                let (store, timeout) = (Arc::clone(store), self.settings.heartbeat_timeout());
                 move || {
                     let store = Arc::clone(&store);
                     async move { maintenance::round(&*store, timeout).await }
@@ -158,9 +171,9 @@ impl Soniq {
         ];
         if let Backend::Postgres(_) = self.backend {
             tasks.push(tokio::spawn(listener::run(
-                self.settings.database_url.clone(),
+                self.settings.database_url().to_string(),
                 Arc::clone(wake),
-                self.settings.error_retry_delay,
+                self.settings.error_retry_delay(),
                 stopped,
             )));
         }
@@ -175,10 +188,10 @@ impl Soniq {
         options: WorkerOptions,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<WorkerReport> {
-        let concurrency = options
-            .concurrency
-            .unwrap_or(self.settings.concurrency)
-            .max(1);
+        let concurrency = match options.concurrency {
+            Some(n) => crate::settings::check_concurrency_flag("WorkerOptions::concurrency", n)?,
+            None => self.settings.concurrency(),
+        };
         let task_names = self.handlers.registry.names();
         if task_names.is_empty() {
             return Err(Error::Invalid(
@@ -197,7 +210,7 @@ impl Soniq {
             queues = %options.queues.as_ref().map_or("all".into(), |q| q.join(",")),
             concurrency,
             tasks = %task_names.join(","),
-            database = %crate::settings::mask_url(&self.settings.database_url),
+            database = %crate::settings::mask_url(self.settings.database_url()),
             "worker started"
         );
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
@@ -206,7 +219,7 @@ impl Soniq {
             Arc::clone(&store),
             Arc::downgrade(&attempts),
             reports_rx,
-            self.settings.error_retry_delay,
+            self.settings.error_retry_delay(),
         ));
         let wake = Arc::new(Notify::new());
         let background = self.start_background(
@@ -225,16 +238,7 @@ impl Soniq {
             worker_id: Arc::clone(&worker_id),
             wake,
             slots: Arc::new(Semaphore::new(concurrency)),
-            config: ClaimerConfig {
-                queues: options.queues.clone(),
-                task_names,
-                task_limits: self.handlers.registry.task_limits(),
-                concurrency,
-                run_once: options.run_once,
-                max_jobs: options.max_jobs,
-                poll_interval: self.settings.poll_interval,
-                error_retry_delay: self.settings.error_retry_delay,
-            },
+            config: self.claimer_config(&options, concurrency),
             started: Default::default(),
         };
         let claimed = claim_until(&claimer, shutdown).await;
@@ -267,11 +271,11 @@ impl Soniq {
         if claimer.slots.available_permits() < concurrency {
             tracing::info!(
                 "stopped claiming; waiting up to {} s for the running jobs",
-                self.settings.shutdown_timeout.as_secs_f64()
+                self.settings.shutdown_timeout().as_secs_f64()
             );
         }
         let finished = tokio::time::timeout(
-            self.settings.shutdown_timeout,
+            self.settings.shutdown_timeout(),
             claimer.slots.acquire_many(all_slots),
         )
         .await;

@@ -35,13 +35,14 @@ pub fn unique(prefix: &str) -> String {
 
 /// Settings for tests: quick polls, heartbeats well inside the test cluster's 2 s timeout.
 pub fn settings(concurrency: usize) -> Settings {
-    let mut settings = Settings::new(database_url());
-    settings.concurrency = concurrency;
-    settings.poll_interval = Duration::from_millis(200);
-    settings.heartbeat_interval = Duration::from_millis(300);
-    settings.shutdown_timeout = Duration::from_secs(5);
-    settings.error_retry_delay = Duration::from_millis(200);
-    settings
+    Settings::builder(database_url())
+        .concurrency(concurrency)
+        .poll_interval(Duration::from_millis(200))
+        .heartbeat_interval(Duration::from_millis(300))
+        .shutdown_timeout(Duration::from_secs(5))
+        .error_retry_delay(Duration::from_millis(200))
+        .build()
+        .unwrap()
 }
 
 pub fn app_with(concurrency: usize) -> Soniq {
@@ -100,10 +101,11 @@ pub async fn drop_database(database: FreshDatabase) {
 
 /// Test settings for a worker on `database`.
 pub fn settings_on(database: &FreshDatabase, concurrency: usize) -> Settings {
-    Settings {
-        database_url: database.url.clone(),
-        ..settings(concurrency)
-    }
+    settings(concurrency)
+        .to_builder()
+        .database_url(&database.url)
+        .build()
+        .unwrap()
 }
 
 pub fn serve(queue: &str) -> WorkerOptions {

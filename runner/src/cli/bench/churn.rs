@@ -118,7 +118,7 @@ pub async fn run(bench: &mut Bench) -> Result<()> {
         )
         .await?;
     let app = db::noop_app(
-        db::worker_settings(&bench.settings, concurrency),
+        db::worker_settings(&bench.settings, concurrency)?,
         TASK,
         QUEUE,
         Some(ttl),

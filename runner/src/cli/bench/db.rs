@@ -122,12 +122,12 @@ pub async fn restore_jobs_table(client: &Client) -> Result<bool> {
 /// Settings of the bench's in-process workers: the command's settings with this
 /// concurrency. Their maintenance rounds never run (they would prune and rescue other
 /// applications' jobs); the control plane, where it serves, does that.
-pub fn worker_settings(base: &Settings, concurrency: usize) -> Settings {
-    let mut settings = base.clone();
-    settings.concurrency = concurrency;
-    settings.cleanup_interval = Duration::from_secs(3600);
-    settings.shutdown_timeout = Duration::from_secs(10);
-    settings
+pub fn worker_settings(base: &Settings, concurrency: usize) -> crate::Result<Settings> {
+    base.to_builder()
+        .concurrency(concurrency)
+        .cleanup_interval(Duration::from_secs(3600))
+        .shutdown_timeout(Duration::from_secs(10))
+        .build()
 }
 
 /// Jobs enqueued per `enqueue_many` call when filling a queue.

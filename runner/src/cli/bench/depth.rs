@@ -79,7 +79,7 @@ async fn claims(bench: &Bench, samples: usize) -> Result<Vec<f64>> {
     keep_alive(
         bench.url.clone(),
         worker,
-        bench.settings.heartbeat_interval,
+        bench.settings.heartbeat_interval(),
         stopped,
     );
     let claim = client

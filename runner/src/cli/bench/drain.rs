@@ -63,7 +63,7 @@ pub async fn measure(
     drop(admin);
     let admin = connect(&bench.url).await?;
     let app = db::noop_app(
-        db::worker_settings(&bench.settings, concurrency),
+        db::worker_settings(&bench.settings, concurrency)?,
         TASK,
         QUEUE,
         ttl,

@@ -29,7 +29,7 @@ pub fn load_average() -> String {
 pub async fn control_plane_serves(client: &Client) -> Result<bool> {
     let row = client
         .query_one(
-            "SELECT coalesce((SELECT alive FROM soniq.health WHERE subsystem = 'worker'), false)
+            "SELECT coalesce((SELECT alive FROM soniq.health WHERE subsystem = 'control_plane'), false)
                     AND coalesce(current_setting('soniq.enabled', true), 'on') <> 'off'",
             &[],
         )

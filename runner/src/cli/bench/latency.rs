@@ -58,7 +58,7 @@ async fn produce(
     }
     // Stragglers (a missed wake-up waits for the worker's poll).
     let deadline =
-        tokio::time::Instant::now() + bench.settings.poll_interval + Duration::from_secs(1);
+        tokio::time::Instant::now() + bench.settings.poll_interval() + Duration::from_secs(1);
     while began.len() < total {
         match tokio::time::timeout_at(deadline, started.recv()).await {
             Ok(Some((m, at))) => {
@@ -87,7 +87,7 @@ pub async fn run(bench: &mut Bench) -> Result<()> {
     let admin = connect(&bench.url).await?;
     db::clean_queue(&admin, QUEUE).await?;
     let (tx, mut started) = mpsc::unbounded_channel();
-    let mut app = Soniq::with_settings(db::worker_settings(&bench.settings, CONCURRENCY))?;
+    let mut app = Soniq::with_settings(db::worker_settings(&bench.settings, CONCURRENCY)?)?;
     app.job(TASK).queue(QUEUE).handler(move |args: Args, _| {
         let at = Instant::now();
         let tx = tx.clone();

@@ -131,7 +131,7 @@ pub async fn run(settings: Settings, args: BenchArgs, out: &Output) -> CliResult
     scenarios.sort();
     scenarios.dedup();
 
-    let url = settings.database_url.clone();
+    let url = settings.database_url().to_string();
     let admin = db::connect(&url)
         .await
         .map_err(|e| Failure::new(format!("cannot connect to {}: {e}", super::mask_url(&url))))?;

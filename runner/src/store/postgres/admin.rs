@@ -57,7 +57,7 @@ pub async fn control_plane(client: &impl GenericClient) -> Result<ControlPlane> 
         .query_one(
             "SELECT current_setting('shared_preload_libraries') ~ '(^|[ ,])soniq($|[ ,])',
                     current_setting('soniq.database_name', true),
-                    (SELECT alive FROM soniq.health WHERE subsystem = 'worker')",
+                    (SELECT alive FROM soniq.health WHERE subsystem = 'control_plane')",
             &[],
         )
         .await?;
@@ -96,7 +96,7 @@ pub async fn health(client: &impl GenericClient) -> Result<Vec<RoundHealth>> {
     let rows = client
         .query(
             "SELECT subsystem, alive, coalesce(extract(epoch FROM lag)::float8, 0), last_error FROM soniq.health
-              ORDER BY array_position(ARRAY['worker', 'scheduler', 'rescue', 'prune', 'unserved'], subsystem)",
+              ORDER BY array_position(ARRAY['control_plane', 'scheduler', 'rescue', 'prune', 'unserved'], subsystem)",
             &[],
         )
         .await?;

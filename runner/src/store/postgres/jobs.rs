@@ -117,7 +117,7 @@ fn claimed_from_row(row: &Row, worker_id: Uuid) -> ClaimedJob {
     ClaimedJob {
         context: JobContext {
             job_id: row.get(0),
-            job_name: row.get(1),
+            task_name: row.get(1),
             attempt: row.get(3),
             max_attempts: row.get(4),
             queue: row.get(5),

@@ -1,161 +1,5 @@
--- Soniq control plane: schedules, and the rounds the background worker runs
--- (fire due schedules, take back jobs, prune). Each round is callable from psql too.
--- Conventions as in api.sql.
-
-------------------------------------------------------------------------------------------
--- Schedules
-------------------------------------------------------------------------------------------
-
--- _every_seconds: a schedule's interval as seconds; months and years are refused, since
--- their length varies (a cron expression says "monthly" exactly).
-CREATE FUNCTION soniq._every_seconds(every interval) RETURNS float8
-LANGUAGE plpgsql IMMUTABLE AS $$
-BEGIN
-    IF extract(month FROM every) <> 0 OR extract(year FROM every) <> 0 THEN
-        RAISE EXCEPTION 'every must be a fixed duration, got %', every
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Use days, hours, minutes or seconds, or a cron expression such as ''0 0 1 * *''.';
-    END IF;
-    RETURN extract(epoch FROM every);
-END
-$$;
-
--- _wake_control_plane: wake the background worker when this transaction commits.
-CREATE FUNCTION soniq._wake_control_plane() RETURNS void
-LANGUAGE sql VOLATILE AS $$
-    SELECT soniq._wake_control_plane_at_commit(c.pid)
-      FROM soniq.control_plane c
-     WHERE c.subsystem = 'worker' AND c.pid IS NOT NULL
-$$;
-
--- schedule_add: create or update (by name) a periodic job. Exactly one of cron (5 fields,
--- in time_zone) and every (a fixed interval of 1 second to 365 days). task_name defaults to
--- the schedule's name; queue, priority, retries and timeout default like enqueue's.
--- Re-adding with the same timing keeps the next fire time, so redeploys do not delay it.
-CREATE FUNCTION soniq.schedule_add(
-    name      text,
-    task_name text     DEFAULT NULL,
-    cron      text     DEFAULT NULL,
-    every     interval DEFAULT NULL,
-    args      jsonb    DEFAULT '{}',
-    time_zone text     DEFAULT 'UTC',
-    queue     text     DEFAULT NULL,
-    priority  int      DEFAULT NULL,
-    retries   int      DEFAULT NULL,
-    timeout   interval DEFAULT NULL,
-    enabled   boolean  DEFAULT true
-) RETURNS soniq.schedules
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    row_out soniq.schedules;
-    every_seconds float8;
-BEGIN
-    PERFORM soniq.check_schedule_name(name);
-    PERFORM soniq.check_task_name(coalesce(schedule_add.task_name, name));
-    PERFORM soniq._check_args(args);
-    PERFORM soniq._require(time_zone, 'time_zone');
-    PERFORM soniq._require(enabled, 'enabled');
-    IF schedule_add.queue IS NOT NULL THEN
-        PERFORM soniq.check_queue_name(schedule_add.queue);
-    END IF;
-    PERFORM soniq._check_job_options(schedule_add.priority, schedule_add.retries, schedule_add.timeout);
-    PERFORM soniq._check_interval(schedule_add.every, 'every', interval '365 days');
-    every_seconds := soniq._every_seconds(schedule_add.every);
-    PERFORM soniq._check_schedule(schedule_add.cron, every_seconds, time_zone);
-
-    INSERT INTO soniq.schedules AS s (name, task_name, args, cron, every, time_zone, queue, priority,
-                                      retries, timeout, enabled, next_fire_at)
-    VALUES (name, coalesce(schedule_add.task_name, name), args, schedule_add.cron, schedule_add.every,
-            time_zone, schedule_add.queue, schedule_add.priority, schedule_add.retries,
-            schedule_add.timeout, enabled,
-            CASE WHEN enabled THEN soniq._next_fire(schedule_add.cron, every_seconds, time_zone, NULL, now()) END)
-    ON CONFLICT ON CONSTRAINT schedules_pkey DO UPDATE
-       SET task_name = excluded.task_name, args = excluded.args, cron = excluded.cron,
-           every = excluded.every, time_zone = excluded.time_zone, queue = excluded.queue,
-           priority = excluded.priority, retries = excluded.retries, timeout = excluded.timeout,
-           enabled = excluded.enabled, updated_at = now(),
-           next_fire_at = CASE
-               WHEN NOT excluded.enabled THEN NULL
-               WHEN s.enabled AND s.cron IS NOT DISTINCT FROM excluded.cron
-                    AND s.every IS NOT DISTINCT FROM excluded.every
-                    AND s.time_zone = excluded.time_zone THEN s.next_fire_at
-               ELSE excluded.next_fire_at END
-    RETURNING s.* INTO row_out;
-    PERFORM soniq._wake_control_plane();
-    RETURN row_out;
-END
-$$;
-
--- _schedule: the named schedule, locked; P0002 when there is none.
-CREATE FUNCTION soniq._schedule(name text) RETURNS soniq.schedules
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    found_row soniq.schedules;
-BEGIN
-    PERFORM soniq._require(name, 'name');
-    SELECT * INTO found_row FROM soniq.schedules s WHERE s.name = _schedule.name FOR UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'schedule % does not exist', name USING ERRCODE = 'no_data_found';
-    END IF;
-    RETURN found_row;
-END
-$$;
-
--- schedule_pause: stop firing. Returns whether this call changed the state.
-CREATE FUNCTION soniq.schedule_pause(name text) RETURNS boolean
-LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-    IF NOT (soniq._schedule(name)).enabled THEN
-        RETURN false;
-    END IF;
-    UPDATE soniq.schedules s SET enabled = false, next_fire_at = NULL, updated_at = now()
-     WHERE s.name = schedule_pause.name;
-    RETURN true;
-END
-$$;
-
--- schedule_resume: fire again, from the next fire time after now (no backlog of the pause).
-CREATE FUNCTION soniq.schedule_resume(name text) RETURNS boolean
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    current soniq.schedules := soniq._schedule(name);
-BEGIN
-    IF current.enabled THEN
-        RETURN false;
-    END IF;
-    UPDATE soniq.schedules s
-       SET enabled = true, updated_at = now(),
-           next_fire_at = soniq._next_fire(s.cron, soniq._every_seconds(s.every), s.time_zone, NULL, now())
-     WHERE s.name = schedule_resume.name;
-    PERFORM soniq._wake_control_plane();
-    RETURN true;
-END
-$$;
-
--- schedule_remove: delete a schedule (jobs it already made stay).
-CREATE FUNCTION soniq.schedule_remove(name text) RETURNS void
-LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-    PERFORM soniq._schedule(name);
-    DELETE FROM soniq.schedules s WHERE s.name = schedule_remove.name;
-END
-$$;
-
--- schedule_get: one schedule; no row when unknown.
-CREATE FUNCTION soniq.schedule_get(name text) RETURNS SETOF soniq.schedules
-LANGUAGE sql STABLE AS $$
-    SELECT * FROM soniq.schedules s WHERE s.name = $1
-$$;
-
--- schedule_list: all schedules by name, or only enabled (true) or paused (false) ones.
-CREATE FUNCTION soniq.schedule_list(enabled boolean DEFAULT NULL) RETURNS SETOF soniq.schedules
-LANGUAGE sql STABLE AS $$
-    SELECT * FROM soniq.schedules s WHERE $1 IS NULL OR s.enabled = $1 ORDER BY s.name
-$$;
-
-------------------------------------------------------------------------------------------
--- The background worker's rounds
-------------------------------------------------------------------------------------------
+-- Soniq SQL: the background worker's rounds: fire schedules, rescue, prune, find unserved tasks,
+-- each recorded. Conventions: sql/helpers.sql.
 
 -- _fire: enqueue a due schedule's job and move the schedule to its next fire time (the job
 -- and the new fire time commit together, so a fire time never makes two jobs). A schedule
@@ -417,78 +261,80 @@ BEGIN
 END
 $$;
 
--- _run_subsystem: one round of one subsystem in a subtransaction, its outcome recorded in
--- soniq.control_plane. An error is recorded, never raised: the loop goes on.
-CREATE FUNCTION soniq._run_subsystem(subsystem text, heartbeat_timeout interval, lease_grace interval,
-                                     retention interval, batch_size int,
-                                     unserved_grace interval DEFAULT '1 day') RETURNS bigint
+-- The rounds: each runs its work in a subtransaction (its BEGIN ... EXCEPTION block) and
+-- records the outcome in soniq.control_plane, in one place (_round_done, _round_failed). An
+-- error is recorded, never raised: the loop goes on. Each returns how much work it did.
+
+-- _round_done: record a clean round. It clears the last error; one recorded during this round
+-- (a skipped schedule or job, at now(): the same transaction) stays.
+CREATE FUNCTION soniq._round_done(subsystem text, result bigint) RETURNS bigint
+LANGUAGE sql VOLATILE AS $$
+    UPDATE soniq.control_plane c
+       SET last_run_at = now(), last_success_at = now(), last_result = $2, runs = c.runs + 1,
+           last_error = CASE WHEN c.last_error_at = now() THEN c.last_error END,
+           last_error_at = CASE WHEN c.last_error_at = now() THEN c.last_error_at END
+     WHERE c.subsystem = $1;
+    SELECT $2;
+$$;
+
+-- _round_failed: record a round that raised (its work rolled back); returns 0.
+CREATE FUNCTION soniq._round_failed(subsystem text, message text) RETURNS bigint
+LANGUAGE sql VOLATILE AS $$
+    UPDATE soniq.control_plane c
+       SET last_run_at = now(), last_error = $2, last_error_at = now(), runs = c.runs + 1,
+           failures = c.failures + 1
+     WHERE c.subsystem = $1;
+    SELECT 0::bigint;
+$$;
+
+-- _round_scheduler: fire up to batch_size due schedules.
+CREATE FUNCTION soniq._round_scheduler(batch_size int) RETURNS bigint
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
-    result bigint;
     message text;
 BEGIN
-    BEGIN
-        result := CASE subsystem
-            WHEN 'scheduler' THEN soniq.fire_due_schedules(batch_size)
-            WHEN 'rescue' THEN soniq.rescue_jobs(heartbeat_timeout, lease_grace)
-            WHEN 'prune' THEN soniq.prune_jobs(retention, batch_size, max_batches => 1)
-            WHEN 'unserved' THEN soniq.check_unserved(unserved_grace)
-        END;
-        -- A clean round clears the last error; one recorded during this round (a skipped
-        -- schedule or job, at now(): the same transaction) stays.
-        UPDATE soniq.control_plane c
-           SET last_run_at = now(), last_success_at = now(), last_result = result, runs = c.runs + 1,
-               last_error = CASE WHEN c.last_error_at = now() THEN c.last_error END,
-               last_error_at = CASE WHEN c.last_error_at = now() THEN c.last_error_at END
-         WHERE c.subsystem = _run_subsystem.subsystem;
-    EXCEPTION WHEN OTHERS THEN
-        GET STACKED DIAGNOSTICS message = MESSAGE_TEXT;
-        UPDATE soniq.control_plane c
-           SET last_run_at = now(), last_error = message, last_error_at = now(), runs = c.runs + 1,
-               failures = c.failures + 1
-         WHERE c.subsystem = _run_subsystem.subsystem;
-        result := 0;
-    END;
-    RETURN result;
+    RETURN soniq._round_done('scheduler', soniq.fire_due_schedules(batch_size));
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS message = MESSAGE_TEXT;
+    RETURN soniq._round_failed('scheduler', message);
 END
 $$;
 
--- _control_plane_started: the background worker announces itself.
-CREATE FUNCTION soniq._control_plane_started(pid int) RETURNS void
-LANGUAGE sql VOLATILE AS $$
-    UPDATE soniq.control_plane c SET pid = $1, started_at = now(), last_run_at = now()
-     WHERE c.subsystem = 'worker'
+-- _round_rescue: take back the jobs of dead workers and of expired leases.
+CREATE FUNCTION soniq._round_rescue(heartbeat_timeout interval, lease_grace interval) RETURNS bigint
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    message text;
+BEGIN
+    RETURN soniq._round_done('rescue', soniq.rescue_jobs(heartbeat_timeout, lease_grace));
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS message = MESSAGE_TEXT;
+    RETURN soniq._round_failed('rescue', message);
+END
 $$;
 
--- _control_plane_round_done: the worker finished a round. Returns the seconds until the
--- next schedule is due (NULL when none is), so the worker sleeps no longer than that.
-CREATE FUNCTION soniq._control_plane_round_done() RETURNS float8
-LANGUAGE sql VOLATILE AS $$
-    UPDATE soniq.control_plane c SET last_run_at = now(), last_success_at = now(), runs = c.runs + 1
-     WHERE c.subsystem = 'worker';
-    SELECT extract(epoch FROM min(s.next_fire_at) - clock_timestamp())::float8
-      FROM soniq.schedules s WHERE s.enabled;
+-- _round_prune: delete one batch of finished jobs past their retention.
+CREATE FUNCTION soniq._round_prune(retention interval, batch_size int) RETURNS bigint
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    message text;
+BEGIN
+    RETURN soniq._round_done('prune', soniq.prune_jobs(retention, batch_size, max_batches => 1));
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS message = MESSAGE_TEXT;
+    RETURN soniq._round_failed('prune', message);
+END
 $$;
 
--- health: is the control plane alive and keeping up? One row per subsystem.
--- lag: worker, time since its last round; scheduler, how late the most overdue schedule
--- is; rescue, time since its last successful round; prune, age of the oldest done job
--- past its result TTL; unserved, how long the longest-unserved task has waited for a worker
--- (soniq.unserved lists them).
-CREATE VIEW soniq.health AS
-SELECT c.subsystem,
-       EXISTS (SELECT FROM pg_stat_activity a
-                WHERE a.pid = w.pid AND a.backend_type = 'soniq control plane') AS alive,
-       c.pid, c.started_at, c.last_run_at, c.last_success_at, c.last_result, c.last_error,
-       c.last_error_at, c.runs, c.failures,
-       CASE c.subsystem
-           WHEN 'worker' THEN now() - c.last_run_at
-           WHEN 'scheduler' THEN coalesce((SELECT now() - min(s.next_fire_at) FROM soniq.schedules s
-                                            WHERE s.enabled AND s.next_fire_at <= now()), interval '0')
-           WHEN 'rescue' THEN now() - c.last_success_at
-           WHEN 'prune' THEN coalesce((SELECT now() - min(j.expires_at) FROM soniq.jobs j
-                                        WHERE j.status = 'done' AND j.expires_at < now()), interval '0')
-           WHEN 'unserved' THEN coalesce((SELECT now() - min(u.since) FROM soniq.unserved u), interval '0')
-       END AS lag
-  FROM soniq.control_plane c
-  CROSS JOIN (SELECT pid FROM soniq.control_plane WHERE subsystem = 'worker') w;
+-- _round_unserved: find the tasks no live worker serves (check_unserved).
+CREATE FUNCTION soniq._round_unserved(grace interval) RETURNS bigint
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    message text;
+BEGIN
+    RETURN soniq._round_done('unserved', soniq.check_unserved(grace));
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS message = MESSAGE_TEXT;
+    RETURN soniq._round_failed('unserved', message);
+END
+$$;
