@@ -1,7 +1,7 @@
 //! Many claimers on one queue: every job is claimed and completed exactly once.
 #![cfg(feature = "e2e")]
 
-mod common;
+use soniq_testkit as common;
 
 use std::collections::HashSet;
 use std::thread;

@@ -3,7 +3,7 @@
 //! tick 2 s, heartbeat timeout 2 s, lease grace 1 s), watched from committing clients.
 #![cfg(feature = "e2e")]
 
-mod common;
+use soniq_testkit as common;
 
 use postgres::Client;
 use std::thread::sleep;

@@ -2,7 +2,7 @@
 //! seconds without a control plane cannot disturb the other control-plane tests.
 #![cfg(feature = "e2e")]
 
-mod common;
+use soniq_testkit as common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! nothing is lost, and no take-back fails on a duplicate key.
 #![cfg(feature = "e2e")]
 
-mod common;
+use soniq_testkit as common;
 
 use postgres::error::SqlState;
 use postgres::Client;

@@ -3,7 +3,7 @@
 //! scheduled, done and dead jobs, a task, a worker and a schedule.
 #![cfg(feature = "e2e")]
 
-mod common;
+use soniq_testkit as common;
 
 use common::cluster::Cluster;
 use common::connect_to;

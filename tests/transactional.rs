@@ -2,7 +2,7 @@
 //! a commit makes both visible at once.
 #![cfg(feature = "e2e")]
 
-mod common;
+use soniq_testkit as common;
 
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::Client;

@@ -13,7 +13,8 @@
 
 mod common;
 
-use common::{database_url, pg_program, unique};
+use common::{database_url, unique};
+use soniq_testkit::pg_program;
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};

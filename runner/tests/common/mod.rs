@@ -3,35 +3,9 @@
 
 use soniq_runner::{Settings, Soniq, WorkerOptions};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-pub fn database_url() -> String {
-    std::env::var("SONIQ_TEST_DATABASE_URL")
-        .expect("SONIQ_TEST_DATABASE_URL names the test database; run scripts/test")
-}
-
-/// A program of the PostgreSQL version under test (SONIQ_PG_BINDIR, set by scripts/test).
-pub fn pg_program(name: &str) -> String {
-    let bindir = std::env::var("SONIQ_PG_BINDIR")
-        .expect("SONIQ_PG_BINDIR must name the PostgreSQL programs' folder; run scripts/test");
-    format!("{bindir}/{name}")
-}
-
-/// A name no other test or run uses (queues and task names keep tests apart).
-pub fn unique(prefix: &str) -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "{prefix}_{}_{}_{}",
-        std::process::id(),
-        nanos,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
+pub use soniq_testkit::{database_url, unique_name as unique};
 
 /// Settings for tests: quick polls, heartbeats well inside the test cluster's 2 s timeout.
 pub fn settings(concurrency: usize) -> Settings {

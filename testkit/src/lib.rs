@@ -1,7 +1,7 @@
-//! Shared by the end-to-end tests: they talk to the test cluster named by
-//! SONIQ_TEST_DATABASE_URL (scripts/test sets it) from committing clients, as an
-//! application and a runner would. Each test binary uses only some of these helpers.
-#![allow(dead_code)]
+//! The test kit the extension's end-to-end tests (`tests/`) and the runner's (`runner/tests/`)
+//! share: the test cluster scripts/test names in the environment, names that keep tests
+//! apart, waiting on a condition, a throwaway cluster of its own ([`cluster`]) and one of
+//! every kind of row ([`sample`]).
 
 pub mod cluster;
 pub mod sample;
@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// The test database (SONIQ_TEST_DATABASE_URL, set by scripts/test).
 pub fn database_url() -> String {
     std::env::var("SONIQ_TEST_DATABASE_URL").expect(
         "SONIQ_TEST_DATABASE_URL must name a database with the soniq extension; run scripts/test",
@@ -18,7 +19,7 @@ pub fn database_url() -> String {
 }
 
 /// The programs' folder of the PostgreSQL version under test (SONIQ_PG_BINDIR, set by
-/// scripts/test).
+/// scripts/test from that version's `pg_config --bindir`).
 pub fn pg_bindir() -> String {
     std::env::var("SONIQ_PG_BINDIR")
         .expect("SONIQ_PG_BINDIR must name the PostgreSQL programs' folder; run scripts/test")
@@ -29,15 +30,18 @@ pub fn pg_program(name: &str) -> String {
     format!("{}/{name}", pg_bindir())
 }
 
+/// A blocking client of the test database.
 pub fn connect() -> Client {
-    Client::connect(&database_url(), NoTls).expect("connect to the test database")
+    connect_to(&database_url())
 }
 
 pub fn connect_to(url: &str) -> Client {
     Client::connect(url, NoTls).unwrap_or_else(|e| panic!("connect to {url}: {e}"))
 }
 
-/// A name no other test (or earlier run) uses, so tests sharing a database stay apart.
+/// A name no other test (or earlier run) uses, so tests sharing a database stay apart. Made
+/// of lowercase letters, digits and `_` after the prefix: a task name, a queue name or a
+/// database name.
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let nanos = SystemTime::now()
@@ -45,7 +49,7 @@ pub fn unique_name(prefix: &str) -> String {
         .unwrap()
         .as_nanos();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}-{}-{nanos}-{n}", std::process::id())
+    format!("{prefix}_{}_{nanos}_{n}", std::process::id())
 }
 
 /// Poll `probe` until it yields a value; panic after `timeout`.
