@@ -62,7 +62,7 @@ pub use metrics::{AttemptEnd, MetricsSink};
 pub use middleware::Next;
 pub use registry::{derive_task_name, Task, TaskBuilder, TaskOptions};
 pub use scheduler::{ScheduleInfo, ScheduleSpec, Scheduler};
-pub use settings::{EnqueueValidation, Settings, TaskNamePattern};
+pub use settings::{hostname, EnqueueValidation, Settings, SettingsBuilder, TaskNamePattern};
 /// The schedule builder: `every(5).minutes()`, `daily().at("09:00")`, ...
 pub use soniq_cron::{dsl, Schedule};
 pub use testing::wait_until;

@@ -177,7 +177,7 @@ pub struct Settings {
 }
 
 /// This machine's name (as workers register with it), if it has one.
-pub(crate) fn hostname() -> Option<String> {
+pub fn hostname() -> Option<String> {
     std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|h| h.trim().to_string())

@@ -14,10 +14,9 @@
 //! Exit status: 0 success, 1 failure, 2 usage (a bad flag, environment variable or module).
 
 mod admin;
-mod bench;
 mod dead_letter;
 mod logs;
-mod output;
+pub mod output;
 mod schedule;
 mod worker;
 
@@ -72,9 +71,6 @@ enum Command {
     /// Jobs by queue and state.
     #[command(subcommand)]
     Jobs(JobsCommand),
-    /// Measure throughput and latency against hand-written yardsticks (default: the
-    /// development cluster); leaves the database as it was.
-    Bench(bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -119,7 +115,7 @@ fn args_object(text: &str) -> Result<serde_json::Value, Failure> {
 }
 
 /// One connection of its own, driven in the background.
-pub(crate) async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+pub async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
     Ok(client)
@@ -245,10 +241,6 @@ fn settings_for(cli: &mut Cli, mut raw: RawSettings) -> Result<Settings, Failure
         modules.jobs_modules.splice(0..0, from_env);
     }
     match &cli.command {
-        Command::Bench(_) => {
-            raw.database_url
-                .get_or_insert_with(|| bench::DEFAULT_DATABASE_URL.into());
-        }
         // A producer that knows task names, not handlers: by default it lets names through
         // that this process has no handler for (they still follow the pattern).
         Command::Enqueue(_) => {
@@ -272,9 +264,6 @@ async fn dispatch(
     build: impl FnOnce(Settings) -> crate::Result<Soniq>,
 ) -> CliResult {
     let out = Output::new(cli.json);
-    if let Command::Bench(args) = cli.command {
-        return bench::run(settings, args, &out).await;
-    }
     if let Command::Setup(modules) = &cli.command {
         admin::setup(&settings, &out).await?;
         if !modules.paths().is_empty() {
@@ -299,7 +288,6 @@ async fn dispatch(
         Command::Enqueue(args) => admin::enqueue(&app, args, &out).await,
         Command::Cancel { id } => admin::cancel(&app, id).await,
         Command::Jobs(JobsCommand::List(args)) => admin::jobs_list(&app, args, &out).await,
-        Command::Bench(_) => unreachable!("handled above"),
     }
 }
 

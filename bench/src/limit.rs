@@ -6,7 +6,7 @@
 use super::db::{self, connect};
 use super::report::Figure;
 use super::Bench;
-use crate::error::Result;
+use soniq_runner::Result;
 use std::time::Instant;
 use uuid::Uuid;
 
@@ -100,7 +100,7 @@ async fn drain(bench: &Bench, table: &str, batch: usize, lanes: usize) -> Result
             loop {
                 let rows = client.query(&claim, &[&worker, &(batch as i64)]).await?;
                 if rows.is_empty() {
-                    return Ok::<_, crate::Error>(done);
+                    return Ok::<_, soniq_runner::Error>(done);
                 }
                 let ids: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
                 client.execute(&delete, &[&ids]).await?;

@@ -1,5 +1,6 @@
-//! `soniq bench`: measure Soniq against hand-written yardsticks on the same database, in one
-//! run, so every ratio compares figures taken minutes apart on the same machine.
+//! `soniq-bench`: measure Soniq against hand-written yardsticks on the same database, in one
+//! run, so every ratio compares figures taken minutes apart on the same machine. A program of
+//! its own: its fixtures write tables, which the product's `soniq` command never does.
 //!
 //! One module per scenario; `report` holds the figures and prints them, `db` the shared
 //! fixtures and cleanup, `header` what the figures were measured on. docs/benchmarks.md
@@ -16,11 +17,12 @@ mod limit;
 mod report;
 mod schedules;
 
-use super::output::Output;
-use super::{CliResult, Failure};
-use crate::Settings;
-use clap::{Args, ValueEnum};
+use clap::{Args, Parser, ValueEnum};
 use report::Report;
+use soniq_runner::cli::mask_url;
+use soniq_runner::cli::output::Output;
+use soniq_runner::Settings;
+use std::process::ExitCode;
 use std::time::Instant;
 
 /// The development cluster (`scripts/dev-cluster url`), used when no URL is given.
@@ -35,6 +37,64 @@ pub enum Scenario {
     Churn,
     Schedules,
     Depth,
+}
+
+#[derive(Parser)]
+#[command(
+    name = "soniq-bench",
+    version,
+    about = "Measure throughput and latency against hand-written yardsticks (default: the development cluster); leaves the database as it was"
+)]
+struct Cli {
+    /// Database URL; overrides SONIQ_DATABASE_URL (default: the development cluster).
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    bench: BenchArgs,
+}
+
+/// Why a run stopped: said on stderr, exit status 1.
+#[derive(Debug)]
+pub struct Stopped(String);
+
+impl From<soniq_runner::Error> for Stopped {
+    fn from(e: soniq_runner::Error) -> Self {
+        Stopped(e.to_string())
+    }
+}
+
+type RunResult = Result<(), Stopped>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("start the async runtime");
+    match runtime.block_on(start(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Stopped(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The settings of the in-process workers: the `SONIQ_*` variables, with the database the flag
+/// or SONIQ_DATABASE_URL names, else the development cluster.
+async fn start(cli: Cli) -> RunResult {
+    let url = cli
+        .database_url
+        .or_else(|| std::env::var("SONIQ_DATABASE_URL").ok())
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
+    let settings = Settings::from_env()?
+        .to_builder()
+        .database_url(url)
+        .build()?;
+    run(settings, cli.bench, &Output::new(cli.json)).await
 }
 
 #[derive(Args)]
@@ -119,7 +179,7 @@ pub struct Bench {
     pub best_drain: Option<(usize, f64)>,
 }
 
-pub async fn run(settings: Settings, args: BenchArgs, out: &Output) -> CliResult {
+async fn run(settings: Settings, args: BenchArgs, out: &Output) -> RunResult {
     let plan = Plan::new(&args);
     let mut scenarios = if args.scenarios.is_empty() {
         Scenario::value_variants().to_vec()
@@ -134,7 +194,7 @@ pub async fn run(settings: Settings, args: BenchArgs, out: &Output) -> CliResult
     let url = settings.database_url().to_string();
     let admin = db::connect(&url)
         .await
-        .map_err(|e| Failure::new(format!("cannot connect to {}: {e}", super::mask_url(&url))))?;
+        .map_err(|e| Stopped(format!("cannot connect to {}: {e}", mask_url(&url))))?;
     let control_plane = header::control_plane_serves(&admin).await?;
     let mut bench = Bench {
         url: url.clone(),
@@ -154,13 +214,13 @@ pub async fn run(settings: Settings, args: BenchArgs, out: &Output) -> CliResult
             // A statement sent just before the interruption still commits on the server:
             // let it land before cleaning up after it.
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            Err(Failure::new("interrupted"))
+            Err(Stopped("interrupted".into()))
         }
     };
     // Whatever happened, leave the database as it was.
     let cleaned = clean_up(&url).await;
     if let Err(e) = cleaned {
-        eprintln!("bench: could not clean up ({e}); the next run of soniq bench cleans first");
+        eprintln!("bench: could not clean up ({e}); the next run of soniq-bench cleans first");
     }
     outcome?;
     bench.report.header.push((
@@ -177,7 +237,7 @@ pub async fn run(settings: Settings, args: BenchArgs, out: &Output) -> CliResult
 
 /// Delete everything the bench made, on a new connection (a restart of the server may have
 /// ended the others and be under way: retried for a while).
-async fn clean_up(url: &str) -> crate::Result<()> {
+async fn clean_up(url: &str) -> soniq_runner::Result<()> {
     let give_up = Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let attempt = async { db::clean_all(&db::connect(url).await?).await }.await;
@@ -190,7 +250,7 @@ async fn clean_up(url: &str) -> crate::Result<()> {
     }
 }
 
-async fn run_scenarios(bench: &mut Bench, scenarios: &[Scenario]) -> CliResult {
+async fn run_scenarios(bench: &mut Bench, scenarios: &[Scenario]) -> RunResult {
     for scenario in scenarios {
         let name = scenario
             .to_possible_value()
@@ -207,8 +267,10 @@ async fn run_scenarios(bench: &mut Bench, scenarios: &[Scenario]) -> CliResult {
             Scenario::Schedules => schedules::run(bench).await,
             Scenario::Depth => depth::run(bench).await,
         };
-        result.map_err(|e| Failure::new(format!("bench {name}: {e}")))?;
-        let admin = db::connect(&bench.url).await.map_err(crate::Error::from)?;
+        result.map_err(|e| Stopped(format!("bench {name}: {e}")))?;
+        let admin = db::connect(&bench.url)
+            .await
+            .map_err(soniq_runner::Error::from)?;
         match db::restore_jobs_table(&admin).await {
             Ok(true) => {}
             Ok(false) => bench.report.note(

@@ -11,9 +11,9 @@ use super::db::{self, connect};
 use super::drain;
 use super::report::{Figure, SizeSample, Target};
 use super::Bench;
-use crate::error::Result;
-use crate::WorkerOptions;
 use serde_json::{json, Value};
+use soniq_runner::Result;
+use soniq_runner::WorkerOptions;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio::time::MissedTickBehavior;
@@ -52,7 +52,7 @@ async fn produce(bench: &Bench, rate: f64, seconds: f64) -> Result<usize> {
                 client.execute(&statement, &[&args]).await?;
                 sent += per_tick;
             }
-            Ok::<_, crate::Error>(sent)
+            Ok::<_, soniq_runner::Error>(sent)
         });
     }
     Ok(db::join_lanes(lanes).await?.into_iter().sum())

@@ -1,12 +1,10 @@
-//! `soniq bench --quick` against the test database: every scenario reports its figures as
+//! `soniq-bench --quick` against the test database: every scenario reports its figures as
 //! JSON, and the database is left as it was. Figures are only printed, never compared with
 //! a speed (no timed assertions): the run is here so the harness cannot rot.
-#![cfg(all(feature = "e2e", feature = "cli"))]
+#![cfg(feature = "e2e")]
 
-mod common;
-
-use common::*;
 use serde_json::Value;
+use soniq_testkit::{database_url, unique_name};
 use std::process::{Command, Stdio};
 
 /// The figure keys each scenario must report.
@@ -79,9 +77,9 @@ fn figure<'a>(report: &'a Value, scenario: &str, key: &str) -> &'a Value {
 
 #[tokio::test]
 async fn quick_run_reports_every_scenario_and_leaves_the_database_as_it_was() {
-    let db = sql().await;
+    let db = soniq_runner::cli::connect(&database_url()).await.unwrap();
     // Someone else's job, which the bench must not touch.
-    let queue = unique("bench_guard");
+    let queue = unique_name("bench_guard");
     let guard: uuid::Uuid = db
         .query_one(
             "SELECT soniq.enqueue('guard.keep', '{}', queue => $1)",
@@ -101,8 +99,8 @@ async fn quick_run_reports_every_scenario_and_leaves_the_database_as_it_was() {
         (row.get(0), row.get(1))
     };
 
-    let child = Command::new(env!("CARGO_BIN_EXE_soniq"))
-        .args(["bench", "--quick", "--json"])
+    let child = Command::new(env!("CARGO_BIN_EXE_soniq-bench"))
+        .args(["--quick", "--json"])
         .env("SONIQ_DATABASE_URL", database_url())
         // Heartbeats well inside the test cluster's 2 s timeout.
         .env("SONIQ_HEARTBEAT_INTERVAL", "0.5")

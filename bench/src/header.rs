@@ -2,9 +2,9 @@
 //! settings — the figures mean little without them.
 
 use super::Plan;
-use crate::cli::output::mask_url;
-use crate::error::Result;
 use serde_json::{json, Map, Value};
+use soniq_runner::cli::mask_url;
+use soniq_runner::Result;
 use tokio_postgres::Client;
 
 /// Server settings that move the figures (durability, memory, connections).
@@ -50,7 +50,7 @@ pub async fn header(
         settings.insert(name.to_string(), json!(value));
     }
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let host = crate::settings::hostname().unwrap_or_default();
+    let host = soniq_runner::hostname().unwrap_or_default();
     let date = jiff::Timestamp::now()
         .round(jiff::Unit::Second)
         .map(|t| t.to_string())

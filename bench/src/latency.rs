@@ -7,9 +7,9 @@
 use super::db::{self, connect};
 use super::report::{Figure, Target};
 use super::Bench;
-use crate::error::{Error, Result};
-use crate::{JobResult, Outcome, Soniq, WorkerOptions};
 use serde::{Deserialize, Serialize};
+use soniq_runner::{Error, Result};
+use soniq_runner::{JobResult, Outcome, Soniq, WorkerOptions};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};

@@ -8,9 +8,9 @@
 use super::db::{self, connect};
 use super::report::{Figure, Target};
 use super::Bench;
-use crate::error::Result;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
+use soniq_runner::Result;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -80,7 +80,7 @@ async fn load(url: &str, clients: usize, seconds: f64, sql: &str, batch: usize) 
                 }
                 jobs += batch;
             }
-            Ok::<_, crate::Error>((jobs, started.elapsed().as_secs_f64()))
+            Ok::<_, soniq_runner::Error>((jobs, started.elapsed().as_secs_f64()))
         });
     }
     let (mut jobs, mut elapsed) = (0, 0f64);

@@ -6,7 +6,7 @@
 use super::db::{self, connect};
 use super::report::{Figure, Target};
 use super::Bench;
-use crate::error::{Error, Result};
+use soniq_runner::{Error, Result};
 use std::time::{Duration, Instant};
 
 const SCENARIO: &str = "schedules";

@@ -2,8 +2,8 @@
 //! figure measured in the same run) and the target it is held to; printed as a table or as
 //! one JSON document.
 
-use super::super::output::Output;
 use serde_json::{json, Value};
+use soniq_runner::cli::output::Output;
 
 /// Which number a target bounds: the figure itself, or its ratio to the yardstick.
 #[derive(Clone, Copy)]

@@ -12,9 +12,9 @@ use super::db::{self, connect};
 use super::limit;
 use super::report::{Figure, Target};
 use super::Bench;
-use crate::error::{Error, Result};
-use crate::WorkerOptions;
 use serde_json::json;
+use soniq_runner::WorkerOptions;
+use soniq_runner::{Error, Result};
 use std::time::{Duration, Instant};
 
 pub const SCENARIO: &str = "drain";

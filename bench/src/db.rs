@@ -4,16 +4,16 @@
 //! runner itself never does. Everything the bench creates is named `bench.*` (queues, task
 //! names, schedules) or lives in the scratch schema `soniq_bench`, and only that is deleted.
 
-use crate::error::Result;
-use crate::{Settings, Soniq};
 use serde_json::{json, Value};
+use soniq_runner::Result;
+use soniq_runner::{Settings, Soniq};
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
 /// The scratch schema of the hand-written yardsticks.
 pub const SCRATCH: &str = "soniq_bench";
 
-pub(crate) use crate::cli::connect;
+pub use soniq_runner::cli::connect;
 
 /// Delete one scenario's rows: its jobs, dead jobs, published task options.
 pub async fn clean_queue(client: &Client, queue: &str) -> Result<()> {
@@ -52,7 +52,7 @@ pub async fn clean_all(client: &Client) -> Result<()> {
         .execute(
             "SELECT soniq.deregister_worker(w.id) FROM soniq.workers w
               WHERE w.pid = $1 AND w.hostname IS NOT DISTINCT FROM $2",
-            &[&(std::process::id() as i32), &crate::settings::hostname()],
+            &[&(std::process::id() as i32), &soniq_runner::hostname()],
         )
         .await?;
     Ok(())
@@ -122,7 +122,7 @@ pub async fn restore_jobs_table(client: &Client) -> Result<bool> {
 /// Settings of the bench's in-process workers: the command's settings with this
 /// concurrency. Their maintenance rounds never run (they would prune and rescue other
 /// applications' jobs); the control plane, where it serves, does that.
-pub fn worker_settings(base: &Settings, concurrency: usize) -> crate::Result<Settings> {
+pub fn worker_settings(base: &Settings, concurrency: usize) -> soniq_runner::Result<Settings> {
     base.to_builder()
         .concurrency(concurrency)
         .cleanup_interval(Duration::from_secs(3600))
@@ -182,7 +182,9 @@ pub fn noop_app(
     if let Some(ttl) = ttl {
         job = job.result_ttl(ttl);
     }
-    job.handler(|_: Value, _| async { crate::JobResult::Ok(crate::Outcome::done()) })?;
+    job.handler(|_: Value, _| async {
+        soniq_runner::JobResult::Ok(soniq_runner::Outcome::done())
+    })?;
     Ok(app)
 }
 

@@ -6,7 +6,7 @@
 use super::db::{self, connect};
 use super::report::{Figure, Target};
 use super::Bench;
-use crate::error::Result;
+use soniq_runner::Result;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -71,7 +71,7 @@ async fn claims(bench: &Bench, samples: usize) -> Result<Vec<f64>> {
     let worker: Uuid = client
         .query_one(
             "SELECT soniq.register_worker(hostname => $1, pid => $2, queues => ARRAY[$3], version => 'bench')",
-            &[&crate::settings::hostname(), &(std::process::id() as i32), &QUEUE],
+            &[&soniq_runner::hostname(), &(std::process::id() as i32), &QUEUE],
         )
         .await?
         .get(0);
