@@ -40,6 +40,26 @@ static PRUNE_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1000);
 /// Settings of the control plane. Called from `_PG_init`, so also when the library is
 /// loaded into a backend without being preloaded; `soniq.database_name` only matters to the
 /// background worker and can only be defined at server start, so it exists only when preloaded.
+/// A setting in seconds, changed by a reload (SIGHUP), within `(min, max)`.
+fn seconds_guc(
+    name: &'static std::ffi::CStr,
+    short: &'static std::ffi::CStr,
+    long: &'static std::ffi::CStr,
+    setting: &'static GucSetting<i32>,
+    (min, max): (i32, i32),
+) {
+    GucRegistry::define_int_guc(
+        name,
+        short,
+        long,
+        setting,
+        min,
+        max,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+}
+
 pub fn define_settings(preloading: bool) {
     if preloading {
         GucRegistry::define_string_guc(
@@ -69,45 +89,33 @@ pub fn define_settings(preloading: bool) {
         GucContext::Sighup,
         GucFlags::UNIT_MS,
     );
-    GucRegistry::define_int_guc(
+    seconds_guc(
         c"soniq.heartbeat_timeout",
         c"Silence after which a soniq worker is presumed dead and its jobs are taken back.",
         c"",
         &HEARTBEAT_TIMEOUT_S,
-        1,
-        7 * 24 * 3600,
-        GucContext::Sighup,
-        GucFlags::UNIT_S,
+        (1, 7 * 24 * 3600),
     );
-    GucRegistry::define_int_guc(
+    seconds_guc(
         c"soniq.lease_grace",
         c"Time past a job's timeout after which its attempt is taken back from a live worker.",
         c"",
         &LEASE_GRACE_S,
-        0,
-        7 * 24 * 3600,
-        GucContext::Sighup,
-        GucFlags::UNIT_S,
+        (0, 7 * 24 * 3600),
     );
-    GucRegistry::define_int_guc(
+    seconds_guc(
         c"soniq.unserved_grace",
         c"Time after which queued jobs of a task no live worker serves go to the dead letter (0: never).",
         c"They are listed in soniq.unserved from the first round that sees them; nothing is buried while no worker is alive.",
         &UNSERVED_GRACE_S,
-        0,
-        30 * 24 * 3600,
-        GucContext::Sighup,
-        GucFlags::UNIT_S,
+        (0, 30 * 24 * 3600),
     );
-    GucRegistry::define_int_guc(
+    seconds_guc(
         c"soniq.retention",
         c"How long cancelled jobs are kept (done jobs are kept for their result TTL).",
         c"",
         &RETENTION_S,
-        0,
-        i32::MAX,
-        GucContext::Sighup,
-        GucFlags::UNIT_S,
+        (0, i32::MAX),
     );
     GucRegistry::define_int_guc(
         c"soniq.prune_batch_size",

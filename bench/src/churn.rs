@@ -107,16 +107,7 @@ pub async fn run(bench: &mut Bench) -> Result<()> {
     } else {
         Duration::ZERO
     };
-    // Published before the producers start, so every job takes the TTL.
-    admin
-        .execute(
-            "SELECT soniq.register_task($1, $2)",
-            &[
-                &TASK,
-                &json!({"queue": QUEUE, "result_ttl": ttl.as_secs_f64()}),
-            ],
-        )
-        .await?;
+    db::publish_task(&admin, TASK, QUEUE, ttl).await?;
     let app = db::noop_app(
         db::worker_settings(&bench.settings, concurrency)?,
         TASK,
@@ -152,66 +143,105 @@ pub async fn run(bench: &mut Bench) -> Result<()> {
     let samples = samples?;
     db::clean_queue(&admin, QUEUE).await?;
 
-    let third = samples
-        .iter()
-        .find(|s| s.seconds >= seconds / 3.0)
-        .map_or(0, |s| s.total_bytes);
-    let last = samples.last().map_or(0, |s| s.total_bytes);
-    bench.report.add(Figure::new(
-        SCENARIO,
-        "enqueue_rate",
-        format!("enqueued, paced to half of {source} ({max_rate:.0} jobs/s at concurrency {concurrency}), {seconds:.0} s"),
-        produced as f64 / seconds,
-        "jobs/s",
-    ));
-    bench.report.add(Figure::new(
-        SCENARIO,
-        "drain_rate",
-        format!(
-            "run by the worker, concurrency {concurrency}, result TTL {} s",
-            ttl.as_secs()
-        ),
-        worker.jobs_run as f64 / elapsed,
-        "jobs/s",
-    ));
-    bench.report.add(Figure::new(
-        SCENARIO,
-        "backlog",
-        "queued at the end",
-        samples.last().map_or(0, |s| s.queued) as f64,
-        "jobs",
-    ));
-    bench.report.add(Figure::new(
-        SCENARIO,
-        "size_end",
-        "soniq.jobs with indexes at the end",
-        last as f64 / 1_048_576.0,
-        "MB",
-    ));
-    let growth = Figure::new(
-        SCENARIO,
-        "growth",
-        format!("size at the end / size after {:.0} s", seconds / 3.0),
-        if third > 0 {
-            last as f64 / third as f64
-        } else {
-            0.0
-        },
-        "x",
-    );
-    // A minute or more: autovacuum (naptime 10 s on the development cluster) has had its
-    // rounds; a shorter run (--quick) only shows the warm-up.
-    bench.report.add(if seconds >= 60.0 {
-        growth.target(Target::value_at_most(1.2))
-    } else {
-        growth
-    });
-    let backlog = samples.last().map_or(0, |s| s.queued) as f64;
-    if backlog > 2.0 * rate {
-        bench.report.note(format!(
-            "churn: the worker fell behind the producers ({backlog:.0} jobs queued at the end); the growth includes that backlog"
-        ));
-    }
+    let run = Churn {
+        source,
+        max_rate,
+        concurrency,
+        seconds,
+        ttl,
+        produced,
+        drained: worker.jobs_run,
+        elapsed,
+    };
+    run.report(bench, &samples);
     bench.report.churn_samples = samples;
     Ok(())
+}
+
+/// What one churn run did, for its figures.
+struct Churn {
+    source: String,
+    max_rate: f64,
+    concurrency: usize,
+    seconds: f64,
+    ttl: Duration,
+    produced: usize,
+    drained: usize,
+    elapsed: f64,
+}
+
+impl Churn {
+    fn report(&self, bench: &mut Bench, samples: &[SizeSample]) {
+        let Churn {
+            source,
+            max_rate,
+            concurrency,
+            seconds,
+            ttl,
+            produced,
+            drained,
+            elapsed,
+        } = self;
+        let (seconds, rate) = (*seconds, max_rate / 2.0);
+        let third = samples
+            .iter()
+            .find(|s| s.seconds >= seconds / 3.0)
+            .map_or(0, |s| s.total_bytes);
+        let last = samples.last().map_or(0, |s| s.total_bytes);
+        bench.report.add(Figure::new(
+            SCENARIO,
+            "enqueue_rate",
+            format!("enqueued, paced to half of {source} ({max_rate:.0} jobs/s at concurrency {concurrency}), {seconds:.0} s"),
+            *produced as f64 / seconds,
+            "jobs/s",
+        ));
+        bench.report.add(Figure::new(
+            SCENARIO,
+            "drain_rate",
+            format!(
+                "run by the worker, concurrency {concurrency}, result TTL {} s",
+                ttl.as_secs()
+            ),
+            *drained as f64 / elapsed,
+            "jobs/s",
+        ));
+        bench.report.add(Figure::new(
+            SCENARIO,
+            "backlog",
+            "queued at the end",
+            samples.last().map_or(0, |s| s.queued) as f64,
+            "jobs",
+        ));
+        bench.report.add(Figure::new(
+            SCENARIO,
+            "size_end",
+            "soniq.jobs with indexes at the end",
+            last as f64 / 1_048_576.0,
+            "MB",
+        ));
+        let growth = Figure::new(
+            SCENARIO,
+            "growth",
+            format!("size at the end / size after {:.0} s", seconds / 3.0),
+            if third > 0 {
+                last as f64 / third as f64
+            } else {
+                0.0
+            },
+            "x",
+        );
+        // A minute or more: autovacuum (naptime 10 s on the development cluster) has had its
+        // rounds; a shorter run (--quick) only shows the warm-up.
+        bench.report.add(if seconds >= 60.0 {
+            growth.target(Target::value_at_most(1.2))
+        } else {
+            growth
+        });
+        let backlog = samples.last().map_or(0, |s| s.queued) as f64;
+        if backlog > 2.0 * rate {
+            bench.report.note(format!(
+                "churn: the worker fell behind the producers ({backlog:.0} jobs queued at the end); the growth includes that backlog"
+            ));
+        }
+    }
 }

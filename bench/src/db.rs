@@ -170,6 +170,21 @@ pub async fn queued(client: &Client, queue: &str) -> Result<i64> {
         .get(0))
 }
 
+/// Publish `task`'s queue and result TTL, as its handler would, before jobs are enqueued (so
+/// every job takes the TTL).
+pub async fn publish_task(admin: &Client, task: &str, queue: &str, ttl: Duration) -> Result<()> {
+    admin
+        .execute(
+            "SELECT soniq.register_task($1, $2)",
+            &[
+                &task,
+                &serde_json::json!({"queue": queue, "result_ttl": ttl.as_secs_f64()}),
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
 /// An application with one no-op handler for `task`, whose jobs go to `queue`.
 pub fn noop_app(
     settings: Settings,

@@ -44,14 +44,7 @@ pub async fn run(bench: &mut Bench) -> Result<()> {
     let count = bench.plan.schedules;
     if !bench.control_plane {
         // The bench fires every due schedule of the database: not if others are due.
-        let others: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM soniq.schedules WHERE enabled AND name NOT LIKE 'bench.%'
-                    AND next_fire_at <= now() + interval '10 minutes'",
-                &[],
-            )
-            .await?
-            .get(0);
+        let others = others_due_soon(&admin).await?;
         if others > 0 {
             bench.report.note(format!(
                 "schedules: skipped: no control plane serves this database and {others} other schedules are due soon; firing them here would enqueue their jobs"
@@ -59,10 +52,53 @@ pub async fn run(bench: &mut Bench) -> Result<()> {
             return Ok(());
         }
     }
+    let due = set_up(&mut admin, count).await?;
+    tokio::time::sleep_until(due.into()).await;
+    let (first, all) = wait_for_jobs(bench, &admin, count, due).await?;
+    remove_schedules(&admin).await?;
+    db::clean_queue(&admin, QUEUE).await?;
 
-    // Hourly schedules (their first fire time an hour away), then all moved to one instant
-    // a little ahead: setting the fire time directly is the fixture; the control plane is
-    // woken at its commit so it sleeps until that instant, not a whole tick.
+    let by = if bench.control_plane {
+        "fired by the control plane"
+    } else {
+        "fired by the bench calling soniq.fire_due_schedules(): no control plane serves this database"
+    };
+    bench.report.add(Figure::new(
+        SCENARIO,
+        "first_job",
+        format!("due instant to the first job, {count} schedules, {by}"),
+        first.as_secs_f64(),
+        "s",
+    ));
+    bench.report.add(
+        Figure::new(
+            SCENARIO,
+            "all_jobs",
+            format!("due instant to all {count} jobs, {by}"),
+            all.as_secs_f64(),
+            "s",
+        )
+        .target(Target::value_at_most(1.0)),
+    );
+    Ok(())
+}
+
+/// Enabled schedules of others due within ten minutes.
+async fn others_due_soon(admin: &tokio_postgres::Client) -> Result<i64> {
+    Ok(admin
+        .query_one(
+            "SELECT count(*) FROM soniq.schedules WHERE enabled AND name NOT LIKE 'bench.%'
+                AND next_fire_at <= now() + interval '10 minutes'",
+            &[],
+        )
+        .await?
+        .get(0))
+}
+
+/// `count` hourly schedules (their first fire time an hour away), then all moved to one
+/// instant a little ahead: setting the fire time directly is the fixture; the control plane is
+/// woken at its commit so it sleeps until that instant, not a whole tick. Returns the instant.
+async fn set_up(admin: &mut tokio_postgres::Client, count: usize) -> Result<Instant> {
     admin
         .execute(
             &format!(
@@ -105,9 +141,17 @@ pub async fn run(bench: &mut Bench) -> Result<()> {
         )));
     }
     // Negative once that instant has passed (then it is due now).
-    let due = Instant::now() + Duration::try_from_secs_f64(ahead).unwrap_or_default();
+    Ok(Instant::now() + Duration::try_from_secs_f64(ahead).unwrap_or_default())
+}
 
-    tokio::time::sleep_until(due.into()).await;
+/// From the due instant to the first job and to all `count` (firing them where no control
+/// plane does).
+async fn wait_for_jobs(
+    bench: &Bench,
+    admin: &tokio_postgres::Client,
+    count: usize,
+    due: Instant,
+) -> Result<(Duration, Duration)> {
     let mut first: Option<Duration> = None;
     loop {
         if !bench.control_plane {
@@ -117,12 +161,13 @@ pub async fn run(bench: &mut Bench) -> Result<()> {
         } else {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let made = jobs(&admin).await?;
+        let made = jobs(admin).await?;
         if made > 0 && first.is_none() {
             first = Some(due.elapsed());
         }
         if made as usize >= count {
-            break;
+            let all = due.elapsed();
+            return Ok((first.unwrap_or(all), all));
         }
         if due.elapsed() > PATIENCE {
             return Err(Error::Invalid(format!(
@@ -131,31 +176,4 @@ pub async fn run(bench: &mut Bench) -> Result<()> {
             )));
         }
     }
-    let all = due.elapsed();
-    remove_schedules(&admin).await?;
-    db::clean_queue(&admin, QUEUE).await?;
-
-    let by = if bench.control_plane {
-        "fired by the control plane"
-    } else {
-        "fired by the bench calling soniq.fire_due_schedules(): no control plane serves this database"
-    };
-    bench.report.add(Figure::new(
-        SCENARIO,
-        "first_job",
-        format!("due instant to the first job, {count} schedules, {by}"),
-        first.unwrap_or(all).as_secs_f64(),
-        "s",
-    ));
-    bench.report.add(
-        Figure::new(
-            SCENARIO,
-            "all_jobs",
-            format!("due instant to all {count} jobs, {by}"),
-            all.as_secs_f64(),
-            "s",
-        )
-        .target(Target::value_at_most(1.0)),
-    );
-    Ok(())
 }

@@ -1,4 +1,4 @@
-//! `soniq dead-letter list|show|replay|delete|cleanup|export|stats`.
+//! `soniq dead-letter list|show|replay|delete|purge|export|stats`.
 
 use super::output::Output;
 use super::{time, CliResult, DeadFilter, Failure};
@@ -23,8 +23,9 @@ pub enum DeadLetterCommand {
     Replay(ReplayArgs),
     /// Delete dead jobs for good.
     Delete(Selection),
-    /// Delete dead jobs older than a number of days.
-    Cleanup {
+    /// Delete dead jobs older than a number of days (`cleanup` is its old name).
+    #[command(alias = "cleanup")]
+    Purge {
         #[arg(long, default_value_t = 30.0)]
         days: f64,
         /// Say how many, delete nothing.
@@ -128,21 +129,27 @@ fn filter_of(f: &DeadFilter) -> Result<DeadLetterFilter, Failure> {
     })
 }
 
-/// The ids a bulk action takes.
+/// The ids a bulk action takes: those named, or with `--all` every dead job matching the
+/// filters (page after page: `--limit` sizes a page, it does not cap the selection).
 async fn select(app: &Soniq, selection: &Selection) -> Result<Vec<Uuid>, Failure> {
-    if selection.all {
-        let jobs = app
-            .dead_letter()
-            .list(&filter_of(&selection.filter)?)
-            .await?;
-        return Ok(jobs.iter().map(|j| j.id).collect());
+    if !selection.all {
+        if selection.ids.is_empty() {
+            return Err(Failure::usage(
+                "name dead job ids, or pass --all (with filters)",
+            ));
+        }
+        return Ok(selection.ids.clone());
     }
-    if selection.ids.is_empty() {
-        return Err(Failure::usage(
-            "name dead job ids, or pass --all (with filters)",
-        ));
+    let mut filter = filter_of(&selection.filter)?;
+    let mut ids = Vec::new();
+    loop {
+        let page = app.dead_letter().list(&filter).await?;
+        ids.extend(page.iter().map(|j| j.id));
+        if page.len() < usize::try_from(filter.limit).unwrap_or(0) {
+            return Ok(ids);
+        }
+        filter.offset += filter.limit;
     }
-    Ok(selection.ids.clone())
 }
 
 /// Ask before acting on many: `--yes`, or a `y` typed at a terminal.
@@ -180,174 +187,195 @@ fn progress(done: usize, total: usize) {
 }
 
 pub async fn run(app: &Soniq, command: DeadLetterCommand, out: &Output) -> CliResult {
-    let dlq = app.dead_letter();
     match command {
-        DeadLetterCommand::List(filter) => {
-            let jobs = dlq.list(&filter_of(&filter)?).await?;
-            if out.json {
-                out.print_json(&Value::Array(jobs.iter().map(DeadJob::to_json).collect()));
-            } else {
-                let rows: Vec<Vec<String>> = jobs
-                    .iter()
-                    .map(|j| {
-                        vec![
-                            j.id.to_string(),
-                            j.task_name.clone(),
-                            j.reason.clone(),
-                            j.queue.clone(),
-                            j.resurrection_count.to_string(),
-                            time(Some(j.moved_at)),
-                        ]
-                    })
-                    .collect();
-                out.table(&["id", "task", "reason", "queue", "replays", "died"], &rows);
-            }
-        }
-        DeadLetterCommand::Show { id } => {
-            let job = dlq
-                .get(id)
-                .await?
-                .ok_or_else(|| Failure::new(format!("no dead job {id}")))?;
-            if out.json {
-                out.print_json(&job.to_json());
-            } else {
-                for (name, value) in [
-                    ("id", job.id.to_string()),
-                    ("task", job.task_name.clone()),
-                    ("reason", out.state("dead") + " " + &job.reason),
-                    ("queue", job.queue.clone()),
-                    (
-                        "attempts",
-                        format!("{} of {}", job.attempts, job.max_attempts),
-                    ),
-                    ("args", job.args.to_string()),
-                    ("last error", job.last_error.clone().unwrap_or_default()),
-                    ("died", time(Some(job.moved_at))),
-                    ("replays", job.resurrection_count.to_string()),
-                    ("tags", job.tags.join(", ")),
-                ] {
-                    println!("{name:<11} {value}");
-                }
-            }
-        }
-        DeadLetterCommand::Replay(args) => {
-            let ids = select(app, &args.selection).await?;
-            if args.selection.dry_run {
-                println!("would replay {} dead jobs", ids.len());
-                return Ok(());
-            }
-            confirm("replay", ids.len(), args.selection.yes)?;
-            let options = ReplayOptions {
-                queue: args.to_queue,
-                priority: args.priority,
-                max_attempts: args.max_attempts,
-                reset_attempts: !args.keep_attempts,
-            };
-            // --all is idempotent unless --again: running it twice, or two operators at
-            // once, does not replay a dead job twice. Ids named one by one always replay.
-            let once = args.selection.all && !args.again;
-            let mut skipped = 0;
-            for (n, id) in ids.iter().enumerate() {
-                let job = if once {
-                    dlq.replay_unless_replayed(*id, &options).await?
-                } else {
-                    Some(dlq.replay(*id, &options).await?)
-                };
-                match job {
-                    Some(job) => println!("replayed {id} as {job}"),
-                    None => skipped += 1,
-                }
-                progress(n + 1, ids.len());
-            }
-            if skipped > 0 {
-                println!("skipped {skipped} dead jobs replayed before (--again replays them too)");
-            }
-        }
-        DeadLetterCommand::Delete(selection) => {
-            let ids = select(app, &selection).await?;
-            if selection.dry_run {
-                println!("would delete {} dead jobs", ids.len());
-                return Ok(());
-            }
-            confirm("delete", ids.len(), selection.yes)?;
-            for (n, id) in ids.iter().enumerate() {
-                dlq.delete(*id).await?;
-                println!("deleted {id}");
-                progress(n + 1, ids.len());
-            }
-        }
-        DeadLetterCommand::Cleanup { days, dry_run } => {
-            let older_than = span("--days", days, 86_400.0)?;
-            if dry_run {
-                let filter = DeadLetterFilter {
-                    moved_before: Some(ago(older_than)),
-                    limit: 10_000,
-                    ..DeadLetterFilter::default()
-                };
-                println!(
-                    "would delete {} dead jobs older than {days} days",
-                    dlq.list(&filter).await?.len()
-                );
-            } else {
-                println!(
-                    "deleted {} dead jobs older than {days} days",
-                    dlq.purge(older_than).await?
-                );
-            }
-        }
+        DeadLetterCommand::List(filter) => list(app, &filter, out).await,
+        DeadLetterCommand::Show { id } => show(app, id, out).await,
+        DeadLetterCommand::Replay(args) => replay(app, args).await,
+        DeadLetterCommand::Delete(selection) => delete(app, &selection).await,
+        DeadLetterCommand::Purge { days, dry_run } => purge(app, days, dry_run).await,
         DeadLetterCommand::Export {
             filter,
             format,
             output,
-        } => {
-            let format = if format == "json" {
-                ExportFormat::Json
-            } else {
-                ExportFormat::Csv
-            };
-            let text = dlq.export(&filter_of(&filter)?, format).await?;
-            match output {
-                Some(path) => {
-                    std::fs::write(&path, text).map_err(|e| {
-                        Failure::new(format!("cannot write {}: {e}", path.display()))
-                    })?;
-                    println!("wrote {}", path.display());
-                }
-                None => print!("{text}"),
-            }
+        } => export(app, &filter, &format, output).await,
+        DeadLetterCommand::Stats { hours } => stats(app, hours, out).await,
+    }
+}
+
+async fn list(app: &Soniq, filter: &DeadFilter, out: &Output) -> CliResult {
+    let jobs = app.dead_letter().list(&filter_of(filter)?).await?;
+    if out.json {
+        out.print_json(&Value::Array(jobs.iter().map(DeadJob::to_json).collect()));
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = jobs
+        .iter()
+        .map(|j| {
+            vec![
+                j.id.to_string(),
+                j.task_name.clone(),
+                j.reason.clone(),
+                j.queue.clone(),
+                j.resurrection_count.to_string(),
+                time(Some(j.moved_at)),
+            ]
+        })
+        .collect();
+    out.table(&["id", "task", "reason", "queue", "replays", "died"], &rows);
+    Ok(())
+}
+
+async fn show(app: &Soniq, id: Uuid, out: &Output) -> CliResult {
+    let job = app
+        .dead_letter()
+        .get(id)
+        .await?
+        .ok_or_else(|| Failure::new(format!("no dead job {id}")))?;
+    if out.json {
+        out.print_json(&job.to_json());
+        return Ok(());
+    }
+    for (name, value) in [
+        ("id", job.id.to_string()),
+        ("task", job.task_name.clone()),
+        ("reason", out.state("dead") + " " + &job.reason),
+        ("queue", job.queue.clone()),
+        (
+            "attempts",
+            format!("{} of {}", job.attempts, job.max_attempts),
+        ),
+        ("args", job.args.to_string()),
+        ("last error", job.last_error.clone().unwrap_or_default()),
+        ("died", time(Some(job.moved_at))),
+        ("replays", job.resurrection_count.to_string()),
+        ("tags", job.tags.join(", ")),
+    ] {
+        println!("{name:<11} {value}");
+    }
+    Ok(())
+}
+
+async fn replay(app: &Soniq, args: ReplayArgs) -> CliResult {
+    let ids = select(app, &args.selection).await?;
+    if args.selection.dry_run {
+        println!("would replay {} dead jobs", ids.len());
+        return Ok(());
+    }
+    confirm("replay", ids.len(), args.selection.yes)?;
+    let options = ReplayOptions {
+        queue: args.to_queue,
+        priority: args.priority,
+        max_attempts: args.max_attempts,
+        reset_attempts: !args.keep_attempts,
+    };
+    // --all is idempotent unless --again: running it twice, or two operators at once, does
+    // not replay a dead job twice. Ids named one by one always replay.
+    let once = args.selection.all && !args.again;
+    let dlq = app.dead_letter();
+    let mut skipped = 0;
+    for (n, id) in ids.iter().enumerate() {
+        let job = if once {
+            dlq.replay_unless_replayed(*id, &options).await?
+        } else {
+            Some(dlq.replay(*id, &options).await?)
+        };
+        match job {
+            Some(job) => println!("replayed {id} as {job}"),
+            None => skipped += 1,
         }
-        DeadLetterCommand::Stats { hours } => {
-            let since = match hours {
-                Some(h) if h > 0.0 => Some(span("--hours", h, 3600.0)?),
-                Some(h) => {
-                    return Err(Failure::usage(format!(
-                        "--hours must be a number > 0, got {h}"
-                    )))
-                }
-                None => None,
-            };
-            let stats = dlq.stats(since).await?;
-            if out.json {
-                out.print_json(&json!({
-                    "total": stats.total, "by_task": stats.by_task, "by_queue": stats.by_queue,
-                    "by_reason": stats.by_reason, "by_day": stats.by_day,
-                    "oldest_age_seconds": stats.oldest_age_seconds, "replayed": stats.replayed,
-                }));
-            } else {
-                println!("total: {}   replayed: {}", stats.total, stats.replayed);
-                for (title, map) in [
-                    ("task", &stats.by_task),
-                    ("queue", &stats.by_queue),
-                    ("reason", &stats.by_reason),
-                ] {
-                    let rows: Vec<Vec<String>> = map
-                        .iter()
-                        .map(|(k, n)| vec![k.clone(), n.to_string()])
-                        .collect();
-                    out.table(&[title, "dead"], &rows);
-                }
-            }
+        progress(n + 1, ids.len());
+    }
+    if skipped > 0 {
+        println!("skipped {skipped} dead jobs replayed before (--again replays them too)");
+    }
+    Ok(())
+}
+
+async fn delete(app: &Soniq, selection: &Selection) -> CliResult {
+    let ids = select(app, selection).await?;
+    if selection.dry_run {
+        println!("would delete {} dead jobs", ids.len());
+        return Ok(());
+    }
+    confirm("delete", ids.len(), selection.yes)?;
+    for (n, id) in ids.iter().enumerate() {
+        app.dead_letter().delete(*id).await?;
+        println!("deleted {id}");
+        progress(n + 1, ids.len());
+    }
+    Ok(())
+}
+
+async fn purge(app: &Soniq, days: f64, dry_run: bool) -> CliResult {
+    let older_than = span("--days", days, 86_400.0)?;
+    let dlq = app.dead_letter();
+    if dry_run {
+        // Counted, not listed: every dead job, less those that died within the span.
+        let older = dlq.stats(None).await?.total - dlq.stats(Some(older_than)).await?.total;
+        println!("would delete {older} dead jobs older than {days} days");
+    } else {
+        let deleted = dlq.purge(older_than).await?;
+        println!("deleted {deleted} dead jobs older than {days} days");
+    }
+    Ok(())
+}
+
+async fn export(
+    app: &Soniq,
+    filter: &DeadFilter,
+    format: &str,
+    output: Option<std::path::PathBuf>,
+) -> CliResult {
+    let format = if format == "json" {
+        ExportFormat::Json
+    } else {
+        ExportFormat::Csv
+    };
+    let text = app
+        .dead_letter()
+        .export(&filter_of(filter)?, format)
+        .await?;
+    match output {
+        Some(path) => {
+            std::fs::write(&path, text)
+                .map_err(|e| Failure::new(format!("cannot write {}: {e}", path.display())))?;
+            println!("wrote {}", path.display());
         }
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
+async fn stats(app: &Soniq, hours: Option<f64>, out: &Output) -> CliResult {
+    let since = match hours {
+        Some(h) if h > 0.0 => Some(span("--hours", h, 3600.0)?),
+        Some(h) => {
+            return Err(Failure::usage(format!(
+                "--hours must be a number > 0, got {h}"
+            )))
+        }
+        None => None,
+    };
+    let stats = app.dead_letter().stats(since).await?;
+    if out.json {
+        out.print_json(&json!({
+            "total": stats.total, "by_task": stats.by_task, "by_queue": stats.by_queue,
+            "by_reason": stats.by_reason, "by_day": stats.by_day,
+            "oldest_age_seconds": stats.oldest_age_seconds, "replayed": stats.replayed,
+        }));
+        return Ok(());
+    }
+    println!("total: {}   replayed: {}", stats.total, stats.replayed);
+    for (title, map) in [
+        ("task", &stats.by_task),
+        ("queue", &stats.by_queue),
+        ("reason", &stats.by_reason),
+    ] {
+        let rows: Vec<Vec<String>> = map
+            .iter()
+            .map(|(k, n)| vec![k.clone(), n.to_string()])
+            .collect();
+        out.table(&[title, "dead"], &rows);
     }
     Ok(())
 }
