@@ -1,8 +1,8 @@
 //! Task, queue and schedule names: what a well-formed name is, and an error that says what is wrong.
 //!
-//! The rule is deliberately wider than any one runner's naming convention (the Python
-//! reference uses `billing.send_invoice`, Rust paths use `billing::send_invoice`): a name
-//! starts with a letter and holds ASCII letters, digits and `_ . : -`.
+//! The rule is deliberately wider than any one runner's naming convention (the Python Soniq
+//! whose API Soniq re-creates uses `billing.send_invoice`, Rust paths `billing::send_invoice`):
+//! a name starts with a letter and holds ASCII letters, digits and `_ . : -`.
 
 use pgrx::prelude::*;
 

@@ -1,4 +1,4 @@
-//! The schedule builder of the reference docs, in Rust.
+//! The schedule builder the Python Soniq documents (the README's Schedules section), in Rust.
 //!
 //! ```
 //! use soniq_cron::dsl::{cron, daily, every, monthly, weekly};
@@ -11,7 +11,7 @@
 //! assert_eq!(cron("*/15 * * * *").unwrap().to_string(), "*/15 * * * *");
 //! ```
 //!
-//! Where the reference's strings would not mean what they say, this builder returns an
+//! Where the Python builder's strings would not mean what they say, this builder returns an
 //! interval instead: `every(7).minutes()` is every 7 minutes of real time (`*/7` would
 //! restart at :00 each hour), `every(3).days()` is every 72 hours (`*/3` in the
 //! day-of-month field restarts each month).

@@ -6,7 +6,7 @@
 //!   with ranges, lists, steps, month and weekday names, `0` and `7` for Sunday, the
 //!   `@hourly`-style macros and the classic day-of-month / day-of-week rule (see [`CronExpr`]).
 //! * [`Schedule`]: a cron expression or an interval (`every`), and [`Schedule::next_after`].
-//! * [`dsl`]: the builder from the reference docs (`every(5).minutes()`, `daily().at("09:00")`, …).
+//! * [`dsl`]: the builder the Python Soniq documents (`every(5).minutes()`, `daily().at("09:00")`, …).
 //!
 //! # Time zones and daylight saving
 //!

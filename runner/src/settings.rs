@@ -589,7 +589,7 @@ mod tests {
     }
 
     #[test]
-    fn defaults_match_the_reference() {
+    fn defaults_match_the_documented_ones() {
         let s = from(&[]).unwrap();
         assert_eq!(s.database_url, "postgresql://postgres@localhost/soniq");
         assert_eq!(s.concurrency, 4);
