@@ -77,4 +77,9 @@ async def _driver_connection(value: Any) -> Any:
     else:
         raise SoniqError(UNSUPPORTED_CONNECTION, f"cannot enqueue on {type(value).__qualname__}")
     raw = await connection.get_raw_connection()
-    return raw.driver_connection
+    driver = raw.driver_connection
+    if hasattr(driver, "is_in_transaction") and not driver.is_in_transaction():
+        # SQLAlchemy's asyncpg adapter opens the database transaction at its first
+        # statement: one now, or the job would commit on its own, outside the session's.
+        await connection.exec_driver_sql("SELECT 1")
+    return driver
