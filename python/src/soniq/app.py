@@ -125,7 +125,8 @@ class Soniq:
                 await store.register_task(name, task.options.to_defaults())
                 if task.periodic is not None:
                     cron, every, job_kwargs = task.periodic
-                    await self.scheduler.add(name, cron=cron, every=every, name=name, **job_kwargs)
+                    spec = self.scheduler.spec(name, cron, every, job_kwargs.get("args"), None, None, None, None, "UTC", name, True)
+                    await store.schedule_add(*spec)
             except SoniqError as e:
                 if e.sqlstate != "42501":
                     raise

@@ -56,6 +56,16 @@ class Scheduler:
     ) -> str:
         """Create or update a schedule; returns its name. `target`: a job function, a task
         name or a TaskRef (or only `name=`, which is then the task name too)."""
+        spec = self.spec(target, cron, every, args, queue, priority, retries, timeout, time_zone, name, enabled)
+        await (await self._store()).schedule_add(*spec)
+        return str(spec[0])
+
+    def spec(
+        self, target: object, cron: object, every: timedelta | float | None, args: Mapping[str, Any] | None,
+        queue: str | None, priority: int | None, retries: int | None, timeout: float | timedelta | None,
+        time_zone: str, name: str | None, enabled: bool,
+    ) -> tuple[Any, ...]:  # fmt: skip
+        """The checked arguments of `soniq.schedule_add`, in its order."""
         if (cron is None) == (every is None):
             raise ValueError("a schedule takes exactly one of cron= and every=")
         if target is None:
@@ -65,10 +75,8 @@ class Scheduler:
         task_name, job_args, task, ref = resolve_target(self._app.registry, target, args, {}, "scheduler.add")
         check_task_name(task_name, self._app.settings.task_name_pattern)
         args_json = check_args(task_name, job_args, task, ref)
-        schedule_name = check_task_name(name or task_name, r"\S(.*\S)?")
-        store = await self._store()
-        await store.schedule_add(
-            schedule_name,
+        return (
+            name or task_name,
             task_name,
             None if cron is None else str(cron),
             None if every is None else every_seconds(every),
@@ -80,7 +88,6 @@ class Scheduler:
             None if timeout is None else seconds("timeout", timeout, LONGEST_TIMEOUT),
             enabled,
         )
-        return schedule_name
 
     async def pause(self, name: str) -> bool:
         """Stop firing; False if it was paused already (unknown: SoniqError)."""
