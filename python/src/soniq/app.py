@@ -292,7 +292,7 @@ class Soniq:
         return await PostgresStore.enqueue_many_on(executor, requests, self.settings.producer_id)
 
     async def schedule(
-        self, target: object, run_at: datetime | timedelta | float, /, *, args: Mapping[str, Any] | None = None, **kwargs: Any
+        self, target: object, /, run_at: datetime | timedelta | float, *, args: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> str:
         """`enqueue(..., scheduled_at=run_at)`: run at a time (aware), or seconds from now."""
         return await self.enqueue(target, args=args, scheduled_at=run_at, **kwargs)

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import re
+import sys
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,9 +41,22 @@ def check_task_name(name: object, pattern: str) -> str:
 
 
 def derive_task_name(function: Callable[..., Any]) -> str:
-    """`module.qualname`, as the reference documents (nested functions lose `<locals>`)."""
+    """`module.qualname`, as the reference documents (nested functions lose `<locals>`). A
+    function of a script run as `python jobs.py` is named after its module, `jobs`, not
+    `__main__`: the worker imports it as `jobs`, and both must agree on the name."""
     qualname = function.__qualname__.replace(".<locals>", "")
-    return f"{function.__module__}.{qualname}"
+    return f"{_module_name(function.__module__)}.{qualname}"
+
+
+def _module_name(module: str) -> str:
+    if module != "__main__":
+        return module
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name:
+        return str(spec.name)
+    path = getattr(main, "__file__", None)
+    return os.path.splitext(os.path.basename(path))[0] if path else module
 
 
 def whole_number(what: str, value: object, low: int, high: int) -> int:
