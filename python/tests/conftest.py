@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -28,6 +29,11 @@ def database_url() -> str:
     if not url:
         pytest.fail("SONIQ_TEST_DATABASE_URL is not set: run scripts/lib/python-check.sh (or set it to a database with the soniq extension)")
     return url
+
+
+def sqlalchemy_url(url: str) -> str:
+    """The URL with SQLAlchemy's asyncpg driver named (postgres:// or postgresql://)."""
+    return re.sub(r"^postgres(ql)?://", "postgresql+asyncpg://", url)
 
 
 @pytest.fixture

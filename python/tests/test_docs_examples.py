@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 
 import asyncpg
 import pytest
-from conftest import statuses
+from conftest import sqlalchemy_url, statuses
 
 from soniq import JobStatus, Soniq
 from soniq.testing import wait_until
@@ -299,7 +299,7 @@ async def test_transactional_enqueue_patterns(database_url, uid, db) -> None:
         id = Column(Integer, primary_key=True)
         total = Column(Numeric)
 
-    engine = create_async_engine(database_url.replace("postgresql://", "postgresql+asyncpg://", 1))
+    engine = create_async_engine(sqlalchemy_url(database_url))
     async with AsyncSession(engine) as db_session:
         db = db_session
         async with db.begin():

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pydantic
+from conftest import sqlalchemy_url
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
@@ -160,7 +161,7 @@ async def test_transactional_enqueue_on_psycopg_and_sqlalchemy(make_app, uid, da
         await conn.rollback()
         kept_psycopg = await app.enqueue(send, connection=conn, to="psycopg", priority=5, scheduled_at=1.0)
         await conn.commit()
-    engine = create_async_engine(database_url.replace("postgres://", "postgresql+asyncpg://", 1).replace("postgresql://", "postgresql+asyncpg://", 1))
+    engine = create_async_engine(sqlalchemy_url(database_url))
     async with AsyncSession(engine) as session:
         async with session.begin():
             await session.execute(text("SELECT 1"))

@@ -160,7 +160,7 @@ class Worker:
             await self.store.deregister_worker(self.worker_id)
         except SoniqError as e:  # presumed dead meanwhile: its jobs were taken back already
             log.info("deregistering: %s", e)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+        except Exception as e:
             log.warning("could not deregister (the control plane takes back its jobs): %s", e)
 
     async def _stop_claiming_at(self, shutdown: asyncio.Event) -> None:
@@ -189,7 +189,7 @@ class Worker:
             self.wake.clear()  # before the claim: a notification during it is not lost
             try:
                 jobs = await self.store.claim(self.worker_id, self.options.queues, asked, self.task_names)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            except Exception as e:  # an outage (or a refusal the heartbeat repairs): try again
                 log.warning("claim failed: %s", e)
                 self.slots.give_back(asked)
                 await self._wait(self.stop_claiming, self.settings.error_retry_delay)
@@ -292,7 +292,7 @@ class Worker:
         while left:
             try:
                 await self._record(left)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            except Exception as e:  # an outage: refusals were handled per outcome
                 if asyncio.get_running_loop().time() > deadline:
                     log.error("gave up recording %d outcomes (%s); the jobs will run again", len(left), e)
                     return
@@ -377,7 +377,7 @@ class Worker:
             else:
                 log.warning("heartbeat refused: %s", e)
             return
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+        except Exception as e:
             log.warning("heartbeat failed: %s", e)
             return
         self._stop(cancelled, Aborted("cancelled on request"))
