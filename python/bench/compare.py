@@ -43,7 +43,9 @@ async def fresh_database(server: str, name: str, extension: bool) -> str:
 async def python_drain(url: str, count: int, concurrency: int) -> float:
     """jobs/s of run_worker(run_once=True), timed from its start to its return."""
     queue = f"bench_c{concurrency}"
-    app = Soniq(url, pool_max_size=max(20, concurrency + 4), heartbeat_interval=1, heartbeat_timeout=10)
+    app = Soniq(
+        url, pool_max_size=max(20, concurrency + 4), heartbeat_interval=1, heartbeat_timeout=10
+    )
 
     @app.job(name=f"bench.noop_c{concurrency}", queue=queue)
     async def noop() -> None:
@@ -64,7 +66,13 @@ async def python_drain(url: str, count: int, concurrency: int) -> float:
 
 def reference_drain(python: str, url: str, count: int, concurrency: int) -> dict[str, float]:
     script = os.path.join(os.path.dirname(__file__), "reference_drain.py")
-    out = subprocess.run([python, script, url, str(count), str(concurrency)], capture_output=True, text=True, check=True, cwd="/tmp")
+    out = subprocess.run(
+        [python, script, url, str(count), str(concurrency)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd="/tmp",
+    )
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
@@ -81,13 +89,19 @@ def rust_figures(report: dict[str, object]) -> dict[str, float]:
     return {
         f["key"].replace("concurrency_", "c="): float(f["value"])
         for f in figures
-        if f.get("scenario") == "drain" and f.get("unit") == "jobs/s" and str(f.get("key")).startswith("concurrency_")
+        if f.get("scenario") == "drain"
+        and f.get("unit") == "jobs/s"
+        and str(f.get("key")).startswith("concurrency_")
     }
 
 
 async def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--url", required=True, help="the server, without a database: postgres://user@host:port")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--url", required=True, help="the server, without a database: postgres://user@host:port"
+    )
     p.add_argument("--jobs", type=int, default=20000)
     p.add_argument("--reference-python", default="/opt/soniq/refvenv/bin/python")
     p.add_argument("--reference-concurrency", type=int, default=16)
@@ -97,7 +111,12 @@ async def main() -> None:
     url = await fresh_database(args.url, "soniq_bench_py", extension=True)
     ours = {f"python c={c}": await python_drain(url, args.jobs, c) for c in CONCURRENCIES}
     ref_url = f"{args.url}/soniq_bench_ref"
-    reference = {f"reference 0.1.0 {k}": v for k, v in reference_drain(args.reference_python, ref_url, args.jobs, args.reference_concurrency).items()}
+    reference = {
+        f"reference 0.1.0 {k}": v
+        for k, v in reference_drain(
+            args.reference_python, ref_url, args.jobs, args.reference_concurrency
+        ).items()
+    }
     rust = {f"rust {k}": v for k, v in rust_drain(args.rust_bin, url, args.jobs).items()}
     width = max(map(len, [*ours, *reference, *rust]))
     print(f"drain of {args.jobs} pre-enqueued no-op async jobs (jobs/s)")

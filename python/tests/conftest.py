@@ -20,14 +20,22 @@ from soniq import Soniq, WorkerReport
 pytest_plugins = ["soniq.testing.pytest_plugin"]
 
 # Fast enough for the test cluster's control plane (heartbeat timeout 2 s, lease grace 1 s).
-FAST = {"heartbeat_interval": 0.3, "heartbeat_timeout": 2.0, "poll_interval": 0.5, "error_retry_delay": 0.2, "shutdown_timeout": 5.0}
+FAST = {
+    "heartbeat_interval": 0.3,
+    "heartbeat_timeout": 2.0,
+    "poll_interval": 0.5,
+    "error_retry_delay": 0.2,
+    "shutdown_timeout": 5.0,
+}
 
 
 @pytest.fixture(scope="session")
 def database_url() -> str:
     url = os.environ.get("SONIQ_TEST_DATABASE_URL")
     if not url:
-        pytest.fail("SONIQ_TEST_DATABASE_URL is not set: run scripts/lib/python-check.sh (or set it to a database with the soniq extension)")
+        pytest.fail(
+            "SONIQ_TEST_DATABASE_URL is not set: run scripts/lib/python-check.sh (or set it to a database with the soniq extension)"
+        )
     return url
 
 
@@ -91,7 +99,9 @@ def env_for_subprocess(database_url: str) -> Iterator[dict[str, str]]:
     src = os.path.join(os.path.dirname(__file__), "..", "src")
     env = dict(os.environ)
     env.update(
-        PYTHONPATH=os.pathsep.join([os.path.abspath(src), os.path.dirname(__file__), env.get("PYTHONPATH", "")]),
+        PYTHONPATH=os.pathsep.join(
+            [os.path.abspath(src), os.path.dirname(__file__), env.get("PYTHONPATH", "")]
+        ),
         SONIQ_DATABASE_URL=database_url,
         SONIQ_HEARTBEAT_INTERVAL="0.3",
         SONIQ_HEARTBEAT_TIMEOUT="2",

@@ -37,11 +37,19 @@ async def test_list_get_replay_tag_delete(make_app, uid) -> None:
 
     new_id = await app.dead_letter.replay(ids[0], new_queue=f"{uid}_replay", new_max_attempts=3)
     job = await app.get_job(new_id)
-    assert (job["status"], job["queue"], job["max_attempts"], job["args"]) == ("queued", f"{uid}_replay", 3, {"n": 0})
+    assert (job["status"], job["queue"], job["max_attempts"], job["args"]) == (
+        "queued",
+        f"{uid}_replay",
+        3,
+        {"n": 0},
+    )
     assert [d["id"] for d in await app.dead_letter.list(queue=uid, replayed=True)] == [ids[0]]
     assert await app.dead_letter.tag(ids[1], ["billing", "vip"]) == ["billing", "vip"]
     assert [d["id"] for d in await app.dead_letter.list(queue=uid, tags=["vip"])] == [ids[1]]
-    assert await app.dead_letter.delete(ids[2]) is True and await app.dead_letter.delete(ids[2]) is False
+    assert (
+        await app.dead_letter.delete(ids[2]) is True
+        and await app.dead_letter.delete(ids[2]) is False
+    )
     with pytest.raises(SoniqError, match="does not exist"):
         await app.dead_letter.replay("00000000-0000-0000-0000-000000000000")
     with pytest.raises(ValueError, match="reason must be one of"):
@@ -56,7 +64,10 @@ async def test_stats_export_and_purge(make_app, uid, tmp_path) -> None:
     as_json = tmp_path / "dead.json"
     assert await app.dead_letter.export(as_json, queue=uid) == 4
     records = json.loads(as_json.read_text())
-    assert sorted(r["id"] for r in records) == sorted(ids) and records[0]["task_name"] == f"{uid}.doomed"
+    assert (
+        sorted(r["id"] for r in records) == sorted(ids)
+        and records[0]["task_name"] == f"{uid}.doomed"
+    )
     as_csv = tmp_path / "dead.csv"
     assert await app.dead_letter.export(as_csv, format="csv", queue=uid) == 4
     rows = list(csv.DictReader(as_csv.open()))

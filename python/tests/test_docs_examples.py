@@ -21,7 +21,7 @@ from conftest import sqlalchemy_url, statuses
 from soniq import JobStatus, Soniq
 from soniq.testing import wait_until
 
-QUICKSTART = '''
+QUICKSTART = """
 # jobs.py
 import asyncio
 from soniq import Soniq
@@ -34,11 +34,13 @@ async def send_welcome(to: str):
 
 if __name__ == "__main__":
     asyncio.run(app.enqueue(send_welcome, to="dev@example.com"))
-'''
+"""
 
 
 def python(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=60, **kwargs)
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=60, **kwargs
+    )
 
 
 async def test_quickstart(tmp_path, env_for_subprocess, database_url) -> None:
@@ -70,10 +72,19 @@ def _line_with(process: subprocess.Popen[str], text: str) -> str:
 
 
 async def test_jobs_page(db) -> None:
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "docs"))  # the page's module is `users`
+    sys.path.insert(
+        0, os.path.join(os.path.dirname(__file__), "docs")
+    )  # the page's module is `users`
     import users
     from users import (
-        app, cleanup, fulfill_order, process_payment, send_email, send_email_ref, send_password_reset, send_report,
+        app,
+        cleanup,
+        fulfill_order,
+        process_payment,
+        send_email,
+        send_email_ref,
+        send_password_reset,
+        send_report,
     )  # fmt: skip
 
     # enqueue(): three input shapes
@@ -82,13 +93,17 @@ async def test_jobs_page(db) -> None:
         "users.send_email",
         args={"to": "a@b.com", "subject": "Hi", "body": "Hello"},
     )
-    job_id3 = await app.enqueue(send_email_ref, args={"to": "a@b.com", "subject": "Hi", "body": "Hello"})
+    job_id3 = await app.enqueue(
+        send_email_ref, args={"to": "a@b.com", "subject": "Hi", "body": "Hello"}
+    )
     reset = await app.enqueue(send_password_reset, to="a@b.com", token="t")
     payment = await app.enqueue(process_payment, order_id=1, amount=9.5)
     for j in (job_id, job_id2, job_id3):
         job = await app.get_job(j)
         assert job["job_name"] == "users.send_email" and job["status"] == JobStatus.QUEUED
-    assert (await app.get_job(reset))["queue"] == "urgent" and (await app.get_job(reset))["max_attempts"] == 6
+    assert (await app.get_job(reset))["queue"] == "urgent" and (await app.get_job(reset))[
+        "max_attempts"
+    ] == 6
     assert (await app.get_job(payment))["priority"] == 10
 
     # Transactional enqueue
@@ -102,7 +117,8 @@ async def test_jobs_page(db) -> None:
     assert (await app.get_job(fulfilled))["args"] == {"order_id": order_id}
 
     # schedule()
-    from datetime import datetime as dt, timezone as tz
+    from datetime import datetime as dt
+    from datetime import timezone as tz
 
     scheduled = await app.schedule(
         send_report,
@@ -137,7 +153,9 @@ async def test_jobs_page(db) -> None:
     report = await app.run_worker(run_once=True, queues=["default", "urgent"])
     assert report.jobs_run >= 6
     assert (await app.get_job(ctx_job))["status"] == "done"
-    assert await statuses(app, [job_id, job_id2, job_id3, reset, payment, fulfilled, scheduled]) == {"done": 7}
+    assert await statuses(
+        app, [job_id, job_id2, job_id3, reset, payment, fulfilled, scheduled]
+    ) == {"done": 7}
     for name in ("cleanup", "metrics.flush", "users.cleanup"):
         await app.scheduler.remove(name)
     await app.close()
@@ -161,15 +179,33 @@ async def test_worker_page(tmp_path, env_for_subprocess, database_url, uid) -> N
     '''))  # fmt: skip
     env = {**env_for_subprocess, "SONIQ_JOBS_MODULES": module.stem}
     producer = Soniq(database_url, enqueue_validation="none")
-    ids = [await producer.enqueue(f"{uid}.{t}", args={"n": 1}, queue=t) for t in ("emails", "billing", "other")]
+    ids = [
+        await producer.enqueue(f"{uid}.{t}", args={"n": 1}, queue=t)
+        for t in ("emails", "billing", "other")
+    ]
 
     # soniq worker --run-once  /  --concurrency 8 --queues emails,billing
-    scoped = python("-m", "soniq", "worker", "--concurrency", "8", "--queues", "emails,billing", "--run-once", env=env, cwd=tmp_path)
+    scoped = python(
+        "-m",
+        "soniq",
+        "worker",
+        "--concurrency",
+        "8",
+        "--queues",
+        "emails,billing",
+        "--run-once",
+        env=env,
+        cwd=tmp_path,
+    )
     assert scoped.returncode == 0, scoped.stderr
-    assert await statuses(producer, ids[:2]) == {"done": 2} and await statuses(producer, ids[2:]) == {"queued": 1}
+    assert await statuses(producer, ids[:2]) == {"done": 2} and await statuses(
+        producer, ids[2:]
+    ) == {"queued": 1}
     assert python("-m", "soniq", "worker", "--run-once", env=env, cwd=tmp_path).returncode == 0
     assert await statuses(producer, ids) == {"done": 3}
-    missing = python("-m", "soniq", "worker", "--run-once", env={**env, "SONIQ_JOBS_MODULES": ""}, cwd=tmp_path)
+    missing = python(
+        "-m", "soniq", "worker", "--run-once", env={**env, "SONIQ_JOBS_MODULES": ""}, cwd=tmp_path
+    )
     assert missing.returncode == 1 and "SONIQ_JOBS_MODULES is not set" in missing.stderr
 
     # run_worker(): the in-process entry point, until SIGTERM
@@ -220,7 +256,11 @@ async def test_hooks_page(database_url, uid, capsys, caplog) -> None:
 
     @app.before_job
     async def structured_log_start(job_name, job_id, attempt):
-        logger.info(json.dumps({"event": "job_started", "job_name": job_name, "job_id": job_id, "attempt": attempt}))
+        logger.info(
+            json.dumps(
+                {"event": "job_started", "job_name": job_name, "job_id": job_id, "attempt": attempt}
+            )
+        )
 
     # Sync hook works too
     @app.before_job
@@ -242,12 +282,24 @@ async def test_hooks_page(database_url, uid, capsys, caplog) -> None:
     good_id, bad_id = await app.enqueue(ok), await app.enqueue(bad)
     await app.run_worker(run_once=True)
     out = capsys.readouterr().out
-    assert f"Starting {uid}.ok ({good_id}), attempt 1" in out and f"Completed {uid}.ok ({good_id}) in " in out
+    assert (
+        f"Starting {uid}.ok ({good_id}), attempt 1" in out
+        and f"Completed {uid}.ok ({good_id}) in " in out
+    )
     assert f"Failed {uid}.bad ({bad_id}): ValueError: nope" in out and "(attempt 1)" in out
     assert f"sync hook {uid}.ok" in out
     started = [json.loads(r.getMessage()) for r in caplog.records if r.name == "soniq.hooks"]
-    assert {"event": "job_started", "job_name": f"{uid}.ok", "job_id": good_id, "attempt": 1} in started
-    assert any(r.levelname == "WARNING" and "Hook before_job failed: ConnectionError('down')" in r.getMessage() for r in caplog.records)
+    assert {
+        "event": "job_started",
+        "job_name": f"{uid}.ok",
+        "job_id": good_id,
+        "attempt": 1,
+    } in started
+    assert any(
+        r.levelname == "WARNING"
+        and "Hook before_job failed: ConnectionError('down')" in r.getMessage()
+        for r in caplog.records
+    )
     assert (await app.get_job(good_id))["status"] == "done"
     await app.close()
 
@@ -275,14 +327,18 @@ async def test_transactional_enqueue_patterns(database_url, uid, db) -> None:
         async with eq.backend.acquire() as conn:
             async with conn.transaction():
                 await eq.enqueue(send_invoice, connection=conn, order_id=-1)
-                await conn.execute("INSERT INTO orders (id, total) VALUES ($1, $2)", order_id, total)
+                await conn.execute(
+                    "INSERT INTO orders (id, total) VALUES ($1, $2)", order_id, total
+                )
 
     # Pattern 2: Bring your own asyncpg pool
     db_pool = await asyncpg.create_pool(database_url)
     async with db_pool.acquire() as conn:
         async with conn.transaction():
             order_id2 = await conn.fetchval(
-                "INSERT INTO orders (id, total) VALUES ($1, $2) RETURNING id", base + 2, 20,
+                "INSERT INTO orders (id, total) VALUES ($1, $2) RETURNING id",
+                base + 2,
+                20,
             )
             await eq.enqueue(send_invoice, connection=conn, order_id=order_id2)
     await db_pool.close()

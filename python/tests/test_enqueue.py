@@ -9,8 +9,8 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pydantic
-from conftest import sqlalchemy_url
 import pytest
+from conftest import sqlalchemy_url
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
@@ -41,10 +41,14 @@ async def test_three_shapes_and_the_options_each_call_may_set(make_app, uid) -> 
     assert jobs[by_name]["priority"] == 7
     assert jobs[by_ref]["max_attempts"] == 10
     assert jobs[scheduled]["queue"] == f"{uid}_other"
-    assert datetime.fromisoformat(jobs[scheduled]["scheduled_at"]) == later.replace(microsecond=later.microsecond)
+    assert datetime.fromisoformat(jobs[scheduled]["scheduled_at"]) == later.replace(
+        microsecond=later.microsecond
+    )
     # seconds from now, and a timedelta
     soon = await app.schedule(send, 30, to="y")
-    assert datetime.fromisoformat((await app.get_job(soon))["scheduled_at"]) > datetime.now(timezone.utc)
+    assert datetime.fromisoformat((await app.get_job(soon))["scheduled_at"]) > datetime.now(
+        timezone.utc
+    )
 
 
 async def test_unique_and_dedup_key_return_the_queued_job(make_app, uid) -> None:
@@ -85,21 +89,69 @@ async def test_misuse_raises_the_documented_error_and_writes_nothing(make_app, u
     cases = [
         (lambda: app.enqueue(send, to=object()), SoniqError, "must be JSON-serializable"),
         (lambda: app.enqueue(send, to=float("nan")), SoniqError, "must be JSON-serializable"),
-        (lambda: app.enqueue(send, to="a", nobody="x"), SoniqError, "unexpected keyword argument 'nobody'"),
+        (
+            lambda: app.enqueue(send, to="a", nobody="x"),
+            SoniqError,
+            "unexpected keyword argument 'nobody'",
+        ),
         (lambda: app.enqueue(send), SoniqError, "missing a required argument: 'to'"),
-        (lambda: app.enqueue(f"{uid}.send", args=["a"]), TypeError, "args must be a dict, got list"),
-        (lambda: app.enqueue(send, args={"to": "a"}, subject="b"), TypeError, "cannot mix args=dict"),
-        (lambda: app.enqueue(f"{uid}.send", to="a"), TypeError, "takes the job's arguments as args=dict"),
-        (lambda: app.enqueue(TaskRef(f"{uid}.send"), to="a"), TypeError, "takes the job's arguments as args=dict"),
-        (lambda: app.enqueue(42), TypeError, "target must be a job function, a task name or a TaskRef; got int"),
-        (lambda: app.enqueue("Bad Name!", args={}, queue=uid), SoniqError, "does not match SONIQ_TASK_NAME_PATTERN"),
-        (lambda: app.enqueue(f"{uid}.unknown", args={}, queue=uid), SoniqError, "is not registered in this app"),
-        (lambda: app.enqueue(validated, order_id="seven"), SoniqError, "Invalid arguments for task"),
-        (lambda: app.enqueue(send, to="a", priority=0), SoniqError, "priority must be a whole number from 1 to 1000"),
+        (
+            lambda: app.enqueue(f"{uid}.send", args=["a"]),
+            TypeError,
+            "args must be a dict, got list",
+        ),
+        (
+            lambda: app.enqueue(send, args={"to": "a"}, subject="b"),
+            TypeError,
+            "cannot mix args=dict",
+        ),
+        (
+            lambda: app.enqueue(f"{uid}.send", to="a"),
+            TypeError,
+            "takes the job's arguments as args=dict",
+        ),
+        (
+            lambda: app.enqueue(TaskRef(f"{uid}.send"), to="a"),
+            TypeError,
+            "takes the job's arguments as args=dict",
+        ),
+        (
+            lambda: app.enqueue(42),
+            TypeError,
+            "target must be a job function, a task name or a TaskRef; got int",
+        ),
+        (
+            lambda: app.enqueue("Bad Name!", args={}, queue=uid),
+            SoniqError,
+            "does not match SONIQ_TASK_NAME_PATTERN",
+        ),
+        (
+            lambda: app.enqueue(f"{uid}.unknown", args={}, queue=uid),
+            SoniqError,
+            "is not registered in this app",
+        ),
+        (
+            lambda: app.enqueue(validated, order_id="seven"),
+            SoniqError,
+            "Invalid arguments for task",
+        ),
+        (
+            lambda: app.enqueue(send, to="a", priority=0),
+            SoniqError,
+            "priority must be a whole number from 1 to 1000",
+        ),
         (lambda: app.enqueue(send, to="a", retries=-1), SoniqError, "retries must be"),
         (lambda: app.enqueue(send, to="a", timeout=-5), SoniqError, "timeout must be"),
-        (lambda: app.enqueue(send, to="a", dedup_key=""), SoniqError, "dedup_key must be a non-empty string"),
-        (lambda: app.enqueue(send, to="a", scheduled_at=datetime(2030, 1, 1)), ValueError, "must be timezone-aware"),
+        (
+            lambda: app.enqueue(send, to="a", dedup_key=""),
+            SoniqError,
+            "dedup_key must be a non-empty string",
+        ),
+        (
+            lambda: app.enqueue(send, to="a", scheduled_at=datetime(2030, 1, 1)),
+            ValueError,
+            "must be timezone-aware",
+        ),
         (lambda: app.enqueue(send, to="a", queue="no spaces allowed"), SoniqError, "queue"),
     ]
     for call, error, message in cases:
@@ -141,7 +193,9 @@ async def test_task_ref_validates_with_its_model_and_routes_to_its_queue(make_ap
         task_ref("Not A Name")
 
 
-async def test_transactional_enqueue_on_asyncpg_commits_and_rolls_back_with_the_caller(make_app, uid, db) -> None:
+async def test_transactional_enqueue_on_asyncpg_commits_and_rolls_back_with_the_caller(
+    make_app, uid, db
+) -> None:
     app, send = app_with_job(make_app, uid)
     async with db.transaction():
         kept = await app.enqueue(send, connection=db, to="kept")
@@ -159,7 +213,9 @@ async def test_transactional_enqueue_on_psycopg_and_sqlalchemy(make_app, uid, da
     async with await psycopg.AsyncConnection.connect(database_url) as conn:
         await app.enqueue(send, connection=conn, to="psycopg rolled back")
         await conn.rollback()
-        kept_psycopg = await app.enqueue(send, connection=conn, to="psycopg", priority=5, scheduled_at=1.0)
+        kept_psycopg = await app.enqueue(
+            send, connection=conn, to="psycopg", priority=5, scheduled_at=1.0
+        )
         await conn.commit()
     engine = create_async_engine(sqlalchemy_url(database_url))
     async with AsyncSession(engine) as session:
@@ -190,6 +246,9 @@ async def test_an_in_memory_app_refuses_a_connection(db) -> None:
 
 async def test_args_travel_as_json_exactly(make_app, uid) -> None:
     app, send = app_with_job(make_app, uid)
-    odd = {"to": "é\u2028 \"quoted\" \\ back", "subject": json.dumps({"nested": [1, 2.5, None, True]})}
+    odd = {
+        "to": 'é\u2028 "quoted" \\ back',
+        "subject": json.dumps({"nested": [1, 2.5, None, True]}),
+    }
     job = await app.enqueue(send, **odd)
     assert (await app.get_job(job))["args"] == odd

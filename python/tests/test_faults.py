@@ -19,7 +19,9 @@ from soniq import Soniq
 from soniq.testing import wait_until
 
 
-def start_worker(env: dict[str, str], queue: str, *extra: str, **more_env: str) -> subprocess.Popen[str]:
+def start_worker(
+    env: dict[str, str], queue: str, *extra: str, **more_env: str
+) -> subprocess.Popen[str]:
     """A worker process; its log goes to <queue>.log in the current directory (a file: a
     pipe nobody reads would block it once full)."""
     return subprocess.Popen(
@@ -56,7 +58,9 @@ async def producer(database_url):
     await app.close()
 
 
-async def test_a_worker_killed_mid_drain_loses_no_job(producer, uid, tmp_path, env_for_subprocess) -> None:
+async def test_a_worker_killed_mid_drain_loses_no_job(
+    producer, uid, tmp_path, env_for_subprocess
+) -> None:
     log = tmp_path / "runs.log"
     ids = await enqueue_work(producer, uid, log, 300, 0.01)
     first = start_worker(env_for_subprocess, uid, "--concurrency", "4")
@@ -67,7 +71,11 @@ async def test_a_worker_killed_mid_drain_loses_no_job(producer, uid, tmp_path, e
     assert killed_at < 300, "the kill came mid-drain"
     second = start_worker(env_for_subprocess, uid, "--concurrency", "4")
     try:
-        await wait_until(lambda: done(producer, uid, 300), timeout=90, message="the killed worker's jobs were not taken back")
+        await wait_until(
+            lambda: done(producer, uid, 300),
+            timeout=90,
+            message="the killed worker's jobs were not taken back",
+        )
     finally:
         second.terminate()
         assert second.wait(30) == 0
@@ -79,19 +87,26 @@ async def test_a_worker_killed_mid_drain_loses_no_job(producer, uid, tmp_path, e
 
 
 def pg_ctl() -> list[str]:
-    bindir = os.environ.get("SONIQ_PG_BINDIR") or subprocess.run(
-        ["pg_config", "--bindir"], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    bindir = (
+        os.environ.get("SONIQ_PG_BINDIR")
+        or subprocess.run(
+            ["pg_config", "--bindir"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    )
     command = [os.path.join(bindir, "pg_ctl")]
     if os.geteuid() == 0:
         command = ["sudo", "-u", "postgres", *command]
     return command
 
 
-async def test_a_postgresql_restart_mid_drain_is_survived(producer, uid, tmp_path, env_for_subprocess) -> None:
+async def test_a_postgresql_restart_mid_drain_is_survived(
+    producer, uid, tmp_path, env_for_subprocess
+) -> None:
     pgdata = os.environ.get("SONIQ_TEST_PGDATA")
     if not pgdata:
-        pytest.fail("SONIQ_TEST_PGDATA is not set: the data directory of the test cluster, to restart it")
+        pytest.fail(
+            "SONIQ_TEST_PGDATA is not set: the data directory of the test cluster, to restart it"
+        )
     log = tmp_path / "runs.log"
     ids = await enqueue_work(producer, uid, log, 300, 0.01)
     worker = start_worker(env_for_subprocess, uid, "--concurrency", "4")
@@ -102,7 +117,11 @@ async def test_a_postgresql_restart_mid_drain_is_survived(producer, uid, tmp_pat
                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)  # fmt: skip
         assert restart.returncode == 0, restart.stderr
         assert sum(runs(log).values()) < 300, "the restart came mid-drain"
-        await wait_until(lambda: done(producer, uid, 300), timeout=120, message="the worker did not finish after the restart")
+        await wait_until(
+            lambda: done(producer, uid, 300),
+            timeout=120,
+            message="the worker did not finish after the restart",
+        )
         assert worker.poll() is None, "the worker survived the restart"
     finally:
         worker.terminate()
@@ -111,10 +130,14 @@ async def test_a_postgresql_restart_mid_drain_is_survived(producer, uid, tmp_pat
     assert await statuses(producer, ids) == {"done": 300}
 
 
-async def test_sigterm_finishes_short_jobs_and_hands_long_ones_back(producer, uid, tmp_path, env_for_subprocess) -> None:
+async def test_sigterm_finishes_short_jobs_and_hands_long_ones_back(
+    producer, uid, tmp_path, env_for_subprocess
+) -> None:
     log = tmp_path / "runs.log"
     short = (await enqueue_work(producer, uid, log, 1, 0.5))[0]
-    long = await producer.enqueue("faults.work", args={"path": str(log), "token": "long", "seconds": 60}, queue=uid)
+    long = await producer.enqueue(
+        "faults.work", args={"path": str(log), "token": "long", "seconds": 60}, queue=uid
+    )
     worker = start_worker(env_for_subprocess, uid, "--concurrency", "2", SONIQ_SHUTDOWN_TIMEOUT="2")
     await wait_until(lambda: _both_processing(producer, short, long), timeout=30)
     worker.send_signal(signal.SIGTERM)
@@ -132,12 +155,16 @@ async def _both_processing(app: Soniq, *ids: str) -> bool:
 
 async def test_a_second_signal_exits_at_once(producer, uid, tmp_path, env_for_subprocess) -> None:
     log = tmp_path / "runs.log"
-    job_id = await producer.enqueue("faults.work", args={"path": str(log), "token": "x", "seconds": 60}, queue=uid)
+    job_id = await producer.enqueue(
+        "faults.work", args={"path": str(log), "token": "x", "seconds": 60}, queue=uid
+    )
     worker = start_worker(env_for_subprocess, uid, SONIQ_SHUTDOWN_TIMEOUT="60")
     await wait_until(lambda: _both_processing(producer, job_id), timeout=30)
     worker.send_signal(signal.SIGTERM)
     # The second signal only once the first was taken (two at once may arrive as one).
-    await wait_until(lambda: "shutting down gracefully" in Path(f"{uid}.log").read_text(), timeout=30)
+    await wait_until(
+        lambda: "shutting down gracefully" in Path(f"{uid}.log").read_text(), timeout=30
+    )
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(10) == 130
     # The job it held is taken back by the control plane once the heartbeats stop.

@@ -6,7 +6,6 @@ jobs module of command handlers."""
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import json
 import os
@@ -21,16 +20,28 @@ from conftest import running_worker, statuses
 from soniq import TaskRef
 from soniq.testing import wait_until
 
-RUST_BIN = os.environ.get("SONIQ_RUST_BIN") or str(Path(__file__).resolve().parents[2] / "target" / "debug" / "soniq")
+RUST_BIN = os.environ.get("SONIQ_RUST_BIN") or str(
+    Path(__file__).resolve().parents[2] / "target" / "debug" / "soniq"
+)
 
 
 @pytest.fixture
 def rust(env_for_subprocess, tmp_path):
     if not os.access(RUST_BIN, os.X_OK):
-        pytest.fail(f"the Rust runner {RUST_BIN} is not built: build it (cargo build -p soniq-runner) or set SONIQ_RUST_BIN")
+        pytest.fail(
+            f"the Rust runner {RUST_BIN} is not built: build it (cargo build -p soniq-runner) or set SONIQ_RUST_BIN"
+        )
 
-    def run(*args: str, module: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([RUST_BIN, *args], env=rust_env(env_for_subprocess, module), capture_output=True, text=True, timeout=timeout)
+    def run(
+        *args: str, module: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [RUST_BIN, *args],
+            env=rust_env(env_for_subprocess, module),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     return run
 
@@ -50,14 +61,19 @@ def jobs_module(tmp_path: Path, task: str, log: Path, **options: object) -> str:
             f.write(job["context"]["job_id"] + "\\n")
         print(json.dumps({{"ran_by": "rust", "args": job["args"]}}))
     '''))  # fmt: skip
-    lines = [f'[tasks."{task}"]', f"command = [{json.dumps(sys.executable)}, {json.dumps(str(script))}]"]
+    lines = [
+        f'[tasks."{task}"]',
+        f"command = [{json.dumps(sys.executable)}, {json.dumps(str(script))}]",
+    ]
     lines += [f"{k} = {json.dumps(v)}" for k, v in options.items()]
     path = tmp_path / "jobs.toml"
     path.write_text("\n".join(lines) + "\n")
     return str(path)
 
 
-async def test_a_job_enqueued_from_python_runs_on_the_rust_runner(make_app, uid, rust, tmp_path) -> None:
+async def test_a_job_enqueued_from_python_runs_on_the_rust_runner(
+    make_app, uid, rust, tmp_path
+) -> None:
     app = make_app()
     ref = TaskRef(f"{uid}.rust_side", default_queue=uid)
     job_id = await app.enqueue(ref, args={"order": 7})
@@ -96,15 +112,27 @@ async def test_both_see_the_task_options_the_other_published(make_app, uid, rust
     job = await app.get_job(json.loads(from_rust.stdout)["id"])
     assert (job["queue"], job["priority"], job["max_attempts"]) == (uid, 15, 7)
 
-    module = jobs_module(tmp_path, f"{uid}.rust_opts", tmp_path / "x.log", queue=f"{uid}_r", retries=2, priority=9, timeout=30)
-    published = rust("worker", "--run-once", "--queues", f"{uid}_r", module=module)  # publishes at start
+    module = jobs_module(
+        tmp_path,
+        f"{uid}.rust_opts",
+        tmp_path / "x.log",
+        queue=f"{uid}_r",
+        retries=2,
+        priority=9,
+        timeout=30,
+    )
+    published = rust(
+        "worker", "--run-once", "--queues", f"{uid}_r", module=module
+    )  # publishes at start
     assert published.returncode == 0, published.stderr
     from_python = await app.enqueue(TaskRef(f"{uid}.rust_opts"), args={})
     job = await app.get_job(from_python)
     assert (job["queue"], job["priority"], job["max_attempts"]) == (f"{uid}_r", 9, 3)
 
 
-async def test_a_python_and_a_rust_worker_drain_one_queue_each_job_once(make_app, uid, tmp_path, env_for_subprocess, db) -> None:
+async def test_a_python_and_a_rust_worker_drain_one_queue_each_job_once(
+    make_app, uid, tmp_path, env_for_subprocess, db
+) -> None:
     app = make_app()
     task = f"{uid}.shared"
     python_runs: list[str] = []
@@ -126,7 +154,9 @@ async def test_a_python_and_a_rust_worker_drain_one_queue_each_job_once(make_app
         env=rust_env(env_for_subprocess, module), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        await wait_until(lambda: _rust_worker_up(db, uid), timeout=30, message="the Rust worker did not register")
+        await wait_until(
+            lambda: _rust_worker_up(db, uid), timeout=30, message="the Rust worker did not register"
+        )
         ids = await app.enqueue_many(shared, [{"n": i} for i in range(400)])
         async with running_worker(app, concurrency=8, queues=[uid]):
             await wait_until(lambda: _all_done(app, uid, 400), timeout=120)
@@ -137,12 +167,18 @@ async def test_a_python_and_a_rust_worker_drain_one_queue_each_job_once(make_app
     runs = collections.Counter(python_runs + rust_runs)
     assert set(runs) == set(ids) and set(runs.values()) == {1}, "each job ran exactly once"
     print(f"python ran {len(python_runs)}, rust ran {len(rust_runs)}")
-    assert python_runs and rust_runs, f"both took part: python {len(python_runs)}, rust {len(rust_runs)}"
+    assert python_runs and rust_runs, (
+        f"both took part: python {len(python_runs)}, rust {len(rust_runs)}"
+    )
     assert await statuses(app, ids) == {"done": 400}
 
 
 async def _rust_worker_up(db, queue: str) -> bool:
-    return bool(await db.fetchval("SELECT count(*) FROM soniq.worker_overview WHERE $1 = ANY (queues)", queue))
+    return bool(
+        await db.fetchval(
+            "SELECT count(*) FROM soniq.worker_overview WHERE $1 = ANY (queues)", queue
+        )
+    )
 
 
 async def _all_done(app, queue: str, n: int) -> bool:

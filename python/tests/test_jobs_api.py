@@ -31,7 +31,14 @@ async def test_get_list_cancel_delete_and_stats(make_app, uid) -> None:
     assert [j["id"] for j in await app.list_jobs(queue=uid)] == [ids[3], ids[2], ids[0]]
     assert [j["id"] for j in await app.list_jobs(queue=uid, status="cancelled")] == [ids[0]]
     assert len(await app.list_jobs(queue=uid, limit=1, offset=1)) == 1
-    assert await app.queue_stats(uid) == {"total": 3, "queued": 0, "processing": 0, "done": 2, "cancelled": 1, "dead_letter": 0}
+    assert await app.queue_stats(uid) == {
+        "total": 3,
+        "queued": 0,
+        "processing": 0,
+        "done": 2,
+        "cancelled": 1,
+        "dead_letter": 0,
+    }
     assert await app.get_result(ids[0]) is None, "not done"
 
     class Out(pydantic.BaseModel):
@@ -55,16 +62,22 @@ async def test_get_list_cancel_delete_and_stats(make_app, uid) -> None:
 async def test_options_are_published_for_every_producer(make_app, uid, db) -> None:
     app = make_app()
 
-    @app.job(name=f"{uid}.invoice", queue=uid, retries=7, priority=20, timeout=45, retry_delay=[1, 5])
+    @app.job(
+        name=f"{uid}.invoice", queue=uid, retries=7, priority=20, timeout=45, retry_delay=[1, 5]
+    )
     async def invoice(order_id: int) -> None: ...
 
     await app.ensure_initialized()
-    from_sql = await db.fetchval("SELECT soniq.enqueue($1, '{\"order_id\": 1}')::text", f"{uid}.invoice")
+    from_sql = await db.fetchval(
+        "SELECT soniq.enqueue($1, '{\"order_id\": 1}')::text", f"{uid}.invoice"
+    )
     from_python = await app.enqueue(invoice, order_id=2)
     for job_id in (from_sql, from_python):
         job = await app.get_job(job_id)
         assert (job["queue"], job["priority"], job["max_attempts"]) == (uid, 20, 8)
-    timeout = await db.fetchval("SELECT extract(epoch FROM timeout) FROM soniq.get_job($1::uuid)", from_sql)
+    timeout = await db.fetchval(
+        "SELECT extract(epoch FROM timeout) FROM soniq.get_job($1::uuid)", from_sql
+    )
     assert float(timeout) == 45
 
 

@@ -30,12 +30,21 @@ async def test_drain_runs_what_was_enqueued_with_the_same_rules() -> None:
     assert_enqueued(app, flaky, count=2)
     assert_enqueued(app, flaky, args={"n": 1}, priority=10, queue="default", status="queued")
     assert_not_enqueued(app, flaky, args={"n": 9})
-    with pytest.raises(AssertionError, match="expected a job of mem.flaky with args {'n': 9}; found 0"):
+    with pytest.raises(
+        AssertionError, match="expected a job of mem.flaky with args {'n': 9}; found 0"
+    ):
         assert_enqueued(app, flaky, args={"n": 9})
     results = await drain(app)
     assert results == [1, 0, 20], "priority order; the immediate retries ran within the drain"
     assert calls == [(1, 1), (0, 1), (0, 2), (0, 3)]
-    assert await app.queue_stats() == {"total": 3, "queued": 0, "processing": 0, "done": 3, "cancelled": 0, "dead_letter": 0}
+    assert await app.queue_stats() == {
+        "total": 3,
+        "queued": 0,
+        "processing": 0,
+        "done": 3,
+        "cancelled": 0,
+        "dead_letter": 0,
+    }
 
 
 async def test_dead_letter_delays_snoozes_and_unique_in_memory() -> None:
@@ -60,9 +69,15 @@ async def test_dead_letter_delays_snoozes_and_unique_in_memory() -> None:
     assert await app.enqueue(later, dedup_key="k") == await app.enqueue(later, dedup_key="k")
     await drain(app, max_jobs=4)
     job = await app.get_job(dead)
-    assert job["status"] == "dead_letter" and job["attempts"] == 2 and job["last_error"].startswith("ValueError: never")
+    assert (
+        job["status"] == "dead_letter"
+        and job["attempts"] == 2
+        and job["last_error"].startswith("ValueError: never")
+    )
     assert [d["id"] for d in await app.dead_letter.list()][-1] == dead
-    assert (await app.get_job(delayed))["status"] == "queued" and (await app.get_job(delayed))["scheduled_at"]
+    assert (await app.get_job(delayed))["status"] == "queued" and (await app.get_job(delayed))[
+        "scheduled_at"
+    ]
     assert (await app.get_job(snoozed))["last_error"] == "snoozed: busy"
     replayed = await app.dead_letter.replay(dead)
     assert enqueued(app, doomed, status="queued")[-1]["id"] == replayed
@@ -92,7 +107,9 @@ async def test_the_plugin_twins_a_real_app_in_memory(soniq_memory: Soniq) -> Non
     await soniq_memory.enqueue(shop.send_receipt, order_id=-1)
     assert await drain(soniq_memory) == ["receipt 5"]
     assert shop.sent[-3:] == ["5@1", "-1@1", "-1@2"]
-    assert_enqueued(soniq_memory, "shop.send_receipt", args={"order_id": -1}, status="dead_letter", queue="shop")
+    assert_enqueued(
+        soniq_memory, "shop.send_receipt", args={"order_id": -1}, status="dead_letter", queue="shop"
+    )
 
 
 def test_the_plugin_gives_a_fresh_memory_app(soniq_memory: Soniq) -> None:

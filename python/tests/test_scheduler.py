@@ -41,7 +41,9 @@ async def test_add_pause_resume_list_get_remove(make_app, uid) -> None:
     @app.job(name=f"{uid}.report", queue=uid)
     async def report(region: str) -> None: ...
 
-    name = await app.scheduler.add(report, cron=daily().at("09:00"), args={"region": "US"}, priority=10)
+    name = await app.scheduler.add(
+        report, cron=daily().at("09:00"), args={"region": "US"}, priority=10
+    )
     assert name == f"{uid}.report"
     got = await app.scheduler.get(name)
     assert got["cron"] == "0 9 * * *" and got["args"] == {"region": "US"} and got["queue"] == uid
@@ -74,7 +76,11 @@ async def test_a_periodic_job_is_fired_by_the_control_plane(make_app, uid) -> No
         runs.append(who)
 
     async with running_worker(app, queues=[uid]):
-        await wait_until(lambda: len(runs) >= 2, timeout=30, message="the control plane did not fire the schedule")
+        await wait_until(
+            lambda: len(runs) >= 2,
+            timeout=30,
+            message="the control plane did not fire the schedule",
+        )
     assert set(runs) == {"cp"}
     await app.scheduler.remove(f"{uid}.tick")
 

@@ -14,14 +14,29 @@ def load(**env: str) -> SoniqSettings:
 
 def test_defaults_and_every_variable() -> None:
     s = load()
-    assert (s.database_url, s.concurrency, s.poll_interval, s.shutdown_timeout) == ("postgresql://postgres@localhost/soniq", 4, 5.0, 30.0)
+    assert (s.database_url, s.concurrency, s.poll_interval, s.shutdown_timeout) == (
+        "postgresql://postgres@localhost/soniq",
+        4,
+        5.0,
+        30.0,
+    )
     assert s.enqueue_validation == "strict" and s.producer_id.count(":") == 2
     s = load(DATABASE_URL="postgres://x@h/db", CONCURRENCY="16", POLL_INTERVAL="0.5", HEARTBEAT_INTERVAL="2",
              HEARTBEAT_TIMEOUT="60", SHUTDOWN_TIMEOUT="0", ERROR_RETRY_DELAY="1", CLEANUP_INTERVAL="30",
              ENQUEUE_VALIDATION="WARN", PRODUCER_ID="web-1", ROUTE_MAP='{"billing.": "billing", "billing.eu.": "eu"}',
              JOBS_MODULES="a, b")  # fmt: skip
-    assert (s.concurrency, s.poll_interval, s.shutdown_timeout, s.enqueue_validation, s.producer_id) == (16, 0.5, 0.0, "warn", "web-1")
-    assert s.queue_for("billing.eu.send") == "eu" and s.queue_for("billing.x") == "billing" and s.queue_for("x") is None
+    assert (
+        s.concurrency,
+        s.poll_interval,
+        s.shutdown_timeout,
+        s.enqueue_validation,
+        s.producer_id,
+    ) == (16, 0.5, 0.0, "warn", "web-1")
+    assert (
+        s.queue_for("billing.eu.send") == "eu"
+        and s.queue_for("billing.x") == "billing"
+        and s.queue_for("x") is None
+    )
     assert s.jobs_modules == ("a", "b")
 
 
@@ -37,7 +52,10 @@ def test_defaults_and_every_variable() -> None:
         ({"TASK_NAME_PATTERN": "("}, "not a valid regular expression"),
         ({"ROUTE_MAP": "[1]"}, "SONIQ_ROUTE_MAP must be a JSON object"),
         ({"ROUTE_MAP": '{"billing.": 7}'}, "the queue for 'billing.' is 7"),
-        ({"HEARTBEAT_INTERVAL": "5", "HEARTBEAT_TIMEOUT": "5"}, "must be at least twice SONIQ_HEARTBEAT_INTERVAL"),
+        (
+            {"HEARTBEAT_INTERVAL": "5", "HEARTBEAT_TIMEOUT": "5"},
+            "must be at least twice SONIQ_HEARTBEAT_INTERVAL",
+        ),
     ],
 )
 def test_bad_values_are_refused_by_name(env: dict[str, str], message: str) -> None:

@@ -35,7 +35,9 @@ async def test_run_once_runs_each_job_once_in_batches(make_app, uid) -> None:
     assert await app.get_result(ids[21]) == 42
 
 
-async def test_a_failing_job_retries_then_lands_in_the_dead_letter_with_its_traceback(make_app, uid) -> None:
+async def test_a_failing_job_retries_then_lands_in_the_dead_letter_with_its_traceback(
+    make_app, uid
+) -> None:
     app = make_app()
     attempts: list[int] = []
 
@@ -152,7 +154,11 @@ async def test_a_snooze_runs_again_later_without_using_an_attempt(make_app, uid)
     job_id = await app.enqueue(snoozy)
     await app.run_worker(run_once=True, queues=[uid])
     job = await app.get_job(job_id)
-    assert job["status"] == "queued" and job["attempts"] == 0 and job["last_error"] == "snoozed: rate limited"
+    assert (
+        job["status"] == "queued"
+        and job["attempts"] == 0
+        and job["last_error"] == "snoozed: rate limited"
+    )
     async with running_worker(app, queues=[uid]):
         await wait_until(lambda: len(runs) == 2)
         await wait_until(lambda: _status(app, job_id, "done"))
@@ -247,7 +253,9 @@ async def test_an_idle_worker_is_woken_by_listen_not_by_polling(make_app, uid) -
         await wait_until(lambda: done == [1], timeout=20)
         # Now the worker is idle until a notification (or a poll 60 s away).
         await app.enqueue(wake, n=2)
-        await wait_until(lambda: done == [1, 2], timeout=10, message="the notification did not wake the worker")
+        await wait_until(
+            lambda: done == [1, 2], timeout=10, message="the notification did not wake the worker"
+        )
 
 
 async def test_errors_are_cut_to_8192_bytes_and_odd_args_fail_as_invalid(make_app, uid, db) -> None:
@@ -266,7 +274,10 @@ async def test_errors_are_cut_to_8192_bytes_and_odd_args_fail_as_invalid(make_ap
     invalid = await app.get_job(bad_args)
     assert invalid["dead_letter_reason"] == "invalid_arguments"
     assert invalid["queue"] == uid, "a job enqueued from SQL took the task's published queue"
-    assert invalid["last_error"] == "arguments do not match the handler: missing a required argument: 'n'"
+    assert (
+        invalid["last_error"]
+        == "arguments do not match the handler: missing a required argument: 'n'"
+    )
 
 
 async def test_results_are_json_or_their_text(make_app, uid) -> None:

@@ -16,11 +16,26 @@ from typing import Any, TypeVar
 from .connections import executor_for
 from .dead_letter import DeadLetter
 from .enqueue import CallOptions, RequestBuilder
-from .errors import APP_CLOSED, INIT_ERROR, INVALID_OPTION, NOT_INITIALIZED, NOT_SUPPORTED, SoniqError
+from .errors import (
+    APP_CLOSED,
+    INIT_ERROR,
+    INVALID_OPTION,
+    NOT_INITIALIZED,
+    NOT_SUPPORTED,
+    SoniqError,
+)
 from .execute import Handlers
 from .hooks import Hook, Middleware
 from .memory import MemoryStore
-from .registry import JOB_OPTIONS, Registry, Task, TaskOptions, check_task_name, derive_task_name, sequence_of_str
+from .registry import (
+    JOB_OPTIONS,
+    Periodic,
+    Registry,
+    Task,
+    TaskOptions,
+    check_task_name,
+    derive_task_name,
+)
 from .scheduler import Scheduler, every_seconds
 from .settings import SoniqSettings
 from .store import PostgresStore, job_uuid
@@ -35,14 +50,18 @@ class Soniq:
     """A Soniq application. `Soniq(database_url=..., **settings)`: settings come from the
     `SONIQ_*` environment variables, overridden by keyword (`concurrency=8`)."""
 
-    def __init__(self, database_url: str | None = None, *, backend: str | None = None, **settings: Any) -> None:
+    def __init__(
+        self, database_url: str | None = None, *, backend: str | None = None, **settings: Any
+    ) -> None:
         if backend not in (None, "postgres", "memory"):
             raise ValueError(f"Unknown backend: {backend!r}. Use 'postgres' or 'memory'.")
         self.settings = SoniqSettings.load({"database_url": database_url, **settings})
         self.registry = Registry()
         self.handlers = Handlers(self.registry)
         self._builder = RequestBuilder(self.settings, self.registry)
-        self._memory: MemoryStore | None = MemoryStore(self.handlers) if backend == "memory" else None
+        self._memory: MemoryStore | None = (
+            MemoryStore(self.handlers) if backend == "memory" else None
+        )
         self._store: PostgresStore | None = None
         self._init_lock: asyncio.Lock | None = None
         self._published: set[str] = set()
@@ -59,7 +78,9 @@ class Soniq:
     def in_memory_twin(self) -> Soniq:
         """An in-memory app with this app's jobs, hooks and middleware (test a real app's
         handlers without PostgreSQL)."""
-        twin = Soniq.in_memory(**{k: v for k, v in vars(self.settings).items() if k != "database_url"})
+        twin = Soniq.in_memory(
+            **{k: v for k, v in vars(self.settings).items() if k != "database_url"}
+        )
         for task in self.registry.tasks.values():
             twin.registry.add(task)
         twin.handlers.hooks = self.handlers.hooks
@@ -104,13 +125,16 @@ class Soniq:
             if self._store is None:
                 try:
                     self._store = await PostgresStore.connect(
-                        self.settings.database_url, self.settings.pool_min_size, self.settings.pool_max_size
+                        self.settings.database_url,
+                        self.settings.pool_min_size,
+                        self.settings.pool_max_size,
                     )
                 except Exception as e:
                     from .settings import mask_url
 
                     raise SoniqError(
-                        INIT_ERROR, f"could not connect to {mask_url(self.settings.database_url)}: {e}"
+                        INIT_ERROR,
+                        f"could not connect to {mask_url(self.settings.database_url)}: {e}",
                     ) from e
             await self._publish_tasks(self._store)
 
@@ -124,8 +148,10 @@ class Soniq:
             try:
                 await store.register_task(name, task.options.to_defaults())
                 if task.periodic is not None:
-                    cron, every, job_kwargs = task.periodic
-                    spec = self.scheduler.spec(name, cron, every, job_kwargs.get("args"), None, None, None, None, "UTC", name, True)
+                    p = task.periodic
+                    spec = self.scheduler.spec(
+                        name, p.cron, p.every, p.args, None, None, None, None, "UTC", name, True
+                    )  # fmt: skip
                     await store.schedule_add(*spec)
             except SoniqError as e:
                 if e.sqlstate != "42501":
@@ -160,7 +186,9 @@ class Soniq:
         """`@app.job(name=..., retries=..., ...)`: register a handler. The function is
         returned unchanged; enqueue it with `app.enqueue(function, **args)`."""
         if function is not None:
-            raise TypeError("@app.job takes no positional argument: write @app.job() with parentheses")
+            raise TypeError(
+                "@app.job takes no positional argument: write @app.job() with parentheses"
+            )
         unknown = set(options) - JOB_OPTIONS
         if unknown:
             raise TypeError(
@@ -200,7 +228,7 @@ class Soniq:
             register(fn)
             task = self.registry.of_function(fn)
             assert task is not None
-            task.periodic = (cron_text, seconds, {"args": schedule_args})
+            task.periodic = Periodic(cron_text, seconds, schedule_args)
             return fn
 
         return decorate
@@ -250,7 +278,9 @@ class Soniq:
         await self.ensure_initialized()
         if connection is None:
             return await self.backend.enqueue(request, self.settings.producer_id)
-        return await PostgresStore.enqueue_on(await executor_for(connection), request, self.settings.producer_id)
+        return await PostgresStore.enqueue_on(
+            await executor_for(connection), request, self.settings.producer_id
+        )
 
     async def enqueue_many(
         self,
@@ -269,12 +299,16 @@ class Soniq:
         """Enqueue one job per args dict in one statement; ids in input order. All or nothing:
         a bad item is an error naming its index, and nothing is written."""
         if not isinstance(args_list, list):
-            raise TypeError(f"enqueue_many() args_list must be a list, got {type(args_list).__name__}")
+            raise TypeError(
+                f"enqueue_many() args_list must be a list, got {type(args_list).__name__}"
+            )
         options = CallOptions(queue, priority, scheduled_at, unique, None, retries, timeout)
         requests = []
         for index, item in enumerate(args_list):
             if not isinstance(item, Mapping):
-                raise TypeError(f"enqueue_many() args_list[{index}] must be a dict, got {type(item).__name__}")
+                raise TypeError(
+                    f"enqueue_many() args_list[{index}] must be a dict, got {type(item).__name__}"
+                )
             try:
                 requests.append(self._builder.build(target, item, {}, options, "enqueue_many"))
             except SoniqError as e:
@@ -292,7 +326,13 @@ class Soniq:
         return await PostgresStore.enqueue_many_on(executor, requests, self.settings.producer_id)
 
     async def schedule(
-        self, target: object, /, run_at: datetime | timedelta | float, *, args: Mapping[str, Any] | None = None, **kwargs: Any
+        self,
+        target: object,
+        /,
+        run_at: datetime | timedelta | float,
+        *,
+        args: Mapping[str, Any] | None = None,
+        **kwargs: Any,
     ) -> str:
         """`enqueue(..., scheduled_at=run_at)`: run at a time (aware), or seconds from now."""
         return await self.enqueue(target, args=args, scheduled_at=run_at, **kwargs)
@@ -332,7 +372,9 @@ class Soniq:
     ) -> list[dict[str, Any]]:
         """Jobs newest first (dead jobs: `app.dead_letter.list()`)."""
         if status is not None and status not in STATUSES:
-            raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {status!r} (dead jobs: app.dead_letter.list())")
+            raise ValueError(
+                f"status must be one of {', '.join(STATUSES)}, got {status!r} (dead jobs: app.dead_letter.list())"
+            )
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10000:
             raise ValueError(f"limit must be from 1 to 10000, got {limit!r}")
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
@@ -393,15 +435,35 @@ class Soniq:
         """Run a worker until SIGINT/SIGTERM (or `shutdown_event`), or with `run_once` until
         nothing is due. The first signal shuts down gracefully; a second exits at once."""
         concurrency = self.settings.concurrency if concurrency is None else concurrency
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 1000:
-            raise SoniqError(INVALID_OPTION, f"concurrency must be a whole number from 1 to 1000, got {concurrency!r}")
-        queue_list = sequence_of_str(queues)
+        if (
+            isinstance(concurrency, bool)
+            or not isinstance(concurrency, int)
+            or not 1 <= concurrency <= 1000
+        ):
+            raise SoniqError(
+                INVALID_OPTION,
+                f"concurrency must be a whole number from 1 to 1000, got {concurrency!r}",
+            )
+        queue_list = (
+            [q.strip() for q in queues.split(",") if q.strip()]
+            if isinstance(queues, str)
+            else queues
+        )
         if queue_list is not None and not queue_list:
-            raise SoniqError(INVALID_OPTION, "queues must name at least one queue (None serves all)")
+            raise SoniqError(
+                INVALID_OPTION, "queues must name at least one queue (None serves all)"
+            )
         if self._memory is not None:
-            raise SoniqError(NOT_SUPPORTED, "an in-memory app runs its jobs with soniq.testing.drain(app)")
+            raise SoniqError(
+                NOT_SUPPORTED, "an in-memory app runs its jobs with soniq.testing.drain(app)"
+            )
         await self.ensure_initialized()
-        worker = Worker(self.backend, self.handlers, self.settings, WorkerOptions(concurrency, queue_list, run_once, max_jobs))
+        worker = Worker(
+            self.backend,
+            self.handlers,
+            self.settings,
+            WorkerOptions(concurrency, queue_list, run_once, max_jobs),
+        )
         shutdown = shutdown_event or asyncio.Event()
         with _signals(shutdown, install=shutdown_event is None):
             return await worker.run(shutdown)

@@ -36,7 +36,9 @@ class PsycopgExecutor:
 
     async def rows(self, sql: str, *args: Any) -> Sequence[Sequence[Any]]:
         order = [int(n) - 1 for n in _PLACEHOLDER.findall(sql)]
-        cursor = await self.connection.execute(_PLACEHOLDER.sub("%s", sql), [args[i] for i in order])
+        cursor = await self.connection.execute(
+            _PLACEHOLDER.sub("%s", sql), [args[i] for i in order]
+        )
         result: Sequence[Sequence[Any]] = await cursor.fetchall()
         return result
 

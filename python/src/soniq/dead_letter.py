@@ -19,7 +19,14 @@ from .store import job_uuid
 if TYPE_CHECKING:
     from .app import Soniq
 
-REASONS = ("max_retries_exceeded", "permanent_failure", "job_not_found", "invalid_arguments", "timeout", "manual_move")
+REASONS = (
+    "max_retries_exceeded",
+    "permanent_failure",
+    "job_not_found",
+    "invalid_arguments",
+    "timeout",
+    "manual_move",
+)
 EXPORT_FIELDS = (
     "id", "task_name", "queue", "priority", "attempts", "max_attempts", "dead_letter_reason",
     "last_error", "args", "original_created_at", "moved_to_dead_letter_at", "resurrection_count", "tags",
@@ -71,7 +78,9 @@ class DeadLetter:
         if self._app.is_memory:
             return self._app._memory_store().replay(dead_job_id)  # noqa: SLF001
         await self._app.ensure_initialized()
-        return await self._app.backend.replay(dead_job_id, new_queue, new_priority, new_max_attempts, reset_attempts)
+        return await self._app.backend.replay(
+            dead_job_id, new_queue, new_priority, new_max_attempts, reset_attempts
+        )
 
     async def replay_many(self, dead_job_ids: Sequence[str], **options: Any) -> builtins.list[str]:
         return [await self.replay(i, **options) for i in dead_job_ids]
@@ -92,7 +101,9 @@ class DeadLetter:
 
     async def purge(self, older_than: timedelta | float = 0) -> int:
         """Remove dead jobs that died more than `older_than` (seconds or timedelta) ago; 0: all."""
-        seconds = older_than.total_seconds() if isinstance(older_than, timedelta) else float(older_than)
+        seconds = (
+            older_than.total_seconds() if isinstance(older_than, timedelta) else float(older_than)
+        )
         if seconds < 0:
             raise ValueError(f"older_than must not be negative, got {older_than!r}")
         await self._app.ensure_initialized()
@@ -127,7 +138,12 @@ class DeadLetter:
             writer = csv.DictWriter(out, fieldnames=EXPORT_FIELDS)
             writer.writeheader()
             for record in records:
-                writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in record.items()})
+                writer.writerow(
+                    {
+                        k: json.dumps(v) if isinstance(v, (dict, list)) else v
+                        for k, v in record.items()
+                    }
+                )
             text = out.getvalue()
         Path(path).write_text(text, encoding="utf-8")
         return len(records)

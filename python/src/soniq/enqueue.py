@@ -14,7 +14,15 @@ from typing import Any
 
 from .errors import INVALID_OPTION, TASK_ARGS_INVALID, UNKNOWN_TASK_NAME, SoniqError
 from .job import TaskRef
-from .registry import LONGEST_TIMEOUT, Registry, Task, boolean, check_task_name, seconds, whole_number
+from .registry import (
+    LONGEST_TIMEOUT,
+    Registry,
+    Task,
+    boolean,
+    check_task_name,
+    seconds,
+    whole_number,
+)
 from .settings import SoniqSettings
 from .store import EnqueueRequest
 
@@ -35,7 +43,11 @@ class CallOptions:
 
 
 def resolve_target(
-    registry: Registry, target: object, args: object, func_kwargs: Mapping[str, Any], caller: str = "enqueue"
+    registry: Registry,
+    target: object,
+    args: object,
+    func_kwargs: Mapping[str, Any],
+    caller: str = "enqueue",
 ) -> tuple[str, Mapping[str, Any], Task | None, TaskRef | None]:
     """(task name, args, local registration, TaskRef) of a call; the shape rules enforced."""
     if args is not None and not isinstance(args, Mapping):
@@ -64,21 +76,32 @@ def resolve_target(
             )
         if args is not None:
             if func_kwargs:
-                raise TypeError(f"{caller}(function, ...) cannot mix args=dict with keyword arguments; use one or the other")
+                raise TypeError(
+                    f"{caller}(function, ...) cannot mix args=dict with keyword arguments; use one or the other"
+                )
             return task.name, args, task, None
         return task.name, func_kwargs, task, None
-    raise TypeError(f"{caller}() target must be a job function, a task name or a TaskRef; got {type(target).__name__}")
+    raise TypeError(
+        f"{caller}() target must be a job function, a task name or a TaskRef; got {type(target).__name__}"
+    )
 
 
-def check_args(task_name: str, args: Mapping[str, Any], task: Task | None, ref: TaskRef | None) -> str:
+def check_args(
+    task_name: str, args: Mapping[str, Any], task: Task | None, ref: TaskRef | None
+) -> str:
     """The args as JSON text, after the handler's signature (or model) accepted them."""
     bad_keys = [k for k in args if not isinstance(k, str)]
     if bad_keys:
-        raise SoniqError(TASK_ARGS_INVALID, f"Arguments for task {task_name!r} must have string keys, got {bad_keys[0]!r}")
+        raise SoniqError(
+            TASK_ARGS_INVALID,
+            f"Arguments for task {task_name!r} must have string keys, got {bad_keys[0]!r}",
+        )
     try:
         text = json.dumps(args, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as e:
-        raise SoniqError(TASK_ARGS_INVALID, f"Arguments for task {task_name!r} must be JSON-serializable: {e}") from None
+        raise SoniqError(
+            TASK_ARGS_INVALID, f"Arguments for task {task_name!r} must be JSON-serializable: {e}"
+        ) from None
     problem = None
     if task is not None:
         problem = task.argument_problem(args)
@@ -92,7 +115,9 @@ def check_args(task_name: str, args: Mapping[str, Any], task: Task | None, ref: 
     return text
 
 
-def run_at(value: datetime | timedelta | float | None, now: Callable[[], datetime]) -> datetime | None:
+def run_at(
+    value: datetime | timedelta | float | None, now: Callable[[], datetime]
+) -> datetime | None:
     """scheduled_at as an aware UTC time: a time, a delay, or seconds from now."""
     if value is None:
         return None
@@ -107,7 +132,9 @@ def run_at(value: datetime | timedelta | float | None, now: Callable[[], datetim
         return now() + value
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         return now() + timedelta(seconds=value)
-    raise TypeError(f"scheduled_at must be a datetime, a timedelta or seconds from now, got {value!r}")
+    raise TypeError(
+        f"scheduled_at must be a datetime, a timedelta or seconds from now, got {value!r}"
+    )
 
 
 class RequestBuilder:
@@ -119,7 +146,12 @@ class RequestBuilder:
         self._warned: set[str] = set()
 
     def build(
-        self, target: object, args: object, func_kwargs: Mapping[str, Any], options: CallOptions, caller: str = "enqueue"
+        self,
+        target: object,
+        args: object,
+        func_kwargs: Mapping[str, Any],
+        options: CallOptions,
+        caller: str = "enqueue",
     ) -> EnqueueRequest:
         name, job_args, task, ref = resolve_target(self.registry, target, args, func_kwargs, caller)
         check_task_name(name, self.settings.task_name_pattern)
@@ -131,21 +163,31 @@ class RequestBuilder:
             raise SoniqError(INVALID_OPTION, f"queue must be a non-empty string, got {queue!r}")
         # A local registration routes its jobs to its queue whoever publishes the options
         # (a producer login may not): a job must not wait in a queue nobody serves.
-        queue = queue or (ref.default_queue if ref else None) or (task.options.queue if task else None)
+        queue = (
+            queue or (ref.default_queue if ref else None) or (task.options.queue if task else None)
+        )
         dedup_key = options.dedup_key
         if dedup_key is not None and (not isinstance(dedup_key, str) or not dedup_key):
-            raise SoniqError(INVALID_OPTION, f"dedup_key must be a non-empty string, got {dedup_key!r}")
+            raise SoniqError(
+                INVALID_OPTION, f"dedup_key must be a non-empty string, got {dedup_key!r}"
+            )
         return EnqueueRequest(
             task_name=name,
             args=job_args,
             args_json=args_json,
             queue=queue,
-            priority=None if options.priority is None else whole_number("priority", options.priority, 1, 1000),
+            priority=None
+            if options.priority is None
+            else whole_number("priority", options.priority, 1, 1000),
             scheduled_at=run_at(options.scheduled_at, lambda: datetime.now(timezone.utc)),
-            retries=None if options.retries is None else whole_number("retries", options.retries, 0, 1000),
+            retries=None
+            if options.retries is None
+            else whole_number("retries", options.retries, 0, 1000),
             unique=None if options.unique is None else boolean("unique", options.unique),
             dedup_key=dedup_key,
-            timeout=None if options.timeout is None else seconds("timeout", options.timeout, LONGEST_TIMEOUT),
+            timeout=None
+            if options.timeout is None
+            else seconds("timeout", options.timeout, LONGEST_TIMEOUT),
         )
 
     def _unknown(self, name: str) -> None:

@@ -107,7 +107,11 @@ def result_outcome(value: Any, ctx: JobContext) -> Outcome:
     try:
         text = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError):
-        log.warning("job %s (%s) returned a value that is not JSON; its str() is stored", ctx.job_id, ctx.job_name)
+        log.warning(
+            "job %s (%s) returned a value that is not JSON; its str() is stored",
+            ctx.job_id,
+            ctx.job_name,
+        )
         text = json.dumps(str(value))
     size = len(text.encode("utf-8"))
     if size > MAX_RESULT_BYTES:
@@ -137,7 +141,9 @@ async def execute(handlers: Handlers, attempt: Attempt, threads: Executor | None
     started = time.perf_counter()
     try:
         if not isinstance(attempt.args, Mapping):
-            raise TypeError(f"the job's args are a JSON {type(attempt.args).__name__}, not an object")
+            raise TypeError(
+                f"the job's args are a JSON {type(attempt.args).__name__}, not an object"
+            )
         kwargs = task.call_arguments(attempt.args, ctx)
     except Exception as e:
         return Failed(storable(f"arguments do not match the handler: {e}"), "invalid_arguments")

@@ -34,14 +34,18 @@ class Hooks:
                 log.warning("Hook %s failed: %r", event, e)
 
 
-def chain(middlewares: list[Middleware], ctx: JobContext, call: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
+def chain(
+    middlewares: list[Middleware], ctx: JobContext, call: Callable[[], Awaitable[Any]]
+) -> Awaitable[Any]:
     """The handler call wrapped by the middlewares, the first registered outermost."""
     for middleware in reversed(middlewares):
         call = _wrap(middleware, ctx, call)
     return call()
 
 
-def _wrap(middleware: Middleware, ctx: JobContext, call_next: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
+def _wrap(
+    middleware: Middleware, ctx: JobContext, call_next: Callable[[], Awaitable[Any]]
+) -> Callable[[], Awaitable[Any]]:
     async def wrapped() -> Any:
         return await middleware(ctx, call_next)
 

@@ -78,14 +78,19 @@ class MemoryStore:
                 or (unique_key is not None and job.unique_key == unique_key)
             ):
                 return job.id
-        timeout = r.timeout if r.timeout is not None else (o.timeout if o.timeout is not None else 300.0)
+        timeout = (
+            r.timeout if r.timeout is not None else (o.timeout if o.timeout is not None else 300.0)
+        )
         job = MemoryJob(
             id=str(uuid.uuid4()),
             task_name=r.task_name,
             args=json.loads(r.args_json),
             queue=r.queue or o.queue or "default",
             priority=r.priority or o.priority or 100,
-            max_attempts=(r.retries if r.retries is not None else (o.retries if o.retries is not None else 3)) + 1,
+            max_attempts=(
+                r.retries if r.retries is not None else (o.retries if o.retries is not None else 3)
+            )
+            + 1,
             timeout=timeout or None,
             scheduled_at=r.scheduled_at,
             unique_key=unique_key,
@@ -96,9 +101,20 @@ class MemoryStore:
 
     def _next_due(self) -> MemoryJob | None:
         now = _now()
-        due = [j for j in self.jobs.values() if j.status == "queued" and (j.scheduled_at is None or j.scheduled_at <= now)]
+        due = [
+            j
+            for j in self.jobs.values()
+            if j.status == "queued" and (j.scheduled_at is None or j.scheduled_at <= now)
+        ]
         order = list(self.jobs)
-        due.sort(key=lambda j: (j.priority, j.scheduled_at is not None, j.scheduled_at or now, order.index(j.id)))
+        due.sort(
+            key=lambda j: (
+                j.priority,
+                j.scheduled_at is not None,
+                j.scheduled_at or now,
+                order.index(j.id),
+            )
+        )
         return due[0] if due else None
 
     async def drain(self, max_jobs: int | None) -> list[Any]:
@@ -119,7 +135,9 @@ class MemoryStore:
             job.updated_at = _now()
             if isinstance(outcome, Done):
                 job.status = "done"
-                job.result = None if outcome.result_json is None else json.loads(outcome.result_json)
+                job.result = (
+                    None if outcome.result_json is None else json.loads(outcome.result_json)
+                )
                 results.append(job.result)
             elif isinstance(outcome, Snoozed):
                 job.status, job.attempts = "queued", job.attempts - 1
@@ -146,8 +164,14 @@ class MemoryStore:
         job = self.jobs.get(job_id) or self.dead.get(job_id)
         return None if job is None else job.as_dict()
 
-    def list_jobs(self, queue: str | None, status: str | None, limit: int, offset: int) -> list[dict[str, Any]]:
-        jobs = [j for j in reversed(self.jobs.values()) if (queue is None or j.queue == queue) and (status is None or j.status == status)]
+    def list_jobs(
+        self, queue: str | None, status: str | None, limit: int, offset: int
+    ) -> list[dict[str, Any]]:
+        jobs = [
+            j
+            for j in reversed(self.jobs.values())
+            if (queue is None or j.queue == queue) and (status is None or j.status == status)
+        ]
         return [j.as_dict() for j in jobs[offset : offset + limit]]
 
     def cancel_job(self, job_id: str) -> bool:
@@ -162,11 +186,16 @@ class MemoryStore:
 
     def queue_stats(self, queue: str | None) -> dict[str, int]:
         jobs = [j for j in self.jobs.values() if queue is None or j.queue == queue]
-        counts = {s: sum(j.status == s for j in jobs) for s in ("queued", "processing", "done", "cancelled")}
+        counts = {
+            s: sum(j.status == s for j in jobs)
+            for s in ("queued", "processing", "done", "cancelled")
+        }
         counts["dead_letter"] = sum(queue is None or j.queue == queue for j in self.dead.values())
         return {"total": sum(counts.values()), **counts}
 
-    def dead_list(self, task_name: str | None, queue: str | None, reason: str | None, limit: int, offset: int) -> list[dict[str, Any]]:
+    def dead_list(
+        self, task_name: str | None, queue: str | None, reason: str | None, limit: int, offset: int
+    ) -> list[dict[str, Any]]:
         dead = [
             j.as_dict() for j in reversed(self.dead.values())
             if (task_name is None or j.task_name == task_name) and (queue is None or j.queue == queue)

@@ -10,7 +10,7 @@ import os
 import re
 import sys
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -61,7 +61,9 @@ def _module_name(module: str) -> str:
 
 def whole_number(what: str, value: object, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise SoniqError(INVALID_OPTION, f"{what} must be a whole number from {low} to {high}, got {value!r}")
+        raise SoniqError(
+            INVALID_OPTION, f"{what} must be a whole number from {low} to {high}, got {value!r}"
+        )
     return value
 
 
@@ -75,7 +77,8 @@ def seconds(what: str, value: object, longest: float) -> float:
         or not 0 <= value <= longest
     ):
         raise SoniqError(
-            INVALID_OPTION, f"{what} must be a number of seconds from 0 to {longest:g}, got {value!r}"
+            INVALID_OPTION,
+            f"{what} must be a number of seconds from 0 to {longest:g}, got {value!r}",
         )
     return float(value)
 
@@ -108,7 +111,10 @@ class TaskOptions:
         delay = options.get("retry_delay")
         if isinstance(delay, (list, tuple)):
             if not 1 <= len(delay) <= MAX_DELAYS:
-                raise SoniqError(INVALID_OPTION, f"retry_delay must list 1 to {MAX_DELAYS} delays, got {len(delay)}")
+                raise SoniqError(
+                    INVALID_OPTION,
+                    f"retry_delay must list 1 to {MAX_DELAYS} delays, got {len(delay)}",
+                )
             delay = tuple(seconds("each retry_delay", d, LONGEST_DELAY) for d in delay)
             if options.get("retry_backoff"):
                 raise SoniqError(
@@ -147,7 +153,9 @@ class TaskOptions:
             "retries": self.retries,
             "timeout": self.timeout,
             "unique": self.unique,
-            "retry_delay": list(self.retry_delay) if isinstance(self.retry_delay, tuple) else self.retry_delay,
+            "retry_delay": list(self.retry_delay)
+            if isinstance(self.retry_delay, tuple)
+            else self.retry_delay,
             "retry_backoff": self.retry_backoff,
             "retry_max_delay": self.retry_max_delay,
             "retry_jitter": self.retry_jitter,
@@ -158,7 +166,9 @@ class TaskOptions:
     def retry_delay_after(self, attempt: int) -> float:
         """Seconds before the retry after `attempt` failed, the jitter's upper bound (the
         database's soniq.retry_delay; the in-memory queue uses this)."""
-        delays = self.retry_delay if isinstance(self.retry_delay, tuple) else (self.retry_delay or 0.0,)
+        delays = (
+            self.retry_delay if isinstance(self.retry_delay, tuple) else (self.retry_delay or 0.0,)
+        )
         delay = delays[min(max(attempt, 1) - 1, len(delays) - 1)]
         if self.retry_backoff:
             delay = (delay if delay > 0 else 1.0) * 2.0 ** min(attempt - 1, 62)
@@ -167,12 +177,25 @@ class TaskOptions:
         return max(min(delay, LONGEST_DELAY), 0.0)
 
 
-def _is_context(annotation: object, module_globals: Mapping[str, Any]) -> bool:
+def _is_context(annotation: object) -> bool:
     if annotation is JobContext:
         return True
     if isinstance(annotation, str):  # an annotation that could not be resolved
-        return annotation.split(".")[-1] in ("JobContext", "Optional[JobContext]", "JobContext | None")
+        return annotation.split(".")[-1] in (
+            "JobContext",
+            "Optional[JobContext]",
+            "JobContext | None",
+        )
     return JobContext in typing.get_args(annotation)  # Optional[JobContext]
+
+
+@dataclass(frozen=True)
+class Periodic:
+    """The schedule of an `@app.periodic` job: exactly one of cron and every (seconds)."""
+
+    cron: str | None
+    every: float | None
+    args: Mapping[str, Any]
 
 
 @dataclass
@@ -186,10 +209,12 @@ class Task:
     is_async: bool
     signature: inspect.Signature
     context_parameter: str | None
-    periodic: tuple[str | None, float | None, Mapping[str, Any]] | None = None
+    periodic: Periodic | None = None
 
     @classmethod
-    def of(cls, name: str, function: Callable[..., Any], options: TaskOptions, args_model: Any) -> Task:
+    def of(
+        cls, name: str, function: Callable[..., Any], options: TaskOptions, args_model: Any
+    ) -> Task:
         signature = inspect.signature(function)
         try:
             hints = typing.get_type_hints(function)
@@ -198,11 +223,13 @@ class Task:
         context = None
         for parameter in signature.parameters.values():
             annotation = hints.get(parameter.name, parameter.annotation)
-            if _is_context(annotation, getattr(function, "__globals__", {})):
+            if _is_context(annotation):
                 context = parameter.name
                 break
         if args_model is not None and not hasattr(args_model, "model_validate"):
-            raise SoniqError(INVALID_OPTION, f"validate= must be a pydantic model class, got {args_model!r}")
+            raise SoniqError(
+                INVALID_OPTION, f"validate= must be a pydantic model class, got {args_model!r}"
+            )
         return cls(
             name=name,
             function=function,
@@ -268,11 +295,3 @@ class Registry:
 
     def names(self) -> list[str]:
         return sorted(self.tasks)
-
-
-def sequence_of_str(value: object) -> Sequence[str] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return [q.strip() for q in value.split(",") if q.strip()]
-    return list(typing.cast(Sequence[str], value))

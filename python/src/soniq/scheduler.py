@@ -23,7 +23,9 @@ def every_seconds(every: timedelta | float) -> float:
     elif isinstance(every, (int, float)) and not isinstance(every, bool):
         value = float(every)
     else:
-        raise TypeError(f"every= must be a timedelta or a number of seconds; got {type(every).__name__}")
+        raise TypeError(
+            f"every= must be a timedelta or a number of seconds; got {type(every).__name__}"
+        )
     if not 1 <= value <= 365 * 24 * 3600:
         raise ValueError(f"every= must be from 1 second to 365 days, got {value:g} s")
     return value
@@ -35,7 +37,9 @@ class Scheduler:
 
     async def _store(self) -> Any:
         if self._app.is_memory:
-            raise SoniqError(NOT_SUPPORTED, "schedules live in PostgreSQL: an in-memory app has none")
+            raise SoniqError(
+                NOT_SUPPORTED, "schedules live in PostgreSQL: an in-memory app has none"
+            )
         await self._app.ensure_initialized()
         return self._app.backend
 
@@ -56,7 +60,9 @@ class Scheduler:
     ) -> str:
         """Create or update a schedule; returns its name. `target`: a job function, a task
         name or a TaskRef (or only `name=`, which is then the task name too)."""
-        spec = self.spec(target, cron, every, args, queue, priority, retries, timeout, time_zone, name, enabled)
+        spec = self.spec(
+            target, cron, every, args, queue, priority, retries, timeout, time_zone, name, enabled
+        )
         await (await self._store()).schedule_add(*spec)
         return str(spec[0])
 
@@ -70,9 +76,13 @@ class Scheduler:
             raise ValueError("a schedule takes exactly one of cron= and every=")
         if target is None:
             if name is None:
-                raise TypeError("scheduler.add() needs a target (a job, a task name or a TaskRef) or name=")
+                raise TypeError(
+                    "scheduler.add() needs a target (a job, a task name or a TaskRef) or name="
+                )
             target = name
-        task_name, job_args, task, ref = resolve_target(self._app.registry, target, args, {}, "scheduler.add")
+        task_name, job_args, task, ref = resolve_target(
+            self._app.registry, target, args, {}, "scheduler.add"
+        )
         check_task_name(task_name, self._app.settings.task_name_pattern)
         args_json = check_args(task_name, job_args, task, ref)
         return (
@@ -118,5 +128,3 @@ class Scheduler:
         enabled = None if status is None else status == "active"
         result: list[dict[str, Any]] = await (await self._store()).schedule_list(enabled)
         return result
-
-

@@ -69,10 +69,14 @@ class Weekly(_AtTime):
 
     def on(self, day: str | int) -> Weekly:
         if isinstance(day, bool) or not isinstance(day, (str, int)):
-            raise ValueError(f"weekly().on() takes a weekday name or 0..6 (Sunday = 0); got {day!r}")
+            raise ValueError(
+                f"weekly().on() takes a weekday name or 0..6 (Sunday = 0); got {day!r}"
+            )
         number = _WEEKDAYS.get(day.lower()) if isinstance(day, str) else day
         if number is None or not 0 <= number <= 6:
-            raise ValueError(f"weekly().on() takes a weekday name or 0..6 (Sunday = 0); got {day!r}")
+            raise ValueError(
+                f"weekly().on() takes a weekday name or 0..6 (Sunday = 0); got {day!r}"
+            )
         self.weekday = number
         return self
 

@@ -157,7 +157,9 @@ def _check_text(variable: str, value: object) -> None:
         raise _bad(f"{variable} must not be empty")
 
 
-def _check_number(variable: str, value: object, low: float, high: float, *, whole: bool = False) -> None:
+def _check_number(
+    variable: str, value: object, low: float, high: float, *, whole: bool = False
+) -> None:
     kinds: tuple[type, ...] = (int,) if whole else (int, float)
     ok = isinstance(value, kinds) and not isinstance(value, bool) and low <= value <= high  # type: ignore[operator]
     if not ok:

@@ -192,7 +192,9 @@ class PostgresStore:
             return await self.enqueue_many_on(executor, requests, producer_id)
 
     async def register_task(self, task_name: str, defaults: Mapping[str, Any]) -> None:
-        await self._rows("SELECT soniq.register_task($1::text, $2::text::jsonb)", task_name, json.dumps(defaults))
+        await self._rows(
+            "SELECT soniq.register_task($1::text, $2::text::jsonb)", task_name, json.dumps(defaults)
+        )
 
     # Workers, claims and outcomes --------------------------------------------------------
 
@@ -218,11 +220,16 @@ class PostgresStore:
                 worker_id, None if queues is None else list(queues), count, list(task_names),
             )  # fmt: skip
         return [
-            ClaimedJob(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6], r[7], r[8]) for r in rows
+            ClaimedJob(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6], r[7], r[8])
+            for r in rows
         ]
 
     async def complete_many(
-        self, worker_id: str, job_ids: Sequence[str], attempts: Sequence[int], results: Sequence[str | None]
+        self,
+        worker_id: str,
+        job_ids: Sequence[str],
+        attempts: Sequence[int],
+        results: Sequence[str | None],
     ) -> set[str]:
         rows = await self._rows(
             "SELECT x::text FROM soniq.complete_many($1::uuid[], $2::uuid, $3::int[], $4::text[]::jsonb[]) x",
@@ -241,7 +248,9 @@ class PostgresStore:
         )  # fmt: skip
         return {r[0] for r in rows}
 
-    async def snooze(self, worker_id: str, job_id: str, attempt: int, seconds: float, reason: str | None) -> None:
+    async def snooze(
+        self, worker_id: str, job_id: str, attempt: int, seconds: float, reason: str | None
+    ) -> None:
         await self._rows(
             "SELECT soniq.snooze($1::uuid, $2::uuid, $3::int, make_interval(secs => $4::float8), $5::text)",
             job_id, worker_id, attempt, seconds, reason,
@@ -249,21 +258,31 @@ class PostgresStore:
 
     async def abort(self, worker_id: str, job_id: str, attempt: int, reason: str) -> None:
         await self._rows(
-            "SELECT soniq.abort($1::uuid, $2::uuid, $3::int, $4::text)", job_id, worker_id, attempt, reason
+            "SELECT soniq.abort($1::uuid, $2::uuid, $3::int, $4::text)",
+            job_id,
+            worker_id,
+            attempt,
+            reason,
         )
 
     async def heartbeat(self, worker_id: str, held: Sequence[str]) -> list[str]:
         """The held jobs whose cancellation was requested."""
-        rows = await self._rows("SELECT x::text FROM soniq.heartbeat($1::uuid, $2::uuid[]) x", worker_id, list(held))
+        rows = await self._rows(
+            "SELECT x::text FROM soniq.heartbeat($1::uuid, $2::uuid[]) x", worker_id, list(held)
+        )
         return [r[0] for r in rows]
 
     async def deregister_worker(self, worker_id: str) -> int:
         return int(await self._value("SELECT soniq.deregister_worker($1::uuid)", worker_id))
 
-    async def maintain(self, heartbeat_timeout: float, prune_batch: int = 1000, batches: int = 10) -> None:
+    async def maintain(
+        self, heartbeat_timeout: float, prune_batch: int = 1000, batches: int = 10
+    ) -> None:
         """A worker's maintenance round: the control plane's rescue and pruning (harmless
         when it runs too), one prune batch a transaction."""
-        await self._rows("SELECT soniq.rescue_jobs(make_interval(secs => $1::float8))", heartbeat_timeout)
+        await self._rows(
+            "SELECT soniq.rescue_jobs(make_interval(secs => $1::float8))", heartbeat_timeout
+        )
         for _ in range(batches):
             pruned = await self._value(
                 "SELECT soniq.prune_jobs(batch_size => $1::int, max_batches => 1)", prune_batch
@@ -277,7 +296,9 @@ class PostgresStore:
         rows = await self._rows(f"SELECT {JOB_COLUMNS} FROM soniq.get_job($1::uuid)", job_id)
         return job_dict(rows[0]) if rows else None
 
-    async def list_jobs(self, queue: str | None, status: str | None, limit: int, offset: int) -> list[dict[str, Any]]:
+    async def list_jobs(
+        self, queue: str | None, status: str | None, limit: int, offset: int
+    ) -> list[dict[str, Any]]:
         rows = await self._rows(
             f"SELECT {JOB_COLUMNS} FROM soniq.list_jobs($1::text, $2::text, $3::int, $4::int)",
             queue, status, limit, offset,
@@ -292,10 +313,11 @@ class PostgresStore:
 
     async def queue_stats(self, queue: str | None) -> dict[str, int]:
         rows = await self._rows(
-            "SELECT total, queued, processing, done, cancelled, dead_letter FROM soniq.queue_stats($1::text)", queue
+            "SELECT total, queued, processing, done, cancelled, dead_letter FROM soniq.queue_stats($1::text)",
+            queue,
         )
         keys = ("total", "queued", "processing", "done", "cancelled", "dead_letter")
-        return {k: int(v) for k, v in zip(keys, rows[0])}
+        return {k: int(v) for k, v in zip(keys, rows[0], strict=True)}
 
     # Schedules -------------------------------------------------------------------------
 
@@ -320,11 +342,15 @@ class PostgresStore:
         await self._rows("SELECT soniq.schedule_remove($1::text)", name)
 
     async def schedule_get(self, name: str) -> dict[str, Any] | None:
-        rows = await self._rows(f"SELECT {SCHEDULE_COLUMNS} FROM soniq.schedule_get($1::text)", name)
+        rows = await self._rows(
+            f"SELECT {SCHEDULE_COLUMNS} FROM soniq.schedule_get($1::text)", name
+        )
         return schedule_dict(rows[0]) if rows else None
 
     async def schedule_list(self, enabled: bool | None) -> list[dict[str, Any]]:
-        rows = await self._rows(f"SELECT {SCHEDULE_COLUMNS} FROM soniq.schedule_list($1::boolean)", enabled)
+        rows = await self._rows(
+            f"SELECT {SCHEDULE_COLUMNS} FROM soniq.schedule_list($1::boolean)", enabled
+        )
         return [schedule_dict(r) for r in rows]
 
     # Dead letter -----------------------------------------------------------------------
@@ -355,7 +381,8 @@ class PostgresStore:
     async def dead_letter_purge(self, older_than_seconds: float) -> int:
         return int(
             await self._value(
-                "SELECT soniq.dead_letter_purge(make_interval(secs => $1::float8))", older_than_seconds
+                "SELECT soniq.dead_letter_purge(make_interval(secs => $1::float8))",
+                older_than_seconds,
             )
         )
 
@@ -367,7 +394,11 @@ class PostgresStore:
         return result
 
     async def dead_letter_tag(self, dead_job_id: str, tags: Sequence[str]) -> list[str]:
-        return list(await self._value("SELECT soniq.dead_letter_tag($1::uuid, $2::text[])", dead_job_id, list(tags)))
+        return list(
+            await self._value(
+                "SELECT soniq.dead_letter_tag($1::uuid, $2::text[])", dead_job_id, list(tags)
+            )
+        )
 
 
 def _iso(value: datetime | None) -> str | None:

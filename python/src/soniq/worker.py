@@ -117,11 +117,15 @@ class Worker:
         self.wake = asyncio.Event()
         self.stop_claiming = asyncio.Event()
         self.stop_background = asyncio.Event()
-        self.threads = ThreadPoolExecutor(max_workers=self.options.concurrency, thread_name_prefix="soniq-job")
+        self.threads = ThreadPoolExecutor(
+            max_workers=self.options.concurrency, thread_name_prefix="soniq-job"
+        )
 
     async def run(self, shutdown: asyncio.Event) -> WorkerReport:
         if not self.task_names:
-            raise SoniqError("SONIQ_NO_HANDLERS", "a worker needs at least one registered job (@app.job())")
+            raise SoniqError(
+                "SONIQ_NO_HANDLERS", "a worker needs at least one registered job (@app.job())"
+            )
         self.worker_id = await self._register()
         log.info(
             "worker %s started: queues %s, concurrency %d, tasks %s, database %s",
@@ -146,7 +150,12 @@ class Worker:
             await asyncio.gather(*background[1:], return_exceptions=True)
             self.threads.shutdown(wait=False)
             await self._deregister()
-        log.info("worker %s stopped: %d jobs run, %d handed back", self.worker_id, self.jobs_run, handed_back)
+        log.info(
+            "worker %s stopped: %d jobs run, %d handed back",
+            self.worker_id,
+            self.jobs_run,
+            handed_back,
+        )
         return WorkerReport(self.jobs_run, handed_back)
 
     async def _register(self) -> str:
@@ -166,7 +175,9 @@ class Worker:
     async def _stop_claiming_at(self, shutdown: asyncio.Event) -> None:
         await shutdown.wait()
         if not self.options.run_once:
-            log.info("shutting down: no new jobs; running jobs get %g s", self.settings.shutdown_timeout)
+            log.info(
+                "shutting down: no new jobs; running jobs get %g s", self.settings.shutdown_timeout
+            )
         self.stop_claiming.set()
         self.wake.set()
         self.slots.interrupt()
@@ -188,7 +199,9 @@ class Worker:
             nothing_running = self.slots.free + asked == concurrency
             self.wake.clear()  # before the claim: a notification during it is not lost
             try:
-                jobs = await self.store.claim(self.worker_id, self.options.queues, asked, self.task_names)
+                jobs = await self.store.claim(
+                    self.worker_id, self.options.queues, asked, self.task_names
+                )
             except Exception as e:  # an outage (or a refusal the heartbeat repairs): try again
                 log.warning("claim failed: %s", e)
                 self.slots.give_back(asked)
@@ -230,7 +243,9 @@ class Worker:
         # Only a job still listed reports: one stopped by a cancel or the shutdown has reported.
         if self.running.pop(attempt.job_id, None) is not None:
             self.recording.add(attempt.job_id)
-            self.reports.put_nowait(Report(attempt.job_id, attempt.attempt, attempt.worker_id or "", outcome))
+            self.reports.put_nowait(
+                Report(attempt.job_id, attempt.attempt, attempt.worker_id or "", outcome)
+            )
 
     def _stop(self, job_ids: Sequence[str], outcome: Outcome) -> int:
         """Stop running jobs and report them with `outcome`; how many were stopped."""
@@ -294,7 +309,9 @@ class Worker:
                 await self._record(left)
             except Exception as e:  # an outage: refusals were handled per outcome
                 if asyncio.get_running_loop().time() > deadline:
-                    log.error("gave up recording %d outcomes (%s); the jobs will run again", len(left), e)
+                    log.error(
+                        "gave up recording %d outcomes (%s); the jobs will run again", len(left), e
+                    )
                     return
                 log.warning("could not record %d outcomes, retrying: %s", len(left), e)
                 await asyncio.sleep(self.settings.error_retry_delay)
@@ -310,10 +327,16 @@ class Worker:
             try:
                 refused = await self._send(worker_id, kind, group)
             except SoniqError as e:
-                log.warning("the database refused %d outcomes (%s); recording them one by one", len(group), e)
+                log.warning(
+                    "the database refused %d outcomes (%s); recording them one by one",
+                    len(group),
+                    e,
+                )
                 refused = sum([await self._record_alone(report) for report in group])
             if refused:
-                log.warning("%d outcomes refused: their leases were taken back, the jobs run again", refused)
+                log.warning(
+                    "%d outcomes refused: their leases were taken back, the jobs run again", refused
+                )
             for report in group:
                 left.remove(report)
 
@@ -324,13 +347,23 @@ class Worker:
             return await self._send(report.worker_id, type(report.outcome), [report])
         except SoniqError as refusal:
             if isinstance(report.outcome, Failed):
-                log.error("the database refused to record a failed attempt of %s (%s)", report.job_id, refusal)
+                log.error(
+                    "the database refused to record a failed attempt of %s (%s)",
+                    report.job_id,
+                    refusal,
+                )
                 return 0
             failed = Failed(f"the database refused the outcome: {refusal.message}")
         try:
-            return await self._send(report.worker_id, Failed, [Report(report.job_id, report.attempt, report.worker_id, failed)])
+            return await self._send(
+                report.worker_id,
+                Failed,
+                [Report(report.job_id, report.attempt, report.worker_id, failed)],
+            )
         except SoniqError as again:
-            log.error("the database refused to record a failed attempt of %s (%s)", report.job_id, again)
+            log.error(
+                "the database refused to record a failed attempt of %s (%s)", report.job_id, again
+            )
             return 0
 
     async def _send(self, worker_id: str, kind: type, group: list[Report]) -> int:
@@ -350,9 +383,17 @@ class Worker:
         for report in group:
             try:
                 if isinstance(report.outcome, Snoozed):
-                    await self.store.snooze(worker_id, report.job_id, report.attempt, report.outcome.seconds, report.outcome.reason)
+                    await self.store.snooze(
+                        worker_id,
+                        report.job_id,
+                        report.attempt,
+                        report.outcome.seconds,
+                        report.outcome.reason,
+                    )
                 elif isinstance(report.outcome, Aborted):
-                    await self.store.abort(worker_id, report.job_id, report.attempt, report.outcome.reason)
+                    await self.store.abort(
+                        worker_id, report.job_id, report.attempt, report.outcome.reason
+                    )
             except SoniqError:
                 refused += 1
         return refused
@@ -399,7 +440,7 @@ class Worker:
                 log.warning("listener: %s; polling until it reconnects", e)
             else:
                 try:
-                    connection.add_termination_listener(lambda _c: lost.set())
+                    connection.add_termination_listener(lambda _c, lost=lost: lost.set())
                     await connection.add_listener("soniq_new_job", lambda *_a: self.wake.set())
                     self.wake.set()  # jobs may have arrived while the listener was down
                     stop = asyncio.create_task(self.stop_background.wait())

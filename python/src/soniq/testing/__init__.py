@@ -37,16 +37,27 @@ def _task_name(app: Soniq, target: object) -> str:
     return task.name
 
 
-def enqueued(app: Soniq, target: object = None, *, status: str | None = None) -> list[dict[str, Any]]:
+def enqueued(
+    app: Soniq, target: object = None, *, status: str | None = None
+) -> list[dict[str, Any]]:
     """The jobs of an in-memory app (of one task, in one state), oldest first."""
     name = None if target is None else _task_name(app, target)
     store = app._memory_store()  # noqa: SLF001
     jobs = [j.as_dict() for j in [*store.jobs.values(), *store.dead.values()]]
-    return [j for j in jobs if (name is None or j["task_name"] == name) and (status is None or j["status"] == status)]
+    return [
+        j
+        for j in jobs
+        if (name is None or j["task_name"] == name) and (status is None or j["status"] == status)
+    ]
 
 
 def assert_enqueued(
-    app: Soniq, target: object, *, args: Mapping[str, Any] | None = None, count: int | None = None, **fields: Any
+    app: Soniq,
+    target: object,
+    *,
+    args: Mapping[str, Any] | None = None,
+    count: int | None = None,
+    **fields: Any,
 ) -> list[dict[str, Any]]:
     """Assert that jobs of `target` were enqueued (with these args and fields, e.g.
     `queue="emails"`, `priority=10`, `status="queued"`); returns them."""
@@ -55,7 +66,9 @@ def assert_enqueued(
         if (args is None or j["args"] == dict(args)) and all(j.get(k) == v for k, v in fields.items())
     ]  # fmt: skip
     wanted = f"{count} job(s)" if count is not None else "a job"
-    described = f"{wanted} of {_task_name(app, target)}" + (f" with args {dict(args)}" if args is not None else "")
+    described = f"{wanted} of {_task_name(app, target)}" + (
+        f" with args {dict(args)}" if args is not None else ""
+    )
     described += "".join(f", {k}={v!r}" for k, v in fields.items())
     if (count is None and not jobs) or (count is not None and len(jobs) != count):
         others = [(j["task_name"], j["args"], j["status"]) for j in enqueued(app)]
@@ -63,14 +76,21 @@ def assert_enqueued(
     return jobs
 
 
-def assert_not_enqueued(app: Soniq, target: object, *, args: Mapping[str, Any] | None = None) -> None:
+def assert_not_enqueued(
+    app: Soniq, target: object, *, args: Mapping[str, Any] | None = None
+) -> None:
     jobs = [j for j in enqueued(app, target) if args is None or j["args"] == dict(args)]
     if jobs:
-        raise AssertionError(f"expected no job of {_task_name(app, target)}; found {[j['args'] for j in jobs]}")
+        raise AssertionError(
+            f"expected no job of {_task_name(app, target)}; found {[j['args'] for j in jobs]}"
+        )
 
 
 async def wait_until(
-    condition: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0, poll: float = 0.02, message: str | None = None
+    condition: Callable[[], bool | Awaitable[bool]],
+    timeout: float = 10.0,
+    poll: float = 0.02,
+    message: str | None = None,
 ) -> None:
     """Wait until `condition()` (sync or async) is true; AssertionError after `timeout` s."""
     deadline = time.monotonic() + timeout

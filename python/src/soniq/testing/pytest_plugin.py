@@ -14,7 +14,9 @@ from ..app import Soniq
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "soniq(app): the Soniq app ('module:attribute') the soniq_memory fixture twins")
+    config.addinivalue_line(
+        "markers", "soniq(app): the Soniq app ('module:attribute') the soniq_memory fixture twins"
+    )
 
 
 def load_app(path: str) -> Soniq:
