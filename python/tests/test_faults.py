@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -94,7 +95,7 @@ def pg_ctl() -> list[str]:
         ).stdout.strip()
     )
     command = [os.path.join(bindir, "pg_ctl")]
-    if os.geteuid() == 0:
+    if pwd.getpwuid(os.geteuid()).pw_name != "postgres":  # the cluster is the postgres user's
         command = ["sudo", "-u", "postgres", *command]
     return command
 

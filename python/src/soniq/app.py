@@ -78,14 +78,18 @@ class Soniq:
     def in_memory_twin(self) -> Soniq:
         """An in-memory app with this app's jobs, hooks and middleware (test a real app's
         handlers without PostgreSQL)."""
-        twin = Soniq.in_memory(
-            **{k: v for k, v in vars(self.settings).items() if k != "database_url"}
-        )
+        return self.copy(backend="memory")
+
+    def copy(self, *, database_url: str | None = None, backend: str | None = None) -> Soniq:
+        """A new app with this app's settings (another database, or in memory), jobs, hooks
+        and middleware."""
+        settings = {k: v for k, v in vars(self.settings).items() if k != "database_url"}
+        other = Soniq(database_url or self.settings.database_url, backend=backend, **settings)
         for task in self.registry.tasks.values():
-            twin.registry.add(task)
-        twin.handlers.hooks = self.handlers.hooks
-        twin.handlers.middlewares = self.handlers.middlewares
-        return twin
+            other.registry.add(task)
+        other.handlers.hooks = self.handlers.hooks
+        other.handlers.middlewares = self.handlers.middlewares
+        return other
 
     def _memory_store(self) -> MemoryStore:
         if self._memory is None:

@@ -67,7 +67,7 @@ async def _worker(args: argparse.Namespace) -> int:
         return 1
     app = find_app(modules)
     if args.database_url:
-        app = _with_url(app, args.database_url)
+        app = app.copy(database_url=args.database_url)
     report = await app.run_worker(
         concurrency=args.concurrency, queues=args.queues, run_once=args.run_once
     )
@@ -76,15 +76,6 @@ async def _worker(args: argparse.Namespace) -> int:
     )
     await app.close()
     return 0
-
-
-def _with_url(app: Soniq, url: str) -> Soniq:
-    """The app pointed at another database, its jobs, hooks and middleware kept."""
-    other = Soniq(url, **{k: v for k, v in vars(app.settings).items() if k != "database_url"})
-    for task in app.registry.tasks.values():
-        other.registry.add(task)
-    other.handlers.hooks, other.handlers.middlewares = app.handlers.hooks, app.handlers.middlewares
-    return other
 
 
 async def _setup(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from . import __version__
-from .errors import SoniqError
+from .errors import NO_HANDLERS, SoniqError
 from .execute import Aborted, Attempt, Done, Failed, Handlers, Outcome, Snoozed, execute
 from .settings import SoniqSettings, mask_url
 from .store import ClaimedJob, PostgresStore
@@ -123,9 +123,7 @@ class Worker:
 
     async def run(self, shutdown: asyncio.Event) -> WorkerReport:
         if not self.task_names:
-            raise SoniqError(
-                "SONIQ_NO_HANDLERS", "a worker needs at least one registered job (@app.job())"
-            )
+            raise SoniqError(NO_HANDLERS, "a worker needs at least one registered job (@app.job())")
         self.worker_id = await self._register()
         log.info(
             "worker %s started: queues %s, concurrency %d, tasks %s, database %s",
@@ -145,7 +143,9 @@ class Worker:
             stopper.cancel()
             handed_back = await self._finish_running()
             await self.reports.put(None)  # the reporter records what is left, then ends
-            await background[0]
+            (reporter_error,) = await asyncio.gather(background[0], return_exceptions=True)
+            if reporter_error is not None:  # a bug of ours: the jobs it held run again
+                log.error("the outcome reporter failed: %r", reporter_error)
             self.stop_background.set()
             await asyncio.gather(*background[1:], return_exceptions=True)
             self.threads.shutdown(wait=False)
