@@ -64,6 +64,7 @@ class Soniq:
         )
         self._store: PostgresStore | None = None
         self._init_lock: asyncio.Lock | None = None
+        self._store_loop: asyncio.AbstractEventLoop | None = None
         self._published: set[str] = set()
         self._closed = False
         self.scheduler = Scheduler(self)
@@ -123,8 +124,15 @@ class Soniq:
             raise SoniqError(APP_CLOSED, "Cannot use a closed Soniq instance")
         if self._memory is not None:
             return
+        loop = asyncio.get_running_loop()
+        if self._store is not None and self._store_loop is not loop:
+            # A pool belongs to the event loop that made it: a second asyncio.run() (a
+            # script enqueueing twice) gets a pool of its own.
+            self._store.abandon()
+            self._store, self._init_lock = None, None
         if self._init_lock is None:
             self._init_lock = asyncio.Lock()
+            self._store_loop = loop
         async with self._init_lock:
             if self._store is None:
                 try:
@@ -175,7 +183,10 @@ class Soniq:
         self._closed = True
         if self._store is not None:
             store, self._store = self._store, None
-            await store.close()
+            if self._store_loop is asyncio.get_running_loop():
+                await store.close()
+            else:
+                store.abandon()
 
     async def __aenter__(self) -> Soniq:
         await self.ensure_initialized()

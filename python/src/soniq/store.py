@@ -140,6 +140,12 @@ class PostgresStore:
     async def close(self) -> None:
         await self.pool.close()
 
+    def abandon(self) -> None:
+        """Drop a pool of another event loop (which may be closed: then its connections go
+        with it)."""
+        with contextlib.suppress(RuntimeError):
+            self.pool.terminate()
+
     @contextlib.asynccontextmanager
     async def _executor(self) -> AsyncIterator[Executor]:
         async with self.pool.acquire() as connection:
