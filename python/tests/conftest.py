@@ -84,14 +84,14 @@ async def running_worker(app: Soniq, **options: Any) -> AsyncIterator[asyncio.Ta
         await asyncio.wait_for(task, 30)
 
 
-async def statuses(app: Soniq, ids: list[str]) -> dict[str, str]:
+async def statuses(app: Soniq, ids: list[str]) -> dict[str, int]:
     """How many of the jobs are in each state."""
     counts: dict[str, int] = {}
     for job_id in ids:
         job = await app.get_job(job_id)
         status = "missing" if job is None else job["status"]
         counts[status] = counts.get(status, 0) + 1
-    return counts  # type: ignore[return-value]
+    return counts
 
 
 @pytest.fixture

@@ -17,9 +17,6 @@ async def dead_jobs(make_app, uid, n: int):
     async def doomed(n: int) -> None:
         raise RuntimeError(f"no {n}")
 
-    @app.job(name=f"{uid}.gives_up", queue=uid, retries=5, validate=None)
-    async def gives_up(x: int) -> None: ...
-
     ids = await app.enqueue_many(doomed, [{"n": i} for i in range(n)])
     await app.run_worker(run_once=True, queues=[uid])
     return app, doomed, ids
@@ -75,7 +72,7 @@ async def test_stats_export_and_purge(make_app, uid, tmp_path) -> None:
     empty = tmp_path / "none.csv"
     assert await app.dead_letter.export(empty, format="csv", queue=f"{uid}_empty") == 0
     assert empty.read_text().startswith("id,task_name"), "a header even with no rows"
-    assert await app.dead_letter.purge(3600) == 0 or True  # older dead jobs of other runs may go
+    await app.dead_letter.purge(3600)  # dead jobs of earlier runs may go; these are new
     assert len(await app.dead_letter.list(queue=uid)) == 4, "none of them is an hour old"
-    await app.dead_letter.purge(0)
+    assert await app.dead_letter.purge(0) >= 4
     assert await app.dead_letter.list(queue=uid) == []

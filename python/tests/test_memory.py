@@ -80,6 +80,8 @@ async def test_dead_letter_delays_snoozes_and_unique_in_memory() -> None:
     ]
     assert (await app.get_job(snoozed))["last_error"] == "snoozed: busy"
     replayed = await app.dead_letter.replay(dead)
+    with pytest.raises(SoniqError, match="does not exist"):
+        await app.dead_letter.replay("00000000-0000-0000-0000-000000000000")
     assert enqueued(app, doomed, status="queued")[-1]["id"] == replayed
 
 

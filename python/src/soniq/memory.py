@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from .errors import NOT_FOUND, SoniqError
 from .execute import Attempt, Done, Failed, Handlers, Snoozed, execute
 from .registry import TaskOptions
 from .store import EnqueueRequest
@@ -206,7 +207,7 @@ class MemoryStore:
     def replay(self, dead_job_id: str) -> str:
         dead = self.dead.get(dead_job_id)
         if dead is None:
-            raise LookupError(f"dead job {dead_job_id} does not exist")
+            raise SoniqError(NOT_FOUND, f"dead job {dead_job_id} does not exist", sqlstate="P0002")
         job = MemoryJob(
             str(uuid.uuid4()), dead.task_name, dead.args, dead.queue, dead.priority, dead.max_attempts,
             dead.timeout, None, None, None,
