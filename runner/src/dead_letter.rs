@@ -2,6 +2,7 @@
 
 use crate::error::Result;
 use crate::store::postgres::dead_letter as store;
+use crate::store::DeadLetterReason;
 use crate::time::{rfc3339, rfc3339_json};
 use crate::Soniq;
 use serde::Deserialize;
@@ -15,9 +16,7 @@ use uuid::Uuid;
 pub struct DeadLetterFilter {
     pub task_name: Option<String>,
     pub queue: Option<String>,
-    /// `max_retries_exceeded`, `permanent_failure`, `job_not_found`, `invalid_arguments`,
-    /// `timeout` or `manual_move`.
-    pub reason: Option<String>,
+    pub reason: Option<DeadLetterReason>,
     /// Died at or after this time.
     pub moved_after: Option<SystemTime>,
     /// Died before this time.
@@ -58,7 +57,7 @@ pub struct DeadJob {
     pub attempts: i32,
     pub max_attempts: i32,
     pub last_error: Option<String>,
-    pub reason: String,
+    pub reason: DeadLetterReason,
     pub original_created_at: SystemTime,
     pub moved_at: SystemTime,
     pub resurrection_count: i32,
@@ -72,7 +71,7 @@ impl DeadJob {
         json!({
             "id": self.id.to_string(), "task_name": self.task_name, "args": self.args, "queue": self.queue,
             "priority": self.priority, "attempts": self.attempts, "max_attempts": self.max_attempts,
-            "last_error": self.last_error, "reason": self.reason,
+            "last_error": self.last_error, "reason": self.reason.as_str(),
             "original_created_at": rfc3339_json(Some(self.original_created_at)), "moved_at": rfc3339_json(Some(self.moved_at)),
             "resurrection_count": self.resurrection_count,
             "last_resurrection_at": rfc3339_json(self.last_resurrection_at), "tags": self.tags,
@@ -219,7 +218,7 @@ impl DeadLetter<'_> {
                         job.id.to_string(),
                         job.task_name.clone(),
                         job.queue.clone(),
-                        job.reason.clone(),
+                        job.reason.to_string(),
                         job.attempts.to_string(),
                         job.max_attempts.to_string(),
                         rfc3339(job.moved_at).unwrap_or_default(),

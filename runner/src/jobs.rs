@@ -1,6 +1,7 @@
 //! Looking at jobs: one job (also a dead one), its result, a filtered list, queue counts.
 
 use crate::error::{Error, Result};
+use crate::store::DeadLetterReason;
 use crate::Soniq;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -54,7 +55,7 @@ pub struct JobInfo {
     pub scheduled_at: Option<SystemTime>,
     pub last_error: Option<String>,
     pub result: Option<Value>,
-    pub dead_letter_reason: Option<String>,
+    pub dead_letter_reason: Option<DeadLetterReason>,
     pub producer_id: Option<String>,
     pub created_at: SystemTime,
     pub updated_at: SystemTime,

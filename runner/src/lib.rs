@@ -65,6 +65,7 @@ pub use scheduler::{ScheduleInfo, ScheduleSpec, Scheduler};
 pub use settings::{hostname, EnqueueValidation, Settings, SettingsBuilder, TaskNamePattern};
 /// The schedule builder: `every(5).minutes()`, `daily().at("09:00")`, ...
 pub use soniq_cron::{dsl, Schedule};
+pub use store::DeadLetterReason;
 pub use testing::wait_until;
 pub use worker::{WorkerOptions, WorkerReport};
 

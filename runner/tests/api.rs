@@ -158,7 +158,7 @@ async fn a_custom_retry_policy_sets_the_delay_or_gives_up() {
     soniq.run_worker(run_once(&queue)).await.unwrap();
     let dead = soniq.get_job(fatal).await.unwrap().unwrap();
     assert_eq!(
-        (dead.status, dead.dead_letter_reason.as_deref()),
+        (dead.status, dead.dead_letter_reason.map(|r| r.as_str())),
         (JobStatus::Dead, Some("permanent_failure"))
     );
     let waiting = soniq.get_job(later).await.unwrap().unwrap();

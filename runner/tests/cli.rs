@@ -194,6 +194,15 @@ fn invalid_settings_and_flags_exit_2_naming_the_problem() {
         let run = soniq(args);
         assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
     }
+    // A dead-letter reason that does not exist is refused, not a filter that matches nothing.
+    let run = soniq(&["dead-letter", "list", "--reason", "max_retries"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("unknown dead-letter reason \"max_retries\": one of max_retries_exceeded,"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(soniq(&["no-such-command"]).code, 2);
     assert_eq!(soniq(&["worker", "--concurrency", "0"]).code, 2);
     assert_eq!(soniq(&["jobs", "list", "--status", "failed"]).code, 2);

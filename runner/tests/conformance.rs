@@ -371,7 +371,7 @@ async fn failures_retry_while_attempts_remain_then_die(case: Case) {
     let dead = case.store.job_get(id).await.unwrap().unwrap();
     assert_eq!(dead.status, JobStatus::Dead);
     assert_eq!(
-        dead.dead_letter_reason.as_deref(),
+        dead.dead_letter_reason.map(|r| r.as_str()),
         Some("max_retries_exceeded")
     );
     assert_eq!(dead.last_error.as_deref(), Some("boom 2"));
@@ -388,7 +388,7 @@ async fn failures_retry_while_attempts_remain_then_die(case: Case) {
         (
             dead.status,
             dead.attempts,
-            dead.dead_letter_reason.as_deref()
+            dead.dead_letter_reason.map(|r| r.as_str())
         ),
         (JobStatus::Dead, 1, Some("permanent_failure")),
         "attempts remained"

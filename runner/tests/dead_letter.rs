@@ -56,7 +56,7 @@ async fn list_tag_replay_stats_export_delete_and_cleanup() {
     assert_eq!(dead.len(), 3);
     assert!(dead
         .iter()
-        .all(|d| d.reason == "max_retries_exceeded" && d.attempts == 1));
+        .all(|d| d.reason.as_str() == "max_retries_exceeded" && d.attempts == 1));
     let first = dlq.get(ids[0]).await.unwrap().unwrap();
     assert_eq!(
         first.last_error.as_deref(),

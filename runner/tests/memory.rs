@@ -74,7 +74,7 @@ async fn failures_retry_in_the_same_drain_until_the_dead_letter() {
     let job = soniq.get_job(id).await.unwrap().unwrap();
     assert_eq!(job.status, JobStatus::Dead);
     assert_eq!(
-        job.dead_letter_reason.as_deref(),
+        job.dead_letter_reason.map(|r| r.as_str()),
         Some("max_retries_exceeded")
     );
     assert_eq!(job.last_error.as_deref(), Some("attempt 3 failed"));

@@ -5,6 +5,7 @@ use super::{args_object, connect, time, CliResult, Failure};
 use crate::error::with_causes;
 use crate::jobs::{JobFilter, JobInfo, JobStatus};
 use crate::store::postgres::admin;
+use crate::store::DeadLetterReason;
 use crate::time::rfc3339_json;
 use crate::{Settings, Soniq};
 use clap::Args;
@@ -209,7 +210,7 @@ fn job_json(job: &JobInfo) -> Value {
         "id": job.id.to_string(), "task_name": job.task_name, "args": job.args, "status": job.status.as_str(),
         "queue": job.queue, "priority": job.priority, "attempts": job.attempts, "max_attempts": job.max_attempts,
         "scheduled_at": rfc3339_json(job.scheduled_at), "last_error": job.last_error, "result": job.result,
-        "dead_letter_reason": job.dead_letter_reason, "producer_id": job.producer_id,
+        "dead_letter_reason": job.dead_letter_reason.map(DeadLetterReason::as_str), "producer_id": job.producer_id,
         "created_at": rfc3339_json(Some(job.created_at)), "updated_at": rfc3339_json(Some(job.updated_at)),
     })
 }
@@ -244,8 +245,8 @@ pub async fn inspect(app: &Soniq, id: Uuid, out: &Output) -> CliResult {
     if let Some(error) = &job.last_error {
         field("last error", error.clone());
     }
-    if let Some(reason) = &job.dead_letter_reason {
-        field("dead because", reason.clone());
+    if let Some(reason) = job.dead_letter_reason {
+        field("dead because", reason.to_string());
     }
     Ok(())
 }

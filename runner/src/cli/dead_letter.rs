@@ -3,6 +3,7 @@
 use super::output::Output;
 use super::{time, CliResult, DeadFilter, Failure};
 use crate::dead_letter::{DeadJob, DeadLetterFilter, ExportFormat, ReplayOptions};
+use crate::store::DeadLetterReason;
 use crate::Soniq;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
@@ -113,7 +114,12 @@ fn filter_of(f: &DeadFilter) -> Result<DeadLetterFilter, Failure> {
     Ok(DeadLetterFilter {
         task_name: f.task.clone(),
         queue: f.queue.clone(),
-        reason: f.reason.clone(),
+        reason: f
+            .reason
+            .as_deref()
+            .map(DeadLetterReason::parse)
+            .transpose()
+            .map_err(|e| Failure::usage(format!("--reason: {e}")))?,
         moved_after: since.map(ago),
         moved_before: None,
         tags: (!f.tags.is_empty()).then(|| f.tags.clone()),
@@ -214,7 +220,7 @@ async fn list(app: &Soniq, filter: &DeadFilter, out: &Output) -> CliResult {
             vec![
                 j.id.to_string(),
                 j.task_name.clone(),
-                j.reason.clone(),
+                j.reason.to_string(),
                 j.queue.clone(),
                 j.resurrection_count.to_string(),
                 time(Some(j.moved_at)),
@@ -238,7 +244,7 @@ async fn show(app: &Soniq, id: Uuid, out: &Output) -> CliResult {
     for (name, value) in [
         ("id", job.id.to_string()),
         ("task", job.task_name.clone()),
-        ("reason", out.state("dead") + " " + &job.reason),
+        ("reason", out.state("dead") + " " + job.reason.as_str()),
         ("queue", job.queue.clone()),
         (
             "attempts",

@@ -7,8 +7,8 @@
 //! snooze, cancel, abort, the dead letter and its reasons, and hand-back at deregistration.
 
 use super::{
-    BoxFuture, ClaimRequest, ClaimedJob, Completion, FailReason, FailedAttempt, Lease, NewJob,
-    NewJobs, Store, WorkerRegistration,
+    BoxFuture, ClaimRequest, ClaimedJob, Completion, DeadLetterReason, FailedAttempt, Lease,
+    NewJob, NewJobs, Store, WorkerRegistration,
 };
 use crate::error::{Error, Result};
 use crate::job::JobContext;
@@ -325,9 +325,9 @@ impl State {
     fn fail(&mut self, i: usize, failure: &FailedAttempt) {
         let job = &mut self.jobs[i];
         let dead_because = match failure.reason {
-            Some(reason) if reason.is_final() => Some(reason.as_str()),
+            Some(reason) if reason.is_final() => Some(reason.into()),
             reason if job.info.attempts >= job.info.max_attempts => {
-                Some(reason.map_or("max_retries_exceeded", FailReason::as_str))
+                Some(reason.map_or(DeadLetterReason::MaxRetriesExceeded, DeadLetterReason::from))
             }
             _ => None,
         };
@@ -361,7 +361,7 @@ impl State {
                 job.info.last_error = Some(format!("cancelled; {why} during attempt {attempt}"));
             } else if attempt >= job.info.max_attempts {
                 let error = format!("{why} during its last attempt; attempts exhausted");
-                bury(job, "max_retries_exceeded", error);
+                bury(job, DeadLetterReason::MaxRetriesExceeded, error);
             } else {
                 let run_at = job.info.scheduled_at;
                 self.requeue(
@@ -381,9 +381,9 @@ fn finish(job: &mut MemoryJob, status: JobStatus) {
     job.info.updated_at = SystemTime::now();
 }
 
-fn bury(job: &mut MemoryJob, reason: &str, error: String) {
+fn bury(job: &mut MemoryJob, reason: DeadLetterReason, error: String) {
     finish(job, JobStatus::Dead);
-    job.info.dead_letter_reason = Some(reason.into());
+    job.info.dead_letter_reason = Some(reason);
     job.info.last_error = Some(error);
 }
 

@@ -93,17 +93,82 @@ pub enum FailReason {
 
 impl FailReason {
     pub fn as_str(self) -> &'static str {
-        match self {
-            FailReason::PermanentFailure => "permanent_failure",
-            FailReason::InvalidArguments => "invalid_arguments",
-            FailReason::JobNotFound => "job_not_found",
-            FailReason::Timeout => "timeout",
-        }
+        DeadLetterReason::from(self).as_str()
     }
 
     /// Whether the job dies with this failure even when attempts remain.
     pub fn is_final(self) -> bool {
         !matches!(self, FailReason::Timeout)
+    }
+}
+
+/// Why a job is in the dead letter (`soniq.dead_letter_reason` in SQL, the same list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeadLetterReason {
+    /// It used its last attempt.
+    MaxRetriesExceeded,
+    /// The handler gave up for good.
+    PermanentFailure,
+    /// No worker has a handler for its task.
+    JobNotFound,
+    /// Its arguments do not fit the handler.
+    InvalidArguments,
+    /// Its last attempt timed out.
+    Timeout,
+    /// An operator moved it there.
+    ManualMove,
+}
+
+impl DeadLetterReason {
+    pub const ALL: [DeadLetterReason; 6] = [
+        DeadLetterReason::MaxRetriesExceeded,
+        DeadLetterReason::PermanentFailure,
+        DeadLetterReason::JobNotFound,
+        DeadLetterReason::InvalidArguments,
+        DeadLetterReason::Timeout,
+        DeadLetterReason::ManualMove,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterReason::MaxRetriesExceeded => "max_retries_exceeded",
+            DeadLetterReason::PermanentFailure => "permanent_failure",
+            DeadLetterReason::JobNotFound => "job_not_found",
+            DeadLetterReason::InvalidArguments => "invalid_arguments",
+            DeadLetterReason::Timeout => "timeout",
+            DeadLetterReason::ManualMove => "manual_move",
+        }
+    }
+
+    /// The reason `text` names; an error that lists the reasons otherwise.
+    pub fn parse(text: &str) -> crate::Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|reason| reason.as_str() == text)
+            .ok_or_else(|| {
+                let all: Vec<&str> = Self::ALL.iter().map(|r| r.as_str()).collect();
+                crate::Error::Invalid(format!(
+                    "unknown dead-letter reason {text:?}: one of {}",
+                    all.join(", ")
+                ))
+            })
+    }
+}
+
+impl From<FailReason> for DeadLetterReason {
+    fn from(reason: FailReason) -> Self {
+        match reason {
+            FailReason::PermanentFailure => DeadLetterReason::PermanentFailure,
+            FailReason::InvalidArguments => DeadLetterReason::InvalidArguments,
+            FailReason::JobNotFound => DeadLetterReason::JobNotFound,
+            FailReason::Timeout => DeadLetterReason::Timeout,
+        }
+    }
+}
+
+impl std::fmt::Display for DeadLetterReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -2,6 +2,7 @@
 
 use crate::dead_letter::{DeadJob, DeadLetterFilter, DeadLetterStats, ReplayOptions};
 use crate::error::{Error, Result};
+use crate::store::DeadLetterReason;
 use serde_json::Value;
 use std::time::Duration;
 use tokio_postgres::{GenericClient, Row};
@@ -10,8 +11,8 @@ use uuid::Uuid;
 const DEAD_COLUMNS: &str = "id, task_name, args, queue, priority, attempts, max_attempts, last_error, \
      dead_letter_reason, original_created_at, moved_to_dead_letter_at, resurrection_count, last_resurrection_at, tags";
 
-fn dead_job_from_row(row: &Row) -> DeadJob {
-    DeadJob {
+fn dead_job_from_row(row: &Row) -> Result<DeadJob> {
+    Ok(DeadJob {
         id: row.get(0),
         task_name: row.get(1),
         args: row.get(2),
@@ -20,13 +21,13 @@ fn dead_job_from_row(row: &Row) -> DeadJob {
         attempts: row.get(5),
         max_attempts: row.get(6),
         last_error: row.get(7),
-        reason: row.get(8),
+        reason: DeadLetterReason::parse(row.get(8))?,
         original_created_at: row.get(9),
         moved_at: row.get(10),
         resurrection_count: row.get(11),
         last_resurrection_at: row.get(12),
         tags: row.get(13),
-    }
+    })
 }
 
 pub async fn list(client: &impl GenericClient, filter: &DeadLetterFilter) -> Result<Vec<DeadJob>> {
@@ -38,7 +39,7 @@ pub async fn list(client: &impl GenericClient, filter: &DeadLetterFilter) -> Res
             &[
                 &filter.task_name,
                 &filter.queue,
-                &filter.reason,
+                &filter.reason.map(DeadLetterReason::as_str),
                 &filter.moved_after,
                 &filter.moved_before,
                 &filter.tags,
@@ -48,7 +49,7 @@ pub async fn list(client: &impl GenericClient, filter: &DeadLetterFilter) -> Res
             ],
         )
         .await?;
-    Ok(rows.iter().map(dead_job_from_row).collect())
+    rows.iter().map(dead_job_from_row).collect()
 }
 
 pub async fn get(client: &impl GenericClient, id: Uuid) -> Result<Option<DeadJob>> {
@@ -58,7 +59,7 @@ pub async fn get(client: &impl GenericClient, id: Uuid) -> Result<Option<DeadJob
             &[&id],
         )
         .await?;
-    Ok(row.as_ref().map(dead_job_from_row))
+    row.as_ref().map(dead_job_from_row).transpose()
 }
 
 /// Mint a fresh job from a dead one; `None` when `unless_replayed` and it was replayed before.

@@ -4,7 +4,9 @@ use super::binds::{Bind, PgBinds};
 use crate::error::Result;
 use crate::job::JobContext;
 use crate::jobs::{JobFilter, JobInfo, JobStatus, QueueStats};
-use crate::store::{ClaimRequest, ClaimedJob, Completion, FailedAttempt, Lease, NewJob, NewJobs};
+use crate::store::{
+    ClaimRequest, ClaimedJob, Completion, DeadLetterReason, FailedAttempt, Lease, NewJob, NewJobs,
+};
 use crate::time::duration_from_db;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_postgres::{GenericClient, Row, ToStatement};
@@ -267,7 +269,10 @@ fn job_from_row(row: &Row) -> Result<JobInfo> {
         scheduled_at: row.get(8),
         last_error: row.get(9),
         result: row.get(10),
-        dead_letter_reason: row.get(11),
+        dead_letter_reason: row
+            .get::<_, Option<&str>>(11)
+            .map(DeadLetterReason::parse)
+            .transpose()?,
         producer_id: row.get(12),
         created_at: row.get(13),
         updated_at: row.get(14),
