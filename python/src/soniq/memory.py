@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import NOT_FOUND, SoniqError
 from .execute import Attempt, Done, Failed, Handlers, Snoozed, execute
-from .registry import TaskOptions
+from .registry import DEFAULT_RETRIES, TaskOptions
 from .store import EnqueueRequest
 
 DISCARDING = ("permanent_failure", "invalid_arguments", "job_not_found")
@@ -89,7 +89,7 @@ class MemoryStore:
             queue=r.queue or o.queue or "default",
             priority=r.priority or o.priority or 100,
             max_attempts=(
-                r.retries if r.retries is not None else (o.retries if o.retries is not None else 3)
+                r.retries if r.retries is not None else (o.retries if o.retries is not None else DEFAULT_RETRIES)
             )
             + 1,
             timeout=timeout or None,

@@ -125,13 +125,14 @@ class ClaimedJob:
 class PostgresStore:
     """Soniq's pool and the statements it sends on it (or on a caller's connection)."""
 
-    def __init__(self, pool: Any) -> None:
+    def __init__(self, pool: Any, dsn: str) -> None:
         self.pool = pool
+        self.dsn = dsn  # the worker's listener connects to the same database
 
     @classmethod
     async def connect(cls, dsn: str, min_size: int, max_size: int) -> PostgresStore:
         pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
-        return cls(pool)
+        return cls(pool, dsn)
 
     def acquire(self) -> Any:
         """A connection from Soniq's pool (`async with store.acquire() as conn`)."""
