@@ -5,7 +5,6 @@ code changed only in its import and database URL; the assertions check what it d
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -251,17 +250,6 @@ async def test_hooks_page(database_url, uid, capsys, caplog) -> None:
     async def log_failure(job_name: str, job_id: str, error: str, attempt: int):
         print(f"Failed {job_name} ({job_id}): {error} (attempt {attempt})")
 
-    # Structured logging
-    logger = logging.getLogger("soniq.hooks")
-
-    @app.before_job
-    async def structured_log_start(job_name, job_id, attempt):
-        logger.info(
-            json.dumps(
-                {"event": "job_started", "job_name": job_name, "job_id": job_id, "attempt": attempt}
-            )
-        )
-
     # Sync hook works too
     @app.before_job
     def sync_hook(job_name, job_id, attempt):
@@ -288,13 +276,6 @@ async def test_hooks_page(database_url, uid, capsys, caplog) -> None:
     )
     assert f"Failed {uid}.bad ({bad_id}): ValueError: nope" in out and "(attempt 1)" in out
     assert f"sync hook {uid}.ok" in out
-    started = [json.loads(r.getMessage()) for r in caplog.records if r.name == "soniq.hooks"]
-    assert {
-        "event": "job_started",
-        "job_name": f"{uid}.ok",
-        "job_id": good_id,
-        "attempt": 1,
-    } in started
     assert any(
         r.levelname == "WARNING"
         and "Hook before_job failed: ConnectionError('down')" in r.getMessage()
