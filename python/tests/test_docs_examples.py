@@ -70,7 +70,7 @@ def _line_with(process: subprocess.Popen[str], text: str) -> str:
     raise AssertionError(f"the worker exited without printing {text!r}")
 
 
-async def test_jobs_page(db) -> None:
+async def test_jobs_page(db, orders_table) -> None:
     sys.path.insert(
         0, os.path.join(os.path.dirname(__file__), "docs")
     )  # the page's module is `users`
@@ -106,7 +106,6 @@ async def test_jobs_page(db) -> None:
     assert (await app.get_job(payment))["priority"] == 10
 
     # Transactional enqueue
-    await db.execute("CREATE TABLE IF NOT EXISTS orders (id int PRIMARY KEY, total numeric)")
     order_id = int(datetime.now().timestamp() * 1000) % 2_000_000_000
     await app.ensure_initialized()
     async with app.backend.acquire() as conn:
@@ -285,7 +284,7 @@ async def test_hooks_page(database_url, uid, capsys, caplog) -> None:
     await app.close()
 
 
-async def test_transactional_enqueue_patterns(database_url, uid, db) -> None:
+async def test_transactional_enqueue_patterns(database_url, uid, db, orders_table) -> None:
     eq = Soniq(database_url=database_url)
     sent: list[int] = []
 
@@ -293,7 +292,6 @@ async def test_transactional_enqueue_patterns(database_url, uid, db) -> None:
     async def send_invoice(order_id: int):
         sent.append(order_id)
 
-    await db.execute("CREATE TABLE IF NOT EXISTS orders (id int PRIMARY KEY, total numeric)")
     base = int(datetime.now(timezone.utc).timestamp() * 1000) % 1_000_000_000
 
     # Pattern 1: Raw asyncpg via Soniq's pool

@@ -134,7 +134,9 @@ async def test_slack_alerting_on_dead_letter(database_url, uid, webhook) -> None
 
     _, bad_id = await run_page_jobs(app, uid, retries=1)
     assert received == [
-        {"text": f"Job {uid}.bad ({bad_id}) moved to dead-letter queue: RuntimeError: card declined"}
+        {
+            "text": f"Job {uid}.bad ({bad_id}) moved to dead-letter queue: RuntimeError: card declined"
+        }
     ], "one alert, on the last attempt only"
     assert [d["id"] for d in await app.dead_letter.list(queue=uid)] == [bad_id]
     await app.close()
