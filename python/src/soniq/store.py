@@ -374,6 +374,12 @@ class PostgresStore:
         )  # fmt: skip
         return [dead_dict(r) for r in rows]
 
+    async def dead_letter_get(self, dead_job_id: str) -> dict[str, Any] | None:
+        rows = await self._rows(
+            f"SELECT {DEAD_COLUMNS} FROM soniq.dead_letter_get($1::uuid)", dead_job_id
+        )
+        return dead_dict(rows[0]) if rows else None
+
     async def replay(self, dead_job_id: str, queue: str | None, priority: int | None,
                      max_attempts: int | None, reset_attempts: bool) -> str:  # fmt: skip
         value = await self._value(
