@@ -1,8 +1,9 @@
-"""One worker run (soniq.worker.Worker starts it), as the Rust runner's (runner/src/worker.rs): one claimer that claims in
-batches up to the free job slots, woken by LISTEN with a poll fallback; one asyncio task
-per running job; a reporter that records outcomes many per statement; a heartbeat that
-names the jobs held; maintenance rounds; and a shutdown that stops claiming, gives running
-jobs SONIQ_SHUTDOWN_TIMEOUT, then hands the rest back without using an attempt.
+"""One worker run (`soniq.worker.Worker` starts it), as the Rust runner's
+(runner/src/worker.rs): one claimer that claims in batches up to the free job slots, woken
+by LISTEN with a poll fallback; one asyncio task per running job; a reporter that records
+outcomes many per statement; a heartbeat that names the jobs held; maintenance rounds; and
+a shutdown that stops claiming, gives running jobs SONIQ_SHUTDOWN_TIMEOUT, then hands the
+rest back without using an attempt.
 
 A job slot is freed only once its outcome is recorded, so free capacity (and run_once's
 "nothing left") counts only attempts whose outcome is in the database."""
