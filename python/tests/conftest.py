@@ -72,6 +72,15 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     await connection.close()
 
 
+@pytest.fixture
+async def orders_table(db: asyncpg.Connection) -> None:
+    """The transactional-enqueue page's `orders`, with the columns of all its patterns."""
+    await db.execute(
+        "CREATE TABLE IF NOT EXISTS orders "
+        "(id serial PRIMARY KEY, total numeric, product_id int, quantity int)"
+    )
+
+
 @contextlib.asynccontextmanager
 async def running_worker(app: Soniq, **options: Any) -> AsyncIterator[asyncio.Task[WorkerReport]]:
     """A continuous worker in the background, shut down gracefully on exit."""

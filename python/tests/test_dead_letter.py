@@ -29,8 +29,10 @@ async def test_list_get_replay_tag_delete(make_app, uid) -> None:
     assert all(d["dead_letter_reason"] == "max_retries_exceeded" for d in listed)
     assert await app.dead_letter.list(queue=uid, reason="timeout") == []
     assert len(await app.dead_letter.list(task_name=f"{uid}.doomed", limit=2)) == 2
-    got = await app.dead_letter.get(ids[0])
-    assert got["status"] == "dead_letter" and got["last_error"].startswith("RuntimeError: no 0")
+    got = await app.dead_letter.get(ids[0])  # soniq.dead_letter_get: the keys list gives
+    assert got == next(d for d in listed if d["id"] == ids[0])
+    assert got["last_error"].startswith("RuntimeError: no 0") and got["resurrection_count"] == 0
+    assert await app.dead_letter.get(await app.enqueue(doomed, n=9)) is None, "a live job"
 
     new_id = await app.dead_letter.replay(ids[0], new_queue=f"{uid}_replay", new_max_attempts=3)
     job = await app.get_job(new_id)

@@ -3,9 +3,12 @@ checks and the same execution as the worker; and the pytest plugin's fixture."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from soniq import JobContext, Snooze, Soniq, SoniqError
+from soniq.errors import NOT_SUPPORTED
 from soniq.testing import assert_enqueued, assert_not_enqueued, drain, enqueued
 
 
@@ -83,6 +86,37 @@ async def test_dead_letter_delays_snoozes_and_unique_in_memory() -> None:
     with pytest.raises(SoniqError, match="does not exist"):
         await app.dead_letter.replay("00000000-0000-0000-0000-000000000000")
     assert enqueued(app, doomed, status="queued")[-1]["id"] == replayed
+
+
+async def test_the_dead_letter_in_memory(tmp_path) -> None:
+    """list/get/replay/export/purge on the memory queue, as on PostgreSQL; stats and tags,
+    which the extension computes, refused by name (never an attempt to reach PostgreSQL)."""
+    app = Soniq.in_memory()
+
+    @app.job(name="mem.dead", retries=0)
+    async def dead(n: int) -> None:
+        raise ValueError(f"no {n}")
+
+    ids = [await app.enqueue(dead, n=n) for n in range(3)]
+    await drain(app)
+    got = await app.dead_letter.get(ids[0])
+    assert got is not None and got["dead_letter_reason"] == "max_retries_exceeded"
+    assert got["last_error"].startswith("ValueError: no 0") and got["moved_to_dead_letter_at"]
+    assert got == next(d for d in await app.dead_letter.list() if d["id"] == ids[0])
+    await app.dead_letter.replay(ids[0])
+    assert (await app.dead_letter.get(ids[0]))["resurrection_count"] == 1
+    assert [d["id"] for d in await app.dead_letter.list(replayed=True)] == [ids[0]]
+    assert await app.dead_letter.list(tags=["vip"]) == []
+    out = tmp_path / "dead.json"
+    assert await app.dead_letter.export(out) == 3
+    assert sorted(r["id"] for r in json.loads(out.read_text())) == sorted(ids)
+    for refused in (app.dead_letter.stats(), app.dead_letter.tag(ids[1], ["vip"])):
+        with pytest.raises(SoniqError, match="in-memory app") as e:
+            await refused
+        assert e.value.code == NOT_SUPPORTED
+    assert await app.dead_letter.purge(3600) == 0, "none an hour old"
+    assert await app.dead_letter.purge() == 3 and await app.dead_letter.list() == []
+    assert await app.dead_letter.get(ids[1]) is None
 
 
 async def test_misuse_in_memory_is_refused_as_on_postgres() -> None:

@@ -1,12 +1,13 @@
 """The worker against the real extension: each job once, retries and the dead letter,
 timeouts, sync handlers in threads, JobContext (this module uses `from __future__ import
 annotations`: string annotations are recognised), snoozes, hooks, middleware, cancellation,
-LISTEN wake-up, and the texts it stores."""
+LISTEN wake-up and the poll fallback without it, and the texts it stores."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import socket
 import threading
 import time
 import uuid
@@ -15,7 +16,9 @@ from datetime import datetime, timezone
 from conftest import running_worker
 
 from soniq import JobContext, Snooze
+from soniq.store import PostgresStore
 from soniq.testing import wait_until
+from soniq.worker import Worker, worker_options
 
 
 async def test_run_once_runs_each_job_once_in_batches(make_app, uid) -> None:
@@ -292,3 +295,33 @@ async def test_results_are_json_or_their_text(make_app, uid) -> None:
     assert await app.get_result(ids["none"]) is None
     assert await app.get_result(ids["dict"]) == {"a": [1, 2]}
     assert await app.get_result(ids["odd"]) == str(uuid.UUID(int=1))
+
+
+async def test_without_listen_the_worker_polls(make_app, uid, caplog) -> None:
+    """LISTEN unavailable (the listener's connections refused, as behind a pooler that
+    refuses it): the worker still picks jobs up, within the poll interval."""
+    app = make_app(poll_interval=1.0)
+    done: list[int] = []
+
+    @app.job(name=f"{uid}.polled", queue=uid)
+    async def polled(n: int) -> None:
+        done.append(n)
+
+    await app.ensure_initialized()
+    with socket.socket() as closed:  # bound, not listening: connecting is refused
+        closed.bind(("127.0.0.1", 0))
+        refused = f"postgresql://postgres@127.0.0.1:{closed.getsockname()[1]}/nowhere"
+        worker = Worker(PostgresStore(app.backend.pool, refused), app.registry, app.settings)
+        stop = asyncio.Event()
+        run = asyncio.create_task(worker.start(worker_options(2, [uid]), stop))
+        try:
+            await wait_until(lambda: "polling until it reconnects" in caplog.text, timeout=10)
+            for n in (1, 2):  # each while the worker is idle in its poll wait
+                enqueued = time.monotonic()
+                await app.enqueue(polled, n=n)
+                await wait_until(lambda n=n: n in done, timeout=5, poll=0.01)
+                assert time.monotonic() - enqueued < 1.0 + 1.5, "picked up by the next poll"
+        finally:
+            stop.set()
+            await asyncio.wait_for(run, 30)
+    assert done == [1, 2]

@@ -7,9 +7,9 @@ from .errors import SoniqError  # noqa: E402
 from .job import JobContext, JobStatus, Snooze, TaskRef, task_ref  # noqa: E402
 from .schedules import cron, daily, every, monthly, weekly  # noqa: E402
 from .settings import SoniqSettings  # noqa: E402
-from .worker import WorkerReport  # noqa: E402
+from .worker import Worker, WorkerReport  # noqa: E402
 
 __all__ = [
     "JobContext", "JobStatus", "Snooze", "Soniq", "SoniqError", "SoniqSettings", "TaskRef",
-    "WorkerReport", "__version__", "cron", "daily", "every", "monthly", "task_ref", "weekly",
+    "Worker", "WorkerReport", "__version__", "cron", "daily", "every", "monthly", "task_ref", "weekly",
 ]  # fmt: skip

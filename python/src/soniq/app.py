@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -19,7 +17,6 @@ from .enqueue import CallOptions, RequestBuilder
 from .errors import (
     APP_CLOSED,
     INIT_ERROR,
-    INVALID_OPTION,
     NOT_INITIALIZED,
     NOT_SUPPORTED,
     SoniqError,
@@ -39,7 +36,7 @@ from .registry import (
 from .scheduler import Scheduler, every_seconds
 from .settings import SoniqSettings
 from .store import PostgresStore, job_uuid
-from .worker import Worker, WorkerOptions, WorkerReport
+from .worker import Worker, WorkerReport, worker_options
 
 log = logging.getLogger("soniq")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -450,24 +447,7 @@ class Soniq:
         """Run a worker until SIGINT/SIGTERM (or `shutdown_event`), or with `run_once` until
         nothing is due. The first signal shuts down gracefully; a second exits at once."""
         concurrency = self.settings.concurrency if concurrency is None else concurrency
-        if (
-            isinstance(concurrency, bool)
-            or not isinstance(concurrency, int)
-            or not 1 <= concurrency <= 1000
-        ):
-            raise SoniqError(
-                INVALID_OPTION,
-                f"concurrency must be a whole number from 1 to 1000, got {concurrency!r}",
-            )
-        queue_list = (
-            [q.strip() for q in queues.split(",") if q.strip()]
-            if isinstance(queues, str)
-            else queues
-        )
-        if queue_list is not None and not queue_list:
-            raise SoniqError(
-                INVALID_OPTION, "queues must name at least one queue (None serves all)"
-            )
+        options = worker_options(concurrency, queues, run_once, max_jobs)
         if self._memory is not None:
             raise SoniqError(
                 NOT_SUPPORTED, "an in-memory app runs its jobs with soniq.testing.drain(app)"
@@ -475,41 +455,13 @@ class Soniq:
         await self.ensure_initialized()
         worker = Worker(
             self.backend,
-            self.handlers,
+            self.registry,
             self.settings,
-            WorkerOptions(concurrency, queue_list, run_once, max_jobs),
+            self.handlers.hooks,
+            middlewares=self.handlers.middlewares,
         )
-        shutdown = shutdown_event or asyncio.Event()
-        with _signals(shutdown, install=shutdown_event is None):
-            return await worker.run(shutdown)
+        return await worker.start(options, shutdown_event)
 
-
-class _signals:
-    """SIGINT/SIGTERM handlers for a worker: the first sets `shutdown`, a second exits the
-    process at once (status 130; the control plane takes back the jobs still running)."""
-
-    def __init__(self, shutdown: asyncio.Event, install: bool) -> None:
-        self.shutdown = shutdown
-        self.install = install and threading.current_thread() is threading.main_thread()
-        self.signals = (signal.SIGINT, signal.SIGTERM)
-
-    def _received(self) -> None:
-        if self.shutdown.is_set():
-            log.warning("second signal: exiting at once")
-            import os
-
-            os._exit(130)
-        log.info("signal received: shutting down gracefully (a second one exits at once)")
-        self.shutdown.set()
-
-    def __enter__(self) -> None:
-        if self.install:
-            loop = asyncio.get_running_loop()
-            for s in self.signals:
-                loop.add_signal_handler(s, self._received)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.install:
-            loop = asyncio.get_running_loop()
-            for s in self.signals:
-                loop.remove_signal_handler(s)
+    def _get_job_registry(self) -> Registry:
+        """The app's job registry (the hooks page's Slack example reads it)."""
+        return self.registry

@@ -1,6 +1,6 @@
 """`app.dead_letter`: jobs that used up their attempts (or were discarded): list with
 filters, replay (a fresh job; the dead row stays, its resurrection_count incremented),
-delete, purge, stats, tags, export."""
+delete, purge, stats, tags, export. In memory: all but stats and tags (SONIQ_NOT_SUPPORTED)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import SoniqError
-from .store import job_uuid
+from .errors import NOT_SUPPORTED, SoniqError
+from .store import PostgresStore, job_uuid
 
 if TYPE_CHECKING:
     from .app import Soniq
@@ -53,16 +53,19 @@ class DeadLetter:
         """Dead jobs, most recently dead first."""
         if reason is not None and reason not in REASONS:
             raise ValueError(f"reason must be one of {', '.join(REASONS)}, got {reason!r}")
+        filters = (task_name, queue, reason, moved_after, moved_before, tags, replayed)
         if self._app.is_memory:
-            return self._app._memory_store().dead_list(task_name, queue, reason, limit, offset)  # noqa: SLF001
+            return self._app._memory_store().dead_list(*filters, limit, offset)  # noqa: SLF001
         await self._app.ensure_initialized()
-        return await self._app.backend.dead_letter_list(
-            task_name, queue, reason, moved_after, moved_before, tags, replayed, limit, offset
-        )
+        return await self._app.backend.dead_letter_list(*filters, limit, offset)
 
     async def get(self, dead_job_id: str) -> dict[str, Any] | None:
-        job = await self._app.get_job(dead_job_id)
-        return job if job is not None and job["status"] == "dead_letter" else None
+        """One dead job (the keys `list` gives), or None if that job is not dead."""
+        dead_job_id = job_uuid(dead_job_id, "dead job id")
+        if self._app.is_memory:
+            return self._app._memory_store().dead_get(dead_job_id)  # noqa: SLF001
+        await self._app.ensure_initialized()
+        return await self._app.backend.dead_letter_get(dead_job_id)
 
     async def replay(
         self,
@@ -106,18 +109,29 @@ class DeadLetter:
         )
         if seconds < 0:
             raise ValueError(f"older_than must not be negative, got {older_than!r}")
+        if self._app.is_memory:
+            return self._app._memory_store().dead_purge(seconds)  # noqa: SLF001
         await self._app.ensure_initialized()
         return await self._app.backend.dead_letter_purge(seconds)
 
     async def stats(self, since: timedelta | float | None = None) -> dict[str, Any]:
         """total, by_task, by_queue, by_reason, by_day (7 days), oldest_age_seconds, replayed."""
         seconds = since.total_seconds() if isinstance(since, timedelta) else since
-        await self._app.ensure_initialized()
-        return await self._app.backend.dead_letter_stats(seconds)
+        return await (await self._postgres("stats")).dead_letter_stats(seconds)
 
     async def tag(self, dead_job_id: str, tags: Sequence[str]) -> builtins.list[str]:
+        dead_job_id = job_uuid(dead_job_id, "dead job id")
+        return await (await self._postgres("tags")).dead_letter_tag(dead_job_id, tags)
+
+    async def _postgres(self, what: str) -> PostgresStore:
+        """The app's pool, for what only the extension computes; refused in memory."""
+        if self._app.is_memory:
+            raise SoniqError(
+                NOT_SUPPORTED,
+                f"dead-letter {what} are computed by PostgreSQL: an in-memory app has no {what}",
+            )
         await self._app.ensure_initialized()
-        return await self._app.backend.dead_letter_tag(job_uuid(dead_job_id, "dead job id"), tags)
+        return self._app.backend
 
     async def export(self, path: str | Path, *, format: str = "json", **filters: Any) -> int:
         """Write the dead jobs matching `filters` (as `list`, all pages) to `path` as JSON or

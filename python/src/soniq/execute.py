@@ -92,10 +92,15 @@ def shown_seconds(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
+def error_summary(error: BaseException) -> str:
+    """`Type: message`: what the on_error hooks get."""
+    return f"{type(error).__name__}: {error}"
+
+
 def error_text(error: BaseException) -> str:
-    """`Type: message`, then the traceback."""
+    """`Type: message`, then the traceback: what is stored."""
     trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    return storable(f"{type(error).__name__}: {error}\n{trace}")
+    return storable(f"{error_summary(error)}\n{trace}")
 
 
 def result_outcome(value: Any, ctx: JobContext) -> Outcome:
@@ -155,6 +160,7 @@ async def execute(handlers: Handlers, attempt: Attempt, threads: Executor | None
         return await asyncio.get_running_loop().run_in_executor(threads, run)
 
     limit = attempt.timeout
+    summary: str | None = None  # an exception's, for the hooks (its traceback is stored)
     try:
         async with asyncio.timeout(limit) as deadline:
             value = await chain(handlers.middlewares, ctx, call)
@@ -163,12 +169,13 @@ async def execute(handlers: Handlers, attempt: Attempt, threads: Executor | None
         if limit is not None and deadline.expired():
             outcome = Failed(f"Job timed out after {shown_seconds(limit)}s", "timeout")
         else:
-            outcome = Failed(error_text(e))
+            outcome, summary = Failed(error_text(e)), error_summary(e)
     except Exception as e:
-        outcome = Failed(error_text(e))
+        outcome, summary = Failed(error_text(e)), error_summary(e)
     if isinstance(outcome, Done):
         duration_ms = (time.perf_counter() - started) * 1000.0
         await handlers.hooks.run("after_job", ctx.job_name, ctx.job_id, duration_ms)
     elif isinstance(outcome, Failed):
-        await handlers.hooks.run("on_error", ctx.job_name, ctx.job_id, outcome.error, ctx.attempt)
+        error = summary or outcome.error
+        await handlers.hooks.run("on_error", ctx.job_name, ctx.job_id, error, ctx.attempt)
     return outcome

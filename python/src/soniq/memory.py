@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .errors import NOT_FOUND, SoniqError
 from .execute import Attempt, Done, Failed, Handlers, Snoozed, execute
-from .registry import TaskOptions
+from .registry import DEFAULT_RETRIES, TaskOptions
 from .store import EnqueueRequest
 
 DISCARDING = ("permanent_failure", "invalid_arguments", "job_not_found")
@@ -46,6 +47,8 @@ class MemoryJob:
     dead_letter_reason: str | None = None
     created_at: datetime = field(default_factory=_now)
     updated_at: datetime = field(default_factory=_now)
+    moved_at: datetime | None = None  # into the dead letter
+    resurrections: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +59,17 @@ class MemoryJob:
             "worker_id": None, "dead_letter_reason": self.dead_letter_reason,
             "created_at": iso(self.created_at), "updated_at": iso(self.updated_at),
             "started_at": None, "finished_at": None,
+        }  # fmt: skip
+
+    def dead_record(self) -> dict[str, Any]:
+        """As a row of soniq.dead_letter_jobs (store.dead_dict): what app.dead_letter lists."""
+        return {
+            "id": self.id, "job_name": self.task_name, "task_name": self.task_name, "args": self.args,
+            "queue": self.queue, "priority": self.priority, "attempts": self.attempts,
+            "max_attempts": self.max_attempts, "last_error": self.last_error,
+            "dead_letter_reason": self.dead_letter_reason, "producer_id": None,
+            "original_created_at": self.created_at, "moved_to_dead_letter_at": self.moved_at,
+            "resurrection_count": self.resurrections, "last_resurrection_at": None, "tags": [],
         }  # fmt: skip
 
 
@@ -89,7 +103,9 @@ class MemoryStore:
             queue=r.queue or o.queue or "default",
             priority=r.priority or o.priority or 100,
             max_attempts=(
-                r.retries if r.retries is not None else (o.retries if o.retries is not None else 3)
+                r.retries
+                if r.retries is not None
+                else (o.retries if o.retries is not None else DEFAULT_RETRIES)
             )
             + 1,
             timeout=timeout or None,
@@ -152,7 +168,7 @@ class MemoryStore:
         job.last_error = failure.error
         if failure.reason in DISCARDING or job.attempts >= job.max_attempts:
             job.dead_letter_reason = failure.reason or "max_retries_exceeded"
-            job.status = "dead_letter"
+            job.status, job.moved_at = "dead_letter", _now()
             self.dead[job.id] = self.jobs.pop(job.id)
             return
         delay = self._options(job.task_name).retry_delay_after(job.attempts)
@@ -194,13 +210,18 @@ class MemoryStore:
         counts["dead_letter"] = sum(queue is None or j.queue == queue for j in self.dead.values())
         return {"total": sum(counts.values()), **counts}
 
-    def dead_list(
-        self, task_name: str | None, queue: str | None, reason: str | None, limit: int, offset: int
-    ) -> list[dict[str, Any]]:
+    def dead_list(self, task_name: str | None, queue: str | None, reason: str | None,
+                  moved_after: datetime | None, moved_before: datetime | None,
+                  tags: Sequence[str] | None, replayed: bool | None, limit: int,
+                  offset: int) -> list[dict[str, Any]]:  # fmt: skip
+        """As soniq.dead_letter_list; a dead job in memory has no tags (a tags filter matches none)."""
         dead = [
-            j.as_dict() for j in reversed(self.dead.values())
+            j.dead_record() for j in reversed(self.dead.values())
             if (task_name is None or j.task_name == task_name) and (queue is None or j.queue == queue)
             and (reason is None or j.dead_letter_reason == reason)
+            and (moved_after is None or (j.moved_at is not None and j.moved_at >= moved_after))
+            and (moved_before is None or (j.moved_at is not None and j.moved_at < moved_before))
+            and not tags and (replayed is None or (j.resurrections > 0) == replayed)
         ]  # fmt: skip
         return dead[offset : offset + limit]
 
@@ -213,7 +234,19 @@ class MemoryStore:
             dead.timeout, None, None, None,
         )  # fmt: skip
         self.jobs[job.id] = job
+        dead.resurrections += 1
         return job.id
+
+    def dead_get(self, dead_job_id: str) -> dict[str, Any] | None:
+        dead = self.dead.get(dead_job_id)
+        return None if dead is None else dead.dead_record()
+
+    def dead_purge(self, older_than_seconds: float) -> int:
+        cutoff = _now() - timedelta(seconds=older_than_seconds)
+        old = [i for i, j in self.dead.items() if j.moved_at is None or j.moved_at <= cutoff]
+        for dead_job_id in old:
+            del self.dead[dead_job_id]
+        return len(old)
 
     def dead_delete(self, dead_job_id: str) -> bool:
         return self.dead.pop(dead_job_id, None) is not None

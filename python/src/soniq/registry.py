@@ -295,3 +295,21 @@ class Registry:
 
     def names(self) -> list[str]:
         return sorted(self.tasks)
+
+    def get_job(self, name: str) -> dict[str, Any] | None:
+        """A registered job's metadata by task name: `name`, `func`, `queue`, `priority`,
+        `max_retries` (the extension's default, 3, when not set) and `timeout`; None if unknown."""
+        task = self.tasks.get(name)
+        if task is None:
+            return None
+        o = task.options
+        return {
+            "name": task.name, "func": task.function, "queue": o.queue or "default",
+            "priority": o.priority or 100, "max_retries": DEFAULT_RETRIES if o.retries is None else o.retries,
+            "timeout": o.timeout,
+        }  # fmt: skip
+
+
+# The extension's defaults where a task sets nothing (soniq.enqueue).
+DEFAULT_RETRIES = 3
+JobRegistry = Registry

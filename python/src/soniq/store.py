@@ -125,13 +125,14 @@ class ClaimedJob:
 class PostgresStore:
     """Soniq's pool and the statements it sends on it (or on a caller's connection)."""
 
-    def __init__(self, pool: Any) -> None:
+    def __init__(self, pool: Any, dsn: str) -> None:
         self.pool = pool
+        self.dsn = dsn  # the worker's listener connects to the same database
 
     @classmethod
     async def connect(cls, dsn: str, min_size: int, max_size: int) -> PostgresStore:
         pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
-        return cls(pool)
+        return cls(pool, dsn)
 
     def acquire(self) -> Any:
         """A connection from Soniq's pool (`async with store.acquire() as conn`)."""
@@ -372,6 +373,12 @@ class PostgresStore:
             None if tags is None else list(tags), replayed, limit, offset,
         )  # fmt: skip
         return [dead_dict(r) for r in rows]
+
+    async def dead_letter_get(self, dead_job_id: str) -> dict[str, Any] | None:
+        rows = await self._rows(
+            f"SELECT {DEAD_COLUMNS} FROM soniq.dead_letter_get($1::uuid)", dead_job_id
+        )
+        return dead_dict(rows[0]) if rows else None
 
     async def replay(self, dead_job_id: str, queue: str | None, priority: int | None,
                      max_attempts: int | None, reset_attempts: bool) -> str:  # fmt: skip

@@ -1,0 +1,1 @@
+"""Import paths the worker page names (`soniq.core.registry.JobRegistry`)."""
