@@ -299,3 +299,31 @@ async fn outcomes_are_kept_within_what_the_database_takes() {
         (JobStatus::Queued, Some("snoozed: rate limited"))
     );
 }
+
+#[tokio::test]
+async fn a_worker_with_max_jobs_starts_that_many_then_returns() {
+    let mut soniq = Soniq::in_memory();
+    let welcome = soniq
+        .job("users.welcome")
+        .handler(|_: Email, _ctx: JobContext| async { JobResult::Ok(Outcome::done()) })
+        .unwrap();
+    for n in 0..5 {
+        soniq
+            .enqueue(&welcome, email(&format!("{n}@example.com")))
+            .await
+            .unwrap();
+    }
+    // Not run_once: the worker stops because it started its two jobs, not because the queue
+    // ran dry.
+    let report = soniq
+        .run_worker(WorkerOptions {
+            concurrency: Some(4),
+            max_jobs: Some(2),
+            ..WorkerOptions::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!((report.jobs_run, report.handed_back), (2, 0));
+    let stats = soniq.queue_stats(None).await.unwrap();
+    assert_eq!((stats.done, stats.queued), (2, 3), "the other three wait");
+}

@@ -36,7 +36,7 @@ use uuid::Uuid;
 
 #[derive(Debug, Clone, Default)]
 pub struct WorkerOptions {
-    /// Jobs run at once; default `SONIQ_CONCURRENCY`.
+    /// Jobs run at once, 1..=1000 (as `SONIQ_CONCURRENCY`, the default).
     pub concurrency: Option<usize>,
     /// Queues to serve; `None` serves all.
     pub queues: Option<Vec<String>>,
