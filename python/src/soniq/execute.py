@@ -14,11 +14,10 @@ import traceback
 from collections.abc import Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from .hooks import Hooks, Middleware, chain
-from .job import JobContext, Snooze
+from .job import Attempt, JobContext, Snooze
 from .registry import Registry
 
 log = logging.getLogger("soniq")
@@ -60,22 +59,6 @@ class Handlers:
     registry: Registry
     hooks: Hooks = field(default_factory=Hooks)
     middlewares: list[Middleware] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """One claimed attempt (from the database or the in-memory queue)."""
-
-    job_id: str
-    task_name: str
-    args: Any
-    attempt: int
-    max_attempts: int
-    queue: str
-    timeout: float | None
-    scheduled_at: datetime | None
-    created_at: datetime | None
-    worker_id: str | None
 
 
 def storable(text: str) -> str:

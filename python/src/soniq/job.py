@@ -64,3 +64,19 @@ def task_ref(name: str, args_model: Any = None, default_queue: str | None = None
 
     check_task_name(name, DEFAULT_TASK_NAME_PATTERN)
     return TaskRef(name, args_model, default_queue)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One claimed attempt, as the database's claim or the in-memory queue hands it out."""
+
+    job_id: str
+    task_name: str
+    args: Any
+    attempt: int
+    max_attempts: int
+    queue: str
+    timeout: float | None
+    scheduled_at: datetime | None
+    created_at: datetime | None
+    worker_id: str | None

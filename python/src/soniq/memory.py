@@ -13,7 +13,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .errors import NOT_FOUND, SoniqError
-from .execute import Attempt, Done, Failed, Handlers, Snoozed, execute
+from .execute import Done, Failed, Handlers, Snoozed, execute
+from .job import Attempt
 from .registry import DEFAULT_RETRIES, TaskOptions
 from .store import EnqueueRequest
 

@@ -23,9 +23,10 @@ import asyncpg
 
 from . import __version__
 from .errors import NO_HANDLERS, SoniqError
-from .execute import Aborted, Attempt, Done, Failed, Handlers, Outcome, Snoozed, execute
+from .execute import Aborted, Done, Failed, Handlers, Outcome, Snoozed, execute
+from .job import Attempt
 from .settings import SoniqSettings, mask_url
-from .store import ClaimedJob, PostgresStore
+from .store import PostgresStore
 
 log = logging.getLogger("soniq")
 
@@ -227,13 +228,9 @@ class WorkerRun:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), seconds)
 
-    def _spawn(self, job: ClaimedJob) -> None:
-        attempt = Attempt(
-            job.id, job.task_name, job.args, job.attempt, job.max_attempts, job.queue,
-            job.timeout or None, job.scheduled_at, job.created_at, self.worker_id,
-        )  # fmt: skip
+    def _spawn(self, attempt: Attempt) -> None:
         task = asyncio.create_task(self._run(attempt))
-        self.running[job.id] = Running(task, job.attempt, self.worker_id)
+        self.running[attempt.job_id] = Running(task, attempt.attempt, self.worker_id)
 
     async def _run(self, attempt: Attempt) -> None:
         try:

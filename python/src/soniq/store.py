@@ -20,6 +20,7 @@ import asyncpg
 
 from .connections import AsyncpgExecutor, Executor
 from .errors import DATABASE_REFUSED, SoniqError
+from .job import Attempt
 
 ENQUEUE = (
     "SELECT soniq.enqueue($1::text, $2::text::jsonb, queue => $3::text, priority => $4::int, "
@@ -107,19 +108,6 @@ class EnqueueRequest:
             "producer_id": producer_id,
         }
         return {k: v for k, v in spec.items() if v is not None}
-
-
-@dataclass(frozen=True)
-class ClaimedJob:
-    id: str
-    task_name: str
-    args: Any
-    attempt: int
-    max_attempts: int
-    queue: str
-    timeout: float | None
-    scheduled_at: datetime | None
-    created_at: datetime
 
 
 class PostgresStore:
@@ -218,7 +206,7 @@ class PostgresStore:
 
     async def claim(
         self, worker_id: str, queues: Sequence[str] | None, count: int, task_names: Sequence[str]
-    ) -> list[ClaimedJob]:
+    ) -> list[Attempt]:
         async with self.pool.acquire() as connection:
             rows = await connection.fetch(
                 "SELECT id::text, task_name, args::text, attempt, max_attempts, queue, "
@@ -226,8 +214,11 @@ class PostgresStore:
                 "FROM soniq.claim($1::uuid, $2::text[], $3::int, $4::text[])",
                 worker_id, None if queues is None else list(queues), count, list(task_names),
             )  # fmt: skip
+        # A timeout of 0 is none.
         return [
-            ClaimedJob(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6], r[7], r[8])
+            Attempt(
+                r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6] or None, r[7], r[8], worker_id
+            )
             for r in rows
         ]
 
