@@ -172,17 +172,8 @@ struct Churn {
 
 impl Churn {
     fn report(&self, bench: &mut Bench, samples: &[SizeSample]) {
-        let Churn {
-            source,
-            max_rate,
-            concurrency,
-            seconds,
-            ttl,
-            produced,
-            drained,
-            elapsed,
-        } = self;
-        let (seconds, rate) = (*seconds, max_rate / 2.0);
+        let (source, max_rate, concurrency) = (&self.source, self.max_rate, self.concurrency);
+        let (seconds, rate) = (self.seconds, self.max_rate / 2.0);
         let third = samples
             .iter()
             .find(|s| s.seconds >= seconds / 3.0)
@@ -192,7 +183,7 @@ impl Churn {
             SCENARIO,
             "enqueue_rate",
             format!("enqueued, paced to half of {source} ({max_rate:.0} jobs/s at concurrency {concurrency}), {seconds:.0} s"),
-            *produced as f64 / seconds,
+            self.produced as f64 / seconds,
             "jobs/s",
         ));
         bench.report.add(Figure::new(
@@ -200,9 +191,9 @@ impl Churn {
             "drain_rate",
             format!(
                 "run by the worker, concurrency {concurrency}, result TTL {} s",
-                ttl.as_secs()
+                self.ttl.as_secs()
             ),
-            *drained as f64 / elapsed,
+            self.drained as f64 / self.elapsed,
             "jobs/s",
         ));
         bench.report.add(Figure::new(
