@@ -134,7 +134,7 @@ CREATE UNIQUE INDEX jobs_dedup_key_idx ON soniq.jobs (enqueued_by, dedup_key)
 -- (max_retries_exceeded), or its last one timed out (timeout); the handler gave up
 -- (permanent_failure); its arguments do not fit the handler (invalid_arguments); no worker
 -- has a handler for its task (job_not_found); an operator moved it (manual_move).
-CREATE DOMAIN soniq.dead_letter_reason AS text CHECK (VALUE IN (
+CREATE DOMAIN soniq.dead_letter_reason AS text CONSTRAINT dead_letter_reason_known CHECK (VALUE IN (
     'max_retries_exceeded', 'permanent_failure', 'job_not_found',
     'invalid_arguments', 'timeout', 'manual_move'));
 

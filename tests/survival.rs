@@ -51,7 +51,7 @@ fn database_url_for(url: &str, name: &str) -> String {
 
 /// The extension's objects as the catalogs describe them: functions (signature, body,
 /// rights), tables and views (columns in order, defaults, storage options, privileges),
-/// indexes, constraints, what pg_dump keeps, and the extension's members.
+/// indexes, domains, constraints (of tables and of domains), what pg_dump keeps, and the extension's members.
 const SCHEMA: &str = "
 SELECT string_agg(x, E'\\n' ORDER BY x) FROM (
   SELECT format('function %s(%s) %s lang=%s definer=%s config=%s volatility=%s strict=%s parallel=%s acl=%s src=%s bin=%s',
@@ -76,6 +76,11 @@ SELECT string_agg(x, E'\\n' ORDER BY x) FROM (
   SELECT format('constraint %s.%s %s', c.relname, k.conname, pg_get_constraintdef(k.oid))
     FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid WHERE c.relnamespace = 'soniq'::regnamespace
   UNION ALL
+  SELECT format('domain %s %s notnull=%s', t.typname, format_type(t.typbasetype, t.typtypmod), t.typnotnull)
+    FROM pg_type t WHERE t.typnamespace = 'soniq'::regnamespace AND t.typtype = 'd'
+  UNION ALL
+  SELECT format('constraint %s.%s %s', t.typname, k.conname, pg_get_constraintdef(k.oid))
+    FROM pg_constraint k JOIN pg_type t ON t.oid = k.contypid WHERE t.typnamespace = 'soniq'::regnamespace  UNION ALL
   SELECT format('view %s %s', c.relname, pg_get_viewdef(c.oid))
     FROM pg_class c WHERE c.relnamespace = 'soniq'::regnamespace AND c.relkind = 'v'
   UNION ALL

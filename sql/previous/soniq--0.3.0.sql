@@ -11,8 +11,7 @@ The ordering of items is not stable, it is driven by a dependency graph.
 -- bootstrap
 -- Soniq schema: the tables behind the SQL API.
 --
--- Only the functions in sql/api.sql and sql/control_plane.sql write these tables (one seam
--- for state).
+-- Only the functions in sql/api.sql write these tables (one seam for state).
 -- Every table is registered with pg_extension_config_dump so pg_dump keeps the rows.
 
 -- uuid_v7: time-ordered ids (RFC 9562, with the sub-millisecond clock in the 12 bits after
@@ -87,10 +86,6 @@ CREATE TABLE soniq.jobs (
     finished_at      timestamptz,
     expires_at       timestamptz,               -- a done job may be pruned after this
     enqueued_by      text DEFAULT session_user, -- the login, which alone sees its status (NULL: before 0.3.0)
-    -- The options its producer left out, which follow the task's published options while the
-    -- job is queued (bits: 1 queue, 2 priority, 4 retries, 8 timeout, 16 retry policy, 32
-    -- result TTL); a replayed job or a row from before 0.3.0 keeps what it has (0).
-    inherited        smallint NOT NULL DEFAULT 0,
     CONSTRAINT jobs_status_check CHECK (status IN ('queued', 'processing', 'done', 'cancelled')),
     CONSTRAINT jobs_args_object CHECK (jsonb_typeof(args) = 'object'),
     CONSTRAINT jobs_priority_range CHECK (priority BETWEEN 1 AND 1000),
@@ -402,23 +397,18 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- _check_worker_owner: a worker is bound to the login that registered it: another login
--- (admins excepted) is refused 42501 whatever it knows of the worker's id. Returns whether the
--- worker is registered (an unknown one passes: the caller says so in its own words).
-CREATE FUNCTION soniq._check_worker_owner(worker_id uuid) RETURNS boolean
+-- (admins excepted) is refused 42501 whatever it knows of the worker's id. An unknown worker
+-- passes here; the caller says so in its own words.
+CREATE FUNCTION soniq._check_worker_owner(worker_id uuid) RETURNS void
 LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    owner text;
 BEGIN
-    SELECT w.registered_by INTO owner FROM soniq.workers w WHERE w.id = _check_worker_owner.worker_id;
-    IF NOT FOUND THEN
-        RETURN false;
-    END IF;
-    IF owner <> session_user AND NOT soniq._is_admin() THEN
+    IF EXISTS (SELECT FROM soniq.workers w
+                WHERE w.id = _check_worker_owner.worker_id AND w.registered_by <> session_user)
+       AND NOT soniq._is_admin() THEN
         RAISE EXCEPTION 'worker % was registered by another login', worker_id
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'A worker''s claims, outcomes and heartbeats come from the login that registered it.';
     END IF;
-    RETURN true;
 END
 $$;
 
@@ -563,18 +553,14 @@ $$;
 ------------------------------------------------------------------------------------------
 
 -- register_task: publish a handler's options; an omitted option at enqueue resolves from
--- here before the system default. Re-registering replaces the previous defaults, and queued
--- jobs that took an option from them follow the new ones (_follow_task).
+-- here before the system default. Re-registering replaces the previous defaults.
 CREATE FUNCTION soniq.register_task(task_name text, defaults jsonb DEFAULT '{}') RETURNS void
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     d jsonb;
-    before soniq.tasks;
-    published soniq.tasks;
 BEGIN
     PERFORM soniq.check_task_name(task_name);
     d := soniq.normalize_task_defaults(defaults);
-    SELECT * INTO before FROM soniq.tasks t WHERE t.task_name = register_task.task_name FOR UPDATE;
     INSERT INTO soniq.tasks AS t (task_name, queue, priority, retries, timeout, retry_policy, result_ttl, unique_job)
     VALUES (register_task.task_name,
             d ->> 'queue',
@@ -587,48 +573,7 @@ BEGIN
     ON CONFLICT ON CONSTRAINT tasks_pkey DO UPDATE
        SET queue = excluded.queue, priority = excluded.priority, retries = excluded.retries,
            timeout = excluded.timeout, retry_policy = excluded.retry_policy,
-           result_ttl = excluded.result_ttl, unique_job = excluded.unique_job, updated_at = now()
-    RETURNING t.* INTO published;
-    -- A redeploy that publishes the same options touches no job.
-    IF (before.queue, before.priority, before.retries, before.timeout, before.retry_policy, before.result_ttl)
-       IS DISTINCT FROM
-       (published.queue, published.priority, published.retries, published.timeout, published.retry_policy,
-        published.result_ttl) THEN
-        PERFORM soniq._follow_task(published);
-    END IF;
-END
-$$;
-
--- _follow_task: the queued jobs of a task take its newly published options wherever their
--- producer left an option out (soniq.jobs.inherited), so a job enqueued before its task was
--- published runs with the task's retries, timeout, retry policy, result TTL, priority and
--- queue. Options given at enqueue stay; a job already processing is not changed. A job keeps
--- at least one attempt.
-CREATE FUNCTION soniq._follow_task(task soniq.tasks) RETURNS void
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    due_in text[];
-BEGIN
-    WITH followed AS (
-        UPDATE soniq.jobs j
-           SET queue = CASE WHEN j.inherited & 1 <> 0 THEN coalesce(task.queue, 'default') ELSE j.queue END,
-               priority = CASE WHEN j.inherited & 2 <> 0 THEN coalesce(task.priority, 100) ELSE j.priority END,
-               max_attempts = CASE WHEN j.inherited & 4 <> 0
-                                   THEN greatest(coalesce(task.retries, 3) + 1, j.attempts + 1)
-                                   ELSE j.max_attempts END,
-               timeout = CASE WHEN j.inherited & 8 <> 0
-                              THEN nullif(coalesce(task.timeout, interval '300 seconds'), interval '0')
-                              ELSE j.timeout END,
-               retry_policy = CASE WHEN j.inherited & 16 <> 0 THEN task.retry_policy ELSE j.retry_policy END,
-               result_ttl = CASE WHEN j.inherited & 32 <> 0 THEN coalesce(task.result_ttl, interval '300 seconds')
-                                 ELSE j.result_ttl END,
-               updated_at = now()
-         WHERE j.task_name = task.task_name AND j.status = 'queued' AND j.inherited <> 0
-        RETURNING j.queue, j.scheduled_at
-    )
-    SELECT array_agg(DISTINCT f.queue) INTO due_in
-      FROM followed f WHERE f.scheduled_at IS NULL OR f.scheduled_at <= now();
-    PERFORM soniq._wake(q) FROM unnest(due_in) q;
+           result_ttl = excluded.result_ttl, unique_job = excluded.unique_job, updated_at = now();
 END
 $$;
 
@@ -715,11 +660,6 @@ BEGIN
     job.max_attempts := coalesce(enqueue.retries, task.retries, 3) + 1;
     job.timeout := nullif(coalesce(enqueue.timeout, task.timeout, interval '300 seconds'), interval '0');
     job.result_ttl := coalesce(task.result_ttl, interval '300 seconds');
-    -- What this call left out follows the task's options while the job waits (_follow_task).
-    job.inherited := 16 | 32 | CASE WHEN enqueue.queue IS NULL THEN 1 ELSE 0 END
-                             | CASE WHEN enqueue.priority IS NULL THEN 2 ELSE 0 END
-                             | CASE WHEN enqueue.retries IS NULL THEN 4 ELSE 0 END
-                             | CASE WHEN enqueue.timeout IS NULL THEN 8 ELSE 0 END;
     IF coalesce(enqueue.unique_job, task.unique_job, false) THEN
         -- jsonb's text form is canonical (keys sorted, whitespace fixed), so equal args hash equal.
         job.args_hash := encode(sha256(convert_to(args::text, 'UTF8')), 'hex');
@@ -729,11 +669,10 @@ BEGIN
     -- INSERT and the look-up, the INSERT goes through on the next turn.
     FOR turn IN 1..10 LOOP
         INSERT INTO soniq.jobs AS j (id, task_name, args, queue, priority, max_attempts, scheduled_at,
-                                     timeout, retry_policy, result_ttl, args_hash, dedup_key, producer_id,
-                                     inherited)
+                                     timeout, retry_policy, result_ttl, args_hash, dedup_key, producer_id)
         VALUES (job.id, enqueue.task_name, enqueue.args, job.queue, job.priority, job.max_attempts,
                 enqueue.scheduled_at, job.timeout, task.retry_policy, job.result_ttl, job.args_hash,
-                enqueue.dedup_key, enqueue.producer_id, job.inherited)
+                enqueue.dedup_key, enqueue.producer_id)
         ON CONFLICT DO NOTHING
         RETURNING j.id INTO found_id;
         IF found_id IS NOT NULL THEN
@@ -1011,13 +950,14 @@ DECLARE
     picked uuid[];
 BEGIN
     PERFORM soniq._require(claim.worker_id, 'worker_id');
+    PERFORM soniq._check_worker_owner(claim.worker_id);
     PERFORM soniq._check_filter(claim.queues, 'queues');
     PERFORM soniq._check_filter(claim.task_names, 'task_names');
     IF batch_size IS NULL OR batch_size NOT BETWEEN 1 AND 10000 THEN
         RAISE EXCEPTION 'batch_size must be between 1 and 10000, got %', coalesce(batch_size::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF NOT soniq._check_worker_owner(claim.worker_id) THEN
+    IF NOT EXISTS (SELECT FROM soniq.workers w WHERE w.id = claim.worker_id) THEN
         RAISE EXCEPTION 'worker % is not registered', claim.worker_id
             USING ERRCODE = 'no_data_found', HINT = 'Call soniq.register_worker() first.';
     END IF;
@@ -1136,8 +1076,7 @@ $$;
 
 -- _fail: the one implementation behind fail and fail_many. Returns the job's new state
 -- ('queued', 'dead', or 'merged' when a queued duplicate runs instead: see _requeue), or NULL
--- when the lease is not current. The error is stored up to 8192 characters. Its callers
--- check the worker's login (_check_worker_owner) once per call.
+-- when the lease is not current. The error is stored up to 8192 characters.
 CREATE FUNCTION soniq._fail(job_id uuid, worker_id uuid, attempt int, error text, retry_in interval, reason text)
 RETURNS text
 LANGUAGE plpgsql VOLATILE AS $$
@@ -1147,6 +1086,7 @@ DECLARE
 BEGIN
     PERFORM soniq._require(job_id, 'job_id');
     PERFORM soniq._require(worker_id, 'worker_id');
+    PERFORM soniq._check_worker_owner(worker_id);
     PERFORM soniq._require(attempt, 'attempt');
     PERFORM soniq._require(error, 'error');
     PERFORM soniq._check_size(error, 'error', 65536);
@@ -1197,7 +1137,6 @@ LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     outcome text;
 BEGIN
-    PERFORM soniq._check_worker_owner(worker_id);
     outcome := soniq._fail(job_id, worker_id, attempt, error, retry_in, reason);
     IF outcome IS NULL THEN
         PERFORM soniq._lease_refused(job_id, worker_id, attempt);
@@ -1221,7 +1160,6 @@ BEGIN
     PERFORM soniq._require(job_ids, 'job_ids');
     PERFORM soniq._require(fail_many.attempts, 'attempts');
     PERFORM soniq._require(errors, 'errors');
-    PERFORM soniq._check_worker_owner(fail_many.worker_id);  -- once, not per job
     IF cardinality(job_ids) <> cardinality(fail_many.attempts)
        OR cardinality(job_ids) <> cardinality(errors)
        OR cardinality(job_ids) <> coalesce(cardinality(fail_many.retry_in), cardinality(job_ids))
@@ -1408,9 +1346,8 @@ BEGIN
 END
 $$;
 
--- queue_stats: counts of one queue (or of all when queue is NULL), read through the
--- (queue, status) index: every row of the queue is counted, so it costs what the queue holds
--- (done and cancelled rows are bounded by their TTL and the retention).
+-- queue_stats: counts of one queue (or of all when queue is NULL). queued, processing
+-- read only small partial indexes; done and cancelled rows are bounded by their TTL.
 CREATE FUNCTION soniq.queue_stats(queue text DEFAULT NULL) RETURNS TABLE (
     total       bigint,
     queued      bigint,
