@@ -151,10 +151,10 @@ impl Seconds {
     }
 }
 
-/// A worker's concurrency given by a flag (`--concurrency`), checked against the range of
-/// `SONIQ_CONCURRENCY`.
-pub(crate) fn check_concurrency_flag(flag: &str, n: usize) -> Result<usize> {
-    CONCURRENCY.check_as(flag, n)
+/// A worker's concurrency given other than by `SONIQ_CONCURRENCY` (`name`: the flag or the
+/// field), checked against that variable's range.
+pub(crate) fn check_concurrency(name: &str, n: usize) -> Result<usize> {
+    CONCURRENCY.check_as(name, n)
 }
 
 /// The settings of an application, validated: made by [`Settings::new`] (the defaults),
@@ -737,7 +737,7 @@ mod tests {
             (9, Duration::from_millis(200))
         );
         assert_eq!(
-            check_concurrency_flag("--concurrency", 0)
+            check_concurrency("--concurrency", 0)
                 .unwrap_err()
                 .to_string(),
             "--concurrency must be a whole number from 1 to 1000, got 0"

@@ -90,10 +90,10 @@ fn lease(job: &ClaimedJob) -> Lease {
     }
 }
 
-fn failure(job: &ClaimedJob, error: &str, reason: Option<FailReason>) -> FailedAttempt {
+fn failure<'a>(job: &ClaimedJob, error: &'a str, reason: Option<FailReason>) -> FailedAttempt<'a> {
     FailedAttempt {
         lease: lease(job),
-        error: error.into(),
+        error,
         retry_in: None,
         reason,
     }
@@ -303,10 +303,11 @@ async fn completions_are_recorded_only_for_held_leases(case: Case) {
         attempt: 9,
         ..lease(&claimed[1])
     };
+    let sent = json!({"sent": true});
     let completions = [
         Completion {
             lease: lease(&claimed[0]),
-            result: Some(json!({"sent": true})),
+            result: Some(&sent),
         },
         Completion {
             lease: stale,

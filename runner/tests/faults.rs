@@ -18,7 +18,7 @@ use soniq_testkit::pg_program;
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use uuid::Uuid;
 
 /// Scenarios restart the cluster or count every worker's jobs: one at a time.
@@ -32,11 +32,8 @@ fn long() -> bool {
 async fn connect() -> Client {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        match tokio_postgres::connect(&database_url(), NoTls).await {
-            Ok((client, connection)) => {
-                tokio::spawn(connection);
-                return client;
-            }
+        match soniq_runner::cli::connect(&database_url()).await {
+            Ok(client) => return client,
             Err(e) if Instant::now() < deadline => {
                 eprintln!("connect: {e}; again");
                 tokio::time::sleep(Duration::from_millis(250)).await;

@@ -88,13 +88,7 @@ mod postgres_client {
                 .enable_all()
                 .build()
                 .unwrap();
-            let client = runtime.block_on(async {
-                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-                tokio::spawn(connection);
-                client
-            });
+            let client = runtime.block_on(async { soniq_runner::cli::connect(url).await.unwrap() });
             Client(runtime, client)
         }
 

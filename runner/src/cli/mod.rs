@@ -21,7 +21,7 @@ mod schedule;
 mod worker;
 
 use crate::error::Error;
-use crate::settings::{check_concurrency_flag, RawSettings};
+use crate::settings::{check_concurrency, RawSettings};
 use crate::{Settings, Soniq};
 use clap::{Args, Parser, Subcommand};
 use output::Output;
@@ -248,7 +248,7 @@ fn settings_for(cli: &mut Cli, mut raw: RawSettings) -> Result<Settings, Failure
         }
         Command::Worker(args) => {
             if let Some(concurrency) = args.concurrency {
-                check_concurrency_flag("--concurrency", concurrency)
+                check_concurrency("--concurrency", concurrency)
                     .map_err(|e| Failure::usage(e.to_string()))?;
                 raw.concurrency = Some(concurrency.to_string());
             }

@@ -322,7 +322,7 @@ impl State {
     }
 
     /// A failed attempt: retried per the job's delays while attempts remain, else dead.
-    fn fail(&mut self, i: usize, failure: &FailedAttempt) {
+    fn fail(&mut self, i: usize, failure: &FailedAttempt<'_>) {
         let job = &mut self.jobs[i];
         let dead_because = match failure.reason {
             Some(reason) if reason.is_final() => Some(reason.into()),
@@ -332,7 +332,7 @@ impl State {
             _ => None,
         };
         if let Some(reason) = dead_because {
-            bury(job, reason, failure.error.clone());
+            bury(job, reason, failure.error.to_string());
             return;
         }
         let index = usize::try_from(job.info.attempts - 1).unwrap_or(0);
@@ -344,7 +344,7 @@ impl State {
         let delay = failure.retry_in.or(listed).unwrap_or(Duration::ZERO);
         let run_at = (!delay.is_zero()).then(|| SystemTime::now() + delay);
         let attempts = job.info.attempts;
-        self.requeue(i, attempts, run_at, failure.error.clone());
+        self.requeue(i, attempts, run_at, failure.error.to_string());
     }
 
     /// A worker's jobs when it leaves: a cancelled one ends, one on its last attempt dies,
@@ -502,7 +502,7 @@ impl Store for MemoryStore {
     fn job_complete_many<'a>(
         &'a self,
         worker_id: Uuid,
-        completions: &'a [Completion],
+        completions: &'a [Completion<'a>],
     ) -> BoxFuture<'a, Result<usize>> {
         let mut state = self.state();
         let mut recorded = 0;
@@ -510,7 +510,7 @@ impl Store for MemoryStore {
             if let Some(i) = state.leased(worker_id, completion.lease) {
                 let job = &mut state.jobs[i];
                 finish(job, JobStatus::Done);
-                job.info.result = completion.result.clone();
+                job.info.result = completion.result.cloned();
                 recorded += 1;
             }
         }
@@ -520,7 +520,7 @@ impl Store for MemoryStore {
     fn job_fail_many<'a>(
         &'a self,
         worker_id: Uuid,
-        failures: &'a [FailedAttempt],
+        failures: &'a [FailedAttempt<'a>],
     ) -> BoxFuture<'a, Result<usize>> {
         let mut state = self.state();
         let mut recorded = 0;

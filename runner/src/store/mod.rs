@@ -179,18 +179,19 @@ pub struct Lease {
     pub attempt: i32,
 }
 
-/// A completed attempt, with its result.
-#[derive(Debug, Clone)]
-pub struct Completion {
+/// A completed attempt, with its result (borrowed from the outcome: a result of up to 1 MiB is
+/// not copied on its way to the database).
+#[derive(Debug, Clone, Copy)]
+pub struct Completion<'a> {
     pub lease: Lease,
-    pub result: Option<Value>,
+    pub result: Option<&'a Value>,
 }
 
-/// A failed attempt.
-#[derive(Debug, Clone)]
-pub struct FailedAttempt {
+/// A failed attempt (its error borrowed from the outcome).
+#[derive(Debug, Clone, Copy)]
+pub struct FailedAttempt<'a> {
     pub lease: Lease,
-    pub error: String,
+    pub error: &'a str,
     /// Retry after this delay instead of the task's retry policy.
     pub retry_in: Option<Duration>,
     pub reason: Option<FailReason>,
@@ -223,13 +224,13 @@ pub trait Store: Send + Sync {
     fn job_complete_many<'a>(
         &'a self,
         worker_id: Uuid,
-        completions: &'a [Completion],
+        completions: &'a [Completion<'a>],
     ) -> BoxFuture<'a, Result<usize>>;
     /// Returns how many were recorded (an outcome whose lease is gone is left out).
     fn job_fail_many<'a>(
         &'a self,
         worker_id: Uuid,
-        failures: &'a [FailedAttempt],
+        failures: &'a [FailedAttempt<'a>],
     ) -> BoxFuture<'a, Result<usize>>;
     /// Run again after `delay` without using up the attempt; 55000 when the lease is gone.
     fn job_snooze<'a>(

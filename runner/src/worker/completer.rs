@@ -159,7 +159,7 @@ async fn send(store: &dyn Store, group: &[&Report]) -> Result<Sent> {
                 .map(|r| Completion {
                     lease: r.lease,
                     result: match &r.kind {
-                        ReportKind::Done(result) => result.clone(),
+                        ReportKind::Done(result) => result.as_ref(),
                         _ => None,
                     },
                 })
@@ -177,7 +177,7 @@ async fn send(store: &dyn Store, group: &[&Report]) -> Result<Sent> {
                         reason,
                     } => Some(FailedAttempt {
                         lease: r.lease,
-                        error: error.clone(),
+                        error,
                         retry_in: *retry_in,
                         reason: *reason,
                     }),

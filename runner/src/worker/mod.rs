@@ -119,21 +119,30 @@ impl Soniq {
         self.run_worker_until(options, first_signal).await
     }
 
-    fn registration(&self, options: &WorkerOptions, concurrency: usize) -> WorkerRegistration {
+    fn registration(
+        options: &WorkerOptions,
+        concurrency: usize,
+        task_names: &[String],
+    ) -> WorkerRegistration {
         WorkerRegistration {
             host: crate::settings::hostname(),
             pid: std::process::id() as i32,
             queues: options.queues.clone(),
             concurrency: i32::try_from(concurrency).unwrap_or(i32::MAX),
             version: env!("CARGO_PKG_VERSION").into(),
-            task_names: self.handlers.registry.names(),
+            task_names: task_names.to_vec(),
         }
     }
 
-    fn claimer_config(&self, options: &WorkerOptions, concurrency: usize) -> ClaimerConfig {
+    fn claimer_config(
+        &self,
+        options: &WorkerOptions,
+        concurrency: usize,
+        task_names: Vec<String>,
+    ) -> ClaimerConfig {
         ClaimerConfig {
             queues: options.queues.clone(),
-            task_names: self.handlers.registry.names(),
+            task_names,
             task_limits: self.handlers.registry.task_limits(),
             concurrency,
             run_once: options.run_once,
@@ -189,7 +198,7 @@ impl Soniq {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<WorkerReport> {
         let concurrency = match options.concurrency {
-            Some(n) => crate::settings::check_concurrency_flag("WorkerOptions::concurrency", n)?,
+            Some(n) => crate::settings::check_concurrency("WorkerOptions::concurrency", n)?,
             None => self.settings.concurrency(),
         };
         let task_names = self.handlers.registry.names();
@@ -200,7 +209,7 @@ impl Soniq {
         }
         self.publish_tasks().await?;
         let store = self.store();
-        let registration = self.registration(&options, concurrency);
+        let registration = Self::registration(&options, concurrency, &task_names);
         let worker_id = Arc::new(WorkerId(Mutex::new(
             store.worker_register(&registration).await?,
         )));
@@ -238,7 +247,7 @@ impl Soniq {
             worker_id: Arc::clone(&worker_id),
             wake,
             slots: Arc::new(Semaphore::new(concurrency)),
-            config: self.claimer_config(&options, concurrency),
+            config: self.claimer_config(&options, concurrency, task_names),
             started: Default::default(),
         };
         let claimed = claim_until(&claimer, shutdown).await;

@@ -29,11 +29,7 @@ pub fn app() -> Soniq {
 
 /// A plain client for checking what the database holds.
 pub async fn sql() -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
+    soniq_runner::cli::connect(&database_url()).await.unwrap()
 }
 
 /// A database of its own, with the extension and no control plane serving it: for a test
@@ -53,10 +49,7 @@ pub async fn fresh_database(prefix: &str) -> FreshDatabase {
         .await
         .unwrap();
     let url = format!("{}/{name}", database_url().rsplit_once('/').unwrap().0);
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = soniq_runner::cli::connect(&url).await.unwrap();
     client
         .batch_execute("CREATE EXTENSION soniq")
         .await

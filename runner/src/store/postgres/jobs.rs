@@ -168,15 +168,14 @@ pub async fn complete_many<C, S>(
     client: &C,
     statement: &S,
     worker_id: Uuid,
-    completions: &[Completion],
+    completions: &[Completion<'_>],
 ) -> Result<usize>
 where
     C: GenericClient + Sync,
     S: ?Sized + ToStatement + Sync + Send,
 {
     let (ids, attempts) = lease_columns(completions.iter().map(|c| c.lease));
-    let results: Vec<Option<&serde_json::Value>> =
-        completions.iter().map(|c| c.result.as_ref()).collect();
+    let results: Vec<Option<&serde_json::Value>> = completions.iter().map(|c| c.result).collect();
     let recorded = client
         .query(statement, &[&ids, &worker_id, &attempts, &results])
         .await?;
@@ -187,14 +186,14 @@ pub async fn fail_many<C, S>(
     client: &C,
     statement: &S,
     worker_id: Uuid,
-    failures: &[FailedAttempt],
+    failures: &[FailedAttempt<'_>],
 ) -> Result<usize>
 where
     C: GenericClient + Sync,
     S: ?Sized + ToStatement + Sync + Send,
 {
     let (ids, attempts) = lease_columns(failures.iter().map(|f| f.lease));
-    let errors: Vec<&str> = failures.iter().map(|f| f.error.as_str()).collect();
+    let errors: Vec<&str> = failures.iter().map(|f| f.error).collect();
     let retry_in: Vec<Option<f64>> = failures.iter().map(|f| seconds(f.retry_in)).collect();
     let reasons: Vec<Option<&str>> = failures
         .iter()

@@ -95,7 +95,7 @@ impl Store for PgStore {
     fn job_complete_many<'a>(
         &'a self,
         worker_id: Uuid,
-        completions: &'a [Completion],
+        completions: &'a [Completion<'a>],
     ) -> BoxFuture<'a, Result<usize>> {
         Box::pin(async move {
             let client = self.client().await?;
@@ -107,7 +107,7 @@ impl Store for PgStore {
     fn job_fail_many<'a>(
         &'a self,
         worker_id: Uuid,
-        failures: &'a [FailedAttempt],
+        failures: &'a [FailedAttempt<'a>],
     ) -> BoxFuture<'a, Result<usize>> {
         Box::pin(async move {
             let client = self.client().await?;
