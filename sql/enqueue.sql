@@ -71,6 +71,373 @@ BEGIN
 END
 $$;
 
+-- A job's fields and their ranges, twice: _check_job raises the first rule a job breaks, with
+-- its own message; _job_ok is the same rules as one expression, for the checks of the common
+-- case and of a whole batch at once. Keep the two in step (pg_test/sql/errors.sql tries each
+-- rule through enqueue and enqueue_many). Names are checked in Rust (src/names.rs).
+CREATE FUNCTION soniq._check_job(
+    task_name    text,
+    args         jsonb,
+    queue        text,
+    priority     int,
+    scheduled_at timestamptz,
+    retries      int,
+    dedup_key    text,
+    timeout      interval,
+    producer_id  text
+) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    PERFORM soniq._check_task_name(task_name);
+    PERFORM soniq._check_args(args);
+    PERFORM soniq._check_job_options(priority, retries, timeout);
+    IF NOT isfinite(scheduled_at) THEN
+        RAISE EXCEPTION 'scheduled_at must be a finite time, got %', scheduled_at
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass NULL to run as soon as possible.';
+    END IF;
+    IF dedup_key = '' THEN
+        RAISE EXCEPTION 'dedup_key must not be empty' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Pass NULL for no deduplication key.';
+    END IF;
+    PERFORM soniq._check_size(dedup_key, 'dedup_key', 512);
+    PERFORM soniq._check_size(producer_id, 'producer_id', 512);
+    IF queue IS NOT NULL THEN
+        PERFORM soniq._check_queue_name(queue);
+    END IF;
+END
+$$;
+
+CREATE FUNCTION soniq._job_ok(
+    args         jsonb,
+    priority     int,
+    retries      int,
+    timeout      interval,
+    scheduled_at timestamptz,
+    dedup_key    text,
+    producer_id  text
+) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_typeof(args) = 'object' AND pg_column_size(args) <= 1048576
+       AND (priority IS NULL OR priority BETWEEN 1 AND 1000)
+       AND (retries IS NULL OR retries BETWEEN 0 AND 1000)
+       AND (timeout IS NULL OR timeout BETWEEN interval '0' AND interval '30 days')
+       AND (scheduled_at IS NULL OR isfinite(scheduled_at))
+       AND (dedup_key IS NULL OR octet_length(dedup_key) BETWEEN 1 AND 512)
+       AND (producer_id IS NULL OR octet_length(producer_id) <= 512)
+$$;
+
+-- _json_in_range: whether a job spec's value is absent, JSON null, or a JSON number from low to
+-- high (a whole one when whole): the rule of _integer and _seconds as an expression.
+CREATE FUNCTION soniq._json_in_range(value jsonb, low numeric, high numeric, whole boolean) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE jsonb_typeof(value)
+               WHEN 'number' THEN value::numeric BETWEEN low AND high
+                                  AND (NOT whole OR value::numeric = trunc(value::numeric))
+               WHEN 'null' THEN true
+               ELSE value IS NULL
+           END
+$$;
+
+-- _spec_ok: whether a job spec of enqueue_many is well formed: an object of known keys whose
+-- numbers are in range (the rest is _job_ok's). _refuse_specs says what is wrong with one.
+CREATE FUNCTION soniq._spec_ok(spec jsonb) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN jsonb_typeof(spec) = 'object' THEN
+               spec - '{task_name,args,queue,priority,scheduled_at,retries,unique,dedup_key,timeout,producer_id}'::text[]
+                   = '{}'
+               AND coalesce(jsonb_typeof(spec -> 'unique'), 'null') IN ('boolean', 'null')
+               AND soniq._json_in_range(spec -> 'priority', 1, 1000, true)
+               AND soniq._json_in_range(spec -> 'retries', 0, 1000, true)
+               AND soniq._json_in_range(spec -> 'timeout', 0, 2592000, false)
+           ELSE false END
+$$;
+
+-- _refuse_specs: raise the error of the first bad job spec, named by its position (from 0):
+-- the slow path of a batch that failed its set-based checks. Always raises.
+CREATE FUNCTION soniq._refuse_specs(jobs jsonb) RETURNS void
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    spec jsonb;
+    n int := 0;
+    unknown text;
+    message text;
+    code text;
+BEGIN
+    -- One exception block around the whole loop; n survives the rollback, so the error names
+    -- the element that failed.
+    BEGIN
+        FOR spec IN SELECT value FROM jsonb_array_elements(jobs) LOOP
+            IF jsonb_typeof(spec) <> 'object' THEN
+                RAISE EXCEPTION 'a job spec must be a JSON object, got a JSON %', jsonb_typeof(spec)
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            SELECT string_agg(k, ', ') INTO unknown FROM jsonb_object_keys(spec) k
+             WHERE k NOT IN ('task_name', 'args', 'queue', 'priority', 'scheduled_at', 'retries',
+                             'unique', 'dedup_key', 'timeout', 'producer_id');
+            IF unknown IS NOT NULL THEN
+                RAISE EXCEPTION 'unknown key(s) in job spec: %', unknown
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            IF jsonb_typeof(spec -> 'unique') NOT IN ('boolean', 'null') THEN
+                RAISE EXCEPTION 'unique must be true or false, got %', spec -> 'unique'
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            PERFORM soniq._check_job(
+                task_name    => spec ->> 'task_name',
+                args         => coalesce(spec -> 'args', '{}'),
+                queue        => spec ->> 'queue',
+                priority     => soniq._integer(spec -> 'priority', 'priority', 1, 1000),
+                scheduled_at => (spec ->> 'scheduled_at')::timestamptz,
+                retries      => soniq._integer(spec -> 'retries', 'retries', 0, 1000),
+                dedup_key    => spec ->> 'dedup_key',
+                timeout      => soniq._seconds(spec -> 'timeout', 'timeout', interval '30 days'),
+                producer_id  => spec ->> 'producer_id');
+            n := n + 1;
+        END LOOP;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, code = RETURNED_SQLSTATE;
+        -- A value that does not parse (scheduled_at) is bad input like any other: 22023.
+        IF code IN ('22007', '22008', '22P02') THEN
+            code := '22023';
+        END IF;
+        RAISE EXCEPTION 'jobs[%]: %', n, message USING ERRCODE = code;
+    END;
+    RAISE EXCEPTION 'enqueue_many refused a batch in which no job spec breaks a rule'
+        USING ERRCODE = 'internal_error', HINT = 'This is a bug in Soniq: _job_ok and _check_job disagree.';
+END
+$$;
+
+-- _as_specs: a batch given as arrays, as the job specs enqueue_many(jsonb) takes (timeout in
+-- seconds), for _refuse_specs to say what is wrong with it.
+CREATE FUNCTION soniq._as_specs(
+    task_names    text[],
+    args          jsonb[],
+    queues        text[],
+    priorities    int[],
+    scheduled_ats timestamptz[],
+    retries       int[],
+    unique_jobs   boolean[],
+    dedup_keys    text[],
+    timeouts      interval[],
+    producer_ids  text[]
+) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(jsonb_agg(
+               jsonb_build_object('task_name', r.task_name, 'args', r.args)
+               || jsonb_strip_nulls(jsonb_build_object(
+                      'queue', r.queue, 'priority', r.priority, 'scheduled_at', r.scheduled_at,
+                      'retries', r.retries, 'unique', r.unique_job, 'dedup_key', r.dedup_key,
+                      'timeout', extract(epoch FROM r.timeout), 'producer_id', r.producer_id))
+               ORDER BY r.n), '[]')
+      FROM unnest(task_names, args, queues, priorities, scheduled_ats, retries, unique_jobs, dedup_keys,
+                  timeouts, producer_ids)
+           WITH ORDINALITY AS r(task_name, args, queue, priority, scheduled_at, retries, unique_job,
+                                dedup_key, timeout, producer_id, n)
+$$;
+
+-- _job_rows: jobs as they will be stored, one per element of the arrays (all of one length),
+-- n their position from 1. An option the caller left NULL resolves from the task's registered
+-- defaults, then from the system defaults (queue 'default', priority 100, retries 3, timeout
+-- 300 s, result TTL 300 s). well_formed: whether the job's fields are in range (_job_ok; its
+-- names are _names_ok's). The one place options resolve, for enqueue and enqueue_many alike;
+-- inlined into their statements (no call per job).
+CREATE FUNCTION soniq._job_rows(
+    task_names    text[],
+    args          jsonb[],
+    queues        text[],
+    priorities    int[],
+    scheduled_ats timestamptz[],
+    retries       int[],
+    unique_jobs   boolean[],
+    dedup_keys    text[],
+    timeouts      interval[],
+    producer_ids  text[]
+) RETURNS TABLE (
+    n            bigint,
+    task_name    text,
+    args         jsonb,
+    queue        text,
+    priority     int,
+    max_attempts int,
+    scheduled_at timestamptz,
+    timeout      interval,
+    retry_policy jsonb,
+    result_ttl   interval,
+    args_hash    text,
+    dedup_key    text,
+    producer_id  text,
+    inherited    int,
+    well_formed  boolean
+)
+LANGUAGE sql STABLE AS $$
+    SELECT r.n, r.task_name, r.args,
+           coalesce(r.queue, t.queue, 'default'),
+           coalesce(r.priority, t.priority, 100),
+           coalesce(r.retries, t.retries, 3) + 1,
+           r.scheduled_at,
+           nullif(coalesce(r.timeout, t.timeout, interval '300 seconds'), interval '0'),
+           t.retry_policy,
+           coalesce(t.result_ttl, interval '300 seconds'),
+           -- jsonb's text form is canonical (keys sorted, whitespace fixed), so equal args hash equal.
+           CASE WHEN coalesce(r.unique_job, t.unique_job, false)
+                THEN encode(sha256(convert_to(r.args::text, 'UTF8')), 'hex') END,
+           r.dedup_key,
+           r.producer_id,
+           -- What the caller left out follows the task's options while the job waits (_follow_task).
+           16 | 32 | CASE WHEN r.queue IS NULL THEN 1 ELSE 0 END
+                   | CASE WHEN r.priority IS NULL THEN 2 ELSE 0 END
+                   | CASE WHEN r.retries IS NULL THEN 4 ELSE 0 END
+                   | CASE WHEN r.timeout IS NULL THEN 8 ELSE 0 END,
+           coalesce(soniq._job_ok(r.args, r.priority, r.retries, r.timeout, r.scheduled_at, r.dedup_key,
+                                  r.producer_id), false)
+      FROM unnest(task_names, args, queues, priorities, scheduled_ats, retries, unique_jobs, dedup_keys,
+                  timeouts, producer_ids)
+           WITH ORDINALITY AS r(task_name, args, queue, priority, scheduled_at, retries, unique_job,
+                                dedup_key, timeout, producer_id, n)
+      LEFT JOIN soniq.tasks t ON t.task_name = r.task_name
+$$;
+
+-- _insert_jobs: the set-based enqueue behind enqueue_many and enqueue: one job per element of
+-- the arrays, ids returned in input order; if any element is bad nothing is written and the
+-- error names the first (_refuse_specs). A unique or dedup job with a queued duplicate of the
+-- same login — in the table or earlier in the same batch — returns that job's id and writes
+-- nothing (another login's jobs never match: a duplicate reveals nothing of them).
+CREATE FUNCTION soniq._insert_jobs(
+    task_names    text[],
+    args          jsonb[],
+    queues        text[],
+    priorities    int[],
+    scheduled_ats timestamptz[],
+    retries       int[],
+    unique_jobs   boolean[],
+    dedup_keys    text[],
+    timeouts      interval[],
+    producer_ids  text[]
+) RETURNS SETOF uuid
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    ids uuid[];        -- by position: the job's id, or its queued duplicate's
+    pending bigint[];  -- positions of unique and dedup jobs neither written nor matched yet
+    due text[];
+BEGIN
+    IF NOT soniq._names_ok(task_names, queues) THEN
+        PERFORM soniq._refuse_specs(soniq._as_specs(task_names, args, queues, priorities, scheduled_ats, retries,
+                                                    unique_jobs, dedup_keys, timeouts, producer_ids));
+    END IF;
+
+    -- Every job is checked as it is made (a bad one stops the statement before it commits
+    -- anything: _refuse_specs raises). Plain jobs cannot collide with one another and go in
+    -- without ON CONFLICT, whose speculative insertion costs ~3 µs a row; ids are made in input
+    -- order, the claim's tie-break. Unique and dedup jobs follow.
+    WITH job AS MATERIALIZED (
+        SELECT soniq.uuid_v7() AS id, r.*,
+               CASE WHEN NOT r.well_formed THEN
+                   soniq._refuse_specs(soniq._as_specs(task_names, _insert_jobs.args, queues, priorities,
+                                                       scheduled_ats, retries, unique_jobs, dedup_keys, timeouts,
+                                                       producer_ids))
+               END AS refused
+          FROM (SELECT * FROM soniq._job_rows(task_names, args, queues, priorities, scheduled_ats, retries,
+                                              unique_jobs, dedup_keys, timeouts, producer_ids)
+                 ORDER BY 1) r
+    ), written AS (
+        INSERT INTO soniq.jobs AS j (id, task_name, args, queue, priority, max_attempts, scheduled_at, timeout,
+                                     retry_policy, result_ttl, args_hash, dedup_key, producer_id, inherited)
+        SELECT g.id, g.task_name, g.args, g.queue, g.priority, g.max_attempts, g.scheduled_at, g.timeout,
+               g.retry_policy, g.result_ttl, g.args_hash, g.dedup_key, g.producer_id, g.inherited
+          FROM job g
+         WHERE g.args_hash IS NULL AND g.dedup_key IS NULL
+        RETURNING j.queue, j.scheduled_at
+    )
+    SELECT array_agg(CASE WHEN g.args_hash IS NULL AND g.dedup_key IS NULL THEN g.id END ORDER BY g.n),
+           array_agg(g.n ORDER BY g.n) FILTER (WHERE g.args_hash IS NOT NULL OR g.dedup_key IS NOT NULL),
+           (SELECT array_agg(DISTINCT w.queue) FROM written w WHERE w.scheduled_at IS NULL OR w.scheduled_at <= now())
+      INTO ids, pending, due
+      FROM job g;
+    IF pending IS NOT NULL THEN
+        ids := soniq._insert_unique_jobs(task_names, args, queues, priorities, scheduled_ats, retries, unique_jobs,
+                                         dedup_keys, timeouts, producer_ids, ids, pending);
+    END IF;
+    PERFORM soniq._wake(q) FROM unnest(due) q;
+    RETURN QUERY SELECT unnest(ids);
+END
+$$;
+
+-- _insert_unique_jobs: _insert_jobs' second half: the unique and dedup jobs at positions
+-- pending go in with ON CONFLICT DO NOTHING; one not written takes its queued duplicate's id
+-- (the dedup key's first, then the task's and args'); one whose duplicate left the queued
+-- state between the two statements goes round again. Returns ids with those positions filled.
+CREATE FUNCTION soniq._insert_unique_jobs(
+    task_names    text[],
+    args          jsonb[],
+    queues        text[],
+    priorities    int[],
+    scheduled_ats timestamptz[],
+    retries       int[],
+    unique_jobs   boolean[],
+    dedup_keys    text[],
+    timeouts      interval[],
+    producer_ids  text[],
+    ids           uuid[],
+    pending       bigint[]
+) RETURNS uuid[]
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    tried uuid[];
+    hashes text[];
+    due text[];
+BEGIN
+    FOR turn IN 1..10 LOOP
+        WITH job AS MATERIALIZED (
+            SELECT soniq.uuid_v7() AS id, r.*
+              FROM (SELECT * FROM soniq._job_rows(task_names, args, queues, priorities, scheduled_ats, retries,
+                                                  unique_jobs, dedup_keys, timeouts, producer_ids) x
+                     WHERE x.n = ANY (pending)
+                     ORDER BY 1) r
+        ), written AS (
+            INSERT INTO soniq.jobs AS j (id, task_name, args, queue, priority, max_attempts, scheduled_at, timeout,
+                                         retry_policy, result_ttl, args_hash, dedup_key, producer_id, inherited)
+            SELECT g.id, g.task_name, g.args, g.queue, g.priority, g.max_attempts, g.scheduled_at, g.timeout,
+                   g.retry_policy, g.result_ttl, g.args_hash, g.dedup_key, g.producer_id, g.inherited
+              FROM job g
+             ORDER BY g.n
+            ON CONFLICT DO NOTHING
+            RETURNING j.queue, j.scheduled_at
+        )
+        SELECT array_agg(g.id ORDER BY g.n), array_agg(g.args_hash ORDER BY g.n),
+               (SELECT array_agg(DISTINCT w.queue) FROM written w WHERE w.scheduled_at IS NULL OR w.scheduled_at <= now())
+          INTO tried, hashes, due
+          FROM job g;
+        PERFORM soniq._wake(q) FROM unnest(due) q;
+
+        -- This statement sees the rows just written, the batch's own among them.
+        WITH outcome AS (
+            SELECT p.n, coalesce(w.id, by_key.id, by_args.id) AS id
+              FROM unnest(pending, tried, hashes) AS p(n, id, args_hash)
+              LEFT JOIN soniq.jobs w ON w.id = p.id
+              LEFT JOIN LATERAL (
+                  SELECT j.id FROM soniq.jobs j
+                   WHERE w.id IS NULL AND j.status = 'queued' AND j.enqueued_by = session_user
+                     AND j.dedup_key = dedup_keys[p.n]) by_key ON true
+              LEFT JOIN LATERAL (
+                  SELECT j.id FROM soniq.jobs j
+                   WHERE w.id IS NULL AND by_key.id IS NULL AND j.status = 'queued'
+                     AND j.enqueued_by = session_user
+                     AND j.task_name = task_names[p.n] AND j.args_hash = p.args_hash) by_args ON true
+        )
+        SELECT array_agg(coalesce(o.id, i.id) ORDER BY i.k),
+               array_agg(i.k ORDER BY i.k) FILTER (WHERE o.n IS NOT NULL AND o.id IS NULL)
+          INTO ids, pending
+          FROM unnest(ids) WITH ORDINALITY AS i(id, k)
+          LEFT JOIN outcome o ON o.n = i.k;
+        IF pending IS NULL THEN
+            RETURN ids;
+        END IF;
+    END LOOP;
+    RAISE EXCEPTION 'could not enqueue % after repeated deduplication races', task_names[pending[1]]
+        USING ERRCODE = 'serialization_failure', HINT = 'Retry the transaction.';
+END
+$$;
+
 -- enqueue: add one job and return its id. Options omitted here resolve from the task's
 -- registered defaults, then from the system defaults (queue 'default', priority 100,
 -- retries 3, timeout 300 s). With unique_job (a hash of the args) or a dedup_key, while a
@@ -91,136 +458,88 @@ CREATE FUNCTION soniq.enqueue(
 ) RETURNS uuid
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
-    task soniq.tasks;
-    job soniq.jobs;
-    found_id uuid;
+    job record;
 BEGIN
-    PERFORM soniq._check_task_name(task_name);
-    PERFORM soniq._check_args(args);
-    PERFORM soniq._check_job_options(enqueue.priority, enqueue.retries, enqueue.timeout);
-    IF NOT isfinite(enqueue.scheduled_at) THEN
-        RAISE EXCEPTION 'scheduled_at must be a finite time, got %', enqueue.scheduled_at
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass NULL to run as soon as possible.';
+    -- The common case checked in one expression; a bad call pays for finding out why.
+    IF NOT coalesce(soniq._check_task_name(task_name)
+                    AND (queue IS NULL OR soniq._check_queue_name(queue))
+                    AND soniq._job_ok(args, priority, retries, timeout, scheduled_at, dedup_key, producer_id),
+                    false) THEN
+        PERFORM soniq._check_job(task_name, args, queue, priority, scheduled_at, retries, dedup_key, timeout,
+                                 producer_id);
     END IF;
-    IF enqueue.dedup_key = '' THEN
-        RAISE EXCEPTION 'dedup_key must not be empty' USING ERRCODE = 'invalid_parameter_value',
-            HINT = 'Pass NULL for no deduplication key.';
+    -- A plain job is written here; a unique or dedup one, whose duplicate may be queued, takes
+    -- the batch path, which finds it.
+    INSERT INTO soniq.jobs AS j (id, task_name, args, queue, priority, max_attempts, scheduled_at, timeout,
+                                 retry_policy, result_ttl, args_hash, dedup_key, producer_id, inherited)
+    SELECT soniq.uuid_v7(), g.task_name, g.args, g.queue, g.priority, g.max_attempts, g.scheduled_at, g.timeout,
+           g.retry_policy, g.result_ttl, g.args_hash, g.dedup_key, g.producer_id, g.inherited
+      FROM soniq._job_rows(ARRAY[task_name], ARRAY[args], ARRAY[queue], ARRAY[priority], ARRAY[scheduled_at],
+                           ARRAY[retries], ARRAY[unique_job], ARRAY[dedup_key], ARRAY[timeout], ARRAY[producer_id]) g
+     WHERE g.args_hash IS NULL AND g.dedup_key IS NULL
+    RETURNING j.id, j.queue INTO job;
+    IF FOUND THEN
+        IF enqueue.scheduled_at IS NULL OR enqueue.scheduled_at <= now() THEN
+            PERFORM soniq._wake(job.queue);
+        END IF;
+        RETURN job.id;
     END IF;
-    PERFORM soniq._check_size(enqueue.dedup_key, 'dedup_key', 512);
-    PERFORM soniq._check_size(enqueue.producer_id, 'producer_id', 512);
-
-    SELECT * INTO task FROM soniq.tasks t WHERE t.task_name = enqueue.task_name;
-
-    job.id := soniq.uuid_v7();
-    job.queue := coalesce(enqueue.queue, task.queue, 'default');
-    PERFORM soniq._check_queue_name(job.queue);
-    job.priority := coalesce(enqueue.priority, task.priority, 100);
-    job.max_attempts := coalesce(enqueue.retries, task.retries, 3) + 1;
-    job.timeout := nullif(coalesce(enqueue.timeout, task.timeout, interval '300 seconds'), interval '0');
-    job.result_ttl := coalesce(task.result_ttl, interval '300 seconds');
-    -- What this call left out follows the task's options while the job waits (_follow_task).
-    job.inherited := 16 | 32 | CASE WHEN enqueue.queue IS NULL THEN 1 ELSE 0 END
-                             | CASE WHEN enqueue.priority IS NULL THEN 2 ELSE 0 END
-                             | CASE WHEN enqueue.retries IS NULL THEN 4 ELSE 0 END
-                             | CASE WHEN enqueue.timeout IS NULL THEN 8 ELSE 0 END;
-    IF coalesce(enqueue.unique_job, task.unique_job, false) THEN
-        -- jsonb's text form is canonical (keys sorted, whitespace fixed), so equal args hash equal.
-        job.args_hash := encode(sha256(convert_to(args::text, 'UTF8')), 'hex');
-    END IF;
-
-    -- A duplicate is found by the look-ups below; if it leaves the queued state between the
-    -- INSERT and the look-up, the INSERT goes through on the next turn.
-    FOR turn IN 1..10 LOOP
-        INSERT INTO soniq.jobs AS j (id, task_name, args, queue, priority, max_attempts, scheduled_at,
-                                     timeout, retry_policy, result_ttl, args_hash, dedup_key, producer_id,
-                                     inherited)
-        VALUES (job.id, enqueue.task_name, enqueue.args, job.queue, job.priority, job.max_attempts,
-                enqueue.scheduled_at, job.timeout, task.retry_policy, job.result_ttl, job.args_hash,
-                enqueue.dedup_key, enqueue.producer_id, job.inherited)
-        ON CONFLICT DO NOTHING
-        RETURNING j.id INTO found_id;
-        IF found_id IS NOT NULL THEN
-            IF enqueue.scheduled_at IS NULL OR enqueue.scheduled_at <= now() THEN
-                PERFORM soniq._wake(job.queue);
-            END IF;
-            RETURN found_id;
-        END IF;
-
-        SELECT j.id INTO found_id FROM soniq.jobs j
-         WHERE j.status = 'queued' AND j.enqueued_by = session_user AND j.dedup_key = enqueue.dedup_key;
-        IF found_id IS NULL THEN
-            SELECT j.id INTO found_id FROM soniq.jobs j
-             WHERE j.status = 'queued' AND j.enqueued_by = session_user
-               AND j.task_name = enqueue.task_name AND j.args_hash = job.args_hash;
-        END IF;
-        IF found_id IS NOT NULL THEN
-            RETURN found_id;
-        END IF;
-    END LOOP;
-    RAISE EXCEPTION 'could not enqueue % after repeated deduplication races', task_name
-        USING ERRCODE = 'serialization_failure', HINT = 'Retry the transaction.';
+    RETURN soniq._insert_jobs(ARRAY[task_name], ARRAY[args], ARRAY[queue], ARRAY[priority], ARRAY[scheduled_at],
+                              ARRAY[retries], ARRAY[unique_job], ARRAY[dedup_key], ARRAY[timeout],
+                              ARRAY[producer_id]);
 END
 $$;
 
 -- enqueue_many (specs): a JSON array of job specs, each an object with the keys task_name
 -- (required), args, queue, priority, scheduled_at, retries, unique, dedup_key,
 -- timeout (seconds) and producer_id. Ids come back in input order; an error names the
--- offending element, and nothing is written.
+-- offending element, and nothing is written. Jobs are deduplicated as by enqueue, against
+-- the table and within the batch (a later element returns the id of an earlier duplicate).
 CREATE FUNCTION soniq.enqueue_many(jobs jsonb) RETURNS SETOF uuid
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
-    spec jsonb;
-    n int := 0;
-    unknown text;
-    message text;
-    code text;
+    well_formed boolean;
+    task_names text[];
+    args jsonb[];
+    queues text[];
+    priorities int[];
+    scheduled_ats timestamptz[];
+    retries int[];
+    unique_jobs boolean[];
+    dedup_keys text[];
+    timeouts interval[];
+    producer_ids text[];
 BEGIN
     PERFORM soniq._require(jobs, 'jobs');
     IF jsonb_typeof(jobs) <> 'array' THEN
         RAISE EXCEPTION 'jobs must be a JSON array of job specs, got a JSON %', jsonb_typeof(jobs)
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- One exception block around the whole loop (not one per job: a subtransaction per
-    -- row would overflow the subtransaction cache on large batches); n survives the
-    -- rollback, so the error names the element that failed.
+    -- The specs as columns, in one pass; a spec that does not convert (a scheduled_at that does
+    -- not parse) or is not well formed sends the batch to _refuse_specs, which says why.
     BEGIN
-        FOR spec IN SELECT value FROM jsonb_array_elements(jobs) LOOP
-            IF jsonb_typeof(spec) <> 'object' THEN
-                RAISE EXCEPTION 'a job spec must be a JSON object, got a JSON %', jsonb_typeof(spec)
-                    USING ERRCODE = 'invalid_parameter_value';
-            END IF;
-            SELECT string_agg(k, ', ') INTO unknown FROM jsonb_object_keys(spec) k
-             WHERE k NOT IN ('task_name', 'args', 'queue', 'priority', 'scheduled_at', 'retries',
-                             'unique', 'dedup_key', 'timeout', 'producer_id');
-            IF unknown IS NOT NULL THEN
-                RAISE EXCEPTION 'unknown key(s) in job spec: %', unknown
-                    USING ERRCODE = 'invalid_parameter_value';
-            END IF;
-            IF jsonb_typeof(spec -> 'unique') NOT IN ('boolean', 'null') THEN
-                RAISE EXCEPTION 'unique must be true or false, got %', spec -> 'unique'
-                    USING ERRCODE = 'invalid_parameter_value';
-            END IF;
-            RETURN NEXT soniq.enqueue(
-                task_name    => spec ->> 'task_name',
-                args         => coalesce(spec -> 'args', '{}'),
-                queue        => spec ->> 'queue',
-                priority     => soniq._integer(spec -> 'priority', 'priority', 1, 1000),
-                scheduled_at => (spec ->> 'scheduled_at')::timestamptz,
-                retries      => soniq._integer(spec -> 'retries', 'retries', 0, 1000),
-                unique_job   => (spec ->> 'unique')::boolean,
-                dedup_key    => spec ->> 'dedup_key',
-                timeout      => soniq._seconds(spec -> 'timeout', 'timeout', interval '30 days'),
-                producer_id  => spec ->> 'producer_id');
-            n := n + 1;
-        END LOOP;
-    EXCEPTION WHEN OTHERS THEN
-        GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, code = RETURNED_SQLSTATE;
-        -- A value that does not parse (scheduled_at) is bad input like any other: 22023.
-        IF code IN ('22007', '22008', '22P02') THEN
-            code := '22023';
-        END IF;
-        RAISE EXCEPTION 'jobs[%]: %', n, message USING ERRCODE = code;
+        SELECT bool_and(soniq._spec_ok(e.spec)),
+               array_agg(e.spec ->> 'task_name' ORDER BY e.n),
+               array_agg(coalesce(e.spec -> 'args', '{}') ORDER BY e.n),
+               array_agg(e.spec ->> 'queue' ORDER BY e.n),
+               array_agg((e.spec ->> 'priority')::numeric::int ORDER BY e.n),
+               array_agg((e.spec ->> 'scheduled_at')::timestamptz ORDER BY e.n),
+               array_agg((e.spec ->> 'retries')::numeric::int ORDER BY e.n),
+               array_agg((e.spec ->> 'unique')::boolean ORDER BY e.n),
+               array_agg(e.spec ->> 'dedup_key' ORDER BY e.n),
+               array_agg(make_interval(secs => (e.spec ->> 'timeout')::float8) ORDER BY e.n),
+               array_agg(e.spec ->> 'producer_id' ORDER BY e.n)
+          INTO well_formed, task_names, args, queues, priorities, scheduled_ats, retries, unique_jobs,
+               dedup_keys, timeouts, producer_ids
+          FROM jsonb_array_elements(jobs) WITH ORDINALITY AS e(spec, n);
+    EXCEPTION WHEN data_exception THEN
+        well_formed := false;
     END;
+    IF NOT coalesce(well_formed, true) THEN
+        PERFORM soniq._refuse_specs(jobs);
+    END IF;
+    RETURN QUERY SELECT soniq._insert_jobs(task_names, args, queues, priorities, scheduled_ats, retries,
+                                           unique_jobs, dedup_keys, timeouts, producer_ids);
 END
 $$;
 
@@ -236,12 +555,13 @@ CREATE FUNCTION soniq.enqueue_many(
     timeout      interval    DEFAULT NULL,
     producer_id  text        DEFAULT NULL
 ) RETURNS SETOF uuid
-LANGUAGE sql VOLATILE AS $$
-    SELECT soniq.enqueue_many(coalesce(jsonb_agg(
-               jsonb_build_object('task_name', $1, 'args', a.value)
-               || jsonb_strip_nulls(jsonb_build_object(
-                      'queue', $3, 'priority', $4, 'scheduled_at', $5, 'retries', $6,
-                      'unique', $7, 'timeout', extract(epoch FROM $8), 'producer_id', $9))
-               ORDER BY a.n), '[]'))
-      FROM unnest(soniq._require_value($2, 'args')) WITH ORDINALITY AS a(value, n)
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    n int := cardinality(soniq._require_value(args, 'args'));
+BEGIN
+    RETURN QUERY SELECT soniq._insert_jobs(
+        array_fill(task_name, ARRAY[n]), args, array_fill(queue, ARRAY[n]), array_fill(priority, ARRAY[n]),
+        array_fill(scheduled_at, ARRAY[n]), array_fill(retries, ARRAY[n]), array_fill(unique_job, ARRAY[n]),
+        array_fill(NULL::text, ARRAY[n]), array_fill(timeout, ARRAY[n]), array_fill(producer_id, ARRAY[n]));
+END
 $$;

@@ -64,6 +64,28 @@ pub fn check_schedule_name(name: Option<&str>) -> bool {
     true
 }
 
+/// Whether a batch's names are all well formed: every task name (none NULL), and every queue
+/// name that is given (NULL: the task's or the default queue). One call for a whole batch of
+/// `soniq._insert_jobs`; a batch that fails it is checked job by job for the error to raise.
+#[pg_extern(immutable, parallel_safe, name = "_names_ok")]
+pub fn names_ok<'a>(
+    task_names: Option<Array<'a, &'a str>>,
+    queues: Option<Array<'a, &'a str>>,
+) -> bool {
+    let tasks_ok = task_names.is_none_or(|names| {
+        names.iter().all(|name| {
+            name.is_some_and(|n| name_problem("task name", n, MAX_TASK_NAME_LEN).is_none())
+        })
+    });
+    let queues_ok = queues.is_none_or(|names| {
+        names
+            .iter()
+            .flatten()
+            .all(|name| name_problem("queue name", name, MAX_QUEUE_NAME_LEN).is_none())
+    });
+    tasks_ok && queues_ok
+}
+
 #[cfg(test)]
 mod unit_tests {
     use super::*;

@@ -148,3 +148,64 @@ fn concurrent_duplicate_enqueues_yield_one_job() {
         .get(0);
     assert_eq!(rows, 1, "one row for the key");
 }
+
+/// Producers racing with overlapping batches (each batch repeats its keys, and every batch
+/// shares them): one queued job per key, and every id a batch returned is its key's job.
+#[test]
+fn concurrent_overlapping_batches_yield_one_job_per_key() {
+    const KEYS: i32 = 40;
+    let prefix = common::unique_name("batch-dedup");
+    let handles: Vec<_> = (0..8)
+        .map(|producer| {
+            let prefix = prefix.clone();
+            thread::spawn(move || {
+                let mut client = common::connect();
+                let mut returned = Vec::new();
+                for round in 0..20 {
+                    // Every key twice, in an order of this producer's and round's own.
+                    let keys: Vec<String> = (0..2 * KEYS)
+                        .map(|i| format!("{prefix}-{}", (i * 7 + producer * 13 + round * 3) % KEYS))
+                        .collect();
+                    let specs: Vec<serde_json::Value> = keys
+                        .iter()
+                        .map(
+                            |key| serde_json::json!({"task_name": "dedup.batch", "dedup_key": key}),
+                        )
+                        .collect();
+                    let ids = client
+                        .query(
+                            "SELECT id::text FROM soniq.enqueue_many($1::text::jsonb) AS e(id)",
+                            &[&serde_json::Value::from(specs).to_string()],
+                        )
+                        .unwrap();
+                    assert_eq!(ids.len(), keys.len(), "one id per element");
+                    returned.extend(
+                        keys.into_iter()
+                            .zip(ids.iter().map(|row| row.get::<_, String>(0))),
+                    );
+                }
+                returned
+            })
+        })
+        .collect();
+    let returned: Vec<(String, String)> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let mut client = common::connect();
+    let rows = client
+        .query(
+            "SELECT dedup_key, id::text FROM soniq.jobs WHERE dedup_key LIKE $1 || '-%'",
+            &[&prefix],
+        )
+        .unwrap();
+    assert_eq!(rows.len(), KEYS as usize, "one row per key");
+    let job_of_key: std::collections::HashMap<String, String> =
+        rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+    for (key, id) in &returned {
+        assert_eq!(
+            &job_of_key[key], id,
+            "a batch returned another job than its key's"
+        );
+    }
+}

@@ -102,3 +102,35 @@ SELECT count(*) AS before_bad_batch FROM soniq.jobs \gset
 SELECT soniq.enqueue_many('[{"task_name": "spec.ok"}, {"task_name": "spec.ok", "priority": 0}]');
 :error
 SELECT count(*) = :before_bad_batch AS batch_rolled_back FROM soniq.jobs;
+-- a bad element late in a large batch, after good ones with dedup keys: still nothing written
+SELECT soniq.enqueue_many(
+    (SELECT jsonb_agg(CASE WHEN g = 900 THEN jsonb_build_object('task_name', 'bad name')
+                           ELSE jsonb_build_object('task_name', 'spec.ok', 'dedup_key', 'late-' || g) END ORDER BY g)
+       FROM generate_series(1, 1000) g));
+:error
+SELECT count(*) = :before_bad_batch AS large_batch_rolled_back FROM soniq.jobs;
+-- Deduplication in a batch: a later element with the key (or task and args) of an earlier one
+-- returns the earlier one's id, as does an element matching a job queued before the batch.
+SELECT soniq.enqueue('batch.dedup', dedup_key => 'batch-queued') AS queued_before \gset
+SELECT array_agg(id) AS ids
+  FROM soniq.enqueue_many('[{"task_name": "batch.dedup", "dedup_key": "batch-k"},
+                            {"task_name": "batch.plain", "args": {"n": 1}},
+                            {"task_name": "batch.dedup", "dedup_key": "batch-k"},
+                            {"task_name": "batch.unique", "args": {"a": 1, "b": 2}, "unique": true},
+                            {"task_name": "batch.unique", "args": {"b": 2, "a": 1}, "unique": true},
+                            {"task_name": "batch.dedup", "dedup_key": "batch-queued"},
+                            {"task_name": "batch.plain", "args": {"n": 1}}]') AS id \gset
+SELECT (:'ids'::uuid[])[1] = (:'ids'::uuid[])[3] AS same_key_same_job,
+       (:'ids'::uuid[])[4] = (:'ids'::uuid[])[5] AS same_args_same_job,
+       (:'ids'::uuid[])[6] = :'queued_before' AS matches_the_table,
+       (:'ids'::uuid[])[2] <> (:'ids'::uuid[])[7] AS plain_jobs_never_merge;
+SELECT task_name, count(*) AS rows FROM soniq.jobs WHERE task_name LIKE 'batch.%' GROUP BY 1 ORDER BY 1;
+-- the typed form dedups its args too (unique_job), and a batch is claimed in input order
+SELECT array_agg(id) AS ids
+  FROM soniq.enqueue_many('batch.typed', ARRAY['{"n": 1}', '{"n": 2}', '{"n": 1}', '{"n": 3}']::jsonb[],
+                          queue => 'batch.order', unique_job => true) AS id \gset
+SELECT (:'ids'::uuid[])[1] = (:'ids'::uuid[])[3] AS typed_dedup, cardinality(:'ids'::uuid[]) AS ids_returned;
+SELECT soniq.register_worker('batch-host', 1, ARRAY['batch.order']) AS bw \gset
+SELECT array_agg(args->>'n' ORDER BY ord) AS claimed_in_input_order
+  FROM soniq.claim(:'bw', ARRAY['batch.order'], 10) WITH ORDINALITY AS c(id, task_name, args, attempt, max_attempts,
+                   queue, priority, timeout, scheduled_at, created_at, ord);
