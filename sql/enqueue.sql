@@ -384,6 +384,7 @@ LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     tried uuid[];
     hashes text[];
+    written uuid[];
     due text[];
 BEGIN
     FOR turn IN 1..10 LOOP
@@ -391,29 +392,32 @@ BEGIN
             SELECT soniq.uuid_v7() AS id, r.*
               FROM (SELECT * FROM soniq._job_rows(task_names, args, queues, priorities, scheduled_ats, retries,
                                                   unique_jobs, dedup_keys, timeouts, producer_ids) x
-                     WHERE x.n = ANY (pending)
+                     WHERE x.n IN (SELECT unnest(pending))
                      ORDER BY 1) r
-        ), written AS (
+        ), inserted AS (
             INSERT INTO soniq.jobs AS j (id, task_name, args, queue, priority, max_attempts, scheduled_at, timeout,
                                          retry_policy, result_ttl, args_hash, dedup_key, producer_id, inherited)
             SELECT g.id, g.task_name, g.args, g.queue, g.priority, g.max_attempts, g.scheduled_at, g.timeout,
                    g.retry_policy, g.result_ttl, g.args_hash, g.dedup_key, g.producer_id, g.inherited
               FROM job g
-             ORDER BY g.n
+             -- In key order, as every batch: two batches sharing keys wait for each other in
+             -- one order, never in a cycle (a deadlock). The earlier of duplicates goes first.
+             ORDER BY g.dedup_key, g.task_name, g.args_hash, g.n
             ON CONFLICT DO NOTHING
-            RETURNING j.queue, j.scheduled_at
+            RETURNING j.id, j.queue, j.scheduled_at
         )
         SELECT array_agg(g.id ORDER BY g.n), array_agg(g.args_hash ORDER BY g.n),
-               (SELECT array_agg(DISTINCT w.queue) FROM written w WHERE w.scheduled_at IS NULL OR w.scheduled_at <= now())
-          INTO tried, hashes, due
+               (SELECT array_agg(w.id) FROM inserted w),
+               (SELECT array_agg(DISTINCT w.queue) FROM inserted w WHERE w.scheduled_at IS NULL OR w.scheduled_at <= now())
+          INTO tried, hashes, written, due
           FROM job g;
         PERFORM soniq._wake(q) FROM unnest(due) q;
 
         -- This statement sees the rows just written, the batch's own among them.
-        WITH outcome AS (
+        WITH outcome AS MATERIALIZED (
             SELECT p.n, coalesce(w.id, by_key.id, by_args.id) AS id
               FROM unnest(pending, tried, hashes) AS p(n, id, args_hash)
-              LEFT JOIN soniq.jobs w ON w.id = p.id
+              LEFT JOIN unnest(written) AS w(id) ON w.id = p.id
               LEFT JOIN LATERAL (
                   SELECT j.id FROM soniq.jobs j
                    WHERE w.id IS NULL AND j.status = 'queued' AND j.enqueued_by = session_user

@@ -22,6 +22,12 @@ const TASK: &str = "bench.enqueue";
 const QUEUE: &str = "bench.enqueue";
 /// Jobs per call in bulk.
 const BULK: usize = 1_000;
+/// The options of bulk's "with options" figures, as SQL arguments and as the columns a bare
+/// INSERT stores for them (retries 2: 3 attempts).
+const OPTIONS: &str =
+    "priority => 5, retries => 2, timeout => '60 seconds', producer_id => 'bench'";
+const OPTION_COLUMNS: &str = "priority, max_attempts, timeout, producer_id";
+const OPTION_VALUES: &str = "5, 3, interval '60 seconds', 'bench'";
 
 /// A connection LISTENing on `soniq_new_job`, counting what arrives until it is dropped.
 struct Listener {
@@ -108,6 +114,124 @@ async fn reset(admin: &tokio_postgres::Client, bare: &str) -> Result<()> {
     Ok(())
 }
 
+/// One bulk figure: `sql` (a 1,000-element jsonb[] parameter), compared with `yardstick`.
+async fn bulk_figure(
+    bench: &mut Bench,
+    admin: &tokio_postgres::Client,
+    bare: &str,
+    (key, label, sql): (&str, String, String),
+    yardstick: &str,
+    target: f64,
+) -> Result<()> {
+    reset(admin, bare).await?;
+    let rate = load(&bench.url, 1, bench.plan.enqueue_seconds, &sql, BULK).await?;
+    bench.report.add(
+        Figure::new(SCENARIO, key, label, rate, "jobs/s")
+            .against(bench.report.yardstick(SCENARIO, yardstick))
+            .target(Target::ratio_at_least(target)),
+    );
+    Ok(())
+}
+
+/// The runner's `Soniq::enqueue_many`, 1,000 jobs a call, for `seconds`: jobs per second.
+async fn runner_bulk(bench: &Bench, seconds: f64) -> Result<f64> {
+    let mut app = soniq_runner::Soniq::with_settings(bench.settings.clone())?;
+    let task = app.job(TASK).queue(QUEUE).handler(|_: Value, _| async {
+        soniq_runner::JobResult::Ok(soniq_runner::Outcome::done())
+    })?;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(seconds);
+    let mut jobs = 0usize;
+    while Instant::now() < deadline {
+        let args = (jobs..jobs + BULK).map(|i| json!({ "n": i }));
+        jobs += app.enqueue_many(&task, args).await?.len();
+    }
+    Ok(jobs as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Bulk: `enqueue_many` 1,000 jobs a call against `INSERT .. SELECT unnest` of the same rows —
+/// plain, with options (against a bare INSERT storing the same option columns), unique (each
+/// job's args hashed and checked against the table), with a dedup key each, and through the
+/// runner's `Soniq::enqueue_many`.
+async fn bulk(bench: &mut Bench, admin: &tokio_postgres::Client, bare: &str) -> Result<()> {
+    let seconds = bench.plan.enqueue_seconds;
+    for (key, label, sql) in [
+        (
+            "bulk_bare_insert",
+            format!("bare INSERT .. SELECT unnest, {BULK} a statement, 1 connection"),
+            format!("INSERT INTO {bare} (task_name, args, queue) SELECT '{TASK}', a, '{QUEUE}' FROM unnest($1::jsonb[]) a"),
+        ),
+        (
+            "bulk_bare_insert_options",
+            format!("bare INSERT .. SELECT unnest with option columns, {BULK} a statement"),
+            format!(
+                "INSERT INTO {bare} (task_name, args, queue, {OPTION_COLUMNS}) \
+                 SELECT '{TASK}', a, '{QUEUE}', {OPTION_VALUES} FROM unnest($1::jsonb[]) a"
+            ),
+        ),
+    ] {
+        reset(admin, bare).await?;
+        let rate = load(&bench.url, 1, seconds, &sql, BULK).await?;
+        bench.report.add(Figure::new(SCENARIO, key, label, rate, "jobs/s"));
+    }
+    let many = |extra: &str| {
+        format!("SELECT count(*) FROM soniq.enqueue_many('{TASK}', $1::jsonb[], queue => '{QUEUE}'{extra})")
+    };
+    let figures = [
+        (
+            "bulk_enqueue_many",
+            format!("soniq.enqueue_many, {BULK} a call, 1 connection"),
+            many(""),
+            "bulk_bare_insert",
+            0.80,
+        ),
+        (
+            "bulk_enqueue_many_options",
+            format!(
+                "soniq.enqueue_many with priority, retries, timeout, producer_id, {BULK} a call"
+            ),
+            many(&format!(", {OPTIONS}")),
+            "bulk_bare_insert_options",
+            0.80,
+        ),
+        (
+            "bulk_enqueue_many_unique",
+            format!("soniq.enqueue_many, unique_job (args hashed and deduplicated), {BULK} a call"),
+            many(", unique_job => true"),
+            "bulk_bare_insert",
+            0.50,
+        ),
+        (
+            "bulk_enqueue_many_dedup",
+            format!("soniq.enqueue_many(specs) with a dedup_key each, {BULK} a call"),
+            format!(
+                "SELECT count(*) FROM soniq.enqueue_many((SELECT jsonb_agg(jsonb_build_object( \
+                   'task_name', '{TASK}', 'queue', '{QUEUE}', 'args', a, 'dedup_key', a->>'n')) \
+                   FROM unnest($1::jsonb[]) a))"
+            ),
+            "bulk_bare_insert",
+            0.50,
+        ),
+    ];
+    for (key, label, sql, yardstick, target) in figures {
+        bulk_figure(bench, admin, bare, (key, label, sql), yardstick, target).await?;
+    }
+    reset(admin, bare).await?;
+    let rate = runner_bulk(bench, seconds).await?;
+    bench.report.add(
+        Figure::new(
+            SCENARIO,
+            "bulk_runner_enqueue_many",
+            format!("the runner's Soniq::enqueue_many, {BULK} a call"),
+            rate,
+            "jobs/s",
+        )
+        .against(bench.report.yardstick(SCENARIO, "bulk_bare_insert"))
+        .target(Target::ratio_at_least(0.80)),
+    );
+    Ok(())
+}
+
 pub async fn run(bench: &mut Bench) -> Result<()> {
     let admin = connect(&bench.url).await?;
     let bare = db::scratch_table(&admin, "bare_jobs", "INCLUDING ALL").await?;
@@ -149,33 +273,7 @@ pub async fn run(bench: &mut Bench) -> Result<()> {
         );
     }
 
-    reset(&admin, &bare).await?;
-    let insert_many = format!(
-        "INSERT INTO {bare} (task_name, args, queue) SELECT '{TASK}', a, '{QUEUE}' FROM unnest($1::jsonb[]) a"
-    );
-    let bare_rate = load(&bench.url, 1, seconds, &insert_many, BULK).await?;
-    bench.report.add(Figure::new(
-        SCENARIO,
-        "bulk_bare_insert",
-        format!("bare INSERT .. SELECT unnest, {BULK} a statement, 1 connection"),
-        bare_rate,
-        "jobs/s",
-    ));
-    reset(&admin, &bare).await?;
-    let enqueue_many = format!(
-        "SELECT count(*) FROM soniq.enqueue_many('{TASK}', $1::jsonb[], queue => '{QUEUE}')"
-    );
-    let rate = load(&bench.url, 1, seconds, &enqueue_many, BULK).await?;
-    bench.report.add(
-        Figure::new(
-            SCENARIO,
-            "bulk_enqueue_many",
-            format!("soniq.enqueue_many, {BULK} a call, 1 connection"),
-            rate,
-            "jobs/s",
-        )
-        .against(bench.report.yardstick(SCENARIO, "bulk_bare_insert")),
-    );
+    bulk(bench, &admin, &bare).await?;
 
     let heard = listener.received.load(Ordering::Relaxed);
     drop(listener);
