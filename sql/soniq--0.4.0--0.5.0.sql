@@ -233,7 +233,9 @@ CREATE OR REPLACE FUNCTION soniq._insert_jobs(
     timeouts      interval[],
     producer_ids  text[]
 ) RETURNS SETOF uuid
-LANGUAGE plpgsql VOLATILE AS $$
+LANGUAGE plpgsql VOLATILE
+SET jit = off  -- as _insert_unique_jobs: a large batch must not wait for a compiler
+AS $$
 DECLARE
     ids uuid[];        -- by position: the job's id, or its queued duplicate's
     pending bigint[];  -- positions of unique and dedup jobs neither written nor matched yet
@@ -295,7 +297,11 @@ CREATE OR REPLACE FUNCTION soniq._insert_unique_jobs(
     ids           uuid[],
     pending       bigint[]
 ) RETURNS uuid[]
-LANGUAGE plpgsql VOLATILE AS $$
+LANGUAGE plpgsql VOLATILE
+-- Before soniq.jobs is analyzed its estimates are wild, and a look-up that is an index probe
+-- a job can look costly enough to JIT-compile: 0.2 s a batch, for nothing.
+SET jit = off
+AS $$
 DECLARE
     tried uuid[];
     hashes text[];
@@ -328,7 +334,9 @@ BEGIN
           FROM job g;
         PERFORM soniq._wake(q) FROM unnest(due) q;
 
-        -- This statement sees the rows just written, the batch's own among them.
+        -- This statement sees the rows just written, the batch's own among them. (LIMIT keeps
+        -- each look-up an index probe per job: pulled up into a join, the planner may scan the
+        -- table instead, and a growing table before its ANALYZE took seconds a batch.)
         WITH outcome AS MATERIALIZED (
             SELECT p.n, coalesce(w.id, by_key.id, by_args.id) AS id
               FROM unnest(pending, tried, hashes) AS p(n, id, args_hash)
@@ -336,12 +344,14 @@ BEGIN
               LEFT JOIN LATERAL (
                   SELECT j.id FROM soniq.jobs j
                    WHERE w.id IS NULL AND j.status = 'queued' AND j.enqueued_by = session_user
-                     AND j.dedup_key = dedup_keys[p.n]) by_key ON true
+                     AND j.dedup_key = dedup_keys[p.n]
+                   LIMIT 1) by_key ON true
               LEFT JOIN LATERAL (
                   SELECT j.id FROM soniq.jobs j
                    WHERE w.id IS NULL AND by_key.id IS NULL AND j.status = 'queued'
                      AND j.enqueued_by = session_user
-                     AND j.task_name = task_names[p.n] AND j.args_hash = p.args_hash) by_args ON true
+                     AND j.task_name = task_names[p.n] AND j.args_hash = p.args_hash
+                   LIMIT 1) by_args ON true
         )
         SELECT array_agg(coalesce(o.id, i.id) ORDER BY i.k),
                array_agg(i.k ORDER BY i.k) FILTER (WHERE o.n IS NOT NULL AND o.id IS NULL)

@@ -29,6 +29,15 @@ const OPTIONS: &str =
 const OPTION_COLUMNS: &str = "priority, max_attempts, timeout, producer_id";
 const OPTION_VALUES: &str = "5, 3, interval '60 seconds', 'bench'";
 
+/// The specs of the dedup figures, built in the statement from its jsonb[] of args (the same
+/// cost for soniq and its yardstick): a dedup key each.
+fn dedup_specs() -> String {
+    format!(
+        "(SELECT jsonb_agg(jsonb_build_object('task_name', '{TASK}', 'queue', '{QUEUE}', \
+           'args', a, 'dedup_key', a->>'n')) FROM unnest($1::jsonb[]) a)"
+    )
+}
+
 /// A connection LISTENing on `soniq_new_job`, counting what arrives until it is dropped.
 struct Listener {
     _client: tokio_postgres::Client,
@@ -105,9 +114,11 @@ fn connections(n: usize) -> String {
     }
 }
 
-/// Start each measurement from the same state: no bench rows, WAL checkpointed.
+/// Start each measurement from the same state: no bench rows (soniq.jobs vacuumed, as the
+/// yardstick's table is truncated), WAL checkpointed.
 async fn reset(admin: &tokio_postgres::Client, bare: &str) -> Result<()> {
     db::clean_queue(admin, QUEUE).await?;
+    db::settle(admin, "soniq.jobs").await?;
     admin.batch_execute(&format!("TRUNCATE {bare}")).await?;
     // Needs superuser or pg_checkpoint; without it the figures are only noisier.
     let _ = admin.batch_execute("CHECKPOINT").await;
@@ -150,9 +161,9 @@ async fn runner_bulk(bench: &Bench, seconds: f64) -> Result<f64> {
 }
 
 /// Bulk: `enqueue_many` 1,000 jobs a call against `INSERT .. SELECT unnest` of the same rows —
-/// plain, with options (against a bare INSERT storing the same option columns), unique (each
-/// job's args hashed and checked against the table), with a dedup key each, and through the
-/// runner's `Soniq::enqueue_many`.
+/// plain, with options (against a bare INSERT storing the same option columns), unique and
+/// with a dedup key each (against a bare INSERT of the same rows with the args hash or the key,
+/// through ON CONFLICT DO NOTHING), and through the runner's `Soniq::enqueue_many`.
 async fn bulk(bench: &mut Bench, admin: &tokio_postgres::Client, bare: &str) -> Result<()> {
     let seconds = bench.plan.enqueue_seconds;
     for (key, label, sql) in [
@@ -160,6 +171,25 @@ async fn bulk(bench: &mut Bench, admin: &tokio_postgres::Client, bare: &str) -> 
             "bulk_bare_insert",
             format!("bare INSERT .. SELECT unnest, {BULK} a statement, 1 connection"),
             format!("INSERT INTO {bare} (task_name, args, queue) SELECT '{TASK}', a, '{QUEUE}' FROM unnest($1::jsonb[]) a"),
+        ),
+        (
+            "bulk_bare_insert_unique",
+            format!("bare INSERT .. SELECT unnest with the args hash, ON CONFLICT DO NOTHING, {BULK} a statement"),
+            format!(
+                "INSERT INTO {bare} (task_name, args, queue, args_hash) \
+                 SELECT '{TASK}', a, '{QUEUE}', encode(sha256(convert_to(a::text, 'UTF8')), 'hex') \
+                 FROM unnest($1::jsonb[]) a ON CONFLICT DO NOTHING"
+            ),
+        ),
+        (
+            "bulk_bare_insert_dedup",
+            format!("bare INSERT of the same specs with a dedup_key each, ON CONFLICT DO NOTHING, {BULK} a statement"),
+            format!(
+                "INSERT INTO {bare} (task_name, args, queue, dedup_key) \
+                 SELECT s->>'task_name', s->'args', s->>'queue', s->>'dedup_key' \
+                 FROM jsonb_array_elements({}) s ON CONFLICT DO NOTHING",
+                dedup_specs()
+            ),
         ),
         (
             "bulk_bare_insert_options",
@@ -198,18 +228,14 @@ async fn bulk(bench: &mut Bench, admin: &tokio_postgres::Client, bare: &str) -> 
             "bulk_enqueue_many_unique",
             format!("soniq.enqueue_many, unique_job (args hashed and deduplicated), {BULK} a call"),
             many(", unique_job => true"),
-            "bulk_bare_insert",
+            "bulk_bare_insert_unique",
             0.50,
         ),
         (
             "bulk_enqueue_many_dedup",
             format!("soniq.enqueue_many(specs) with a dedup_key each, {BULK} a call"),
-            format!(
-                "SELECT count(*) FROM soniq.enqueue_many((SELECT jsonb_agg(jsonb_build_object( \
-                   'task_name', '{TASK}', 'queue', '{QUEUE}', 'args', a, 'dedup_key', a->>'n')) \
-                   FROM unnest($1::jsonb[]) a))"
-            ),
-            "bulk_bare_insert",
+            format!("SELECT count(*) FROM soniq.enqueue_many({})", dedup_specs()),
+            "bulk_bare_insert_dedup",
             0.50,
         ),
     ];
