@@ -272,6 +272,18 @@ impl Soniq {
             .await
     }
 
+    /// Enqueue jobs of any tasks, each with its own options, in one statement (`soniq enqueue
+    /// --from FILE`): each checked as [`Soniq::enqueue_by_name`] checks one, ids in input
+    /// order, all or nothing; a refusal names the job by its index (`jobs[3]: ...`).
+    pub(crate) async fn enqueue_batch(&self, jobs: &[store::NewJob]) -> Result<Vec<Uuid>> {
+        for (index, job) in jobs.iter().enumerate() {
+            self.check_by_name(&job.task_name, &job.args)
+                .map_err(|e| Error::Invalid(format!("jobs[{index}]: {e}")))?;
+        }
+        self.publish_tasks().await?;
+        self.store().job_enqueue_batch(jobs).await
+    }
+
     /// Enqueue by task name with JSON arguments. A name this process has a handler for has
     /// its arguments checked against the handler's type; an unknown name is refused, logged
     /// or let through according to `SONIQ_ENQUEUE_VALIDATION`.

@@ -1077,3 +1077,103 @@ fn a_failed_connection_names_the_server_and_the_cause() {
         assert!(!run.stderr.contains("s3cret"), "{}", run.stderr);
     }
 }
+
+/// Queued jobs of a queue, by their args' `n`, and how many carry `priority`.
+async fn queued_in(queue: &str) -> (i64, i64) {
+    let row = sql()
+        .await
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE priority = 5) FROM soniq.jobs \
+              WHERE queue = $1 AND status = 'queued'",
+            &[&queue],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+fn job_lines(queue: &str, range: std::ops::Range<usize>) -> String {
+    range
+        .map(|n| format!("{{\"task_name\": \"cli.file\", \"args\": {{\"n\": {n}}}, \"queue\": \"{queue}\", \"priority\": 5}}\n"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_from_a_file_streams_batches_and_names_a_bad_line() {
+    let queue = unique("cli_file");
+    let dir = std::env::temp_dir().join(&queue);
+    std::fs::create_dir_all(&dir).unwrap();
+
+    // 2,500 jobs in batches of 1,000, a blank line skipped, a dedup pair merged.
+    let good = dir.join("good.jsonl");
+    let dedup = format!(
+        "{{\"task_name\": \"cli.file\", \"queue\": \"{queue}\", \"dedup_key\": \"{queue}\"}}\n"
+    );
+    let text = job_lines(&queue, 0..1200) + "\n" + &dedup + &job_lines(&queue, 1200..2500) + &dedup;
+    std::fs::write(&good, text).unwrap();
+    let path = good.to_string_lossy().into_owned();
+    let done = soniq(&["enqueue", "--from", &path, "--batch-size", "1000", "--json"])
+        .ok()
+        .json();
+    assert_eq!(
+        (done["enqueued"].as_i64(), done["lines"].as_i64()),
+        (Some(2502), Some(2503))
+    );
+    assert_eq!(
+        queued_in(&queue).await,
+        (2501, 2500),
+        "2,500 jobs and one for the dedup key"
+    );
+
+    // A bad line: the batches before its batch stay, nothing from its batch on.
+    let bad = dir.join("bad.jsonl");
+    let text = job_lines(&queue, 0..1500)
+        + &format!("{{\"task_name\": \"cli.file\", \"queue\": \"{queue}\", \"priority\": 0}}\n")
+        + &job_lines(&queue, 1500..1600);
+    std::fs::write(&bad, text).unwrap();
+    let path = bad.to_string_lossy().into_owned();
+    let run = soniq(&["enqueue", "--from", &path, "--batch-size", "1000"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "{path}:1501: priority must be a whole number between 1 and 1000, got 0"
+        )) && run
+            .stderr
+            .contains("the 1000 jobs of the lines before line 1001 are enqueued"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(queued_in(&queue).await.0, 2501 + 1000);
+
+    // A line that is not a job spec is caught before it is sent; standard input works too.
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_soniq"));
+    let mut child = command
+        .args(["enqueue", "--from", "-"])
+        .env("SONIQ_DATABASE_URL", database_url())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = job_lines(&queue, 0..3) + "{\"task_name\": \"cli.file\", \"args\": [1]}\n";
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), input.as_bytes()).unwrap();
+    let run = from(child.wait_with_output().unwrap());
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("-:4: args must be a JSON object, got [1]; nothing was enqueued"),
+        "{}",
+        run.stderr
+    );
+    let run = soniq(&["enqueue", "cli.file", "--batch-size", "10"]);
+    assert_eq!(
+        (
+            run.code,
+            run.stderr.contains("--batch-size goes with --from")
+        ),
+        (2, true),
+        "{}",
+        run.stderr
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -232,6 +232,53 @@ async fn a_unique_or_dedup_job_returns_the_queued_duplicate(case: Case) {
     );
 }
 
+async fn a_batch_of_jobs_is_written_whole_or_not_at_all(case: Case) {
+    let mut urgent = case.job(json!({"n": 1}));
+    urgent.options.priority = Some(5);
+    let mut keyed = case.job(json!({"n": 2}));
+    keyed.dedup_key = Some(format!("{}-key", case.queue));
+    let later = NewJob {
+        scheduled_at: Some(SystemTime::now() + Duration::from_secs(3600)),
+        ..case.job(json!({"n": 3}))
+    };
+    let batch = [urgent, keyed.clone(), later, keyed];
+    let ids = case.store.job_enqueue_batch(&batch).await.unwrap();
+    assert_eq!(ids.len(), 4, "one id per job, in input order");
+    assert_eq!(
+        ids[1], ids[3],
+        "a dedup key repeated in the batch is one job"
+    );
+    let first = case.store.job_get(ids[0]).await.unwrap().unwrap();
+    assert_eq!((first.priority, first.args["n"].as_i64()), (5, Some(1)));
+    assert!(case
+        .store
+        .job_get(ids[2])
+        .await
+        .unwrap()
+        .unwrap()
+        .scheduled_at
+        .is_some());
+    assert_eq!(case.total().await, 3);
+
+    let mut bad = case.job(json!({"n": 9}));
+    bad.options.retries = Some(-1);
+    let refused = case
+        .store
+        .job_enqueue_batch(&[case.job(json!({"n": 8})), bad])
+        .await
+        .unwrap_err();
+    assert_eq!(refused.sqlstate(), Some(SqlState::INVALID_PARAMETER_VALUE));
+    assert!(
+        refused.to_string().starts_with("jobs[1]: retries"),
+        "{refused}"
+    );
+    assert_eq!(
+        case.total().await,
+        3,
+        "nothing of a refused batch is written"
+    );
+}
+
 async fn claims_follow_priority_then_age_and_the_filters(case: Case) {
     let mut ids = Vec::new();
     for priority in [5, 1, 3] {
@@ -653,6 +700,7 @@ conformance!(
     options_come_from_the_call_then_the_task_then_the_defaults,
     options_out_of_range_are_refused_and_nothing_is_written,
     a_unique_or_dedup_job_returns_the_queued_duplicate,
+    a_batch_of_jobs_is_written_whole_or_not_at_all,
     claims_follow_priority_then_age_and_the_filters,
     completions_are_recorded_only_for_held_leases,
     failures_retry_while_attempts_remain_then_die,

@@ -254,10 +254,20 @@ pub async fn inspect(app: &Soniq, id: Uuid, out: &Output) -> CliResult {
 #[derive(Args)]
 pub struct EnqueueArgs {
     /// The task name (`billing.send_invoice`).
-    task: String,
+    #[arg(required_unless_present = "from")]
+    task: Option<String>,
+    /// Enqueue the jobs of a file of JSON lines (`-`: standard input), one job spec a line:
+    /// task_name, and optionally args, queue, priority, scheduled_at (RFC 3339), retries,
+    /// unique, dedup_key, timeout (seconds). Sent in batches that commit one by one.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["task", "args", "queue", "priority", "at", "unique", "dedup_key"])]
+    from: Option<std::path::PathBuf>,
+    /// Jobs per statement with --from (1..=10000; default 1000).
+    #[arg(long, value_name = "N",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=super::enqueue_file::MAX_BATCH as u64))]
+    batch_size: Option<usize>,
     /// The arguments: a JSON object.
-    #[arg(long, default_value = "{}")]
-    args: String,
+    #[arg(long)]
+    args: Option<String>,
     #[arg(long)]
     queue: Option<String>,
     /// 1..=1000, lower runs sooner.
@@ -298,7 +308,20 @@ fn parse_at(text: &str) -> Result<SystemTime, Failure> {
 }
 
 pub async fn enqueue(app: &Soniq, args: EnqueueArgs, out: &Output) -> CliResult {
-    let mut request = app.enqueue_by_name(&args.task, args_object(&args.args)?);
+    if let Some(path) = &args.from {
+        let batch = args
+            .batch_size
+            .unwrap_or(super::enqueue_file::DEFAULT_BATCH);
+        return super::enqueue_file::run(app, path, batch, out).await;
+    }
+    if args.batch_size.is_some() {
+        return Err(Failure::usage("--batch-size goes with --from FILE"));
+    }
+    let task = args
+        .task
+        .as_deref()
+        .expect("clap requires a task without --from");
+    let mut request = app.enqueue_by_name(task, args_object(args.args.as_deref().unwrap_or("{}"))?);
     if let Some(queue) = args.queue {
         request = request.queue(queue);
     }

@@ -15,6 +15,7 @@
 
 mod admin;
 mod dead_letter;
+mod enqueue_file;
 mod logs;
 pub mod output;
 mod schedule;

@@ -105,6 +105,16 @@ fn bad_input(message: String) -> Error {
     refused(SqlState::INVALID_PARAMETER_VALUE, message)
 }
 
+/// What `enqueue` refuses before it looks at the queue (its options' ranges, an empty key).
+fn check_new_job(job: &NewJob) -> Result<()> {
+    let asked = &job.options;
+    check_options(asked.priority, asked.retries, asked.timeout)?;
+    if job.dedup_key.as_deref() == Some("") {
+        return Err(bad_input("dedup_key must not be empty".into()));
+    }
+    Ok(())
+}
+
 fn check_options(
     priority: Option<i32>,
     retries: Option<i32>,
@@ -156,11 +166,8 @@ impl MemoryStore {
 
 impl State {
     fn enqueue(&mut self, job: &NewJob) -> Result<Uuid> {
+        check_new_job(job)?;
         let asked = &job.options;
-        check_options(asked.priority, asked.retries, asked.timeout)?;
-        if job.dedup_key.as_deref() == Some("") {
-            return Err(bad_input("dedup_key must not be empty".into()));
-        }
         let task = self.tasks.get(&job.task_name).cloned().unwrap_or_default();
         let unique = asked.unique.or(task.unique).unwrap_or(false);
         if let Some(duplicate) = self.queued_duplicate(
@@ -429,6 +436,24 @@ impl Store for MemoryStore {
             })
             .collect();
         ready(ids)
+    }
+
+    fn job_enqueue_batch<'a>(&'a self, jobs: &'a [NewJob]) -> BoxFuture<'a, Result<Vec<Uuid>>> {
+        let mut state = self.state();
+        // All or nothing, as one statement: every job checked before any is kept.
+        let checked = jobs.iter().enumerate().try_for_each(|(index, job)| {
+            check_new_job(job).map_err(|e| match e {
+                Error::Refused { code, message } => Error::Refused {
+                    code,
+                    message: format!("jobs[{index}]: {message}"),
+                },
+                other => other,
+            })
+        });
+        if let Err(e) = checked {
+            return ready(Err(e));
+        }
+        ready(jobs.iter().map(|job| state.enqueue(job)).collect())
     }
 
     fn job_claim<'a>(

@@ -218,6 +218,9 @@ pub trait Store: Send + Sync {
     fn job_enqueue<'a>(&'a self, job: &'a NewJob) -> BoxFuture<'a, Result<Uuid>>;
     /// Ids in input order (a duplicate's is the queued job's).
     fn job_enqueue_many<'a>(&'a self, jobs: &'a NewJobs) -> BoxFuture<'a, Result<Vec<Uuid>>>;
+    /// Jobs of any tasks, each with its own options, in one statement: ids in input order, all
+    /// or nothing; a refusal names the job by its index (`jobs[3]: ...`).
+    fn job_enqueue_batch<'a>(&'a self, jobs: &'a [NewJob]) -> BoxFuture<'a, Result<Vec<Uuid>>>;
     fn job_claim<'a>(&'a self, request: &'a ClaimRequest)
         -> BoxFuture<'a, Result<Vec<ClaimedJob>>>;
     /// Returns how many were recorded (an outcome whose lease is gone is left out).

@@ -8,6 +8,7 @@ use crate::store::{
     ClaimRequest, ClaimedJob, Completion, DeadLetterReason, FailedAttempt, Lease, NewJob, NewJobs,
 };
 use crate::time::duration_from_db;
+use serde_json::Value;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_postgres::{GenericClient, Row, ToStatement};
 use uuid::Uuid;
@@ -22,6 +23,8 @@ pub const ENQUEUE_MANY: &str =
     "SELECT soniq.enqueue_many($1, $2::jsonb[], queue => $3, priority => $4, \
      retries => $5, unique_job => $6, timeout => make_interval(secs => $7::float8), \
      producer_id => $8)";
+
+pub const ENQUEUE_BATCH: &str = "SELECT soniq.enqueue_many($1::jsonb)";
 
 pub const CLAIM: &str = "SELECT id, task_name, args, attempt, max_attempts, queue, \
      extract(epoch FROM timeout)::float8, scheduled_at, created_at \
@@ -98,6 +101,44 @@ where
             ],
         )
         .await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// A job as a spec of `soniq.enqueue_many(jsonb)`: what it leaves out, the SQL resolves.
+fn job_spec(job: &NewJob) -> Value {
+    let mut spec = serde_json::Map::new();
+    spec.insert("task_name".into(), Value::from(job.task_name.as_str()));
+    spec.insert("args".into(), job.args.clone());
+    spec.insert("producer_id".into(), Value::from(job.producer_id.as_str()));
+    let options = &job.options;
+    let given = [
+        ("queue", options.queue.as_deref().map(Value::from)),
+        ("priority", options.priority.map(Value::from)),
+        ("retries", options.retries.map(Value::from)),
+        ("unique", options.unique.map(Value::from)),
+        ("timeout", seconds(options.timeout).map(Value::from)),
+        ("dedup_key", job.dedup_key.as_deref().map(Value::from)),
+        (
+            "scheduled_at",
+            job.scheduled_at
+                .map(|at| crate::time::rfc3339_json(Some(at))),
+        ),
+    ];
+    for (key, value) in given {
+        if let Some(value) = value {
+            spec.insert(key.into(), value);
+        }
+    }
+    Value::Object(spec)
+}
+
+pub async fn enqueue_batch<C, S>(client: &C, statement: &S, jobs: &[NewJob]) -> Result<Vec<Uuid>>
+where
+    C: GenericClient + Sync,
+    S: ?Sized + ToStatement + Sync + Send,
+{
+    let specs = Value::Array(jobs.iter().map(job_spec).collect());
+    let rows = client.query(statement, &[&specs]).await?;
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 

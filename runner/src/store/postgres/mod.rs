@@ -81,6 +81,14 @@ impl Store for PgStore {
         })
     }
 
+    fn job_enqueue_batch<'a>(&'a self, new: &'a [NewJob]) -> BoxFuture<'a, Result<Vec<Uuid>>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let statement = client.prepare_cached(jobs::ENQUEUE_BATCH).await?;
+            jobs::enqueue_batch(&**client, &statement, new).await
+        })
+    }
+
     fn job_claim<'a>(
         &'a self,
         request: &'a ClaimRequest,
