@@ -48,21 +48,29 @@ LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     due_in text[];
 BEGIN
-    WITH followed AS (
-        UPDATE soniq.jobs j
-           SET queue = CASE WHEN j.inherited & 1 <> 0 THEN coalesce(task.queue, 'default') ELSE j.queue END,
-               priority = CASE WHEN j.inherited & 2 <> 0 THEN coalesce(task.priority, 100) ELSE j.priority END,
-               max_attempts = CASE WHEN j.inherited & 4 <> 0
-                                   THEN greatest(coalesce(task.retries, 3) + 1, j.attempts + 1)
-                                   ELSE j.max_attempts END,
-               timeout = CASE WHEN j.inherited & 8 <> 0
-                              THEN nullif(coalesce(task.timeout, interval '300 seconds'), interval '0')
-                              ELSE j.timeout END,
-               retry_policy = CASE WHEN j.inherited & 16 <> 0 THEN task.retry_policy ELSE j.retry_policy END,
-               result_ttl = CASE WHEN j.inherited & 32 <> 0 THEN coalesce(task.result_ttl, interval '300 seconds')
-                                 ELSE j.result_ttl END,
-               updated_at = now()
+    -- Only jobs whose options change are written: a worker publishing its tasks for the first
+    -- time over a backlog of jobs that already run with the defaults rewrites none of them.
+    WITH follows AS (
+        SELECT j.id,
+               CASE WHEN j.inherited & 1 <> 0 THEN coalesce(task.queue, 'default') ELSE j.queue END AS queue,
+               CASE WHEN j.inherited & 2 <> 0 THEN coalesce(task.priority, 100) ELSE j.priority END AS priority,
+               CASE WHEN j.inherited & 4 <> 0 THEN greatest(coalesce(task.retries, 3) + 1, j.attempts + 1)
+                    ELSE j.max_attempts END AS max_attempts,
+               CASE WHEN j.inherited & 8 <> 0 THEN nullif(coalesce(task.timeout, interval '300 seconds'), interval '0')
+                    ELSE j.timeout END AS timeout,
+               CASE WHEN j.inherited & 16 <> 0 THEN task.retry_policy ELSE j.retry_policy END AS retry_policy,
+               CASE WHEN j.inherited & 32 <> 0 THEN coalesce(task.result_ttl, interval '300 seconds')
+                    ELSE j.result_ttl END AS result_ttl
+          FROM soniq.jobs j
          WHERE j.task_name = task.task_name AND j.status = 'queued' AND j.inherited <> 0
+    ), followed AS (
+        UPDATE soniq.jobs j
+           SET queue = f.queue, priority = f.priority, max_attempts = f.max_attempts, timeout = f.timeout,
+               retry_policy = f.retry_policy, result_ttl = f.result_ttl, updated_at = now()
+          FROM follows f
+         WHERE j.id = f.id
+           AND (j.queue, j.priority, j.max_attempts, j.timeout, j.retry_policy, j.result_ttl)
+               IS DISTINCT FROM (f.queue, f.priority, f.max_attempts, f.timeout, f.retry_policy, f.result_ttl)
         RETURNING j.queue, j.scheduled_at
     )
     SELECT array_agg(DISTINCT f.queue) INTO due_in

@@ -782,3 +782,53 @@ async fn a_task_at_its_own_limit_is_not_claimed_so_no_job_waits_out_its_timeout(
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_claims_while_outcomes_are_recorded_but_never_runs_more_than_its_concurrency() {
+    // Jobs finish faster than their outcomes are recorded: the worker claims the next batch
+    // while the last ones are on their way to the database (it holds up to four slots' worth),
+    // yet no more than `concurrency` handlers ever run at once, each job runs once, and
+    // run_once returns only when every outcome is recorded.
+    let queue = unique("held");
+    let mut soniq = app_with(4);
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (now, most) = (Arc::clone(&running), Arc::clone(&peak));
+    let task = soniq
+        .job(format!("{queue}.quick"))
+        .queue(&queue)
+        .handler(move |item: Item, _ctx: JobContext| {
+            let (now, most) = (Arc::clone(&now), Arc::clone(&most));
+            async move {
+                most.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(item.n as u64 % 3)).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                JobResult::Ok(Outcome::done())
+            }
+        })
+        .unwrap();
+    soniq
+        .enqueue_many(&task, (0..400).map(|n| Item { n }))
+        .await
+        .unwrap();
+    let report = soniq.run_worker(run_once(&queue)).await.unwrap();
+    assert_eq!(report.jobs_run, 400, "each job started once");
+    let peak = peak.load(Ordering::SeqCst);
+    assert!(
+        (1..=4).contains(&peak),
+        "{peak} handlers ran at once with concurrency 4"
+    );
+    let row = sql()
+        .await
+        .query_one(
+            "SELECT count(*) FILTER (WHERE status = 'done' AND attempts = 1), count(*) FROM soniq.jobs WHERE queue = $1",
+            &[&queue],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, i64>(0), row.get::<_, i64>(1)),
+        (400, 400),
+        "every outcome recorded, at the first attempt, before run_once returned"
+    );
+}

@@ -65,8 +65,8 @@ impl Attempts {
         !self.running.lock().unwrap().is_empty()
     }
 
-    /// Run a claimed attempt in a task of its own; its report carries `slots` (freed once the
-    /// outcome is recorded).
+    /// Run a claimed attempt in a task of its own; its job slots are freed when the handler
+    /// returns, its held slot travels with the report (freed once the outcome is recorded).
     pub fn spawn(self: &Arc<Self>, job: ClaimedJob, slots: super::claimer::Slots) {
         let lease = Lease {
             job_id: job.context.job_id,
@@ -89,7 +89,7 @@ impl Attempts {
                     lease,
                     worker_id,
                     kind,
-                    _slots: Some(slots),
+                    _held: Some(slots.finished()),
                 });
             }
         });
@@ -117,7 +117,7 @@ impl Attempts {
                     lease: job.lease,
                     worker_id: job.worker_id,
                     kind,
-                    _slots: None, // the aborted task held them and has dropped them
+                    _held: None, // the aborted task held its slots and has dropped them
                 });
                 stopped += 1;
             }

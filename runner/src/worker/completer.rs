@@ -3,7 +3,7 @@
 //! here; the recording goes through [`Store`].
 
 use super::attempts::Attempts;
-use super::claimer::Slots;
+use super::claimer::Held;
 use crate::error::{Error, Result};
 use crate::execute::ReportKind;
 use crate::store::{Completion, FailedAttempt, Lease, Store};
@@ -21,14 +21,14 @@ const REPORT_YIELDS: usize = 4;
 /// How long outcomes are retried through a database outage.
 const RECORDING_PATIENCE: Duration = Duration::from_secs(120);
 
-/// An attempt's outcome, on its way to the store. It carries the attempt's job slots, freed
-/// once the outcome is recorded: a worker's free capacity (and `run_once`'s "all done")
-/// counts only attempts whose outcome is recorded.
+/// An attempt's outcome, on its way to the store. It carries the attempt's held slot, freed
+/// once the outcome is recorded: what a worker may claim (and `run_once`'s "all done") counts
+/// the attempts whose outcome is not recorded.
 pub(crate) struct Report {
     pub lease: Lease,
     pub worker_id: Uuid,
     pub kind: ReportKind,
-    pub _slots: Option<Slots>,
+    pub _held: Option<Held>,
 }
 
 impl Report {
@@ -37,7 +37,7 @@ impl Report {
             lease,
             worker_id,
             kind,
-            _slots: None,
+            _held: None,
         }
     }
 }
@@ -89,7 +89,7 @@ fn group_len(batch: &[Report]) -> usize {
 }
 
 /// Record a batch of outcomes, a statement per group (`complete_many`, `fail_many`,
-/// `snooze`, `abort`). Recorded outcomes leave `batch` (freeing their job slots), so a retry
+/// `snooze`, `abort`). Recorded outcomes leave `batch` (freeing their held slots), so a retry
 /// after an outage sends only what is left. A group the store refuses for its content is not
 /// retried: its outcomes are recorded one by one, so one bad outcome does not hold back the
 /// others.
@@ -264,7 +264,7 @@ pub(crate) async fn run(
                 attempts.recorded(*id);
             }
         }
-        drop(batch); // what is left (given up on) frees its job slots
+        drop(batch); // what is left (given up on) frees its held slots
     }
 }
 

@@ -247,6 +247,7 @@ impl Soniq {
             worker_id: Arc::clone(&worker_id),
             wake,
             slots: Arc::new(Semaphore::new(concurrency)),
+            held: Arc::new(Semaphore::new(concurrency * claimer::HELD_PER_SLOT)),
             config: self.claimer_config(&options, concurrency, task_names),
             started: Default::default(),
         };
