@@ -38,6 +38,18 @@ pub async fn measure(
     count: usize,
     ttl: Option<Duration>,
 ) -> Result<Drained> {
+    measure_runners(bench, 1, concurrency, count, ttl).await
+}
+
+/// `measure` with `runners` runners at once, each with its own pool and `concurrency`,
+/// timed until the last returns.
+async fn measure_runners(
+    bench: &Bench,
+    runners: usize,
+    concurrency: usize,
+    count: usize,
+    ttl: Option<Duration>,
+) -> Result<Drained> {
     let admin = connect(&bench.url).await?;
     db::clean_queue(&admin, QUEUE).await?;
     // The jobs take the task's published options when they are enqueued.
@@ -53,12 +65,16 @@ pub async fn measure(
     // before the count starts.
     drop(admin);
     let admin = connect(&bench.url).await?;
-    let app = db::noop_app(
-        db::worker_settings(&bench.settings, concurrency)?,
-        TASK,
-        QUEUE,
-        ttl,
-    )?;
+    let apps = (0..runners)
+        .map(|_| {
+            db::noop_app(
+                db::worker_settings(&bench.settings, concurrency)?,
+                TASK,
+                QUEUE,
+                ttl,
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
     let options = WorkerOptions {
         concurrency: Some(concurrency),
         queues: Some(vec![QUEUE.into()]),
@@ -67,18 +83,22 @@ pub async fn measure(
     };
     let commits_before = db::commits(&admin).await?;
     let started = Instant::now();
-    let report = app
-        .run_worker_until(options, std::future::pending())
-        .await?;
+    let reports = futures_util::future::join_all(
+        apps.iter()
+            .map(|app| app.run_worker_until(options.clone(), std::future::pending())),
+    )
+    .await;
     let elapsed = started.elapsed().as_secs_f64();
-    drop(app); // its connections close and report
+    let jobs_run = reports
+        .into_iter()
+        .try_fold(0, |sum, report| Ok::<_, Error>(sum + report?.jobs_run))?;
+    drop(apps); // their connections close and report
     let committed = db::commits(&admin).await? - commits_before;
     let left = db::queued(&admin, QUEUE).await?;
     db::clean_queue(&admin, QUEUE).await?;
-    if report.jobs_run != count || left != 0 {
+    if jobs_run != count || left != 0 {
         return Err(Error::Invalid(format!(
-            "the worker ran {} of {count} jobs and left {left} queued",
-            report.jobs_run
+            "the workers ran {jobs_run} of {count} jobs and left {left} queued"
         )));
     }
     Ok(Drained {
@@ -143,7 +163,37 @@ pub async fn run(bench: &mut Bench) -> Result<()> {
     bench.best_drain = best;
     if let Some((concurrency, rate)) = best {
         best_batched(bench, concurrency, rate).await?;
+        scale(bench, concurrency).await?;
     }
+    Ok(())
+}
+
+/// Runners at once on one database, each at the best concurrency, against one runner's rate:
+/// claims that contended would drain slower with more runners.
+const SCALE_RUNNERS: usize = 4;
+
+async fn scale(bench: &mut Bench, concurrency: usize) -> Result<()> {
+    let jobs = bench.plan.jobs;
+    let drained = measure_runners(bench, SCALE_RUNNERS, concurrency, jobs, None).await?;
+    let key = format!("concurrency_{concurrency}");
+    bench.report.add(
+        Figure::new(
+            SCENARIO,
+            "scale",
+            format!("{SCALE_RUNNERS} runners at concurrency {concurrency} each, {jobs} jobs"),
+            drained.rate,
+            "jobs/s",
+        )
+        .against(bench.report.yardstick(SCENARIO, &key))
+        .target(Target::ratio_at_least(1.0)),
+    );
+    bench.report.add(Figure::new(
+        SCENARIO,
+        "scale_transactions_per_job",
+        format!("transactions per job, {SCALE_RUNNERS} runners"),
+        drained.transactions_per_job,
+        "xacts/job",
+    ));
     Ok(())
 }
 
