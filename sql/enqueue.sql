@@ -215,9 +215,9 @@ BEGIN
 END
 $$;
 
--- _as_specs: a batch given as arrays, as the job specs enqueue_many(jsonb) takes (timeout in
--- seconds), for _refuse_specs to say what is wrong with it.
-CREATE FUNCTION soniq._as_specs(
+-- _job_batch: jobs as columns, one array per field (all of one length): how a batch travels
+-- between the functions that check, resolve and insert it.
+CREATE TYPE soniq._job_batch AS (
     task_names    text[],
     args          jsonb[],
     queues        text[],
@@ -228,7 +228,11 @@ CREATE FUNCTION soniq._as_specs(
     dedup_keys    text[],
     timeouts      interval[],
     producer_ids  text[]
-) RETURNS jsonb
+);
+
+-- _as_specs: a batch given as arrays, as the job specs enqueue_many(jsonb) takes (timeout in
+-- seconds), for _refuse_specs to say what is wrong with it.
+CREATE FUNCTION soniq._as_specs(batch soniq._job_batch) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
     SELECT coalesce(jsonb_agg(
                jsonb_build_object('task_name', r.task_name, 'args', r.args)
@@ -237,8 +241,8 @@ LANGUAGE sql STABLE AS $$
                       'retries', r.retries, 'unique', r.unique_job, 'dedup_key', r.dedup_key,
                       'timeout', extract(epoch FROM r.timeout), 'producer_id', r.producer_id))
                ORDER BY r.n), '[]')
-      FROM unnest(task_names, args, queues, priorities, scheduled_ats, retries, unique_jobs, dedup_keys,
-                  timeouts, producer_ids)
+      FROM unnest(batch.task_names, batch.args, batch.queues, batch.priorities, batch.scheduled_ats,
+                  batch.retries, batch.unique_jobs, batch.dedup_keys, batch.timeouts, batch.producer_ids)
            WITH ORDINALITY AS r(task_name, args, queue, priority, scheduled_at, retries, unique_job,
                                 dedup_key, timeout, producer_id, n)
 $$;
@@ -249,18 +253,7 @@ $$;
 -- 300 s, result TTL 300 s). well_formed: whether the job's fields are in range (_job_ok; its
 -- names are _names_ok's). The one place options resolve, for enqueue and enqueue_many alike;
 -- inlined into their statements (no call per job).
-CREATE FUNCTION soniq._job_rows(
-    task_names    text[],
-    args          jsonb[],
-    queues        text[],
-    priorities    int[],
-    scheduled_ats timestamptz[],
-    retries       int[],
-    unique_jobs   boolean[],
-    dedup_keys    text[],
-    timeouts      interval[],
-    producer_ids  text[]
-) RETURNS TABLE (
+CREATE FUNCTION soniq._job_rows(batch soniq._job_batch) RETURNS TABLE (
     n            bigint,
     task_name    text,
     args         jsonb,
@@ -298,8 +291,8 @@ LANGUAGE sql STABLE AS $$
                    | CASE WHEN r.timeout IS NULL THEN 8 ELSE 0 END,
            coalesce(soniq._job_ok(r.args, r.priority, r.retries, r.timeout, r.scheduled_at, r.dedup_key,
                                   r.producer_id), false)
-      FROM unnest(task_names, args, queues, priorities, scheduled_ats, retries, unique_jobs, dedup_keys,
-                  timeouts, producer_ids)
+      FROM unnest(batch.task_names, batch.args, batch.queues, batch.priorities, batch.scheduled_ats,
+                  batch.retries, batch.unique_jobs, batch.dedup_keys, batch.timeouts, batch.producer_ids)
            WITH ORDINALITY AS r(task_name, args, queue, priority, scheduled_at, retries, unique_job,
                                 dedup_key, timeout, producer_id, n)
       LEFT JOIN soniq.tasks t ON t.task_name = r.task_name
@@ -310,18 +303,7 @@ $$;
 -- error names the first (_refuse_specs). A unique or dedup job with a queued duplicate of the
 -- same login — in the table or earlier in the same batch — returns that job's id and writes
 -- nothing (another login's jobs never match: a duplicate reveals nothing of them).
-CREATE FUNCTION soniq._insert_jobs(
-    task_names    text[],
-    args          jsonb[],
-    queues        text[],
-    priorities    int[],
-    scheduled_ats timestamptz[],
-    retries       int[],
-    unique_jobs   boolean[],
-    dedup_keys    text[],
-    timeouts      interval[],
-    producer_ids  text[]
-) RETURNS SETOF uuid
+CREATE FUNCTION soniq._insert_jobs(batch soniq._job_batch) RETURNS SETOF uuid
 LANGUAGE plpgsql VOLATILE
 SET jit = off  -- as _insert_unique_jobs: a large batch must not wait for a compiler
 AS $$
@@ -330,9 +312,8 @@ DECLARE
     pending bigint[];  -- positions of unique and dedup jobs neither written nor matched yet
     due text[];
 BEGIN
-    IF NOT soniq._names_ok(task_names, queues) THEN
-        PERFORM soniq._refuse_specs(soniq._as_specs(task_names, args, queues, priorities, scheduled_ats, retries,
-                                                    unique_jobs, dedup_keys, timeouts, producer_ids));
+    IF NOT soniq._names_ok(batch.task_names, batch.queues) THEN
+        PERFORM soniq._refuse_specs(soniq._as_specs(batch));
     END IF;
 
     -- Every job is checked as it is made (a bad one stops the statement before it commits
@@ -341,13 +322,8 @@ BEGIN
     -- order, the claim's tie-break. Unique and dedup jobs follow.
     WITH job AS MATERIALIZED (
         SELECT soniq.uuid_v7() AS id, r.*,
-               CASE WHEN NOT r.well_formed THEN
-                   soniq._refuse_specs(soniq._as_specs(task_names, _insert_jobs.args, queues, priorities,
-                                                       scheduled_ats, retries, unique_jobs, dedup_keys, timeouts,
-                                                       producer_ids))
-               END AS refused
-          FROM (SELECT * FROM soniq._job_rows(task_names, args, queues, priorities, scheduled_ats, retries,
-                                              unique_jobs, dedup_keys, timeouts, producer_ids)
+               CASE WHEN NOT r.well_formed THEN soniq._refuse_specs(soniq._as_specs(batch)) END AS refused
+          FROM (SELECT * FROM soniq._job_rows(batch)
                  ORDER BY 1) r
     ), written AS (
         INSERT INTO soniq.jobs AS j (id, task_name, args, queue, priority, max_attempts, scheduled_at, timeout,
@@ -364,8 +340,7 @@ BEGIN
       INTO ids, pending, due
       FROM job g;
     IF pending IS NOT NULL THEN
-        ids := soniq._insert_unique_jobs(task_names, args, queues, priorities, scheduled_ats, retries, unique_jobs,
-                                         dedup_keys, timeouts, producer_ids, ids, pending);
+        ids := soniq._insert_unique_jobs(batch, ids, pending);
     END IF;
     PERFORM soniq._wake(q) FROM unnest(due) q;
     RETURN QUERY SELECT unnest(ids);
@@ -376,20 +351,7 @@ $$;
 -- pending go in with ON CONFLICT DO NOTHING; one not written takes its queued duplicate's id
 -- (the dedup key's first, then the task's and args'); one whose duplicate left the queued
 -- state between the two statements goes round again. Returns ids with those positions filled.
-CREATE FUNCTION soniq._insert_unique_jobs(
-    task_names    text[],
-    args          jsonb[],
-    queues        text[],
-    priorities    int[],
-    scheduled_ats timestamptz[],
-    retries       int[],
-    unique_jobs   boolean[],
-    dedup_keys    text[],
-    timeouts      interval[],
-    producer_ids  text[],
-    ids           uuid[],
-    pending       bigint[]
-) RETURNS uuid[]
+CREATE FUNCTION soniq._insert_unique_jobs(batch soniq._job_batch, ids uuid[], pending bigint[]) RETURNS uuid[]
 LANGUAGE plpgsql VOLATILE
 -- Before soniq.jobs is analyzed its estimates are wild, and a look-up that is an index probe
 -- a job can look costly enough to JIT-compile: 0.2 s a batch, for nothing.
@@ -404,8 +366,7 @@ BEGIN
     FOR turn IN 1..10 LOOP
         WITH job AS MATERIALIZED (
             SELECT soniq.uuid_v7() AS id, r.*
-              FROM (SELECT * FROM soniq._job_rows(task_names, args, queues, priorities, scheduled_ats, retries,
-                                                  unique_jobs, dedup_keys, timeouts, producer_ids) x
+              FROM (SELECT * FROM soniq._job_rows(batch) x
                      WHERE x.n IN (SELECT unnest(pending))
                      ORDER BY 1) r
         ), inserted AS (
@@ -437,13 +398,13 @@ BEGIN
               LEFT JOIN LATERAL (
                   SELECT j.id FROM soniq.jobs j
                    WHERE w.id IS NULL AND j.status = 'queued' AND j.enqueued_by = session_user
-                     AND j.dedup_key = dedup_keys[p.n]
+                     AND j.dedup_key = batch.dedup_keys[p.n]
                    LIMIT 1) by_key ON true
               LEFT JOIN LATERAL (
                   SELECT j.id FROM soniq.jobs j
                    WHERE w.id IS NULL AND by_key.id IS NULL AND j.status = 'queued'
                      AND j.enqueued_by = session_user
-                     AND j.task_name = task_names[p.n] AND j.args_hash = p.args_hash
+                     AND j.task_name = batch.task_names[p.n] AND j.args_hash = p.args_hash
                    LIMIT 1) by_args ON true
         )
         SELECT array_agg(coalesce(o.id, i.id) ORDER BY i.k),
@@ -455,7 +416,7 @@ BEGIN
             RETURN ids;
         END IF;
     END LOOP;
-    RAISE EXCEPTION 'could not enqueue % after repeated deduplication races', task_names[pending[1]]
+    RAISE EXCEPTION 'could not enqueue % after repeated deduplication races', batch.task_names[pending[1]]
         USING ERRCODE = 'serialization_failure', HINT = 'Retry the transaction.';
 END
 $$;
@@ -480,6 +441,8 @@ CREATE FUNCTION soniq.enqueue(
 ) RETURNS uuid
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
+    one soniq._job_batch := ROW(ARRAY[task_name], ARRAY[args], ARRAY[queue], ARRAY[priority], ARRAY[scheduled_at],
+                                ARRAY[retries], ARRAY[unique_job], ARRAY[dedup_key], ARRAY[timeout], ARRAY[producer_id]);
     job record;
 BEGIN
     -- The common case checked in one expression; a bad call pays for finding out why.
@@ -496,8 +459,7 @@ BEGIN
                                  retry_policy, result_ttl, args_hash, dedup_key, producer_id, inherited)
     SELECT soniq.uuid_v7(), g.task_name, g.args, g.queue, g.priority, g.max_attempts, g.scheduled_at, g.timeout,
            g.retry_policy, g.result_ttl, g.args_hash, g.dedup_key, g.producer_id, g.inherited
-      FROM soniq._job_rows(ARRAY[task_name], ARRAY[args], ARRAY[queue], ARRAY[priority], ARRAY[scheduled_at],
-                           ARRAY[retries], ARRAY[unique_job], ARRAY[dedup_key], ARRAY[timeout], ARRAY[producer_id]) g
+      FROM soniq._job_rows(one) g
      WHERE g.args_hash IS NULL AND g.dedup_key IS NULL
     RETURNING j.id, j.queue INTO job;
     IF FOUND THEN
@@ -506,9 +468,7 @@ BEGIN
         END IF;
         RETURN job.id;
     END IF;
-    RETURN soniq._insert_jobs(ARRAY[task_name], ARRAY[args], ARRAY[queue], ARRAY[priority], ARRAY[scheduled_at],
-                              ARRAY[retries], ARRAY[unique_job], ARRAY[dedup_key], ARRAY[timeout],
-                              ARRAY[producer_id]);
+    RETURN soniq._insert_jobs(one);
 END
 $$;
 
@@ -560,8 +520,8 @@ BEGIN
     IF NOT coalesce(well_formed, true) THEN
         PERFORM soniq._refuse_specs(jobs);
     END IF;
-    RETURN QUERY SELECT soniq._insert_jobs(task_names, args, queues, priorities, scheduled_ats, retries,
-                                           unique_jobs, dedup_keys, timeouts, producer_ids);
+    RETURN QUERY SELECT soniq._insert_jobs(ROW(task_names, args, queues, priorities, scheduled_ats, retries,
+                                               unique_jobs, dedup_keys, timeouts, producer_ids));
 END
 $$;
 
@@ -581,9 +541,9 @@ LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     n int := cardinality(soniq._require_value(args, 'args'));
 BEGIN
-    RETURN QUERY SELECT soniq._insert_jobs(
+    RETURN QUERY SELECT soniq._insert_jobs(ROW(
         array_fill(task_name, ARRAY[n]), args, array_fill(queue, ARRAY[n]), array_fill(priority, ARRAY[n]),
         array_fill(scheduled_at, ARRAY[n]), array_fill(retries, ARRAY[n]), array_fill(unique_job, ARRAY[n]),
-        array_fill(NULL::text, ARRAY[n]), array_fill(timeout, ARRAY[n]), array_fill(producer_id, ARRAY[n]));
+        array_fill(NULL::text, ARRAY[n]), array_fill(timeout, ARRAY[n]), array_fill(producer_id, ARRAY[n])));
 END
 $$;
