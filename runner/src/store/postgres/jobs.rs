@@ -104,32 +104,45 @@ where
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
-/// A job as a spec of `soniq.enqueue_many(jsonb)`: what it leaves out, the SQL resolves.
-fn job_spec(job: &NewJob) -> Value {
-    let mut spec = serde_json::Map::new();
-    spec.insert("task_name".into(), Value::from(job.task_name.as_str()));
-    spec.insert("args".into(), job.args.clone());
-    spec.insert("producer_id".into(), Value::from(job.producer_id.as_str()));
-    let options = &job.options;
-    let given = [
-        ("queue", options.queue.as_deref().map(Value::from)),
-        ("priority", options.priority.map(Value::from)),
-        ("retries", options.retries.map(Value::from)),
-        ("unique", options.unique.map(Value::from)),
-        ("timeout", seconds(options.timeout).map(Value::from)),
-        ("dedup_key", job.dedup_key.as_deref().map(Value::from)),
-        (
-            "scheduled_at",
-            job.scheduled_at
-                .map(|at| crate::time::rfc3339_json(Some(at))),
-        ),
-    ];
-    for (key, value) in given {
-        if let Some(value) = value {
-            spec.insert(key.into(), value);
+/// A job as a spec of `soniq.enqueue_many(jsonb)`, borrowing its args (serialized straight
+/// into the statement's parameter); what it leaves out, the SQL resolves.
+#[derive(Debug, serde::Serialize)]
+struct JobSpec<'a> {
+    task_name: &'a str,
+    args: &'a Value,
+    producer_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    queue: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    priority: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retries: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unique: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeout: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dedup_key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scheduled_at: Option<String>,
+}
+
+impl<'a> JobSpec<'a> {
+    fn of(job: &'a NewJob) -> Self {
+        let options = &job.options;
+        JobSpec {
+            task_name: &job.task_name,
+            args: &job.args,
+            producer_id: &job.producer_id,
+            queue: options.queue.as_deref(),
+            priority: options.priority,
+            retries: options.retries,
+            unique: options.unique,
+            timeout: seconds(options.timeout),
+            dedup_key: job.dedup_key.as_deref(),
+            scheduled_at: job.scheduled_at.and_then(crate::time::rfc3339),
         }
     }
-    Value::Object(spec)
 }
 
 pub async fn enqueue_batch<C, S>(client: &C, statement: &S, jobs: &[NewJob]) -> Result<Vec<Uuid>>
@@ -137,8 +150,10 @@ where
     C: GenericClient + Sync,
     S: ?Sized + ToStatement + Sync + Send,
 {
-    let specs = Value::Array(jobs.iter().map(job_spec).collect());
-    let rows = client.query(statement, &[&specs]).await?;
+    let specs: Vec<JobSpec> = jobs.iter().map(JobSpec::of).collect();
+    let rows = client
+        .query(statement, &[&tokio_postgres::types::Json(&specs)])
+        .await?;
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
