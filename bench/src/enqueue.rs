@@ -8,14 +8,12 @@
 use super::db::{self, connect};
 use super::report::{Figure, Target};
 use super::Bench;
-use futures_util::StreamExt;
 use serde_json::{json, Value};
-use soniq_runner::Result;
+use soniq_runner::{ConnectionConfig, Result};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Barrier;
-use tokio_postgres::{AsyncMessage, NoTls};
 
 const SCENARIO: &str = "enqueue";
 const TASK: &str = "bench.enqueue";
@@ -52,17 +50,13 @@ impl Drop for Listener {
 }
 
 async fn listen(url: &str) -> Result<Listener> {
-    let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
     let received = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&received);
-    let driver = tokio::spawn(async move {
-        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(Ok(message)) = messages.next().await {
-            if let AsyncMessage::Notification(_) = message {
-                counter.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    });
+    let (client, driver) = ConnectionConfig::parse(url)?
+        .connect_notifying(move |_| {
+            counter.fetch_add(1, Ordering::Relaxed);
+        })
+        .await?;
     client.batch_execute("LISTEN soniq_new_job").await?;
     Ok(Listener {
         _client: client,

@@ -268,9 +268,7 @@ async fn run_scenarios(bench: &mut Bench, scenarios: &[Scenario]) -> RunResult {
             Scenario::Depth => depth::run(bench).await,
         };
         result.map_err(|e| Stopped(format!("bench {name}: {e}")))?;
-        let admin = db::connect(&bench.url)
-            .await
-            .map_err(soniq_runner::Error::from)?;
+        let admin = db::connect(&bench.url).await?;
         match db::restore_jobs_table(&admin).await {
             Ok(true) => {}
             Ok(false) => bench.report.note(

@@ -27,6 +27,7 @@ mod attempt_log;
 pub mod cli;
 #[cfg(feature = "cli")]
 pub mod command_handlers;
+pub mod connection;
 mod dead_letter;
 mod enqueue;
 mod error;
@@ -45,6 +46,7 @@ mod testing;
 mod time;
 mod worker;
 
+pub use connection::ConnectionConfig;
 pub use dead_letter::{
     DeadJob, DeadLetter, DeadLetterFilter, DeadLetterStats, ExportFormat, ReplayOptions,
 };
@@ -69,13 +71,11 @@ pub use store::DeadLetterReason;
 pub use testing::wait_until;
 pub use worker::{WorkerOptions, WorkerReport};
 
-use deadpool_postgres::{PoolConfig, Runtime};
 use serde::Serialize;
 use serde_json::Value;
 use std::sync::Arc;
 use store::{MemoryStore, NewJobs, PgStore, Store};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::NoTls;
 use uuid::Uuid;
 
 /// Whether this is the first enqueue, in this process, of `task_name` without a handler: the
@@ -107,6 +107,8 @@ pub struct Soniq {
     settings: Settings,
     backend: Backend,
     handlers: execute::Handlers,
+    /// Where the worker's listener waits for new jobs (`LISTEN`); none: it polls.
+    listen: Option<ConnectionConfig>,
     /// Whether the handlers' options are in `soniq.tasks` (published before the first
     /// enqueue and at worker start, so a job gets its task's options however it is enqueued).
     published: tokio::sync::OnceCell<()>,
@@ -127,17 +129,15 @@ impl Soniq {
     /// each other ([`Settings::validate`]).
     pub fn with_settings(settings: Settings) -> Result<Self> {
         settings.validate()?;
-        let mut config = deadpool_postgres::Config::new();
-        config.url = Some(settings.database_url().to_string());
+        let database = ConnectionConfig::parse(settings.database_url())
+            .map_err(|e| Error::Config(format!("SONIQ_DATABASE_URL: {e}")))?;
         // Room for every running handler to enqueue, and for the claim loop, the reporter,
         // heartbeats and maintenance rounds.
-        config.pool = Some(PoolConfig::new(settings.concurrency() + 4));
-        let pool = config
-            .create_pool(Some(Runtime::Tokio1), NoTls)
-            .map_err(|e| Error::Config(format!("SONIQ_DATABASE_URL is not usable: {e}")))?;
+        let pool = database.pool(settings.concurrency() + 4)?;
         Ok(Soniq {
             settings,
             backend: Backend::Postgres(Arc::new(PgStore::new(pool))),
+            listen: Some(database),
             handlers: execute::Handlers::default(),
             published: tokio::sync::OnceCell::new(),
         })
@@ -151,6 +151,7 @@ impl Soniq {
         Soniq {
             settings: Settings::new("memory:"),
             backend: Backend::Memory(Arc::new(MemoryStore::new())),
+            listen: None,
             handlers: execute::Handlers::default(),
             published: tokio::sync::OnceCell::new(),
         }

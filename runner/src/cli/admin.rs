@@ -1,7 +1,7 @@
 //! setup, status, inspect, enqueue, cancel, jobs list.
 
 use super::output::{mask_url, Output};
-use super::{args_object, connect, time, CliResult, Failure};
+use super::{args_object, time, CliResult, Failure};
 use crate::error::with_causes;
 use crate::jobs::{JobFilter, JobInfo, JobStatus};
 use crate::store::postgres::admin;
@@ -12,22 +12,17 @@ use clap::Args;
 use serde_json::{json, Value};
 use std::time::{Duration, SystemTime};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::NoTls;
 use uuid::Uuid;
 
 /// Create the database if it is missing, install or update the extension, and say plainly
 /// whether the control plane serves this database (and how to make it).
 pub async fn setup(settings: &Settings, out: &Output) -> CliResult {
     let url = &settings.database_url();
-    let config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e| Failure::usage(format!("SONIQ_DATABASE_URL is not a valid URL: {e}")))?;
-    let database = config
-        .get_dbname()
-        .map(str::to_string)
-        .unwrap_or_else(|| "postgres".into());
+    let config = crate::ConnectionConfig::parse(url)
+        .map_err(|e| Failure::usage(format!("SONIQ_DATABASE_URL: {e}")))?;
+    let database = config.dbname().to_string();
     let mut report = Vec::new();
-    let client = connect_or_create(url, &config, &database, &mut report).await?;
+    let client = connect_or_create(url, &config, &mut report).await?;
     let failed = |what: &str| {
         let what = what.to_string();
         move |e: crate::Error| Failure::new(format!("{what}: {e}"))
@@ -83,8 +78,7 @@ pub async fn setup(settings: &Settings, out: &Output) -> CliResult {
 /// A connection to the database, created first (through the `postgres` database) if missing.
 async fn connect_or_create(
     url: &str,
-    config: &tokio_postgres::Config,
-    database: &str,
+    config: &crate::ConnectionConfig,
     report: &mut Vec<String>,
 ) -> Result<tokio_postgres::Client, Failure> {
     let cannot_connect = |e: tokio_postgres::Error| {
@@ -94,24 +88,26 @@ async fn connect_or_create(
             with_causes(&e)
         ))
     };
-    match connect(url).await {
+    match config.connect().await {
         Ok(client) => Ok(client),
         Err(e) if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {
-            let mut maintenance = config.clone();
-            maintenance.dbname("postgres");
-            let (admin_client, connection) = maintenance.connect(NoTls).await.map_err(|e| {
-                Failure::new(format!(
-                    "cannot connect to {} to create the database: {}",
-                    mask_url(url),
-                    with_causes(&e)
-                ))
-            })?;
-            tokio::spawn(connection);
+            let database = config.dbname();
+            let admin_client = config
+                .with_dbname("postgres")
+                .connect()
+                .await
+                .map_err(|e| {
+                    Failure::new(format!(
+                        "cannot connect to {} to create the database: {}",
+                        mask_url(url),
+                        with_causes(&e)
+                    ))
+                })?;
             admin::create_database(&admin_client, database)
                 .await
                 .map_err(|e| Failure::new(format!("cannot create database {database}: {e}")))?;
             report.push(format!("created database {database}"));
-            connect(url).await.map_err(cannot_connect)
+            config.connect().await.map_err(cannot_connect)
         }
         Err(e) => Err(cannot_connect(e)),
     }

@@ -116,10 +116,8 @@ fn args_object(text: &str) -> Result<serde_json::Value, Failure> {
 }
 
 /// One connection of its own, driven in the background.
-pub async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
-    Ok(client)
+pub async fn connect(url: &str) -> crate::Result<tokio_postgres::Client> {
+    Ok(crate::ConnectionConfig::parse(url)?.connect().await?)
 }
 
 /// Filters shared by the dead-letter commands.

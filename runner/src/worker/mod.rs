@@ -22,7 +22,7 @@ pub(crate) use completer::{record_batch, Report};
 use crate::error::{Error, Result};
 use crate::execute::ReportKind;
 use crate::store::{Store, WorkerRegistration};
-use crate::{Backend, Soniq};
+use crate::Soniq;
 use attempts::Attempts;
 use claimer::{Claimer, ClaimerConfig};
 use heartbeat::Heartbeat;
@@ -178,9 +178,9 @@ impl Soniq {
                 }
             }),
         ];
-        if let Backend::Postgres(_) = self.backend {
+        if let Some(listen) = &self.listen {
             tasks.push(tokio::spawn(listener::run(
-                self.settings.database_url().to_string(),
+                listen.clone(),
                 Arc::clone(wake),
                 self.settings.error_retry_delay(),
                 stopped,
