@@ -5,12 +5,13 @@
 //!   SONIQ_DATABASE_URL=... SONIQ_CONCURRENCY=32 cargo run -p soniq-runner --example fault_worker -- QUEUE
 //!
 //! The table is the test's (it creates it); a failed write fails the attempt, which is retried.
+//! The write goes out unnamed (`query_typed`), so it works behind PgBouncer in transaction
+//! mode too.
 
-use deadpool_postgres::{Config, Runtime};
 use serde_json::Value;
-use soniq_runner::{JobContext, JobError, Outcome, Soniq, WorkerOptions};
+use soniq_runner::{ConnectionConfig, JobContext, JobError, Outcome, Soniq, WorkerOptions};
 use std::time::Duration;
-use tokio_postgres::NoTls;
+use tokio_postgres::types::Type;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -20,9 +21,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let queue = std::env::args().nth(1).ok_or("usage: fault_worker QUEUE")?;
     let mut soniq = Soniq::from_env()?;
-    let mut config = Config::new();
-    config.url = Some(soniq.settings().database_url().to_string());
-    let side_effects = config.create_pool(Some(Runtime::Tokio1), NoTls)?;
+    let side_effects = ConnectionConfig::parse(soniq.settings().database_url())?
+        .pool(soniq.settings().concurrency())?;
     let pid = i32::try_from(std::process::id())?;
 
     soniq
@@ -39,9 +39,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .await
                     .map_err(|e| JobError::new(e.to_string()))?;
                 client
-                    .execute(
+                    .query_typed(
                         "INSERT INTO soniq_faults.runs (job_id, attempt, pid) VALUES ($1, $2, $3)",
-                        &[&ctx.job_id, &ctx.attempt, &pid],
+                        &[
+                            (&ctx.job_id, Type::UUID),
+                            (&ctx.attempt, Type::INT4),
+                            (&pid, Type::INT4),
+                        ],
                     )
                     .await?;
                 Ok(Outcome::done())

@@ -126,7 +126,7 @@ impl<'a> Enqueue<'a> {
         self.check_database_backed()?;
         let job = self.take_job()?;
         self.soniq.publish_tasks().await?;
-        jobs::enqueue(client, jobs::ENQUEUE, &job).await
+        jobs::enqueue(client, None, &job).await
     }
 
     /// A transactional enqueue writes a row through the caller's connection: the in-memory
@@ -152,7 +152,7 @@ impl<'a> Enqueue<'a> {
         let job = self.take_job()?;
         self.soniq.publish_tasks().await?;
         let mut binds = SqlxBinds {
-            query: Some(sqlx::query_scalar(jobs::ENQUEUE)),
+            query: Some(sqlx::query_scalar(jobs::ENQUEUE.text)),
         };
         jobs::enqueue_binds(&job, &mut binds);
         let query = binds.query.expect("binding keeps the query");

@@ -44,6 +44,13 @@ impl fmt::Display for Error {
         match self {
             Error::Config(message) | Error::Invalid(message) => f.write_str(message),
             Error::Database(e) => match e.as_db_error() {
+                Some(db) if PREPARED_STATEMENT_LOST.contains(db.code()) => write!(
+                    f,
+                    "{} ({}): a connection pooler in transaction mode (PgBouncer) hands each \
+                     transaction to any server connection; set SONIQ_STATEMENT_CACHE=off",
+                    db.message(),
+                    db.code().code()
+                ),
                 Some(db) => write!(f, "{} ({})", db.message(), db.code().code()),
                 None => write!(f, "database error: {}", with_causes(e)),
             },
@@ -54,6 +61,13 @@ impl fmt::Display for Error {
         }
     }
 }
+
+/// What a prepared statement behind a transaction-mode pooler runs into: prepared on one server
+/// connection, then missing (26000) or already there (42P05) on another.
+const PREPARED_STATEMENT_LOST: [SqlState; 2] = [
+    SqlState::INVALID_SQL_STATEMENT_NAME,
+    SqlState::DUPLICATE_PSTATEMENT,
+];
 
 /// An error and what caused it, `outer: inner: ...`: "error connecting to server" alone
 /// does not say the connection was refused, or why.

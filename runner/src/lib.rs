@@ -64,7 +64,9 @@ pub use metrics::{AttemptEnd, MetricsSink};
 pub use middleware::Next;
 pub use registry::{derive_task_name, Task, TaskBuilder, TaskOptions};
 pub use scheduler::{ScheduleInfo, ScheduleSpec, Scheduler};
-pub use settings::{hostname, EnqueueValidation, Settings, SettingsBuilder, TaskNamePattern};
+pub use settings::{
+    hostname, EnqueueValidation, Listen, Settings, SettingsBuilder, TaskNamePattern,
+};
 /// The schedule builder: `every(5).minutes()`, `daily().at("09:00")`, ...
 pub use soniq_cron::{dsl, Schedule};
 pub use store::DeadLetterReason;
@@ -134,10 +136,19 @@ impl Soniq {
         // Room for every running handler to enqueue, and for the claim loop, the reporter,
         // heartbeats and maintenance rounds.
         let pool = database.pool(settings.concurrency() + 4)?;
+        let listen = match settings.listen() {
+            Listen::Database => Some(database),
+            Listen::Url(url) => Some(
+                ConnectionConfig::parse(url)
+                    .map_err(|e| Error::Config(format!("SONIQ_LISTEN_URL: {e}")))?,
+            ),
+            Listen::Off => None,
+        };
+        let store = PgStore::new(pool, settings.statement_cache());
         Ok(Soniq {
             settings,
-            backend: Backend::Postgres(Arc::new(PgStore::new(pool))),
-            listen: Some(database),
+            backend: Backend::Postgres(Arc::new(store)),
+            listen,
             handlers: execute::Handlers::default(),
             published: tokio::sync::OnceCell::new(),
         })

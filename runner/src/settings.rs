@@ -15,6 +15,18 @@ pub enum EnqueueValidation {
     None,
 }
 
+/// Where a worker's listener waits for the notification of a new job (`SONIQ_LISTEN_URL`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// On a connection to `SONIQ_DATABASE_URL` (the default).
+    Database,
+    /// On a connection to this URL: the server itself when the database URL goes through
+    /// PgBouncer in transaction mode, which cannot keep a `LISTEN`.
+    Url(String),
+    /// Nowhere: idle workers poll every `SONIQ_POLL_INTERVAL`.
+    Off,
+}
+
 /// The rule task names must follow: a regular expression that must match the whole name.
 #[derive(Debug, Clone)]
 pub struct TaskNamePattern {
@@ -174,6 +186,8 @@ pub struct Settings {
     producer_id: String,
     task_name_pattern: TaskNamePattern,
     route_map: Vec<(String, String)>,
+    statement_cache: bool,
+    listen: Listen,
 }
 
 /// This machine's name (as workers register with it), if it has one.
@@ -214,6 +228,8 @@ impl Settings {
             producer_id: default_producer_id(),
             task_name_pattern: TaskNamePattern::default(),
             route_map: Vec::new(),
+            statement_cache: true,
+            listen: Listen::Database,
         }
     }
 
@@ -309,6 +325,18 @@ impl Settings {
         &self.route_map
     }
 
+    /// `SONIQ_STATEMENT_CACHE`: `on` (the default) prepares the hot statements once per
+    /// connection; `off` sends every statement unnamed, as PgBouncer's transaction mode needs.
+    pub fn statement_cache(&self) -> bool {
+        self.statement_cache
+    }
+
+    /// `SONIQ_LISTEN_URL`: where idle workers wait for new jobs; a connection string, or
+    /// `off` to poll only (default: the database URL).
+    pub fn listen(&self) -> &Listen {
+        &self.listen
+    }
+
     /// Every value's range, and the rules between them: `SONIQ_HEARTBEAT_TIMEOUT` must be at
     /// least twice `SONIQ_HEARTBEAT_INTERVAL`, or one late heartbeat makes a live worker look
     /// dead — to the control plane, and to its own maintenance rounds, which would take back
@@ -367,6 +395,8 @@ impl SettingsBuilder {
         cleanup_interval: Duration,
         enqueue_validation: EnqueueValidation,
         task_name_pattern: TaskNamePattern,
+        statement_cache: bool,
+        listen: Listen,
     );
 
     pub fn database_url(mut self, url: impl Into<String>) -> Self {
@@ -409,6 +439,8 @@ pub(crate) struct RawSettings {
     pub producer_id: Option<String>,
     pub task_name_pattern: Option<String>,
     pub route_map: Option<String>,
+    pub statement_cache: Option<String>,
+    pub listen_url: Option<String>,
     /// `SONIQ_JOBS_MODULES`: comma-separated TOML modules of command handlers (the CLI's).
     pub jobs_modules: Option<String>,
 }
@@ -432,6 +464,8 @@ impl RawSettings {
             producer_id: lookup("SONIQ_PRODUCER_ID"),
             task_name_pattern: lookup("SONIQ_TASK_NAME_PATTERN"),
             route_map: lookup("SONIQ_ROUTE_MAP"),
+            statement_cache: lookup("SONIQ_STATEMENT_CACHE"),
+            listen_url: lookup("SONIQ_LISTEN_URL"),
             jobs_modules: lookup("SONIQ_JOBS_MODULES"),
         }
     }
@@ -497,6 +531,15 @@ impl RawSettings {
                 Some(text) => parse_route_map(&text)?,
                 None => Vec::new(),
             },
+            statement_cache: match self.statement_cache {
+                Some(text) => parse_switch("SONIQ_STATEMENT_CACHE", &text)?,
+                None => defaults.statement_cache,
+            },
+            listen: match self.listen_url.as_deref().map(str::trim) {
+                None | Some("") => Listen::Database,
+                Some("off") => Listen::Off,
+                Some(url) => Listen::Url(url.to_string()),
+            },
             ..defaults
         };
         settings.validate()?;
@@ -523,6 +566,16 @@ fn parse_enqueue_validation(text: &str) -> Result<EnqueueValidation> {
         "none" => Ok(EnqueueValidation::None),
         _ => Err(Error::Config(format!(
             "SONIQ_ENQUEUE_VALIDATION must be strict, warn or none, got {text:?}"
+        ))),
+    }
+}
+
+fn parse_switch(var: &str, text: &str) -> Result<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" => Ok(true),
+        "off" | "false" | "0" => Ok(false),
+        _ => Err(Error::Config(format!(
+            "{var} must be on or off, got {text:?}"
         ))),
     }
 }

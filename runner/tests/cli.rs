@@ -1177,3 +1177,79 @@ async fn enqueue_from_a_file_streams_batches_and_names_a_bad_line() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Through PgBouncer in transaction mode (SONIQ_TEST_PGBOUNCER_URL) with the statement cache
+/// off: enqueue, inspect, list, a worker that runs a command handler into the dead letter, the
+/// dead letter's commands, schedules, status. Each statement may land on another server
+/// connection; none may need one prepared on an earlier one.
+#[test]
+fn the_commands_work_through_pgbouncer_in_transaction_mode() {
+    let pgbouncer = std::env::var("SONIQ_TEST_PGBOUNCER_URL").expect(
+        "SONIQ_TEST_PGBOUNCER_URL names the test database through PgBouncer; run scripts/test",
+    );
+    let direct = database_url();
+    let env = [
+        ("SONIQ_DATABASE_URL", pgbouncer.as_str()),
+        ("SONIQ_STATEMENT_CACHE", "off"),
+        ("SONIQ_LISTEN_URL", direct.as_str()),
+    ];
+    let run = |args: &[&str]| soniq_with(args, &env).ok();
+    let queue = unique("cli_pgbouncer");
+    let module = std::env::temp_dir().join(format!("{queue}.toml"));
+    std::fs::write(
+        &module,
+        format!("[tasks.\"cli.bounced\"]\ncommand = [\"sh\", \"-c\", \"exit 3\"]\nqueue = \"{queue}\"\nretries = 0\n"),
+    )
+    .unwrap();
+    let module = module.to_string_lossy().into_owned();
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let args = format!(r#"{{"n": {n}}}"#);
+        ids.push(run(&["enqueue", "cli.bounced", "--queue", &queue, "--args", &args]).stdout);
+    }
+    let job = run(&["inspect", ids[0].trim(), "--json"]).json();
+    assert_eq!(job["status"], "queued");
+    let listed = run(&["jobs", "list", "--queue", &queue, "--json"]).json();
+    assert_eq!(listed.as_array().unwrap().len(), 5);
+    run(&[
+        "worker",
+        "--run-once",
+        "--queues",
+        &queue,
+        "--jobs-modules",
+        &module,
+    ]);
+    let dead = run(&["dead-letter", "list", "--queue", &queue, "--json"]).json();
+    assert_eq!(
+        dead.as_array().unwrap().len(),
+        5,
+        "every job ran once and died"
+    );
+    let first = dead[0]["id"].as_str().unwrap().to_string();
+    run(&["dead-letter", "show", &first]);
+    run(&["dead-letter", "replay", &first]);
+    let requeued = run(&[
+        "jobs", "list", "--queue", &queue, "--status", "queued", "--json",
+    ])
+    .json();
+    assert_eq!(requeued.as_array().unwrap().len(), 1);
+    let name = unique("cli_pgbouncer_schedule");
+    run(&[
+        "schedule",
+        "add",
+        &name,
+        "--task",
+        "cli.bounced",
+        "--every",
+        "3600",
+    ]);
+    let schedules = run(&["schedule", "list", "--json"]).json();
+    assert!(schedules
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["name"] == name.as_str()));
+    run(&["schedule", "remove", &name]);
+    let status = run(&["status", "--json"]).json();
+    assert!(status.is_object(), "{status}");
+}

@@ -1,6 +1,7 @@
 //! The store's conformance suite: every check runs against the in-memory store and (with the
 //! `e2e` feature, on the test cluster) against the extension, so `Soniq::in_memory()` behaves
-//! as the database does wherever a test of a handler can see it.
+//! as the database does wherever a test of a handler can see it; and once more through
+//! PgBouncer in transaction mode (SONIQ_TEST_PGBOUNCER_URL) with the statement cache off.
 
 use serde_json::{json, Value};
 use soniq_runner::store::{
@@ -689,7 +690,17 @@ macro_rules! conformance {
             $(
                 #[tokio::test]
                 async fn $check() {
-                    super::$check(super::on_the_extension()).await
+                    super::$check(super::on_the_extension("SONIQ_TEST_DATABASE_URL", true)).await
+                }
+            )*
+        }
+
+        #[cfg(feature = "e2e")]
+        mod through_pgbouncer {
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    super::$check(super::on_the_extension("SONIQ_TEST_PGBOUNCER_URL", false)).await
                 }
             )*
         }
@@ -711,19 +722,16 @@ conformance!(
     lists_counts_deletes_and_paused_queues,
 );
 
-/// The store on the test database, with a task and queue of the check's own.
+/// The store on the test database (the URL in `url_var`), with a task and queue of the
+/// check's own.
 #[cfg(feature = "e2e")]
-fn on_the_extension() -> Case {
+fn on_the_extension(url_var: &str, statement_cache: bool) -> Case {
     static CHECKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let url = std::env::var("SONIQ_TEST_DATABASE_URL")
-        .expect("SONIQ_TEST_DATABASE_URL names the test database; run scripts/test");
-    let mut config = deadpool_postgres::Config::new();
-    config.url = Some(url);
-    let pool = config
-        .create_pool(
-            Some(deadpool_postgres::Runtime::Tokio1),
-            tokio_postgres::NoTls,
-        )
+    let url = std::env::var(url_var)
+        .unwrap_or_else(|_| panic!("{url_var} names the test database; run scripts/test"));
+    let pool = soniq_runner::ConnectionConfig::parse(&url)
+        .unwrap()
+        .pool(8)
         .unwrap();
     let nanos = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -732,7 +740,7 @@ fn on_the_extension() -> Case {
     let check = CHECKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let name = format!("conformance_{nanos}_{check}");
     Case {
-        store: Box::new(soniq_runner::store::PgStore::new(pool)),
+        store: Box::new(soniq_runner::store::PgStore::new(pool, statement_cache)),
         task: format!("{name}.task"),
         queue: name,
     }

@@ -2,7 +2,8 @@
 //!
 //! Runner processes (examples/fault_worker) drain jobs whose handler writes one row per run to
 //! soniq_faults.runs; then they are killed with SIGKILL, PostgreSQL is restarted (fast and
-//! immediate shutdown), its control plane is killed, leases are revoked. After each fault,
+//! immediate shutdown), its control plane is killed, leases are revoked; one runner works
+//! through PgBouncer in transaction mode (SONIQ_TEST_PGBOUNCER_URL). After each fault,
 //! every job must end done, and a job may have run more than once only if it was running
 //! when the fault hit (and then with a new attempt). The figures are printed.
 //!
@@ -88,9 +89,15 @@ impl Drop for Runner {
 
 /// A runner process serving `queue` at `concurrency`.
 fn start_runner(queue: &str, concurrency: usize) -> Runner {
+    start_runner_with(queue, concurrency, &[])
+}
+
+/// A runner process serving `queue` at `concurrency`, with more (or other) settings.
+fn start_runner_with(queue: &str, concurrency: usize, env: &[(&str, String)]) -> Runner {
     Command::new(common::example("fault_worker"))
         .arg(queue)
         .env("SONIQ_DATABASE_URL", database_url())
+        .envs(env.iter().map(|(name, value)| (name, value)))
         .env("SONIQ_CONCURRENCY", concurrency.to_string())
         .env("SONIQ_POLL_INTERVAL", "0.2")
         .env("SONIQ_HEARTBEAT_INTERVAL", "0.3")
@@ -286,26 +293,47 @@ async fn control_plane_pid_other_than(gone: Option<i32>) -> i32 {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_of_a_runner_with_jobs_in_flight_loses_nothing() {
+/// Drain jobs with one runner (its settings: `env`), SIGKILL it a fifth of the way through,
+/// finish with another: only jobs the killed one held may have run twice.
+async fn kill_9_mid_drain(label: &str, env: &[(&str, String)]) {
     let _turn = ONE_AT_A_TIME.lock().await;
     let client = prepare().await;
     let queue = unique("kill9");
     let jobs = enqueue(&client, &queue, if long() { 100_000 } else { 10_000 }).await;
 
-    let first = start_runner(&queue, 32);
+    let first = start_runner_with(&queue, 32, env);
     until_a_fifth_ran(&queue, jobs).await;
     drop(first); // SIGKILL: no shutdown, no hand-back
     let in_flight = processing(&client, &queue).await;
 
-    let second = start_runner(&queue, 32);
+    let second = start_runner_with(&queue, 32, env);
     until_all_done(&queue, jobs, Duration::from_secs(300)).await;
     stop_runner(second);
     let held = in_flight.len();
     let (jobs, duplicates) = check_runs(&queue, jobs, &Fault::Held(in_flight)).await;
     eprintln!(
-        "kill -9: {jobs} jobs, 0 lost, {held} held by the killed runner, {duplicates} ran twice (all among those)"
+        "{label}: {jobs} jobs, 0 lost, {held} held by the killed runner, {duplicates} ran twice (all among those)"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_a_runner_with_jobs_in_flight_loses_nothing() {
+    kill_9_mid_drain("kill -9", &[]).await;
+}
+
+/// Through PgBouncer in transaction mode (SONIQ_TEST_PGBOUNCER_URL, scripts/test starts it):
+/// statements unnamed, LISTEN on the direct URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_a_runner_behind_pgbouncer_loses_nothing() {
+    let pgbouncer = std::env::var("SONIQ_TEST_PGBOUNCER_URL").expect(
+        "SONIQ_TEST_PGBOUNCER_URL names the test database through PgBouncer; run scripts/test",
+    );
+    let env = [
+        ("SONIQ_DATABASE_URL", pgbouncer),
+        ("SONIQ_STATEMENT_CACHE", "off".to_string()),
+        ("SONIQ_LISTEN_URL", database_url()),
+    ];
+    kill_9_mid_drain("kill -9 behind PgBouncer", &env).await;
 }
 
 /// Drain jobs with one runner and strike with `fault` a fifth of the way through: the runner

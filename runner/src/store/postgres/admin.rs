@@ -4,6 +4,7 @@
 
 use crate::error::Result;
 use std::time::Duration;
+use tokio_postgres::types::Type;
 use tokio_postgres::{GenericClient, Row};
 
 /// The extension's version on the server (`default`) and in this database (`installed`);
@@ -15,7 +16,7 @@ pub struct ExtensionVersions {
 
 pub async fn extension_versions(client: &impl GenericClient) -> Result<Option<ExtensionVersions>> {
     let row = client
-        .query_opt(
+        .query_typed_opt(
             "SELECT default_version, installed_version FROM pg_available_extensions WHERE name = 'soniq'",
             &[],
         )
@@ -54,7 +55,7 @@ pub struct ControlPlane {
 
 pub async fn control_plane(client: &impl GenericClient) -> Result<ControlPlane> {
     let row = client
-        .query_one(
+        .query_typed_one(
             "SELECT current_setting('shared_preload_libraries') ~ '(^|[ ,])soniq($|[ ,])',
                     current_setting('soniq.database_name', true),
                     (SELECT alive FROM soniq.health WHERE subsystem = 'control_plane')",
@@ -74,11 +75,11 @@ pub async fn worker_counts(
     heartbeat_timeout: Duration,
 ) -> Result<(i64, i64)> {
     let row = client
-        .query_one(
+        .query_typed_one(
             "SELECT count(*) FILTER (WHERE extract(epoch FROM silent_for)::float8 <= $1),
                     count(*) FILTER (WHERE extract(epoch FROM silent_for)::float8 > $1)
                FROM soniq.worker_overview",
-            &[&heartbeat_timeout.as_secs_f64()],
+            &[(&heartbeat_timeout.as_secs_f64(), Type::FLOAT8)],
         )
         .await?;
     Ok((row.get(0), row.get(1)))
@@ -94,7 +95,7 @@ pub struct RoundHealth {
 
 pub async fn health(client: &impl GenericClient) -> Result<Vec<RoundHealth>> {
     let rows = client
-        .query(
+        .query_typed(
             "SELECT subsystem, alive, coalesce(extract(epoch FROM lag)::float8, 0), last_error FROM soniq.health
               ORDER BY array_position(ARRAY['control_plane', 'scheduler', 'rescue', 'prune', 'unserved'], subsystem)",
             &[],
@@ -121,7 +122,7 @@ pub struct Unserved {
 
 pub async fn unserved(client: &impl GenericClient) -> Result<Vec<Unserved>> {
     let rows = client
-        .query(
+        .query_typed(
             "SELECT task_name, queue, extract(epoch FROM unserved_for)::float8, jobs FROM soniq.unserved_jobs",
             &[],
         )

@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use crate::store::DeadLetterReason;
 use serde_json::Value;
 use std::time::Duration;
+use tokio_postgres::types::Type;
 use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
@@ -32,20 +33,20 @@ fn dead_job_from_row(row: &Row) -> Result<DeadJob> {
 
 pub async fn list(client: &impl GenericClient, filter: &DeadLetterFilter) -> Result<Vec<DeadJob>> {
     let rows = client
-        .query(
+        .query_typed(
             &format!(
                 "SELECT {DEAD_COLUMNS} FROM soniq.dead_letter_list($1, $2, $3, $4, $5, $6, $7, $8, $9)"
             ),
             &[
-                &filter.task_name,
-                &filter.queue,
-                &filter.reason.map(DeadLetterReason::as_str),
-                &filter.moved_after,
-                &filter.moved_before,
-                &filter.tags,
-                &filter.replayed,
-                &filter.limit,
-                &filter.offset,
+                (&filter.task_name, Type::TEXT),
+                (&filter.queue, Type::TEXT),
+                (&filter.reason.map(DeadLetterReason::as_str), Type::TEXT),
+                (&filter.moved_after, Type::TIMESTAMPTZ),
+                (&filter.moved_before, Type::TIMESTAMPTZ),
+                (&filter.tags, Type::TEXT_ARRAY),
+                (&filter.replayed, Type::BOOL),
+                (&filter.limit, Type::INT4),
+                (&filter.offset, Type::INT4),
             ],
         )
         .await?;
@@ -54,9 +55,9 @@ pub async fn list(client: &impl GenericClient, filter: &DeadLetterFilter) -> Res
 
 pub async fn get(client: &impl GenericClient, id: Uuid) -> Result<Option<DeadJob>> {
     let row = client
-        .query_opt(
+        .query_typed_opt(
             &format!("SELECT {DEAD_COLUMNS} FROM soniq.dead_letter_get($1)"),
-            &[&id],
+            &[(&id, Type::UUID)],
         )
         .await?;
     row.as_ref().map(dead_job_from_row).transpose()
@@ -70,15 +71,15 @@ pub async fn replay(
     unless_replayed: bool,
 ) -> Result<Option<Uuid>> {
     let row = client
-        .query_one(
+        .query_typed_one(
             "SELECT soniq.replay($1, $2, $3, $4, $5, $6)",
             &[
-                &id,
-                &options.queue,
-                &options.priority,
-                &options.max_attempts,
-                &options.reset_attempts,
-                &unless_replayed,
+                (&id, Type::UUID),
+                (&options.queue, Type::TEXT),
+                (&options.priority, Type::INT4),
+                (&options.max_attempts, Type::INT4),
+                (&options.reset_attempts, Type::BOOL),
+                (&unless_replayed, Type::BOOL),
             ],
         )
         .await?;
@@ -92,14 +93,14 @@ pub async fn replay_many(
     options: &ReplayOptions,
 ) -> Result<Vec<(Uuid, Uuid)>> {
     let rows = client
-        .query(
+        .query_typed(
             "SELECT dead_job_id, job_id FROM soniq.replay_many($1, $2, $3, $4, $5)",
             &[
-                &ids,
-                &options.queue,
-                &options.priority,
-                &options.max_attempts,
-                &options.reset_attempts,
+                (&ids, Type::UUID_ARRAY),
+                (&options.queue, Type::TEXT),
+                (&options.priority, Type::INT4),
+                (&options.max_attempts, Type::INT4),
+                (&options.reset_attempts, Type::BOOL),
             ],
         )
         .await?;
@@ -108,7 +109,7 @@ pub async fn replay_many(
 
 pub async fn delete(client: &impl GenericClient, id: Uuid) -> Result<()> {
     client
-        .execute("SELECT soniq.dead_letter_delete($1)", &[&id])
+        .query_typed("SELECT soniq.dead_letter_delete($1)", &[(&id, Type::UUID)])
         .await?;
     Ok(())
 }
@@ -116,9 +117,9 @@ pub async fn delete(client: &impl GenericClient, id: Uuid) -> Result<()> {
 /// Delete the dead jobs that died more than `older_than` ago; returns how many.
 pub async fn purge(client: &impl GenericClient, older_than: Duration) -> Result<i64> {
     Ok(client
-        .query_one(
+        .query_typed_one(
             "SELECT soniq.dead_letter_purge(make_interval(secs => $1))",
-            &[&older_than.as_secs_f64()],
+            &[(&older_than.as_secs_f64(), Type::FLOAT8)],
         )
         .await?
         .get(0))
@@ -127,7 +128,10 @@ pub async fn purge(client: &impl GenericClient, older_than: Duration) -> Result<
 /// Add tags; returns all the job's tags.
 pub async fn tag(client: &impl GenericClient, id: Uuid, tags: &[&str]) -> Result<Vec<String>> {
     Ok(client
-        .query_one("SELECT soniq.dead_letter_tag($1, $2)", &[&id, &tags])
+        .query_typed_one(
+            "SELECT soniq.dead_letter_tag($1, $2)",
+            &[(&id, Type::UUID), (&tags, Type::TEXT_ARRAY)],
+        )
         .await?
         .get(0))
 }
@@ -138,9 +142,9 @@ pub async fn stats(
 ) -> Result<DeadLetterStats> {
     let since = since.map(|d| d.as_secs_f64());
     let value: Value = client
-        .query_one(
+        .query_typed_one(
             "SELECT soniq.dead_letter_stats(make_interval(secs => $1))",
-            &[&since],
+            &[(&since, Type::FLOAT8)],
         )
         .await?
         .get(0);

@@ -1,6 +1,7 @@
 //! Jobs: enqueue, claim, outcomes, lookups and management, and their row decoding.
 
 use super::binds::{Bind, PgBinds};
+use super::{one, run, Sql};
 use crate::error::Result;
 use crate::job::JobContext;
 use crate::jobs::{JobFilter, JobInfo, JobStatus, QueueStats};
@@ -10,35 +11,91 @@ use crate::store::{
 use crate::time::duration_from_db;
 use serde_json::Value;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio_postgres::{GenericClient, Row, ToStatement};
+use tokio_postgres::types::Type;
+use tokio_postgres::{GenericClient, Row, Statement};
 use uuid::Uuid;
 
 // scheduled_at travels as Unix seconds and timeout as seconds: both drivers bind an f64,
 // neither needs a date or interval type.
-pub const ENQUEUE: &str = "SELECT soniq.enqueue($1, $2, queue => $3, priority => $4, \
-     scheduled_at => to_timestamp($5::float8), retries => $6, unique_job => $7, dedup_key => $8, \
-     timeout => make_interval(secs => $9::float8), producer_id => $10)";
+pub const ENQUEUE: Sql = Sql {
+    text: "SELECT soniq.enqueue($1, $2, queue => $3, priority => $4, \
+           scheduled_at => to_timestamp($5::float8), retries => $6, unique_job => $7, \
+           dedup_key => $8, timeout => make_interval(secs => $9::float8), producer_id => $10)",
+    types: &[
+        Type::TEXT,
+        Type::JSONB,
+        Type::TEXT,
+        Type::INT4,
+        Type::FLOAT8,
+        Type::INT4,
+        Type::BOOL,
+        Type::TEXT,
+        Type::FLOAT8,
+        Type::TEXT,
+    ],
+};
 
-pub const ENQUEUE_MANY: &str =
-    "SELECT soniq.enqueue_many($1, $2::jsonb[], queue => $3, priority => $4, \
-     retries => $5, unique_job => $6, timeout => make_interval(secs => $7::float8), \
-     producer_id => $8)";
+pub const ENQUEUE_MANY: Sql = Sql {
+    text: "SELECT soniq.enqueue_many($1, $2::jsonb[], queue => $3, priority => $4, \
+           retries => $5, unique_job => $6, timeout => make_interval(secs => $7::float8), \
+           producer_id => $8)",
+    types: &[
+        Type::TEXT,
+        Type::JSONB_ARRAY,
+        Type::TEXT,
+        Type::INT4,
+        Type::INT4,
+        Type::BOOL,
+        Type::FLOAT8,
+        Type::TEXT,
+    ],
+};
 
-pub const ENQUEUE_BATCH: &str = "SELECT soniq.enqueue_many($1::jsonb)";
+pub const ENQUEUE_BATCH: Sql = Sql {
+    text: "SELECT soniq.enqueue_many($1::jsonb)",
+    types: &[Type::JSONB],
+};
 
-pub const CLAIM: &str = "SELECT id, task_name, args, attempt, max_attempts, queue, \
-     extract(epoch FROM timeout)::float8, scheduled_at, created_at \
-     FROM soniq.claim($1, $2, $3, $4)";
+pub const CLAIM: Sql = Sql {
+    text: "SELECT id, task_name, args, attempt, max_attempts, queue, \
+           extract(epoch FROM timeout)::float8, scheduled_at, created_at \
+           FROM soniq.claim($1, $2, $3, $4)",
+    types: &[Type::UUID, Type::TEXT_ARRAY, Type::INT4, Type::TEXT_ARRAY],
+};
 
-pub const COMPLETE_MANY: &str = "SELECT soniq.complete_many($1, $2, $3, $4)";
+pub const COMPLETE_MANY: Sql = Sql {
+    text: "SELECT soniq.complete_many($1, $2, $3, $4)",
+    types: &[
+        Type::UUID_ARRAY,
+        Type::UUID,
+        Type::INT4_ARRAY,
+        Type::JSONB_ARRAY,
+    ],
+};
 
-pub const FAIL_MANY: &str = "SELECT job_id FROM soniq.fail_many($1, $2, $3, $4, \
-     (SELECT array_agg(make_interval(secs => d.s) ORDER BY d.n) \
-        FROM unnest($5::float8[]) WITH ORDINALITY AS d(s, n)), $6)";
+pub const FAIL_MANY: Sql = Sql {
+    text: "SELECT job_id FROM soniq.fail_many($1, $2, $3, $4, \
+           (SELECT array_agg(make_interval(secs => d.s) ORDER BY d.n) \
+              FROM unnest($5::float8[]) WITH ORDINALITY AS d(s, n)), $6)",
+    types: &[
+        Type::UUID_ARRAY,
+        Type::UUID,
+        Type::INT4_ARRAY,
+        Type::TEXT_ARRAY,
+        Type::FLOAT8_ARRAY,
+        Type::TEXT_ARRAY,
+    ],
+};
 
-pub const SNOOZE: &str = "SELECT soniq.snooze($1, $2, $3, make_interval(secs => $4), reason => $5)";
+pub const SNOOZE: Sql = Sql {
+    text: "SELECT soniq.snooze($1, $2, $3, make_interval(secs => $4), reason => $5)",
+    types: &[Type::UUID, Type::UUID, Type::INT4, Type::FLOAT8, Type::TEXT],
+};
 
-pub const ABORT: &str = "SELECT soniq.abort($1, $2, $3, $4)";
+pub const ABORT: Sql = Sql {
+    text: "SELECT soniq.abort($1, $2, $3, $4)",
+    types: &[Type::UUID, Type::UUID, Type::INT4, Type::TEXT],
+};
 
 const JOB_COLUMNS: &str = "id, task_name, args, status, queue, priority, attempts, max_attempts, \
      scheduled_at, last_error, result, dead_letter_reason, producer_id, created_at, updated_at";
@@ -69,38 +126,40 @@ pub fn enqueue_binds<'a>(job: &'a NewJob, binds: &mut impl Bind<'a>) {
     binds.bind(&job.producer_id);
 }
 
-pub async fn enqueue<C, S>(client: &C, statement: &S, job: &NewJob) -> Result<Uuid>
-where
-    C: GenericClient + Sync,
-    S: ?Sized + ToStatement + Sync + Send,
-{
+/// One job; `prepared`: ENQUEUE prepared on this connection (none: sent unnamed).
+pub async fn enqueue(
+    client: &(impl GenericClient + Sync),
+    prepared: Option<&Statement>,
+    job: &NewJob,
+) -> Result<Uuid> {
     let mut binds = PgBinds::default();
     enqueue_binds(job, &mut binds);
-    let row = client.query_one(statement, &binds.params()).await?;
-    Ok(row.get(0))
+    let rows = run(client, &ENQUEUE, prepared, &binds.params()).await?;
+    Ok(one(rows)?.get(0))
 }
 
-pub async fn enqueue_many<C, S>(client: &C, statement: &S, jobs: &NewJobs) -> Result<Vec<Uuid>>
-where
-    C: GenericClient + Sync,
-    S: ?Sized + ToStatement + Sync + Send,
-{
+pub async fn enqueue_many(
+    client: &(impl GenericClient + Sync),
+    prepared: Option<&Statement>,
+    jobs: &NewJobs,
+) -> Result<Vec<Uuid>> {
     let options = &jobs.options;
-    let rows = client
-        .query(
-            statement,
-            &[
-                &jobs.task_name,
-                &jobs.args,
-                &options.queue,
-                &options.priority,
-                &options.retries,
-                &options.unique,
-                &seconds(options.timeout),
-                &jobs.producer_id,
-            ],
-        )
-        .await?;
+    let rows = run(
+        client,
+        &ENQUEUE_MANY,
+        prepared,
+        &[
+            &jobs.task_name,
+            &jobs.args,
+            &options.queue,
+            &options.priority,
+            &options.retries,
+            &options.unique,
+            &seconds(options.timeout),
+            &jobs.producer_id,
+        ],
+    )
+    .await?;
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
@@ -145,15 +204,19 @@ impl<'a> JobSpec<'a> {
     }
 }
 
-pub async fn enqueue_batch<C, S>(client: &C, statement: &S, jobs: &[NewJob]) -> Result<Vec<Uuid>>
-where
-    C: GenericClient + Sync,
-    S: ?Sized + ToStatement + Sync + Send,
-{
+pub async fn enqueue_batch(
+    client: &(impl GenericClient + Sync),
+    prepared: Option<&Statement>,
+    jobs: &[NewJob],
+) -> Result<Vec<Uuid>> {
     let specs: Vec<JobSpec> = jobs.iter().map(JobSpec::of).collect();
-    let rows = client
-        .query(statement, &[&tokio_postgres::types::Json(&specs)])
-        .await?;
+    let rows = run(
+        client,
+        &ENQUEUE_BATCH,
+        prepared,
+        &[&tokio_postgres::types::Json(&specs)],
+    )
+    .await?;
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
@@ -189,27 +252,24 @@ fn claimed_from_row(row: &Row, worker_id: Uuid) -> ClaimedJob {
     }
 }
 
-pub async fn claim<C, S>(
-    client: &C,
-    statement: &S,
+pub async fn claim(
+    client: &(impl GenericClient + Sync),
+    prepared: Option<&Statement>,
     request: &ClaimRequest,
-) -> Result<Vec<ClaimedJob>>
-where
-    C: GenericClient + Sync,
-    S: ?Sized + ToStatement + Sync + Send,
-{
+) -> Result<Vec<ClaimedJob>> {
     let count = i32::try_from(request.count).unwrap_or(i32::MAX);
-    let rows = client
-        .query(
-            statement,
-            &[
-                &request.worker_id,
-                &request.queues,
-                &count,
-                &request.task_names,
-            ],
-        )
-        .await?;
+    let rows = run(
+        client,
+        &CLAIM,
+        prepared,
+        &[
+            &request.worker_id,
+            &request.queues,
+            &count,
+            &request.task_names,
+        ],
+    )
+    .await?;
     Ok(rows
         .iter()
         .map(|row| claimed_from_row(row, request.worker_id))
@@ -220,34 +280,30 @@ fn lease_columns(leases: impl Iterator<Item = Lease>) -> (Vec<Uuid>, Vec<i32>) {
     leases.map(|lease| (lease.job_id, lease.attempt)).unzip()
 }
 
-pub async fn complete_many<C, S>(
-    client: &C,
-    statement: &S,
+pub async fn complete_many(
+    client: &(impl GenericClient + Sync),
+    prepared: Option<&Statement>,
     worker_id: Uuid,
     completions: &[Completion<'_>],
-) -> Result<usize>
-where
-    C: GenericClient + Sync,
-    S: ?Sized + ToStatement + Sync + Send,
-{
+) -> Result<usize> {
     let (ids, attempts) = lease_columns(completions.iter().map(|c| c.lease));
     let results: Vec<Option<&serde_json::Value>> = completions.iter().map(|c| c.result).collect();
-    let recorded = client
-        .query(statement, &[&ids, &worker_id, &attempts, &results])
-        .await?;
+    let recorded = run(
+        client,
+        &COMPLETE_MANY,
+        prepared,
+        &[&ids, &worker_id, &attempts, &results],
+    )
+    .await?;
     Ok(recorded.len())
 }
 
-pub async fn fail_many<C, S>(
-    client: &C,
-    statement: &S,
+pub async fn fail_many(
+    client: &(impl GenericClient + Sync),
+    prepared: Option<&Statement>,
     worker_id: Uuid,
     failures: &[FailedAttempt<'_>],
-) -> Result<usize>
-where
-    C: GenericClient + Sync,
-    S: ?Sized + ToStatement + Sync + Send,
-{
+) -> Result<usize> {
     let (ids, attempts) = lease_columns(failures.iter().map(|f| f.lease));
     let errors: Vec<&str> = failures.iter().map(|f| f.error).collect();
     let retry_in: Vec<Option<f64>> = failures.iter().map(|f| seconds(f.retry_in)).collect();
@@ -255,59 +311,54 @@ where
         .iter()
         .map(|f| f.reason.map(|r| r.as_str()))
         .collect();
-    let recorded = client
-        .query(
-            statement,
-            &[&ids, &worker_id, &attempts, &errors, &retry_in, &reasons],
-        )
-        .await?;
+    let recorded = run(
+        client,
+        &FAIL_MANY,
+        prepared,
+        &[&ids, &worker_id, &attempts, &errors, &retry_in, &reasons],
+    )
+    .await?;
     Ok(recorded.len())
 }
 
-pub async fn snooze<C, S>(
-    client: &C,
-    statement: &S,
+pub async fn snooze(
+    client: &(impl GenericClient + Sync),
+    prepared: Option<&Statement>,
     worker_id: Uuid,
     lease: Lease,
     delay: Duration,
     reason: Option<&str>,
-) -> Result<()>
-where
-    C: GenericClient + Sync,
-    S: ?Sized + ToStatement + Sync + Send,
-{
-    client
-        .execute(
-            statement,
-            &[
-                &lease.job_id,
-                &worker_id,
-                &lease.attempt,
-                &delay.as_secs_f64(),
-                &reason,
-            ],
-        )
-        .await?;
+) -> Result<()> {
+    run(
+        client,
+        &SNOOZE,
+        prepared,
+        &[
+            &lease.job_id,
+            &worker_id,
+            &lease.attempt,
+            &delay.as_secs_f64(),
+            &reason,
+        ],
+    )
+    .await?;
     Ok(())
 }
 
-pub async fn abort<C, S>(
-    client: &C,
-    statement: &S,
+pub async fn abort(
+    client: &(impl GenericClient + Sync),
+    prepared: Option<&Statement>,
     worker_id: Uuid,
     lease: Lease,
     reason: &str,
-) -> Result<()>
-where
-    C: GenericClient + Sync,
-    S: ?Sized + ToStatement + Sync + Send,
-{
-    client
-        .execute(
-            statement,
-            &[&lease.job_id, &worker_id, &lease.attempt, &reason],
-        )
-        .await?;
+) -> Result<()> {
+    run(
+        client,
+        &ABORT,
+        prepared,
+        &[&lease.job_id, &worker_id, &lease.attempt, &reason],
+    )
+    .await?;
     Ok(())
 }
 
@@ -336,9 +387,9 @@ fn job_from_row(row: &Row) -> Result<JobInfo> {
 
 pub async fn get(client: &impl GenericClient, job_id: Uuid) -> Result<Option<JobInfo>> {
     let row = client
-        .query_opt(
+        .query_typed_opt(
             &format!("SELECT {JOB_COLUMNS} FROM soniq.get_job($1)"),
-            &[&job_id],
+            &[(&job_id, Type::UUID)],
         )
         .await?;
     row.as_ref().map(job_from_row).transpose()
@@ -347,9 +398,14 @@ pub async fn get(client: &impl GenericClient, job_id: Uuid) -> Result<Option<Job
 pub async fn list(client: &impl GenericClient, filter: &JobFilter) -> Result<Vec<JobInfo>> {
     let status = filter.status.map(JobStatus::as_str);
     let rows = client
-        .query(
+        .query_typed(
             &format!("SELECT {JOB_COLUMNS} FROM soniq.list_jobs($1, $2, $3, $4)"),
-            &[&filter.queue, &status, &filter.limit, &filter.offset],
+            &[
+                (&filter.queue, Type::TEXT),
+                (&status, Type::TEXT),
+                (&filter.limit, Type::INT4),
+                (&filter.offset, Type::INT4),
+            ],
         )
         .await?;
     rows.iter().map(job_from_row).collect()
@@ -357,23 +413,23 @@ pub async fn list(client: &impl GenericClient, filter: &JobFilter) -> Result<Vec
 
 pub async fn cancel(client: &impl GenericClient, job_id: Uuid) -> Result<bool> {
     Ok(client
-        .query_one("SELECT soniq.cancel_job($1)", &[&job_id])
+        .query_typed_one("SELECT soniq.cancel_job($1)", &[(&job_id, Type::UUID)])
         .await?
         .get(0))
 }
 
 pub async fn delete(client: &impl GenericClient, job_id: Uuid) -> Result<()> {
     client
-        .execute("SELECT soniq.delete_job($1)", &[&job_id])
+        .query_typed("SELECT soniq.delete_job($1)", &[(&job_id, Type::UUID)])
         .await?;
     Ok(())
 }
 
 pub async fn queue_stats(client: &impl GenericClient, queue: Option<&str>) -> Result<QueueStats> {
     let row = client
-        .query_one(
+        .query_typed_one(
             "SELECT total, queued, processing, done, cancelled, dead_letter FROM soniq.queue_stats($1)",
-            &[&queue],
+            &[(&queue, Type::TEXT)],
         )
         .await?;
     Ok(QueueStats {

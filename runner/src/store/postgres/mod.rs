@@ -1,8 +1,13 @@
 //! The store in PostgreSQL: every statement the runner and the CLI send, calling only the
 //! extension's `soniq.*` functions (and its views). Each area's statements and row decoding
 //! are written once, over `tokio_postgres::GenericClient`, so a pooled connection and a
-//! caller's own transaction (`Enqueue::send_on`) share them; the hot statements are prepared
-//! once per pooled connection.
+//! caller's own transaction (`Enqueue::send_on`) share them.
+//!
+//! Every statement declares its parameters' types and goes out unnamed (parse, bind and
+//! execute in one round trip), so nothing it leaves on a server connection can be missing
+//! from the next: PgBouncer in transaction mode hands each transaction to any of them. The
+//! hot statements ([`Sql`]) are prepared once per pooled connection instead, with the same
+//! types, unless the statement cache is off (`SONIQ_STATEMENT_CACHE=off`, for PgBouncer).
 
 pub mod admin;
 pub mod binds;
@@ -15,41 +20,92 @@ use super::{
     BoxFuture, ClaimRequest, ClaimedJob, Completion, FailedAttempt, Lease, NewJob, NewJobs, Store,
     WorkerRegistration,
 };
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::jobs::{JobFilter, JobInfo, QueueStats};
 use deadpool_postgres::{Object, Pool};
 use serde_json::Value;
 use std::time::Duration;
-use tokio_postgres::GenericClient;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{GenericClient, Row, Statement};
 use uuid::Uuid;
+
+/// A hot statement and its parameters' types.
+pub struct Sql {
+    pub text: &'static str,
+    pub types: &'static [Type],
+}
+
+/// Run `sql`: as `prepared` on this connection, or unnamed with its declared types.
+pub(crate) async fn run(
+    client: &(impl GenericClient + Sync),
+    sql: &Sql,
+    prepared: Option<&Statement>,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>> {
+    debug_assert_eq!(params.len(), sql.types.len(), "{}", sql.text);
+    Ok(match prepared {
+        Some(statement) => client.query(statement, params).await?,
+        None => {
+            let typed: Vec<_> = params
+                .iter()
+                .copied()
+                .zip(sql.types.iter().cloned())
+                .collect();
+            client.query_typed(sql.text, &typed).await?
+        }
+    })
+}
+
+/// The one row a statement returns.
+pub(crate) fn one(rows: Vec<Row>) -> Result<Row> {
+    rows.into_iter()
+        .next()
+        .ok_or_else(|| Error::Invalid("the statement returned no row".into()))
+}
 
 /// The store on a pool of connections to a database with the extension.
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    statement_cache: bool,
 }
 
 impl PgStore {
-    pub fn new(pool: Pool) -> Self {
-        PgStore { pool }
+    /// `statement_cache`: prepare the hot statements once per connection (off behind
+    /// PgBouncer in transaction mode).
+    pub fn new(pool: Pool, statement_cache: bool) -> Self {
+        PgStore {
+            pool,
+            statement_cache,
+        }
     }
 
     /// A pooled connection, for the operations of one area (`schedules::add(&**client, ..)`).
     pub async fn client(&self) -> Result<Object> {
         Ok(self.pool.get().await?)
     }
+
+    /// `sql` prepared on `client`, when the statement cache is on.
+    async fn prepared(&self, client: &Object, sql: &Sql) -> Result<Option<Statement>> {
+        if !self.statement_cache {
+            return Ok(None);
+        }
+        Ok(Some(
+            client.prepare_typed_cached(sql.text, sql.types).await?,
+        ))
+    }
 }
 
 pub async fn queue_pause(client: &impl GenericClient, queue: &str) -> Result<bool> {
     Ok(client
-        .query_one("SELECT soniq.pause_queue($1)", &[&queue])
+        .query_typed_one("SELECT soniq.pause_queue($1)", &[(&queue, Type::TEXT)])
         .await?
         .get(0))
 }
 
 pub async fn queue_resume(client: &impl GenericClient, queue: &str) -> Result<bool> {
     Ok(client
-        .query_one("SELECT soniq.resume_queue($1)", &[&queue])
+        .query_typed_one("SELECT soniq.resume_queue($1)", &[(&queue, Type::TEXT)])
         .await?
         .get(0))
 }
@@ -68,24 +124,24 @@ impl Store for PgStore {
     fn job_enqueue<'a>(&'a self, job: &'a NewJob) -> BoxFuture<'a, Result<Uuid>> {
         Box::pin(async move {
             let client = self.client().await?;
-            let statement = client.prepare_cached(jobs::ENQUEUE).await?;
-            jobs::enqueue(&**client, &statement, job).await
+            let prepared = self.prepared(&client, &jobs::ENQUEUE).await?;
+            jobs::enqueue(&**client, prepared.as_ref(), job).await
         })
     }
 
     fn job_enqueue_many<'a>(&'a self, new: &'a NewJobs) -> BoxFuture<'a, Result<Vec<Uuid>>> {
         Box::pin(async move {
             let client = self.client().await?;
-            let statement = client.prepare_cached(jobs::ENQUEUE_MANY).await?;
-            jobs::enqueue_many(&**client, &statement, new).await
+            let prepared = self.prepared(&client, &jobs::ENQUEUE_MANY).await?;
+            jobs::enqueue_many(&**client, prepared.as_ref(), new).await
         })
     }
 
     fn job_enqueue_batch<'a>(&'a self, new: &'a [NewJob]) -> BoxFuture<'a, Result<Vec<Uuid>>> {
         Box::pin(async move {
             let client = self.client().await?;
-            let statement = client.prepare_cached(jobs::ENQUEUE_BATCH).await?;
-            jobs::enqueue_batch(&**client, &statement, new).await
+            let prepared = self.prepared(&client, &jobs::ENQUEUE_BATCH).await?;
+            jobs::enqueue_batch(&**client, prepared.as_ref(), new).await
         })
     }
 
@@ -95,8 +151,8 @@ impl Store for PgStore {
     ) -> BoxFuture<'a, Result<Vec<ClaimedJob>>> {
         Box::pin(async move {
             let client = self.client().await?;
-            let statement = client.prepare_cached(jobs::CLAIM).await?;
-            jobs::claim(&**client, &statement, request).await
+            let prepared = self.prepared(&client, &jobs::CLAIM).await?;
+            jobs::claim(&**client, prepared.as_ref(), request).await
         })
     }
 
@@ -107,8 +163,8 @@ impl Store for PgStore {
     ) -> BoxFuture<'a, Result<usize>> {
         Box::pin(async move {
             let client = self.client().await?;
-            let statement = client.prepare_cached(jobs::COMPLETE_MANY).await?;
-            jobs::complete_many(&**client, &statement, worker_id, completions).await
+            let prepared = self.prepared(&client, &jobs::COMPLETE_MANY).await?;
+            jobs::complete_many(&**client, prepared.as_ref(), worker_id, completions).await
         })
     }
 
@@ -119,8 +175,8 @@ impl Store for PgStore {
     ) -> BoxFuture<'a, Result<usize>> {
         Box::pin(async move {
             let client = self.client().await?;
-            let statement = client.prepare_cached(jobs::FAIL_MANY).await?;
-            jobs::fail_many(&**client, &statement, worker_id, failures).await
+            let prepared = self.prepared(&client, &jobs::FAIL_MANY).await?;
+            jobs::fail_many(&**client, prepared.as_ref(), worker_id, failures).await
         })
     }
 
@@ -133,8 +189,16 @@ impl Store for PgStore {
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let client = self.client().await?;
-            let statement = client.prepare_cached(jobs::SNOOZE).await?;
-            jobs::snooze(&**client, &statement, worker_id, lease, delay, reason).await
+            let prepared = self.prepared(&client, &jobs::SNOOZE).await?;
+            jobs::snooze(
+                &**client,
+                prepared.as_ref(),
+                worker_id,
+                lease,
+                delay,
+                reason,
+            )
+            .await
         })
     }
 
@@ -146,8 +210,8 @@ impl Store for PgStore {
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let client = self.client().await?;
-            let statement = client.prepare_cached(jobs::ABORT).await?;
-            jobs::abort(&**client, &statement, worker_id, lease, reason).await
+            let prepared = self.prepared(&client, &jobs::ABORT).await?;
+            jobs::abort(&**client, prepared.as_ref(), worker_id, lease, reason).await
         })
     }
 
@@ -193,8 +257,8 @@ impl Store for PgStore {
     ) -> BoxFuture<'a, Result<Vec<Uuid>>> {
         Box::pin(async move {
             let client = self.client().await?;
-            let statement = client.prepare_cached(workers::HEARTBEAT).await?;
-            workers::heartbeat(&**client, &statement, worker_id, held).await
+            let prepared = self.prepared(&client, &workers::HEARTBEAT).await?;
+            workers::heartbeat(&**client, prepared.as_ref(), worker_id, held).await
         })
     }
 

@@ -4,6 +4,7 @@ use crate::error::{Error, Result};
 use crate::scheduler::{ScheduleInfo, ScheduleSpec};
 use crate::time::duration_from_db;
 use soniq_cron::Schedule;
+use tokio_postgres::types::Type;
 use tokio_postgres::{GenericClient, Row};
 
 const SCHEDULE_COLUMNS: &str =
@@ -41,22 +42,22 @@ pub async fn add(client: &impl GenericClient, spec: &ScheduleSpec) -> Result<Sch
     };
     let timeout = spec.timeout.map(|t| t.as_secs_f64());
     let row = client
-        .query_one(
+        .query_typed_one(
             &format!(
                 "SELECT {SCHEDULE_COLUMNS} FROM soniq.schedule_add($1, $2, $3, make_interval(secs => $4), $5, $6, \
                  $7, $8, $9, make_interval(secs => $10))"
             ),
             &[
-                &spec.name,
-                &spec.task_name,
-                &cron,
-                &every,
-                &spec.args,
-                &spec.time_zone,
-                &spec.queue,
-                &spec.priority,
-                &spec.retries,
-                &timeout,
+                (&spec.name, Type::TEXT),
+                (&spec.task_name, Type::TEXT),
+                (&cron, Type::TEXT),
+                (&every, Type::FLOAT8),
+                (&spec.args, Type::JSONB),
+                (&spec.time_zone, Type::TEXT),
+                (&spec.queue, Type::TEXT),
+                (&spec.priority, Type::INT4),
+                (&spec.retries, Type::INT4),
+                (&timeout, Type::FLOAT8),
             ],
         )
         .await?;
@@ -65,30 +66,30 @@ pub async fn add(client: &impl GenericClient, spec: &ScheduleSpec) -> Result<Sch
 
 pub async fn pause(client: &impl GenericClient, name: &str) -> Result<bool> {
     Ok(client
-        .query_one("SELECT soniq.schedule_pause($1)", &[&name])
+        .query_typed_one("SELECT soniq.schedule_pause($1)", &[(&name, Type::TEXT)])
         .await?
         .get(0))
 }
 
 pub async fn resume(client: &impl GenericClient, name: &str) -> Result<bool> {
     Ok(client
-        .query_one("SELECT soniq.schedule_resume($1)", &[&name])
+        .query_typed_one("SELECT soniq.schedule_resume($1)", &[(&name, Type::TEXT)])
         .await?
         .get(0))
 }
 
 pub async fn remove(client: &impl GenericClient, name: &str) -> Result<()> {
     client
-        .execute("SELECT soniq.schedule_remove($1)", &[&name])
+        .query_typed("SELECT soniq.schedule_remove($1)", &[(&name, Type::TEXT)])
         .await?;
     Ok(())
 }
 
 pub async fn list(client: &impl GenericClient, enabled: Option<bool>) -> Result<Vec<ScheduleInfo>> {
     let rows = client
-        .query(
+        .query_typed(
             &format!("SELECT {SCHEDULE_COLUMNS} FROM soniq.schedule_list($1)"),
-            &[&enabled],
+            &[(&enabled, Type::BOOL)],
         )
         .await?;
     rows.iter().map(schedule_from_row).collect()
@@ -96,9 +97,9 @@ pub async fn list(client: &impl GenericClient, enabled: Option<bool>) -> Result<
 
 pub async fn get(client: &impl GenericClient, name: &str) -> Result<Option<ScheduleInfo>> {
     let row = client
-        .query_opt(
+        .query_typed_opt(
             &format!("SELECT {SCHEDULE_COLUMNS} FROM soniq.schedule_get($1)"),
-            &[&name],
+            &[(&name, Type::TEXT)],
         )
         .await?;
     row.as_ref().map(schedule_from_row).transpose()
