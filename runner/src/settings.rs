@@ -649,6 +649,33 @@ mod tests {
         assert_eq!(s.poll_interval, Duration::from_secs(5));
         assert_eq!(s.shutdown_timeout, Duration::from_secs(30));
         assert_eq!(s.enqueue_validation, EnqueueValidation::Strict);
+        assert!(s.statement_cache);
+        assert_eq!(s.listen, Listen::Database);
+    }
+
+    #[test]
+    fn pgbouncer_settings_turn_off_the_cache_and_move_or_stop_the_listener() {
+        let s = from(&[
+            ("SONIQ_STATEMENT_CACHE", "off"),
+            ("SONIQ_LISTEN_URL", "postgres://app@db/shop"),
+        ])
+        .unwrap();
+        assert!(!s.statement_cache());
+        assert_eq!(s.listen(), &Listen::Url("postgres://app@db/shop".into()));
+        assert_eq!(
+            from(&[("SONIQ_LISTEN_URL", "off")]).unwrap().listen,
+            Listen::Off
+        );
+        assert!(
+            from(&[("SONIQ_STATEMENT_CACHE", "ON")])
+                .unwrap()
+                .statement_cache
+        );
+        let refused = from(&[("SONIQ_STATEMENT_CACHE", "sometimes")]).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "SONIQ_STATEMENT_CACHE must be on or off, got \"sometimes\""
+        );
     }
 
     #[test]
