@@ -1,6 +1,6 @@
 //! A throwaway PostgreSQL cluster of its own (initdb as `postgres`, on a port and in a folder
-//! of its own), for the tests that need a second server (a restore). Stopped and removed
-//! when dropped.
+//! of its own), for the tests that need a second server (a restore, TLS, a standby to fail
+//! over to). Stopped and removed when dropped.
 
 use std::process::{Command, Stdio};
 
@@ -49,6 +49,55 @@ impl Cluster {
             .collect::<Vec<_>>(),
         );
         cluster
+    }
+
+    /// A streaming standby of `primary` (`pg_basebackup -R`), in a folder of its own; start
+    /// it to follow the primary.
+    pub fn standby_of(primary: &Cluster, name: &str, port: u16) -> Self {
+        let dir = format!("/tmp/soniq-{name}-{}", std::process::id());
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let chown = Command::new("chown")
+            .args(["postgres", &dir])
+            .status()
+            .unwrap();
+        assert!(chown.success());
+        let standby = Cluster {
+            dir,
+            port,
+            bindir: primary.bindir.clone(),
+        };
+        standby.run(
+            "pg_basebackup",
+            &[
+                "-D",
+                &standby.data(),
+                "-h",
+                "localhost",
+                "-p",
+                &primary.port.to_string(),
+                "-U",
+                "postgres",
+                "-X",
+                "stream",
+                "-R",
+                "--checkpoint=fast",
+            ],
+        );
+        standby
+    }
+
+    /// Promote it (a standby) to primary, waiting until it is.
+    pub fn promote(&self) {
+        self.run("pg_ctl", &["-D", &self.data(), "-w", "promote"]);
+    }
+
+    /// Stop it at once, as a crash would (no shutdown checkpoint).
+    pub fn stop_immediately(&self) {
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data(), "-w", "-m", "immediate", "stop"],
+        );
     }
 
     /// Append lines to its postgresql.conf.
