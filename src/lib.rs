@@ -76,7 +76,11 @@ pub extern "C-unwind" fn _PG_init() {
     wake::register_callbacks();
     if preloading {
         wake::init_shared_memory();
-        control_plane::register_worker();
+        // pg_upgrade starts both servers in binary-upgrade mode while it moves the catalogs:
+        // no rounds may run against a database half restored.
+        if !unsafe { pg_sys::IsBinaryUpgrade } {
+            control_plane::register_worker();
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! TLS and passwords as libpq users expect them, against a cluster of its own with `ssl = on`,
+//! TLS and passwords as libpq users expect them, against a cluster of its own with `ssl = on`
+//! (of SONIQ_TLS_PG_BINDIR: the PostgreSQL 18 we test is built without OpenSSL),
 //! a CA made here (openssl), SCRAM logins and one login by client certificate; TCP without
 //! TLS is refused by its pg_hba.conf. The runner, the CLI (and the bench, which connects
 //! through the same `ConnectionConfig`) read `sslmode`, `sslrootcert`, `sslcert`, `sslkey`,
@@ -75,7 +76,10 @@ fn make_certificate(dir: &str, ca: &str, name: &str, cn: &str, extensions: &str)
 /// The TLS cluster: the server's certificate is valid for `localhost` only; `app` logs in
 /// with a SCRAM password, `certuser` with a client certificate; database `shop` has soniq.
 fn tls_cluster() -> (Cluster, String) {
-    let cluster = Cluster::init(&soniq_testkit::pg_bindir(), "tls", PORT);
+    let bindir = std::env::var("SONIQ_TLS_PG_BINDIR").expect(
+        "SONIQ_TLS_PG_BINDIR names the programs of a PostgreSQL built with OpenSSL; run scripts/test",
+    );
+    let cluster = Cluster::init(&bindir, "tls", PORT);
     let certs = format!("{}/certs", cluster.dir);
     std::fs::create_dir_all(&certs).unwrap();
     make_ca(&certs, "ca");
