@@ -71,6 +71,18 @@ fn jobs_module() -> String {
 
 /// Publish a module's task options (a worker publishes them at start), as a deployment would
 /// before producers enqueue: a job takes its task's options when it is enqueued.
+/// A jobs module (its path) of one command handler in `queue`, running `script` with `sh -c`,
+/// whose jobs are not retried.
+fn doomed_task_module(queue: &str, task: &str, script: &str) -> String {
+    let module = std::env::temp_dir().join(format!("{queue}.toml"));
+    std::fs::write(
+        &module,
+        format!("[tasks.\"{task}\"]\ncommand = [\"sh\", \"-c\", \"{script}\"]\nqueue = \"{queue}\"\nretries = 0\n"),
+    )
+    .unwrap();
+    module.to_string_lossy().into_owned()
+}
+
 fn publish(module: &str) {
     soniq(&[
         "worker",
@@ -578,13 +590,8 @@ fn odd_command_output_has_a_clear_outcome() {
 #[test]
 fn dead_letter_commands() {
     let queue = unique("cli_dlq");
-    let module = std::env::temp_dir().join(format!("{queue}.toml"));
-    std::fs::write(
-        &module,
-        format!("[tasks.\"cli.doomed\"]\ncommand = [\"sh\", \"-c\", \"echo doomed >&2; exit 3\"]\nqueue = \"{queue}\"\nretries = 0\n"),
-    )
-    .unwrap();
-    publish(&module.to_string_lossy());
+    let module = doomed_task_module(&queue, "cli.doomed", "echo doomed >&2; exit 3");
+    publish(&module);
     for n in 0..6 {
         soniq(&[
             "enqueue",
@@ -602,7 +609,7 @@ fn dead_letter_commands() {
         "--queues",
         &queue,
         "--jobs-modules",
-        &module.to_string_lossy(),
+        &module,
     ])
     .ok();
 
@@ -1195,13 +1202,7 @@ fn the_commands_work_through_pgbouncer_in_transaction_mode() {
     ];
     let run = |args: &[&str]| soniq_with(args, &env).ok();
     let queue = unique("cli_pgbouncer");
-    let module = std::env::temp_dir().join(format!("{queue}.toml"));
-    std::fs::write(
-        &module,
-        format!("[tasks.\"cli.bounced\"]\ncommand = [\"sh\", \"-c\", \"exit 3\"]\nqueue = \"{queue}\"\nretries = 0\n"),
-    )
-    .unwrap();
-    let module = module.to_string_lossy().into_owned();
+    let module = doomed_task_module(&queue, "cli.bounced", "exit 3");
     let mut ids = Vec::new();
     for n in 0..5 {
         let args = format!(r#"{{"n": {n}}}"#);

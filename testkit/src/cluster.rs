@@ -18,16 +18,8 @@ impl Cluster {
 
     /// `init`, with more `initdb` options.
     pub fn init_with(bindir: &str, name: &str, port: u16, options: &[&str]) -> Self {
-        let dir = format!("/tmp/soniq-{name}-{}", std::process::id());
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let chown = Command::new("chown")
-            .args(["postgres", &dir])
-            .status()
-            .unwrap();
-        assert!(chown.success());
         let cluster = Cluster {
-            dir,
+            dir: postgres_folder(name),
             port,
             bindir: bindir.to_string(),
         };
@@ -54,16 +46,8 @@ impl Cluster {
     /// A streaming standby of `primary` (`pg_basebackup -R`), in a folder of its own; start
     /// it to follow the primary.
     pub fn standby_of(primary: &Cluster, name: &str, port: u16) -> Self {
-        let dir = format!("/tmp/soniq-{name}-{}", std::process::id());
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let chown = Command::new("chown")
-            .args(["postgres", &dir])
-            .status()
-            .unwrap();
-        assert!(chown.success());
         let standby = Cluster {
-            dir,
+            dir: postgres_folder(name),
             port,
             bindir: primary.bindir.clone(),
         };
@@ -165,6 +149,19 @@ impl Cluster {
             String::from_utf8_lossy(&output.stderr)
         );
     }
+}
+
+/// An empty `/tmp/soniq-<name>-<pid>` that `postgres` owns.
+fn postgres_folder(name: &str) -> String {
+    let dir = format!("/tmp/soniq-{name}-{}", std::process::id());
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let chown = Command::new("chown")
+        .args(["postgres", &dir])
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    dir
 }
 
 impl Drop for Cluster {
