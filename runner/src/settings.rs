@@ -599,8 +599,21 @@ fn parse_route_map(value: &str) -> Result<Vec<(String, String)>> {
     Ok(routes)
 }
 
-/// The URL with its password replaced by `***`.
+/// The connection string with its password replaced by `***`: the URL's (`app:***@db`) and
+/// one given as an option (`?password=***`, `password=***` in keyword/value form).
 pub fn mask_url(url: &str) -> String {
+    static PASSWORD_OPTION: std::sync::LazyLock<regex_lite::Regex> =
+        std::sync::LazyLock::new(|| {
+            regex_lite::Regex::new(r"(^|[?&\s])password\s*=\s*('(?:\\.|[^'\\])*'|[^&\s]*)")
+                .expect("a valid pattern")
+        });
+    let masked = mask_url_credentials(url);
+    PASSWORD_OPTION
+        .replace_all(&masked, "${1}password=***")
+        .into_owned()
+}
+
+fn mask_url_credentials(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
@@ -631,6 +644,15 @@ mod tests {
         assert_eq!(mask_url("postgres://app@db/x"), "postgres://app@db/x");
         assert_eq!(mask_url("postgresql://u:p@h"), "postgresql://u:***@h");
         assert_eq!(mask_url("host=db user=app"), "host=db user=app");
+        assert_eq!(
+            mask_url("postgres://app:p@ss@db1,db2/x?sslmode=require&password=p2&x=1"),
+            "postgres://app:***@db1,db2/x?sslmode=require&password=***&x=1"
+        );
+        assert_eq!(
+            mask_url(r"host=db password = 'it\'s secret' user=app"),
+            "host=db password=*** user=app"
+        );
+        assert_eq!(mask_url("password=s3cret host=db"), "password=*** host=db");
     }
 
     fn from(vars: &[(&str, &str)]) -> Result<Settings> {
