@@ -21,8 +21,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let queue = std::env::args().nth(1).ok_or("usage: fault_worker QUEUE")?;
     let mut soniq = Soniq::from_env()?;
-    let side_effects = ConnectionConfig::parse(soniq.settings().database_url())?
-        .pool(soniq.settings().concurrency())?;
+    // Handlers wait their turn for one of 8 connections: 4 runners x 32 must not run the
+    // server out of connections.
+    let side_effects = ConnectionConfig::parse(soniq.settings().database_url())?.pool(8)?;
     let pid = i32::try_from(std::process::id())?;
 
     soniq

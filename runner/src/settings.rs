@@ -16,7 +16,7 @@ pub enum EnqueueValidation {
 }
 
 /// Where a worker's listener waits for the notification of a new job (`SONIQ_LISTEN_URL`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Listen {
     /// On a connection to `SONIQ_DATABASE_URL` (the default).
     Database,
@@ -25,6 +25,16 @@ pub enum Listen {
     Url(String),
     /// Nowhere: idle workers poll every `SONIQ_POLL_INTERVAL`.
     Off,
+}
+
+impl std::fmt::Debug for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Database => f.write_str("Database"),
+            Listen::Url(url) => f.debug_tuple("Url").field(&mask_url(url)).finish(),
+            Listen::Off => f.write_str("Off"),
+        }
+    }
 }
 
 /// The rule task names must follow: a regular expression that must match the whole name.
@@ -171,8 +181,8 @@ pub(crate) fn check_concurrency(name: &str, n: usize) -> Result<usize> {
 
 /// The settings of an application, validated: made by [`Settings::new`] (the defaults),
 /// [`Settings::builder`] or from the environment ([`Settings::from_env`]); each way checks
-/// every value's range and the rules between them.
-#[derive(Debug, Clone)]
+/// every value's range and the rules between them. Its `Debug` masks passwords.
+#[derive(Clone)]
 pub struct Settings {
     database_url: String,
     concurrency: usize,
@@ -188,6 +198,27 @@ pub struct Settings {
     route_map: Vec<(String, String)>,
     statement_cache: bool,
     listen: Listen,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("database_url", &mask_url(&self.database_url))
+            .field("concurrency", &self.concurrency)
+            .field("poll_interval", &self.poll_interval)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("error_retry_delay", &self.error_retry_delay)
+            .field("heartbeat_timeout", &self.heartbeat_timeout)
+            .field("cleanup_interval", &self.cleanup_interval)
+            .field("enqueue_validation", &self.enqueue_validation)
+            .field("producer_id", &self.producer_id)
+            .field("task_name_pattern", &self.task_name_pattern)
+            .field("route_map", &self.route_map)
+            .field("statement_cache", &self.statement_cache)
+            .field("listen", &self.listen)
+            .finish()
+    }
 }
 
 /// This machine's name (as workers register with it), if it has one.
@@ -344,6 +375,10 @@ impl Settings {
     pub fn validate(&self) -> Result<()> {
         if self.database_url.trim().is_empty() {
             return Err(Error::Config("SONIQ_DATABASE_URL must not be empty".into()));
+        }
+        if let Listen::Url(url) = &self.listen {
+            crate::ConnectionConfig::parse(url)
+                .map_err(|e| Error::Config(format!("SONIQ_LISTEN_URL: {e}")))?;
         }
         CONCURRENCY.check_as(CONCURRENCY.var, self.concurrency)?;
         POLL_INTERVAL.check(self.poll_interval)?;
@@ -537,7 +572,7 @@ impl RawSettings {
             },
             listen: match self.listen_url.as_deref().map(str::trim) {
                 None | Some("") => Listen::Database,
-                Some("off") => Listen::Off,
+                Some(off) if off.eq_ignore_ascii_case("off") => Listen::Off,
                 Some(url) => Listen::Url(url.to_string()),
             },
             ..defaults
@@ -602,31 +637,32 @@ fn parse_route_map(value: &str) -> Result<Vec<(String, String)>> {
 /// The connection string with its password replaced by `***`: the URL's (`app:***@db`) and
 /// one given as an option (`?password=***`, `password=***` in keyword/value form).
 pub fn mask_url(url: &str) -> String {
-    static PASSWORD_OPTION: std::sync::LazyLock<regex_lite::Regex> =
-        std::sync::LazyLock::new(|| {
-            regex_lite::Regex::new(r"(^|[?&\s])password\s*=\s*('(?:\\.|[^'\\])*'|[^&\s]*)")
-                .expect("a valid pattern")
-        });
-    let masked = mask_url_credentials(url);
-    PASSWORD_OPTION
-        .replace_all(&masked, "${1}password=***")
-        .into_owned()
-}
-
-fn mask_url_credentials(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (authority, tail) = match rest.find(['/', '?']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((credentials, host)) => match credentials.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
+    static IN_QUERY: std::sync::LazyLock<regex_lite::Regex> = std::sync::LazyLock::new(|| {
+        regex_lite::Regex::new(r"([?&])password=[^&]*").expect("a valid pattern")
+    });
+    static KEYWORD: std::sync::LazyLock<regex_lite::Regex> = std::sync::LazyLock::new(|| {
+        regex_lite::Regex::new(r"(^|\s)password\s*=\s*('(?:\\.|[^'\\])*'|(?:\\.|[^\s\\])*)")
+            .expect("a valid pattern")
+    });
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            // Credentials end at an `@`; a password may hold `@`, `/` or `?` unencoded, so
+            // the last `@` before the query that follows the first one.
+            let end = rest.find('@').map(|first| {
+                let query = rest[first..].find('?').map_or(rest.len(), |q| first + q);
+                rest[..query].rfind('@').unwrap_or(first)
+            });
+            let rest = match end.map(|at| rest.split_at(at)) {
+                Some((credentials, after)) => match credentials.split_once(':') {
+                    Some((user, _password)) => format!("{user}:***{after}"),
+                    None => rest.to_string(),
+                },
+                None => rest.to_string(),
+            };
+            let masked = IN_QUERY.replace_all(&rest, "${1}password=***");
+            format!("{scheme}://{masked}")
+        }
+        None => KEYWORD.replace_all(url, "${1}password=***").into_owned(),
     }
 }
 
@@ -653,6 +689,23 @@ mod tests {
             "host=db password=*** user=app"
         );
         assert_eq!(mask_url("password=s3cret host=db"), "password=*** host=db");
+        assert_eq!(
+            mask_url("postgres://app:pa/ss@db/x"),
+            "postgres://app:***@db/x"
+        );
+        assert_eq!(
+            mask_url("postgres://db/x?password=ab&cd=1"),
+            "postgres://db/x?password=***&cd=1"
+        );
+        assert_eq!(mask_url(r"password=a\ b host=db"), "password=*** host=db");
+        assert_eq!(
+            mask_url("postgres://db/x?application_name=me@there"),
+            "postgres://db/x?application_name=me@there"
+        );
+        assert_eq!(
+            mask_url("postgres://app:p?w@db/x?a=b@c"),
+            "postgres://app:***@db/x?a=b@c"
+        );
     }
 
     fn from(vars: &[(&str, &str)]) -> Result<Settings> {
@@ -685,9 +738,20 @@ mod tests {
         assert!(!s.statement_cache());
         assert_eq!(s.listen(), &Listen::Url("postgres://app@db/shop".into()));
         assert_eq!(
-            from(&[("SONIQ_LISTEN_URL", "off")]).unwrap().listen,
+            from(&[("SONIQ_LISTEN_URL", "OFF")]).unwrap().listen,
             Listen::Off
         );
+        let bad = from(&[("SONIQ_LISTEN_URL", "postgres://db/x?sslmode=sometimes")]).unwrap_err();
+        assert!(bad.to_string().starts_with("SONIQ_LISTEN_URL: "), "{bad}");
+        let shown = format!(
+            "{:?}",
+            from(&[
+                ("SONIQ_DATABASE_URL", "postgres://app:s3cret@db/x"),
+                ("SONIQ_LISTEN_URL", "postgres://app:s3cret@db/x"),
+            ])
+            .unwrap()
+        );
+        assert!(!shown.contains("s3cret"), "{shown}");
         assert!(
             from(&[("SONIQ_STATEMENT_CACHE", "ON")])
                 .unwrap()

@@ -745,3 +745,47 @@ fn on_the_extension(url_var: &str, statement_cache: bool) -> Case {
         queue: name,
     }
 }
+
+/// The PgBouncer the suite runs through hands consecutive transactions to different server
+/// connections, so the checks above would fail if the store left a statement prepared on one:
+/// a named statement, prepared and then executed, is missing there, and the error says what
+/// to set.
+#[cfg(feature = "e2e")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_pgbouncer_a_named_statement_is_lost_and_the_error_says_what_to_set() {
+    let url = std::env::var("SONIQ_TEST_PGBOUNCER_URL").expect(
+        "SONIQ_TEST_PGBOUNCER_URL names the test database through PgBouncer; run scripts/test",
+    );
+    let config = soniq_runner::ConnectionConfig::parse(&url).unwrap();
+    // Three transactions at once: PgBouncer opens (at least) three server connections.
+    let mut busy = Vec::new();
+    for _ in 0..3 {
+        busy.push(config.connect().await.unwrap());
+    }
+    let sleeps = busy
+        .iter()
+        .map(|client| client.batch_execute("SELECT pg_sleep(0.2)"));
+    for slept in futures_util::future::join_all(sleeps).await {
+        slept.unwrap();
+    }
+    let client = config.connect().await.unwrap();
+    let statement = client.prepare("SELECT 1").await.unwrap();
+    let mut lost = None;
+    for _ in 0..6 {
+        if let Err(e) = client.query(&statement, &[]).await {
+            lost = Some(soniq_runner::Error::from(e));
+            break;
+        }
+    }
+    let lost =
+        lost.expect("every execution found the statement: PgBouncer kept one server connection");
+    assert_eq!(
+        lost.sqlstate(),
+        Some(SqlState::INVALID_SQL_STATEMENT_NAME),
+        "{lost}"
+    );
+    assert!(
+        lost.to_string().contains("set SONIQ_STATEMENT_CACHE=off"),
+        "{lost}"
+    );
+}

@@ -115,6 +115,18 @@ async fn primary_and_standby() -> (Cluster, Cluster) {
     (primary, standby)
 }
 
+/// How many jobs of the test's task the server holds.
+async fn failover_jobs(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM soniq.jobs WHERE task_name = 'failover.job'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_follows_a_failover_to_the_promoted_standby_and_loses_nothing() {
     let (primary, standby) = primary_and_standby().await;
@@ -196,6 +208,25 @@ async fn a_runner_follows_a_failover_to_the_promoted_standby_and_loses_nothing()
             }
         })
         .unwrap();
+    // A producer through the same hosts, enqueueing throughout: each enqueue it saw
+    // acknowledged must be on the new primary (synchronous replication), and then done.
+    let producer = Soniq::with_settings(soniq.settings().clone()).unwrap();
+    let task = producer
+        .task_ref::<serde_json::Value>("failover.job")
+        .unwrap()
+        .queue(&queue);
+    let (producing, stop_producing) = tokio::sync::watch::channel(false);
+    let acknowledged = tokio::spawn(async move {
+        let mut acknowledged = Vec::new();
+        while !*stop_producing.borrow() {
+            match producer.enqueue(&task, serde_json::json!({})).await {
+                Ok(id) => acknowledged.push(id),
+                // The primary is gone, or the standby not yet promoted.
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        acknowledged
+    });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let worker = tokio::spawn(async move {
         soniq
@@ -227,22 +258,50 @@ async fn a_runner_follows_a_failover_to_the_promoted_standby_and_loses_nothing()
         CONTROL_PLANE_RUNS,
     )
     .await;
+    // Enqueues reach the new primary before the producer stops.
+    let promoted_at = Instant::now();
+    let new_primary = connect(STANDBY).await;
+    let at_promotion = failover_jobs(&new_primary).await;
+    while failover_jobs(&new_primary).await < at_promotion + 20 {
+        assert!(
+            promoted_at.elapsed() < Duration::from_secs(30),
+            "no enqueue reached the new primary"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    producing.send(true).unwrap();
+    let acknowledged = acknowledged.await.unwrap();
     until(
         STANDBY,
         "every job done on the new primary",
         Duration::from_secs(120),
-        &format!(
-            "SELECT count(*) FILTER (WHERE status = 'done') = {JOBS} FROM soniq.jobs \
-              WHERE task_name = 'failover.job'"
-        ),
+        "SELECT count(*) FILTER (WHERE status <> 'done') = 0 FROM soniq.jobs \
+          WHERE task_name = 'failover.job'",
     )
     .await;
+    let done: i64 = new_primary
+        .query_one(
+            "SELECT count(*) FROM soniq.jobs WHERE id = ANY($1) AND status = 'done'",
+            &[&acknowledged],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        done as usize,
+        acknowledged.len(),
+        "an acknowledged enqueue was lost"
+    );
+    let total: i64 = failover_jobs(&new_primary).await;
+    assert!(total as usize >= JOBS as usize + acknowledged.len());
     stop.send(()).unwrap();
     worker.await.unwrap().unwrap();
     let ran = runs.load(Ordering::Relaxed);
     eprintln!(
-        "failover: {JOBS} jobs, 0 lost; {ran_before} had run when the primary crashed; {} ran again (caught by the crash)",
-        ran.saturating_sub(JOBS as usize)
+        "failover: {JOBS} jobs queued and {} enqueued during the drain (acknowledged), 0 lost; \
+         {ran_before} had run when the primary crashed; {} ran again (caught by the crash)",
+        acknowledged.len(),
+        ran.saturating_sub(total as usize)
     );
     drop(clusters);
 }

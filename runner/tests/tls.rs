@@ -223,6 +223,16 @@ async fn tls_is_checked_as_sslmode_asks_and_logins_use_scram_or_a_certificate() 
     );
     let said = refusal(&other).await;
     assert!(said.contains("UnknownIssuer"), "{said}");
+    let other_chain = url(
+        "127.0.0.1",
+        &login,
+        &format!("sslmode=verify-ca&sslrootcert={certs}/other-ca.crt"),
+    );
+    let said = refusal(&other_chain).await;
+    assert!(
+        said.contains("UnknownIssuer"),
+        "verify-ca checks the chain: {said}"
+    );
 
     // require encrypts without checking; disable is refused by this server.
     let unchecked = url("127.0.0.1", &login, "sslmode=require");
@@ -261,7 +271,10 @@ async fn tls_is_checked_as_sslmode_asks_and_logins_use_scram_or_a_certificate() 
         &format!("sslmode=verify-full&{ca}"),
     ))
     .await;
-    assert!(said.contains("certificate"), "{said}");
+    assert!(
+        said.contains("requires a valid client certificate"),
+        "{said}"
+    );
 
     // The CLI with the password from PGPASSWORD, then from a password file (PGPASSFILE);
     // a password file others may read is ignored, as libpq ignores it.
@@ -271,8 +284,17 @@ async fn tls_is_checked_as_sslmode_asks_and_logins_use_scram_or_a_certificate() 
         command
             .args(["status"])
             .env("SONIQ_DATABASE_URL", &no_password)
-            .env_remove("PGPASSWORD")
             .env("NO_COLOR", "1");
+        for inherited in [
+            "PGPASSWORD",
+            "PGPASSFILE",
+            "PGSSLMODE",
+            "PGSSLROOTCERT",
+            "PGSSLCERT",
+            "PGSSLKEY",
+        ] {
+            command.env_remove(inherited);
+        }
         for (name, value) in env {
             command.env(name, value);
         }
@@ -291,7 +313,11 @@ async fn tls_is_checked_as_sslmode_asks_and_logins_use_scram_or_a_certificate() 
     assert!(ok, "{stderr}");
     std::fs::set_permissions(&passfile, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (ok, stderr) = status(&[("PGPASSFILE", &passfile)]);
-    assert!(!ok && stderr.contains("password"), "{stderr}");
+    assert!(!ok, "a password file others may read was used");
+    assert!(
+        stderr.contains("has group or world access and is ignored"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

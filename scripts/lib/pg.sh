@@ -6,7 +6,7 @@ SONIQ_PG18_ROOT=${SONIQ_PG18_ROOT:-/opt/soniq/pg18}
 SONIQ_PG15_UPSTREAM_ROOT=${SONIQ_PG15_UPSTREAM_ROOT:-/opt/soniq/pg15-upstream}
 # The server of the TLS tests (runner/tests/tls.rs) on every pass: the 18 wheel is built
 # without OpenSSL, Debian's 15 with it.
-export SONIQ_TLS_PG_BINDIR=/usr/lib/postgresql/15/bin
+export SONIQ_TLS_PG_BINDIR=${SONIQ_TLS_PG_BINDIR:-/usr/lib/postgresql/15/bin}
 SONIQ_PG=${SONIQ_PG:-15}
 # The versions scripts/test runs the whole suite on.
 SONIQ_TESTED_VERSIONS=${SONIQ_TESTED_VERSIONS:-15 18}

@@ -17,18 +17,24 @@ unix_socket_dir =
 auth_type = trust
 auth_file = $dir/userlist.txt
 pool_mode = transaction
+; Each transaction to the next server connection, not the last used: a statement that
+; needs one prepared on an earlier connection fails here, as it would under load.
+server_round_robin = 1
 max_client_conn = 1000
-default_pool_size = 40
+default_pool_size = 20
+server_idle_timeout = 30
 logfile = $dir/log
 pidfile = $dir/pid
 INI
     echo '"postgres" ""' > "$dir/userlist.txt"
     chown -R postgres "$dir"
     sudo -u postgres pgbouncer -d "$dir/pgbouncer.ini"
+    local ready=f
     for _ in $(seq 1 50); do
-        "$SONIQ_PG_BINDIR/pg_isready" -q -h 127.0.0.1 -p "$port" && break
+        "$SONIQ_PG_BINDIR/pg_isready" -q -h 127.0.0.1 -p "$port" && { ready=t; break; }
         sleep 0.1
     done
+    [ "$ready" = t ] || { echo "pgbouncer did not start:" >&2; cat "$dir/log" >&2; return 1; }
     export SONIQ_TEST_PGBOUNCER_URL="postgres://postgres@127.0.0.1:$port/$SONIQ_DEV_DB"
     echo "pgbouncer (transaction mode) on port $port in front of port $SONIQ_DEV_PORT"
 }

@@ -10,7 +10,10 @@ mod tls;
 
 use crate::error::{Error, Result};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// Where libpq builds put the server's socket by default (Debian's, upstream's).
+const DEFAULT_SOCKET_FOLDERS: [&str; 3] = ["/var/run/postgresql", "/run/postgresql", "/tmp"];
 use tokio_postgres::config::Host;
 use tokio_postgres::{AsyncMessage, Client, Notification};
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -36,8 +39,25 @@ impl ConnectionConfig {
         let mut postgres: tokio_postgres::Config = rest
             .parse()
             .map_err(|e: tokio_postgres::Error| invalid(e.to_string()))?;
+        if postgres.get_user().is_none() {
+            // tokio-postgres's default, made explicit: the password file is looked up for it.
+            let user = whoami::username()
+                .map_err(|e| invalid(format!("no user given and none known here: {e}")))?;
+            postgres.user(user);
+        }
+        // As in libpq, a Unix socket never uses TLS (and needs no certificate).
+        let only_sockets = !postgres.get_hosts().is_empty()
+            && postgres
+                .get_hosts()
+                .iter()
+                .all(|host| matches!(host, Host::Unix(_)));
+        let sslmode = if only_sockets {
+            Some("disable")
+        } else {
+            options.sslmode.as_deref()
+        };
         let tls = tls::tls(
-            options.sslmode.as_deref(),
+            sslmode,
             options.sslrootcert.as_deref(),
             options.sslcert.as_deref(),
             options.sslkey.as_deref(),
@@ -55,9 +75,12 @@ impl ConnectionConfig {
         })
     }
 
-    /// The database it names (`postgres` when none: the server's default for our users).
+    /// The database it names; none named: the user's, as the server takes it.
     pub fn dbname(&self) -> &str {
-        self.postgres.get_dbname().unwrap_or("postgres")
+        self.postgres
+            .get_dbname()
+            .or(self.postgres.get_user())
+            .unwrap_or("postgres")
     }
 
     /// The same login, to another database.
@@ -110,7 +133,8 @@ impl ConnectionConfig {
     }
 }
 
-/// `PGPASSWORD`, else the password file's line for the first host (libpq's order).
+/// `PGPASSWORD`, else the password file's line for the first host. libpq looks one up for
+/// each host it tries; tokio-postgres holds one password for all of them.
 fn password_of(
     postgres: &tokio_postgres::Config,
     passfile: Option<String>,
@@ -123,20 +147,25 @@ fn password_of(
         Some(path) => PathBuf::from(path),
         None => PathBuf::from(env("HOME")?).join(".pgpass"),
     };
-    let user = postgres
-        .get_user()
-        .map(str::to_string)
-        .or_else(|| env("USER"))?;
+    let user = postgres.get_user()?;
     let host = match postgres.get_hosts().first() {
-        Some(Host::Tcp(host)) => host.as_str(),
-        // a socket's connections match `localhost` lines, as in libpq
-        Some(Host::Unix(_)) | None => "localhost",
+        Some(Host::Tcp(host)) => host.clone(),
+        // The default socket folder matches `localhost` lines, as in libpq; another, its path.
+        Some(Host::Unix(folder))
+            if DEFAULT_SOCKET_FOLDERS
+                .iter()
+                .any(|d| folder == Path::new(d)) =>
+        {
+            "localhost".to_string()
+        }
+        Some(Host::Unix(folder)) => folder.to_string_lossy().into_owned(),
+        None => "localhost".to_string(),
     };
     let login = passfile::Login {
-        host,
+        host: &host,
         port: postgres.get_ports().first().copied().unwrap_or(5432),
-        database: postgres.get_dbname().unwrap_or(&user),
-        user: &user,
+        database: postgres.get_dbname().unwrap_or(user),
+        user,
     };
     passfile::lookup(&path, &login)
 }

@@ -15,17 +15,30 @@ pub(super) struct TlsOptions {
 }
 
 impl TlsOptions {
-    fn take(&mut self, key: &str, value: String) -> bool {
-        let slot = match key {
-            "sslmode" => &mut self.sslmode,
-            "sslrootcert" => &mut self.sslrootcert,
-            "sslcert" => &mut self.sslcert,
-            "sslkey" => &mut self.sslkey,
-            "passfile" => &mut self.passfile,
-            _ => return false,
+    /// The field for `key`, if it is one of ours.
+    fn slot(&mut self, key: &str) -> Option<&mut Option<String>> {
+        match key {
+            "sslmode" => Some(&mut self.sslmode),
+            "sslrootcert" => Some(&mut self.sslrootcert),
+            "sslcert" => Some(&mut self.sslcert),
+            "sslkey" => Some(&mut self.sslkey),
+            "passfile" => Some(&mut self.passfile),
+            _ => None,
+        }
+    }
+
+    /// Keep `value` if `key` is ours (an empty value: unset, as in libpq).
+    fn take(
+        &mut self,
+        key: &str,
+        value: impl FnOnce() -> Result<String, String>,
+    ) -> Result<bool, String> {
+        let Some(slot) = self.slot(key) else {
+            return Ok(false);
         };
-        *slot = Some(value);
-        true
+        let value = value()?;
+        *slot = (!value.is_empty()).then_some(value);
+        Ok(true)
     }
 
     /// Fill what the string left out from the environment (`PGSSLMODE`, ...).
@@ -45,17 +58,27 @@ impl TlsOptions {
     }
 }
 
-/// The connection string without our options, for tokio-postgres, and the options.
+/// The connection string without our options, for tokio-postgres, and the options. Errors
+/// never quote a value: it may be a password.
 pub(super) fn split(connection: &str) -> Result<(String, TlsOptions), String> {
     let mut options = TlsOptions::default();
     if connection.starts_with("postgres://") || connection.starts_with("postgresql://") {
-        let Some((base, query)) = connection.split_once('?') else {
+        // As tokio-postgres reads a URL, credentials end at the first `@` (a password may hold
+        // `?` or `/`): the query starts at the first `?` after it.
+        let after_credentials = connection.find('@').map_or(0, |at| at + 1);
+        let Some(mark) = connection[after_credentials..].find('?') else {
             return Ok((connection.to_string(), options));
         };
+        let (base, query) = connection.split_at(after_credentials + mark);
+        let query = &query[1..];
         let mut kept = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            if !options.take(&percent_decode(key)?, percent_decode(value)?) {
+            let key = percent_decode(key).map_err(|e| format!("a parameter's name: {e}"))?;
+            let taken = options.take(&key, || {
+                percent_decode(value).map_err(|e| format!("the value of {key}: {e}"))
+            })?;
+            if !taken {
                 kept.push(pair);
             }
         }
@@ -68,7 +91,7 @@ pub(super) fn split(connection: &str) -> Result<(String, TlsOptions), String> {
     }
     let mut kept = Vec::new();
     for (key, value) in keyword_pairs(connection)? {
-        if !options.take(&key, value.clone()) {
+        if !options.take(&key, || Ok(value.clone()))? {
             kept.push(format!(
                 "{key}='{}'",
                 value.replace('\\', "\\\\").replace('\'', "\\'")
@@ -87,7 +110,7 @@ fn percent_decode(text: &str) -> Result<String, String> {
             let hex = text
                 .get(i + 1..i + 3)
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("invalid percent-encoding in {text:?}"))?;
+                .ok_or_else(|| format!("invalid percent-encoding at byte {i}"))?;
             out.push(hex);
             i += 3;
         } else {
@@ -95,26 +118,29 @@ fn percent_decode(text: &str) -> Result<String, String> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| format!("{text:?} does not decode to UTF-8"))
+    String::from_utf8(out).map_err(|_| "it does not decode to UTF-8".to_string())
 }
 
 /// `key = value` pairs as libpq reads them: values bare or single-quoted, `\` escaping.
 fn keyword_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut pairs = Vec::new();
     let mut chars = text.chars().peekable();
+    let mut position = 0;
     loop {
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         if chars.peek().is_none() {
             return Ok(pairs);
         }
+        position += 1;
         let mut key = String::new();
         while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
             key.push(c);
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         if chars.next() != Some('=') {
+            // The word may be half of a password with a space in it: not quoted back.
             return Err(format!(
-                "missing \"=\" after {key:?} in the connection string"
+                "missing \"=\" in word {position} of the connection string"
             ));
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
@@ -127,7 +153,7 @@ fn keyword_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
                 Some(c) if quoted || !c.is_whitespace() => value.push(c),
                 None if quoted => {
                     return Err(format!(
-                        "unterminated quoted value of {key:?} in the connection string"
+                        "unterminated quoted value in word {position} of the connection string"
                     ))
                 }
                 _ => break,
@@ -165,7 +191,18 @@ mod tests {
             ("postgresql://db/shop", Some("require"))
         );
         assert_eq!(split("postgres://db/shop").unwrap().0, "postgres://db/shop");
-        assert!(split("postgres://db/shop?sslrootcert=%zz").is_err());
+        let bad = split("postgres://db/shop?password=ab%zz&sslrootcert=%zz").unwrap_err();
+        assert!(!bad.contains("ab") && bad.contains("sslrootcert"), "{bad}");
+        // A password holding `?` and `/`: the query is after the credentials.
+        let (rest, options) = split("postgres://app:p?a/ss@db/x?sslmode=require").unwrap();
+        assert_eq!(
+            (rest.as_str(), options.sslmode.as_deref()),
+            ("postgres://app:p?a/ss@db/x", Some("require"))
+        );
+        assert_eq!(
+            split("postgres://db/x?sslrootcert=").unwrap().1.sslrootcert,
+            None
+        );
     }
 
     #[test]
@@ -180,7 +217,8 @@ mod tests {
         let parsed: tokio_postgres::Config = rest.parse().unwrap();
         assert_eq!(parsed.get_dbname(), Some("my shop"));
         assert_eq!(parsed.get_password(), Some(&b"it's"[..]));
-        assert!(split("host").is_err());
+        let bad = split("password=half secret host=db").unwrap_err();
+        assert!(!bad.contains("secret") && bad.contains("word 2"), "{bad}");
         assert!(split("host='db").is_err());
     }
 

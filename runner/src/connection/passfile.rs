@@ -46,14 +46,16 @@ fn find(text: &str, login: &Login) -> Option<String> {
         .map(|mut fields| fields.swap_remove(4))
 }
 
-/// A line's five fields, unescaped; none for a line with fewer.
+/// A line's five fields, unescaped; none for a line with fewer. As in libpq, the password
+/// ends at its first unescaped `:`.
 fn fields(line: &str) -> Option<Vec<String>> {
     let mut fields = vec![String::new()];
     let mut chars = line.chars();
     while let Some(c) = chars.next() {
         match c {
             '\\' => fields.last_mut()?.extend(chars.next()),
-            ':' if fields.len() < 5 => fields.push(String::new()),
+            ':' if fields.len() == 5 => break,
+            ':' => fields.push(String::new()),
             c => fields.last_mut()?.push(c),
         }
     }
@@ -78,7 +80,7 @@ mod tests {
                     db.example:5433:*:app:no\n\
                     db.example:5432:*:app:p\\:w\\\\d:tail\n\
                     *:*:*:*:fallback\n";
-        assert_eq!(find(text, &LOGIN).as_deref(), Some("p:w\\d:tail"));
+        assert_eq!(find(text, &LOGIN).as_deref(), Some("p:w\\d"));
         assert_eq!(
             find(
                 text,

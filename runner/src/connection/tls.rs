@@ -45,7 +45,13 @@ pub(super) fn tls(
     let home_file = |name: &str| {
         std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".postgresql").join(name))
     };
-    let sslmode = sslmode.unwrap_or("prefer");
+    let system_roots_asked = sslrootcert == Some("system");
+    // As in libpq (16+): the system's roots mean the host name is checked too.
+    let sslmode = sslmode.unwrap_or(if system_roots_asked {
+        "verify-full"
+    } else {
+        "prefer"
+    });
     let (mode, asked) = match sslmode {
         "disable" => (SslMode::Disable, Check::Nothing),
         "prefer" => (SslMode::Prefer, Check::Nothing),
@@ -65,62 +71,81 @@ pub(super) fn tls(
             ))
         }
     };
+    if system_roots_asked && asked != Check::ChainAndName {
+        return Err(format!(
+            "sslrootcert=system checks the host name: use sslmode=verify-full, not {sslmode}"
+        ));
+    }
     let provider = Arc::new(ring::default_provider());
+    let any_certificate = || -> Arc<dyn ServerCertVerifier> {
+        Arc::new(AnyCertificate(provider.signature_verification_algorithms))
+    };
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .dangerous();
+    if mode == SslMode::Disable {
+        // Never used: no file is read for it.
+        return Ok(Tls {
+            mode,
+            config: builder
+                .with_custom_certificate_verifier(any_certificate())
+                .with_no_client_auth(),
+        });
+    }
     let root = match sslrootcert {
         Some(path) => Some(PathBuf::from(path)),
         None => home_file("root.crt").filter(|default| default.exists() || asked != Check::Nothing),
     };
-    let verifier: Arc<dyn ServerCertVerifier> = match (asked, root) {
-        (Check::Nothing, None) => {
-            Arc::new(AnyCertificate(provider.signature_verification_algorithms))
-        }
+    let verifier = match (asked, root) {
+        (Check::Nothing, None) => any_certificate(),
         (_, None) => {
             return Err(format!(
                 "sslmode={sslmode} needs the root certificate that signed the server's: \
                  give sslrootcert=FILE, or sslrootcert=system for the system's trusted roots"
             ))
         }
+        (_, Some(_)) if system_roots_asked => {
+            let roots = system_roots()?;
+            let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| format!("sslrootcert=system: {e}"))?;
+            verifier as Arc<dyn ServerCertVerifier>
+        }
         (asked, Some(root)) => {
-            let (roots, check) = if root.as_os_str() == "system" {
-                (system_roots()?, Check::ChainAndName)
+            let roots = roots_of(&root, sslmode)?;
+            let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| format!("root certificate file {}: {e}", root.display()))?;
+            if asked == Check::ChainAndName {
+                webpki as Arc<dyn ServerCertVerifier>
             } else {
-                let check = if asked == Check::Nothing {
-                    Check::Chain
-                } else {
-                    asked
-                };
-                (roots_of(&root)?, check)
-            };
-            let webpki =
-                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                    .build()
-                    .map_err(|e| format!("root certificate file {}: {e}", root.display()))?;
-            match check {
-                Check::Chain => Arc::new(ChainOnly(webpki)),
-                _ => webpki,
+                // prefer and require check the chain when given a root, as verify-ca does.
+                Arc::new(ChainOnly(webpki))
             }
         }
     };
-    let builder = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier);
-    let client_files = match (sslcert, sslkey) {
-        (Some(cert), Some(key)) => Some((PathBuf::from(cert), PathBuf::from(key))),
-        (Some(_), None) | (None, Some(_)) => {
-            return Err("sslcert and sslkey go together: give both, or neither".into())
-        }
-        (None, None) => home_file("postgresql.crt")
-            .zip(home_file("postgresql.key"))
-            .filter(|(cert, key)| cert.exists() && key.exists()),
+    let builder = builder.with_custom_certificate_verifier(verifier);
+    // libpq's client certificate: sslcert (default ~/.postgresql/postgresql.crt) when the file
+    // is there, with its key, sslkey (default ~/.postgresql/postgresql.key).
+    let cert = match sslcert {
+        Some(path) => Some(PathBuf::from(path)),
+        None => home_file("postgresql.crt").filter(|default| default.exists()),
     };
-    let config = match client_files {
-        Some((cert, key)) => builder
-            .with_client_auth_cert(certificates_of(&cert)?, private_key_of(&key)?)
-            .map_err(|e| format!("client certificate {}: {e}", cert.display()))?,
+    let mut config = match cert {
+        Some(cert) => {
+            let key = sslkey
+                .map(PathBuf::from)
+                .or_else(|| home_file("postgresql.key"))
+                .ok_or("a client certificate needs its key: give sslkey=FILE")?;
+            builder
+                .with_client_auth_cert(certificates_of(&cert)?, private_key_of(&key)?)
+                .map_err(|e| format!("client certificate {}: {e}", cert.display()))?
+        }
         None => builder.with_no_client_auth(),
     };
+    // The protocol name PostgreSQL 17+ expects, and needs with sslnegotiation=direct.
+    config.alpn_protocols = vec![b"postgresql".to_vec()];
     Ok(Tls { mode, config })
 }
 
@@ -137,12 +162,16 @@ fn certificates_of(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> 
     Ok(certificates)
 }
 
-fn roots_of(path: &Path) -> Result<RootCertStore, String> {
+fn roots_of(path: &Path, sslmode: &str) -> Result<RootCertStore, String> {
     if !path.exists() {
+        let unchecked = if sslmode.starts_with("verify-") {
+            ", or sslmode=require to connect without checking the server's certificate"
+        } else {
+            ""
+        };
         return Err(format!(
             "root certificate file {} does not exist: give sslrootcert=FILE (the CA that signed \
-             the server's certificate), sslrootcert=system, or sslmode=require to connect \
-             without checking the server's certificate",
+             the server's certificate) or sslrootcert=system{unchecked}",
             path.display()
         ));
     }
@@ -285,7 +314,40 @@ mod tests {
             .err()
             .unwrap()
             .contains("/nonexistent/ca.crt does not exist"));
-        let half = tls(None, None, Some("c.crt"), None);
-        assert!(half.err().unwrap().contains("go together"));
+        let missing_cert = tls(None, None, Some("/nonexistent/c.crt"), None);
+        assert!(missing_cert.err().unwrap().contains("/nonexistent/c.crt"));
+        // disable reads no file, however wrong the others are.
+        assert_eq!(mode("disable"), Ok(SslMode::Disable));
+        let disabled = tls(
+            Some("disable"),
+            Some("/nonexistent/ca.crt"),
+            Some("/nonexistent/c.crt"),
+            None,
+        );
+        assert!(disabled.is_ok());
+        let system = |sslmode| tls(sslmode, Some("system"), None, None).err();
+        assert!(system(Some("require"))
+            .unwrap()
+            .contains("use sslmode=verify-full"));
+        // Unset, it means verify-full (whether this machine has system roots or not).
+        assert!(!system(None).is_some_and(|e| e.contains("use sslmode")));
+    }
+
+    #[test]
+    fn a_private_key_others_may_read_is_refused() {
+        let dir = std::env::temp_dir().join(format!("soniq-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("client.key");
+        std::fs::write(&key, "not a key").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let refused = private_key_of(&key).err().unwrap();
+        assert!(refused.contains("group or world access"), "{refused}");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let unreadable = private_key_of(&key).err().unwrap();
+        assert!(
+            unreadable.contains("cannot read private key file"),
+            "{unreadable}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

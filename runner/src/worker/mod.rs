@@ -178,6 +178,13 @@ impl Soniq {
                 }
             }),
         ];
+        if !self.settings.statement_cache() && *self.settings.listen() == crate::Listen::Database {
+            tracing::warn!(
+                "SONIQ_STATEMENT_CACHE=off and no SONIQ_LISTEN_URL: behind a pooler in \
+                 transaction mode LISTEN hears nothing; set SONIQ_LISTEN_URL to the server \
+                 itself (or to off, to poll)"
+            );
+        }
         if let Some(listen) = &self.listen {
             tasks.push(tokio::spawn(listener::run(
                 listen.clone(),
