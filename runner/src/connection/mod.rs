@@ -11,12 +11,12 @@ mod tls;
 use crate::error::{Error, Result};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use std::path::{Path, PathBuf};
-
-/// Where libpq builds put the server's socket by default (Debian's, upstream's).
-const DEFAULT_SOCKET_FOLDERS: [&str; 3] = ["/var/run/postgresql", "/run/postgresql", "/tmp"];
 use tokio_postgres::config::Host;
 use tokio_postgres::{AsyncMessage, Client, Notification};
 use tokio_postgres_rustls::MakeRustlsConnect;
+
+/// Where libpq builds put the server's socket by default (Debian's, upstream's).
+const DEFAULT_SOCKET_FOLDERS: [&str; 3] = ["/var/run/postgresql", "/run/postgresql", "/tmp"];
 
 /// A parsed connection string: where to connect, as whom, and how TLS goes.
 #[derive(Clone)]
@@ -51,17 +51,16 @@ impl ConnectionConfig {
                 .get_hosts()
                 .iter()
                 .all(|host| matches!(host, Host::Unix(_)));
-        let sslmode = if only_sockets {
-            Some("disable")
+        let tls = if only_sockets {
+            tls::tls(Some("disable"), None, None, None)
         } else {
-            options.sslmode.as_deref()
-        };
-        let tls = tls::tls(
-            sslmode,
-            options.sslrootcert.as_deref(),
-            options.sslcert.as_deref(),
-            options.sslkey.as_deref(),
-        )
+            tls::tls(
+                options.sslmode.as_deref(),
+                options.sslrootcert.as_deref(),
+                options.sslcert.as_deref(),
+                options.sslkey.as_deref(),
+            )
+        }
         .map_err(invalid)?;
         postgres.ssl_mode(tls.mode);
         if postgres.get_password().is_none() {
@@ -220,6 +219,13 @@ mod tests {
         assert!(error("postgres://db/x?nonsense=1").contains("invalid connection string"));
         assert!(
             error("host=db sslmode=verify-full sslrootcert=/nope").contains("/nope does not exist")
+        );
+        // A socket takes no TLS, whatever the string asks.
+        let socket = "host=/var/run/postgresql user=app sslmode=verify-full sslrootcert=system";
+        let config = ConnectionConfig::parse_with_env(socket, |_| None).unwrap();
+        assert_eq!(
+            config.postgres.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Disable
         );
     }
 }
