@@ -1,6 +1,7 @@
 //! Settings: `SONIQ_*` environment variables, validated once with errors that name the
 //! variable and the accepted range.
 
+use crate::connection::mask_url;
 use crate::error::{Error, Result};
 use std::time::Duration;
 
@@ -182,9 +183,9 @@ pub(crate) fn check_concurrency(name: &str, n: usize) -> Result<usize> {
 /// The settings of an application, validated: made by [`Settings::new`] (the defaults),
 /// [`Settings::builder`] or from the environment ([`Settings::from_env`]); each way checks
 /// every value's range and the rules between them. Its `Debug` masks passwords.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Settings {
-    database_url: String,
+    database_url: ConnectionString,
     concurrency: usize,
     poll_interval: Duration,
     heartbeat_interval: Duration,
@@ -200,24 +201,13 @@ pub struct Settings {
     listen: Listen,
 }
 
-impl std::fmt::Debug for Settings {
+/// A connection string, shown (`Debug`) with its password masked.
+#[derive(Clone)]
+struct ConnectionString(String);
+
+impl std::fmt::Debug for ConnectionString {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Settings")
-            .field("database_url", &mask_url(&self.database_url))
-            .field("concurrency", &self.concurrency)
-            .field("poll_interval", &self.poll_interval)
-            .field("heartbeat_interval", &self.heartbeat_interval)
-            .field("shutdown_timeout", &self.shutdown_timeout)
-            .field("error_retry_delay", &self.error_retry_delay)
-            .field("heartbeat_timeout", &self.heartbeat_timeout)
-            .field("cleanup_interval", &self.cleanup_interval)
-            .field("enqueue_validation", &self.enqueue_validation)
-            .field("producer_id", &self.producer_id)
-            .field("task_name_pattern", &self.task_name_pattern)
-            .field("route_map", &self.route_map)
-            .field("statement_cache", &self.statement_cache)
-            .field("listen", &self.listen)
-            .finish()
+        std::fmt::Debug::fmt(&mask_url(&self.0), f)
     }
 }
 
@@ -247,7 +237,7 @@ impl Settings {
     /// The defaults, with the given database URL.
     pub fn new(database_url: impl Into<String>) -> Self {
         Settings {
-            database_url: database_url.into(),
+            database_url: ConnectionString(database_url.into()),
             concurrency: 4,
             poll_interval: Duration::from_secs(5),
             heartbeat_interval: Duration::from_secs(5),
@@ -290,7 +280,7 @@ impl Settings {
 
     /// `SONIQ_DATABASE_URL`, default [`DEFAULT_DATABASE_URL`].
     pub fn database_url(&self) -> &str {
-        &self.database_url
+        &self.database_url.0
     }
 
     /// `SONIQ_CONCURRENCY`: jobs one worker runs at once, 1..=1000, default 4.
@@ -373,7 +363,7 @@ impl Settings {
     /// dead — to the control plane, and to its own maintenance rounds, which would take back
     /// its running jobs.
     pub fn validate(&self) -> Result<()> {
-        if self.database_url.trim().is_empty() {
+        if self.database_url.0.trim().is_empty() {
             return Err(Error::Config("SONIQ_DATABASE_URL must not be empty".into()));
         }
         if let Listen::Url(url) = &self.listen {
@@ -435,7 +425,7 @@ impl SettingsBuilder {
     );
 
     pub fn database_url(mut self, url: impl Into<String>) -> Self {
-        self.settings.database_url = url.into();
+        self.settings.database_url = ConnectionString(url.into());
         self
     }
 
@@ -634,79 +624,10 @@ fn parse_route_map(value: &str) -> Result<Vec<(String, String)>> {
     Ok(routes)
 }
 
-/// The connection string with its password replaced by `***`: the URL's (`app:***@db`) and
-/// one given as an option (`?password=***`, `password=***` in keyword/value form).
-pub fn mask_url(url: &str) -> String {
-    static IN_QUERY: std::sync::LazyLock<regex_lite::Regex> = std::sync::LazyLock::new(|| {
-        regex_lite::Regex::new(r"([?&])password=[^&]*").expect("a valid pattern")
-    });
-    static KEYWORD: std::sync::LazyLock<regex_lite::Regex> = std::sync::LazyLock::new(|| {
-        regex_lite::Regex::new(r"(^|\s)password\s*=\s*('(?:\\.|[^'\\])*'|(?:\\.|[^\s\\])*)")
-            .expect("a valid pattern")
-    });
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            // Credentials end at an `@`; a password may hold `@`, `/` or `?` unencoded, so
-            // the last `@` before the query that follows the first one.
-            let end = rest.find('@').map(|first| {
-                let query = rest[first..].find('?').map_or(rest.len(), |q| first + q);
-                rest[..query].rfind('@').unwrap_or(first)
-            });
-            let rest = match end.map(|at| rest.split_at(at)) {
-                Some((credentials, after)) => match credentials.split_once(':') {
-                    Some((user, _password)) => format!("{user}:***{after}"),
-                    None => rest.to_string(),
-                },
-                None => rest.to_string(),
-            };
-            let masked = IN_QUERY.replace_all(&rest, "${1}password=***");
-            format!("{scheme}://{masked}")
-        }
-        None => KEYWORD.replace_all(url, "${1}password=***").into_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
-
-    #[test]
-    fn passwords_are_masked() {
-        assert_eq!(
-            mask_url("postgres://app:s3cret@db:5432/x"),
-            "postgres://app:***@db:5432/x"
-        );
-        assert_eq!(mask_url("postgres://app@db/x"), "postgres://app@db/x");
-        assert_eq!(mask_url("postgresql://u:p@h"), "postgresql://u:***@h");
-        assert_eq!(mask_url("host=db user=app"), "host=db user=app");
-        assert_eq!(
-            mask_url("postgres://app:p@ss@db1,db2/x?sslmode=require&password=p2&x=1"),
-            "postgres://app:***@db1,db2/x?sslmode=require&password=***&x=1"
-        );
-        assert_eq!(
-            mask_url(r"host=db password = 'it\'s secret' user=app"),
-            "host=db password=*** user=app"
-        );
-        assert_eq!(mask_url("password=s3cret host=db"), "password=*** host=db");
-        assert_eq!(
-            mask_url("postgres://app:pa/ss@db/x"),
-            "postgres://app:***@db/x"
-        );
-        assert_eq!(
-            mask_url("postgres://db/x?password=ab&cd=1"),
-            "postgres://db/x?password=***&cd=1"
-        );
-        assert_eq!(mask_url(r"password=a\ b host=db"), "password=*** host=db");
-        assert_eq!(
-            mask_url("postgres://db/x?application_name=me@there"),
-            "postgres://db/x?application_name=me@there"
-        );
-        assert_eq!(
-            mask_url("postgres://app:p?w@db/x?a=b@c"),
-            "postgres://app:***@db/x?a=b@c"
-        );
-    }
 
     fn from(vars: &[(&str, &str)]) -> Result<Settings> {
         let map: HashMap<String, String> = vars
@@ -719,7 +640,7 @@ mod tests {
     #[test]
     fn defaults_match_the_documented_ones() {
         let s = from(&[]).unwrap();
-        assert_eq!(s.database_url, "postgresql://postgres@localhost/soniq");
+        assert_eq!(s.database_url(), "postgresql://postgres@localhost/soniq");
         assert_eq!(s.concurrency, 4);
         assert_eq!(s.poll_interval, Duration::from_secs(5));
         assert_eq!(s.shutdown_timeout, Duration::from_secs(30));

@@ -85,7 +85,7 @@ fn strip_color(cell: &str) -> String {
     out
 }
 
-pub use crate::settings::mask_url;
+pub use crate::connection::mask_url;
 
 #[cfg(test)]
 mod tests {

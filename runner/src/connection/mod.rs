@@ -4,9 +4,12 @@
 //! ([`tls`]) and the password from the string, `PGPASSWORD` or the password file
 //! ([`passfile`]).
 
+mod mask;
 mod options;
 mod passfile;
 mod tls;
+
+pub use mask::mask_url;
 
 use crate::error::{Error, Result};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};

@@ -226,7 +226,7 @@ impl Soniq {
             queues = %options.queues.as_ref().map_or("all".into(), |q| q.join(",")),
             concurrency,
             tasks = %task_names.join(","),
-            database = %crate::settings::mask_url(self.settings.database_url()),
+            database = %crate::connection::mask_url(self.settings.database_url()),
             "worker started"
         );
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
