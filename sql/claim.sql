@@ -3,7 +3,9 @@
 -- claim: lease up to batch_size due jobs to a worker, in priority order (lower number
 -- first), never-scheduled before scheduled, oldest first. Skips paused queues and rows
 -- other claimers hold. queues / task_names restrict the claim (NULL: any); a worker
--- passes the task names it can run so it never takes a job it does not know.
+-- passes the task names it can run so it never takes a job it does not know. A queue with flow
+-- control (soniq.queue_configure) gives no more than its limits allow (sql/flow.sql); such a
+-- claim must run under READ COMMITTED, where each statement sees what the claims before it took.
 CREATE FUNCTION soniq.claim(
     worker_id  uuid,
     queues     text[] DEFAULT NULL,
@@ -30,6 +32,7 @@ SET jit = off
 AS $$
 DECLARE
     paused text[];
+    limited soniq.queues[];
     picked uuid[];
 BEGIN
     PERFORM soniq._require(claim.worker_id, 'worker_id');
@@ -43,11 +46,17 @@ BEGIN
         RAISE EXCEPTION 'worker % is not registered', claim.worker_id
             USING ERRCODE = 'no_data_found', HINT = 'Call soniq.register_worker() first.';
     END IF;
-    SELECT coalesce(array_agg(q.name), '{}') INTO paused FROM soniq.queues q WHERE q.paused;
+    SELECT coalesce(array_agg(q.name) FILTER (WHERE q.paused), '{}'),
+           array_agg(q ORDER BY q.name) FILTER (WHERE NOT q.paused AND soniq._limited(q)
+                                                  AND (claim.queues IS NULL OR q.name = ANY (claim.queues)))
+      INTO paused, limited
+      FROM soniq.queues q;
 
+    IF limited IS NOT NULL THEN
+        picked := soniq._claim_limited(claim.queues, claim.batch_size, claim.task_names, paused, limited);
     -- The batch in claim order: one queue's from its own index (queue first), any other
     -- selection from the general one. The two statements differ only there: keep them in step.
-    IF cardinality(claim.queues) = 1 THEN
+    ELSIF cardinality(claim.queues) = 1 THEN
         SELECT array_agg(b.id) INTO picked FROM (
             SELECT j.id FROM soniq.jobs j
              WHERE j.status = 'queued' AND j.queue = claim.queues[1]
@@ -89,5 +98,63 @@ BEGIN
            c.scheduled_at, c.created_at
       FROM claimed c
      ORDER BY c.priority, c.scheduled_at NULLS FIRST, c.created_at, c.id;
+    IF limited IS NOT NULL THEN
+        PERFORM soniq._record_starts(picked);
+    END IF;
+END
+$$;
+
+-- _claim_limited: claim's pick when its selection has queues with flow control (limited, in
+-- name order): each such queue's row is locked, then each gives what its limits allow
+-- (_pick_limited); the other queues of the selection give what they have; the batch is the
+-- first batch_size of all of it in claim order. (A job picked and left out stays locked, so
+-- skipped by other claimers, until the claim's transaction ends.)
+CREATE FUNCTION soniq._claim_limited(queues text[], batch_size int, task_names text[], paused text[],
+                                     limited soniq.queues[])
+RETURNS uuid[]
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    queue soniq.queues;
+    picked uuid[];
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'a claim from a queue with flow control must run under READ COMMITTED, not %',
+                        upper(current_setting('transaction_isolation'))
+            USING ERRCODE = 'invalid_transaction_state',
+                  HINT = 'A snapshot taken before other claims committed would count their jobs as not running.';
+    END IF;
+    -- Locked first, all of them, then counted: a claimer that waited here sees what the one
+    -- before it claimed.
+    PERFORM FROM soniq.queues q WHERE q.name IN (SELECT (l).name FROM unnest(limited) l)
+     ORDER BY q.name FOR NO KEY UPDATE;
+
+    -- The queues without limits, unless every queue named has one. (A claim from any queue
+    -- walks the claim index past the limited queues' jobs: a worker of a queue with a large
+    -- limited backlog does better to name its queues.)
+    IF queues IS NULL OR EXISTS (SELECT FROM unnest(queues) n WHERE n NOT IN (SELECT (l).name FROM unnest(limited) l))
+    THEN
+        SELECT array_agg(b.id) INTO picked FROM (
+            SELECT j.id FROM soniq.jobs j
+             WHERE j.status = 'queued'
+               AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
+               AND (queues IS NULL OR j.queue = ANY (queues))
+               AND (task_names IS NULL OR j.task_name = ANY (task_names))
+               AND j.queue <> ALL (paused) AND j.queue NOT IN (SELECT (l).name FROM unnest(limited) l)
+             ORDER BY j.priority, j.scheduled_at NULLS FIRST, j.created_at, j.id
+             LIMIT batch_size
+               FOR UPDATE SKIP LOCKED) b;
+    END IF;
+    -- Each with its settings as they are now that it is locked (a change committed meanwhile
+    -- counts from this claim on).
+    FOR queue IN SELECT q.* FROM soniq.queues q WHERE q.name IN (SELECT (l).name FROM unnest(limited) l)
+                  ORDER BY q.name LOOP
+        picked := coalesce(picked, '{}') || soniq._pick_limited(queue, batch_size, task_names);
+    END LOOP;
+    IF cardinality(picked) > batch_size THEN
+        picked := ARRAY(SELECT j.id FROM soniq.jobs j WHERE j.id = ANY (picked)
+                         ORDER BY j.priority, j.scheduled_at NULLS FIRST, j.created_at, j.id
+                         LIMIT batch_size);
+    END IF;
+    RETURN nullif(picked, '{}');
 END
 $$;

@@ -14,7 +14,8 @@ BEGIN
     PERFORM soniq._check_task_name(task_name);
     d := soniq._normalize_task_defaults(defaults);
     SELECT * INTO before FROM soniq.tasks t WHERE t.task_name = register_task.task_name FOR UPDATE;
-    INSERT INTO soniq.tasks AS t (task_name, queue, priority, retries, timeout, retry_policy, result_ttl, unique_job)
+    INSERT INTO soniq.tasks AS t (task_name, queue, priority, retries, timeout, retry_policy, result_ttl, unique_job,
+                                  concurrency_key)
     VALUES (register_task.task_name,
             d ->> 'queue',
             (d ->> 'priority')::int,
@@ -22,11 +23,13 @@ BEGIN
             make_interval(secs => (d ->> 'timeout')::float8),
             d -> 'retry_policy',
             make_interval(secs => (d ->> 'result_ttl')::float8),
-            (d ->> 'unique')::boolean)
+            (d ->> 'unique')::boolean,
+            CASE WHEN d ? 'concurrency_key' THEN ARRAY(SELECT jsonb_array_elements_text(d -> 'concurrency_key')) END)
     ON CONFLICT ON CONSTRAINT tasks_pkey DO UPDATE
        SET queue = excluded.queue, priority = excluded.priority, retries = excluded.retries,
            timeout = excluded.timeout, retry_policy = excluded.retry_policy,
-           result_ttl = excluded.result_ttl, unique_job = excluded.unique_job, updated_at = now()
+           result_ttl = excluded.result_ttl, unique_job = excluded.unique_job,
+           concurrency_key = excluded.concurrency_key, updated_at = now()
     RETURNING t.* INTO published;
     -- A redeploy that publishes the same options touches no job.
     IF (before.queue, before.priority, before.retries, before.timeout, before.retry_policy, before.result_ttl)
@@ -250,8 +253,8 @@ $$;
 -- _job_rows: jobs as they will be stored, one per element of the arrays (all of one length),
 -- n their position from 1. An option the caller left NULL resolves from the task's registered
 -- defaults, then from the system defaults (queue 'default', priority 100, retries 3, timeout
--- 300 s, result TTL 300 s). well_formed: whether the job's fields are in range (_job_ok; its
--- names are _names_ok's). The one place options resolve, for enqueue and enqueue_many alike;
+-- 300 s, result TTL 300 s); the concurrency key from the args field the task names.
+-- well_formed: whether the job's fields are in range (_job_ok; its names are _names_ok's). The one place options resolve, for enqueue and enqueue_many alike;
 -- inlined into their statements (no call per job).
 CREATE FUNCTION soniq._job_rows(batch soniq._job_batch) RETURNS TABLE (
     n            bigint,
@@ -268,7 +271,8 @@ CREATE FUNCTION soniq._job_rows(batch soniq._job_batch) RETURNS TABLE (
     dedup_key    text,
     producer_id  text,
     inherited    int,
-    well_formed  boolean
+    well_formed  boolean,
+    concurrency_key text
 )
 LANGUAGE sql STABLE AS $$
     SELECT r.n, r.task_name, r.args,
@@ -290,7 +294,8 @@ LANGUAGE sql STABLE AS $$
                    | CASE WHEN r.retries IS NULL THEN 4 ELSE 0 END
                    | CASE WHEN r.timeout IS NULL THEN 8 ELSE 0 END,
            coalesce(soniq._job_ok(r.args, r.priority, r.retries, r.timeout, r.scheduled_at, r.dedup_key,
-                                  r.producer_id), false)
+                                  r.producer_id), false),
+           soniq._concurrency_key(r.args #>> t.concurrency_key)
       FROM unnest(batch.task_names, batch.args, batch.queues, batch.priorities, batch.scheduled_ats,
                   batch.retries, batch.unique_jobs, batch.dedup_keys, batch.timeouts, batch.producer_ids)
            WITH ORDINALITY AS r(task_name, args, queue, priority, scheduled_at, retries, unique_job,
@@ -327,9 +332,9 @@ BEGIN
                  ORDER BY 1) r
     ), written AS (
         INSERT INTO soniq.jobs AS j (id, task_name, args, queue, priority, max_attempts, scheduled_at, timeout,
-                                     retry_policy, result_ttl, args_hash, dedup_key, producer_id, inherited)
+                                     retry_policy, result_ttl, args_hash, dedup_key, producer_id, inherited, concurrency_key)
         SELECT g.id, g.task_name, g.args, g.queue, g.priority, g.max_attempts, g.scheduled_at, g.timeout,
-               g.retry_policy, g.result_ttl, g.args_hash, g.dedup_key, g.producer_id, g.inherited
+               g.retry_policy, g.result_ttl, g.args_hash, g.dedup_key, g.producer_id, g.inherited, g.concurrency_key
           FROM job g
          WHERE g.args_hash IS NULL AND g.dedup_key IS NULL
         RETURNING j.queue, j.scheduled_at
@@ -371,9 +376,9 @@ BEGIN
                      ORDER BY 1) r
         ), inserted AS (
             INSERT INTO soniq.jobs AS j (id, task_name, args, queue, priority, max_attempts, scheduled_at, timeout,
-                                         retry_policy, result_ttl, args_hash, dedup_key, producer_id, inherited)
+                                         retry_policy, result_ttl, args_hash, dedup_key, producer_id, inherited, concurrency_key)
             SELECT g.id, g.task_name, g.args, g.queue, g.priority, g.max_attempts, g.scheduled_at, g.timeout,
-                   g.retry_policy, g.result_ttl, g.args_hash, g.dedup_key, g.producer_id, g.inherited
+                   g.retry_policy, g.result_ttl, g.args_hash, g.dedup_key, g.producer_id, g.inherited, g.concurrency_key
               FROM job g
              -- In key order, as every batch: two batches sharing keys wait for each other in
              -- one order, never in a cycle (a deadlock). The earlier of duplicates goes first.
@@ -456,9 +461,9 @@ BEGIN
     -- A plain job is written here; a unique or dedup one, whose duplicate may be queued, takes
     -- the batch path, which finds it.
     INSERT INTO soniq.jobs AS j (id, task_name, args, queue, priority, max_attempts, scheduled_at, timeout,
-                                 retry_policy, result_ttl, args_hash, dedup_key, producer_id, inherited)
+                                 retry_policy, result_ttl, args_hash, dedup_key, producer_id, inherited, concurrency_key)
     SELECT soniq.uuid_v7(), g.task_name, g.args, g.queue, g.priority, g.max_attempts, g.scheduled_at, g.timeout,
-           g.retry_policy, g.result_ttl, g.args_hash, g.dedup_key, g.producer_id, g.inherited
+           g.retry_policy, g.result_ttl, g.args_hash, g.dedup_key, g.producer_id, g.inherited, g.concurrency_key
       FROM soniq._job_rows(one) g
      WHERE g.args_hash IS NULL AND g.dedup_key IS NULL
     RETURNING j.id, j.queue INTO job;

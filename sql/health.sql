@@ -7,13 +7,14 @@ LANGUAGE sql VOLATILE AS $$
      WHERE c.subsystem = 'control_plane'
 $$;
 
--- _control_plane_round_done: the worker finished a round. Returns the seconds until the
--- next schedule is due (NULL when none is), so the worker sleeps no longer than that.
+-- _control_plane_round_done: the worker finished a round; the queues whose full rate window
+-- has moved on are woken (_wake_windows). Returns the seconds until the next schedule is due
+-- or the next window edge (NULL when neither is), so the worker sleeps no longer than that.
 CREATE FUNCTION soniq._control_plane_round_done() RETURNS float8
 LANGUAGE sql VOLATILE AS $$
     UPDATE soniq.control_plane c SET last_run_at = now(), last_success_at = now(), runs = c.runs + 1
      WHERE c.subsystem = 'control_plane';
-    SELECT extract(epoch FROM min(s.next_fire_at) - clock_timestamp())::float8
+    SELECT least(extract(epoch FROM min(s.next_fire_at) - clock_timestamp())::float8, soniq._wake_windows())
       FROM soniq.schedules s WHERE s.enabled;
 $$;
 

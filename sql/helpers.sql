@@ -204,6 +204,8 @@ CREATE FUNCTION soniq._bury(job_ids uuid[], reason text, error text) RETURNS int
 LANGUAGE sql VOLATILE AS $$
     WITH gone AS (
         DELETE FROM soniq.jobs j WHERE j.id = ANY (job_ids) RETURNING j.*
+    ), freed AS (
+        SELECT soniq._slots_freed(array_agg(DISTINCT g.queue)) FROM gone g WHERE g.status = 'processing'
     ), buried AS (
         INSERT INTO soniq.dead_letter_jobs AS d (
             id, task_name, args, queue, priority, attempts, max_attempts, timeout, retry_policy,
@@ -214,7 +216,7 @@ LANGUAGE sql VOLATILE AS $$
         FROM gone g
         RETURNING d.id
     )
-    SELECT count(*)::int FROM buried
+    SELECT count(*)::int FROM buried, (SELECT count(*) FROM freed) f
 $$;
 
 -- _queued_duplicate: the queued job a unique or dedup job would collide with on going back
@@ -238,6 +240,8 @@ BEGIN
      WHERE j.id = job.id;
     IF run_at IS NULL OR run_at <= now() THEN
         PERFORM soniq._wake(job.queue);
+    ELSE
+        PERFORM soniq._slots_freed(ARRAY[job.queue]);
     END IF;
 END
 $$;
@@ -266,6 +270,7 @@ BEGIN
                                        error, duplicate,
                                        CASE WHEN job.dedup_key IS NOT NULL THEN 'dedup key' ELSE 'task and args' END)
              WHERE j.id = job.id;
+            PERFORM soniq._slots_freed(ARRAY[job.queue]);
             RETURN 'merged';
         END IF;
         BEGIN  -- a subtransaction only for unique and dedup jobs
@@ -304,6 +309,7 @@ BEGIN
                SET status = 'cancelled', finished_at = now(), updated_at = now(),
                    last_error = format('cancelled; %s during attempt %s', why, held.attempts)
              WHERE j.id = held.id;
+            PERFORM soniq._slots_freed(ARRAY[held.queue]);
         ELSIF held.attempts >= held.max_attempts THEN
             PERFORM soniq._bury(ARRAY[held.id], 'max_retries_exceeded',
                                 format('%s during its last attempt; attempts exhausted', why));

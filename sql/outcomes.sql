@@ -11,6 +11,9 @@ CREATE FUNCTION soniq.complete_many(
     results   jsonb[] DEFAULT NULL
 ) RETURNS SETOF uuid
 LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    completed uuid[];
+    freed text[];  -- the queues of the jobs completed
 BEGIN
     PERFORM soniq._require(job_ids, 'job_ids');
     PERFORM soniq._require(complete_many.worker_id, 'worker_id');
@@ -28,7 +31,6 @@ BEGIN
        FROM unnest(job_ids, results) AS r(id, result)
       WHERE pg_column_size(r.result) > 1048576;
 
-    RETURN QUERY
     WITH lease AS (
         SELECT * FROM unnest(job_ids, complete_many.attempts, results) AS l(id, attempt, result)
     ), kept AS (
@@ -38,15 +40,19 @@ BEGIN
           FROM lease l
          WHERE j.id = l.id AND j.status = 'processing' AND j.worker_id = complete_many.worker_id
            AND j.attempts = l.attempt AND j.result_ttl > interval '0'
-        RETURNING j.id
+        RETURNING j.id, j.queue
     ), dropped AS (
         DELETE FROM soniq.jobs j
          USING lease l
          WHERE j.id = l.id AND j.status = 'processing' AND j.worker_id = complete_many.worker_id
            AND j.attempts = l.attempt AND j.result_ttl <= interval '0'
-        RETURNING j.id
+        RETURNING j.id, j.queue
+    ), finished AS (
+        SELECT k.id, k.queue FROM kept k UNION ALL SELECT d.id, d.queue FROM dropped d
     )
-    SELECT k.id FROM kept k UNION ALL SELECT d.id FROM dropped d;
+    SELECT array_agg(f.id), array_agg(DISTINCT f.queue) INTO completed, freed FROM finished f;
+    PERFORM soniq._slots_freed(freed);
+    RETURN QUERY SELECT unnest(completed);
 END
 $$;
 
@@ -203,6 +209,8 @@ $$;
 -- itself, or heartbeat reported a cancellation request).
 CREATE FUNCTION soniq.abort(job_id uuid, worker_id uuid, attempt int, reason text DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    freed text;  -- the job's queue
 BEGIN
     PERFORM soniq._require(job_id, 'job_id');
     PERFORM soniq._require(worker_id, 'worker_id');
@@ -213,9 +221,11 @@ BEGIN
        SET status = 'cancelled', finished_at = now(), updated_at = now(),
            last_error = coalesce(left(abort.reason, 8192), j.last_error)
      WHERE j.id = abort.job_id AND j.status = 'processing' AND j.worker_id = abort.worker_id
-       AND j.attempts = abort.attempt;
+       AND j.attempts = abort.attempt
+    RETURNING j.queue INTO freed;
     IF NOT FOUND THEN
         PERFORM soniq._lease_refused(job_id, worker_id, attempt);
     END IF;
+    PERFORM soniq._slots_freed(ARRAY[freed]);
 END
 $$;

@@ -5,7 +5,8 @@
 --   soniq_producer  enqueues jobs and reads the status of those its login enqueued (by id, not
 --                   their args or results);
 --   soniq_worker    runs jobs: registers, claims, heartbeats, completes, fails, snoozes,
---                   aborts, and publishes its handlers' options (register_task); a member of
+--                   aborts, asks whether a queue's limit holds jobs back (held_back), and
+--                   publishes its handlers' options (register_task); a member of
 --                   soniq_producer (handlers enqueue follow-up jobs). A worker is bound to the
 --                   login that registered it: no other login (but an admin) may act for it;
 --   soniq_admin     everything: every function (dead letter, schedules, cancellation,
@@ -75,7 +76,8 @@ GRANT EXECUTE ON FUNCTION
     soniq.fail(uuid, uuid, int, text, interval, text),
     soniq.fail_many(uuid[], uuid, int[], text[], interval[], text[]),
     soniq.snooze(uuid, uuid, int, interval, text),
-    soniq.abort(uuid, uuid, int, text)
+    soniq.abort(uuid, uuid, int, text),
+    soniq.held_back(text[])
 TO soniq_worker;
 
 GRANT SELECT ON ALL TABLES IN SCHEMA soniq TO soniq_admin;

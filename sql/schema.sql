@@ -23,16 +23,46 @@ CREATE TABLE soniq.tasks (
     result_ttl    interval,
     unique_job    boolean,
     registered_at timestamptz NOT NULL DEFAULT now(),
-    updated_at    timestamptz NOT NULL DEFAULT now()
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    concurrency_key text[]     -- the path in a job's args to its concurrency key (since 0.7.0)
 );
 
--- Queues exist implicitly (a routing tag on a job); a row here only records pause state.
+-- Queues exist implicitly (a routing tag on a job); a row here records pause state and the
+-- queue's flow control (soniq.queue_configure; NULL: no limit). Since 0.7.0 the columns after
+-- updated_at.
 CREATE TABLE soniq.queues (
     name       text PRIMARY KEY,
     paused     boolean NOT NULL DEFAULT false,
     paused_at  timestamptz,
-    updated_at timestamptz NOT NULL DEFAULT now()
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    max_running         int,       -- jobs processing at once, cluster-wide
+    max_running_per_key int,       -- the same, per concurrency key
+    rate_limit          int,       -- jobs started per rate_period
+    rate_limit_per_key  int,       -- the same, per concurrency key
+    rate_period         interval,
+    fair_share          boolean NOT NULL DEFAULT false,  -- claims rotate across keys
+    key_weights         jsonb,     -- fair share: jobs per round of a key (1 when not named)
+    key_cursor          text,      -- fair share: the key the last claim's round ended at
+    held_back           boolean NOT NULL DEFAULT false,  -- a limit left runnable jobs: outcomes wake the queue
+    wake_at             timestamptz,  -- a rate window's next edge: the control plane wakes the queue then
+    CONSTRAINT queues_limits_range CHECK (
+        max_running BETWEEN 1 AND 100000 AND max_running_per_key BETWEEN 1 AND 100000
+        AND rate_limit BETWEEN 1 AND 1000000 AND rate_limit_per_key BETWEEN 1 AND 1000000
+        AND rate_period BETWEEN interval '1 second' AND interval '1 day'),
+    CONSTRAINT queues_rate_has_period CHECK (
+        (rate_limit IS NULL AND rate_limit_per_key IS NULL) OR rate_period IS NOT NULL)
+) WITH (fillfactor = 50);  -- claims of a limited queue update its row: HOT updates
+
+-- The starts of rate-limited queues' jobs, a row per claim and key (the default key '' when the
+-- queue has no per-key rate): the window a claim counts. Claims delete what is well past it.
+-- Runtime state, like soniq.control_plane.
+CREATE TABLE soniq.queue_starts (
+    queue           text NOT NULL,
+    concurrency_key text NOT NULL,
+    started_at      timestamptz NOT NULL,
+    jobs            int NOT NULL
 );
+CREATE INDEX queue_starts_window_idx ON soniq.queue_starts (queue, started_at);
 
 -- Runner processes. A worker is alive while it heartbeats; a stale one is removed by
 -- soniq.recover_stale_workers and its jobs are taken back.
@@ -80,6 +110,9 @@ CREATE TABLE soniq.jobs (
     -- job is queued (bits: 1 queue, 2 priority, 4 retries, 8 timeout, 16 retry policy, 32
     -- result TTL); a replayed job or a row from before 0.3.0 keeps what it has (0).
     inherited        smallint NOT NULL DEFAULT 0,
+    -- Flow control's key (a tenant, a customer): '' is the default key, of every job whose
+    -- task names no key or whose args lack it (since 0.7.0).
+    concurrency_key  text NOT NULL DEFAULT '',
     CONSTRAINT jobs_status_check CHECK (status IN ('queued', 'processing', 'done', 'cancelled')),
     CONSTRAINT jobs_args_object CHECK (jsonb_typeof(args) = 'object'),
     CONSTRAINT jobs_priority_range CHECK (priority BETWEEN 1 AND 1000),
@@ -112,6 +145,10 @@ CREATE INDEX jobs_claim_idx ON soniq.jobs (priority, scheduled_at NULLS FIRST, c
     WHERE status = 'queued';
 -- The same order inside one queue, for workers that serve a single queue.
 CREATE INDEX jobs_queue_claim_idx ON soniq.jobs (queue, priority, scheduled_at NULLS FIRST, created_at, id)
+    WHERE status = 'queued';
+-- Flow control: the keys with queued jobs of a queue (the default key '' among them), and
+-- each key's jobs in claim order.
+CREATE INDEX jobs_key_claim_idx ON soniq.jobs (queue, concurrency_key, priority, scheduled_at NULLS FIRST, created_at, id)
     WHERE status = 'queued';
 -- Leases held by a worker (heartbeat, deregistration, stale-worker recovery).
 CREATE INDEX jobs_worker_idx ON soniq.jobs (worker_id) WHERE status = 'processing';

@@ -2,7 +2,9 @@
 
 -- queue_overview: one row per known queue with its jobs by state and its pause state.
 -- runnable = queued and due now; scheduled = queued for later; unserved = queued jobs of a
--- task no live worker serves in this queue (see check_unserved).
+-- task no live worker serves in this queue (see check_unserved); limits = the queue's flow
+-- control (NULL: none) and waiting_for_limit = runnable jobs held back by a reached limit
+-- (soniq.queue_limits has them per key).
 CREATE VIEW soniq.queue_overview AS
 WITH names AS (
     SELECT DISTINCT j.queue AS name FROM soniq.jobs j
@@ -20,7 +22,10 @@ SELECT n.name AS queue,
        min(j.created_at) FILTER (WHERE j.status = 'queued' AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())) AS oldest_runnable_since,
        (SELECT count(*) FROM soniq.unserved u JOIN soniq.jobs k
             ON k.task_name = u.task_name AND k.queue = u.queue AND k.status = 'queued'
-         WHERE u.queue = n.name) AS unserved
+         WHERE u.queue = n.name) AS unserved,
+       (SELECT l.settings FROM soniq.queue_limits l WHERE l.queue = n.name AND l.concurrency_key IS NULL) AS limits,
+       coalesce((SELECT l.waiting_for_limit FROM soniq.queue_limits l
+                  WHERE l.queue = n.name AND l.concurrency_key IS NULL), 0) AS waiting_for_limit
   FROM names n
   LEFT JOIN soniq.queues q ON q.name = n.name
   LEFT JOIN soniq.jobs j ON j.queue = n.name

@@ -23,7 +23,8 @@ pub mod wake;
 // The SQL, one file per area, created in this order (each file may use what the ones before
 // it define; PL/pgSQL bodies are resolved when they run).
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
-extension_sql_file!("../sql/helpers.sql", name = "helpers");
+extension_sql_file!("../sql/flow.sql", name = "flow");
+extension_sql_file!("../sql/helpers.sql", name = "helpers", requires = ["flow"]);
 extension_sql_file!(
     "../sql/enqueue.sql",
     name = "enqueue",

@@ -23,6 +23,32 @@ struct TaskDefaults {
     retry_backoff: Option<bool>,
     retry_max_delay: Option<f64>,
     retry_jitter: Option<bool>,
+    concurrency_key: Option<String>,
+}
+
+/// Segments a concurrency key's path may have, and bytes a segment may take.
+const MAX_KEY_PATH_SEGMENTS: usize = 8;
+const MAX_KEY_SEGMENT_BYTES: usize = 63;
+
+/// The path in a job's args that a concurrency key names ("tenant_id", "customer.id"): field
+/// names of letters, digits, `_` and `-`, joined by dots.
+fn key_path(key: &str) -> Result<Vec<String>, String> {
+    let segments: Vec<&str> = key.split('.').collect();
+    let well_formed = segments.len() <= MAX_KEY_PATH_SEGMENTS
+        && segments.iter().all(|s| {
+            !s.is_empty()
+                && s.len() <= MAX_KEY_SEGMENT_BYTES
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        });
+    if !well_formed {
+        return Err(format!(
+            "concurrency_key must name a field of the args, like \"tenant_id\" or \"customer.id\" \
+             (at most {MAX_KEY_PATH_SEGMENTS} names of letters, digits, '_' and '-', each at most \
+             {MAX_KEY_SEGMENT_BYTES} bytes), got {key:?}"
+        ));
+    }
+    Ok(segments.into_iter().map(str::to_owned).collect())
 }
 
 fn in_range(what: &str, value: i64, low: i64, high: i64) -> Result<i64, String> {
@@ -90,6 +116,9 @@ pub fn normalize(defaults: &Value) -> Result<Value, String> {
     if let Some(u) = d.unique {
         out.insert("unique".into(), json!(u));
     }
+    if let Some(key) = d.concurrency_key {
+        out.insert("concurrency_key".into(), json!(key_path(&key)?));
+    }
     let has_retry_policy = d.retry_delay.is_some()
         || d.retry_backoff.is_some()
         || d.retry_max_delay.is_some()
@@ -145,6 +174,21 @@ mod unit_tests {
                 "retry_policy": {"delay": [1.0, 5.0, 30.0], "backoff": false, "jitter": true}
             })
         );
+    }
+
+    #[test]
+    fn a_concurrency_key_is_a_path_of_field_names() {
+        assert_eq!(
+            normalize(&json!({"concurrency_key": "customer.id"})).unwrap(),
+            json!({"concurrency_key": ["customer", "id"]})
+        );
+        for bad in ["", "a..b", "tenant id", "a.", "$.x", "a.b.c.d.e.f.g.h.i"] {
+            let err = normalize(&json!({ "concurrency_key": bad })).unwrap_err();
+            assert!(
+                err.contains("must name a field of the args"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

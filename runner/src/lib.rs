@@ -32,6 +32,7 @@ mod dead_letter;
 mod enqueue;
 mod error;
 mod execute;
+mod flow;
 mod hooks;
 mod job;
 mod jobs;
@@ -52,6 +53,7 @@ pub use dead_letter::{
 };
 pub use enqueue::Enqueue;
 pub use error::{Error, Result};
+pub use flow::{QueueLimitUse, QueueSettings};
 pub use hooks::{AfterJob, BeforeJob, OnError};
 pub use job::{
     JobContext, JobError, JobResult, Outcome, RetryDecision, RetryPolicy, MAX_ERROR_BYTES,

@@ -39,6 +39,8 @@ pub struct TaskOptions {
     retry_max_delay: Option<Duration>,
     retry_jitter: Option<bool>,
     result_ttl: Option<Duration>,
+    /// The field of the args (a dotted path) whose value is a job's concurrency key.
+    concurrency_key: Option<String>,
     /// Published as a schedule named after the task when the application starts.
     pub(crate) periodic: Option<soniq_cron::Schedule>,
     /// At most this many of the task's jobs run at once in one worker (not published: a
@@ -90,6 +92,9 @@ impl TaskOptions {
         }
         if let Some(t) = self.result_ttl {
             put("result_ttl", json!(t.as_secs_f64()));
+        }
+        if let Some(key) = &self.concurrency_key {
+            put("concurrency_key", json!(key));
         }
         Value::Object(out)
     }
@@ -239,6 +244,15 @@ impl TaskBuilder<'_> {
     /// extension's background worker fires it.
     pub fn periodic(mut self, schedule: soniq_cron::Schedule) -> Self {
         self.options.periodic = Some(schedule);
+        self
+    }
+
+    /// The field of the args whose value is each job's concurrency key (`"tenant_id"`, or a
+    /// dotted path like `"customer.id"`): the key the per-key limits and the fair share of its
+    /// queue count by (`Soniq::configure_queue`). Resolved when a job is enqueued; a job whose
+    /// args lack the field is in the default key `""`.
+    pub fn concurrency_key(mut self, field: impl Into<String>) -> Self {
+        self.options.concurrency_key = Some(field.into());
         self
     }
 

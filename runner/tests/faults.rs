@@ -14,10 +14,10 @@
 
 mod common;
 
-use common::{database_url, unique};
+use common::{database_url, stop_runner, unique, Runner};
 use soniq_testkit::pg_program;
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 use tokio_postgres::Client;
 use uuid::Uuid;
@@ -75,18 +75,6 @@ async fn enqueue(client: &Client, queue: &str, n: i32) -> usize {
     usize::try_from(row.get::<_, i64>(0)).unwrap()
 }
 
-/// A runner process, killed if a failed test leaves it behind.
-struct Runner(Option<Child>);
-
-impl Drop for Runner {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// A runner process serving `queue` at `concurrency`.
 fn start_runner(queue: &str, concurrency: usize) -> Runner {
     start_runner_with(queue, concurrency, &[])
@@ -94,28 +82,7 @@ fn start_runner(queue: &str, concurrency: usize) -> Runner {
 
 /// A runner process serving `queue` at `concurrency`, with more (or other) settings.
 fn start_runner_with(queue: &str, concurrency: usize, env: &[(&str, String)]) -> Runner {
-    Command::new(common::example("fault_worker"))
-        .arg(queue)
-        .env("SONIQ_DATABASE_URL", database_url())
-        .envs(env.iter().map(|(name, value)| (name, value)))
-        .env("SONIQ_CONCURRENCY", concurrency.to_string())
-        .env("SONIQ_POLL_INTERVAL", "0.2")
-        .env("SONIQ_HEARTBEAT_INTERVAL", "0.3")
-        .env("SONIQ_ERROR_RETRY_DELAY", "0.2")
-        .env("SONIQ_SHUTDOWN_TIMEOUT", "10")
-        .stdout(Stdio::null())
-        .spawn()
-        .map(|child| Runner(Some(child)))
-        .expect("start the fault worker")
-}
-
-/// Ask a runner to stop (SIGTERM) and wait for it.
-fn stop_runner(mut runner: Runner) {
-    let mut runner = runner.0.take().expect("a running runner");
-    let pid = runner.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let status = runner.wait().unwrap();
-    assert!(status.success(), "the runner exited with {status}");
+    common::start_example("fault_worker", queue, concurrency, env)
 }
 
 struct Counts {

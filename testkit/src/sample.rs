@@ -25,8 +25,25 @@ pub fn fill(client: &mut Client) {
 
 /// Columns added since the earliest previous version: an update fills them for old rows
 /// (NULL: the row predates logins being recorded), so they are left out when rows are
-/// compared across an update.
-pub const ADDED_COLUMNS: [&str; 4] = ["enqueued_by", "inherited", "task_names", "registered_by"];
+/// compared across an update. (By name, of whichever table has them: `concurrency_key` of jobs
+/// and tasks, the flow-control columns of queues, all of 0.7.0.)
+pub const ADDED_COLUMNS: [&str; 15] = [
+    "enqueued_by",
+    "inherited",
+    "task_names",
+    "registered_by",
+    "concurrency_key",
+    "max_running",
+    "max_running_per_key",
+    "rate_limit",
+    "rate_limit_per_key",
+    "rate_period",
+    "fair_share",
+    "key_weights",
+    "key_cursor",
+    "held_back",
+    "wake_at",
+];
 
 /// Every row of every table, as text (without `skip`'s columns).
 pub fn rows_without(client: &mut Client, skip: &[&str]) -> String {

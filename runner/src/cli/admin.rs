@@ -144,6 +144,13 @@ pub async fn status(app: &Soniq, out: &Output) -> CliResult {
     let health = admin::health(&**client).await?;
     // Queued jobs of a task no live worker serves (found by the control plane each round).
     let unserved = admin::unserved(&**client).await?;
+    // The queues' own rows of flow control (`soniq queue show` has their keys too).
+    let limits: Vec<_> = app
+        .queue_limits(None)
+        .await?
+        .into_iter()
+        .filter(|row| row.concurrency_key.is_none())
+        .collect();
     if out.json {
         out.print_json(&json!({
             "database": mask_url(app.settings.database_url()),
@@ -154,6 +161,9 @@ pub async fn status(app: &Soniq, out: &Output) -> CliResult {
                 "subsystem": h.subsystem, "alive": h.alive, "lag_seconds": h.lag_seconds, "last_error": h.last_error})).collect::<Vec<_>>(),
             "unserved": unserved.iter().map(|u| json!({
                 "task_name": u.task_name, "queue": u.queue, "jobs": u.jobs, "unserved_seconds": u.unserved_seconds})).collect::<Vec<_>>(),
+            "flow_control": limits.iter().map(|l| json!({
+                "queue": l.queue, "settings": l.settings, "running": l.running,
+                "started_in_window": l.started_in_window, "runnable": l.runnable, "waiting_for_limit": l.waiting_for_limit})).collect::<Vec<_>>(),
         }));
         return Ok(());
     }
@@ -192,6 +202,9 @@ pub async fn status(app: &Soniq, out: &Output) -> CliResult {
         })
         .collect();
     out.table(&["control plane", "state", "lag", "last error"], &rows);
+    if !limits.is_empty() {
+        super::queue::print_limits(&limits, out);
+    }
     for u in &unserved {
         println!(
             "warning: {} queued jobs of task {} in queue {}: no live worker has served them for {:.0}s",

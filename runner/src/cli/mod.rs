@@ -18,6 +18,7 @@ mod dead_letter;
 mod enqueue_file;
 mod logs;
 pub mod output;
+mod queue;
 mod schedule;
 mod worker;
 
@@ -61,6 +62,9 @@ enum Command {
     /// Periodic jobs.
     #[command(subcommand)]
     Schedule(schedule::ScheduleCommand),
+    /// Queues: flow control (limits, fair share), pause and resume.
+    #[command(subcommand)]
+    Queue(queue::QueueCommand),
     /// Queue counts, workers alive and stale, the control plane's health.
     Status,
     /// One job, also a dead one.
@@ -282,6 +286,7 @@ async fn dispatch(
         Command::Worker(args) => worker::run(&mut app, args, &out).await,
         Command::DeadLetter(command) => dead_letter::run(&app, command, &out).await,
         Command::Schedule(command) => schedule::run(&app, command, &out).await,
+        Command::Queue(command) => queue::run(&app, command, &out).await,
         Command::Status => admin::status(&app, &out).await,
         Command::Inspect { id } => admin::inspect(&app, id, &out).await,
         Command::Enqueue(args) => admin::enqueue(&app, args, &out).await,

@@ -699,6 +699,11 @@ impl Store for MemoryStore {
         ready(Ok(self.state().paused.remove(queue)))
     }
 
+    /// The in-memory queue has no flow control: nothing is ever held back.
+    fn queue_held_back<'a>(&'a self, _queues: Option<&'a [String]>) -> BoxFuture<'a, Result<bool>> {
+        ready(Ok(false))
+    }
+
     fn worker_register<'a>(
         &'a self,
         _worker: &'a WorkerRegistration,

@@ -170,12 +170,16 @@ impl Claimer {
                 continue; // a full batch: there may be more at once
             }
             if self.config.run_once {
-                if got == 0 && nothing_running {
+                if !(got == 0 && nothing_running) {
+                    // Jobs still running may leave immediate retries: wait for them, then look again.
+                    self.wait_for_running().await;
+                    continue;
+                }
+                if !self.held_back().await {
                     break;
                 }
-                // Jobs still running may leave immediate retries: wait for them, then look again.
-                self.wait_for_running().await;
-                continue;
+                // Nothing left but what a limit holds back: wait for it like an idle worker
+                // (woken when a slot frees or the rate window moves on).
             }
             let idle = if follow_up {
                 FOLLOW_UP
@@ -189,6 +193,22 @@ impl Claimer {
             };
         }
         Ok(())
+    }
+
+    /// Whether a limit of the queues served held jobs back (they will be claimable later, when
+    /// a slot frees or the rate window moves on); a failed look counts as no.
+    async fn held_back(&self) -> bool {
+        match self
+            .store
+            .queue_held_back(self.config.queues.as_deref())
+            .await
+        {
+            Ok(held_back) => held_back,
+            Err(e) => {
+                tracing::warn!("could not tell whether a limit holds jobs back: {e}");
+                false
+            }
+        }
     }
 
     fn held_capacity(&self) -> usize {

@@ -3,6 +3,7 @@
 
 use soniq_runner::{Settings, Soniq, WorkerOptions};
 use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 pub use soniq_testkit::{database_url, unique_name as unique};
@@ -105,4 +106,48 @@ pub fn example(name: &str) -> PathBuf {
         binary.display()
     );
     binary
+}
+
+/// A runner process (an example binary), killed if a failed test leaves it behind.
+pub struct Runner(pub Option<Child>);
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The example runner `example` serving `queue` at `concurrency`, with test settings (quick
+/// polls and heartbeats) and more (or other) from `env`.
+pub fn start_example(
+    example_name: &str,
+    queue: &str,
+    concurrency: usize,
+    env: &[(&str, String)],
+) -> Runner {
+    Command::new(example(example_name))
+        .arg(queue)
+        .env("SONIQ_DATABASE_URL", database_url())
+        .envs(env.iter().map(|(name, value)| (name, value)))
+        .env("SONIQ_CONCURRENCY", concurrency.to_string())
+        .env("SONIQ_POLL_INTERVAL", "0.2")
+        .env("SONIQ_HEARTBEAT_INTERVAL", "0.3")
+        .env("SONIQ_ERROR_RETRY_DELAY", "0.2")
+        .env("SONIQ_SHUTDOWN_TIMEOUT", "10")
+        .stdout(Stdio::null())
+        .spawn()
+        .map(|child| Runner(Some(child)))
+        .unwrap_or_else(|e| panic!("start {example_name}: {e}"))
+}
+
+/// Ask a runner to stop (SIGTERM) and wait for it.
+pub fn stop_runner(mut runner: Runner) {
+    let mut runner = runner.0.take().expect("a running runner");
+    let pid = runner.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = runner.wait().unwrap();
+    assert!(status.success(), "the runner exited with {status}");
 }
