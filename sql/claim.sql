@@ -98,7 +98,7 @@ BEGIN
            c.scheduled_at, c.created_at
       FROM claimed c
      ORDER BY c.priority, c.scheduled_at NULLS FIRST, c.created_at, c.id;
-    IF limited IS NOT NULL THEN
+    IF EXISTS (SELECT FROM unnest(limited) l WHERE (l).rate_period IS NOT NULL) THEN
         PERFORM soniq._record_starts(picked);
     END IF;
 END
@@ -115,6 +115,7 @@ RETURNS uuid[]
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     queue soniq.queues;
+    open_queues text[];  -- the limited queues this claim may take from
     picked uuid[];
 BEGIN
     IF current_setting('transaction_isolation') <> 'read committed' THEN
@@ -123,10 +124,14 @@ BEGIN
             USING ERRCODE = 'invalid_transaction_state',
                   HINT = 'A snapshot taken before other claims committed would count their jobs as not running.';
     END IF;
+    -- A queue at its limit whose outcomes will wake its workers anyway (held_back) is left
+    -- out without its lock: claimers that cannot take anything do not queue up behind the one
+    -- that can (each lock is held until its claim commits).
+    open_queues := ARRAY(SELECT (l).name FROM unnest(limited) l
+                          WHERE NOT ((l).held_back AND soniq._queue_room(l, batch_size) <= 0));
     -- Locked first, all of them, then counted: a claimer that waited here sees what the one
     -- before it claimed.
-    PERFORM FROM soniq.queues q WHERE q.name IN (SELECT (l).name FROM unnest(limited) l)
-     ORDER BY q.name FOR NO KEY UPDATE;
+    PERFORM FROM soniq.queues q WHERE q.name = ANY (open_queues) ORDER BY q.name FOR NO KEY UPDATE;
 
     -- The queues without limits, unless every queue named has one. (A claim from any queue
     -- walks the claim index past the limited queues' jobs: a worker of a queue with a large
@@ -146,8 +151,7 @@ BEGIN
     END IF;
     -- Each with its settings as they are now that it is locked (a change committed meanwhile
     -- counts from this claim on).
-    FOR queue IN SELECT q.* FROM soniq.queues q WHERE q.name IN (SELECT (l).name FROM unnest(limited) l)
-                  ORDER BY q.name LOOP
+    FOR queue IN SELECT q.* FROM soniq.queues q WHERE q.name = ANY (open_queues) ORDER BY q.name LOOP
         picked := coalesce(picked, '{}') || soniq._pick_limited(queue, batch_size, task_names);
     END LOOP;
     IF cardinality(picked) > batch_size THEN

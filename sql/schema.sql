@@ -45,10 +45,12 @@ CREATE TABLE soniq.queues (
     key_cursor          text,      -- fair share: the key the last claim's round ended at
     held_back           boolean NOT NULL DEFAULT false,  -- a limit left runnable jobs: outcomes wake the queue
     wake_at             timestamptz,  -- a rate window's next edge: the control plane wakes the queue then
+    priority_aging      interval,  -- a waiting job's priority improves by one per this much waiting
     CONSTRAINT queues_limits_range CHECK (
         max_running BETWEEN 1 AND 100000 AND max_running_per_key BETWEEN 1 AND 100000
         AND rate_limit BETWEEN 1 AND 1000000 AND rate_limit_per_key BETWEEN 1 AND 1000000
-        AND rate_period BETWEEN interval '1 second' AND interval '1 day'),
+        AND rate_period BETWEEN interval '1 second' AND interval '1 day'
+        AND priority_aging BETWEEN interval '1 second' AND interval '1 day'),
     CONSTRAINT queues_rate_has_period CHECK (
         (rate_limit IS NULL AND rate_limit_per_key IS NULL) OR rate_period IS NOT NULL)
 ) WITH (fillfactor = 50);  -- claims of a limited queue update its row: HOT updates

@@ -16,10 +16,12 @@ ALTER TABLE soniq.queues
     ADD COLUMN key_cursor          text,
     ADD COLUMN held_back           boolean NOT NULL DEFAULT false,
     ADD COLUMN wake_at             timestamptz,
+    ADD COLUMN priority_aging      interval,
     ADD CONSTRAINT queues_limits_range CHECK (
         max_running BETWEEN 1 AND 100000 AND max_running_per_key BETWEEN 1 AND 100000
         AND rate_limit BETWEEN 1 AND 1000000 AND rate_limit_per_key BETWEEN 1 AND 1000000
-        AND rate_period BETWEEN interval '1 second' AND interval '1 day'),
+        AND rate_period BETWEEN interval '1 second' AND interval '1 day'
+        AND priority_aging BETWEEN interval '1 second' AND interval '1 day'),
     ADD CONSTRAINT queues_rate_has_period CHECK (
         (rate_limit IS NULL AND rate_limit_per_key IS NULL) OR rate_period IS NOT NULL),
     SET (fillfactor = 50);
@@ -42,6 +44,7 @@ CREATE FUNCTION soniq._limited(queue soniq.queues) RETURNS boolean
 LANGUAGE sql IMMUTABLE AS $$
     SELECT queue.max_running IS NOT NULL OR queue.max_running_per_key IS NOT NULL
         OR queue.rate_limit IS NOT NULL OR queue.rate_limit_per_key IS NOT NULL OR queue.fair_share
+        OR queue.priority_aging IS NOT NULL
 $$;
 
 -- _concurrency_key: a job's key as stored, from the value of its task's key field in its args:
@@ -62,7 +65,9 @@ $$;
 --   rate_limit_per_key   1 to 1000000: the same for each concurrency key;
 --   rate_period          seconds, 1 to 86400: the window of both rate limits;
 --   fair_share           true: claims rotate across keys (implied by a per-key limit);
---   key_weights          {"key": n, ...}, n 1 to 100: a key's jobs per round (1 when not named).
+--   key_weights          {"key": n, ...}, n 1 to 100: a key's jobs per round (1 when not named);
+--   priority_aging       seconds, 1 to 86400: a job's priority counts one better per this much
+--                        time it has been due (off by default; not with fair share).
 -- Takes effect at the next claim. Returns the queue's settings after the change.
 CREATE FUNCTION soniq.queue_configure(name text, settings jsonb) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE AS $$
@@ -78,10 +83,10 @@ BEGIN
     END IF;
     SELECT string_agg(k, ', ' ORDER BY k) INTO unknown FROM jsonb_object_keys(settings) k
      WHERE k NOT IN ('max_running', 'max_running_per_key', 'rate_limit', 'rate_limit_per_key', 'rate_period',
-                     'fair_share', 'key_weights');
+                     'fair_share', 'key_weights', 'priority_aging');
     IF unknown IS NOT NULL THEN
         RAISE EXCEPTION 'unknown queue setting(s): %', unknown USING ERRCODE = 'invalid_parameter_value',
-            HINT = 'Known: max_running, max_running_per_key, rate_limit, rate_limit_per_key, rate_period, fair_share, key_weights.';
+            HINT = 'Known: max_running, max_running_per_key, rate_limit, rate_limit_per_key, rate_period, fair_share, key_weights, priority_aging.';
     END IF;
     IF coalesce(jsonb_typeof(settings -> 'fair_share'), 'null') NOT IN ('boolean', 'null') THEN
         RAISE EXCEPTION 'fair_share must be true or false, got %', settings -> 'fair_share'
@@ -114,6 +119,17 @@ BEGIN
     IF settings ? 'key_weights' THEN
         configured.key_weights := nullif(settings -> 'key_weights', 'null');
     END IF;
+    IF settings ? 'priority_aging' THEN
+        configured.priority_aging :=
+            make_interval(secs => soniq._integer(settings -> 'priority_aging', 'priority_aging', 1, 86400));
+    END IF;
+    IF configured.priority_aging IS NOT NULL
+       AND (configured.fair_share OR configured.max_running_per_key IS NOT NULL
+            OR configured.rate_limit_per_key IS NOT NULL) THEN
+        RAISE EXCEPTION 'priority_aging does not combine with fair share or per-key limits'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Fair share orders each key''s jobs by their own priority; clear one of the two.';
+    END IF;
     IF (configured.rate_limit IS NOT NULL OR configured.rate_limit_per_key IS NOT NULL)
        AND configured.rate_period IS NULL THEN
         RAISE EXCEPTION 'a rate limit needs a rate_period' USING ERRCODE = 'invalid_parameter_value',
@@ -121,15 +137,15 @@ BEGIN
     END IF;
 
     INSERT INTO soniq.queues AS q (name, max_running, max_running_per_key, rate_limit, rate_limit_per_key,
-                                   rate_period, fair_share, key_weights)
+                                   rate_period, fair_share, key_weights, priority_aging)
     VALUES (queue_configure.name, configured.max_running, configured.max_running_per_key, configured.rate_limit,
             configured.rate_limit_per_key, configured.rate_period, coalesce(configured.fair_share, false),
-            configured.key_weights)
+            configured.key_weights, configured.priority_aging)
     ON CONFLICT ON CONSTRAINT queues_pkey DO UPDATE
        SET max_running = excluded.max_running, max_running_per_key = excluded.max_running_per_key,
            rate_limit = excluded.rate_limit, rate_limit_per_key = excluded.rate_limit_per_key,
            rate_period = excluded.rate_period, fair_share = excluded.fair_share,
-           key_weights = excluded.key_weights, updated_at = now()
+           key_weights = excluded.key_weights, priority_aging = excluded.priority_aging, updated_at = now()
     RETURNING q.* INTO configured;
     -- A limit raised or removed may let waiting jobs start now.
     PERFORM soniq._wake(name);
@@ -163,7 +179,8 @@ LANGUAGE sql IMMUTABLE AS $$
         'max_running', queue.max_running, 'max_running_per_key', queue.max_running_per_key,
         'rate_limit', queue.rate_limit, 'rate_limit_per_key', queue.rate_limit_per_key,
         'rate_period', extract(epoch FROM queue.rate_period)::int,
-        'fair_share', CASE WHEN queue.fair_share THEN true END, 'key_weights', queue.key_weights))
+        'fair_share', CASE WHEN queue.fair_share THEN true END, 'key_weights', queue.key_weights,
+        'priority_aging', extract(epoch FROM queue.priority_aging)::int))
 $$;
 
 -- _queued_keys: up to max_keys concurrency keys with queued jobs in the queue, in order from
@@ -184,6 +201,19 @@ LANGUAGE sql STABLE AS $$
     SELECT w.key FROM walk w WHERE w.key IS NOT NULL
 $$;
 
+-- _queue_room: how many of want jobs the queue's own limits (not its per-key ones) let start
+-- now, as this statement's snapshot sees the jobs running and the starts in the window.
+CREATE FUNCTION soniq._queue_room(queue soniq.queues, want int) RETURNS int
+LANGUAGE sql STABLE AS $$
+    SELECT least(want,
+                 queue.max_running - (SELECT count(*) FROM soniq.jobs j
+                                       WHERE j.queue = queue.name AND j.status = 'processing'
+                                         AND queue.max_running IS NOT NULL),
+                 queue.rate_limit - (SELECT coalesce(sum(s.jobs), 0) FROM soniq.queue_starts s
+                                      WHERE s.queue = queue.name AND queue.rate_limit IS NOT NULL
+                                        AND s.started_at > now() - queue.rate_period))::int
+$$;
+
 -- _pick_limited: the jobs a claim may take from one limited queue, whose row the caller has
 -- locked: up to want due jobs (of task_names, when given) within every limit of the queue,
 -- locked for the claim. Records what the next outcome and the control plane need to wake the
@@ -191,24 +221,18 @@ $$;
 CREATE FUNCTION soniq._pick_limited(queue soniq.queues, want int, task_names text[]) RETURNS uuid[]
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
-    room int := want;
+    room int := soniq._queue_room(queue, want);
     picked uuid[];
     window_start timestamptz := now() - queue.rate_period;
     kept_back boolean;  -- runnable jobs left that a limit kept from this claim
     next_edge timestamptz;
 BEGIN
-    IF queue.max_running IS NOT NULL THEN
-        room := least(room, queue.max_running - (SELECT count(*) FROM soniq.jobs j
-                                                  WHERE j.queue = queue.name AND j.status = 'processing'));
-    END IF;
-    IF queue.rate_limit IS NOT NULL THEN
-        room := least(room, queue.rate_limit - (SELECT coalesce(sum(s.jobs), 0) FROM soniq.queue_starts s
-                                                 WHERE s.queue = queue.name AND s.started_at > window_start));
-    END IF;
     IF room <= 0 THEN
         picked := '{}';
     ELSIF queue.fair_share OR queue.max_running_per_key IS NOT NULL OR queue.rate_limit_per_key IS NOT NULL THEN
         picked := soniq._pick_by_key(queue, room, task_names, window_start);
+    ELSIF queue.priority_aging IS NOT NULL THEN
+        picked := soniq._pick_aged(queue, room, task_names);
     ELSE
         SELECT coalesce(array_agg(b.id), '{}') INTO picked FROM (
             SELECT j.id FROM soniq.jobs j
@@ -242,6 +266,51 @@ BEGIN
 END
 $$;
 
+-- _pick_aged: _pick_limited for a queue with priority aging: the room's first jobs by
+-- effective priority, their priority less one per priority_aging since they were due (ties in
+-- claim order). Within one priority the oldest due job ages most, so each level's first
+-- `room` jobs in claim order are the only candidates: one index walk per priority level in use.
+CREATE FUNCTION soniq._pick_aged(queue soniq.queues, room int, task_names text[]) RETURNS uuid[]
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    candidates uuid[];
+    picked uuid[];
+BEGIN
+    WITH RECURSIVE level(priority) AS (
+        (SELECT j.priority FROM soniq.jobs j WHERE j.status = 'queued' AND j.queue = queue.name
+          ORDER BY j.queue, j.priority LIMIT 1)
+        UNION ALL
+        SELECT (SELECT j.priority FROM soniq.jobs j
+                 WHERE j.status = 'queued' AND j.queue = queue.name AND j.priority > l.priority
+                 ORDER BY j.queue, j.priority LIMIT 1)
+          FROM level l WHERE l.priority IS NOT NULL
+    )
+    SELECT array_agg(c.id ORDER BY c.effective, c.priority, c.scheduled_at NULLS FIRST, c.created_at, c.id)
+      INTO candidates
+      FROM level l
+     CROSS JOIN LATERAL (
+         SELECT j.id, j.priority, j.scheduled_at, j.created_at,
+                j.priority - extract(epoch FROM now() - coalesce(j.scheduled_at, j.created_at))
+                             / extract(epoch FROM queue.priority_aging) AS effective
+           FROM soniq.jobs j
+          WHERE j.status = 'queued' AND j.queue = queue.name AND j.priority = l.priority
+            AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
+            AND (task_names IS NULL OR j.task_name = ANY (task_names))
+          ORDER BY j.queue, j.priority, j.scheduled_at NULLS FIRST, j.created_at, j.id
+          LIMIT room) c
+     WHERE l.priority IS NOT NULL;
+    -- The first `room` of them that no one else holds, in that order.
+    SELECT array_agg(x.id ORDER BY x.n) INTO picked FROM (
+        SELECT c.id, c.n FROM unnest(candidates) WITH ORDINALITY AS c(id, n)
+          JOIN soniq.jobs j ON j.id = c.id
+         WHERE j.status = 'queued'
+         ORDER BY c.n
+         LIMIT room
+           FOR UPDATE OF j SKIP LOCKED) x;
+    RETURN coalesce(picked, '{}');
+END
+$$;
+
 -- _pick_by_key: _pick_limited for a queue with per-key limits or fair share. Keys are visited
 -- in rounds, from the one after the queue's cursor and wrapping around (the default key '' at
 -- the wrap); in a round each key with room gives up to its weight times an equal share of what
@@ -267,7 +336,7 @@ BEGIN
     -- Enough keys that `room` of them may have room after those at a limit are left out.
     SELECT count(DISTINCT j.concurrency_key) INTO busy FROM soniq.jobs j
      WHERE j.queue = queue.name AND j.status = 'processing' AND queue.max_running_per_key IS NOT NULL;
-    walk := ARRAY(SELECT soniq._queued_keys(queue.name, coalesce(queue.key_cursor, ''), room + busy));
+    walk := ARRAY(SELECT k FROM soniq._queued_keys(queue.name, coalesce(queue.key_cursor, ''), room + busy) k);
     IF cardinality(walk) < room + busy THEN
         -- Round the end: the default key, then the keys up to the cursor.
         IF EXISTS (SELECT FROM soniq.jobs j WHERE j.status = 'queued' AND j.queue = queue.name AND j.concurrency_key = '') THEN
@@ -803,7 +872,7 @@ BEGIN
            c.scheduled_at, c.created_at
       FROM claimed c
      ORDER BY c.priority, c.scheduled_at NULLS FIRST, c.created_at, c.id;
-    IF limited IS NOT NULL THEN
+    IF EXISTS (SELECT FROM unnest(limited) l WHERE (l).rate_period IS NOT NULL) THEN
         PERFORM soniq._record_starts(picked);
     END IF;
 END
@@ -820,6 +889,7 @@ RETURNS uuid[]
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     queue soniq.queues;
+    open_queues text[];  -- the limited queues this claim may take from
     picked uuid[];
 BEGIN
     IF current_setting('transaction_isolation') <> 'read committed' THEN
@@ -828,10 +898,14 @@ BEGIN
             USING ERRCODE = 'invalid_transaction_state',
                   HINT = 'A snapshot taken before other claims committed would count their jobs as not running.';
     END IF;
+    -- A queue at its limit whose outcomes will wake its workers anyway (held_back) is left
+    -- out without its lock: claimers that cannot take anything do not queue up behind the one
+    -- that can (each lock is held until its claim commits).
+    open_queues := ARRAY(SELECT (l).name FROM unnest(limited) l
+                          WHERE NOT ((l).held_back AND soniq._queue_room(l, batch_size) <= 0));
     -- Locked first, all of them, then counted: a claimer that waited here sees what the one
     -- before it claimed.
-    PERFORM FROM soniq.queues q WHERE q.name IN (SELECT (l).name FROM unnest(limited) l)
-     ORDER BY q.name FOR NO KEY UPDATE;
+    PERFORM FROM soniq.queues q WHERE q.name = ANY (open_queues) ORDER BY q.name FOR NO KEY UPDATE;
 
     -- The queues without limits, unless every queue named has one. (A claim from any queue
     -- walks the claim index past the limited queues' jobs: a worker of a queue with a large
@@ -851,8 +925,7 @@ BEGIN
     END IF;
     -- Each with its settings as they are now that it is locked (a change committed meanwhile
     -- counts from this claim on).
-    FOR queue IN SELECT q.* FROM soniq.queues q WHERE q.name IN (SELECT (l).name FROM unnest(limited) l)
-                  ORDER BY q.name LOOP
+    FOR queue IN SELECT q.* FROM soniq.queues q WHERE q.name = ANY (open_queues) ORDER BY q.name LOOP
         picked := coalesce(picked, '{}') || soniq._pick_limited(queue, batch_size, task_names);
     END LOOP;
     IF cardinality(picked) > batch_size THEN

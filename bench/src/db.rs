@@ -8,7 +8,9 @@ use serde_json::{json, Value};
 use soniq_runner::Result;
 use soniq_runner::{Settings, Soniq};
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 use tokio_postgres::Client;
+use uuid::Uuid;
 
 /// The scratch schema of the hand-written yardsticks.
 pub const SCRATCH: &str = "soniq_bench";
@@ -135,6 +137,18 @@ const FILL_BATCH: usize = 10_000;
 
 /// Enqueue `count` jobs of a task (args `{"n": i}`) with `enqueue_many`, in big batches.
 pub async fn fill(client: &Client, task: &str, queue: &str, count: usize) -> Result<()> {
+    fill_keyed(client, task, queue, count, None).await
+}
+
+/// `fill`, and with `keys` the args name one of that many tenants in turn
+/// (`{"n": i, "tenant": "t<i % keys>"}`): the concurrency key of a task registered with it.
+pub async fn fill_keyed(
+    client: &Client,
+    task: &str,
+    queue: &str,
+    count: usize,
+    keys: Option<usize>,
+) -> Result<()> {
     let statement = client
         .prepare(
             "SELECT count(*) FROM soniq.enqueue_many($1, $2::jsonb[], queue => $3, producer_id => 'bench')",
@@ -144,7 +158,12 @@ pub async fn fill(client: &Client, task: &str, queue: &str, count: usize) -> Res
     let mut done = 0;
     while done < count {
         let n = FILL_BATCH.min(count - done);
-        let args: Vec<Value> = (done..done + n).map(|i| json!({ "n": i })).collect();
+        let args: Vec<Value> = (done..done + n)
+            .map(|i| match keys {
+                Some(keys) => json!({ "n": i, "tenant": format!("t{}", i % keys) }),
+                None => json!({ "n": i }),
+            })
+            .collect();
         client
             .query_one(&statement, &[&task, &args, &queue])
             .await?;
@@ -240,6 +259,25 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     }
     let rank = (q * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Heartbeat the bench's worker registration while it claims (a control plane with a short
+/// heartbeat timeout would otherwise presume it dead).
+pub fn keep_alive(url: String, worker: Uuid, every: Duration, mut stop: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let Ok(client) = connect(&url).await else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => return,
+            }
+            let _ = client
+                .execute("SELECT soniq.heartbeat($1)", &[&worker])
+                .await;
+        }
+    });
 }
 
 #[cfg(test)]

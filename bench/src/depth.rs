@@ -7,7 +7,7 @@ use super::db::{self, connect};
 use super::report::{Figure, Target};
 use super::Bench;
 use soniq_runner::Result;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -45,25 +45,6 @@ async fn add_history(client: &tokio_postgres::Client, count: usize) -> Result<()
     Ok(())
 }
 
-/// Heartbeat the bench's worker registration while it claims (a control plane with a short
-/// heartbeat timeout would otherwise presume it dead).
-fn keep_alive(url: String, worker: Uuid, every: Duration, mut stop: watch::Receiver<bool>) {
-    tokio::spawn(async move {
-        let Ok(client) = connect(&url).await else {
-            return;
-        };
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = stop.changed() => return,
-            }
-            let _ = client
-                .execute("SELECT soniq.heartbeat($1)", &[&worker])
-                .await;
-        }
-    });
-}
-
 /// `samples` timed claims (ms, sorted), each followed by the job's completion.
 async fn claims(bench: &Bench, samples: usize) -> Result<Vec<f64>> {
     // A fresh connection: no plan cached while the table was smaller.
@@ -76,7 +57,7 @@ async fn claims(bench: &Bench, samples: usize) -> Result<Vec<f64>> {
         .await?
         .get(0);
     let (stop, stopped) = watch::channel(false);
-    keep_alive(
+    db::keep_alive(
         bench.url.clone(),
         worker,
         bench.settings.heartbeat_interval(),

@@ -38,28 +38,71 @@ pub async fn measure(
     count: usize,
     ttl: Option<Duration>,
 ) -> Result<Drained> {
-    measure_runners(bench, 1, concurrency, count, ttl).await
+    measure_runners(
+        bench,
+        &Drain {
+            concurrency,
+            count,
+            ttl,
+            ..Drain::default()
+        },
+    )
+    .await
 }
 
-/// `measure` with `runners` runners at once, each with its own pool and `concurrency`,
-/// timed until the last returns.
-async fn measure_runners(
-    bench: &Bench,
-    runners: usize,
-    concurrency: usize,
-    count: usize,
-    ttl: Option<Duration>,
-) -> Result<Drained> {
+/// A drain to measure: `runners` runners at once, each with its own pool and `concurrency`,
+/// over `count` jobs of `queue` (whose flow control the caller sets), of `keys` tenants when
+/// given (the task's concurrency key).
+pub struct Drain<'a> {
+    pub runners: usize,
+    pub concurrency: usize,
+    pub count: usize,
+    pub ttl: Option<Duration>,
+    pub queue: &'a str,
+    pub keys: Option<usize>,
+}
+
+impl Default for Drain<'_> {
+    fn default() -> Self {
+        Drain {
+            runners: 1,
+            concurrency: 1,
+            count: 0,
+            ttl: None,
+            queue: QUEUE,
+            keys: None,
+        }
+    }
+}
+
+/// `measure` for any `Drain`, timed until the last runner returns.
+pub async fn measure_runners(bench: &Bench, drain: &Drain<'_>) -> Result<Drained> {
+    let &Drain {
+        runners,
+        concurrency,
+        count,
+        ttl,
+        queue,
+        keys,
+    } = drain;
     let admin = connect(&bench.url).await?;
-    db::clean_queue(&admin, QUEUE).await?;
+    db::clean_queue(&admin, queue).await?;
     // The jobs take the task's published options when they are enqueued.
     admin
         .execute("DELETE FROM soniq.tasks WHERE task_name = $1", &[&TASK])
         .await?;
     if let Some(ttl) = ttl {
-        db::publish_task(&admin, TASK, QUEUE, ttl).await?;
+        db::publish_task(&admin, TASK, queue, ttl).await?;
     }
-    db::fill(&admin, TASK, QUEUE, count).await?;
+    if keys.is_some() {
+        admin
+            .execute(
+                "SELECT soniq.register_task($1, '{\"concurrency_key\": \"tenant\"}')",
+                &[&TASK],
+            )
+            .await?;
+    }
+    db::fill_keyed(&admin, TASK, queue, count, keys).await?;
     db::settle(&admin, "soniq.jobs").await?;
     // A new connection for what follows: the fixture's closes and reports its transactions
     // before the count starts.
@@ -70,14 +113,14 @@ async fn measure_runners(
             db::noop_app(
                 db::worker_settings(&bench.settings, concurrency)?,
                 TASK,
-                QUEUE,
+                queue,
                 ttl,
             )
         })
         .collect::<Result<Vec<_>>>()?;
     let options = WorkerOptions {
         concurrency: Some(concurrency),
-        queues: Some(vec![QUEUE.into()]),
+        queues: Some(vec![queue.into()]),
         run_once: true,
         max_jobs: None,
     };
@@ -94,8 +137,8 @@ async fn measure_runners(
         .try_fold(0, |sum, report| Ok::<_, Error>(sum + report?.jobs_run))?;
     drop(apps); // their connections close and report
     let committed = db::commits(&admin).await? - commits_before;
-    let left = db::queued(&admin, QUEUE).await?;
-    db::clean_queue(&admin, QUEUE).await?;
+    let left = db::queued(&admin, queue).await?;
+    db::clean_queue(&admin, queue).await?;
     if jobs_run != count || left != 0 {
         return Err(Error::Invalid(format!(
             "the workers ran {jobs_run} of {count} jobs and left {left} queued"
@@ -174,7 +217,16 @@ const SCALE_RUNNERS: usize = 4;
 
 async fn scale(bench: &mut Bench, concurrency: usize) -> Result<()> {
     let jobs = bench.plan.jobs;
-    let drained = measure_runners(bench, SCALE_RUNNERS, concurrency, jobs, None).await?;
+    let drained = measure_runners(
+        bench,
+        &Drain {
+            runners: SCALE_RUNNERS,
+            concurrency,
+            count: jobs,
+            ..Drain::default()
+        },
+    )
+    .await?;
     let key = format!("concurrency_{concurrency}");
     bench.report.add(
         Figure::new(

@@ -11,6 +11,7 @@ mod db;
 mod depth;
 mod drain;
 mod enqueue;
+mod flow;
 mod header;
 mod latency;
 mod limit;
@@ -37,6 +38,7 @@ pub enum Scenario {
     Churn,
     Schedules,
     Depth,
+    Flow,
 }
 
 #[derive(Parser)]
@@ -266,6 +268,7 @@ async fn run_scenarios(bench: &mut Bench, scenarios: &[Scenario]) -> RunResult {
             Scenario::Churn => churn::run(bench).await,
             Scenario::Schedules => schedules::run(bench).await,
             Scenario::Depth => depth::run(bench).await,
+            Scenario::Flow => flow::run(bench).await,
         };
         result.map_err(|e| Stopped(format!("bench {name}: {e}")))?;
         let admin = db::connect(&bench.url).await?;

@@ -128,6 +128,22 @@ SELECT count(*) AS still_full FROM soniq.claim(:'w', '{rated}', 3);
 UPDATE soniq.queue_starts SET started_at = started_at - interval '1 hour' WHERE queue = 'rated';
 SELECT count(*) AS four_more FROM soniq.claim(:'w', '{rated}', 10);
 
+-- Priority aging: a job's priority counts one better per priority_aging it has been due, so a
+-- long-waiting job of a worse priority overtakes newer better ones; off, priority alone orders.
+SELECT soniq.queue_configure('aged', '{"priority_aging": 60}');
+SELECT soniq.enqueue('aged.job', '{"n": "old, priority 50"}', queue => 'aged', priority => 50) AS old_job \gset
+UPDATE soniq.jobs SET created_at = now() - interval '1 hour' WHERE id = :'old_job';  -- due for an hour: 50 - 60 = -10
+SELECT count(*) FROM soniq.enqueue_many('aged.job', ARRAY['{"n": "new, priority 1"}'::jsonb, '{"n": "new, priority 1"}'],
+                                        queue => 'aged', priority => 1);
+SELECT soniq.enqueue('aged.job', '{"n": "new, priority 20"}', queue => 'aged', priority => 20) IS NOT NULL AS queued;
+SELECT args ->> 'n' AS job FROM soniq.claim(:'w', '{aged}', 2);
+SELECT soniq.queue_configure('aged', '{"priority_aging": null}');
+SELECT args ->> 'n' AS job FROM soniq.claim(:'w', '{aged}', 1);
+SELECT soniq.queue_configure('aged', '{"priority_aging": 0}');
+:error
+SELECT soniq.queue_configure('aged', '{"priority_aging": 60, "fair_share": true}');
+:error
+
 -- A claim on a limited queue outside READ COMMITTED is refused (its snapshot would miss the
 -- jobs other claims took).
 BEGIN ISOLATION LEVEL REPEATABLE READ;

@@ -87,7 +87,8 @@ SELECT soniq.snooze(:'other', :'w', 2, '0 seconds');
 SELECT attempt FROM soniq.claim(:'w', task_names => '{roles.other}');
 SELECT soniq.abort(:'other', :'w', 2, 'gave up');
 SELECT soniq.enqueue('roles.followup') IS NOT NULL AS enqueued_follow_up;
--- refused: the dead letter, schedules, cancellation, maintenance, tables
+SELECT soniq.held_back(NULL) AS a_limit_holds_jobs_back;
+-- refused: the dead letter, schedules, cancellation, flow control, maintenance, tables
 SELECT * FROM soniq.dead_letter_list();
 :error
 SELECT soniq.replay(:'other');
@@ -97,6 +98,10 @@ SELECT soniq.schedule_add('roles.every', every => '1 hour');
 SELECT soniq.cancel_job(:'job');
 :error
 SELECT soniq.pause_queue('default');
+:error
+SELECT soniq.queue_configure('default', '{"max_running": 1}');
+:error
+SELECT * FROM soniq.queue_limits;
 :error
 SELECT soniq.rescue_jobs();
 :error

@@ -67,6 +67,12 @@ impl QueueSettings {
         self.set("key_weights", weights)
     }
 
+    /// A waiting job's priority counts one better per `step` it has been due (whole seconds,
+    /// 1 s to 1 day; not with fair share or per-key limits).
+    pub fn priority_aging(self, step: Duration) -> Self {
+        self.set("priority_aging", step.as_secs_f64())
+    }
+
     /// Remove a setting (`"max_running"`, `"rate_limit"`, `"key_weights"`, ...).
     pub fn clear(self, setting: &str) -> Self {
         self.set(setting, Value::Null)

@@ -925,6 +925,120 @@ fn schedule_commands() {
     assert!(run.stderr.contains("unknown time zone"), "{}", run.stderr);
 }
 
+#[test]
+fn queue_commands_configure_show_pause_and_resume() {
+    let queue = unique("cli_flow");
+    let configured = soniq(&[
+        "queue",
+        "configure",
+        &queue,
+        "--max-running",
+        "8",
+        "--rate-limit",
+        "100",
+        "--rate-period",
+        "60",
+        "--key-weight",
+        "gold=3",
+        "--json",
+    ])
+    .ok()
+    .json();
+    assert_eq!(
+        configured["settings"],
+        serde_json::json!({"max_running": 8, "rate_limit": 100, "rate_period": 60, "key_weights": {"gold": 3}})
+    );
+    let said = soniq(&[
+        "queue",
+        "configure",
+        &queue,
+        "--clear",
+        "rate_limit",
+        "--clear",
+        "key_weights",
+        "--clear",
+        "rate_period",
+    ])
+    .ok();
+    assert!(said.stdout.contains("max_running 8"), "{}", said.stdout);
+    assert!(!said.stdout.contains("rate_limit"), "{}", said.stdout);
+    let shown = soniq(&["queue", "show", &queue, "--json"]).ok().json();
+    let rows = shown.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{shown}");
+    assert_eq!(
+        (
+            rows[0]["settings"]["max_running"].as_i64(),
+            rows[0]["running"].as_i64(),
+            rows[0]["waiting_for_limit"].as_i64()
+        ),
+        (Some(8), Some(0), Some(0))
+    );
+    let status = soniq(&["status", "--json"]).ok().json();
+    assert!(
+        status["flow_control"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|q| q["queue"] == queue.as_str()),
+        "{status}"
+    );
+    let table = soniq(&["queue", "show"]).ok().stdout;
+    assert!(
+        table.contains(&queue) && table.contains("WAITING FOR LIMIT"),
+        "{table}"
+    );
+
+    // Bad input: refused with the reason, nothing changed.
+    let zero = soniq(&["queue", "configure", &queue, "--max-running", "0"]);
+    assert_eq!(zero.code, 1);
+    assert!(
+        zero.stderr
+            .contains("max_running must be a whole number between 1 and 100000"),
+        "{}",
+        zero.stderr
+    );
+    let unknown = soniq(&["queue", "configure", &queue, "--clear", "burst"]);
+    assert!(
+        unknown.stderr.contains("unknown queue setting(s): burst"),
+        "{}",
+        unknown.stderr
+    );
+    assert_eq!(
+        soniq(&["queue", "configure", &queue]).code,
+        2,
+        "nothing to change"
+    );
+    assert_eq!(
+        soniq(&["queue", "configure", &queue, "--rate-limit", "5"]).code,
+        2,
+        "a rate needs a period"
+    );
+    assert_eq!(
+        soniq(&["queue", "configure", &queue, "--key-weight", "gold"]).code,
+        2
+    );
+    let shown = soniq(&["queue", "show", &queue, "--json"]).ok().json();
+    assert_eq!(shown[0]["settings"], serde_json::json!({"max_running": 8}));
+
+    assert!(soniq(&["queue", "pause", &queue])
+        .ok()
+        .stdout
+        .contains("paused"));
+    assert!(soniq(&["queue", "pause", &queue])
+        .ok()
+        .stdout
+        .contains("was already paused"));
+    assert!(soniq(&["queue", "resume", &queue])
+        .ok()
+        .stdout
+        .contains("resumed"));
+    soniq(&["queue", "configure", &queue, "--clear", "max_running"]).ok();
+    assert!(soniq(&["queue", "show", &queue])
+        .ok()
+        .stdout
+        .contains("no limits"));
+}
+
 /// A jobs module with one command that always fails, `retries = 0`, in a queue of its own.
 fn failing_module(task: &str, queue: &str) -> String {
     let dir = std::env::temp_dir().join(unique("failing_module"));

@@ -27,7 +27,7 @@ pub fn fill(client: &mut Client) {
 /// (NULL: the row predates logins being recorded), so they are left out when rows are
 /// compared across an update. (By name, of whichever table has them: `concurrency_key` of jobs
 /// and tasks, the flow-control columns of queues, all of 0.7.0.)
-pub const ADDED_COLUMNS: [&str; 15] = [
+pub const ADDED_COLUMNS: [&str; 16] = [
     "enqueued_by",
     "inherited",
     "task_names",
@@ -43,6 +43,7 @@ pub const ADDED_COLUMNS: [&str; 15] = [
     "key_cursor",
     "held_back",
     "wake_at",
+    "priority_aging",
 ];
 
 /// Every row of every table, as text (without `skip`'s columns).

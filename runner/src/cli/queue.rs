@@ -44,8 +44,12 @@ pub struct ConfigureArgs {
     /// A key's jobs per fair-share round, KEY=WEIGHT (repeat for several; replaces all).
     #[arg(long = "key-weight", value_name = "KEY=WEIGHT", value_parser = key_weight)]
     key_weights: Vec<(String, u32)>,
+    /// A waiting job's priority counts one better per this many seconds it has been due
+    /// (1..=86400; not with fair share or per-key limits).
+    #[arg(long, value_name = "SECONDS")]
+    priority_aging: Option<u64>,
     /// Remove a setting (max_running, max_running_per_key, rate_limit, rate_limit_per_key,
-    /// rate_period, fair_share, key_weights); repeat for several.
+    /// rate_period, fair_share, key_weights, priority_aging); repeat for several.
     #[arg(long, value_name = "SETTING")]
     clear: Vec<String>,
 }
@@ -84,6 +88,9 @@ impl ConfigureArgs {
         }
         if let Some(on) = self.fair_share {
             settings = settings.fair_share(on);
+        }
+        if let Some(seconds) = self.priority_aging {
+            settings = settings.priority_aging(Duration::from_secs(seconds));
         }
         if !self.key_weights.is_empty() {
             settings = settings.key_weights(self.key_weights.iter().cloned());

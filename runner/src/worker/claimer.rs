@@ -1,6 +1,7 @@
 //! The claimer: one per worker, it claims jobs in batches up to the free job slots (and the
 //! free slots of tasks with a limit of their own), and hands them to [`Attempts`] to run.
-//! Woken by the listener, so a notification never sends every job slot racing to the store.
+//! Woken by the listener, so a notification never sends every job slot racing to the store,
+//! and by the completer once outcomes are recorded (slots of a queue's limit may be free).
 
 use super::attempts::Attempts;
 use super::WorkerId;

@@ -9,7 +9,7 @@ use crate::execute::ReportKind;
 use crate::store::{Completion, FailedAttempt, Lease, Store};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
@@ -223,6 +223,7 @@ pub(crate) async fn run(
     attempts: Weak<Attempts>,
     mut reports: mpsc::UnboundedReceiver<Report>,
     error_retry_delay: Duration,
+    claimer: Arc<Notify>,
 ) {
     while let Some(first) = reports.recv().await {
         let mut batch = vec![first];
@@ -264,6 +265,9 @@ pub(crate) async fn run(
                 attempts.recorded(*id);
             }
         }
+        // Recorded outcomes free slots of a queue's limit: a claimer whose last claim a limit
+        // cut short looks again now, not at the next notification or poll.
+        claimer.notify_one();
         drop(batch); // what is left (given up on) frees its held slots
     }
 }

@@ -231,13 +231,14 @@ impl Soniq {
         );
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
         let attempts = Arc::new(Attempts::new(self.handlers.clone(), reports_tx));
+        let wake = Arc::new(Notify::new());
         let completer = tokio::spawn(completer::run(
             Arc::clone(&store),
             Arc::downgrade(&attempts),
             reports_rx,
             self.settings.error_retry_delay(),
+            Arc::clone(&wake),
         ));
-        let wake = Arc::new(Notify::new());
         let background = self.start_background(
             &store,
             Heartbeat {
