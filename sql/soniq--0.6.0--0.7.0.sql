@@ -221,7 +221,8 @@ $$;
 CREATE FUNCTION soniq._pick_limited(queue soniq.queues, want int, task_names text[]) RETURNS uuid[]
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
-    room int := soniq._queue_room(queue, want);
+    limit_room int := soniq._queue_room(queue, 2147483647);  -- what the queue's own limits leave
+    room int := least(want, limit_room);
     picked uuid[];
     window_start timestamptz := now() - queue.rate_period;
     kept_back boolean;  -- runnable jobs left that a limit kept from this claim
@@ -244,9 +245,11 @@ BEGIN
                FOR UPDATE SKIP LOCKED) b;
     END IF;
 
-    -- Jobs left that a limit kept back: the queue's outcomes wake its workers (and, when a
-    -- rate window is full, the control plane at the window's next edge).
-    kept_back := cardinality(picked) < want AND EXISTS (
+    -- Jobs left that a limit keeps back — this claim got fewer than it wanted, or took the
+    -- last of the queue's room: the queue's outcomes wake its workers (and, when a rate window
+    -- is full, the control plane at the window's next edge). A queue at its limit keeps the
+    -- mark from claim to claim, so the row is written only when that changes.
+    kept_back := (cardinality(picked) < want OR cardinality(picked) >= limit_room) AND EXISTS (
         SELECT FROM soniq.jobs j
          WHERE j.status = 'queued' AND j.queue = queue.name AND j.id <> ALL (picked)
            AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
@@ -401,6 +404,7 @@ BEGIN
         EXIT WHEN took IS NULL;
         picked := picked || took;
         room := room - cardinality(took);
+        EXIT WHEN room <= 0;
         -- The next round: the keys this round did not reach first, then those that gave all
         -- they were asked and have room left.
         SELECT array_agg(k.key ORDER BY t.key IS NOT NULL, k.ord),

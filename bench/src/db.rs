@@ -261,9 +261,29 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// Heartbeat the bench's worker registration while it claims (a control plane with a short
-/// heartbeat timeout would otherwise presume it dead).
-pub fn keep_alive(url: String, worker: Uuid, every: Duration, mut stop: watch::Receiver<bool>) {
+/// A worker registered for a scenario that claims by hand, heartbeated in the background
+/// (a control plane with a short heartbeat timeout would otherwise presume it dead) until
+/// `deregister`.
+pub struct BenchWorker {
+    pub id: Uuid,
+    stop: watch::Sender<bool>,
+}
+
+/// Register a worker serving `queue` on `client`, heartbeated on a connection of its own.
+pub async fn register_worker(
+    bench: &super::Bench,
+    client: &Client,
+    queue: &str,
+) -> Result<BenchWorker> {
+    let id: Uuid = client
+        .query_one(
+            "SELECT soniq.register_worker(hostname => $1, pid => $2, queues => ARRAY[$3], version => 'bench')",
+            &[&soniq_runner::hostname(), &(std::process::id() as i32), &queue],
+        )
+        .await?
+        .get(0);
+    let (stop, mut stopped) = watch::channel(false);
+    let (url, every) = (bench.url.clone(), bench.settings.heartbeat_interval());
     tokio::spawn(async move {
         let Ok(client) = connect(&url).await else {
             return;
@@ -271,13 +291,22 @@ pub fn keep_alive(url: String, worker: Uuid, every: Duration, mut stop: watch::R
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
-                _ = stop.changed() => return,
+                _ = stopped.changed() => return,
             }
-            let _ = client
-                .execute("SELECT soniq.heartbeat($1)", &[&worker])
-                .await;
+            let _ = client.execute("SELECT soniq.heartbeat($1)", &[&id]).await;
         }
     });
+    Ok(BenchWorker { id, stop })
+}
+
+impl BenchWorker {
+    pub async fn deregister(self, client: &Client) -> Result<()> {
+        let _ = self.stop.send(true);
+        client
+            .execute("SELECT soniq.deregister_worker($1)", &[&self.id])
+            .await?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

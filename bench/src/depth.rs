@@ -8,7 +8,6 @@ use super::report::{Figure, Target};
 use super::Bench;
 use soniq_runner::Result;
 use std::time::Instant;
-use tokio::sync::watch;
 use uuid::Uuid;
 
 const SCENARIO: &str = "depth";
@@ -49,20 +48,7 @@ async fn add_history(client: &tokio_postgres::Client, count: usize) -> Result<()
 async fn claims(bench: &Bench, samples: usize) -> Result<Vec<f64>> {
     // A fresh connection: no plan cached while the table was smaller.
     let client = connect(&bench.url).await?;
-    let worker: Uuid = client
-        .query_one(
-            "SELECT soniq.register_worker(hostname => $1, pid => $2, queues => ARRAY[$3], version => 'bench')",
-            &[&soniq_runner::hostname(), &(std::process::id() as i32), &QUEUE],
-        )
-        .await?
-        .get(0);
-    let (stop, stopped) = watch::channel(false);
-    db::keep_alive(
-        bench.url.clone(),
-        worker,
-        bench.settings.heartbeat_interval(),
-        stopped,
-    );
+    let worker = db::register_worker(bench, &client, QUEUE).await?;
     let claim = client
         .prepare(&format!(
             "SELECT id, attempt FROM soniq.claim($1, ARRAY['{QUEUE}'], 1, ARRAY['{TASK}'])"
@@ -72,18 +58,17 @@ async fn claims(bench: &Bench, samples: usize) -> Result<Vec<f64>> {
     let mut times = Vec::with_capacity(samples);
     for i in 0..WARM_UP + samples {
         let started = Instant::now();
-        let row = client.query_one(&claim, &[&worker]).await?;
+        let row = client.query_one(&claim, &[&worker.id]).await?;
         let took = started.elapsed();
         let (id, attempt): (Uuid, i32) = (row.get(0), row.get(1));
-        client.execute(&complete, &[&id, &worker, &attempt]).await?;
+        client
+            .execute(&complete, &[&id, &worker.id, &attempt])
+            .await?;
         if i >= WARM_UP {
             times.push(took.as_secs_f64() * 1000.0);
         }
     }
-    let _ = stop.send(true);
-    client
-        .execute("SELECT soniq.deregister_worker($1)", &[&worker])
-        .await?;
+    worker.deregister(&client).await?;
     times.sort_by(f64::total_cmp);
     Ok(times)
 }

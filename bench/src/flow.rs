@@ -11,8 +11,6 @@ use super::Bench;
 use serde_json::{json, Value};
 use soniq_runner::Result;
 use std::time::Instant;
-use tokio::sync::watch;
-use uuid::Uuid;
 
 pub const SCENARIO: &str = "flow";
 const TASK: &str = "bench.drain"; // the drain's task and no-op handler
@@ -54,20 +52,7 @@ async fn drain_with(bench: &Bench, settings: Value, keys: Option<usize>) -> Resu
 /// each rolled back (so every claim sees the same backlog).
 async fn claim_median(bench: &Bench, samples: usize) -> Result<f64> {
     let client = connect(&bench.url).await?;
-    let worker: Uuid = client
-        .query_one(
-            "SELECT soniq.register_worker(hostname => $1, pid => $2, queues => ARRAY[$3], version => 'bench')",
-            &[&soniq_runner::hostname(), &(std::process::id() as i32), &QUEUE],
-        )
-        .await?
-        .get(0);
-    let (stop, stopped) = watch::channel(false);
-    db::keep_alive(
-        bench.url.clone(),
-        worker,
-        bench.settings.heartbeat_interval(),
-        stopped,
-    );
+    let worker = db::register_worker(bench, &client, QUEUE).await?;
     let claim = client
         .prepare(&format!(
             "SELECT count(*) FROM soniq.claim($1, ARRAY['{QUEUE}'], {CLAIM_BATCH})"
@@ -77,7 +62,7 @@ async fn claim_median(bench: &Bench, samples: usize) -> Result<f64> {
     for i in 0..WARM_UP + samples {
         client.batch_execute("BEGIN").await?;
         let started = Instant::now();
-        let claimed: i64 = client.query_one(&claim, &[&worker]).await?.get(0);
+        let claimed: i64 = client.query_one(&claim, &[&worker.id]).await?.get(0);
         let took = started.elapsed();
         client.batch_execute("ROLLBACK").await?;
         if claimed != i64::from(CLAIM_BATCH) {
@@ -89,10 +74,7 @@ async fn claim_median(bench: &Bench, samples: usize) -> Result<f64> {
             times.push(took.as_secs_f64() * 1000.0);
         }
     }
-    let _ = stop.send(true);
-    client
-        .execute("SELECT soniq.deregister_worker($1)", &[&worker])
-        .await?;
+    worker.deregister(&client).await?;
     times.sort_by(f64::total_cmp);
     Ok(db::quantile(&times, 0.5))
 }
