@@ -98,7 +98,9 @@ BEGIN
            c.scheduled_at, c.created_at
       FROM claimed c
      ORDER BY c.priority, c.scheduled_at NULLS FIRST, c.created_at, c.id;
-    IF EXISTS (SELECT FROM unnest(limited) l WHERE (l).rate_period IS NOT NULL) THEN
+    -- (Read again: a rate set while this claim waited for the lock counts its starts.)
+    IF EXISTS (SELECT FROM soniq.queues q
+                WHERE q.name IN (SELECT (l).name FROM unnest(limited) l) AND q.rate_period IS NOT NULL) THEN
         PERFORM soniq._record_starts(picked);
     END IF;
 END

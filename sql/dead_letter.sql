@@ -90,11 +90,14 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass a larger max_attempts, or reset the attempts.';
     END IF;
     INSERT INTO soniq.jobs (id, task_name, args, queue, priority, attempts, max_attempts, timeout,
-                            retry_policy, result_ttl, producer_id, enqueued_by)
+                            retry_policy, result_ttl, producer_id, enqueued_by, concurrency_key)
     VALUES (new_id, dead.task_name, dead.args, coalesce(replay.queue, dead.queue),
             coalesce(replay.priority, dead.priority), attempts_so_far,
             coalesce(replay.max_attempts, dead.max_attempts),
-            dead.timeout, dead.retry_policy, dead.result_ttl, dead.producer_id, dead.enqueued_by);
+            dead.timeout, dead.retry_policy, dead.result_ttl, dead.producer_id, dead.enqueued_by,
+            -- the key as the task names it now (the dead letter keeps none)
+            soniq._concurrency_key(dead.args #>> (SELECT t.concurrency_key FROM soniq.tasks t
+                                                   WHERE t.task_name = dead.task_name)));
     PERFORM soniq._wake(coalesce(replay.queue, dead.queue));
     RETURN new_id;
 END

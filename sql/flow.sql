@@ -121,7 +121,8 @@ BEGIN
        SET max_running = excluded.max_running, max_running_per_key = excluded.max_running_per_key,
            rate_limit = excluded.rate_limit, rate_limit_per_key = excluded.rate_limit_per_key,
            rate_period = excluded.rate_period, fair_share = excluded.fair_share,
-           key_weights = excluded.key_weights, priority_aging = excluded.priority_aging, updated_at = now()
+           key_weights = excluded.key_weights, priority_aging = excluded.priority_aging,
+           held_back = false, wake_at = NULL, updated_at = now()  -- the next claim marks it again
     RETURNING q.* INTO configured;
     -- A limit raised or removed may let waiting jobs start now.
     PERFORM soniq._wake(name);
@@ -231,7 +232,9 @@ BEGIN
            AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
            AND (task_names IS NULL OR j.task_name = ANY (task_names)));
     IF kept_back AND queue.rate_period IS NOT NULL THEN
-        SELECT min(s.started_at) + queue.rate_period INTO next_edge
+        -- The first start in the window, this claim's own among them (recorded after it).
+        SELECT least(min(s.started_at), CASE WHEN cardinality(picked) > 0 THEN now() END) + queue.rate_period
+          INTO next_edge
           FROM soniq.queue_starts s WHERE s.queue = queue.name AND s.started_at > window_start;
     END IF;
     IF (queue.held_back, queue.wake_at) IS DISTINCT FROM (kept_back, next_edge) THEN
@@ -247,8 +250,9 @@ $$;
 
 -- _pick_aged: _pick_limited for a queue with priority aging: the room's first jobs by
 -- effective priority, their priority less one per priority_aging since they were due (ties in
--- claim order). Within one priority the oldest due job ages most, so each level's first
--- `room` jobs in claim order are the only candidates: one index walk per priority level in use.
+-- claim order). Within one priority the job due longest ages most, so the candidates are each
+-- level's first `room` unscheduled jobs (by age) and first `room` due scheduled ones (by the
+-- time they were due): two index walks per priority level in use.
 CREATE FUNCTION soniq._pick_aged(queue soniq.queues, room int, task_names text[]) RETURNS uuid[]
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
@@ -268,15 +272,24 @@ BEGIN
       INTO candidates
       FROM level l
      CROSS JOIN LATERAL (
-         SELECT j.id, j.priority, j.scheduled_at, j.created_at,
-                j.priority - extract(epoch FROM now() - coalesce(j.scheduled_at, j.created_at))
-                             / extract(epoch FROM queue.priority_aging) AS effective
-           FROM soniq.jobs j
-          WHERE j.status = 'queued' AND j.queue = queue.name AND j.priority = l.priority
-            AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
-            AND (task_names IS NULL OR j.task_name = ANY (task_names))
-          ORDER BY j.queue, j.priority, j.scheduled_at NULLS FIRST, j.created_at, j.id
-          LIMIT room) c
+         -- Due since created: the unscheduled, oldest first; due since scheduled: by that time.
+         (SELECT j.id, j.priority, j.scheduled_at, j.created_at, j.created_at AS due_since
+            FROM soniq.jobs j
+           WHERE j.status = 'queued' AND j.queue = queue.name AND j.priority = l.priority
+             AND j.scheduled_at IS NULL AND (task_names IS NULL OR j.task_name = ANY (task_names))
+           ORDER BY j.queue, j.priority, j.scheduled_at NULLS FIRST, j.created_at, j.id
+           LIMIT room)
+         UNION ALL
+         (SELECT j.id, j.priority, j.scheduled_at, j.created_at, j.scheduled_at
+            FROM soniq.jobs j
+           WHERE j.status = 'queued' AND j.queue = queue.name AND j.priority = l.priority
+             AND j.scheduled_at <= now() AND (task_names IS NULL OR j.task_name = ANY (task_names))
+           ORDER BY j.queue, j.priority, j.scheduled_at NULLS FIRST, j.created_at, j.id
+           LIMIT room)) h
+     CROSS JOIN LATERAL (
+         SELECT h.id, h.priority, h.scheduled_at, h.created_at,
+                h.priority - extract(epoch FROM now() - h.due_since) / extract(epoch FROM queue.priority_aging)
+                    AS effective) c
      WHERE l.priority IS NOT NULL;
     -- The first `room` of them that no one else holds, in that order.
     SELECT array_agg(x.id ORDER BY x.n) INTO picked FROM (
@@ -312,9 +325,13 @@ DECLARE
     took_keys text[];
     picked uuid[] := '{}';
 BEGIN
-    -- Enough keys that `room` of them may have room after those at a limit are left out.
-    SELECT count(DISTINCT j.concurrency_key) INTO busy FROM soniq.jobs j
-     WHERE j.queue = queue.name AND j.status = 'processing' AND queue.max_running_per_key IS NOT NULL;
+    -- Enough keys that `room` of them may have room after those at a limit are left out:
+    -- every key with jobs running or starts in the window may be at its limit.
+    SELECT (SELECT count(DISTINCT j.concurrency_key) FROM soniq.jobs j
+             WHERE j.queue = queue.name AND j.status = 'processing' AND queue.max_running_per_key IS NOT NULL)
+         + (SELECT count(DISTINCT s.concurrency_key) FROM soniq.queue_starts s
+             WHERE s.queue = queue.name AND s.started_at > window_start AND queue.rate_limit_per_key IS NOT NULL)
+      INTO busy;
     walk := ARRAY(SELECT k FROM soniq._queued_keys(queue.name, coalesce(queue.key_cursor, ''), room + busy) k);
     IF cardinality(walk) < room + busy THEN
         -- Round the end: the default key, then the keys up to the cursor.
@@ -347,6 +364,10 @@ BEGIN
       INTO keys, rooms, weights
       FROM key_room k WHERE k.room > 0;
 
+    IF keys IS NULL AND cardinality(walk) > 0 THEN
+        -- Every key walked is at its limit: the next claim walks on from the last of them.
+        queue.key_cursor := walk[cardinality(walk)];
+    END IF;
     WHILE room > 0 AND cardinality(keys) > 0 LOOP
         share := greatest(1, room / (SELECT sum(w) FROM unnest(weights) w));
         -- This round's turn: each key in walk order asks its weight's share within its room,
@@ -359,7 +380,7 @@ BEGIN
          WHERE a.total - a.n < room;
         IF rounds = 0 THEN
             -- The next claim begins after the last key of this claim's first round.
-            queue.key_cursor := coalesce(nullif(turn_keys[cardinality(turn_keys)], ''), queue.key_cursor);
+            queue.key_cursor := coalesce(turn_keys[cardinality(turn_keys)], queue.key_cursor);
         END IF;
         rounds := rounds + 1;
         -- One statement a round: each key's next jobs in claim order.
@@ -415,21 +436,26 @@ LANGUAGE sql VOLATILE AS $$
 $$;
 
 -- _slots_freed: jobs of these queues stopped processing (an outcome, a take-back): wake the
--- workers of those a limit held jobs back in.
+-- workers of those with flow control, whose limit may have held jobs back. Every such queue,
+-- not only those marked held back: a claim marking it at this moment would not be seen here.
 CREATE FUNCTION soniq._slots_freed(queues text[]) RETURNS void
 LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
-    PERFORM soniq._wake(q.name) FROM soniq.queues q WHERE q.name = ANY (queues) AND q.held_back;
+    PERFORM soniq._wake(q.name) FROM soniq.queues q WHERE q.name = ANY (queues) AND soniq._limited(q);
 END
 $$;
 
--- held_back: whether the last claim of any of these queues (NULL: any queue) left runnable
--- jobs because a limit was reached: a worker that runs until the queue is empty keeps
--- waiting for them instead of stopping.
-CREATE FUNCTION soniq.held_back(queues text[] DEFAULT NULL) RETURNS boolean
+-- held_back: whether any of these queues (NULL: any) with flow control has runnable jobs (of
+-- these tasks; NULL: any): after a claim that found nothing, jobs a limit holds back. A worker
+-- that runs until its queues are empty keeps waiting for them instead of stopping.
+CREATE FUNCTION soniq.held_back(queues text[] DEFAULT NULL, task_names text[] DEFAULT NULL) RETURNS boolean
 LANGUAGE sql STABLE AS $$
     SELECT EXISTS (SELECT FROM soniq.queues q
-                    WHERE q.held_back AND NOT q.paused AND ($1 IS NULL OR q.name = ANY ($1)))
+                    WHERE soniq._limited(q) AND NOT q.paused AND ($1 IS NULL OR q.name = ANY ($1))
+                      AND EXISTS (SELECT FROM soniq.jobs j
+                                   WHERE j.status = 'queued' AND j.queue = q.name
+                                     AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
+                                     AND ($2 IS NULL OR j.task_name = ANY ($2))))
 $$;
 
 -- _wake_windows: the control plane at a rate window's edge: wake the workers of the queues
@@ -439,9 +465,13 @@ LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     edge_passed text;
 BEGIN
+    -- In name order as claims lock queues, and past the rows claims hold (the next round, at
+    -- once, takes them): never a deadlock with a claim.
     FOR edge_passed IN
-        UPDATE soniq.queues q SET wake_at = NULL WHERE q.wake_at <= clock_timestamp() RETURNING q.name
+        SELECT q.name FROM soniq.queues q WHERE q.wake_at <= clock_timestamp()
+         ORDER BY q.name FOR NO KEY UPDATE SKIP LOCKED
     LOOP
+        UPDATE soniq.queues q SET wake_at = NULL WHERE q.name = edge_passed;
         PERFORM soniq._wake(edge_passed);
     END LOOP;
     RETURN (SELECT extract(epoch FROM min(q.wake_at) - clock_timestamp())::float8 FROM soniq.queues q);

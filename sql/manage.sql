@@ -61,10 +61,15 @@ $$;
 -- delete_job: remove a job in any state (a processing job's lease is revoked with it).
 CREATE FUNCTION soniq.delete_job(job_id uuid) RETURNS void
 LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    deleted soniq.jobs;
 BEGIN
     PERFORM soniq._require(job_id, 'job_id');
-    DELETE FROM soniq.jobs j WHERE j.id = delete_job.job_id;
+    DELETE FROM soniq.jobs j WHERE j.id = delete_job.job_id RETURNING j.* INTO deleted;
     IF FOUND THEN
+        IF deleted.status = 'processing' THEN
+            PERFORM soniq._slots_freed(ARRAY[deleted.queue]);  -- its slot of a limit is free
+        END IF;
         RETURN;
     END IF;
     IF EXISTS (SELECT FROM soniq.dead_letter_jobs d WHERE d.id = delete_job.job_id) THEN

@@ -77,7 +77,7 @@ GRANT EXECUTE ON FUNCTION
     soniq.fail_many(uuid[], uuid, int[], text[], interval[], text[]),
     soniq.snooze(uuid, uuid, int, interval, text),
     soniq.abort(uuid, uuid, int, text),
-    soniq.held_back(text[])
+    soniq.held_back(text[], text[])
 TO soniq_worker;
 
 GRANT SELECT ON ALL TABLES IN SCHEMA soniq TO soniq_admin;

@@ -145,7 +145,8 @@ BEGIN
        SET max_running = excluded.max_running, max_running_per_key = excluded.max_running_per_key,
            rate_limit = excluded.rate_limit, rate_limit_per_key = excluded.rate_limit_per_key,
            rate_period = excluded.rate_period, fair_share = excluded.fair_share,
-           key_weights = excluded.key_weights, priority_aging = excluded.priority_aging, updated_at = now()
+           key_weights = excluded.key_weights, priority_aging = excluded.priority_aging,
+           held_back = false, wake_at = NULL, updated_at = now()  -- the next claim marks it again
     RETURNING q.* INTO configured;
     -- A limit raised or removed may let waiting jobs start now.
     PERFORM soniq._wake(name);
@@ -255,7 +256,9 @@ BEGIN
            AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
            AND (task_names IS NULL OR j.task_name = ANY (task_names)));
     IF kept_back AND queue.rate_period IS NOT NULL THEN
-        SELECT min(s.started_at) + queue.rate_period INTO next_edge
+        -- The first start in the window, this claim's own among them (recorded after it).
+        SELECT least(min(s.started_at), CASE WHEN cardinality(picked) > 0 THEN now() END) + queue.rate_period
+          INTO next_edge
           FROM soniq.queue_starts s WHERE s.queue = queue.name AND s.started_at > window_start;
     END IF;
     IF (queue.held_back, queue.wake_at) IS DISTINCT FROM (kept_back, next_edge) THEN
@@ -271,8 +274,9 @@ $$;
 
 -- _pick_aged: _pick_limited for a queue with priority aging: the room's first jobs by
 -- effective priority, their priority less one per priority_aging since they were due (ties in
--- claim order). Within one priority the oldest due job ages most, so each level's first
--- `room` jobs in claim order are the only candidates: one index walk per priority level in use.
+-- claim order). Within one priority the job due longest ages most, so the candidates are each
+-- level's first `room` unscheduled jobs (by age) and first `room` due scheduled ones (by the
+-- time they were due): two index walks per priority level in use.
 CREATE FUNCTION soniq._pick_aged(queue soniq.queues, room int, task_names text[]) RETURNS uuid[]
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
@@ -292,15 +296,24 @@ BEGIN
       INTO candidates
       FROM level l
      CROSS JOIN LATERAL (
-         SELECT j.id, j.priority, j.scheduled_at, j.created_at,
-                j.priority - extract(epoch FROM now() - coalesce(j.scheduled_at, j.created_at))
-                             / extract(epoch FROM queue.priority_aging) AS effective
-           FROM soniq.jobs j
-          WHERE j.status = 'queued' AND j.queue = queue.name AND j.priority = l.priority
-            AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
-            AND (task_names IS NULL OR j.task_name = ANY (task_names))
-          ORDER BY j.queue, j.priority, j.scheduled_at NULLS FIRST, j.created_at, j.id
-          LIMIT room) c
+         -- Due since created: the unscheduled, oldest first; due since scheduled: by that time.
+         (SELECT j.id, j.priority, j.scheduled_at, j.created_at, j.created_at AS due_since
+            FROM soniq.jobs j
+           WHERE j.status = 'queued' AND j.queue = queue.name AND j.priority = l.priority
+             AND j.scheduled_at IS NULL AND (task_names IS NULL OR j.task_name = ANY (task_names))
+           ORDER BY j.queue, j.priority, j.scheduled_at NULLS FIRST, j.created_at, j.id
+           LIMIT room)
+         UNION ALL
+         (SELECT j.id, j.priority, j.scheduled_at, j.created_at, j.scheduled_at
+            FROM soniq.jobs j
+           WHERE j.status = 'queued' AND j.queue = queue.name AND j.priority = l.priority
+             AND j.scheduled_at <= now() AND (task_names IS NULL OR j.task_name = ANY (task_names))
+           ORDER BY j.queue, j.priority, j.scheduled_at NULLS FIRST, j.created_at, j.id
+           LIMIT room)) h
+     CROSS JOIN LATERAL (
+         SELECT h.id, h.priority, h.scheduled_at, h.created_at,
+                h.priority - extract(epoch FROM now() - h.due_since) / extract(epoch FROM queue.priority_aging)
+                    AS effective) c
      WHERE l.priority IS NOT NULL;
     -- The first `room` of them that no one else holds, in that order.
     SELECT array_agg(x.id ORDER BY x.n) INTO picked FROM (
@@ -336,9 +349,13 @@ DECLARE
     took_keys text[];
     picked uuid[] := '{}';
 BEGIN
-    -- Enough keys that `room` of them may have room after those at a limit are left out.
-    SELECT count(DISTINCT j.concurrency_key) INTO busy FROM soniq.jobs j
-     WHERE j.queue = queue.name AND j.status = 'processing' AND queue.max_running_per_key IS NOT NULL;
+    -- Enough keys that `room` of them may have room after those at a limit are left out:
+    -- every key with jobs running or starts in the window may be at its limit.
+    SELECT (SELECT count(DISTINCT j.concurrency_key) FROM soniq.jobs j
+             WHERE j.queue = queue.name AND j.status = 'processing' AND queue.max_running_per_key IS NOT NULL)
+         + (SELECT count(DISTINCT s.concurrency_key) FROM soniq.queue_starts s
+             WHERE s.queue = queue.name AND s.started_at > window_start AND queue.rate_limit_per_key IS NOT NULL)
+      INTO busy;
     walk := ARRAY(SELECT k FROM soniq._queued_keys(queue.name, coalesce(queue.key_cursor, ''), room + busy) k);
     IF cardinality(walk) < room + busy THEN
         -- Round the end: the default key, then the keys up to the cursor.
@@ -371,6 +388,10 @@ BEGIN
       INTO keys, rooms, weights
       FROM key_room k WHERE k.room > 0;
 
+    IF keys IS NULL AND cardinality(walk) > 0 THEN
+        -- Every key walked is at its limit: the next claim walks on from the last of them.
+        queue.key_cursor := walk[cardinality(walk)];
+    END IF;
     WHILE room > 0 AND cardinality(keys) > 0 LOOP
         share := greatest(1, room / (SELECT sum(w) FROM unnest(weights) w));
         -- This round's turn: each key in walk order asks its weight's share within its room,
@@ -383,7 +404,7 @@ BEGIN
          WHERE a.total - a.n < room;
         IF rounds = 0 THEN
             -- The next claim begins after the last key of this claim's first round.
-            queue.key_cursor := coalesce(nullif(turn_keys[cardinality(turn_keys)], ''), queue.key_cursor);
+            queue.key_cursor := coalesce(turn_keys[cardinality(turn_keys)], queue.key_cursor);
         END IF;
         rounds := rounds + 1;
         -- One statement a round: each key's next jobs in claim order.
@@ -439,21 +460,26 @@ LANGUAGE sql VOLATILE AS $$
 $$;
 
 -- _slots_freed: jobs of these queues stopped processing (an outcome, a take-back): wake the
--- workers of those a limit held jobs back in.
+-- workers of those with flow control, whose limit may have held jobs back. Every such queue,
+-- not only those marked held back: a claim marking it at this moment would not be seen here.
 CREATE FUNCTION soniq._slots_freed(queues text[]) RETURNS void
 LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
-    PERFORM soniq._wake(q.name) FROM soniq.queues q WHERE q.name = ANY (queues) AND q.held_back;
+    PERFORM soniq._wake(q.name) FROM soniq.queues q WHERE q.name = ANY (queues) AND soniq._limited(q);
 END
 $$;
 
--- held_back: whether the last claim of any of these queues (NULL: any queue) left runnable
--- jobs because a limit was reached: a worker that runs until the queue is empty keeps
--- waiting for them instead of stopping.
-CREATE FUNCTION soniq.held_back(queues text[] DEFAULT NULL) RETURNS boolean
+-- held_back: whether any of these queues (NULL: any) with flow control has runnable jobs (of
+-- these tasks; NULL: any): after a claim that found nothing, jobs a limit holds back. A worker
+-- that runs until its queues are empty keeps waiting for them instead of stopping.
+CREATE FUNCTION soniq.held_back(queues text[] DEFAULT NULL, task_names text[] DEFAULT NULL) RETURNS boolean
 LANGUAGE sql STABLE AS $$
     SELECT EXISTS (SELECT FROM soniq.queues q
-                    WHERE q.held_back AND NOT q.paused AND ($1 IS NULL OR q.name = ANY ($1)))
+                    WHERE soniq._limited(q) AND NOT q.paused AND ($1 IS NULL OR q.name = ANY ($1))
+                      AND EXISTS (SELECT FROM soniq.jobs j
+                                   WHERE j.status = 'queued' AND j.queue = q.name
+                                     AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
+                                     AND ($2 IS NULL OR j.task_name = ANY ($2))))
 $$;
 
 -- _wake_windows: the control plane at a rate window's edge: wake the workers of the queues
@@ -463,9 +489,13 @@ LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     edge_passed text;
 BEGIN
+    -- In name order as claims lock queues, and past the rows claims hold (the next round, at
+    -- once, takes them): never a deadlock with a claim.
     FOR edge_passed IN
-        UPDATE soniq.queues q SET wake_at = NULL WHERE q.wake_at <= clock_timestamp() RETURNING q.name
+        SELECT q.name FROM soniq.queues q WHERE q.wake_at <= clock_timestamp()
+         ORDER BY q.name FOR NO KEY UPDATE SKIP LOCKED
     LOOP
+        UPDATE soniq.queues q SET wake_at = NULL WHERE q.name = edge_passed;
         PERFORM soniq._wake(edge_passed);
     END LOOP;
     RETURN (SELECT extract(epoch FROM min(q.wake_at) - clock_timestamp())::float8 FROM soniq.queues q);
@@ -876,7 +906,9 @@ BEGIN
            c.scheduled_at, c.created_at
       FROM claimed c
      ORDER BY c.priority, c.scheduled_at NULLS FIRST, c.created_at, c.id;
-    IF EXISTS (SELECT FROM unnest(limited) l WHERE (l).rate_period IS NOT NULL) THEN
+    -- (Read again: a rate set while this claim waited for the lock counts its starts.)
+    IF EXISTS (SELECT FROM soniq.queues q
+                WHERE q.name IN (SELECT (l).name FROM unnest(limited) l) AND q.rate_period IS NOT NULL) THEN
         PERFORM soniq._record_starts(picked);
     END IF;
 END
@@ -1146,6 +1178,89 @@ LANGUAGE sql VOLATILE AS $$
       FROM soniq.schedules s WHERE s.enabled;
 $$;
 
+-- replay: mint a fresh job from a dead one (new id, same args and policy; queue, priority
+-- and max_attempts may be overridden). Attempts start again from 0 unless reset_attempts is
+-- false (then max_attempts must leave an attempt). The dead row stays, with its
+-- resurrection_count incremented. Returns the new job's id. With unless_replayed, a dead job
+-- that was replayed before is left alone and NULL is returned: running the same replay twice,
+-- or two operators at once, makes one job (the dead row is locked while it is replayed).
+CREATE OR REPLACE FUNCTION soniq.replay(
+    dead_job_id     uuid,
+    queue           text    DEFAULT NULL,
+    priority        int     DEFAULT NULL,
+    max_attempts    int     DEFAULT NULL,
+    reset_attempts  boolean DEFAULT true,
+    unless_replayed boolean DEFAULT false
+) RETURNS uuid
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    dead soniq.dead_letter_jobs;
+    new_id uuid := soniq.uuid_v7();
+    attempts_so_far int;
+BEGIN
+    PERFORM soniq._require(dead_job_id, 'dead_job_id');
+    PERFORM soniq._require(reset_attempts, 'reset_attempts');
+    PERFORM soniq._require(unless_replayed, 'unless_replayed');
+    PERFORM soniq._check_job_options(replay.priority, NULL, NULL);
+    IF replay.max_attempts NOT BETWEEN 1 AND 1001 THEN
+        RAISE EXCEPTION 'max_attempts must be between 1 and 1001, got %', replay.max_attempts
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF replay.queue IS NOT NULL THEN
+        PERFORM soniq._check_queue_name(replay.queue);
+    END IF;
+    UPDATE soniq.dead_letter_jobs d
+       SET resurrection_count = d.resurrection_count + 1, last_resurrection_at = now()
+     WHERE d.id = dead_job_id AND NOT (unless_replayed AND d.resurrection_count > 0)
+    RETURNING d.* INTO dead;
+    IF NOT FOUND THEN
+        IF unless_replayed AND EXISTS (SELECT FROM soniq.dead_letter_jobs d WHERE d.id = dead_job_id) THEN
+            RETURN NULL;
+        END IF;
+        RAISE EXCEPTION 'dead job % does not exist', dead_job_id USING ERRCODE = 'no_data_found';
+    END IF;
+    attempts_so_far := CASE WHEN reset_attempts THEN 0 ELSE dead.attempts END;
+    IF attempts_so_far >= coalesce(replay.max_attempts, dead.max_attempts) THEN
+        RAISE EXCEPTION 'dead job % used % of % attempts; keeping them leaves none to run', dead_job_id,
+                        attempts_so_far, coalesce(replay.max_attempts, dead.max_attempts)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass a larger max_attempts, or reset the attempts.';
+    END IF;
+    INSERT INTO soniq.jobs (id, task_name, args, queue, priority, attempts, max_attempts, timeout,
+                            retry_policy, result_ttl, producer_id, enqueued_by, concurrency_key)
+    VALUES (new_id, dead.task_name, dead.args, coalesce(replay.queue, dead.queue),
+            coalesce(replay.priority, dead.priority), attempts_so_far,
+            coalesce(replay.max_attempts, dead.max_attempts),
+            dead.timeout, dead.retry_policy, dead.result_ttl, dead.producer_id, dead.enqueued_by,
+            -- the key as the task names it now (the dead letter keeps none)
+            soniq._concurrency_key(dead.args #>> (SELECT t.concurrency_key FROM soniq.tasks t
+                                                   WHERE t.task_name = dead.task_name)));
+    PERFORM soniq._wake(coalesce(replay.queue, dead.queue));
+    RETURN new_id;
+END
+$$;
+
+-- delete_job: remove a job in any state (a processing job's lease is revoked with it).
+CREATE OR REPLACE FUNCTION soniq.delete_job(job_id uuid) RETURNS void
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    deleted soniq.jobs;
+BEGIN
+    PERFORM soniq._require(job_id, 'job_id');
+    DELETE FROM soniq.jobs j WHERE j.id = delete_job.job_id RETURNING j.* INTO deleted;
+    IF FOUND THEN
+        IF deleted.status = 'processing' THEN
+            PERFORM soniq._slots_freed(ARRAY[deleted.queue]);  -- its slot of a limit is free
+        END IF;
+        RETURN;
+    END IF;
+    IF EXISTS (SELECT FROM soniq.dead_letter_jobs d WHERE d.id = delete_job.job_id) THEN
+        RAISE EXCEPTION 'job % is in the dead letter', job_id USING ERRCODE = 'no_data_found',
+            HINT = 'Use soniq.dead_letter_delete() for dead jobs.';
+    END IF;
+    RAISE EXCEPTION 'job % does not exist', job_id USING ERRCODE = 'no_data_found';
+END
+$$;
+
 -- queue_overview: one row per known queue with its jobs by state and its pause state.
 -- runnable = queued and due now; scheduled = queued for later; unserved = queued jobs of a
 -- task no live worker serves in this queue (see check_unserved); limits = the queue's flow
@@ -1239,7 +1354,7 @@ GRANT EXECUTE ON FUNCTION
     soniq.fail_many(uuid[], uuid, int[], text[], interval[], text[]),
     soniq.snooze(uuid, uuid, int, interval, text),
     soniq.abort(uuid, uuid, int, text),
-    soniq.held_back(text[])
+    soniq.held_back(text[], text[])
 TO soniq_worker;
 
 GRANT SELECT ON ALL TABLES IN SCHEMA soniq TO soniq_admin;

@@ -128,6 +128,49 @@ SELECT count(*) AS still_full FROM soniq.claim(:'w', '{rated}', 3);
 UPDATE soniq.queue_starts SET started_at = started_at - interval '1 hour' WHERE queue = 'rated';
 SELECT count(*) AS four_more FROM soniq.claim(:'w', '{rated}', 10);
 
+-- A window filled by one claim: its next edge is this claim's own start plus the period.
+SELECT soniq.queue_configure('rated2', '{"rate_limit": 3, "rate_period": 3600}');
+SELECT count(*) FROM soniq.enqueue_many('rated.job', array_fill('{}'::jsonb, ARRAY[5]), queue => 'rated2');
+SELECT count(*) AS three FROM soniq.claim(:'w', '{rated2}', 10);
+SELECT held_back, wake_at > now() + interval '59 minutes' AS edge_an_hour_on FROM soniq.queues WHERE name = 'rated2';
+-- Configuring a queue clears its marks; the next claim sets them again.
+SELECT soniq.queue_configure('rated2', '{"rate_limit": 3}') IS NOT NULL AS configured;
+SELECT held_back, wake_at FROM soniq.queues WHERE name = 'rated2';
+-- held_back(queues, task_names): runnable jobs of those tasks in limited queues.
+SELECT soniq.held_back('{rated2}', '{rated.job}') AS rated_jobs_wait,
+       soniq.held_back('{rated2}', '{other.task}') AS none_of_other_tasks,
+       soniq.held_back('{mail}') AS mail_has_no_limit;
+
+-- Fair share rotates through the default key too: claims of one take a, b, '', a, b, ''.
+SELECT soniq.register_task('r.job', '{"concurrency_key": "k"}');
+SELECT soniq.queue_configure('rotating', '{"fair_share": true}');
+SELECT count(*) FROM soniq.enqueue_many('r.job',
+    ARRAY['{"k": "a"}', '{"k": "a"}', '{"k": "b"}', '{"k": "b"}', '{}', '{}']::jsonb[], queue => 'rotating');
+\set take_one 'SELECT coalesce(args ->> ''k'', ''(default)'') AS key FROM soniq.claim(:''w'', ''{rotating}'', 1);'
+:take_one
+:take_one
+:take_one
+:take_one
+:take_one
+:take_one
+
+-- A per-key rate: the walk goes past keys at their limit, so each claim finds the next key.
+SELECT soniq.queue_configure('per_key_rate', '{"rate_limit_per_key": 1, "rate_period": 3600}');
+SELECT count(*) FROM soniq.enqueue_many('r.job',
+    ARRAY['{"k": "k1"}', '{"k": "k1"}', '{"k": "k2"}', '{"k": "k2"}', '{"k": "k3"}', '{"k": "k3"}']::jsonb[],
+    queue => 'per_key_rate');
+\set take_one 'SELECT count(*) AS claimed, max(args ->> ''k'') AS key FROM soniq.claim(:''w'', ''{per_key_rate}'', 1);'
+:take_one
+:take_one
+:take_one
+:take_one
+
+-- A replayed job takes its key again from its task (the dead letter keeps none).
+SELECT soniq.enqueue('r.job', '{"k": "replayed"}', queue => 'rotating') AS keyed_job \gset
+SELECT soniq.dead_letter_move(:'keyed_job');
+SELECT soniq.replay(:'keyed_job') AS replayed \gset
+SELECT concurrency_key FROM soniq.jobs WHERE id = :'replayed';
+
 -- Priority aging: a job's priority counts one better per priority_aging it has been due, so a
 -- long-waiting job of a worse priority overtakes newer better ones; off, priority alone orders.
 SELECT soniq.queue_configure('aged', '{"priority_aging": 60}');
@@ -138,6 +181,13 @@ SELECT count(*) FROM soniq.enqueue_many('aged.job', ARRAY['{"n": "new, priority 
 SELECT soniq.enqueue('aged.job', '{"n": "new, priority 20"}', queue => 'aged', priority => 20) IS NOT NULL AS queued;
 SELECT args ->> 'n' AS job FROM soniq.claim(:'w', '{aged}', 2);
 SELECT soniq.queue_configure('aged', '{"priority_aging": null}');
+SELECT args ->> 'n' AS job FROM soniq.claim(:'w', '{aged}', 1);
+-- A retry due for an hour ages from when it was due, ahead of the new unscheduled jobs of its
+-- priority that claim order puts first.
+SELECT soniq.queue_configure('aged', '{"priority_aging": 60}') IS NOT NULL AS aging_again;
+SELECT soniq.enqueue('aged.job', '{"n": "due an hour, priority 50"}', queue => 'aged', priority => 50,
+                     scheduled_at => now() - interval '1 hour') IS NOT NULL AS queued;
+SELECT soniq.enqueue('aged.job', '{"n": "new, priority 50"}', queue => 'aged', priority => 50) IS NOT NULL AS queued;
 SELECT args ->> 'n' AS job FROM soniq.claim(:'w', '{aged}', 1);
 SELECT soniq.queue_configure('aged', '{"priority_aging": 0}');
 :error

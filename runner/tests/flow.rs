@@ -258,10 +258,11 @@ async fn fair_share_gives_a_small_tenant_its_turn_behind_a_huge_backlog() {
         small_tenant_started.push((round, claimed));
     }
     eprintln!("tenant t0's jobs per claim of 10: {small_tenant_started:?}");
-    let total: i64 = small_tenant_started.iter().map(|(_, n)| n).sum();
+    // Two keys with jobs: each claim of ten takes five of each.
+    let first_two: i64 = small_tenant_started.iter().take(2).map(|(_, n)| n).sum();
     assert_eq!(
-        total, 10,
-        "all of t0's ten jobs start within three claims of ten"
+        first_two, 10,
+        "all of t0's ten jobs start within the first two claims of ten"
     );
     client
         .execute("SELECT soniq.deregister_worker($1)", &[&worker])

@@ -700,7 +700,11 @@ impl Store for MemoryStore {
     }
 
     /// The in-memory queue has no flow control: nothing is ever held back.
-    fn queue_held_back<'a>(&'a self, _queues: Option<&'a [String]>) -> BoxFuture<'a, Result<bool>> {
+    fn queue_held_back<'a>(
+        &'a self,
+        _queues: Option<&'a [String]>,
+        _task_names: &'a [String],
+    ) -> BoxFuture<'a, Result<bool>> {
         ready(Ok(false))
     }
 

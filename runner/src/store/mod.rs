@@ -262,9 +262,14 @@ pub trait Store: Send + Sync {
     fn queue_pause<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<bool>>;
     /// Claim from the queue again; false when it was not paused.
     fn queue_resume<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<bool>>;
-    /// Whether a queue's flow control (of `queues`; `None`: any) held runnable jobs back at its
-    /// last claim: a worker running until the queue is empty waits for them.
-    fn queue_held_back<'a>(&'a self, queues: Option<&'a [String]>) -> BoxFuture<'a, Result<bool>>;
+    /// Whether a queue with flow control (of `queues`; `None`: any) has runnable jobs of
+    /// `task_names`: after a claim that found nothing, jobs its limits hold back, which a
+    /// worker running until its queues are empty waits for.
+    fn queue_held_back<'a>(
+        &'a self,
+        queues: Option<&'a [String]>,
+        task_names: &'a [String],
+    ) -> BoxFuture<'a, Result<bool>>;
     fn worker_register<'a>(&'a self, worker: &'a WorkerRegistration)
         -> BoxFuture<'a, Result<Uuid>>;
     /// Keep the worker's leases alive; `held` names the jobs it holds (the store takes back any

@@ -196,14 +196,14 @@ impl Claimer {
         Ok(())
     }
 
-    /// Whether a limit of the queues served held jobs back (they will be claimable later, when
-    /// a slot frees or the rate window moves on); a failed look counts as no.
+    /// Whether a limit of the queues served holds back jobs this worker can run (they will be
+    /// claimable later, when a slot frees or the rate window moves on); a failed look counts
+    /// as no.
     async fn held_back(&self) -> bool {
-        match self
+        let held_back = self
             .store
-            .queue_held_back(self.config.queues.as_deref())
-            .await
-        {
+            .queue_held_back(self.config.queues.as_deref(), &self.config.task_names);
+        match held_back.await {
             Ok(held_back) => held_back,
             Err(e) => {
                 tracing::warn!("could not tell whether a limit holds jobs back: {e}");

@@ -243,12 +243,19 @@ impl Store for PgStore {
         Box::pin(async move { queue_resume(&**self.client().await?, queue).await })
     }
 
-    fn queue_held_back<'a>(&'a self, queues: Option<&'a [String]>) -> BoxFuture<'a, Result<bool>> {
+    fn queue_held_back<'a>(
+        &'a self,
+        queues: Option<&'a [String]>,
+        task_names: &'a [String],
+    ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             Ok(self
                 .client()
                 .await?
-                .query_typed_one("SELECT soniq.held_back($1)", &[(&queues, Type::TEXT_ARRAY)])
+                .query_typed_one(
+                    "SELECT soniq.held_back($1, $2)",
+                    &[(&queues, Type::TEXT_ARRAY), (&task_names, Type::TEXT_ARRAY)],
+                )
                 .await?
                 .get(0))
         })
