@@ -915,17 +915,18 @@ END
 $$;
 
 -- _claim_limited: claim's pick when its selection has queues with flow control (limited, in
--- name order): each such queue's row is locked, then each gives what its limits allow
--- (_pick_limited); the other queues of the selection give what they have; the batch is the
--- first batch_size of all of it in claim order. (A job picked and left out stays locked, so
--- skipped by other claimers, until the claim's transaction ends.)
+-- name order): each such queue with runnable jobs has its row locked, then gives what its
+-- limits allow (_pick_limited); the other queues of the selection give what they have; the
+-- batch is the first batch_size of all of it in claim order. (A job picked and left out stays
+-- locked, so skipped by other claimers, until the claim's transaction ends.)
 CREATE OR REPLACE FUNCTION soniq._claim_limited(queues text[], batch_size int, task_names text[], paused text[],
                                      limited soniq.queues[])
 RETURNS uuid[]
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     queue soniq.queues;
-    open_queues text[];  -- the limited queues this claim may take from
+    backlogged text[];   -- the limited queues with runnable jobs
+    open_queues text[];  -- those this claim may take from
     picked uuid[];
 BEGIN
     IF current_setting('transaction_isolation') <> 'read committed' THEN
@@ -934,19 +935,48 @@ BEGIN
             USING ERRCODE = 'invalid_transaction_state',
                   HINT = 'A snapshot taken before other claims committed would count their jobs as not running.';
     END IF;
+    -- The limited queues with runnable jobs of these tasks: the others give nothing, and are
+    -- not locked (a worker serving every queue must not take turns on an empty queue's row).
+    backlogged := ARRAY(SELECT (l).name FROM unnest(limited) l
+                         WHERE EXISTS (SELECT FROM soniq.jobs j
+                                        WHERE j.status = 'queued' AND j.queue = (l).name
+                                          AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
+                                          AND (task_names IS NULL OR j.task_name = ANY (task_names))));
     -- A queue at its limit whose outcomes will wake its workers anyway (held_back) is left
     -- out without its lock: claimers that cannot take anything do not queue up behind the one
     -- that can (each lock is held until its claim commits).
     open_queues := ARRAY(SELECT (l).name FROM unnest(limited) l
-                          WHERE NOT ((l).held_back AND soniq._queue_room(l, batch_size) <= 0));
+                          WHERE (l).name = ANY (backlogged)
+                            AND NOT ((l).held_back AND soniq._queue_room(l, batch_size) <= 0));
     -- Locked first, all of them, then counted: a claimer that waited here sees what the one
     -- before it claimed.
     PERFORM FROM soniq.queues q WHERE q.name = ANY (open_queues) ORDER BY q.name FOR NO KEY UPDATE;
 
-    -- The queues without limits, unless every queue named has one. (A claim from any queue
-    -- walks the claim index past the limited queues' jobs: a worker of a queue with a large
-    -- limited backlog does better to name its queues.)
-    IF queues IS NULL OR EXISTS (SELECT FROM unnest(queues) n WHERE n NOT IN (SELECT (l).name FROM unnest(limited) l))
+    -- The queues without limits, unless every queue named has one.
+    IF queues IS NULL AND cardinality(backlogged) > 0 THEN
+        -- From every queue while limited ones hold a backlog: each other queue's first jobs,
+        -- found queue by queue (one index probe per queue with queued jobs), for the claim
+        -- index would walk past the limited queues' backlog job by job.
+        SELECT array_agg(b.id) INTO picked FROM (
+            WITH RECURSIVE queued(name) AS (
+                (SELECT j.queue FROM soniq.jobs j WHERE j.status = 'queued' ORDER BY j.queue LIMIT 1)
+                UNION ALL
+                SELECT (SELECT j.queue FROM soniq.jobs j WHERE j.status = 'queued' AND j.queue > q.name
+                         ORDER BY j.queue LIMIT 1)
+                  FROM queued q WHERE q.name IS NOT NULL
+            )
+            SELECT h.id FROM queued n
+             CROSS JOIN LATERAL (
+                 SELECT j.id FROM soniq.jobs j
+                  WHERE j.status = 'queued' AND j.queue = n.name
+                    AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
+                    AND (task_names IS NULL OR j.task_name = ANY (task_names))
+                  ORDER BY j.queue, j.priority, j.scheduled_at NULLS FIRST, j.created_at, j.id
+                  LIMIT batch_size
+                    FOR UPDATE SKIP LOCKED) h
+             WHERE n.name IS NOT NULL AND n.name <> ALL (paused)
+               AND n.name NOT IN (SELECT (l).name FROM unnest(limited) l)) b;
+    ELSIF queues IS NULL OR EXISTS (SELECT FROM unnest(queues) n WHERE n NOT IN (SELECT (l).name FROM unnest(limited) l))
     THEN
         SELECT array_agg(b.id) INTO picked FROM (
             SELECT j.id FROM soniq.jobs j
