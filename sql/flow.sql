@@ -332,6 +332,8 @@ BEGIN
          + (SELECT count(DISTINCT s.concurrency_key) FROM soniq.queue_starts s
              WHERE s.queue = queue.name AND s.started_at > window_start AND queue.rate_limit_per_key IS NOT NULL)
       INTO busy;
+    -- (At most twice room more: a claim walks a bounded number of keys, however many are busy.)
+    busy := least(busy, 2 * room);
     walk := ARRAY(SELECT k FROM soniq._queued_keys(queue.name, coalesce(queue.key_cursor, ''), room + busy) k);
     IF cardinality(walk) < room + busy THEN
         -- Round the end: the default key, then the keys up to the cursor.

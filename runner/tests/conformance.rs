@@ -631,6 +631,14 @@ async fn lists_counts_deletes_and_paused_queues(case: Case) {
     );
     assert!(case.store.queue_resume(&case.queue).await.unwrap());
     assert!(!case.store.queue_resume(&case.queue).await.unwrap());
+    // A queue without flow control holds nothing back, whatever it has queued.
+    let queues = [case.queue.clone()];
+    let tasks = [case.task.clone()];
+    assert!(!case
+        .store
+        .queue_held_back(Some(&queues), &tasks)
+        .await
+        .unwrap());
     let claimed = case.claim(worker, 1).await;
     assert_eq!(claimed[0].context.job_id, first);
 
