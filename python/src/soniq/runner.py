@@ -216,12 +216,24 @@ class WorkerRun:
             if len(jobs) == asked:
                 continue  # a full batch: there may be more at once
             if self.options.run_once:
-                if not jobs and nothing_running:
+                if not (not jobs and nothing_running):
+                    await self.slots.all_free()  # running jobs may leave immediate retries
+                    continue
+                if not await self._held_back():
                     break
-                await self.slots.all_free()  # running jobs may leave immediate retries
-                continue
+                # Nothing left but what a queue's limit holds back: wait for it like an idle
+                # worker (woken when a slot frees or the rate window moves on).
             await self._wait(self.wake, FOLLOW_UP if follow_up else self.settings.poll_interval)
             follow_up = self.wake.is_set()
+
+    async def _held_back(self) -> bool:
+        """Whether a limit of the queues served holds back jobs this worker runs; a failed
+        look counts as no."""
+        try:
+            return await self.store.held_back(self.options.queues, self.task_names)
+        except Exception as e:
+            log.warning("could not tell whether a limit holds jobs back: %s", e)
+            return False
 
     @staticmethod
     async def _wait(event: asyncio.Event, seconds: float) -> None:

@@ -222,6 +222,15 @@ class PostgresStore:
             for r in rows
         ]
 
+    async def held_back(self, queues: Sequence[str] | None, task_names: Sequence[str]) -> bool:
+        """Whether a queue with flow control (of `queues`; None: any) has runnable jobs of these
+        tasks: after a claim that found nothing, jobs its limits hold back."""
+        value = await self._value(
+            "SELECT soniq.held_back($1::text[], $2::text[])",
+            None if queues is None else list(queues), list(task_names),
+        )  # fmt: skip
+        return bool(value)
+
     async def complete_many(
         self,
         worker_id: str,
