@@ -99,7 +99,8 @@ BEGIN
       FROM claimed c
      ORDER BY c.priority, c.scheduled_at NULLS FIRST, c.created_at, c.id;
     -- (Read again: a rate set while this claim waited for the lock counts its starts.)
-    IF EXISTS (SELECT FROM soniq.queues q, unnest(limited) l WHERE q.name = (l).name AND q.rate_period IS NOT NULL) THEN
+    IF EXISTS (SELECT FROM soniq.queues q
+                WHERE q.name IN (SELECT (l).name FROM unnest(limited) l) AND q.rate_period IS NOT NULL) THEN
         PERFORM soniq._record_starts(picked);
     END IF;
 END
@@ -116,7 +117,6 @@ RETURNS uuid[]
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     queue soniq.queues;
-    limited_names text[];
     backlogged text[];   -- the limited queues with runnable jobs
     open_queues text[];  -- those this claim may take from
     picked uuid[];
@@ -129,8 +129,11 @@ BEGIN
     END IF;
     -- The limited queues with runnable jobs of these tasks: the others give nothing, and are
     -- not locked (a worker serving every queue must not take turns on an empty queue's row).
-    limited_names := ARRAY(SELECT (l).name FROM unnest(limited) l);
-    backlogged := ARRAY(SELECT n FROM unnest(limited_names) n WHERE soniq._runnable_left(n, task_names));
+    backlogged := ARRAY(SELECT (l).name FROM unnest(limited) l
+                         WHERE EXISTS (SELECT FROM soniq.jobs j
+                                        WHERE j.status = 'queued' AND j.queue = (l).name
+                                          AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
+                                          AND (task_names IS NULL OR j.task_name = ANY (task_names))));
     -- A queue at its limit whose outcomes will wake its workers anyway (held_back) is left
     -- out without its lock: claimers that cannot take anything do not queue up behind the one
     -- that can (each lock is held until its claim commits).
@@ -154,9 +157,18 @@ BEGIN
                          ORDER BY j.queue LIMIT 1)
                   FROM queued q WHERE q.name IS NOT NULL
             )
-            SELECT unnest(soniq._queue_head(n.name, batch_size, task_names)) AS id FROM queued n
-             WHERE n.name IS NOT NULL AND n.name <> ALL (paused) AND n.name <> ALL (limited_names)) b;
-    ELSIF queues IS NULL OR EXISTS (SELECT FROM unnest(queues) n WHERE n <> ALL (limited_names))
+            SELECT h.id FROM queued n
+             CROSS JOIN LATERAL (
+                 SELECT j.id FROM soniq.jobs j
+                  WHERE j.status = 'queued' AND j.queue = n.name
+                    AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
+                    AND (task_names IS NULL OR j.task_name = ANY (task_names))
+                  ORDER BY j.queue, j.priority, j.scheduled_at NULLS FIRST, j.created_at, j.id
+                  LIMIT batch_size
+                    FOR UPDATE SKIP LOCKED) h
+             WHERE n.name IS NOT NULL AND n.name <> ALL (paused)
+               AND n.name NOT IN (SELECT (l).name FROM unnest(limited) l)) b;
+    ELSIF queues IS NULL OR EXISTS (SELECT FROM unnest(queues) n WHERE n NOT IN (SELECT (l).name FROM unnest(limited) l))
     THEN
         SELECT array_agg(b.id) INTO picked FROM (
             SELECT j.id FROM soniq.jobs j
@@ -164,7 +176,7 @@ BEGIN
                AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
                AND (queues IS NULL OR j.queue = ANY (queues))
                AND (task_names IS NULL OR j.task_name = ANY (task_names))
-               AND j.queue <> ALL (paused) AND j.queue <> ALL (limited_names)
+               AND j.queue <> ALL (paused) AND j.queue NOT IN (SELECT (l).name FROM unnest(limited) l)
              ORDER BY j.priority, j.scheduled_at NULLS FIRST, j.created_at, j.id
              LIMIT batch_size
                FOR UPDATE SKIP LOCKED) b;

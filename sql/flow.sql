@@ -191,39 +191,6 @@ LANGUAGE sql STABLE AS $$
                                         AND s.started_at > now() - queue.rate_period))::int
 $$;
 
--- _queue_head: the first n due jobs of the queue (of task_names, when given) in claim order,
--- locked for the caller's claim, skipping those others hold. PL/pgSQL, as _runnable_left: its
--- plan is kept for the session (an SQL function on the claim's path was planned at each call,
--- which measurably slowed limited claims).
-CREATE FUNCTION soniq._queue_head(queue text, n int, task_names text[]) RETURNS uuid[]
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    picked uuid[];
-BEGIN
-    SELECT coalesce(array_agg(b.id), '{}') INTO picked FROM (
-        SELECT j.id FROM soniq.jobs j
-         WHERE j.status = 'queued' AND j.queue = _queue_head.queue
-           AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
-           AND (_queue_head.task_names IS NULL OR j.task_name = ANY (_queue_head.task_names))
-         ORDER BY j.queue, j.priority, j.scheduled_at NULLS FIRST, j.created_at, j.id
-         LIMIT n
-           FOR UPDATE SKIP LOCKED) b;
-    RETURN picked;
-END
-$$;
-
--- _runnable_left: whether the queue has a due job (of task_names, when given) other than those
--- of taken.
-CREATE FUNCTION soniq._runnable_left(queue text, task_names text[], taken uuid[] DEFAULT '{}') RETURNS boolean
-LANGUAGE plpgsql STABLE AS $$
-BEGIN
-    RETURN EXISTS (SELECT FROM soniq.jobs j
-                    WHERE j.status = 'queued' AND j.queue = _runnable_left.queue AND j.id <> ALL (taken)
-                      AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
-                      AND (_runnable_left.task_names IS NULL OR j.task_name = ANY (_runnable_left.task_names)));
-END
-$$;
-
 -- _pick_limited: the jobs a claim may take from one limited queue, whose row the caller has
 -- locked: up to want due jobs (of task_names, when given) within every limit of the queue,
 -- locked for the claim. Records what the next outcome and the control plane need to wake the
@@ -259,8 +226,11 @@ BEGIN
     -- last of the queue's room: the queue's outcomes wake its workers (and, when a rate window
     -- is full, the control plane at the window's next edge). A queue at its limit keeps the
     -- mark from claim to claim, so the row is written only when that changes.
-    kept_back := (cardinality(picked) < want OR cardinality(picked) >= limit_room)
-                 AND soniq._runnable_left(queue.name, task_names, picked);
+    kept_back := (cardinality(picked) < want OR cardinality(picked) >= limit_room) AND EXISTS (
+        SELECT FROM soniq.jobs j
+         WHERE j.status = 'queued' AND j.queue = queue.name AND j.id <> ALL (picked)
+           AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
+           AND (task_names IS NULL OR j.task_name = ANY (task_names)));
     IF kept_back AND queue.rate_period IS NOT NULL THEN
         -- The first start in the window, this claim's own among them (recorded after it).
         SELECT least(min(s.started_at), CASE WHEN cardinality(picked) > 0 THEN now() END) + queue.rate_period
@@ -342,9 +312,7 @@ CREATE FUNCTION soniq._pick_by_key(queue soniq.queues, room int, task_names text
 RETURNS uuid[]
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
-    running jsonb;     -- key: jobs processing (with max_running_per_key)
-    started jsonb;     -- key: starts in the window (with rate_limit_per_key)
-    busy int;          -- keys using some of their limits: some may be at one, walked past
+    busy int;          -- keys with jobs running: some may be at their limit, walked past
     walk text[];
     keys text[];
     rooms int[];
@@ -357,19 +325,13 @@ DECLARE
     took_keys text[];
     picked uuid[] := '{}';
 BEGIN
-    -- What each key uses of its limits: jobs running, starts in the window (each counted only
-    -- when the queue limits it).
-    SELECT coalesce(jsonb_object_agg(r.key, r.n), '{}') INTO running FROM (
-        SELECT j.concurrency_key AS key, count(*) AS n FROM soniq.jobs j
-         WHERE j.queue = queue.name AND j.status = 'processing' AND queue.max_running_per_key IS NOT NULL
-         GROUP BY 1) r;
-    SELECT coalesce(jsonb_object_agg(t.key, t.n), '{}') INTO started FROM (
-        SELECT s.concurrency_key AS key, sum(s.jobs) AS n FROM soniq.queue_starts s
-         WHERE s.queue = queue.name AND s.started_at > window_start AND queue.rate_limit_per_key IS NOT NULL
-         GROUP BY 1) t;
     -- Enough keys that `room` of them may have room after those at a limit are left out:
-    -- every key using some of its limits may be at one.
-    busy := (SELECT count(*) FROM (SELECT jsonb_object_keys(running) UNION SELECT jsonb_object_keys(started)) k);
+    -- every key with jobs running or starts in the window may be at its limit.
+    SELECT (SELECT count(DISTINCT j.concurrency_key) FROM soniq.jobs j
+             WHERE j.queue = queue.name AND j.status = 'processing' AND queue.max_running_per_key IS NOT NULL)
+         + (SELECT count(DISTINCT s.concurrency_key) FROM soniq.queue_starts s
+             WHERE s.queue = queue.name AND s.started_at > window_start AND queue.rate_limit_per_key IS NOT NULL)
+      INTO busy;
     -- (At most twice room more: a claim walks a bounded number of keys, however many are busy.)
     busy := least(busy, 2 * room);
     walk := ARRAY(SELECT k FROM soniq._queued_keys(queue.name, coalesce(queue.key_cursor, ''), room + busy) k);
@@ -383,12 +345,22 @@ BEGIN
     END IF;
 
     -- Each key's room within its own limits, and its weight.
-    WITH key_room AS (
+    WITH running AS (
+        SELECT j.concurrency_key AS key, count(*) AS n FROM soniq.jobs j
+         WHERE j.queue = queue.name AND j.status = 'processing' AND queue.max_running_per_key IS NOT NULL
+         GROUP BY 1
+    ), started AS (
+        SELECT s.concurrency_key AS key, sum(s.jobs) AS n FROM soniq.queue_starts s
+         WHERE s.queue = queue.name AND s.started_at > window_start AND queue.rate_limit_per_key IS NOT NULL
+         GROUP BY 1
+    ), key_room AS (
         SELECT w.key, w.ord,
-               least(room, coalesce(queue.max_running_per_key - coalesce((running ->> w.key)::int, 0), room),
-                     coalesce(queue.rate_limit_per_key - coalesce((started ->> w.key)::int, 0), room))::int AS room,
+               least(room, coalesce(queue.max_running_per_key - coalesce(r.n, 0), room),
+                     coalesce(queue.rate_limit_per_key - coalesce(s.n, 0), room))::int AS room,
                coalesce((queue.key_weights ->> w.key)::int, 1) AS weight
           FROM unnest(walk) WITH ORDINALITY AS w(key, ord)
+          LEFT JOIN running r ON r.key = w.key
+          LEFT JOIN started s ON s.key = w.key
     )
     SELECT array_agg(k.key ORDER BY k.ord), array_agg(k.room ORDER BY k.ord), array_agg(k.weight ORDER BY k.ord)
       INTO keys, rooms, weights
@@ -482,7 +454,10 @@ CREATE FUNCTION soniq.held_back(queues text[] DEFAULT NULL, task_names text[] DE
 LANGUAGE sql STABLE AS $$
     SELECT EXISTS (SELECT FROM soniq.queues q
                     WHERE soniq._limited(q) AND NOT q.paused AND ($1 IS NULL OR q.name = ANY ($1))
-                      AND soniq._runnable_left(q.name, $2))
+                      AND EXISTS (SELECT FROM soniq.jobs j
+                                   WHERE j.status = 'queued' AND j.queue = q.name
+                                     AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
+                                     AND ($2 IS NULL OR j.task_name = ANY ($2))))
 $$;
 
 -- _wake_windows: the control plane at a rate window's edge: wake the workers of the queues
