@@ -1,5 +1,6 @@
 //! The claimer: one per worker, it claims jobs in batches up to the free job slots (and the
-//! free slots of tasks with a limit of their own), and hands them to [`Attempts`] to run.
+//! free slots of tasks with a limit of their own), plus jobs claimed ahead for the slots that
+//! free while a claim is on its way, and hands them to [`Attempts`] to run.
 //! Woken by the listener, so a notification never sends every job slot racing to the store,
 //! and by the completer once outcomes are recorded (slots of a queue's limit may be free).
 
@@ -21,6 +22,11 @@ pub(crate) const MAX_CLAIM_BATCH: usize = 100;
 /// and at most this many slots' worth of jobs are held. Measured (docs/benchmarks.md): 2
 /// lifted the drain at concurrency 64 from 16.2k to 17.7k jobs/s, 4 to 20.6k.
 pub(crate) const HELD_PER_SLOT: usize = 4;
+/// Jobs claimed ahead at most, per job slot: a claim asks for the free job slots and for as
+/// many more as handlers returned while the last claim was on its way (at most this many per
+/// slot), so that a claim's round trip does not leave the slots its jobs free idle until
+/// the next. Those jobs wait in the worker for a slot, about one round trip.
+const AHEAD_PER_SLOT: usize = 1;
 /// After a notification, look again this soon even if none follows: a producer whose wake-up
 /// was skipped because another's was committing (the extension's src/wake.rs) commits a moment
 /// after the notified claim ran.
@@ -33,8 +39,15 @@ const FOLLOW_UP: Duration = Duration::from_millis(20);
 /// could find the task at its limit with nothing running, and stop with its jobs queued.
 pub(crate) struct Slots {
     _task: Option<TaskSlot>,
-    _job: OwnedSemaphorePermit,
+    job: JobSlot,
     held: Held,
+}
+
+/// An attempt's job slot: taken when it was claimed, or, for a job claimed ahead, taken from
+/// the worker's slots when one frees.
+enum JobSlot {
+    Taken { _permit: OwnedSemaphorePermit },
+    Ahead(Arc<Semaphore>),
 }
 
 /// A held slot: the attempt's outcome is not recorded yet.
@@ -43,6 +56,41 @@ pub(crate) struct Held {
 }
 
 impl Slots {
+    /// The slots of a job claimed ahead: a held slot, and a job slot to take from `slots`.
+    #[cfg(test)]
+    pub fn claimed_ahead(slots: &Arc<Semaphore>, held: OwnedSemaphorePermit) -> Self {
+        Slots {
+            _task: None,
+            job: JobSlot::Ahead(Arc::clone(slots)),
+            held: Held { _permit: held },
+        }
+    }
+
+    /// Whether the job was claimed ahead, without a job slot yet.
+    pub fn ahead(&self) -> bool {
+        matches!(self.job, JobSlot::Ahead(_))
+    }
+
+    /// Take the job slot of a job claimed ahead, waiting at most `patience` for one to free;
+    /// false if none did.
+    pub async fn take_job_slot(&mut self, patience: Option<Duration>) -> bool {
+        let JobSlot::Ahead(slots) = &self.job else {
+            return true;
+        };
+        let acquire = Arc::clone(slots).acquire_owned();
+        let permit = match patience {
+            Some(patience) => match tokio::time::timeout(patience, acquire).await {
+                Ok(permit) => permit,
+                Err(_) => return false,
+            },
+            None => acquire.await,
+        };
+        self.job = JobSlot::Taken {
+            _permit: permit.expect("slots are never closed"),
+        };
+        true
+    }
+
     /// The handler returned: its job and task slots are free; the held slot goes with the
     /// outcome to the completer.
     pub fn finished(self) -> Held {
@@ -126,6 +174,9 @@ impl Claimer {
     pub async fn run(&self, mut stop: watch::Receiver<bool>) -> Result<()> {
         let task_slots = self.task_slots();
         let mut follow_up = false;
+        // Jobs the next claim asks for beyond the free job slots. Never with tasks limited in
+        // this worker: their slots are counted at the claim.
+        let mut ahead = 0;
         while !*stop.borrow() {
             let remaining = self.config.max_jobs.map_or(usize::MAX, |max| {
                 max.saturating_sub(self.started.load(Ordering::Relaxed))
@@ -133,7 +184,7 @@ impl Claimer {
             if remaining == 0 {
                 break;
             }
-            let Some(mut permits) = self.free_slots(remaining, &mut stop).await else {
+            let Some(mut permits) = self.free_slots(remaining, ahead, &mut stop).await else {
                 break;
             };
             // Armed before the claim, so a notification during the claim is not lost.
@@ -158,6 +209,7 @@ impl Claimer {
             permits.truncate(asked);
             // Nothing held while we claim: an empty claim then means nothing is left.
             let nothing_running = self.held.available_permits() + asked == self.held_capacity();
+            let returned = self.attempts.returned();
             let got = match self.claim(asked, task_names).await {
                 Ok(jobs) => self.start(jobs, permits, &task_slots),
                 Err(e) => {
@@ -167,20 +219,18 @@ impl Claimer {
                     continue;
                 }
             };
+            if task_slots.is_empty() {
+                ahead = (self.attempts.returned() - returned)
+                    .min(self.config.concurrency * AHEAD_PER_SLOT);
+            }
             if got == asked {
                 continue; // a full batch: there may be more at once
             }
-            if self.config.run_once {
-                if !(got == 0 && nothing_running) {
-                    // Jobs still running may leave immediate retries: wait for them, then look again.
-                    self.wait_for_running().await;
-                    continue;
-                }
-                if !self.held_back().await {
-                    break;
-                }
-                // Nothing left but what a limit holds back: wait for it like an idle worker
-                // (woken when a slot frees or the rate window moves on).
+            // Run once, the worker ends when nothing runs and nothing is left but what a limit
+            // holds back. Jobs still running may leave immediate retries, or free a limit's
+            // slots: it waits for their outcomes like an idle worker, then looks again.
+            if self.config.run_once && got == 0 && nothing_running && !self.held_back().await {
+                break;
             }
             let idle = if follow_up {
                 FOLLOW_UP
@@ -216,30 +266,49 @@ impl Claimer {
         self.config.concurrency * HELD_PER_SLOT
     }
 
-    /// Wait for a free job slot and held slot, then take every free pair (up to `limit` and
-    /// a batch); `None` when told to stop meanwhile.
+    /// Wait for a free job slot and held slot, then take every free pair, and up to `ahead`
+    /// held slots more for jobs claimed ahead (all of it within `limit` and a batch); `None`
+    /// when told to stop meanwhile.
     async fn free_slots(
         &self,
         limit: usize,
+        ahead: usize,
         stop: &mut watch::Receiver<bool>,
-    ) -> Option<Vec<(OwnedSemaphorePermit, Held)>> {
+    ) -> Option<Vec<(JobSlot, Held)>> {
         let acquire = |slots: &Arc<Semaphore>| {
             let slots = Arc::clone(slots);
             async move { slots.acquire_owned().await.expect("slots are never closed") }
         };
-        let first = tokio::select! {
-            held = acquire(&self.held) => (acquire(&self.slots).await, Held { _permit: held }),
+        let held = tokio::select! {
+            held = acquire(&self.held) => held,
             _ = stop.changed() => return None,
         };
+        let first = (
+            JobSlot::Taken {
+                _permit: acquire(&self.slots).await,
+            },
+            Held { _permit: held },
+        );
+        let most = limit.min(MAX_CLAIM_BATCH);
         let mut permits = vec![first];
-        while permits.len() < limit.min(MAX_CLAIM_BATCH) {
-            let Ok(held) = Arc::clone(&self.held).try_acquire_owned() else {
-                break;
-            };
+        while permits.len() < most {
             let Ok(job) = Arc::clone(&self.slots).try_acquire_owned() else {
                 break;
             };
-            permits.push((job, Held { _permit: held }));
+            let Ok(held) = Arc::clone(&self.held).try_acquire_owned() else {
+                break;
+            };
+            permits.push((JobSlot::Taken { _permit: job }, Held { _permit: held }));
+        }
+        let wanted = most.min(permits.len() + ahead);
+        while permits.len() < wanted {
+            let Ok(held) = Arc::clone(&self.held).try_acquire_owned() else {
+                break;
+            };
+            permits.push((
+                JobSlot::Ahead(Arc::clone(&self.slots)),
+                Held { _permit: held },
+            ));
         }
         Some(permits)
     }
@@ -258,13 +327,14 @@ impl Claimer {
     fn start(
         &self,
         jobs: Vec<ClaimedJob>,
-        permits: Vec<(OwnedSemaphorePermit, Held)>,
+        permits: Vec<(JobSlot, Held)>,
         task_slots: &HashMap<String, Arc<Semaphore>>,
     ) -> usize {
         let got = jobs.len();
         self.started.fetch_add(got, Ordering::Relaxed);
-        for (job, (permit, held)) in jobs.into_iter().zip(permits) {
-            // Only the claimer takes task slots, and it claimed no more than were free.
+        for (job, (slot, held)) in jobs.into_iter().zip(permits) {
+            // Only the claimer takes task slots, and it claimed no more than were free (and
+            // none ahead).
             let task = task_slots.get(&job.context.task_name).and_then(|slots| {
                 let permit = Arc::clone(slots).try_acquire_owned().ok()?;
                 Some(TaskSlot {
@@ -274,23 +344,12 @@ impl Claimer {
             });
             let slots = Slots {
                 _task: task,
-                _job: permit,
+                job: slot,
                 held,
             };
             self.attempts.spawn(job, slots);
         }
         got
-    }
-
-    /// Until every held job's outcome is recorded.
-    async fn wait_for_running(&self) {
-        let all_held = u32::try_from(self.held_capacity()).unwrap_or(u32::MAX);
-        drop(
-            self.held
-                .acquire_many(all_held)
-                .await
-                .expect("slots are never closed"),
-        );
     }
 }
 

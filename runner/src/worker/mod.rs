@@ -1,13 +1,16 @@
 //! The worker, wired from small services that share one lifecycle — started together, the
 //! claimer stopped first, the others once the running jobs are finished or handed back:
-//! * [`claimer`]: one per process, claims in batches up to the free job slots;
-//! * [`attempts`]: one task per running job, and the jobs the worker holds;
+//! * [`claimer`]: one per process, claims in batches up to the free job slots, and ahead
+//!   for the slots that free during a claim's round trip;
+//! * [`attempts`]: one task per claimed job (waiting for a job slot, or running), and the
+//!   jobs the worker holds;
 //! * [`completer`]: records outcomes, many completions (and failures) per statement;
 //! * [`heartbeat`]: keeps the leases alive and learns of cancellation requests;
 //! * [`maintenance`]: rescue and pruning rounds where no control plane serves the database;
 //! * [`listener`]: `LISTEN soniq_new_job`, waking the claimer.
 //!
-//! On shutdown, unfinished jobs are handed back without using up an attempt.
+//! On shutdown, jobs claimed ahead and not started go back at once, and unfinished jobs are
+//! handed back after the shutdown timeout, neither using up an attempt.
 
 mod attempts;
 mod claimer;
@@ -20,7 +23,6 @@ mod signals;
 pub(crate) use completer::{record_batch, Report};
 
 use crate::error::{Error, Result};
-use crate::execute::ReportKind;
 use crate::store::{Store, WorkerRegistration};
 use crate::Soniq;
 use attempts::Attempts;
@@ -259,8 +261,16 @@ impl Soniq {
             config: self.claimer_config(&options, concurrency, task_names),
             started: Default::default(),
         };
-        let claimed = claim_until(&claimer, shutdown).await;
-        let handed_back = self.finish_running(&claimer, &attempts).await;
+        let (claimed, shut_down) = claim_until(&claimer, shutdown).await;
+        // Jobs claimed ahead that have not started go back at once on shutdown (they run
+        // when the worker ends by itself: they count among the jobs it was to run).
+        let not_started = if shut_down {
+            attempts.stop_waiting()
+        } else {
+            0
+        };
+        claimer.started.fetch_sub(not_started, Ordering::Relaxed);
+        let handed_back = not_started + self.finish_running(&claimer, &attempts).await;
         background.stop().await;
         // The completer ends once every sender is gone: the attempts' here, the job tasks' as
         // they end.
@@ -300,25 +310,25 @@ impl Soniq {
         if finished.is_ok() {
             return 0;
         }
-        attempts.stop(&attempts.running_ids(), || ReportKind::Snooze {
-            delay: Duration::ZERO,
-            reason: Some("handed back unfinished at shutdown".into()),
-        })
+        attempts.stop(&attempts.running_ids(), attempts::handed_back_at_shutdown)
     }
 }
 
 /// Run the claimer until it ends (`run_once`, `max_jobs`) or `shutdown` resolves; then tell it
-/// to stop and let it end at its next wait.
-async fn claim_until(claimer: &Claimer, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+/// to stop and let it end at its next wait. Says whether it was shut down.
+async fn claim_until(
+    claimer: &Claimer,
+    shutdown: impl Future<Output = ()> + Send,
+) -> (Result<()>, bool) {
     let (stop, stopped) = watch::channel(false);
     let claiming = claimer.run(stopped);
     tokio::pin!(claiming);
     tokio::pin!(shutdown);
     tokio::select! {
-        result = &mut claiming => result,
+        result = &mut claiming => (result, false),
         _ = &mut shutdown => {
             let _ = stop.send(true);
-            claiming.await
+            (claiming.await, true)
         }
     }
 }
