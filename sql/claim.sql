@@ -59,7 +59,7 @@ BEGIN
     ELSIF cardinality(claim.queues) = 1 THEN
         SELECT array_agg(b.id) INTO picked FROM (
             SELECT j.id FROM soniq.jobs j
-             WHERE j.status = 'queued' AND j.queue = claim.queues[1]
+             WHERE j.status = 'queued' AND j.queue >= claim.queues[1] AND j.queue <= claim.queues[1]
                AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
                AND (claim.task_names IS NULL OR j.task_name = ANY (claim.task_names))
                AND j.queue <> ALL (paused)
@@ -131,7 +131,7 @@ BEGIN
     -- not locked (a worker serving every queue must not take turns on an empty queue's row).
     backlogged := ARRAY(SELECT (l).name FROM unnest(limited) l
                          WHERE EXISTS (SELECT FROM soniq.jobs j
-                                        WHERE j.status = 'queued' AND j.queue = (l).name
+                                        WHERE j.status = 'queued' AND j.queue >= (l).name AND j.queue <= (l).name
                                           AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
                                           AND (task_names IS NULL OR j.task_name = ANY (task_names))));
     -- A queue at its limit whose outcomes will wake its workers anyway (held_back) is left
@@ -160,7 +160,7 @@ BEGIN
             SELECT h.id FROM queued n
              CROSS JOIN LATERAL (
                  SELECT j.id FROM soniq.jobs j
-                  WHERE j.status = 'queued' AND j.queue = n.name
+                  WHERE j.status = 'queued' AND j.queue >= n.name AND j.queue <= n.name
                     AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
                     AND (task_names IS NULL OR j.task_name = ANY (task_names))
                   ORDER BY j.queue, j.priority, j.scheduled_at NULLS FIRST, j.created_at, j.id

@@ -214,7 +214,7 @@ BEGIN
     ELSE
         SELECT coalesce(array_agg(b.id), '{}') INTO picked FROM (
             SELECT j.id FROM soniq.jobs j
-             WHERE j.status = 'queued' AND j.queue = queue.name
+             WHERE j.status = 'queued' AND j.queue >= queue.name AND j.queue <= queue.name
                AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
                AND (task_names IS NULL OR j.task_name = ANY (task_names))
              ORDER BY j.queue, j.priority, j.scheduled_at NULLS FIRST, j.created_at, j.id
@@ -228,7 +228,7 @@ BEGIN
     -- mark from claim to claim, so the row is written only when that changes.
     kept_back := (cardinality(picked) < want OR cardinality(picked) >= limit_room) AND EXISTS (
         SELECT FROM soniq.jobs j
-         WHERE j.status = 'queued' AND j.queue = queue.name AND j.id <> ALL (picked)
+         WHERE j.status = 'queued' AND j.queue >= queue.name AND j.queue <= queue.name AND j.id <> ALL (picked)
            AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
            AND (task_names IS NULL OR j.task_name = ANY (task_names)));
     IF kept_back AND queue.rate_period IS NOT NULL THEN
@@ -260,11 +260,11 @@ DECLARE
     picked uuid[];
 BEGIN
     WITH RECURSIVE level(priority) AS (
-        (SELECT j.priority FROM soniq.jobs j WHERE j.status = 'queued' AND j.queue = queue.name
+        (SELECT j.priority FROM soniq.jobs j WHERE j.status = 'queued' AND j.queue >= queue.name AND j.queue <= queue.name
           ORDER BY j.queue, j.priority LIMIT 1)
         UNION ALL
         SELECT (SELECT j.priority FROM soniq.jobs j
-                 WHERE j.status = 'queued' AND j.queue = queue.name AND j.priority > l.priority
+                 WHERE j.status = 'queued' AND j.queue >= queue.name AND j.queue <= queue.name AND j.priority > l.priority
                  ORDER BY j.queue, j.priority LIMIT 1)
           FROM level l WHERE l.priority IS NOT NULL
     )
@@ -275,14 +275,14 @@ BEGIN
          -- Due since created: the unscheduled, oldest first; due since scheduled: by that time.
          (SELECT j.id, j.priority, j.scheduled_at, j.created_at, j.created_at AS due_since
             FROM soniq.jobs j
-           WHERE j.status = 'queued' AND j.queue = queue.name AND j.priority = l.priority
+           WHERE j.status = 'queued' AND j.queue >= queue.name AND j.queue <= queue.name AND j.priority = l.priority
              AND j.scheduled_at IS NULL AND (task_names IS NULL OR j.task_name = ANY (task_names))
            ORDER BY j.queue, j.priority, j.scheduled_at NULLS FIRST, j.created_at, j.id
            LIMIT room)
          UNION ALL
          (SELECT j.id, j.priority, j.scheduled_at, j.created_at, j.scheduled_at
             FROM soniq.jobs j
-           WHERE j.status = 'queued' AND j.queue = queue.name AND j.priority = l.priority
+           WHERE j.status = 'queued' AND j.queue >= queue.name AND j.queue <= queue.name AND j.priority = l.priority
              AND j.scheduled_at <= now() AND (task_names IS NULL OR j.task_name = ANY (task_names))
            ORDER BY j.queue, j.priority, j.scheduled_at NULLS FIRST, j.created_at, j.id
            LIMIT room)) h
@@ -337,7 +337,7 @@ BEGIN
     walk := ARRAY(SELECT k FROM soniq._queued_keys(queue.name, coalesce(queue.key_cursor, ''), room + busy) k);
     IF cardinality(walk) < room + busy THEN
         -- Round the end: the default key, then the keys up to the cursor.
-        IF EXISTS (SELECT FROM soniq.jobs j WHERE j.status = 'queued' AND j.queue = queue.name AND j.concurrency_key = '') THEN
+        IF EXISTS (SELECT FROM soniq.jobs j WHERE j.status = 'queued' AND j.queue >= queue.name AND j.queue <= queue.name AND j.concurrency_key = '') THEN
             walk := walk || ''::text;
         END IF;
         walk := walk || ARRAY(SELECT k FROM soniq._queued_keys(queue.name, '', room + busy - cardinality(walk)) k
@@ -391,7 +391,7 @@ BEGIN
               FROM unnest(turn_keys, turn_asked) AS t(key, n)
              CROSS JOIN LATERAL (
                  SELECT j.id FROM soniq.jobs j
-                  WHERE j.status = 'queued' AND j.queue = queue.name AND j.concurrency_key = t.key
+                  WHERE j.status = 'queued' AND j.queue >= queue.name AND j.queue <= queue.name AND j.concurrency_key >= t.key AND j.concurrency_key <= t.key
                     AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
                     AND (task_names IS NULL OR j.task_name = ANY (task_names))
                     AND j.id <> ALL (picked)
@@ -455,7 +455,7 @@ LANGUAGE sql STABLE AS $$
     SELECT EXISTS (SELECT FROM soniq.queues q
                     WHERE soniq._limited(q) AND NOT q.paused AND ($1 IS NULL OR q.name = ANY ($1))
                       AND EXISTS (SELECT FROM soniq.jobs j
-                                   WHERE j.status = 'queued' AND j.queue = q.name
+                                   WHERE j.status = 'queued' AND j.queue >= q.name AND j.queue <= q.name
                                      AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
                                      AND ($2 IS NULL OR j.task_name = ANY ($2))))
 $$;

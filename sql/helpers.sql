@@ -8,6 +8,11 @@
 --   complete, fail, snooze and abort must present it; a lease that was taken back is refused.
 -- * Lookups (get_job, list_jobs, ...) return no row for an unknown id.
 -- * Objects are schema-qualified everywhere, so no function depends on the caller's search_path.
+-- * A statement that reads one queue's (or one key's) queued jobs in claim order names it as
+--   a range, `j.queue >= q AND j.queue <= q`, not `j.queue = q`: from an equality the planner
+--   drops the queue from the order and may serve it from the index of every queue's jobs in
+--   claim order (jobs_claim_idx), walking past the backlog of every other queue. The range
+--   leaves only the queue's own index to read.
 
 -- soniq._wake(queue) (src/wake.rs): wake the queue's idle workers when the transaction
 -- commits; throttled at commit, nothing sent on rollback.

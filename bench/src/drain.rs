@@ -6,7 +6,8 @@
 //! The handler keeps the task's default options: a completed job stays as a done row for
 //! its result TTL (300 s), as users get it, where limit deletes the row. One more figure,
 //! the best concurrency again with a result TTL of 0 (the row deleted on completion, as
-//! limit does), shows what keeping the row costs.
+//! limit does), shows what keeping the row costs. And once more beside a backlog as large in a
+//! queue no worker serves: a claim must not read other queues' jobs.
 
 use super::db::{self, connect};
 use super::limit;
@@ -207,6 +208,7 @@ pub async fn run(bench: &mut Bench) -> Result<()> {
     if let Some((concurrency, rate)) = best {
         best_batched(bench, concurrency, rate).await?;
         scale(bench, concurrency).await?;
+        beside_a_backlog(bench, concurrency).await?;
     }
     Ok(())
 }
@@ -246,6 +248,33 @@ async fn scale(bench: &mut Bench, concurrency: usize) -> Result<()> {
         drained.transactions_per_job,
         "xacts/job",
     ));
+    Ok(())
+}
+
+/// A queue nobody serves, whose backlog the drain beside it must not walk past.
+const BACKLOG_QUEUE: &str = "bench.backlog";
+
+/// The best concurrency's drain again, with as many jobs queued before in another queue that
+/// no worker serves: a claim from one queue must not read the others' jobs (within 10 %).
+async fn beside_a_backlog(bench: &mut Bench, concurrency: usize) -> Result<()> {
+    let jobs = bench.plan.jobs;
+    let admin = connect(&bench.url).await?;
+    db::clean_queue(&admin, BACKLOG_QUEUE).await?;
+    db::fill(&admin, BACKLOG_QUEUE, BACKLOG_QUEUE, jobs).await?;
+    let drained = measure(bench, concurrency, jobs, None).await;
+    db::clean_queue(&admin, BACKLOG_QUEUE).await?;
+    let key = format!("concurrency_{concurrency}");
+    bench.report.add(
+        Figure::new(
+            SCENARIO,
+            "beside_backlog",
+            format!("concurrency {concurrency}, {jobs} jobs, {jobs} more queued in a queue nobody serves"),
+            drained?.rate,
+            "jobs/s",
+        )
+        .against(bench.report.yardstick(SCENARIO, &key))
+        .target(Target::ratio_at_least(0.90)),
+    );
     Ok(())
 }
 
