@@ -77,20 +77,22 @@ fn completion_racing(take_back: &str, silence: bool) {
             &[&worker, &task],
         )
         .unwrap();
-    if silence {
-        holder
-            .execute(
-                "UPDATE soniq.workers SET last_heartbeat = now() - interval '1 hour' WHERE id = $1::text::uuid",
-                &[&worker],
-            )
-            .unwrap();
-    }
     let mut tx = holder.transaction().unwrap();
     tx.execute(
         "SELECT soniq.complete($1::text::uuid, $2::text::uuid, 1, '{\"ok\": true}')",
         &[&job, &worker],
     )
     .unwrap();
+    if silence {
+        // Only now, with the completion holding the job's row: silenced any earlier, the
+        // control plane's own rescue round could take the job back before it completed.
+        common::connect()
+            .execute(
+                "UPDATE soniq.workers SET last_heartbeat = now() - interval '1 hour' WHERE id = $1::text::uuid",
+                &[&worker],
+            )
+            .unwrap();
+    }
 
     let mut taker = common::connect();
     let taker_pid: i32 = taker
