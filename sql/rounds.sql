@@ -1,27 +1,40 @@
 -- Soniq SQL: the background worker's rounds: fire schedules, rescue, prune, find unserved tasks,
 -- each recorded. Conventions: sql/helpers.sql.
 
--- _fire: enqueue a due schedule's job and move the schedule to its next fire time (the job
--- and the new fire time commit together, so a fire time never makes two jobs). A schedule
--- that fell behind fires once, then continues from its next slot after now.
-CREATE FUNCTION soniq._fire(due soniq.schedules) RETURNS void
+-- _fire: enqueue the due schedules' jobs in one batch (_insert_jobs) and move each schedule to
+-- its next fire time (the jobs and the new fire times commit together, so a fire time never
+-- makes two jobs). A schedule that fell behind fires once, then continues from its next slot
+-- after now. Returns how many schedules fired.
+CREATE FUNCTION soniq._fire(due soniq.schedules[]) RETURNS int
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
-    job_id uuid;
+    jobs soniq._job_batch;
+    ids uuid[];
 BEGIN
-    job_id := soniq.enqueue(due.task_name, due.args, due.queue, due.priority, due.next_fire_at,
-                            due.retries, NULL, NULL, due.timeout, 'schedule:' || due.name);
+    SELECT array_agg(d.task_name ORDER BY d.ordinality), array_agg(d.args ORDER BY d.ordinality),
+           array_agg(d.queue ORDER BY d.ordinality), array_agg(d.priority ORDER BY d.ordinality),
+           array_agg(d.next_fire_at ORDER BY d.ordinality), array_agg(d.retries ORDER BY d.ordinality),
+           array_fill(NULL::boolean, ARRAY[count(*)::int]), array_fill(NULL::text, ARRAY[count(*)::int]),
+           array_agg(d.timeout ORDER BY d.ordinality), array_agg('schedule:' || d.name ORDER BY d.ordinality)
+      INTO jobs
+      FROM unnest(due) WITH ORDINALITY d;
+    IF jobs.task_names IS NULL THEN
+        RETURN 0;
+    END IF;
+    ids := ARRAY(SELECT soniq._insert_jobs(jobs));
     UPDATE soniq.schedules s
-       SET last_fire_at = due.next_fire_at, last_job_id = job_id, fire_count = s.fire_count + 1,
-           next_fire_at = soniq._next_fire(due.cron, soniq._every_seconds(due.every), due.time_zone,
-                                           due.next_fire_at, now()),
+       SET last_fire_at = d.next_fire_at, last_job_id = ids[d.ordinality], fire_count = s.fire_count + 1,
+           next_fire_at = soniq._next_fire(d.cron, soniq._every_seconds(d.every), d.time_zone,
+                                           d.next_fire_at, now()),
            updated_at = now()
-     WHERE s.name = due.name;
+      FROM unnest(due) WITH ORDINALITY d
+     WHERE s.name = d.name;
+    RETURN cardinality(ids);
 END
 $$;
 
 -- fire_due_schedules: fire each due schedule (at most max_fires, oldest fire time first).
--- The whole batch is one statement; if any schedule in it fails, the batch is redone one
+-- The whole batch is one _fire; if any schedule in it fails, the batch is redone one
 -- schedule at a time (each in a subtransaction, at most 50: more would overflow the
 -- subtransaction cache and slow every snapshot), the failing fire recorded on its schedule
 -- and skipped, a schedule whose next fire time cannot be computed paused. Returns how many
@@ -34,14 +47,11 @@ DECLARE
     message text;
 BEGIN
     BEGIN
-        PERFORM soniq._fire(s) FROM soniq.schedules s
-         WHERE s.name IN (SELECT d.name FROM soniq.schedules d
-                           WHERE d.enabled AND d.next_fire_at <= now()
-                           ORDER BY d.next_fire_at
-                           LIMIT max_fires
-                             FOR UPDATE SKIP LOCKED);
-        GET DIAGNOSTICS handled = ROW_COUNT;
-        RETURN handled;
+        RETURN soniq._fire(ARRAY(SELECT d FROM soniq.schedules d
+                                  WHERE d.enabled AND d.next_fire_at <= now()
+                                  ORDER BY d.next_fire_at
+                                  LIMIT max_fires
+                                    FOR UPDATE SKIP LOCKED));
     EXCEPTION WHEN OTHERS THEN
         NULL; -- a schedule in the batch failed: find it below
     END;
@@ -55,7 +65,10 @@ BEGIN
     LOOP
         handled := handled + 1;
         BEGIN
-            PERFORM soniq._fire(due);
+            -- Alone, a bad job is refused in enqueue's words, not as element 0 of a batch.
+            PERFORM soniq._check_job(due.task_name, due.args, due.queue, due.priority, due.next_fire_at,
+                                     due.retries, NULL, due.timeout, 'schedule:' || due.name);
+            PERFORM soniq._fire(ARRAY[due]);
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS message = MESSAGE_TEXT;
             PERFORM soniq._schedule_failed(due, message);

@@ -1,7 +1,8 @@
 -- Soniq 0.7.0 -> 0.8.0: the claims that read one queue's (or one key's) queued jobs name it as a
 -- range, so the planner reads that queue's own index instead of walking, in the index of every
 -- queue's jobs, past the backlog of the others (sql/helpers.sql, conventions); _concurrency_key
--- is STABLE, so enqueue inlines it instead of planning it at every call. No table changes.
+-- is STABLE, so enqueue inlines it instead of planning it at every call; due schedules fire as
+-- one batch of jobs. No table changes.
 \echo Use "ALTER EXTENSION soniq UPDATE TO '0.8.0'" to load this file. \quit
 
 -- _concurrency_key: a job's key as stored, from the value of its task's key field in its args:
@@ -451,6 +452,86 @@ LANGUAGE sql STABLE AS $$
                                    WHERE j.status = 'queued' AND j.queue >= q.name AND j.queue <= q.name
                                      AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
                                      AND ($2 IS NULL OR j.task_name = ANY ($2))))
+$$;
+
+-- Schedules fire as one batch of jobs (_insert_jobs) instead of one enqueue per schedule.
+DROP FUNCTION soniq._fire(soniq.schedules);
+
+-- _fire: enqueue the due schedules' jobs in one batch (_insert_jobs) and move each schedule to
+-- its next fire time (the jobs and the new fire times commit together, so a fire time never
+-- makes two jobs). A schedule that fell behind fires once, then continues from its next slot
+-- after now. Returns how many schedules fired.
+CREATE FUNCTION soniq._fire(due soniq.schedules[]) RETURNS int
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    jobs soniq._job_batch;
+    ids uuid[];
+BEGIN
+    SELECT array_agg(d.task_name ORDER BY d.ordinality), array_agg(d.args ORDER BY d.ordinality),
+           array_agg(d.queue ORDER BY d.ordinality), array_agg(d.priority ORDER BY d.ordinality),
+           array_agg(d.next_fire_at ORDER BY d.ordinality), array_agg(d.retries ORDER BY d.ordinality),
+           array_fill(NULL::boolean, ARRAY[count(*)::int]), array_fill(NULL::text, ARRAY[count(*)::int]),
+           array_agg(d.timeout ORDER BY d.ordinality), array_agg('schedule:' || d.name ORDER BY d.ordinality)
+      INTO jobs
+      FROM unnest(due) WITH ORDINALITY d;
+    IF jobs.task_names IS NULL THEN
+        RETURN 0;
+    END IF;
+    ids := ARRAY(SELECT soniq._insert_jobs(jobs));
+    UPDATE soniq.schedules s
+       SET last_fire_at = d.next_fire_at, last_job_id = ids[d.ordinality], fire_count = s.fire_count + 1,
+           next_fire_at = soniq._next_fire(d.cron, soniq._every_seconds(d.every), d.time_zone,
+                                           d.next_fire_at, now()),
+           updated_at = now()
+      FROM unnest(due) WITH ORDINALITY d
+     WHERE s.name = d.name;
+    RETURN cardinality(ids);
+END
+$$;
+
+-- fire_due_schedules: fire each due schedule (at most max_fires, oldest fire time first).
+-- The whole batch is one _fire; if any schedule in it fails, the batch is redone one
+-- schedule at a time (each in a subtransaction, at most 50: more would overflow the
+-- subtransaction cache and slow every snapshot), the failing fire recorded on its schedule
+-- and skipped, a schedule whose next fire time cannot be computed paused. Returns how many
+-- schedules it handled.
+CREATE OR REPLACE FUNCTION soniq.fire_due_schedules(max_fires int DEFAULT 1000) RETURNS int
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    due soniq.schedules;
+    handled int := 0;
+    message text;
+BEGIN
+    BEGIN
+        RETURN soniq._fire(ARRAY(SELECT d FROM soniq.schedules d
+                                  WHERE d.enabled AND d.next_fire_at <= now()
+                                  ORDER BY d.next_fire_at
+                                  LIMIT max_fires
+                                    FOR UPDATE SKIP LOCKED));
+    EXCEPTION WHEN OTHERS THEN
+        NULL; -- a schedule in the batch failed: find it below
+    END;
+
+    FOR due IN
+        SELECT * FROM soniq.schedules s
+         WHERE s.enabled AND s.next_fire_at <= now()
+         ORDER BY s.next_fire_at
+         LIMIT least(max_fires, 50)
+           FOR UPDATE SKIP LOCKED
+    LOOP
+        handled := handled + 1;
+        BEGIN
+            -- Alone, a bad job is refused in enqueue's words, not as element 0 of a batch.
+            PERFORM soniq._check_job(due.task_name, due.args, due.queue, due.priority, due.next_fire_at,
+                                     due.retries, NULL, due.timeout, 'schedule:' || due.name);
+            PERFORM soniq._fire(ARRAY[due]);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS message = MESSAGE_TEXT;
+            PERFORM soniq._schedule_failed(due, message);
+        END;
+    END LOOP;
+    RETURN handled;
+END
 $$;
 
 -- Privileges as a fresh install sets them (sql/privileges.sql).

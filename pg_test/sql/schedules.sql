@@ -51,7 +51,9 @@ SELECT fire_count, last_fire_at, next_fire_at > now() AS next_after_now,
        last_job_id = (SELECT id FROM soniq.jobs) AS links_its_job
   FROM soniq.schedules WHERE name = 'metrics.flush';
 SELECT soniq.fire_due_schedules() AS nothing_due;
--- A healthy batch is fired by one statement (the one-at-a-time path stops at 50).
+-- Its next minute may come while this file runs: out of the way of the rounds below.
+UPDATE soniq.schedules SET next_fire_at = now() + interval '1 day' WHERE name = 'metrics.flush';
+-- A healthy batch is fired as one batch (the one-at-a-time path stops at 50).
 SELECT count(soniq.schedule_add('batch.' || n, every => '1 hour')) AS added FROM generate_series(1, 120) n;
 UPDATE soniq.schedules SET next_fire_at = now() - interval '1 second' WHERE name LIKE 'batch.%';
 SELECT soniq.fire_due_schedules() AS handled;
