@@ -15,15 +15,13 @@ use pgrx::{
     register_xact_callback, GucContext, GucFlags, GucRegistry, GucSetting, PgXactCallbackEvent,
 };
 use std::ffi::CString;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The `backend_type` the worker shows in `pg_stat_activity`.
 const WORKER_TYPE: &str = "soniq control plane";
 
 /// Schedules fired per transaction (one statement, unless one of them fails).
 const SCHEDULES_PER_TRANSACTION: i32 = 1000;
-/// Pruning transactions per round at most (of soniq.prune_batch_size jobs each).
-const PRUNE_BATCHES_PER_ROUND: usize = 10;
 /// Scheduler transactions per round at most, so a round always ends.
 const SCHEDULER_TRANSACTIONS_PER_ROUND: usize = 100;
 
@@ -119,7 +117,7 @@ pub fn define_settings(preloading: bool) {
     );
     GucRegistry::define_int_guc(
         c"soniq.prune_batch_size",
-        c"Finished jobs deleted per transaction when pruning (at most ten transactions a round).",
+        c"Finished jobs deleted per transaction when pruning (as many transactions as a tick allows, while a backlog lasts).",
         c"",
         &PRUNE_BATCH_SIZE,
         1,
@@ -182,7 +180,26 @@ fn fire_due_schedules() {
     }
 }
 
-/// One round; returns how long to sleep: until the next due schedule, at most a tick.
+/// Prune a batch per transaction while batches come back full, for at most a tick, with a
+/// look for due schedules between batches (one short transaction): pruning must not delay a
+/// schedule, and must keep up with any rate jobs finish at (a fixed number of batches a round
+/// caps it: ten pruned 10,000 jobs a second at most). Returns whether finished jobs are still
+/// due.
+fn prune() -> bool {
+    let batch_size = PRUNE_BATCH_SIZE.get();
+    let prune = format!("prune({}, {batch_size})", interval(RETENTION_S.get()));
+    let started = Instant::now();
+    while run(&prune) >= i64::from(batch_size) {
+        fire_due_schedules();
+        if started.elapsed() >= tick_interval() {
+            return true;
+        }
+    }
+    false
+}
+
+/// One round; returns how long to sleep: until the next due schedule, at most a tick, or not
+/// at all while pruning is behind.
 fn round() -> Duration {
     fire_due_schedules();
     run(&format!(
@@ -191,21 +208,12 @@ fn round() -> Duration {
         interval(LEASE_GRACE_S.get())
     ));
     run(&format!("unserved({})", interval(UNSERVED_GRACE_S.get())));
-    // Pruning a batch per transaction, with a look for due schedules between batches (one
-    // short transaction, only while a backlog of finished jobs lasts): pruning must not
-    // delay a schedule.
-    let batch_size = PRUNE_BATCH_SIZE.get();
-    for _ in 0..PRUNE_BATCHES_PER_ROUND {
-        let prune = format!("prune({}, {batch_size})", interval(RETENTION_S.get()));
-        if run(&prune) < i64::from(batch_size) {
-            break;
-        }
-        fire_due_schedules();
-    }
+    let behind = prune();
     let next_due = BackgroundWorker::transaction(|| {
         Spi::get_one::<f64>("SELECT soniq._control_plane_round_done()")
     });
     match next_due {
+        _ if behind => Duration::ZERO,
         Ok(Some(seconds)) => {
             Duration::from_secs_f64(seconds.clamp(0.005, 3600.0)).min(tick_interval())
         }

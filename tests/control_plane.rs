@@ -313,6 +313,48 @@ fn an_attempt_that_outlives_its_timeout_is_taken_back() {
     );
 }
 
+/// A backlog of finished jobs is pruned while it lasts, not a fixed number of batches a tick
+/// (ten batches of 1,000 a round could not keep up with a queue finishing more than that a
+/// second). Counted in rounds (soniq.health's `runs` of the control plane), not timed: the
+/// round under way when the rows commit may prune some of them, each later one prunes for a
+/// tick and, while behind, starts the next at once; ten batches a round would leave 5,000 of
+/// these 45,000 after three rounds.
+#[test]
+fn a_backlog_of_finished_jobs_is_pruned_while_it_lasts() {
+    let mut client = common::connect();
+    let task = common::unique_name("prune.backlog").replace('-', "_");
+    // Test shortcut: finished rows written directly, past their result TTL.
+    client
+        .execute(
+            "INSERT INTO soniq.jobs (task_name, status, worker_id, finished_at, expires_at)
+             SELECT $1, 'done', soniq.uuid_v7(), now() - interval '2 hours', now() - interval '1 hour'
+               FROM generate_series(1, 45000)",
+            &[&task],
+        )
+        .unwrap();
+    let mut rounds = || -> i64 {
+        client
+            .query_one(
+                "SELECT runs FROM soniq.health WHERE subsystem = 'control_plane'",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    };
+    let before = rounds();
+    common::wait_for("three rounds to end", Duration::from_secs(60), || {
+        (rounds() >= before + 3).then_some(())
+    });
+    let left: i64 = client
+        .query_one(
+            "SELECT count(*) FROM soniq.jobs WHERE task_name = $1",
+            &[&task],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "finished jobs past their TTL were left unpruned");
+}
+
 #[test]
 fn finished_jobs_are_pruned_after_their_result_ttl() {
     let mut client = common::connect();

@@ -4,22 +4,29 @@
 
 use crate::error::Result;
 use crate::store::Store;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
-/// Finished jobs deleted per pruning transaction, and transactions per maintenance round.
+/// Finished jobs deleted per pruning transaction.
 const PRUNE_BATCH_SIZE: i32 = 1000;
-const PRUNE_BATCHES_PER_ROUND: usize = 10;
 
-pub(crate) async fn round(store: &dyn Store, heartbeat_timeout: Duration) {
+/// One round: rescue, then prune a batch per transaction (so a backlog of finished jobs never
+/// becomes one long transaction) while batches come back full, for at most `budget` (the time
+/// until the next round) and until the worker stops: a fixed number of batches a round would
+/// prune fewer jobs than a busy queue finishes.
+pub(crate) async fn round(
+    store: &dyn Store,
+    heartbeat_timeout: Duration,
+    budget: Duration,
+    stop: watch::Receiver<bool>,
+) {
     let result = async {
         store.maintenance_rescue(heartbeat_timeout).await?;
-        // As the control plane prunes: one batch a transaction, so a backlog of finished jobs
-        // never becomes one long transaction, at most PRUNE_BATCHES_PER_ROUND a round.
-        for _ in 0..PRUNE_BATCHES_PER_ROUND {
-            if store.maintenance_prune(PRUNE_BATCH_SIZE).await? < i64::from(PRUNE_BATCH_SIZE) {
-                break;
-            }
-        }
+        let started = Instant::now();
+        while store.maintenance_prune(PRUNE_BATCH_SIZE).await? >= i64::from(PRUNE_BATCH_SIZE)
+            && started.elapsed() < budget
+            && !*stop.borrow()
+        {}
         Ok::<_, crate::Error>(())
     };
     let result: Result<()> = result.await;

@@ -71,10 +71,10 @@ impl WorkerId {
     }
 }
 
-/// Run `round` every `period` until `stop` changes.
+/// Run `round` every `period` until `stop` changes; a long round is handed `stop` to end early.
 fn every<F, Fut>(period: Duration, mut stop: watch::Receiver<bool>, mut round: F) -> JoinHandle<()>
 where
-    F: FnMut() -> Fut + Send + 'static,
+    F: FnMut(watch::Receiver<bool>) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send,
 {
     tokio::spawn(async move {
@@ -83,7 +83,7 @@ where
                 _ = tokio::time::sleep(period) => {}
                 _ = stop.changed() => return,
             }
-            round().await;
+            round(stop.clone()).await;
         }
     })
 }
@@ -167,16 +167,17 @@ impl Soniq {
             every(
                 self.settings.heartbeat_interval(),
                 stopped.clone(),
-                move || {
+                move |_| {
                     let heartbeat = Arc::clone(&heartbeat);
                     async move { heartbeat.beat().await }
                 },
             ),
             every(self.settings.cleanup_interval(), stopped.clone(), {
                 let (store, timeout) = (Arc::clone(store), self.settings.heartbeat_timeout());
-                move || {
+                let budget = self.settings.cleanup_interval();
+                move |stop| {
                     let store = Arc::clone(&store);
-                    async move { maintenance::round(&*store, timeout).await }
+                    async move { maintenance::round(&*store, timeout, budget, stop).await }
                 }
             }),
         ];
