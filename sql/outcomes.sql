@@ -31,20 +31,25 @@ BEGIN
        FROM unnest(job_ids, results) AS r(id, result)
       WHERE pg_column_size(r.result) > 1048576;
 
+    -- Each lease names the state its job must be in. (Compared with the job's as a join, the
+    -- state reaches each job by id. As conditions on the job alone, the planner, which rarely
+    -- sees processing rows in the statistics, read all the jobs the worker held for each job
+    -- of the batch: 3 ms for a batch of 64 in a drain.)
     WITH lease AS (
-        SELECT * FROM unnest(job_ids, complete_many.attempts, results) AS l(id, attempt, result)
+        SELECT l.*, 'processing'::text AS status, complete_many.worker_id AS worker_id
+          FROM unnest(job_ids, complete_many.attempts, results) AS l(id, attempt, result)
     ), kept AS (
         UPDATE soniq.jobs j
            SET status = 'done', result = l.result, finished_at = now(), updated_at = now(),
                expires_at = now() + j.result_ttl
           FROM lease l
-         WHERE j.id = l.id AND j.status = 'processing' AND j.worker_id = complete_many.worker_id
+         WHERE j.id = l.id AND j.status = l.status AND j.worker_id = l.worker_id
            AND j.attempts = l.attempt AND j.result_ttl > interval '0'
         RETURNING j.id, j.queue
     ), dropped AS (
         DELETE FROM soniq.jobs j
          USING lease l
-         WHERE j.id = l.id AND j.status = 'processing' AND j.worker_id = complete_many.worker_id
+         WHERE j.id = l.id AND j.status = l.status AND j.worker_id = l.worker_id
            AND j.attempts = l.attempt AND j.result_ttl <= interval '0'
         RETURNING j.id, j.queue
     ), finished AS (

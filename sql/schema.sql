@@ -152,8 +152,11 @@ CREATE INDEX jobs_queue_claim_idx ON soniq.jobs (queue, priority, scheduled_at N
 -- each key's jobs in claim order.
 CREATE INDEX jobs_key_claim_idx ON soniq.jobs (queue, concurrency_key, priority, scheduled_at NULLS FIRST, created_at, id)
     WHERE status = 'queued';
--- Leases held by a worker (heartbeat, deregistration, stale-worker recovery).
-CREATE INDEX jobs_worker_idx ON soniq.jobs (worker_id) WHERE status = 'processing';
+-- Leases held by a worker (heartbeat, deregistration, stale-worker recovery), and one of
+-- them by id: the planner, which rarely sees processing rows in the statistics, takes this
+-- index for an outcome's look-up of its job too, and by worker alone that read every job
+-- the worker held.
+CREATE INDEX jobs_worker_idx ON soniq.jobs (worker_id, id) WHERE status = 'processing';
 -- Listing and statistics by queue and state.
 CREATE INDEX jobs_queue_status_idx ON soniq.jobs (queue, status);
 -- Pruning of finished jobs.
