@@ -47,7 +47,9 @@ $$;
 -- false (then max_attempts must leave an attempt). The dead row stays, with its
 -- resurrection_count incremented. Returns the new job's id. With unless_replayed, a dead job
 -- that was replayed before is left alone and NULL is returned: running the same replay twice,
--- or two operators at once, makes one job (the dead row is locked while it is replayed).
+-- or two operators at once, makes one job (the dead row is locked while it is replayed). The
+-- jobs its death cancelled (and theirs) wait for the new job instead, unless another job they
+-- depend on failed too; a notice says how many wait again and how many stay cancelled.
 CREATE FUNCTION soniq.replay(
     dead_job_id     uuid,
     queue           text    DEFAULT NULL,
@@ -61,6 +63,7 @@ DECLARE
     dead soniq.dead_letter_jobs;
     new_id uuid := soniq.uuid_v7();
     attempts_so_far int;
+    dependents record;
 BEGIN
     PERFORM soniq._require(dead_job_id, 'dead_job_id');
     PERFORM soniq._require(reset_attempts, 'reset_attempts');
@@ -99,6 +102,11 @@ BEGIN
             soniq._concurrency_key(dead.args #>> (SELECT t.concurrency_key FROM soniq.tasks t
                                                    WHERE t.task_name = dead.task_name)));
     PERFORM soniq._wake(coalesce(replay.queue, dead.queue));
+    SELECT * INTO dependents FROM soniq._rearm(dead_job_id, new_id);
+    IF dependents.rearmed + dependents.left_cancelled > 0 THEN
+        RAISE NOTICE 'replayed job %: % job(s) that depend on it wait again, % stay cancelled (another job they depend on failed)',
+                     new_id, dependents.rearmed, dependents.left_cancelled;
+    END IF;
     RETURN new_id;
 END
 $$;
@@ -176,8 +184,8 @@ BEGIN
 END
 $$;
 
--- dead_letter_move: move a job that is not running (queued or cancelled) into the dead
--- letter by hand, reason manual_move.
+-- dead_letter_move: move a job that is not running (waiting, queued or cancelled) into the
+-- dead letter by hand, reason manual_move.
 CREATE FUNCTION soniq.dead_letter_move(job_id uuid, note text DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
@@ -187,8 +195,8 @@ BEGIN
     SELECT j.status INTO current_status FROM soniq.jobs j WHERE j.id = dead_letter_move.job_id FOR UPDATE;
     IF current_status IS NULL THEN
         RAISE EXCEPTION 'job % does not exist', job_id USING ERRCODE = 'no_data_found';
-    ELSIF current_status NOT IN ('queued', 'cancelled') THEN
-        RAISE EXCEPTION 'job % is %; only a queued or cancelled job can be moved to the dead letter', job_id, current_status
+    ELSIF current_status NOT IN ('waiting', 'queued', 'cancelled') THEN
+        RAISE EXCEPTION 'job % is %; only a waiting, queued or cancelled job can be moved to the dead letter', job_id, current_status
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     PERFORM soniq._bury(ARRAY[job_id], 'manual_move', note);

@@ -41,7 +41,7 @@ BEGIN
 END
 $$;
 
--- _follow_task: the queued jobs of a task take its newly published options wherever their
+-- _follow_task: the queued (and waiting) jobs of a task take its newly published options wherever their
 -- producer left an option out (soniq.jobs.inherited), so a job enqueued before its task was
 -- published runs with the task's retries, timeout, retry policy, result TTL, priority and
 -- queue. Options given at enqueue stay; a job already processing is not changed. A job keeps
@@ -65,7 +65,7 @@ BEGIN
                CASE WHEN j.inherited & 32 <> 0 THEN coalesce(task.result_ttl, interval '300 seconds')
                     ELSE j.result_ttl END AS result_ttl
           FROM soniq.jobs j
-         WHERE j.task_name = task.task_name AND j.status = 'queued' AND j.inherited <> 0
+         WHERE j.task_name = task.task_name AND j.status IN ('queued', 'waiting') AND j.inherited <> 0
     ), followed AS (
         UPDATE soniq.jobs j
            SET queue = f.queue, priority = f.priority, max_attempts = f.max_attempts, timeout = f.timeout,
@@ -74,10 +74,10 @@ BEGIN
          WHERE j.id = f.id
            AND (j.queue, j.priority, j.max_attempts, j.timeout, j.retry_policy, j.result_ttl)
                IS DISTINCT FROM (f.queue, f.priority, f.max_attempts, f.timeout, f.retry_policy, f.result_ttl)
-        RETURNING j.queue, j.scheduled_at
+        RETURNING j.queue, j.scheduled_at, j.status
     )
     SELECT array_agg(DISTINCT f.queue) INTO due_in
-      FROM followed f WHERE f.scheduled_at IS NULL OR f.scheduled_at <= now();
+      FROM followed f WHERE f.status = 'queued' AND (f.scheduled_at IS NULL OR f.scheduled_at <= now());
     PERFORM soniq._wake(q) FROM unnest(due_in) q;
 END
 $$;
@@ -154,7 +154,7 @@ $$;
 CREATE FUNCTION soniq._spec_ok(spec jsonb) RETURNS boolean
 LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN jsonb_typeof(spec) = 'object' THEN
-               spec - '{task_name,args,queue,priority,scheduled_at,retries,unique,dedup_key,timeout,producer_id}'::text[]
+               spec - '{task_name,args,queue,priority,scheduled_at,retries,unique,dedup_key,timeout,producer_id,depends_on,on_dependency_failure}'::text[]
                    = '{}'
                AND coalesce(jsonb_typeof(spec -> 'unique'), 'null') IN ('boolean', 'null')
                AND soniq._json_in_range(spec -> 'priority', 1, 1000, true)
@@ -184,7 +184,8 @@ BEGIN
             END IF;
             SELECT string_agg(k, ', ') INTO unknown FROM jsonb_object_keys(spec) k
              WHERE k NOT IN ('task_name', 'args', 'queue', 'priority', 'scheduled_at', 'retries',
-                             'unique', 'dedup_key', 'timeout', 'producer_id');
+                             'unique', 'dedup_key', 'timeout', 'producer_id', 'depends_on',
+                             'on_dependency_failure');
             IF unknown IS NOT NULL THEN
                 RAISE EXCEPTION 'unknown key(s) in job spec: %', unknown
                     USING ERRCODE = 'invalid_parameter_value';
@@ -472,8 +473,10 @@ $$;
 -- registered defaults, then from the system defaults (queue 'default', priority 100,
 -- retries 3, timeout 300 s). With unique_job (a hash of the args) or a dedup_key, while a
 -- matching job of the same login is queued the call returns that job's id and writes nothing
--- (another login's jobs never match: a duplicate reveals nothing of them).
--- Runs in the caller's transaction: rolled back, the job never existed.
+-- (another login's jobs never match: a duplicate reveals nothing of them). With depends_on
+-- (at most 1,000 jobs of the same login) the job waits until they are all done; if one is
+-- cancelled or dies it is cancelled too, or runs anyway with on_dependency_failure 'run'
+-- (sql/dependencies.sql). Runs in the caller's transaction: rolled back, the job never existed.
 CREATE FUNCTION soniq.enqueue(
     task_name    text,
     args         jsonb       DEFAULT '{}',
@@ -484,7 +487,9 @@ CREATE FUNCTION soniq.enqueue(
     unique_job   boolean     DEFAULT NULL,
     dedup_key    text        DEFAULT NULL,
     timeout      interval    DEFAULT NULL,
-    producer_id  text        DEFAULT NULL
+    producer_id  text        DEFAULT NULL,
+    depends_on   uuid[]      DEFAULT NULL,
+    on_dependency_failure text DEFAULT NULL
 ) RETURNS uuid
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
@@ -497,6 +502,13 @@ BEGIN
                     false) THEN
         PERFORM soniq._check_job(task_name, args, queue, priority, scheduled_at, retries, dedup_key, timeout,
                                  producer_id);
+    END IF;
+    IF depends_on IS NOT NULL OR on_dependency_failure IS NOT NULL THEN
+        PERFORM soniq._check_dependency_options(depends_on, on_dependency_failure, '');
+        RETURN soniq._insert_dependent_jobs(
+            ROW(ARRAY[task_name], ARRAY[args], ARRAY[queue], ARRAY[priority], ARRAY[scheduled_at], ARRAY[retries],
+                ARRAY[unique_job], ARRAY[dedup_key], ARRAY[timeout], ARRAY[producer_id]),
+            ARRAY[to_jsonb(depends_on)], ARRAY[on_dependency_failure], labelled => false);
     END IF;
     -- A plain job is written here; a unique or dedup one, whose duplicate may be queued, takes
     -- the batch path, which finds it.
@@ -521,9 +533,12 @@ END
 $$;
 -- enqueue_many (specs): a JSON array of job specs, each an object with the keys task_name
 -- (required), args, queue, priority, scheduled_at, retries, unique, dedup_key,
--- timeout (seconds) and producer_id. Ids come back in input order; an error names the
--- offending element, and nothing is written. Jobs are deduplicated as by enqueue, against
--- the table and within the batch (a later element returns the id of an earlier duplicate).
+-- timeout (seconds), producer_id, depends_on and on_dependency_failure. Ids come back in
+-- input order; an error names the offending element, and nothing is written. Jobs are
+-- deduplicated as by enqueue, against the table and within the batch (a later element
+-- returns the id of an earlier duplicate). depends_on is an array of job ids (strings) and
+-- positions (integers from 0) of earlier elements of the same call, so a whole graph of jobs
+-- goes in with one call.
 CREATE FUNCTION soniq.enqueue_many(jobs jsonb) RETURNS SETOF uuid
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
@@ -538,6 +553,9 @@ DECLARE
     dedup_keys text[];
     timeouts interval[];
     producer_ids text[];
+    depends jsonb[];
+    on_failure text[];
+    dependent boolean;  -- whether any job depends on others
 BEGIN
     PERFORM soniq._require(jobs, 'jobs');
     IF jsonb_typeof(jobs) <> 'array' THEN
@@ -557,15 +575,25 @@ BEGIN
                array_agg((e.spec ->> 'unique')::boolean ORDER BY e.n),
                array_agg(e.spec ->> 'dedup_key' ORDER BY e.n),
                array_agg(make_interval(secs => (e.spec ->> 'timeout')::float8) ORDER BY e.n),
-               array_agg(e.spec ->> 'producer_id' ORDER BY e.n)
+               array_agg(e.spec ->> 'producer_id' ORDER BY e.n),
+               array_agg(nullif(e.spec -> 'depends_on', 'null') ORDER BY e.n),
+               array_agg(e.spec ->> 'on_dependency_failure' ORDER BY e.n),
+               bool_or(e.spec ? 'depends_on' OR e.spec ? 'on_dependency_failure')
           INTO well_formed, task_names, args, queues, priorities, scheduled_ats, retries, unique_jobs,
-               dedup_keys, timeouts, producer_ids
+               dedup_keys, timeouts, producer_ids, depends, on_failure, dependent
           FROM jsonb_array_elements(jobs) WITH ORDINALITY AS e(spec, n);
     EXCEPTION WHEN data_exception THEN
         well_formed := false;
     END;
     IF NOT coalesce(well_formed, true) THEN
         PERFORM soniq._refuse_specs(jobs);
+    END IF;
+    IF dependent THEN
+        RETURN QUERY SELECT soniq._insert_dependent_jobs(
+            ROW(task_names, args, queues, priorities, scheduled_ats, retries, unique_jobs, dedup_keys, timeouts,
+                producer_ids),
+            depends, on_failure, labelled => true);
+        RETURN;
     END IF;
     RETURN QUERY SELECT soniq._insert_jobs(ROW(task_names, args, queues, priorities, scheduled_ats, retries,
                                                unique_jobs, dedup_keys, timeouts, producer_ids));

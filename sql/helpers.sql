@@ -204,14 +204,19 @@ BEGIN
 END
 $$;
 
--- _bury: move jobs into the dead letter with a reason and their last error.
+-- _bury: move jobs into the dead letter with a reason and their last error; the jobs that
+-- depend on them are cancelled (or run, if they said so).
 CREATE FUNCTION soniq._bury(job_ids uuid[], reason text, error text) RETURNS int
-LANGUAGE sql VOLATILE AS $$
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    buried int;
+    parents uuid[];
+BEGIN
     WITH gone AS (
         DELETE FROM soniq.jobs j WHERE j.id = ANY (job_ids) RETURNING j.*
     ), freed AS (
         SELECT soniq._slots_freed(array_agg(DISTINCT g.queue)) FROM gone g WHERE g.status = 'processing'
-    ), buried AS (
+    ), moved AS (
         INSERT INTO soniq.dead_letter_jobs AS d (
             id, task_name, args, queue, priority, attempts, max_attempts, timeout, retry_policy,
             result_ttl, last_error, dead_letter_reason, producer_id, original_created_at, enqueued_by)
@@ -221,7 +226,14 @@ LANGUAGE sql VOLATILE AS $$
         FROM gone g
         RETURNING d.id
     )
-    SELECT count(*)::int FROM buried, (SELECT count(*) FROM freed) f
+    SELECT (SELECT count(*)::int FROM moved), (SELECT array_agg(g.id) FROM gone g WHERE g.has_dependents)
+      INTO buried, parents
+      FROM (SELECT count(*) FROM freed) f;
+    IF parents IS NOT NULL THEN
+        PERFORM soniq._dependency_failed(parents, format('ended in the dead letter (%s)', reason));
+    END IF;
+    RETURN buried;
+END
 $$;
 
 -- _queued_duplicate: the queued job a unique or dedup job would collide with on going back
@@ -276,6 +288,9 @@ BEGIN
                                        CASE WHEN job.dedup_key IS NOT NULL THEN 'dedup key' ELSE 'task and args' END)
              WHERE j.id = job.id;
             PERFORM soniq._slots_freed(ARRAY[job.queue]);
+            IF job.has_dependents THEN
+                PERFORM soniq._dependents_follow(job.id, duplicate);
+            END IF;
             RETURN 'merged';
         END IF;
         BEGIN  -- a subtransaction only for unique and dedup jobs
@@ -315,6 +330,9 @@ BEGIN
                    last_error = format('cancelled; %s during attempt %s', why, held.attempts)
              WHERE j.id = held.id;
             PERFORM soniq._slots_freed(ARRAY[held.queue]);
+            IF held.has_dependents THEN
+                PERFORM soniq._dependency_failed(ARRAY[held.id], 'was cancelled');
+            END IF;
         ELSIF held.attempts >= held.max_attempts THEN
             PERFORM soniq._bury(ARRAY[held.id], 'max_retries_exceeded',
                                 format('%s during its last attempt; attempts exhausted', why));

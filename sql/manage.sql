@@ -33,19 +33,25 @@ BEGIN
 END
 $$;
 
--- cancel_job: a queued job becomes cancelled and never runs; a processing job is flagged,
--- and its worker learns it from its next heartbeat. Returns false when the job already
--- finished (done, cancelled or dead).
+-- cancel_job: a queued or waiting job becomes cancelled and never runs (and so do the jobs
+-- that depend on it, unless they run anyway); a processing job is flagged, and its worker
+-- learns it from its next heartbeat. Returns false when the job already finished (done,
+-- cancelled or dead).
 CREATE FUNCTION soniq.cancel_job(job_id uuid) RETURNS boolean
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     current_status text;
+    depended_on boolean;
 BEGIN
     PERFORM soniq._require(job_id, 'job_id');
-    SELECT j.status INTO current_status FROM soniq.jobs j WHERE j.id = cancel_job.job_id FOR UPDATE;
-    IF current_status = 'queued' THEN
+    SELECT j.status, j.has_dependents INTO current_status, depended_on
+      FROM soniq.jobs j WHERE j.id = cancel_job.job_id FOR UPDATE;
+    IF current_status IN ('queued', 'waiting') THEN
         UPDATE soniq.jobs j SET status = 'cancelled', finished_at = now(), updated_at = now()
          WHERE j.id = cancel_job.job_id;
+        IF depended_on THEN
+            PERFORM soniq._dependency_failed(ARRAY[job_id], 'was cancelled');
+        END IF;
         RETURN true;
     ELSIF current_status = 'processing' THEN
         UPDATE soniq.jobs j SET cancel_requested = true, updated_at = now() WHERE j.id = cancel_job.job_id;
@@ -58,7 +64,8 @@ BEGIN
 END
 $$;
 
--- delete_job: remove a job in any state (a processing job's lease is revoked with it).
+-- delete_job: remove a job in any state (a processing job's lease is revoked with it); the
+-- jobs waiting for it are cancelled (or run, if they said so).
 CREATE FUNCTION soniq.delete_job(job_id uuid) RETURNS void
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
@@ -70,6 +77,9 @@ BEGIN
         IF deleted.status = 'processing' THEN
             PERFORM soniq._slots_freed(ARRAY[deleted.queue]);  -- its slot of a limit is free
         END IF;
+        IF deleted.has_dependents THEN
+            PERFORM soniq._dependency_failed(ARRAY[job_id], 'was deleted');
+        END IF;
         RETURN;
     END IF;
     IF EXISTS (SELECT FROM soniq.dead_letter_jobs d WHERE d.id = delete_job.job_id) THEN
@@ -80,18 +90,19 @@ BEGIN
 END
 $$;
 
--- job_info: one job as lookups return it; status 'dead' for a dead-lettered job.
+-- job_info: one job as lookups return it; status 'dead' for a dead-lettered job. depends_on:
+-- the jobs it waits (or waited) for (since 0.9.0).
 CREATE VIEW soniq.job_info AS
 SELECT j.id, j.task_name, j.args, j.status, j.queue, j.priority, j.attempts, j.max_attempts,
        j.scheduled_at, j.timeout, j.last_error, j.result, j.worker_id, j.cancel_requested,
        j.producer_id, NULL::text AS dead_letter_reason, j.created_at, j.updated_at,
-       j.started_at, j.finished_at, j.expires_at, j.enqueued_by
+       j.started_at, j.finished_at, j.expires_at, j.enqueued_by, j.depends_on
   FROM soniq.jobs j
 UNION ALL
 SELECT d.id, d.task_name, d.args, 'dead', d.queue, d.priority, d.attempts, d.max_attempts,
        NULL, d.timeout, d.last_error, NULL, NULL, false,
        d.producer_id, d.dead_letter_reason, d.original_created_at, d.moved_to_dead_letter_at,
-       NULL, d.moved_to_dead_letter_at, NULL, d.enqueued_by
+       NULL, d.moved_to_dead_letter_at, NULL, d.enqueued_by, NULL
   FROM soniq.dead_letter_jobs d;
 
 -- get_job: a job by id, also when it is dead; no row when unknown.
@@ -122,8 +133,8 @@ LANGUAGE sql STABLE AS $$
       FROM soniq.job_info i WHERE i.id = job_id AND (i.enqueued_by = session_user OR soniq._is_admin())
 $$;
 
--- list_jobs: jobs newest first, filtered by queue and status (queued, processing, done,
--- cancelled), paged by row_limit and row_offset. Dead jobs: soniq.dead_letter_list().
+-- list_jobs: jobs newest first, filtered by queue and status (waiting, queued, processing,
+-- done, cancelled), paged by row_limit and row_offset. Dead jobs: soniq.dead_letter_list().
 CREATE FUNCTION soniq.list_jobs(
     queue      text DEFAULT NULL,
     status     text DEFAULT NULL,
@@ -135,8 +146,8 @@ BEGIN
     IF list_jobs.queue IS NOT NULL THEN
         PERFORM soniq._check_queue_name(list_jobs.queue);
     END IF;
-    IF list_jobs.status NOT IN ('queued', 'processing', 'done', 'cancelled') THEN
-        RAISE EXCEPTION 'status must be queued, processing, done or cancelled, got %', list_jobs.status
+    IF list_jobs.status NOT IN ('waiting', 'queued', 'processing', 'done', 'cancelled') THEN
+        RAISE EXCEPTION 'status must be waiting, queued, processing, done or cancelled, got %', list_jobs.status
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Dead jobs are listed by soniq.dead_letter_list().';
     END IF;
     IF row_limit IS NULL OR row_limit NOT BETWEEN 1 AND 10000 OR row_offset IS NULL OR row_offset < 0 THEN
@@ -162,11 +173,13 @@ CREATE FUNCTION soniq.queue_stats(queue text DEFAULT NULL) RETURNS TABLE (
     processing  bigint,
     done        bigint,
     cancelled   bigint,
-    dead_letter bigint
+    dead_letter bigint,
+    waiting     bigint   -- since 0.9.0: waiting for the jobs they depend on
 )
 LANGUAGE sql STABLE AS $$
     WITH live AS (
-        SELECT count(*) FILTER (WHERE j.status = 'queued') AS queued,
+        SELECT count(*) FILTER (WHERE j.status = 'waiting') AS waiting,
+               count(*) FILTER (WHERE j.status = 'queued') AS queued,
                count(*) FILTER (WHERE j.status = 'processing') AS processing,
                count(*) FILTER (WHERE j.status = 'done') AS done,
                count(*) FILTER (WHERE j.status = 'cancelled') AS cancelled
@@ -175,7 +188,7 @@ LANGUAGE sql STABLE AS $$
     ), dead AS (
         SELECT count(*) AS dead_letter FROM soniq.dead_letter_jobs d WHERE $1 IS NULL OR d.queue = $1
     )
-    SELECT l.queued + l.processing + l.done + l.cancelled + d.dead_letter,
-           l.queued, l.processing, l.done, l.cancelled, d.dead_letter
+    SELECT l.waiting + l.queued + l.processing + l.done + l.cancelled + d.dead_letter,
+           l.queued, l.processing, l.done, l.cancelled, d.dead_letter, l.waiting
       FROM live l, dead d
 $$;

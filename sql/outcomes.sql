@@ -3,7 +3,8 @@
 
 -- complete_many: finish many attempts of one worker in one round trip. Returns the ids it
 -- completed; an id missing from the result was not held under that lease (it was taken
--- back) and stays as it is. A job whose result TTL is 0 is deleted at once.
+-- back) and stays as it is. A job whose result TTL is 0 is deleted at once. Jobs that wait
+-- for the completed ones count them off, and become queued when none is left.
 CREATE FUNCTION soniq.complete_many(
     job_ids   uuid[],
     worker_id uuid,
@@ -14,6 +15,7 @@ LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     completed uuid[];
     freed text[];  -- the queues of the jobs completed
+    parents uuid[];  -- the jobs completed that others depend on
 BEGIN
     PERFORM soniq._require(job_ids, 'job_ids');
     PERFORM soniq._require(complete_many.worker_id, 'worker_id');
@@ -45,18 +47,25 @@ BEGIN
           FROM lease l
          WHERE j.id = l.id AND j.status = l.status AND j.worker_id = l.worker_id
            AND j.attempts = l.attempt AND j.result_ttl > interval '0'
-        RETURNING j.id, j.queue
+        RETURNING j.id, j.queue, j.has_dependents
     ), dropped AS (
         DELETE FROM soniq.jobs j
          USING lease l
          WHERE j.id = l.id AND j.status = l.status AND j.worker_id = l.worker_id
            AND j.attempts = l.attempt AND j.result_ttl <= interval '0'
-        RETURNING j.id, j.queue
+        RETURNING j.id, j.queue, j.has_dependents
     ), finished AS (
-        SELECT k.id, k.queue FROM kept k UNION ALL SELECT d.id, d.queue FROM dropped d
+        SELECT k.id, k.queue, k.has_dependents FROM kept k
+        UNION ALL SELECT d.id, d.queue, d.has_dependents FROM dropped d
     )
-    SELECT array_agg(f.id), array_agg(DISTINCT f.queue) INTO completed, freed FROM finished f;
+    SELECT array_agg(f.id), array_agg(DISTINCT f.queue), array_agg(f.id) FILTER (WHERE f.has_dependents)
+      INTO completed, freed, parents
+      FROM finished f;
     PERFORM soniq._slots_freed(freed);
+    -- A later statement, which sees a dependent whose enqueue this one waited for.
+    IF parents IS NOT NULL THEN
+        PERFORM soniq._release(parents);
+    END IF;
     RETURN QUERY SELECT unnest(completed);
 END
 $$;
@@ -211,11 +220,13 @@ END
 $$;
 
 -- abort: the worker ends its attempt and the job as cancelled (the handler cancelled
--- itself, or heartbeat reported a cancellation request).
+-- itself, or heartbeat reported a cancellation request); the jobs that depend on it are
+-- cancelled too (or run, if they said so).
 CREATE FUNCTION soniq.abort(job_id uuid, worker_id uuid, attempt int, reason text DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     freed text;  -- the job's queue
+    depended_on boolean;
 BEGIN
     PERFORM soniq._require(job_id, 'job_id');
     PERFORM soniq._require(worker_id, 'worker_id');
@@ -227,10 +238,13 @@ BEGIN
            last_error = coalesce(left(abort.reason, 8192), j.last_error)
      WHERE j.id = abort.job_id AND j.status = 'processing' AND j.worker_id = abort.worker_id
        AND j.attempts = abort.attempt
-    RETURNING j.queue INTO freed;
+    RETURNING j.queue, j.has_dependents INTO freed, depended_on;
     IF NOT FOUND THEN
         PERFORM soniq._lease_refused(job_id, worker_id, attempt);
     END IF;
     PERFORM soniq._slots_freed(ARRAY[freed]);
+    IF depended_on THEN
+        PERFORM soniq._dependency_failed(ARRAY[job_id], 'was cancelled');
+    END IF;
 END
 $$;

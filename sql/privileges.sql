@@ -5,7 +5,8 @@
 --   soniq_producer  enqueues jobs and reads the status of those its login enqueued (by id, not
 --                   their args or results);
 --   soniq_worker    runs jobs: registers, claims, heartbeats, completes, fails, snoozes,
---                   aborts, asks whether a queue's limit holds jobs back (held_back), and
+--                   aborts, reads the results of the jobs its job depends on
+--                   (dependency_results), asks whether a queue's limit holds jobs back (held_back), and
 --                   publishes its handlers' options (register_task); a member of
 --                   soniq_producer (handlers enqueue follow-up jobs). A worker is bound to the
 --                   login that registered it: no other login (but an admin) may act for it;
@@ -58,7 +59,7 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA soniq FROM PUBLIC;
 GRANT USAGE ON SCHEMA soniq TO soniq_producer, soniq_worker, soniq_admin;
 
 GRANT EXECUTE ON FUNCTION
-    soniq.enqueue(text, jsonb, text, int, timestamptz, int, boolean, text, interval, text),
+    soniq.enqueue(text, jsonb, text, int, timestamptz, int, boolean, text, interval, text, uuid[], text),
     soniq.enqueue_many(jsonb),
     soniq.enqueue_many(text, jsonb[], text, int, timestamptz, int, boolean, interval, text),
     soniq.job_status(uuid)
@@ -77,6 +78,7 @@ GRANT EXECUTE ON FUNCTION
     soniq.fail_many(uuid[], uuid, int[], text[], interval[], text[]),
     soniq.snooze(uuid, uuid, int, interval, text),
     soniq.abort(uuid, uuid, int, text),
+    soniq.dependency_results(uuid, uuid, int),  -- a handler reads the results of the jobs it depends on
     soniq.held_back(text[], text[])
 TO soniq_worker;
 

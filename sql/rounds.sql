@@ -186,8 +186,9 @@ BEGIN
 END
 $$;
 
--- prune_jobs: delete done jobs whose result TTL has passed and cancelled jobs finished
--- more than retention ago, up to batch_size of each per batch and at most max_batches
+-- prune_jobs: delete done jobs whose result TTL has passed (but not while a job that
+-- depends on them has yet to run: it reads their results) and cancelled jobs finished more
+-- than retention ago, up to batch_size of each per batch and at most max_batches
 -- batches (the control plane runs one batch per transaction). Returns how many were deleted.
 CREATE FUNCTION soniq.prune_jobs(retention interval DEFAULT '7 days', batch_size int DEFAULT 1000,
                                  max_batches int DEFAULT 10) RETURNS bigint
@@ -205,6 +206,9 @@ BEGIN
     FOR batch IN 1..max_batches LOOP
         DELETE FROM soniq.jobs j WHERE j.id IN (
             SELECT d.id FROM soniq.jobs d WHERE d.status = 'done' AND d.expires_at < now()
+               AND NOT (d.has_dependents AND EXISTS (
+                   SELECT FROM soniq.jobs c WHERE c.depends_on && ARRAY[d.id]
+                      AND c.status IN ('waiting', 'queued', 'processing')))
              ORDER BY d.expires_at LIMIT batch_size FOR UPDATE SKIP LOCKED);
         GET DIAGNOSTICS done_rows = ROW_COUNT;
         DELETE FROM soniq.jobs j WHERE j.id IN (

@@ -115,7 +115,17 @@ CREATE TABLE soniq.jobs (
     -- Flow control's key (a tenant, a customer): '' is the default key, of every job whose
     -- task names no key or whose args lack it (since 0.7.0).
     concurrency_key  text NOT NULL DEFAULT '',
-    CONSTRAINT jobs_status_check CHECK (status IN ('queued', 'processing', 'done', 'cancelled')),
+    -- Dependencies (since 0.9.0; sql/dependencies.sql): the jobs this one waits for (NULL:
+    -- none); while it waits, how many of them have not finished; what a failed one does to it
+    -- ('cancel' or 'run'); whether some job depends on this one (its outcome then looks for
+    -- them); the failed job that cancelled it (for a replay to re-arm it).
+    depends_on       uuid[],
+    waiting_on       int NOT NULL DEFAULT 0,
+    on_dependency_failure text,
+    has_dependents   boolean NOT NULL DEFAULT false,
+    cancelled_by     uuid,
+    -- waiting: until the jobs it depends on are done.
+    CONSTRAINT jobs_status_check CHECK (status IN ('queued', 'processing', 'done', 'cancelled', 'waiting')),
     CONSTRAINT jobs_args_object CHECK (jsonb_typeof(args) = 'object'),
     CONSTRAINT jobs_priority_range CHECK (priority BETWEEN 1 AND 1000),
     CONSTRAINT jobs_attempts_range CHECK (attempts >= 0 AND max_attempts >= 1),
@@ -130,7 +140,10 @@ CREATE TABLE soniq.jobs (
     -- The documented ranges (every entry point checks them first, with a clearer error): no
     -- sum of times a round computes can overflow.
     CONSTRAINT jobs_timeout_range CHECK (timeout > interval '0' AND timeout <= interval '30 days'),
-    CONSTRAINT jobs_result_ttl_range CHECK (result_ttl BETWEEN interval '0' AND interval '365 days')
+    CONSTRAINT jobs_result_ttl_range CHECK (result_ttl BETWEEN interval '0' AND interval '365 days'),
+    -- A waiting job waits for at least one job; a dependency's failure cancels it or runs it.
+    CONSTRAINT jobs_dependencies_check CHECK (
+        on_dependency_failure IN ('cancel', 'run') AND (status <> 'waiting' OR waiting_on > 0))
 ) WITH (
     fillfactor = 90,
     autovacuum_vacuum_scale_factor = 0,
@@ -157,6 +170,12 @@ CREATE INDEX jobs_key_claim_idx ON soniq.jobs (queue, concurrency_key, priority,
 -- index for an outcome's look-up of its job too, and by worker alone that read every job
 -- the worker held.
 CREATE INDEX jobs_worker_idx ON soniq.jobs (worker_id, id) WHERE status = 'processing';
+-- Dependencies: the unfinished jobs that depend on a job (a finished one's outcome finds
+-- them; pruning keeps a done job while they have not run), and the jobs a failure cancelled
+-- (a replay of the failed job re-arms them). Only jobs with dependencies are in either.
+CREATE INDEX jobs_dependents_idx ON soniq.jobs USING gin (depends_on)
+    WHERE depends_on IS NOT NULL AND status IN ('waiting', 'queued', 'processing');
+CREATE INDEX jobs_cancelled_by_idx ON soniq.jobs (cancelled_by) WHERE cancelled_by IS NOT NULL;
 -- Listing and statistics by queue and state.
 CREATE INDEX jobs_queue_status_idx ON soniq.jobs (queue, status);
 -- Pruning of finished jobs.

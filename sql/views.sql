@@ -4,7 +4,7 @@
 -- runnable = queued and due now; scheduled = queued for later; unserved = queued jobs of a
 -- task no live worker serves in this queue (see check_unserved); limits = the queue's flow
 -- control (NULL: none) and waiting_for_limit = runnable jobs held back by a reached limit
--- (soniq.queue_limits has them per key).
+-- (soniq.queue_limits has them per key); waiting = jobs waiting for the jobs they depend on.
 CREATE VIEW soniq.queue_overview AS
 WITH names AS (
     SELECT DISTINCT j.queue AS name FROM soniq.jobs j
@@ -25,7 +25,8 @@ SELECT n.name AS queue,
          WHERE u.queue = n.name) AS unserved,
        (SELECT l.settings FROM soniq.queue_limits l WHERE l.queue = n.name AND l.concurrency_key IS NULL) AS limits,
        coalesce((SELECT l.waiting_for_limit FROM soniq.queue_limits l
-                  WHERE l.queue = n.name AND l.concurrency_key IS NULL), 0) AS waiting_for_limit
+                  WHERE l.queue = n.name AND l.concurrency_key IS NULL), 0) AS waiting_for_limit,
+       count(j.id) FILTER (WHERE j.status = 'waiting') AS waiting
   FROM names n
   LEFT JOIN soniq.queues q ON q.name = n.name
   LEFT JOIN soniq.jobs j ON j.queue = n.name

@@ -31,9 +31,14 @@ extension_sql_file!(
     requires = ["helpers"]
 );
 extension_sql_file!(
+    "../sql/dependencies.sql",
+    name = "dependencies",
+    requires = ["enqueue"]
+);
+extension_sql_file!(
     "../sql/workers.sql",
     name = "workers",
-    requires = ["enqueue"]
+    requires = ["dependencies"]
 );
 extension_sql_file!("../sql/claim.sql", name = "claim", requires = ["workers"]);
 extension_sql_file!(

@@ -205,7 +205,15 @@ SELECT count(*) AS p1_unique_seen FROM soniq.job_status(:'p1_unique');
 SELECT task_name, status FROM soniq.job_status(:'p2_job');
 -- Within one login, deduplication is as before: the same key returns the same job.
 SELECT soniq.enqueue('login.task', dedup_key => 'order-7') = :'p2_job' AS same_job;
+-- p1's jobs cannot be named as dependencies: they are as unknown as a job that never was,
+-- and nothing is written.
+SELECT soniq.enqueue('login.after', depends_on => ARRAY[:'p1_job']::uuid[]);
+:error
+SELECT soniq.enqueue_many(format('[{"task_name": "login.after", "depends_on": ["%s"]}]', :'p1_fail')::jsonb);
+:error
+SELECT soniq.enqueue('login.after', depends_on => ARRAY[:'p2_job']::uuid[]) IS NOT NULL AS own_job_named;
 RESET SESSION AUTHORIZATION;
+SELECT status, waiting_on FROM soniq.jobs WHERE task_name = 'login.after';
 -- An admin sees every job.
 SELECT count(*) AS admin_sees FROM soniq.job_status(:'p1_job');
 DELETE FROM soniq.jobs WHERE task_name LIKE 'login.%';

@@ -26,8 +26,9 @@ pub fn fill(client: &mut Client) {
 /// Columns added since the earliest previous version: an update fills them for old rows
 /// (NULL: the row predates logins being recorded), so they are left out when rows are
 /// compared across an update. (By name, of whichever table has them: `concurrency_key` of jobs
-/// and tasks, the flow-control columns of queues, all of 0.7.0.)
-pub const ADDED_COLUMNS: [&str; 16] = [
+/// and tasks, the flow-control columns of queues, all of 0.7.0; the dependency columns of jobs,
+/// of 0.9.0.)
+pub const ADDED_COLUMNS: [&str; 21] = [
     "enqueued_by",
     "inherited",
     "task_names",
@@ -44,6 +45,11 @@ pub const ADDED_COLUMNS: [&str; 16] = [
     "held_back",
     "wake_at",
     "priority_aging",
+    "depends_on",
+    "waiting_on",
+    "on_dependency_failure",
+    "has_dependents",
+    "cancelled_by",
 ];
 
 /// Every row of every table, as text (without `skip`'s columns).
