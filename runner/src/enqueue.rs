@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::store::postgres::jobs;
-use crate::store::{JobOptions, NewJob};
+use crate::store::{JobOptions, NewJob, OnDependencyFailure};
 use crate::Soniq;
 use serde_json::Value;
 use std::future::{Future, IntoFuture};
@@ -61,6 +61,8 @@ pub struct Enqueue<'a> {
     pub(crate) options: JobOptions,
     pub(crate) scheduled_at: Option<SystemTime>,
     pub(crate) dedup_key: Option<String>,
+    pub(crate) depends_on: Vec<Uuid>,
+    pub(crate) on_dependency_failure: Option<OnDependencyFailure>,
 }
 
 impl<'a> Enqueue<'a> {
@@ -77,6 +79,8 @@ impl<'a> Enqueue<'a> {
             options,
             scheduled_at: None,
             dedup_key: None,
+            depends_on: Vec::new(),
+            on_dependency_failure: None,
         }
     }
 
@@ -99,6 +103,21 @@ impl<'a> Enqueue<'a> {
         self
     }
 
+    /// Wait for these jobs (at most 1,000, of the same database login): the job is
+    /// `waiting` until they are all done, then queued. If one is cancelled or dies, this job
+    /// is cancelled too, unless [`Enqueue::on_dependency_failure`] says to run it anyway.
+    /// Not with `unique` or a dedup key; needs the database (not `Soniq::in_memory()`).
+    pub fn depends_on(mut self, jobs: impl IntoIterator<Item = Uuid>) -> Self {
+        self.depends_on.extend(jobs);
+        self
+    }
+
+    /// What a failed job it depends on does to this one; default cancel.
+    pub fn on_dependency_failure(mut self, on_failure: OnDependencyFailure) -> Self {
+        self.on_dependency_failure = Some(on_failure);
+        self
+    }
+
     /// Enqueue on the runner's own pool (or into the in-memory queue).
     pub async fn send(mut self) -> Result<Uuid> {
         let job = self.take_job()?;
@@ -116,6 +135,8 @@ impl<'a> Enqueue<'a> {
             scheduled_at: self.scheduled_at,
             dedup_key: self.dedup_key.clone(),
             producer_id: self.soniq.settings.producer_id().to_string(),
+            depends_on: self.depends_on.clone(),
+            on_dependency_failure: self.on_dependency_failure,
         })
     }
 

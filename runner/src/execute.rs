@@ -298,6 +298,7 @@ mod tests {
             scheduled_at: None,
             created_at: SystemTime::now(),
             timeout: None,
+            store: Default::default(),
         }
     }
 

@@ -1,8 +1,11 @@
 //! What a handler sees (the job's context) and what it returns (an outcome).
 
+use crate::jobs::DependencyResult;
+use crate::store::{Lease, Store};
 use serde::Serialize;
 use serde_json::Value;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use uuid::Uuid;
 
@@ -33,6 +36,40 @@ pub struct JobContext {
     pub created_at: SystemTime,
     /// The attempt's time limit, if any.
     pub timeout: Option<Duration>,
+    /// Where the attempt reads the jobs it depends on (none: a context made outside a worker).
+    pub(crate) store: StoreHandle,
+}
+
+/// The store a worker's attempt came from.
+#[derive(Clone, Default)]
+pub(crate) struct StoreHandle(pub(crate) Option<Arc<dyn Store>>);
+
+impl fmt::Debug for StoreHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "StoreHandle"
+        } else {
+            "None"
+        })
+    }
+}
+
+impl JobContext {
+    /// The jobs this job depends on (`Enqueue::depends_on`), in the order it named them, with
+    /// their state and result: read through this attempt's lease (an error once the lease is
+    /// gone). Empty for a job that depends on none, and for a context made outside a worker.
+    pub async fn dependency_results(&self) -> crate::Result<Vec<DependencyResult>> {
+        match &self.store.0 {
+            Some(store) => {
+                let lease = Lease {
+                    job_id: self.job_id,
+                    attempt: self.attempt,
+                };
+                store.job_dependency_results(self.worker_id, lease).await
+            }
+            None => Ok(Vec::new()),
+        }
+    }
 }
 
 /// How an attempt ended, as the handler decides.

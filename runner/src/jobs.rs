@@ -11,6 +11,8 @@ use uuid::Uuid;
 /// Where a job is in its life. Dead jobs live in the dead letter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobStatus {
+    /// Waiting for the jobs it depends on to be done.
+    Waiting,
     Queued,
     Processing,
     Done,
@@ -21,6 +23,7 @@ pub enum JobStatus {
 impl JobStatus {
     pub fn as_str(self) -> &'static str {
         match self {
+            JobStatus::Waiting => "waiting",
             JobStatus::Queued => "queued",
             JobStatus::Processing => "processing",
             JobStatus::Done => "done",
@@ -31,6 +34,7 @@ impl JobStatus {
 
     pub(crate) fn parse(text: &str) -> Result<Self> {
         Ok(match text {
+            "waiting" => JobStatus::Waiting,
             "queued" => JobStatus::Queued,
             "processing" => JobStatus::Processing,
             "done" => JobStatus::Done,
@@ -59,13 +63,26 @@ pub struct JobInfo {
     pub producer_id: Option<String>,
     pub created_at: SystemTime,
     pub updated_at: SystemTime,
+    /// The jobs it depends on (empty: none).
+    pub depends_on: Vec<Uuid>,
+}
+
+/// What a job's handler sees of a job it depends on ([`crate::JobContext::dependency_results`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DependencyResult {
+    pub job_id: Uuid,
+    /// `None` once the job is pruned: it was done, and its result TTL has passed.
+    pub status: Option<JobStatus>,
+    pub task_name: Option<String>,
+    pub result: Option<Value>,
+    pub last_error: Option<String>,
 }
 
 /// Which jobs `list_jobs` returns: newest first.
 #[derive(Debug, Clone)]
 pub struct JobFilter {
     pub queue: Option<String>,
-    /// Queued, processing, done or cancelled (dead jobs: the dead-letter service).
+    /// Waiting, queued, processing, done or cancelled (dead jobs: the dead-letter service).
     pub status: Option<JobStatus>,
     pub limit: i32,
     pub offset: i32,
@@ -91,6 +108,8 @@ pub struct QueueStats {
     pub done: i64,
     pub cancelled: i64,
     pub dead_letter: i64,
+    /// Waiting for the jobs they depend on.
+    pub waiting: i64,
 }
 
 impl Soniq {

@@ -59,7 +59,7 @@ pub use job::{
     JobContext, JobError, JobResult, Outcome, RetryDecision, RetryPolicy, MAX_ERROR_BYTES,
     MAX_RESULT_BYTES, MAX_SNOOZE,
 };
-pub use jobs::{JobFilter, JobInfo, JobStatus, QueueStats};
+pub use jobs::{DependencyResult, JobFilter, JobInfo, JobStatus, QueueStats};
 #[cfg(feature = "prometheus")]
 pub use metrics::PrometheusMetrics;
 pub use metrics::{AttemptEnd, MetricsSink};
@@ -71,7 +71,7 @@ pub use settings::{
 };
 /// The schedule builder: `every(5).minutes()`, `daily().at("09:00")`, ...
 pub use soniq_cron::{dsl, Schedule};
-pub use store::DeadLetterReason;
+pub use store::{DeadLetterReason, OnDependencyFailure};
 pub use testing::wait_until;
 pub use worker::{WorkerOptions, WorkerReport};
 

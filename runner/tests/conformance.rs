@@ -32,6 +32,8 @@ impl Case {
             scheduled_at: None,
             dedup_key: None,
             producer_id: "conformance".into(),
+            depends_on: Vec::new(),
+            on_dependency_failure: None,
         }
     }
 

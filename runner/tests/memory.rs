@@ -327,3 +327,28 @@ async fn a_worker_with_max_jobs_starts_that_many_then_returns() {
     let stats = soniq.queue_stats(None).await.unwrap();
     assert_eq!((stats.done, stats.queued), (2, 3), "the other three wait");
 }
+
+#[tokio::test]
+async fn jobs_that_depend_on_jobs_are_refused_with_the_reason() {
+    let mut soniq = Soniq::in_memory();
+    let welcome = soniq
+        .job("users.send_welcome")
+        .handler(|_: Email, _ctx: JobContext| async move { JobResult::Ok(Outcome::done()) })
+        .unwrap();
+    let first = soniq
+        .enqueue(&welcome, email("a@example.com"))
+        .await
+        .unwrap();
+    let err = soniq
+        .enqueue(&welcome, email("b@example.com"))
+        .depends_on([first])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("need the database"), "{err}");
+    assert_eq!(
+        soniq.queue_stats(None).await.unwrap().total,
+        1,
+        "nothing written"
+    );
+}

@@ -5,7 +5,7 @@ use super::{args_object, time, CliResult, Failure};
 use crate::error::with_causes;
 use crate::jobs::{JobFilter, JobInfo, JobStatus};
 use crate::store::postgres::admin;
-use crate::store::DeadLetterReason;
+use crate::store::{DeadLetterReason, OnDependencyFailure};
 use crate::time::rfc3339_json;
 use crate::{Settings, Soniq};
 use clap::Args;
@@ -154,8 +154,9 @@ pub async fn status(app: &Soniq, out: &Output) -> CliResult {
     if out.json {
         out.print_json(&json!({
             "database": mask_url(app.settings.database_url()),
-            "jobs": {"total": stats.total, "queued": stats.queued, "processing": stats.processing,
-                     "done": stats.done, "cancelled": stats.cancelled, "dead_letter": stats.dead_letter},
+            "jobs": {"total": stats.total, "waiting": stats.waiting, "queued": stats.queued,
+                     "processing": stats.processing, "done": stats.done, "cancelled": stats.cancelled,
+                     "dead_letter": stats.dead_letter},
             "workers": {"alive": alive, "stale": stale},
             "control_plane": health.iter().map(|h| json!({
                 "subsystem": h.subsystem, "alive": h.alive, "lag_seconds": h.lag_seconds, "last_error": h.last_error})).collect::<Vec<_>>(),
@@ -171,6 +172,7 @@ pub async fn status(app: &Soniq, out: &Output) -> CliResult {
     out.table(
         &[
             "total",
+            "waiting",
             "queued",
             "processing",
             "done",
@@ -179,6 +181,7 @@ pub async fn status(app: &Soniq, out: &Output) -> CliResult {
         ],
         &[[
             stats.total,
+            stats.waiting,
             stats.queued,
             stats.processing,
             stats.done,
@@ -221,6 +224,7 @@ fn job_json(job: &JobInfo) -> Value {
         "scheduled_at": rfc3339_json(job.scheduled_at), "last_error": job.last_error, "result": job.result,
         "dead_letter_reason": job.dead_letter_reason.map(DeadLetterReason::as_str), "producer_id": job.producer_id,
         "created_at": rfc3339_json(Some(job.created_at)), "updated_at": rfc3339_json(Some(job.updated_at)),
+        "depends_on": job.depends_on.iter().map(Uuid::to_string).collect::<Vec<_>>(),
     })
 }
 
@@ -257,6 +261,10 @@ pub async fn inspect(app: &Soniq, id: Uuid, out: &Output) -> CliResult {
     if let Some(reason) = job.dead_letter_reason {
         field("dead because", reason.to_string());
     }
+    if !job.depends_on.is_empty() {
+        let ids: Vec<String> = job.depends_on.iter().map(Uuid::to_string).collect();
+        field("depends on", ids.join(", "));
+    }
     Ok(())
 }
 
@@ -267,8 +275,9 @@ pub struct EnqueueArgs {
     task: Option<String>,
     /// Enqueue the jobs of a file of JSON lines (`-`: standard input), one job spec a line:
     /// task_name, and optionally args, queue, priority, scheduled_at (RFC 3339), retries,
-    /// unique, dedup_key, timeout (seconds). Sent in batches that commit one by one.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["task", "args", "queue", "priority", "at", "unique", "dedup_key"])]
+    /// unique, dedup_key, timeout (seconds), depends_on (job ids), on_dependency_failure.
+    /// Sent in batches that commit one by one.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["task", "args", "queue", "priority", "at", "unique", "dedup_key", "depends_on", "run_on_dependency_failure"])]
     from: Option<std::path::PathBuf>,
     /// Jobs per statement with --from (1..=10000; default 1000).
     #[arg(long, value_name = "N",
@@ -291,6 +300,13 @@ pub struct EnqueueArgs {
     /// At most one queued job per key.
     #[arg(long)]
     dedup_key: Option<String>,
+    /// Wait until this job is done (repeat for several): the job is `waiting` until then,
+    /// and is cancelled if one of them is cancelled or dies.
+    #[arg(long, value_name = "JOB_ID")]
+    depends_on: Vec<Uuid>,
+    /// Run even if a job it depends on is cancelled or dies (once the others are done).
+    #[arg(long, requires = "depends_on")]
+    run_on_dependency_failure: bool,
     #[command(flatten)]
     pub modules: super::ModulesArg,
 }
@@ -346,6 +362,10 @@ pub async fn enqueue(app: &Soniq, args: EnqueueArgs, out: &Output) -> CliResult 
     if let Some(key) = args.dedup_key {
         request = request.dedup_key(key);
     }
+    request = request.depends_on(args.depends_on);
+    if args.run_on_dependency_failure {
+        request = request.on_dependency_failure(OnDependencyFailure::Run);
+    }
     let id = request.await?;
     if out.json {
         out.print_json(&json!({"id": id.to_string()}));
@@ -370,7 +390,7 @@ pub async fn cancel(app: &Soniq, id: Uuid) -> CliResult {
 pub struct JobsListArgs {
     #[arg(long)]
     queue: Option<String>,
-    /// queued, processing, done or cancelled (dead jobs: `soniq dead-letter list`).
+    /// waiting, queued, processing, done or cancelled (dead jobs: `soniq dead-letter list`).
     #[arg(long)]
     status: Option<String>,
     #[arg(long, default_value_t = 50)]
@@ -385,7 +405,7 @@ pub async fn jobs_list(app: &Soniq, args: JobsListArgs, out: &Output) -> CliResu
         Ok(status) if status != Some(JobStatus::Dead) => status,
         _ => {
             return Err(Failure::usage(format!(
-                "--status must be queued, processing, done or cancelled, got {:?}",
+                "--status must be waiting, queued, processing, done or cancelled, got {:?}",
                 args.status.unwrap_or_default()
             )))
         }

@@ -4,7 +4,7 @@
 
 use super::output::Output;
 use super::{CliResult, Failure};
-use crate::store::{JobOptions, NewJob};
+use crate::store::{JobOptions, NewJob, OnDependencyFailure};
 use crate::Soniq;
 use serde_json::{json, Map, Value};
 use std::io::{BufRead, BufReader, IsTerminal, Write};
@@ -16,8 +16,8 @@ pub const DEFAULT_BATCH: usize = 1_000;
 pub const MAX_BATCH: usize = 10_000;
 
 /// The keys of a line: those of `soniq.enqueue_many`'s job specs (the producer id is the
-/// CLI's own).
-const KEYS: [&str; 9] = [
+/// CLI's own; `depends_on` names jobs by id only: a line cannot name another line).
+const KEYS: [&str; 11] = [
     "task_name",
     "args",
     "queue",
@@ -27,6 +27,8 @@ const KEYS: [&str; 9] = [
     "unique",
     "dedup_key",
     "timeout",
+    "depends_on",
+    "on_dependency_failure",
 ];
 
 fn kind(value: &Value) -> &'static str {
@@ -117,6 +119,28 @@ fn parse_line(text: &str, producer_id: &str) -> Result<NewJob, String> {
         scheduled_at,
         dedup_key: string("dedup_key")?,
         producer_id: producer_id.to_string(),
+        depends_on: field(
+            &spec,
+            "depends_on",
+            |v| {
+                v.as_array()?
+                    .iter()
+                    .map(|id| id.as_str()?.parse().ok())
+                    .collect()
+            },
+            "an array of job ids",
+        )?
+        .unwrap_or_default(),
+        on_dependency_failure: field(
+            &spec,
+            "on_dependency_failure",
+            |v| match v.as_str()? {
+                "cancel" => Some(OnDependencyFailure::Cancel),
+                "run" => Some(OnDependencyFailure::Run),
+                _ => None,
+            },
+            "\"cancel\" or \"run\"",
+        )?,
     })
 }
 

@@ -21,7 +21,7 @@ impl Output {
         let code = match state {
             "done" | "alive" | "enabled" | "ok" => "32",
             "dead" | "failed" | "stale" | "error" => "31",
-            "processing" | "queued" | "paused" | "cancelled" => "33",
+            "processing" | "queued" | "waiting" | "paused" | "cancelled" => "33",
             _ => return state.to_string(),
         };
         if self.color {

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::job::JobContext;
-use crate::jobs::{JobFilter, JobInfo, JobStatus, QueueStats};
+use crate::jobs::{DependencyResult, JobFilter, JobInfo, JobStatus, QueueStats};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
@@ -107,6 +107,13 @@ fn bad_input(message: String) -> Error {
 
 /// What `enqueue` refuses before it looks at the queue (its options' ranges, an empty key).
 fn check_new_job(job: &NewJob) -> Result<()> {
+    if !job.depends_on.is_empty() || job.on_dependency_failure.is_some() {
+        return Err(Error::Invalid(format!(
+            "cannot enqueue {} with dependencies: this Soniq is in memory \
+             (Soniq::in_memory()), and jobs that depend on jobs need the database",
+            job.task_name
+        )));
+    }
     let asked = &job.options;
     check_options(asked.priority, asked.retries, asked.timeout)?;
     if job.dedup_key.as_deref() == Some("") {
@@ -204,6 +211,7 @@ impl State {
                 producer_id: Some(job.producer_id.clone()),
                 created_at: now,
                 updated_at: now,
+                depends_on: Vec::new(),
             },
             timeout: Some(asked.timeout.or(task.timeout).unwrap_or(DEFAULT_TIMEOUT))
                 .filter(|t| !t.is_zero()),
@@ -432,6 +440,8 @@ impl Store for MemoryStore {
                     scheduled_at: None,
                     dedup_key: None,
                     producer_id: new.producer_id.clone(),
+                    depends_on: Vec::new(),
+                    on_dependency_failure: None,
                 })
             })
             .collect();
@@ -515,6 +525,7 @@ impl Store for MemoryStore {
                         scheduled_at: job.info.scheduled_at,
                         created_at: job.info.created_at,
                         timeout: job.timeout,
+                        store: Default::default(),
                     },
                     args: job.info.args.clone(),
                     unrunnable: None,
@@ -596,6 +607,19 @@ impl Store for MemoryStore {
         ready(result)
     }
 
+    fn job_dependency_results(
+        &self,
+        worker_id: Uuid,
+        lease: Lease,
+    ) -> BoxFuture<'_, Result<Vec<DependencyResult>>> {
+        // No job here depends on another (enqueue refuses them).
+        ready(
+            self.state()
+                .leased_or_refused(worker_id, lease)
+                .map(|_| Vec::new()),
+        )
+    }
+
     fn job_get(&self, job_id: Uuid) -> BoxFuture<'_, Result<Option<JobInfo>>> {
         let state = self.state();
         let job = state.jobs.iter().find(|job| job.info.id == job_id);
@@ -640,7 +664,7 @@ impl Store for MemoryStore {
                 job.cancel_requested = true;
                 true
             }
-            JobStatus::Done | JobStatus::Cancelled | JobStatus::Dead => false,
+            JobStatus::Waiting | JobStatus::Done | JobStatus::Cancelled | JobStatus::Dead => false,
         });
         ready(result)
     }
@@ -673,6 +697,7 @@ impl Store for MemoryStore {
             done: 0,
             cancelled: 0,
             dead_letter: 0,
+            waiting: 0,
         };
         for job in state
             .jobs
@@ -681,6 +706,7 @@ impl Store for MemoryStore {
         {
             stats.total += 1;
             *match job.info.status {
+                JobStatus::Waiting => &mut stats.waiting,
                 JobStatus::Queued => &mut stats.queued,
                 JobStatus::Processing => &mut stats.processing,
                 JobStatus::Done => &mut stats.done,

@@ -12,7 +12,7 @@ pub mod postgres;
 
 use crate::error::Result;
 use crate::job::JobContext;
-use crate::jobs::{JobFilter, JobInfo, QueueStats};
+use crate::jobs::{DependencyResult, JobFilter, JobInfo, QueueStats};
 use serde_json::Value;
 use std::future::Future;
 use std::pin::Pin;
@@ -45,6 +45,28 @@ pub struct NewJob {
     pub scheduled_at: Option<SystemTime>,
     pub dedup_key: Option<String>,
     pub producer_id: String,
+    /// The jobs it waits for (empty: none).
+    pub depends_on: Vec<Uuid>,
+    pub on_dependency_failure: Option<OnDependencyFailure>,
+}
+
+/// What a job does when a job it depends on is cancelled or dies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnDependencyFailure {
+    /// It is cancelled too (and so are the jobs that depend on it).
+    #[default]
+    Cancel,
+    /// It runs anyway, once the others it depends on are done.
+    Run,
+}
+
+impl OnDependencyFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnDependencyFailure::Cancel => "cancel",
+            OnDependencyFailure::Run => "run",
+        }
+    }
 }
 
 /// Many jobs of one task, with the same options.
@@ -250,6 +272,13 @@ pub trait Store: Send + Sync {
         lease: Lease,
         reason: &'a str,
     ) -> BoxFuture<'a, Result<()>>;
+    /// The jobs the leased job depends on, in the order it named them; 55000 when the lease
+    /// is gone.
+    fn job_dependency_results(
+        &self,
+        worker_id: Uuid,
+        lease: Lease,
+    ) -> BoxFuture<'_, Result<Vec<DependencyResult>>>;
     /// A job by id, also a dead one; `None` when unknown.
     fn job_get(&self, job_id: Uuid) -> BoxFuture<'_, Result<Option<JobInfo>>>;
     fn job_list<'a>(&'a self, filter: &'a JobFilter) -> BoxFuture<'a, Result<Vec<JobInfo>>>;

@@ -236,6 +236,7 @@ mod tests {
                 scheduled_at: None,
                 created_at: SystemTime::now(),
                 timeout,
+                store: Default::default(),
             },
             args: serde_json::json!({}),
             unrunnable: None,

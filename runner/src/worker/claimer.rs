@@ -7,6 +7,7 @@
 use super::attempts::Attempts;
 use super::WorkerId;
 use crate::error::Result;
+use crate::job::StoreHandle;
 use crate::store::{ClaimRequest, ClaimedJob, Store};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -320,7 +321,11 @@ impl Claimer {
             count,
             task_names: Some(task_names),
         };
-        self.store.job_claim(&request).await
+        let mut jobs = self.store.job_claim(&request).await?;
+        for job in &mut jobs {
+            job.context.store = StoreHandle(Some(Arc::clone(&self.store)));
+        }
+        Ok(jobs)
     }
 
     /// Run the claimed jobs, each with a slot (and its task's, where limited); returns how many.

@@ -370,6 +370,8 @@ mod tests {
                     scheduled_at: None,
                     dedup_key: None,
                     producer_id: "test".into(),
+                    depends_on: Vec::new(),
+                    on_dependency_failure: None,
                 })
                 .await
                 .unwrap();

@@ -4,7 +4,7 @@ use super::binds::{Bind, PgBinds};
 use super::{one, run, Sql};
 use crate::error::Result;
 use crate::job::JobContext;
-use crate::jobs::{JobFilter, JobInfo, JobStatus, QueueStats};
+use crate::jobs::{DependencyResult, JobFilter, JobInfo, JobStatus, QueueStats};
 use crate::store::{
     ClaimRequest, ClaimedJob, Completion, DeadLetterReason, FailedAttempt, Lease, NewJob, NewJobs,
 };
@@ -20,7 +20,8 @@ use uuid::Uuid;
 pub const ENQUEUE: Sql = Sql {
     text: "SELECT soniq.enqueue($1, $2, queue => $3, priority => $4, \
            scheduled_at => to_timestamp($5::float8), retries => $6, unique_job => $7, \
-           dedup_key => $8, timeout => make_interval(secs => $9::float8), producer_id => $10)",
+           dedup_key => $8, timeout => make_interval(secs => $9::float8), producer_id => $10, \
+           depends_on => $11, on_dependency_failure => $12)",
     types: &[
         Type::TEXT,
         Type::JSONB,
@@ -31,6 +32,8 @@ pub const ENQUEUE: Sql = Sql {
         Type::BOOL,
         Type::TEXT,
         Type::FLOAT8,
+        Type::TEXT,
+        Type::UUID_ARRAY,
         Type::TEXT,
     ],
 };
@@ -98,7 +101,13 @@ pub const ABORT: Sql = Sql {
 };
 
 const JOB_COLUMNS: &str = "id, task_name, args, status, queue, priority, attempts, max_attempts, \
-     scheduled_at, last_error, result, dead_letter_reason, producer_id, created_at, updated_at";
+     scheduled_at, last_error, result, dead_letter_reason, producer_id, created_at, updated_at, \
+     depends_on";
+
+/// `NULL` for a job that depends on none (an empty array would be refused).
+fn depends_on(job: &NewJob) -> Option<&[Uuid]> {
+    (!job.depends_on.is_empty()).then_some(job.depends_on.as_slice())
+}
 
 fn unix_seconds(at: Option<SystemTime>) -> Option<f64> {
     at.map(|at| match at.duration_since(UNIX_EPOCH) {
@@ -124,6 +133,8 @@ pub fn enqueue_binds<'a>(job: &'a NewJob, binds: &mut impl Bind<'a>) {
     binds.bind(&job.dedup_key);
     binds.bind(seconds(job.options.timeout));
     binds.bind(&job.producer_id);
+    binds.bind(depends_on(job));
+    binds.bind(job.on_dependency_failure.map(|f| f.as_str()));
 }
 
 /// One job; `prepared`: ENQUEUE prepared on this connection (none: sent unnamed).
@@ -184,6 +195,10 @@ struct JobSpec<'a> {
     dedup_key: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     scheduled_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    depends_on: Option<&'a [Uuid]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    on_dependency_failure: Option<&'static str>,
 }
 
 impl<'a> JobSpec<'a> {
@@ -200,6 +215,8 @@ impl<'a> JobSpec<'a> {
             timeout: seconds(options.timeout),
             dedup_key: job.dedup_key.as_deref(),
             scheduled_at: job.scheduled_at.and_then(crate::time::rfc3339),
+            depends_on: depends_on(job),
+            on_dependency_failure: job.on_dependency_failure.map(|f| f.as_str()),
         }
     }
 }
@@ -246,6 +263,7 @@ fn claimed_from_row(row: &Row, worker_id: Uuid) -> ClaimedJob {
             timeout,
             scheduled_at: row.get(7),
             created_at: row.get(8),
+            store: Default::default(),
         },
         args: row.get(2),
         unrunnable,
@@ -382,6 +400,7 @@ fn job_from_row(row: &Row) -> Result<JobInfo> {
         producer_id: row.get(12),
         created_at: row.get(13),
         updated_at: row.get(14),
+        depends_on: row.get::<_, Option<Vec<Uuid>>>(15).unwrap_or_default(),
     })
 }
 
@@ -411,6 +430,38 @@ pub async fn list(client: &impl GenericClient, filter: &JobFilter) -> Result<Vec
     rows.iter().map(job_from_row).collect()
 }
 
+pub async fn dependency_results(
+    client: &impl GenericClient,
+    worker_id: Uuid,
+    lease: Lease,
+) -> Result<Vec<DependencyResult>> {
+    let rows = client
+        .query_typed(
+            "SELECT parent_id, status, task_name, result, last_error \
+             FROM soniq.dependency_results($1, $2, $3)",
+            &[
+                (&lease.job_id, Type::UUID),
+                (&worker_id, Type::UUID),
+                (&lease.attempt, Type::INT4),
+            ],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(DependencyResult {
+                job_id: row.get(0),
+                status: match row.get::<_, &str>(1) {
+                    "pruned" => None,
+                    status => Some(JobStatus::parse(status)?),
+                },
+                task_name: row.get(2),
+                result: row.get(3),
+                last_error: row.get(4),
+            })
+        })
+        .collect()
+}
+
 pub async fn cancel(client: &impl GenericClient, job_id: Uuid) -> Result<bool> {
     Ok(client
         .query_typed_one("SELECT soniq.cancel_job($1)", &[(&job_id, Type::UUID)])
@@ -428,7 +479,8 @@ pub async fn delete(client: &impl GenericClient, job_id: Uuid) -> Result<()> {
 pub async fn queue_stats(client: &impl GenericClient, queue: Option<&str>) -> Result<QueueStats> {
     let row = client
         .query_typed_one(
-            "SELECT total, queued, processing, done, cancelled, dead_letter FROM soniq.queue_stats($1)",
+            "SELECT total, queued, processing, done, cancelled, dead_letter, waiting \
+             FROM soniq.queue_stats($1)",
             &[(&queue, Type::TEXT)],
         )
         .await?;
@@ -439,6 +491,7 @@ pub async fn queue_stats(client: &impl GenericClient, queue: Option<&str>) -> Re
         done: row.get(3),
         cancelled: row.get(4),
         dead_letter: row.get(5),
+        waiting: row.get(6),
     })
 }
 

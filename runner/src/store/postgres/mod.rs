@@ -21,7 +21,7 @@ use super::{
     WorkerRegistration,
 };
 use crate::error::{Error, Result};
-use crate::jobs::{JobFilter, JobInfo, QueueStats};
+use crate::jobs::{DependencyResult, JobFilter, JobInfo, QueueStats};
 use deadpool_postgres::{Object, Pool};
 use serde_json::Value;
 use std::time::Duration;
@@ -212,6 +212,16 @@ impl Store for PgStore {
             let client = self.client().await?;
             let prepared = self.prepared(&client, &jobs::ABORT).await?;
             jobs::abort(&**client, prepared.as_ref(), worker_id, lease, reason).await
+        })
+    }
+
+    fn job_dependency_results(
+        &self,
+        worker_id: Uuid,
+        lease: Lease,
+    ) -> BoxFuture<'_, Result<Vec<DependencyResult>>> {
+        Box::pin(async move {
+            jobs::dependency_results(&**self.client().await?, worker_id, lease).await
         })
     }
 
