@@ -8,6 +8,7 @@
 
 mod churn;
 mod db;
+mod dependencies;
 mod depth;
 mod drain;
 mod enqueue;
@@ -37,6 +38,7 @@ pub enum Scenario {
     Latency,
     Churn,
     Schedules,
+    Dependencies,
     Depth,
     Flow,
 }
@@ -267,6 +269,7 @@ async fn run_scenarios(bench: &mut Bench, scenarios: &[Scenario]) -> RunResult {
             Scenario::Latency => latency::run(bench).await,
             Scenario::Churn => churn::run(bench).await,
             Scenario::Schedules => schedules::run(bench).await,
+            Scenario::Dependencies => dependencies::run(bench).await,
             Scenario::Depth => depth::run(bench).await,
             Scenario::Flow => flow::run(bench).await,
         };
