@@ -90,19 +90,20 @@ BEGIN
 END
 $$;
 
--- job_info: one job as lookups return it; status 'dead' for a dead-lettered job. depends_on:
--- the jobs it waits (or waited) for (since 0.9.0).
+-- job_info: one job as lookups return it; status 'dead' for a dead-lettered job. Since 0.9.0:
+-- depends_on, the jobs it waits (or waited) for; progress and progress_at, what its attempt
+-- last reported (sql/progress.sql).
 CREATE VIEW soniq.job_info AS
 SELECT j.id, j.task_name, j.args, j.status, j.queue, j.priority, j.attempts, j.max_attempts,
        j.scheduled_at, j.timeout, j.last_error, j.result, j.worker_id, j.cancel_requested,
        j.producer_id, NULL::text AS dead_letter_reason, j.created_at, j.updated_at,
-       j.started_at, j.finished_at, j.expires_at, j.enqueued_by, j.depends_on
+       j.started_at, j.finished_at, j.expires_at, j.enqueued_by, j.depends_on, j.progress, j.progress_at
   FROM soniq.jobs j
 UNION ALL
 SELECT d.id, d.task_name, d.args, 'dead', d.queue, d.priority, d.attempts, d.max_attempts,
        NULL, d.timeout, d.last_error, NULL, NULL, false,
        d.producer_id, d.dead_letter_reason, d.original_created_at, d.moved_to_dead_letter_at,
-       NULL, d.moved_to_dead_letter_at, NULL, d.enqueued_by, NULL
+       NULL, d.moved_to_dead_letter_at, NULL, d.enqueued_by, NULL, NULL, NULL
   FROM soniq.dead_letter_jobs d;
 
 -- get_job: a job by id, also when it is dead; no row when unknown.

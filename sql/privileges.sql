@@ -6,7 +6,9 @@
 --                   their args or results);
 --   soniq_worker    runs jobs: registers, claims, heartbeats, completes, fails, snoozes,
 --                   aborts, reads the results of the jobs its job depends on
---                   (dependency_results), asks whether a queue's limit holds jobs back (held_back), and
+--                   (dependency_results), records progress and checkpoints
+--                   (report_progress, save_checkpoint, read_checkpoint), asks whether a
+--                   queue's limit holds jobs back (held_back), and
 --                   publishes its handlers' options (register_task); a member of
 --                   soniq_producer (handlers enqueue follow-up jobs). A worker is bound to the
 --                   login that registered it: no other login (but an admin) may act for it;
@@ -79,6 +81,9 @@ GRANT EXECUTE ON FUNCTION
     soniq.snooze(uuid, uuid, int, interval, text),
     soniq.abort(uuid, uuid, int, text),
     soniq.dependency_results(uuid, uuid, int),  -- a handler reads the results of the jobs it depends on
+    soniq.report_progress(uuid, uuid, int, jsonb),
+    soniq.save_checkpoint(uuid, uuid, int, jsonb),
+    soniq.read_checkpoint(uuid, uuid, int),
     soniq.held_back(text[], text[])
 TO soniq_worker;
 

@@ -124,6 +124,11 @@ CREATE TABLE soniq.jobs (
     on_dependency_failure text,
     has_dependents   boolean NOT NULL DEFAULT false,
     cancelled_by     uuid,
+    -- What a running attempt recorded (since 0.9.0; sql/progress.sql): its progress and when,
+    -- and the checkpoint the next attempt resumes from.
+    progress         jsonb,
+    progress_at      timestamptz,
+    checkpoint       jsonb,
     -- waiting: until the jobs it depends on are done.
     CONSTRAINT jobs_status_check CHECK (status IN ('queued', 'processing', 'done', 'cancelled', 'waiting')),
     CONSTRAINT jobs_args_object CHECK (jsonb_typeof(args) = 'object'),

@@ -2,10 +2,11 @@
 -- depends_on waits (the new state 'waiting') until the jobs it names are done, and is queued
 -- in the transaction that completes the last of them; a parent that is cancelled or dies
 -- cancels its waiting dependents (or they run anyway, with on_dependency_failure 'run'); a
--- replay of the dead parent re-arms them. New columns on soniq.jobs (the table's last), two
+-- replay of the dead parent re-arms them. Progress and checkpoints of a running attempt
+-- (sql/progress.sql). New columns on soniq.jobs (the table's last), two
 -- indexes (empty until jobs depend on others), the status list and a check; enqueue gains
 -- depends_on and on_dependency_failure, enqueue_many's specs the same keys; queue_stats,
--- queue_overview and job_info gain their waiting count or depends_on.
+-- queue_overview and job_info gain their waiting count, depends_on and progress.
 \echo Use "ALTER EXTENSION soniq UPDATE TO '0.9.0'" to load this file. \quit
 
 -- The columns and checks, in one pass over the table (the new columns have constant defaults:
@@ -16,6 +17,9 @@ ALTER TABLE soniq.jobs
     ADD COLUMN on_dependency_failure text,
     ADD COLUMN has_dependents boolean NOT NULL DEFAULT false,
     ADD COLUMN cancelled_by uuid,
+    ADD COLUMN progress jsonb,
+    ADD COLUMN progress_at timestamptz,
+    ADD COLUMN checkpoint jsonb,
     DROP CONSTRAINT jobs_status_check,
     ADD CONSTRAINT jobs_status_check CHECK (status IN ('queued', 'processing', 'done', 'cancelled', 'waiting')),
     ADD CONSTRAINT jobs_dependencies_check CHECK (
@@ -370,6 +374,78 @@ BEGIN
       FROM unnest(parents) WITH ORDINALITY AS u(parent, n)
       LEFT JOIN soniq.job_info i ON i.id = u.parent
      ORDER BY u.n;
+END
+$$;
+
+-- report_progress: record an attempt's progress (a JSON value of at most 64 KiB). Returns
+-- whether it was kept: false when the job's progress was written less than a second ago.
+CREATE OR REPLACE FUNCTION soniq.report_progress(job_id uuid, worker_id uuid, attempt int, progress jsonb) RETURNS boolean
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM soniq._require(job_id, 'job_id');
+    PERFORM soniq._require(report_progress.worker_id, 'worker_id');
+    PERFORM soniq._require(attempt, 'attempt');
+    PERFORM soniq._check_worker_owner(report_progress.worker_id);
+    IF pg_column_size(progress) > 65536 THEN
+        RAISE EXCEPTION 'progress takes % bytes, more than the 64 KiB it may take', pg_column_size(progress)
+            USING ERRCODE = 'program_limit_exceeded', HINT = 'Report a summary: counts, a percentage, a phase.';
+    END IF;
+    UPDATE soniq.jobs j SET progress = report_progress.progress, progress_at = now()
+     WHERE j.id = report_progress.job_id AND j.status = 'processing' AND j.worker_id = report_progress.worker_id
+       AND j.attempts = report_progress.attempt
+       AND (j.progress_at IS NULL OR j.progress_at <= now() - interval '1 second');
+    IF FOUND THEN
+        RETURN true;
+    END IF;
+    IF EXISTS (SELECT FROM soniq.jobs j
+                WHERE j.id = report_progress.job_id AND j.status = 'processing'
+                  AND j.worker_id = report_progress.worker_id AND j.attempts = report_progress.attempt) THEN
+        RETURN false;  -- written less than a second ago
+    END IF;
+    PERFORM soniq._lease_refused(job_id, report_progress.worker_id, attempt);
+    RETURN false;
+END
+$$;
+
+-- save_checkpoint: what the job's next attempt resumes from (a JSON value of at most 1 MiB;
+-- NULL clears it). Every call is kept.
+CREATE OR REPLACE FUNCTION soniq.save_checkpoint(job_id uuid, worker_id uuid, attempt int, checkpoint jsonb) RETURNS void
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM soniq._require(job_id, 'job_id');
+    PERFORM soniq._require(save_checkpoint.worker_id, 'worker_id');
+    PERFORM soniq._require(attempt, 'attempt');
+    PERFORM soniq._check_worker_owner(save_checkpoint.worker_id);
+    IF pg_column_size(checkpoint) > 1048576 THEN
+        RAISE EXCEPTION 'the checkpoint takes % bytes, more than the 1 MiB it may take', pg_column_size(checkpoint)
+            USING ERRCODE = 'program_limit_exceeded', HINT = 'Store large state elsewhere and checkpoint a reference.';
+    END IF;
+    UPDATE soniq.jobs j SET checkpoint = save_checkpoint.checkpoint
+     WHERE j.id = save_checkpoint.job_id AND j.status = 'processing' AND j.worker_id = save_checkpoint.worker_id
+       AND j.attempts = save_checkpoint.attempt;
+    IF NOT FOUND THEN
+        PERFORM soniq._lease_refused(job_id, save_checkpoint.worker_id, attempt);
+    END IF;
+END
+$$;
+
+-- read_checkpoint: the checkpoint an earlier attempt (or this one) saved; NULL if none.
+CREATE OR REPLACE FUNCTION soniq.read_checkpoint(job_id uuid, worker_id uuid, attempt int) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    saved jsonb;
+BEGIN
+    PERFORM soniq._require(job_id, 'job_id');
+    PERFORM soniq._require(read_checkpoint.worker_id, 'worker_id');
+    PERFORM soniq._require(attempt, 'attempt');
+    PERFORM soniq._check_worker_owner(read_checkpoint.worker_id);
+    SELECT j.checkpoint INTO saved FROM soniq.jobs j
+     WHERE j.id = read_checkpoint.job_id AND j.status = 'processing' AND j.worker_id = read_checkpoint.worker_id
+       AND j.attempts = read_checkpoint.attempt;
+    IF NOT FOUND THEN
+        PERFORM soniq._lease_refused(job_id, read_checkpoint.worker_id, attempt);
+    END IF;
+    RETURN saved;
 END
 $$;
 
@@ -1072,19 +1148,20 @@ BEGIN
 END
 $$;
 
--- job_info: one job as lookups return it; status 'dead' for a dead-lettered job. depends_on:
--- the jobs it waits (or waited) for (since 0.9.0).
+-- job_info: one job as lookups return it; status 'dead' for a dead-lettered job. Since 0.9.0:
+-- depends_on, the jobs it waits (or waited) for; progress and progress_at, what its attempt
+-- last reported (sql/progress.sql).
 CREATE OR REPLACE VIEW soniq.job_info AS
 SELECT j.id, j.task_name, j.args, j.status, j.queue, j.priority, j.attempts, j.max_attempts,
        j.scheduled_at, j.timeout, j.last_error, j.result, j.worker_id, j.cancel_requested,
        j.producer_id, NULL::text AS dead_letter_reason, j.created_at, j.updated_at,
-       j.started_at, j.finished_at, j.expires_at, j.enqueued_by, j.depends_on
+       j.started_at, j.finished_at, j.expires_at, j.enqueued_by, j.depends_on, j.progress, j.progress_at
   FROM soniq.jobs j
 UNION ALL
 SELECT d.id, d.task_name, d.args, 'dead', d.queue, d.priority, d.attempts, d.max_attempts,
        NULL, d.timeout, d.last_error, NULL, NULL, false,
        d.producer_id, d.dead_letter_reason, d.original_created_at, d.moved_to_dead_letter_at,
-       NULL, d.moved_to_dead_letter_at, NULL, d.enqueued_by, NULL
+       NULL, d.moved_to_dead_letter_at, NULL, d.enqueued_by, NULL, NULL, NULL
   FROM soniq.dead_letter_jobs d;
 
 -- queue_overview: one row per known queue with its jobs by state and its pause state.
@@ -1181,6 +1258,9 @@ GRANT EXECUTE ON FUNCTION
     soniq.snooze(uuid, uuid, int, interval, text),
     soniq.abort(uuid, uuid, int, text),
     soniq.dependency_results(uuid, uuid, int),  -- a handler reads the results of the jobs it depends on
+    soniq.report_progress(uuid, uuid, int, jsonb),
+    soniq.save_checkpoint(uuid, uuid, int, jsonb),
+    soniq.read_checkpoint(uuid, uuid, int),
     soniq.held_back(text[], text[])
 TO soniq_worker;
 

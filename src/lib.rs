@@ -47,9 +47,14 @@ extension_sql_file!(
     requires = ["claim"]
 );
 extension_sql_file!(
+    "../sql/progress.sql",
+    name = "progress",
+    requires = ["outcomes"]
+);
+extension_sql_file!(
     "../sql/manage.sql",
     name = "manage",
-    requires = ["outcomes"]
+    requires = ["progress"]
 );
 extension_sql_file!(
     "../sql/dead_letter.sql",
