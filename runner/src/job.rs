@@ -1,7 +1,9 @@
 //! What a handler sees (the job's context) and what it returns (an outcome).
 
+use crate::error::Error;
 use crate::jobs::DependencyResult;
 use crate::store::{Lease, Store};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use std::fmt;
@@ -55,17 +57,74 @@ impl fmt::Debug for StoreHandle {
 }
 
 impl JobContext {
+    fn lease(&self) -> Lease {
+        Lease {
+            job_id: self.job_id,
+            attempt: self.attempt,
+        }
+    }
+
+    /// The store the attempt came from; an error for a context made outside a worker.
+    fn attempt_store(&self) -> crate::Result<&Arc<dyn Store>> {
+        self.store.0.as_ref().ok_or_else(|| {
+            Error::Invalid(format!(
+                "job {}: this context belongs to no running attempt (made outside a worker)",
+                self.job_id
+            ))
+        })
+    }
+
+    /// Report how far the attempt is (any JSON value of at most 64 KiB: a count, a
+    /// percentage, a phase), shown by `get_job`, `list_jobs` and `soniq inspect`. Kept at most
+    /// once a second per job: returns false when this report came sooner and was dropped
+    /// (report often; the store keeps one a second).
+    pub async fn report_progress(&self, progress: impl Serialize) -> crate::Result<bool> {
+        let value = serde_json::to_value(progress)
+            .map_err(|e| Error::Invalid(format!("progress does not serialize: {e}")))?;
+        self.attempt_store()?
+            .job_progress(self.worker_id, self.lease(), &value)
+            .await
+    }
+
+    /// Save what the job's next attempt resumes from (at most 1 MiB of JSON; `None`, JSON
+    /// null, clears it), after a failure, a timeout or a crash of this worker. Refused (55000)
+    /// once the lease is gone, so a late write never overwrites what a later attempt saved.
+    pub async fn save_checkpoint(&self, checkpoint: impl Serialize) -> crate::Result<()> {
+        let value = serde_json::to_value(checkpoint)
+            .map_err(|e| Error::Invalid(format!("the checkpoint does not serialize: {e}")))?;
+        self.attempt_store()?
+            .job_checkpoint_save(self.worker_id, self.lease(), &value)
+            .await
+    }
+
+    /// The checkpoint an earlier attempt (or this one) saved, as `T`; `None` if none.
+    pub async fn checkpoint<T: DeserializeOwned>(&self) -> crate::Result<Option<T>> {
+        let saved = self
+            .attempt_store()?
+            .job_checkpoint_read(self.worker_id, self.lease())
+            .await?;
+        saved
+            .filter(|value| !value.is_null())
+            .map(|value| {
+                serde_json::from_value(value).map_err(|e| {
+                    Error::Invalid(format!(
+                        "the checkpoint of job {} does not fit the type: {e}",
+                        self.job_id
+                    ))
+                })
+            })
+            .transpose()
+    }
+
     /// The jobs this job depends on (`Enqueue::depends_on`), in the order it named them, with
     /// their state and result: read through this attempt's lease (an error once the lease is
     /// gone). Empty for a job that depends on none, and for a context made outside a worker.
     pub async fn dependency_results(&self) -> crate::Result<Vec<DependencyResult>> {
         match &self.store.0 {
             Some(store) => {
-                let lease = Lease {
-                    job_id: self.job_id,
-                    attempt: self.attempt,
-                };
-                store.job_dependency_results(self.worker_id, lease).await
+                store
+                    .job_dependency_results(self.worker_id, self.lease())
+                    .await
             }
             None => Ok(Vec::new()),
         }

@@ -65,6 +65,8 @@ pub struct JobInfo {
     pub updated_at: SystemTime,
     /// The jobs it depends on (empty: none).
     pub depends_on: Vec<Uuid>,
+    /// What its attempt last reported ([`crate::JobContext::report_progress`]).
+    pub progress: Option<Value>,
 }
 
 /// What a job's handler sees of a job it depends on ([`crate::JobContext::dependency_results`]).

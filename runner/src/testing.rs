@@ -53,7 +53,8 @@ impl Soniq {
         };
         let mut ran = Vec::new();
         while let Some(job) = store.job_claim(&next).await?.pop() {
-            let ctx = job.context;
+            let mut ctx = job.context;
+            ctx.store = crate::job::StoreHandle(Some(self.store()));
             let kind = execute(&self.handlers, ctx.clone(), job.args).await;
             let lease = Lease {
                 job_id: ctx.job_id,

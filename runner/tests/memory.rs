@@ -352,3 +352,42 @@ async fn jobs_that_depend_on_jobs_are_refused_with_the_reason() {
         "nothing written"
     );
 }
+
+#[tokio::test]
+async fn a_retried_attempt_reads_the_checkpoint_the_failed_one_saved() {
+    let mut soniq = Soniq::in_memory();
+    let import = soniq
+        .job("rows.import")
+        .retries(1)
+        .handler(|_: Email, ctx: JobContext| async move {
+            let from: u64 = ctx.checkpoint().await?.unwrap_or(0);
+            if ctx.attempt == 1 {
+                ctx.save_checkpoint(500u64).await?;
+                assert!(
+                    ctx.report_progress(serde_json::json!({"rows": 500}))
+                        .await?
+                );
+                assert!(
+                    !ctx.report_progress(serde_json::json!({"rows": 501}))
+                        .await?,
+                    "within the second"
+                );
+                return Err(JobError::new("connection reset"));
+            }
+            Outcome::done_with(from)
+        })
+        .unwrap();
+    let id = soniq
+        .enqueue(&import, email("a@example.com"))
+        .await
+        .unwrap();
+    assert_eq!(soniq.drain().await.len(), 2);
+    let job = soniq.get_job(id).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Done);
+    assert_eq!(
+        job.result,
+        Some(serde_json::json!(500)),
+        "resumed from the checkpoint"
+    );
+    assert_eq!(job.progress, Some(serde_json::json!({"rows": 500})));
+}

@@ -225,6 +225,7 @@ fn job_json(job: &JobInfo) -> Value {
         "dead_letter_reason": job.dead_letter_reason.map(DeadLetterReason::as_str), "producer_id": job.producer_id,
         "created_at": rfc3339_json(Some(job.created_at)), "updated_at": rfc3339_json(Some(job.updated_at)),
         "depends_on": job.depends_on.iter().map(Uuid::to_string).collect::<Vec<_>>(),
+        "progress": job.progress,
     })
 }
 
@@ -252,6 +253,9 @@ pub async fn inspect(app: &Soniq, id: Uuid, out: &Output) -> CliResult {
     field("scheduled at", time(job.scheduled_at));
     field("created at", time(Some(job.created_at)));
     field("updated at", time(Some(job.updated_at)));
+    if let Some(progress) = &job.progress {
+        field("progress", progress.to_string());
+    }
     if let Some(result) = &job.result {
         field("result", result.to_string());
     }

@@ -77,6 +77,9 @@ struct MemoryJob {
     dedup_key: Option<String>,
     worker_id: Option<Uuid>,
     cancel_requested: bool,
+    /// When its progress was last kept (at most once a second, as in the database).
+    progress_at: Option<SystemTime>,
+    checkpoint: Option<Value>,
     /// Enqueue order, the claim order's last tie-break.
     seq: u64,
 }
@@ -212,6 +215,7 @@ impl State {
                 created_at: now,
                 updated_at: now,
                 depends_on: Vec::new(),
+                progress: None,
             },
             timeout: Some(asked.timeout.or(task.timeout).unwrap_or(DEFAULT_TIMEOUT))
                 .filter(|t| !t.is_zero()),
@@ -220,6 +224,8 @@ impl State {
             dedup_key: job.dedup_key.clone(),
             worker_id: None,
             cancel_requested: false,
+            progress_at: None,
+            checkpoint: None,
             seq,
         });
         Ok(id)
@@ -618,6 +624,54 @@ impl Store for MemoryStore {
                 .leased_or_refused(worker_id, lease)
                 .map(|_| Vec::new()),
         )
+    }
+
+    fn job_progress<'a>(
+        &'a self,
+        worker_id: Uuid,
+        lease: Lease,
+        progress: &'a Value,
+    ) -> BoxFuture<'a, Result<bool>> {
+        let mut state = self.state();
+        let result = state.leased_or_refused(worker_id, lease).map(|i| {
+            let job = &mut state.jobs[i];
+            let now = SystemTime::now();
+            let recent = job.progress_at.is_some_and(|at| {
+                now.duration_since(at)
+                    .is_ok_and(|since| since < Duration::from_secs(1))
+            });
+            if !recent {
+                job.info.progress = Some(progress.clone());
+                job.progress_at = Some(now);
+            }
+            !recent
+        });
+        ready(result)
+    }
+
+    fn job_checkpoint_save<'a>(
+        &'a self,
+        worker_id: Uuid,
+        lease: Lease,
+        checkpoint: &'a Value,
+    ) -> BoxFuture<'a, Result<()>> {
+        let mut state = self.state();
+        let result = state
+            .leased_or_refused(worker_id, lease)
+            .map(|i| state.jobs[i].checkpoint = Some(checkpoint.clone()));
+        ready(result)
+    }
+
+    fn job_checkpoint_read(
+        &self,
+        worker_id: Uuid,
+        lease: Lease,
+    ) -> BoxFuture<'_, Result<Option<Value>>> {
+        let state = self.state();
+        let result = state
+            .leased_or_refused(worker_id, lease)
+            .map(|i| state.jobs[i].checkpoint.clone());
+        ready(result)
     }
 
     fn job_get(&self, job_id: Uuid) -> BoxFuture<'_, Result<Option<JobInfo>>> {

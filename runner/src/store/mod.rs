@@ -279,6 +279,28 @@ pub trait Store: Send + Sync {
         worker_id: Uuid,
         lease: Lease,
     ) -> BoxFuture<'_, Result<Vec<DependencyResult>>>;
+    /// Record the leased attempt's progress; false when the job's progress was recorded less
+    /// than a second ago (not kept). 55000 when the lease is gone.
+    fn job_progress<'a>(
+        &'a self,
+        worker_id: Uuid,
+        lease: Lease,
+        progress: &'a Value,
+    ) -> BoxFuture<'a, Result<bool>>;
+    /// Save what the job's next attempt resumes from (JSON null: none); 55000 when the lease
+    /// is gone.
+    fn job_checkpoint_save<'a>(
+        &'a self,
+        worker_id: Uuid,
+        lease: Lease,
+        checkpoint: &'a Value,
+    ) -> BoxFuture<'a, Result<()>>;
+    /// The job's saved checkpoint; 55000 when the lease is gone.
+    fn job_checkpoint_read(
+        &self,
+        worker_id: Uuid,
+        lease: Lease,
+    ) -> BoxFuture<'_, Result<Option<Value>>>;
     /// A job by id, also a dead one; `None` when unknown.
     fn job_get(&self, job_id: Uuid) -> BoxFuture<'_, Result<Option<JobInfo>>>;
     fn job_list<'a>(&'a self, filter: &'a JobFilter) -> BoxFuture<'a, Result<Vec<JobInfo>>>;

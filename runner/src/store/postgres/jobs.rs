@@ -102,7 +102,7 @@ pub const ABORT: Sql = Sql {
 
 const JOB_COLUMNS: &str = "id, task_name, args, status, queue, priority, attempts, max_attempts, \
      scheduled_at, last_error, result, dead_letter_reason, producer_id, created_at, updated_at, \
-     depends_on";
+     depends_on, progress";
 
 /// `NULL` for a job that depends on none (an empty array would be refused).
 fn depends_on(job: &NewJob) -> Option<&[Uuid]> {
@@ -401,6 +401,7 @@ fn job_from_row(row: &Row) -> Result<JobInfo> {
         created_at: row.get(13),
         updated_at: row.get(14),
         depends_on: row.get::<_, Option<Vec<Uuid>>>(15).unwrap_or_default(),
+        progress: row.get(16),
     })
 }
 
@@ -460,6 +461,64 @@ pub async fn dependency_results(
             })
         })
         .collect()
+}
+
+pub async fn progress(
+    client: &impl GenericClient,
+    worker_id: Uuid,
+    lease: Lease,
+    progress: &Value,
+) -> Result<bool> {
+    Ok(client
+        .query_typed_one(
+            "SELECT soniq.report_progress($1, $2, $3, $4)",
+            &[
+                (&lease.job_id, Type::UUID),
+                (&worker_id, Type::UUID),
+                (&lease.attempt, Type::INT4),
+                (progress, Type::JSONB),
+            ],
+        )
+        .await?
+        .get(0))
+}
+
+pub async fn checkpoint_save(
+    client: &impl GenericClient,
+    worker_id: Uuid,
+    lease: Lease,
+    checkpoint: &Value,
+) -> Result<()> {
+    client
+        .query_typed(
+            "SELECT soniq.save_checkpoint($1, $2, $3, $4)",
+            &[
+                (&lease.job_id, Type::UUID),
+                (&worker_id, Type::UUID),
+                (&lease.attempt, Type::INT4),
+                (checkpoint, Type::JSONB),
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+pub async fn checkpoint_read(
+    client: &impl GenericClient,
+    worker_id: Uuid,
+    lease: Lease,
+) -> Result<Option<Value>> {
+    Ok(client
+        .query_typed_one(
+            "SELECT soniq.read_checkpoint($1, $2, $3)",
+            &[
+                (&lease.job_id, Type::UUID),
+                (&worker_id, Type::UUID),
+                (&lease.attempt, Type::INT4),
+            ],
+        )
+        .await?
+        .get(0))
 }
 
 pub async fn cancel(client: &impl GenericClient, job_id: Uuid) -> Result<bool> {

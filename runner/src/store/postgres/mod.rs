@@ -225,6 +225,38 @@ impl Store for PgStore {
         })
     }
 
+    fn job_progress<'a>(
+        &'a self,
+        worker_id: Uuid,
+        lease: Lease,
+        progress: &'a Value,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            jobs::progress(&**self.client().await?, worker_id, lease, progress).await
+        })
+    }
+
+    fn job_checkpoint_save<'a>(
+        &'a self,
+        worker_id: Uuid,
+        lease: Lease,
+        checkpoint: &'a Value,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            jobs::checkpoint_save(&**self.client().await?, worker_id, lease, checkpoint).await
+        })
+    }
+
+    fn job_checkpoint_read(
+        &self,
+        worker_id: Uuid,
+        lease: Lease,
+    ) -> BoxFuture<'_, Result<Option<Value>>> {
+        Box::pin(
+            async move { jobs::checkpoint_read(&**self.client().await?, worker_id, lease).await },
+        )
+    }
+
     fn job_get(&self, job_id: Uuid) -> BoxFuture<'_, Result<Option<JobInfo>>> {
         Box::pin(async move { jobs::get(&**self.client().await?, job_id).await })
     }
