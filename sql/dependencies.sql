@@ -12,6 +12,37 @@
 -- then sees it finished) or waits for the enqueue to commit (and its own next statement, with
 -- a newer snapshot, then finds the dependent).
 
+-- _finished: what follows the end of jobs others follow, the one hook of every path that ends
+-- a job (done, cancelled, dead, deleted). depended_on: the ended jobs with dependents (they
+-- are counted off when done, else fail them: _release, _dependency_failed); awaited: those a
+-- producer awaits (each notifies soniq_job_finished, sent at commit: sql/awaiting.sql). why:
+-- NULL when they are done, else how they ended. Called only when one of them is set: a job
+-- nobody follows pays nothing.
+CREATE FUNCTION soniq._finished(depended_on uuid[], awaited uuid[], why text) RETURNS void
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM pg_notify('soniq_job_finished', a::text) FROM unnest(awaited) a;
+    IF depended_on IS NULL THEN
+        RETURN;
+    ELSIF why IS NULL THEN
+        PERFORM soniq._release(depended_on);
+    ELSE
+        PERFORM soniq._dependency_failed(depended_on, why);
+    END IF;
+END
+$$;
+
+-- _ended: _finished for one job, as it was when it ended.
+CREATE FUNCTION soniq._ended(job soniq.jobs, why text) RETURNS void
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    IF job.has_dependents OR job.awaited THEN
+        PERFORM soniq._finished(CASE WHEN job.has_dependents THEN ARRAY[job.id] END,
+                                CASE WHEN job.awaited THEN ARRAY[job.id] END, why);
+    END IF;
+END
+$$;
+
 -- At most this many parents per job (documented in the README).
 CREATE FUNCTION soniq._max_parents() RETURNS int
 LANGUAGE sql IMMUTABLE AS $$ SELECT 1000 $$;
@@ -234,6 +265,7 @@ CREATE FUNCTION soniq._dependency_failed(parents uuid[], why text) RETURNS void
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     failed uuid[] := parents;
+    awaited uuid[];  -- the dependents cancelled that a producer awaits
 BEGIN
     WHILE failed IS NOT NULL LOOP
         PERFORM soniq._release(failed, failed => true);
@@ -249,9 +281,14 @@ BEGIN
                    last_error = format('cancelled: job %s, which it depends on, %s', d.cause, why)
               FROM doomed d
              WHERE c.id = d.id
-            RETURNING c.id, c.has_dependents
+            RETURNING c.id, c.has_dependents, c.awaited
         )
-        SELECT array_agg(k.id) FILTER (WHERE k.has_dependents) INTO failed FROM cancelled k;
+        SELECT array_agg(k.id) FILTER (WHERE k.has_dependents), array_agg(k.id) FILTER (WHERE k.awaited)
+          INTO failed, awaited
+          FROM cancelled k;
+        IF awaited IS NOT NULL THEN
+            PERFORM soniq._finished(NULL, awaited, why);
+        END IF;
         why := 'was cancelled: a job it depends on failed';
     END LOOP;
 END

@@ -154,9 +154,10 @@ $$;
 CREATE FUNCTION soniq._spec_ok(spec jsonb) RETURNS boolean
 LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN jsonb_typeof(spec) = 'object' THEN
-               spec - '{task_name,args,queue,priority,scheduled_at,retries,unique,dedup_key,timeout,producer_id,depends_on,on_dependency_failure}'::text[]
+               spec - '{task_name,args,queue,priority,scheduled_at,retries,unique,dedup_key,timeout,producer_id,depends_on,on_dependency_failure,awaitable}'::text[]
                    = '{}'
                AND coalesce(jsonb_typeof(spec -> 'unique'), 'null') IN ('boolean', 'null')
+               AND coalesce(jsonb_typeof(spec -> 'awaitable'), 'null') IN ('boolean', 'null')
                AND soniq._json_in_range(spec -> 'priority', 1, 1000, true)
                AND soniq._json_in_range(spec -> 'retries', 0, 1000, true)
                AND soniq._json_in_range(spec -> 'timeout', 0, 2592000, false)
@@ -185,13 +186,17 @@ BEGIN
             SELECT string_agg(k, ', ') INTO unknown FROM jsonb_object_keys(spec) k
              WHERE k NOT IN ('task_name', 'args', 'queue', 'priority', 'scheduled_at', 'retries',
                              'unique', 'dedup_key', 'timeout', 'producer_id', 'depends_on',
-                             'on_dependency_failure');
+                             'on_dependency_failure', 'awaitable');
             IF unknown IS NOT NULL THEN
                 RAISE EXCEPTION 'unknown key(s) in job spec: %', unknown
                     USING ERRCODE = 'invalid_parameter_value';
             END IF;
             IF jsonb_typeof(spec -> 'unique') NOT IN ('boolean', 'null') THEN
                 RAISE EXCEPTION 'unique must be true or false, got %', spec -> 'unique'
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            IF jsonb_typeof(spec -> 'awaitable') NOT IN ('boolean', 'null') THEN
+                RAISE EXCEPTION 'awaitable must be true or false, got %', spec -> 'awaitable'
                     USING ERRCODE = 'invalid_parameter_value';
             END IF;
             PERFORM soniq._check_job(
@@ -476,7 +481,9 @@ $$;
 -- (another login's jobs never match: a duplicate reveals nothing of them). With depends_on
 -- (at most 1,000 jobs of the same login) the job waits until they are all done; if one is
 -- cancelled or dies it is cancelled too, or runs anyway with on_dependency_failure 'run'
--- (sql/dependencies.sql). Runs in the caller's transaction: rolled back, the job never existed.
+-- (sql/dependencies.sql). With awaitable, its end notifies soniq_job_finished (a duplicate
+-- returned instead is marked so: sql/awaiting.sql). Runs in the caller's transaction: rolled
+-- back, the job never existed.
 CREATE FUNCTION soniq.enqueue(
     task_name    text,
     args         jsonb       DEFAULT '{}',
@@ -489,11 +496,13 @@ CREATE FUNCTION soniq.enqueue(
     timeout      interval    DEFAULT NULL,
     producer_id  text        DEFAULT NULL,
     depends_on   uuid[]      DEFAULT NULL,
-    on_dependency_failure text DEFAULT NULL
+    on_dependency_failure text DEFAULT NULL,
+    awaitable    boolean     DEFAULT false
 ) RETURNS uuid
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     job record;
+    id uuid;
 BEGIN
     -- The common case checked in one expression; a bad call pays for finding out why.
     IF NOT coalesce(soniq._check_task_name(task_name)
@@ -502,6 +511,12 @@ BEGIN
                     false) THEN
         PERFORM soniq._check_job(task_name, args, queue, priority, scheduled_at, retries, dedup_key, timeout,
                                  producer_id);
+    END IF;
+    IF awaitable THEN
+        id := soniq.enqueue(task_name, args, queue, priority, scheduled_at, retries, unique_job, dedup_key, timeout,
+                            producer_id, depends_on, on_dependency_failure);
+        PERFORM soniq._await_jobs(ARRAY[id]);
+        RETURN id;
     END IF;
     IF depends_on IS NOT NULL OR on_dependency_failure IS NOT NULL THEN
         PERFORM soniq._check_dependency_options(depends_on, on_dependency_failure, '');
@@ -533,7 +548,7 @@ END
 $$;
 -- enqueue_many (specs): a JSON array of job specs, each an object with the keys task_name
 -- (required), args, queue, priority, scheduled_at, retries, unique, dedup_key,
--- timeout (seconds), producer_id, depends_on and on_dependency_failure. Ids come back in
+-- timeout (seconds), producer_id, depends_on, on_dependency_failure and awaitable. Ids come back in
 -- input order; an error names the offending element, and nothing is written. Jobs are
 -- deduplicated as by enqueue, against the table and within the batch (a later element
 -- returns the id of an earlier duplicate). depends_on is an array of job ids (strings) and
@@ -556,6 +571,8 @@ DECLARE
     depends jsonb[];
     on_failure text[];
     dependent boolean;  -- whether any job depends on others
+    awaited bigint[];   -- the positions of awaitable jobs
+    ids uuid[];
 BEGIN
     PERFORM soniq._require(jobs, 'jobs');
     IF jsonb_typeof(jobs) <> 'array' THEN
@@ -578,9 +595,10 @@ BEGIN
                array_agg(e.spec ->> 'producer_id' ORDER BY e.n),
                array_agg(nullif(e.spec -> 'depends_on', 'null') ORDER BY e.n),
                array_agg(e.spec ->> 'on_dependency_failure' ORDER BY e.n),
-               bool_or(e.spec ? 'depends_on' OR e.spec ? 'on_dependency_failure')
+               bool_or(e.spec ? 'depends_on' OR e.spec ? 'on_dependency_failure'),
+               array_agg(e.n) FILTER (WHERE (e.spec ->> 'awaitable')::boolean)
           INTO well_formed, task_names, args, queues, priorities, scheduled_ats, retries, unique_jobs,
-               dedup_keys, timeouts, producer_ids, depends, on_failure, dependent
+               dedup_keys, timeouts, producer_ids, depends, on_failure, dependent, awaited
           FROM jsonb_array_elements(jobs) WITH ORDINALITY AS e(spec, n);
     EXCEPTION WHEN data_exception THEN
         well_formed := false;
@@ -589,14 +607,18 @@ BEGIN
         PERFORM soniq._refuse_specs(jobs);
     END IF;
     IF dependent THEN
-        RETURN QUERY SELECT soniq._insert_dependent_jobs(
+        ids := ARRAY(SELECT soniq._insert_dependent_jobs(
             ROW(task_names, args, queues, priorities, scheduled_ats, retries, unique_jobs, dedup_keys, timeouts,
                 producer_ids),
-            depends, on_failure, labelled => true);
-        RETURN;
+            depends, on_failure, labelled => true));
+    ELSE
+        ids := ARRAY(SELECT soniq._insert_jobs(ROW(task_names, args, queues, priorities, scheduled_ats, retries,
+                                                   unique_jobs, dedup_keys, timeouts, producer_ids)));
     END IF;
-    RETURN QUERY SELECT soniq._insert_jobs(ROW(task_names, args, queues, priorities, scheduled_ats, retries,
-                                               unique_jobs, dedup_keys, timeouts, producer_ids));
+    IF awaited IS NOT NULL THEN
+        PERFORM soniq._await_jobs(ARRAY(SELECT ids[n] FROM unnest(awaited) n));
+    END IF;
+    RETURN QUERY SELECT unnest(ids);
 END
 $$;
 

@@ -205,12 +205,13 @@ END
 $$;
 
 -- _bury: move jobs into the dead letter with a reason and their last error; the jobs that
--- depend on them are cancelled (or run, if they said so).
+-- depend on them are cancelled (or run, if they said so), their awaiters notified.
 CREATE FUNCTION soniq._bury(job_ids uuid[], reason text, error text) RETURNS int
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     buried int;
     parents uuid[];
+    awaited uuid[];
 BEGIN
     WITH gone AS (
         DELETE FROM soniq.jobs j WHERE j.id = ANY (job_ids) RETURNING j.*
@@ -226,11 +227,12 @@ BEGIN
         FROM gone g
         RETURNING d.id
     )
-    SELECT (SELECT count(*)::int FROM moved), (SELECT array_agg(g.id) FROM gone g WHERE g.has_dependents)
-      INTO buried, parents
+    SELECT (SELECT count(*)::int FROM moved), (SELECT array_agg(g.id) FROM gone g WHERE g.has_dependents),
+           (SELECT array_agg(g.id) FROM gone g WHERE g.awaited)
+      INTO buried, parents, awaited
       FROM (SELECT count(*) FROM freed) f;
-    IF parents IS NOT NULL THEN
-        PERFORM soniq._dependency_failed(parents, format('ended in the dead letter (%s)', reason));
+    IF parents IS NOT NULL OR awaited IS NOT NULL THEN
+        PERFORM soniq._finished(parents, awaited, format('ended in the dead letter (%s)', reason));
     END IF;
     RETURN buried;
 END
@@ -291,6 +293,9 @@ BEGIN
             IF job.has_dependents THEN
                 PERFORM soniq._dependents_follow(job.id, duplicate);
             END IF;
+            IF job.awaited THEN
+                PERFORM soniq._finished(NULL, ARRAY[job.id], 'yielded to its duplicate');
+            END IF;
             RETURN 'merged';
         END IF;
         BEGIN  -- a subtransaction only for unique and dedup jobs
@@ -330,9 +335,7 @@ BEGIN
                    last_error = format('cancelled; %s during attempt %s', why, held.attempts)
              WHERE j.id = held.id;
             PERFORM soniq._slots_freed(ARRAY[held.queue]);
-            IF held.has_dependents THEN
-                PERFORM soniq._dependency_failed(ARRAY[held.id], 'was cancelled');
-            END IF;
+            PERFORM soniq._ended(held, 'was cancelled');
         ELSIF held.attempts >= held.max_attempts THEN
             PERFORM soniq._bury(ARRAY[held.id], 'max_retries_exceeded',
                                 format('%s during its last attempt; attempts exhausted', why));

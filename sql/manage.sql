@@ -41,17 +41,15 @@ CREATE FUNCTION soniq.cancel_job(job_id uuid) RETURNS boolean
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     current_status text;
-    depended_on boolean;
+    ended soniq.jobs;
 BEGIN
     PERFORM soniq._require(job_id, 'job_id');
-    SELECT j.status, j.has_dependents INTO current_status, depended_on
-      FROM soniq.jobs j WHERE j.id = cancel_job.job_id FOR UPDATE;
+    SELECT j.status INTO current_status FROM soniq.jobs j WHERE j.id = cancel_job.job_id FOR UPDATE;
     IF current_status IN ('queued', 'waiting') THEN
         UPDATE soniq.jobs j SET status = 'cancelled', finished_at = now(), updated_at = now()
-         WHERE j.id = cancel_job.job_id;
-        IF depended_on THEN
-            PERFORM soniq._dependency_failed(ARRAY[job_id], 'was cancelled');
-        END IF;
+         WHERE j.id = cancel_job.job_id
+        RETURNING j.* INTO ended;
+        PERFORM soniq._ended(ended, 'was cancelled');
         RETURN true;
     ELSIF current_status = 'processing' THEN
         UPDATE soniq.jobs j SET cancel_requested = true, updated_at = now() WHERE j.id = cancel_job.job_id;
@@ -77,9 +75,7 @@ BEGIN
         IF deleted.status = 'processing' THEN
             PERFORM soniq._slots_freed(ARRAY[deleted.queue]);  -- its slot of a limit is free
         END IF;
-        IF deleted.has_dependents THEN
-            PERFORM soniq._dependency_failed(ARRAY[job_id], 'was deleted');
-        END IF;
+        PERFORM soniq._ended(deleted, 'was deleted');
         RETURN;
     END IF;
     IF EXISTS (SELECT FROM soniq.dead_letter_jobs d WHERE d.id = delete_job.job_id) THEN

@@ -16,6 +16,7 @@ DECLARE
     completed uuid[];
     freed text[];  -- the queues of the jobs completed
     parents uuid[];  -- the jobs completed that others depend on
+    awaited uuid[];  -- and those a producer awaits
 BEGIN
     PERFORM soniq._require(job_ids, 'job_ids');
     PERFORM soniq._require(complete_many.worker_id, 'worker_id');
@@ -47,24 +48,25 @@ BEGIN
           FROM lease l
          WHERE j.id = l.id AND j.status = l.status AND j.worker_id = l.worker_id
            AND j.attempts = l.attempt AND j.result_ttl > interval '0'
-        RETURNING j.id, j.queue, j.has_dependents
+        RETURNING j.id, j.queue, j.has_dependents, j.awaited
     ), dropped AS (
         DELETE FROM soniq.jobs j
          USING lease l
          WHERE j.id = l.id AND j.status = l.status AND j.worker_id = l.worker_id
            AND j.attempts = l.attempt AND j.result_ttl <= interval '0'
-        RETURNING j.id, j.queue, j.has_dependents
+        RETURNING j.id, j.queue, j.has_dependents, j.awaited
     ), finished AS (
-        SELECT k.id, k.queue, k.has_dependents FROM kept k
-        UNION ALL SELECT d.id, d.queue, d.has_dependents FROM dropped d
+        SELECT k.id, k.queue, k.has_dependents, k.awaited FROM kept k
+        UNION ALL SELECT d.id, d.queue, d.has_dependents, d.awaited FROM dropped d
     )
-    SELECT array_agg(f.id), array_agg(DISTINCT f.queue), array_agg(f.id) FILTER (WHERE f.has_dependents)
-      INTO completed, freed, parents
+    SELECT array_agg(f.id), array_agg(DISTINCT f.queue), array_agg(f.id) FILTER (WHERE f.has_dependents),
+           array_agg(f.id) FILTER (WHERE f.awaited)
+      INTO completed, freed, parents, awaited
       FROM finished f;
     PERFORM soniq._slots_freed(freed);
     -- A later statement, which sees a dependent whose enqueue this one waited for.
-    IF parents IS NOT NULL THEN
-        PERFORM soniq._release(parents);
+    IF parents IS NOT NULL OR awaited IS NOT NULL THEN
+        PERFORM soniq._finished(parents, awaited, NULL);
     END IF;
     RETURN QUERY SELECT unnest(completed);
 END
@@ -225,8 +227,7 @@ $$;
 CREATE FUNCTION soniq.abort(job_id uuid, worker_id uuid, attempt int, reason text DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
-    freed text;  -- the job's queue
-    depended_on boolean;
+    ended soniq.jobs;
 BEGIN
     PERFORM soniq._require(job_id, 'job_id');
     PERFORM soniq._require(worker_id, 'worker_id');
@@ -238,13 +239,11 @@ BEGIN
            last_error = coalesce(left(abort.reason, 8192), j.last_error)
      WHERE j.id = abort.job_id AND j.status = 'processing' AND j.worker_id = abort.worker_id
        AND j.attempts = abort.attempt
-    RETURNING j.queue, j.has_dependents INTO freed, depended_on;
+    RETURNING j.* INTO ended;
     IF NOT FOUND THEN
         PERFORM soniq._lease_refused(job_id, worker_id, attempt);
     END IF;
-    PERFORM soniq._slots_freed(ARRAY[freed]);
-    IF depended_on THEN
-        PERFORM soniq._dependency_failed(ARRAY[job_id], 'was cancelled');
-    END IF;
+    PERFORM soniq._slots_freed(ARRAY[ended.queue]);
+    PERFORM soniq._ended(ended, 'was cancelled');
 END
 $$;

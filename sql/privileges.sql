@@ -3,7 +3,7 @@
 -- Three roles, created once per cluster (roles are cluster-wide) and granted to login roles by
 -- the operator:
 --   soniq_producer  enqueues jobs and reads the status of those its login enqueued (by id, not
---                   their args or results);
+--                   their args), and their result once they end (job_result, await_job);
 --   soniq_worker    runs jobs: registers, claims, heartbeats, completes, fails, snoozes,
 --                   aborts, reads the results of the jobs its job depends on
 --                   (dependency_results), records progress and checkpoints
@@ -47,7 +47,7 @@ DECLARE
 BEGIN
     FOR api, language IN
         SELECT p.oid, l.lanname FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_language l ON l.oid = p.prolang
-         WHERE p.pronamespace = 'soniq'::regnamespace AND p.proname NOT LIKE '\_%'
+         WHERE p.pronamespace = 'soniq'::regnamespace AND p.proname NOT LIKE '\_%' AND p.prokind = 'f'
     LOOP
         IF language IN ('sql', 'plpgsql') THEN
             EXECUTE pg_catalog.format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = pg_catalog, pg_temp', api);
@@ -58,13 +58,15 @@ END
 $$;
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA soniq FROM PUBLIC;
+REVOKE ALL ON ALL PROCEDURES IN SCHEMA soniq FROM PUBLIC;
 GRANT USAGE ON SCHEMA soniq TO soniq_producer, soniq_worker, soniq_admin;
 
 GRANT EXECUTE ON FUNCTION
-    soniq.enqueue(text, jsonb, text, int, timestamptz, int, boolean, text, interval, text, uuid[], text),
+    soniq.enqueue(text, jsonb, text, int, timestamptz, int, boolean, text, interval, text, uuid[], text, boolean),
     soniq.enqueue_many(jsonb),
     soniq.enqueue_many(text, jsonb[], text, int, timestamptz, int, boolean, interval, text),
-    soniq.job_status(uuid)
+    soniq.job_status(uuid),
+    soniq.job_result(uuid)  -- the outcome of a job its login enqueued, which it may await
 TO soniq_producer;
 
 GRANT EXECUTE ON FUNCTION
@@ -88,3 +90,7 @@ GRANT EXECUTE ON FUNCTION
 TO soniq_worker;
 
 GRANT SELECT ON ALL TABLES IN SCHEMA soniq TO soniq_admin;
+
+-- await_job runs with the caller's rights (a procedure that commits cannot be SECURITY
+-- DEFINER) and reads only through job_result.
+GRANT EXECUTE ON PROCEDURE soniq.await_job(uuid, interval, text, jsonb, text) TO soniq_producer, soniq_admin;

@@ -129,6 +129,8 @@ CREATE TABLE soniq.jobs (
     progress         jsonb,
     progress_at      timestamptz,
     checkpoint       jsonb,
+    -- A producer awaits its end: it notifies soniq_job_finished (since 0.9.0; sql/awaiting.sql).
+    awaited          boolean NOT NULL DEFAULT false,
     -- waiting: until the jobs it depends on are done.
     CONSTRAINT jobs_status_check CHECK (status IN ('queued', 'processing', 'done', 'cancelled', 'waiting')),
     CONSTRAINT jobs_args_object CHECK (jsonb_typeof(args) = 'object'),

@@ -3,7 +3,8 @@
 -- in the transaction that completes the last of them; a parent that is cancelled or dies
 -- cancels its waiting dependents (or they run anyway, with on_dependency_failure 'run'); a
 -- replay of the dead parent re-arms them. Progress and checkpoints of a running attempt
--- (sql/progress.sql). New columns on soniq.jobs (the table's last), two
+-- (sql/progress.sql). Awaiting a job's end: jobs enqueued awaitable notify soniq_job_finished,
+-- job_result and the procedure await_job (sql/awaiting.sql). New columns on soniq.jobs (the table's last), two
 -- indexes (empty until jobs depend on others), the status list and a check; enqueue gains
 -- depends_on and on_dependency_failure, enqueue_many's specs the same keys; queue_stats,
 -- queue_overview and job_info gain their waiting count, depends_on and progress.
@@ -20,6 +21,7 @@ ALTER TABLE soniq.jobs
     ADD COLUMN progress jsonb,
     ADD COLUMN progress_at timestamptz,
     ADD COLUMN checkpoint jsonb,
+    ADD COLUMN awaited boolean NOT NULL DEFAULT false,
     DROP CONSTRAINT jobs_status_check,
     ADD CONSTRAINT jobs_status_check CHECK (status IN ('queued', 'processing', 'done', 'cancelled', 'waiting')),
     ADD CONSTRAINT jobs_dependencies_check CHECK (
@@ -32,6 +34,37 @@ CREATE INDEX jobs_cancelled_by_idx ON soniq.jobs (cancelled_by) WHERE cancelled_
 -- Changed signatures and result types: dropped, then created below.
 DROP FUNCTION soniq.enqueue(text, jsonb, text, int, timestamptz, int, boolean, text, interval, text);
 DROP FUNCTION soniq.queue_stats(text);
+
+-- _finished: what follows the end of jobs others follow, the one hook of every path that ends
+-- a job (done, cancelled, dead, deleted). depended_on: the ended jobs with dependents (they
+-- are counted off when done, else fail them: _release, _dependency_failed); awaited: those a
+-- producer awaits (each notifies soniq_job_finished, sent at commit: sql/awaiting.sql). why:
+-- NULL when they are done, else how they ended. Called only when one of them is set: a job
+-- nobody follows pays nothing.
+CREATE OR REPLACE FUNCTION soniq._finished(depended_on uuid[], awaited uuid[], why text) RETURNS void
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM pg_notify('soniq_job_finished', a::text) FROM unnest(awaited) a;
+    IF depended_on IS NULL THEN
+        RETURN;
+    ELSIF why IS NULL THEN
+        PERFORM soniq._release(depended_on);
+    ELSE
+        PERFORM soniq._dependency_failed(depended_on, why);
+    END IF;
+END
+$$;
+
+-- _ended: _finished for one job, as it was when it ended.
+CREATE OR REPLACE FUNCTION soniq._ended(job soniq.jobs, why text) RETURNS void
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    IF job.has_dependents OR job.awaited THEN
+        PERFORM soniq._finished(CASE WHEN job.has_dependents THEN ARRAY[job.id] END,
+                                CASE WHEN job.awaited THEN ARRAY[job.id] END, why);
+    END IF;
+END
+$$;
 
 -- At most this many parents per job (documented in the README).
 CREATE OR REPLACE FUNCTION soniq._max_parents() RETURNS int
@@ -255,6 +288,7 @@ CREATE OR REPLACE FUNCTION soniq._dependency_failed(parents uuid[], why text) RE
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     failed uuid[] := parents;
+    awaited uuid[];  -- the dependents cancelled that a producer awaits
 BEGIN
     WHILE failed IS NOT NULL LOOP
         PERFORM soniq._release(failed, failed => true);
@@ -270,9 +304,14 @@ BEGIN
                    last_error = format('cancelled: job %s, which it depends on, %s', d.cause, why)
               FROM doomed d
              WHERE c.id = d.id
-            RETURNING c.id, c.has_dependents
+            RETURNING c.id, c.has_dependents, c.awaited
         )
-        SELECT array_agg(k.id) FILTER (WHERE k.has_dependents) INTO failed FROM cancelled k;
+        SELECT array_agg(k.id) FILTER (WHERE k.has_dependents), array_agg(k.id) FILTER (WHERE k.awaited)
+          INTO failed, awaited
+          FROM cancelled k;
+        IF awaited IS NOT NULL THEN
+            PERFORM soniq._finished(NULL, awaited, why);
+        END IF;
         why := 'was cancelled: a job it depends on failed';
     END LOOP;
 END
@@ -449,6 +488,21 @@ BEGIN
 END
 $$;
 
+-- _await_jobs: mark jobs as awaited (enqueue's awaitable).
+CREATE OR REPLACE FUNCTION soniq._await_jobs(ids uuid[]) RETURNS void
+LANGUAGE sql VOLATILE AS $$
+    UPDATE soniq.jobs j SET awaited = true WHERE j.id = ANY (ids) AND NOT j.awaited
+$$;
+
+-- job_result: where a job the caller's login enqueued stands, with its result once done and
+-- its last error: what its producer awaits (admins see every job's). No row when unknown, or
+-- enqueued by another login (or deleted, or pruned); status 'dead' when dead.
+CREATE OR REPLACE FUNCTION soniq.job_result(job_id uuid) RETURNS TABLE (status text, result jsonb, last_error text)
+LANGUAGE sql STABLE AS $$
+    SELECT i.status, i.result, i.last_error
+      FROM soniq.job_info i WHERE i.id = job_id AND (i.enqueued_by = session_user OR soniq._is_admin())
+$$;
+
 -- _follow_task: the queued (and waiting) jobs of a task take its newly published options wherever their
 -- producer left an option out (soniq.jobs.inherited), so a job enqueued before its task was
 -- published runs with the task's retries, timeout, retry policy, result TTL, priority and
@@ -495,9 +549,10 @@ $$;
 CREATE OR REPLACE FUNCTION soniq._spec_ok(spec jsonb) RETURNS boolean
 LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN jsonb_typeof(spec) = 'object' THEN
-               spec - '{task_name,args,queue,priority,scheduled_at,retries,unique,dedup_key,timeout,producer_id,depends_on,on_dependency_failure}'::text[]
+               spec - '{task_name,args,queue,priority,scheduled_at,retries,unique,dedup_key,timeout,producer_id,depends_on,on_dependency_failure,awaitable}'::text[]
                    = '{}'
                AND coalesce(jsonb_typeof(spec -> 'unique'), 'null') IN ('boolean', 'null')
+               AND coalesce(jsonb_typeof(spec -> 'awaitable'), 'null') IN ('boolean', 'null')
                AND soniq._json_in_range(spec -> 'priority', 1, 1000, true)
                AND soniq._json_in_range(spec -> 'retries', 0, 1000, true)
                AND soniq._json_in_range(spec -> 'timeout', 0, 2592000, false)
@@ -526,13 +581,17 @@ BEGIN
             SELECT string_agg(k, ', ') INTO unknown FROM jsonb_object_keys(spec) k
              WHERE k NOT IN ('task_name', 'args', 'queue', 'priority', 'scheduled_at', 'retries',
                              'unique', 'dedup_key', 'timeout', 'producer_id', 'depends_on',
-                             'on_dependency_failure');
+                             'on_dependency_failure', 'awaitable');
             IF unknown IS NOT NULL THEN
                 RAISE EXCEPTION 'unknown key(s) in job spec: %', unknown
                     USING ERRCODE = 'invalid_parameter_value';
             END IF;
             IF jsonb_typeof(spec -> 'unique') NOT IN ('boolean', 'null') THEN
                 RAISE EXCEPTION 'unique must be true or false, got %', spec -> 'unique'
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            IF jsonb_typeof(spec -> 'awaitable') NOT IN ('boolean', 'null') THEN
+                RAISE EXCEPTION 'awaitable must be true or false, got %', spec -> 'awaitable'
                     USING ERRCODE = 'invalid_parameter_value';
             END IF;
             PERFORM soniq._check_job(
@@ -567,7 +626,9 @@ $$;
 -- (another login's jobs never match: a duplicate reveals nothing of them). With depends_on
 -- (at most 1,000 jobs of the same login) the job waits until they are all done; if one is
 -- cancelled or dies it is cancelled too, or runs anyway with on_dependency_failure 'run'
--- (sql/dependencies.sql). Runs in the caller's transaction: rolled back, the job never existed.
+-- (sql/dependencies.sql). With awaitable, its end notifies soniq_job_finished (a duplicate
+-- returned instead is marked so: sql/awaiting.sql). Runs in the caller's transaction: rolled
+-- back, the job never existed.
 CREATE OR REPLACE FUNCTION soniq.enqueue(
     task_name    text,
     args         jsonb       DEFAULT '{}',
@@ -580,11 +641,13 @@ CREATE OR REPLACE FUNCTION soniq.enqueue(
     timeout      interval    DEFAULT NULL,
     producer_id  text        DEFAULT NULL,
     depends_on   uuid[]      DEFAULT NULL,
-    on_dependency_failure text DEFAULT NULL
+    on_dependency_failure text DEFAULT NULL,
+    awaitable    boolean     DEFAULT false
 ) RETURNS uuid
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     job record;
+    id uuid;
 BEGIN
     -- The common case checked in one expression; a bad call pays for finding out why.
     IF NOT coalesce(soniq._check_task_name(task_name)
@@ -593,6 +656,12 @@ BEGIN
                     false) THEN
         PERFORM soniq._check_job(task_name, args, queue, priority, scheduled_at, retries, dedup_key, timeout,
                                  producer_id);
+    END IF;
+    IF awaitable THEN
+        id := soniq.enqueue(task_name, args, queue, priority, scheduled_at, retries, unique_job, dedup_key, timeout,
+                            producer_id, depends_on, on_dependency_failure);
+        PERFORM soniq._await_jobs(ARRAY[id]);
+        RETURN id;
     END IF;
     IF depends_on IS NOT NULL OR on_dependency_failure IS NOT NULL THEN
         PERFORM soniq._check_dependency_options(depends_on, on_dependency_failure, '');
@@ -638,6 +707,7 @@ DECLARE
     completed uuid[];
     freed text[];  -- the queues of the jobs completed
     parents uuid[];  -- the jobs completed that others depend on
+    awaited uuid[];  -- and those a producer awaits
 BEGIN
     PERFORM soniq._require(job_ids, 'job_ids');
     PERFORM soniq._require(complete_many.worker_id, 'worker_id');
@@ -669,24 +739,25 @@ BEGIN
           FROM lease l
          WHERE j.id = l.id AND j.status = l.status AND j.worker_id = l.worker_id
            AND j.attempts = l.attempt AND j.result_ttl > interval '0'
-        RETURNING j.id, j.queue, j.has_dependents
+        RETURNING j.id, j.queue, j.has_dependents, j.awaited
     ), dropped AS (
         DELETE FROM soniq.jobs j
          USING lease l
          WHERE j.id = l.id AND j.status = l.status AND j.worker_id = l.worker_id
            AND j.attempts = l.attempt AND j.result_ttl <= interval '0'
-        RETURNING j.id, j.queue, j.has_dependents
+        RETURNING j.id, j.queue, j.has_dependents, j.awaited
     ), finished AS (
-        SELECT k.id, k.queue, k.has_dependents FROM kept k
-        UNION ALL SELECT d.id, d.queue, d.has_dependents FROM dropped d
+        SELECT k.id, k.queue, k.has_dependents, k.awaited FROM kept k
+        UNION ALL SELECT d.id, d.queue, d.has_dependents, d.awaited FROM dropped d
     )
-    SELECT array_agg(f.id), array_agg(DISTINCT f.queue), array_agg(f.id) FILTER (WHERE f.has_dependents)
-      INTO completed, freed, parents
+    SELECT array_agg(f.id), array_agg(DISTINCT f.queue), array_agg(f.id) FILTER (WHERE f.has_dependents),
+           array_agg(f.id) FILTER (WHERE f.awaited)
+      INTO completed, freed, parents, awaited
       FROM finished f;
     PERFORM soniq._slots_freed(freed);
     -- A later statement, which sees a dependent whose enqueue this one waited for.
-    IF parents IS NOT NULL THEN
-        PERFORM soniq._release(parents);
+    IF parents IS NOT NULL OR awaited IS NOT NULL THEN
+        PERFORM soniq._finished(parents, awaited, NULL);
     END IF;
     RETURN QUERY SELECT unnest(completed);
 END
@@ -698,8 +769,7 @@ $$;
 CREATE OR REPLACE FUNCTION soniq.abort(job_id uuid, worker_id uuid, attempt int, reason text DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
-    freed text;  -- the job's queue
-    depended_on boolean;
+    ended soniq.jobs;
 BEGIN
     PERFORM soniq._require(job_id, 'job_id');
     PERFORM soniq._require(worker_id, 'worker_id');
@@ -711,24 +781,23 @@ BEGIN
            last_error = coalesce(left(abort.reason, 8192), j.last_error)
      WHERE j.id = abort.job_id AND j.status = 'processing' AND j.worker_id = abort.worker_id
        AND j.attempts = abort.attempt
-    RETURNING j.queue, j.has_dependents INTO freed, depended_on;
+    RETURNING j.* INTO ended;
     IF NOT FOUND THEN
         PERFORM soniq._lease_refused(job_id, worker_id, attempt);
     END IF;
-    PERFORM soniq._slots_freed(ARRAY[freed]);
-    IF depended_on THEN
-        PERFORM soniq._dependency_failed(ARRAY[job_id], 'was cancelled');
-    END IF;
+    PERFORM soniq._slots_freed(ARRAY[ended.queue]);
+    PERFORM soniq._ended(ended, 'was cancelled');
 END
 $$;
 
 -- _bury: move jobs into the dead letter with a reason and their last error; the jobs that
--- depend on them are cancelled (or run, if they said so).
+-- depend on them are cancelled (or run, if they said so), their awaiters notified.
 CREATE OR REPLACE FUNCTION soniq._bury(job_ids uuid[], reason text, error text) RETURNS int
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     buried int;
     parents uuid[];
+    awaited uuid[];
 BEGIN
     WITH gone AS (
         DELETE FROM soniq.jobs j WHERE j.id = ANY (job_ids) RETURNING j.*
@@ -744,11 +813,12 @@ BEGIN
         FROM gone g
         RETURNING d.id
     )
-    SELECT (SELECT count(*)::int FROM moved), (SELECT array_agg(g.id) FROM gone g WHERE g.has_dependents)
-      INTO buried, parents
+    SELECT (SELECT count(*)::int FROM moved), (SELECT array_agg(g.id) FROM gone g WHERE g.has_dependents),
+           (SELECT array_agg(g.id) FROM gone g WHERE g.awaited)
+      INTO buried, parents, awaited
       FROM (SELECT count(*) FROM freed) f;
-    IF parents IS NOT NULL THEN
-        PERFORM soniq._dependency_failed(parents, format('ended in the dead letter (%s)', reason));
+    IF parents IS NOT NULL OR awaited IS NOT NULL THEN
+        PERFORM soniq._finished(parents, awaited, format('ended in the dead letter (%s)', reason));
     END IF;
     RETURN buried;
 END
@@ -781,6 +851,9 @@ BEGIN
             PERFORM soniq._slots_freed(ARRAY[job.queue]);
             IF job.has_dependents THEN
                 PERFORM soniq._dependents_follow(job.id, duplicate);
+            END IF;
+            IF job.awaited THEN
+                PERFORM soniq._finished(NULL, ARRAY[job.id], 'yielded to its duplicate');
             END IF;
             RETURN 'merged';
         END IF;
@@ -821,9 +894,7 @@ BEGIN
                    last_error = format('cancelled; %s during attempt %s', why, held.attempts)
              WHERE j.id = held.id;
             PERFORM soniq._slots_freed(ARRAY[held.queue]);
-            IF held.has_dependents THEN
-                PERFORM soniq._dependency_failed(ARRAY[held.id], 'was cancelled');
-            END IF;
+            PERFORM soniq._ended(held, 'was cancelled');
         ELSIF held.attempts >= held.max_attempts THEN
             PERFORM soniq._bury(ARRAY[held.id], 'max_retries_exceeded',
                                 format('%s during its last attempt; attempts exhausted', why));
@@ -846,17 +917,15 @@ CREATE OR REPLACE FUNCTION soniq.cancel_job(job_id uuid) RETURNS boolean
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     current_status text;
-    depended_on boolean;
+    ended soniq.jobs;
 BEGIN
     PERFORM soniq._require(job_id, 'job_id');
-    SELECT j.status, j.has_dependents INTO current_status, depended_on
-      FROM soniq.jobs j WHERE j.id = cancel_job.job_id FOR UPDATE;
+    SELECT j.status INTO current_status FROM soniq.jobs j WHERE j.id = cancel_job.job_id FOR UPDATE;
     IF current_status IN ('queued', 'waiting') THEN
         UPDATE soniq.jobs j SET status = 'cancelled', finished_at = now(), updated_at = now()
-         WHERE j.id = cancel_job.job_id;
-        IF depended_on THEN
-            PERFORM soniq._dependency_failed(ARRAY[job_id], 'was cancelled');
-        END IF;
+         WHERE j.id = cancel_job.job_id
+        RETURNING j.* INTO ended;
+        PERFORM soniq._ended(ended, 'was cancelled');
         RETURN true;
     ELSIF current_status = 'processing' THEN
         UPDATE soniq.jobs j SET cancel_requested = true, updated_at = now() WHERE j.id = cancel_job.job_id;
@@ -882,9 +951,7 @@ BEGIN
         IF deleted.status = 'processing' THEN
             PERFORM soniq._slots_freed(ARRAY[deleted.queue]);  -- its slot of a limit is free
         END IF;
-        IF deleted.has_dependents THEN
-            PERFORM soniq._dependency_failed(ARRAY[job_id], 'was deleted');
-        END IF;
+        PERFORM soniq._ended(deleted, 'was deleted');
         RETURN;
     END IF;
     IF EXISTS (SELECT FROM soniq.dead_letter_jobs d WHERE d.id = delete_job.job_id) THEN
@@ -1079,9 +1146,46 @@ BEGIN
 END
 $$;
 
+-- await_job: wait up to timeout (0 to 1 hour) for a job of the caller's login to end, and
+-- return its status (done, cancelled or dead; on a timeout, where it stands), result and last
+-- error. A procedure: CALL it outside a transaction block (inside one PostgreSQL refuses its
+-- COMMIT with 2D000). It looks every 10 ms at first, then every 40 ms, committing in between,
+-- so no transaction stays open while it waits; a runner LISTENs instead. P0002 when the job
+-- is unknown (or another login's, or deleted).
+CREATE OR REPLACE PROCEDURE soniq.await_job(job_id uuid, timeout interval, INOUT status text DEFAULT NULL,
+                                 INOUT result jsonb DEFAULT NULL, INOUT last_error text DEFAULT NULL)
+LANGUAGE plpgsql AS $$
+DECLARE
+    deadline timestamptz;
+    pause float8 := 0.01;
+BEGIN
+    -- With the caller's rights: only the API (job_result), no internal helper.
+    IF job_id IS NULL OR timeout IS NULL THEN
+        RAISE EXCEPTION '% must not be NULL', CASE WHEN job_id IS NULL THEN 'job_id' ELSE 'timeout' END
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF timeout NOT BETWEEN interval '0' AND interval '1 hour' THEN
+        RAISE EXCEPTION 'timeout must be between 0 and 1 hour, got %', timeout
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    deadline := clock_timestamp() + timeout;
+    LOOP
+        SELECT o.status, o.result, o.last_error INTO status, result, last_error FROM soniq.job_result(job_id) o;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'job % does not exist', job_id USING ERRCODE = 'no_data_found',
+                HINT = 'It may have been deleted, or pruned after its result TTL.';
+        END IF;
+        EXIT WHEN status IN ('done', 'cancelled', 'dead') OR clock_timestamp() >= deadline;
+        COMMIT;
+        PERFORM pg_sleep(least(pause, extract(epoch FROM deadline - clock_timestamp())));
+        pause := least(pause * 2, 0.04);
+    END LOOP;
+END
+$$;
+
 -- enqueue_many (specs): a JSON array of job specs, each an object with the keys task_name
 -- (required), args, queue, priority, scheduled_at, retries, unique, dedup_key,
--- timeout (seconds), producer_id, depends_on and on_dependency_failure. Ids come back in
+-- timeout (seconds), producer_id, depends_on, on_dependency_failure and awaitable. Ids come back in
 -- input order; an error names the offending element, and nothing is written. Jobs are
 -- deduplicated as by enqueue, against the table and within the batch (a later element
 -- returns the id of an earlier duplicate). depends_on is an array of job ids (strings) and
@@ -1104,6 +1208,8 @@ DECLARE
     depends jsonb[];
     on_failure text[];
     dependent boolean;  -- whether any job depends on others
+    awaited bigint[];   -- the positions of awaitable jobs
+    ids uuid[];
 BEGIN
     PERFORM soniq._require(jobs, 'jobs');
     IF jsonb_typeof(jobs) <> 'array' THEN
@@ -1126,9 +1232,10 @@ BEGIN
                array_agg(e.spec ->> 'producer_id' ORDER BY e.n),
                array_agg(nullif(e.spec -> 'depends_on', 'null') ORDER BY e.n),
                array_agg(e.spec ->> 'on_dependency_failure' ORDER BY e.n),
-               bool_or(e.spec ? 'depends_on' OR e.spec ? 'on_dependency_failure')
+               bool_or(e.spec ? 'depends_on' OR e.spec ? 'on_dependency_failure'),
+               array_agg(e.n) FILTER (WHERE (e.spec ->> 'awaitable')::boolean)
           INTO well_formed, task_names, args, queues, priorities, scheduled_ats, retries, unique_jobs,
-               dedup_keys, timeouts, producer_ids, depends, on_failure, dependent
+               dedup_keys, timeouts, producer_ids, depends, on_failure, dependent, awaited
           FROM jsonb_array_elements(jobs) WITH ORDINALITY AS e(spec, n);
     EXCEPTION WHEN data_exception THEN
         well_formed := false;
@@ -1137,14 +1244,18 @@ BEGIN
         PERFORM soniq._refuse_specs(jobs);
     END IF;
     IF dependent THEN
-        RETURN QUERY SELECT soniq._insert_dependent_jobs(
+        ids := ARRAY(SELECT soniq._insert_dependent_jobs(
             ROW(task_names, args, queues, priorities, scheduled_ats, retries, unique_jobs, dedup_keys, timeouts,
                 producer_ids),
-            depends, on_failure, labelled => true);
-        RETURN;
+            depends, on_failure, labelled => true));
+    ELSE
+        ids := ARRAY(SELECT soniq._insert_jobs(ROW(task_names, args, queues, priorities, scheduled_ats, retries,
+                                                   unique_jobs, dedup_keys, timeouts, producer_ids)));
     END IF;
-    RETURN QUERY SELECT soniq._insert_jobs(ROW(task_names, args, queues, priorities, scheduled_ats, retries,
-                                               unique_jobs, dedup_keys, timeouts, producer_ids));
+    IF awaited IS NOT NULL THEN
+        PERFORM soniq._await_jobs(ARRAY(SELECT ids[n] FROM unnest(awaited) n));
+    END IF;
+    RETURN QUERY SELECT unnest(ids);
 END
 $$;
 
@@ -1224,7 +1335,7 @@ DECLARE
 BEGIN
     FOR api, language IN
         SELECT p.oid, l.lanname FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_language l ON l.oid = p.prolang
-         WHERE p.pronamespace = 'soniq'::regnamespace AND p.proname NOT LIKE '\_%'
+         WHERE p.pronamespace = 'soniq'::regnamespace AND p.proname NOT LIKE '\_%' AND p.prokind = 'f'
     LOOP
         IF language IN ('sql', 'plpgsql') THEN
             EXECUTE pg_catalog.format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = pg_catalog, pg_temp', api);
@@ -1235,13 +1346,15 @@ END
 $$;
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA soniq FROM PUBLIC;
+REVOKE ALL ON ALL PROCEDURES IN SCHEMA soniq FROM PUBLIC;
 GRANT USAGE ON SCHEMA soniq TO soniq_producer, soniq_worker, soniq_admin;
 
 GRANT EXECUTE ON FUNCTION
-    soniq.enqueue(text, jsonb, text, int, timestamptz, int, boolean, text, interval, text, uuid[], text),
+    soniq.enqueue(text, jsonb, text, int, timestamptz, int, boolean, text, interval, text, uuid[], text, boolean),
     soniq.enqueue_many(jsonb),
     soniq.enqueue_many(text, jsonb[], text, int, timestamptz, int, boolean, interval, text),
-    soniq.job_status(uuid)
+    soniq.job_status(uuid),
+    soniq.job_result(uuid)  -- the outcome of a job its login enqueued, which it may await
 TO soniq_producer;
 
 GRANT EXECUTE ON FUNCTION
@@ -1265,3 +1378,7 @@ GRANT EXECUTE ON FUNCTION
 TO soniq_worker;
 
 GRANT SELECT ON ALL TABLES IN SCHEMA soniq TO soniq_admin;
+
+-- await_job runs with the caller's rights (a procedure that commits cannot be SECURITY
+-- DEFINER) and reads only through job_result.
+GRANT EXECUTE ON PROCEDURE soniq.await_job(uuid, interval, text, jsonb, text) TO soniq_producer, soniq_admin;

@@ -57,9 +57,14 @@ extension_sql_file!(
     requires = ["progress"]
 );
 extension_sql_file!(
+    "../sql/awaiting.sql",
+    name = "awaiting",
+    requires = ["manage"]
+);
+extension_sql_file!(
     "../sql/dead_letter.sql",
     name = "dead_letter",
-    requires = ["manage"]
+    requires = ["awaiting"]
 );
 extension_sql_file!(
     "../sql/views.sql",

@@ -201,6 +201,9 @@ BEGIN;
 SELECT soniq.enqueue('login.unique', '{"guess": 1}', unique_job => true) <> :'p1_unique' AS learns_nothing;
 ROLLBACK;
 SELECT count(*) AS p1_job_seen FROM soniq.job_status(:'p1_job');
+SELECT count(*) AS p1_result_seen FROM soniq.job_result(:'p1_job');
+CALL soniq.await_job(:'p1_job', '0');
+:error
 SELECT count(*) AS p1_unique_seen FROM soniq.job_status(:'p1_unique');
 SELECT task_name, status FROM soniq.job_status(:'p2_job');
 -- Within one login, deduplication is as before: the same key returns the same job.

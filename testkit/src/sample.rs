@@ -26,9 +26,9 @@ pub fn fill(client: &mut Client) {
 /// Columns added since the earliest previous version: an update fills them for old rows
 /// (NULL: the row predates logins being recorded), so they are left out when rows are
 /// compared across an update. (By name, of whichever table has them: `concurrency_key` of jobs
-/// and tasks, the flow-control columns of queues, all of 0.7.0; the dependency, progress and
-/// checkpoint columns of jobs, of 0.9.0.)
-pub const ADDED_COLUMNS: [&str; 24] = [
+/// and tasks, the flow-control columns of queues, all of 0.7.0; the dependency, progress,
+/// checkpoint and awaiting columns of jobs, of 0.9.0.)
+pub const ADDED_COLUMNS: [&str; 25] = [
     "enqueued_by",
     "inherited",
     "task_names",
@@ -53,6 +53,7 @@ pub const ADDED_COLUMNS: [&str; 24] = [
     "progress",
     "progress_at",
     "checkpoint",
+    "awaited",
 ];
 
 /// Every row of every table, as text (without `skip`'s columns).
