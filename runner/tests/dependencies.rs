@@ -252,9 +252,11 @@ async fn a_graph_of_a_thousand_jobs_runs_in_dependency_order_with_a_runner_kille
         (0, 0),
         "jobs never finished, attempts run twice"
     );
+    // A runner holds at most 4 jobs per slot (running, or run with the outcome not yet
+    // recorded): 64 at concurrency 16.
     assert!(
-        ran_again <= 16,
-        "{ran_again} jobs ran again; the killed runner held at most 16"
+        ran_again <= 64,
+        "{ran_again} jobs ran again; the killed runner held at most 64"
     );
     // Every run of a job began after the run of each job it depends on had ended.
     let early: i64 = client
