@@ -6,6 +6,7 @@
 //! fixtures and cleanup, `header` what the figures were measured on. docs/benchmarks.md
 //! says what each scenario measures and why.
 
+mod awaiting;
 mod churn;
 mod db;
 mod dependencies;
@@ -39,6 +40,7 @@ pub enum Scenario {
     Churn,
     Schedules,
     Dependencies,
+    Awaiting,
     Depth,
     Flow,
 }
@@ -270,6 +272,7 @@ async fn run_scenarios(bench: &mut Bench, scenarios: &[Scenario]) -> RunResult {
             Scenario::Churn => churn::run(bench).await,
             Scenario::Schedules => schedules::run(bench).await,
             Scenario::Dependencies => dependencies::run(bench).await,
+            Scenario::Awaiting => awaiting::run(bench).await,
             Scenario::Depth => depth::run(bench).await,
             Scenario::Flow => flow::run(bench).await,
         };

@@ -2,6 +2,7 @@
 //! caller's own connection or transaction (transactional enqueue).
 
 use crate::error::{Error, Result};
+use crate::jobs::JobOutcome;
 use crate::store::postgres::jobs;
 use crate::store::{JobOptions, NewJob, OnDependencyFailure};
 use crate::Soniq;
@@ -63,6 +64,7 @@ pub struct Enqueue<'a> {
     pub(crate) dedup_key: Option<String>,
     pub(crate) depends_on: Vec<Uuid>,
     pub(crate) on_dependency_failure: Option<OnDependencyFailure>,
+    pub(crate) awaitable: bool,
 }
 
 impl<'a> Enqueue<'a> {
@@ -81,6 +83,7 @@ impl<'a> Enqueue<'a> {
             dedup_key: None,
             depends_on: Vec::new(),
             on_dependency_failure: None,
+            awaitable: false,
         }
     }
 
@@ -118,6 +121,16 @@ impl<'a> Enqueue<'a> {
         self
     }
 
+    /// Enqueue on the runner's pool and return a handle to wait for the job's end with
+    /// ([`JobHandle::wait`]): the job notifies its end, which the wait hears at once. A job
+    /// enqueued otherwise is awaited too ([`Soniq::wait_for_job`]), found by polling.
+    pub async fn send_awaitable(mut self) -> Result<JobHandle<'a>> {
+        self.awaitable = true;
+        let soniq = self.soniq;
+        let id = self.send().await?;
+        Ok(JobHandle { soniq, id })
+    }
+
     /// Enqueue on the runner's own pool (or into the in-memory queue).
     pub async fn send(mut self) -> Result<Uuid> {
         let job = self.take_job()?;
@@ -137,6 +150,7 @@ impl<'a> Enqueue<'a> {
             producer_id: self.soniq.settings.producer_id().to_string(),
             depends_on: self.depends_on.clone(),
             on_dependency_failure: self.on_dependency_failure,
+            awaitable: self.awaitable,
         })
     }
 
@@ -178,6 +192,25 @@ impl<'a> Enqueue<'a> {
         jobs::enqueue_binds(&job, &mut binds);
         let query = binds.query.expect("binding keeps the query");
         Ok(query.fetch_one(connection).await?)
+    }
+}
+
+/// A job enqueued with [`Enqueue::send_awaitable`].
+#[derive(Clone, Copy)]
+pub struct JobHandle<'a> {
+    soniq: &'a Soniq,
+    id: Uuid,
+}
+
+impl JobHandle<'_> {
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
+    /// Wait up to `timeout` for the job to end (done, cancelled or dead): its outcome, with
+    /// the result or the last error; `None` if it had not ended by then.
+    pub async fn wait(&self, timeout: Duration) -> Result<Option<JobOutcome>> {
+        self.soniq.wait_for_job(self.id, timeout).await
     }
 }
 

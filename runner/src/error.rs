@@ -12,7 +12,8 @@ pub enum Error {
     Invalid(String),
     /// The database refused or failed; [`Error::sqlstate`] tells which.
     Database(tokio_postgres::Error),
-    /// A refusal of the in-memory store, with the SQLSTATE the database gives for it.
+    /// A refusal of the in-memory store (or a wait's, for a job it cannot find), with the
+    /// SQLSTATE the database gives for it.
     Refused { code: SqlState, message: String },
     /// No connection could be had from the pool.
     Pool(deadpool_postgres::PoolError),

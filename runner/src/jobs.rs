@@ -69,6 +69,25 @@ pub struct JobInfo {
     pub progress: Option<Value>,
 }
 
+/// Where a job stands for its producer (`soniq.job_result`), and how it ended once it has.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobOutcome {
+    pub status: JobStatus,
+    /// Its result, once done.
+    pub result: Option<Value>,
+    pub last_error: Option<String>,
+}
+
+impl JobOutcome {
+    /// Whether the job has ended: done, cancelled or dead.
+    pub fn ended(&self) -> bool {
+        matches!(
+            self.status,
+            JobStatus::Done | JobStatus::Cancelled | JobStatus::Dead
+        )
+    }
+}
+
 /// What a job's handler sees of a job it depends on ([`crate::JobContext::dependency_results`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DependencyResult {

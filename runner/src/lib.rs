@@ -23,6 +23,7 @@
 //! ```
 
 mod attempt_log;
+mod awaiting;
 #[cfg(feature = "cli")]
 pub mod cli;
 #[cfg(feature = "cli")]
@@ -51,7 +52,7 @@ pub use connection::ConnectionConfig;
 pub use dead_letter::{
     DeadJob, DeadLetter, DeadLetterFilter, DeadLetterStats, ExportFormat, ReplayOptions,
 };
-pub use enqueue::Enqueue;
+pub use enqueue::{Enqueue, JobHandle};
 pub use error::{Error, Result};
 pub use flow::{QueueLimitUse, QueueSettings};
 pub use hooks::{AfterJob, BeforeJob, OnError};
@@ -59,7 +60,7 @@ pub use job::{
     JobContext, JobError, JobResult, Outcome, RetryDecision, RetryPolicy, MAX_ERROR_BYTES,
     MAX_RESULT_BYTES, MAX_SNOOZE,
 };
-pub use jobs::{DependencyResult, JobFilter, JobInfo, JobStatus, QueueStats};
+pub use jobs::{DependencyResult, JobFilter, JobInfo, JobOutcome, JobStatus, QueueStats};
 #[cfg(feature = "prometheus")]
 pub use metrics::PrometheusMetrics;
 pub use metrics::{AttemptEnd, MetricsSink};

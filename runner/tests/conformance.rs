@@ -34,6 +34,7 @@ impl Case {
             producer_id: "conformance".into(),
             depends_on: Vec::new(),
             on_dependency_failure: None,
+            awaitable: false,
         }
     }
 

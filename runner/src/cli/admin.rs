@@ -3,7 +3,7 @@
 use super::output::{mask_url, Output};
 use super::{args_object, time, CliResult, Failure};
 use crate::error::with_causes;
-use crate::jobs::{JobFilter, JobInfo, JobStatus};
+use crate::jobs::{JobFilter, JobInfo, JobOutcome, JobStatus};
 use crate::store::postgres::admin;
 use crate::store::{DeadLetterReason, OnDependencyFailure};
 use crate::time::rfc3339_json;
@@ -311,6 +311,14 @@ pub struct EnqueueArgs {
     /// Run even if a job it depends on is cancelled or dies (once the others are done).
     #[arg(long, requires = "depends_on")]
     run_on_dependency_failure: bool,
+    /// Wait for the job to end and print its result (or error); exit 0 when it is done, 1
+    /// when it was cancelled or died or the wait timed out.
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: give up after this many seconds (0..=3600; default 60).
+    #[arg(long, value_name = "SECONDS", requires = "wait",
+          value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(0..=3600))]
+    timeout: Option<u64>,
     #[command(flatten)]
     pub modules: super::ModulesArg,
 }
@@ -370,6 +378,11 @@ pub async fn enqueue(app: &Soniq, args: EnqueueArgs, out: &Output) -> CliResult 
     if args.run_on_dependency_failure {
         request = request.on_dependency_failure(OnDependencyFailure::Run);
     }
+    if args.wait {
+        let handle = request.send_awaitable().await?;
+        let timeout = Duration::from_secs(args.timeout.unwrap_or(60));
+        return print_outcome(handle.id(), handle.wait(timeout).await?, timeout, out);
+    }
     let id = request.await?;
     if out.json {
         out.print_json(&json!({"id": id.to_string()}));
@@ -377,6 +390,37 @@ pub async fn enqueue(app: &Soniq, args: EnqueueArgs, out: &Output) -> CliResult 
         println!("{id}");
     }
     Ok(())
+}
+
+/// A waited-for job's end: its result (done: exit 0), or why it did not end well (exit 1).
+fn print_outcome(
+    id: Uuid,
+    outcome: Option<JobOutcome>,
+    timeout: Duration,
+    out: &Output,
+) -> CliResult {
+    let Some(outcome) = outcome else {
+        return Err(Failure::new(format!(
+            "job {id} had not ended after {} s (it goes on; `soniq inspect {id}`)",
+            timeout.as_secs()
+        )));
+    };
+    if out.json {
+        out.print_json(
+            &json!({"id": id.to_string(), "status": outcome.status.as_str(),
+                                "result": outcome.result, "last_error": outcome.last_error}),
+        );
+    } else if outcome.status == JobStatus::Done {
+        println!("{}", outcome.result.unwrap_or(Value::Null));
+    }
+    if outcome.status == JobStatus::Done {
+        return Ok(());
+    }
+    Err(Failure::new(format!(
+        "job {id} is {}: {}",
+        outcome.status.as_str(),
+        outcome.last_error.unwrap_or_default()
+    )))
 }
 
 pub async fn cancel(app: &Soniq, id: Uuid) -> CliResult {

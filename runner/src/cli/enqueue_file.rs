@@ -141,6 +141,7 @@ fn parse_line(text: &str, producer_id: &str) -> Result<NewJob, String> {
             },
             "\"cancel\" or \"run\"",
         )?,
+        awaitable: false,
     })
 }
 

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::job::JobContext;
-use crate::jobs::{DependencyResult, JobFilter, JobInfo, JobStatus, QueueStats};
+use crate::jobs::{DependencyResult, JobFilter, JobInfo, JobOutcome, JobStatus, QueueStats};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
@@ -448,6 +448,7 @@ impl Store for MemoryStore {
                     producer_id: new.producer_id.clone(),
                     depends_on: Vec::new(),
                     on_dependency_failure: None,
+                    awaitable: false,
                 })
             })
             .collect();
@@ -678,6 +679,16 @@ impl Store for MemoryStore {
         let state = self.state();
         let job = state.jobs.iter().find(|job| job.info.id == job_id);
         ready(Ok(job.map(|job| job.info.clone())))
+    }
+
+    fn job_result(&self, job_id: Uuid) -> BoxFuture<'_, Result<Option<JobOutcome>>> {
+        let state = self.state();
+        let job = state.jobs.iter().find(|job| job.info.id == job_id);
+        ready(Ok(job.map(|job| JobOutcome {
+            status: job.info.status,
+            result: job.info.result.clone(),
+            last_error: job.info.last_error.clone(),
+        })))
     }
 
     fn job_list<'a>(&'a self, filter: &'a JobFilter) -> BoxFuture<'a, Result<Vec<JobInfo>>> {

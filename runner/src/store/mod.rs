@@ -12,7 +12,7 @@ pub mod postgres;
 
 use crate::error::Result;
 use crate::job::JobContext;
-use crate::jobs::{DependencyResult, JobFilter, JobInfo, QueueStats};
+use crate::jobs::{DependencyResult, JobFilter, JobInfo, JobOutcome, QueueStats};
 use serde_json::Value;
 use std::future::Future;
 use std::pin::Pin;
@@ -48,6 +48,8 @@ pub struct NewJob {
     /// The jobs it waits for (empty: none).
     pub depends_on: Vec<Uuid>,
     pub on_dependency_failure: Option<OnDependencyFailure>,
+    /// Its end notifies `soniq_job_finished` (for [`crate::JobHandle::wait`]).
+    pub awaitable: bool,
 }
 
 /// What a job does when a job it depends on is cancelled or dies.
@@ -303,6 +305,9 @@ pub trait Store: Send + Sync {
     ) -> BoxFuture<'_, Result<Option<Value>>>;
     /// A job by id, also a dead one; `None` when unknown.
     fn job_get(&self, job_id: Uuid) -> BoxFuture<'_, Result<Option<JobInfo>>>;
+    /// Where a job of this login stands, with its result and last error (`soniq.job_result`);
+    /// `None` when unknown (or another login's).
+    fn job_result(&self, job_id: Uuid) -> BoxFuture<'_, Result<Option<JobOutcome>>>;
     fn job_list<'a>(&'a self, filter: &'a JobFilter) -> BoxFuture<'a, Result<Vec<JobInfo>>>;
     /// A queued job never runs; a running one is aborted at its worker's next heartbeat.
     /// False when it already finished; P0002 when unknown.

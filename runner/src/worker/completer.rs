@@ -372,6 +372,7 @@ mod tests {
                     producer_id: "test".into(),
                     depends_on: Vec::new(),
                     on_dependency_failure: None,
+                    awaitable: false,
                 })
                 .await
                 .unwrap();

@@ -4,7 +4,7 @@ use super::binds::{Bind, PgBinds};
 use super::{one, run, Sql};
 use crate::error::Result;
 use crate::job::JobContext;
-use crate::jobs::{DependencyResult, JobFilter, JobInfo, JobStatus, QueueStats};
+use crate::jobs::{DependencyResult, JobFilter, JobInfo, JobOutcome, JobStatus, QueueStats};
 use crate::store::{
     ClaimRequest, ClaimedJob, Completion, DeadLetterReason, FailedAttempt, Lease, NewJob, NewJobs,
 };
@@ -21,7 +21,7 @@ pub const ENQUEUE: Sql = Sql {
     text: "SELECT soniq.enqueue($1, $2, queue => $3, priority => $4, \
            scheduled_at => to_timestamp($5::float8), retries => $6, unique_job => $7, \
            dedup_key => $8, timeout => make_interval(secs => $9::float8), producer_id => $10, \
-           depends_on => $11, on_dependency_failure => $12)",
+           depends_on => $11, on_dependency_failure => $12, awaitable => $13)",
     types: &[
         Type::TEXT,
         Type::JSONB,
@@ -35,6 +35,7 @@ pub const ENQUEUE: Sql = Sql {
         Type::TEXT,
         Type::UUID_ARRAY,
         Type::TEXT,
+        Type::BOOL,
     ],
 };
 
@@ -135,6 +136,7 @@ pub fn enqueue_binds<'a>(job: &'a NewJob, binds: &mut impl Bind<'a>) {
     binds.bind(&job.producer_id);
     binds.bind(depends_on(job));
     binds.bind(job.on_dependency_failure.map(|f| f.as_str()));
+    binds.bind(job.awaitable);
 }
 
 /// One job; `prepared`: ENQUEUE prepared on this connection (none: sent unnamed).
@@ -199,6 +201,8 @@ struct JobSpec<'a> {
     depends_on: Option<&'a [Uuid]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     on_dependency_failure: Option<&'static str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    awaitable: bool,
 }
 
 impl<'a> JobSpec<'a> {
@@ -217,6 +221,7 @@ impl<'a> JobSpec<'a> {
             scheduled_at: job.scheduled_at.and_then(crate::time::rfc3339),
             depends_on: depends_on(job),
             on_dependency_failure: job.on_dependency_failure.map(|f| f.as_str()),
+            awaitable: job.awaitable,
         }
     }
 }
@@ -519,6 +524,23 @@ pub async fn checkpoint_read(
         )
         .await?
         .get(0))
+}
+
+pub async fn result(client: &impl GenericClient, job_id: Uuid) -> Result<Option<JobOutcome>> {
+    let row = client
+        .query_typed_opt(
+            "SELECT status, result, last_error FROM soniq.job_result($1)",
+            &[(&job_id, Type::UUID)],
+        )
+        .await?;
+    row.map(|row| {
+        Ok(JobOutcome {
+            status: JobStatus::parse(row.get(0))?,
+            result: row.get(1),
+            last_error: row.get(2),
+        })
+    })
+    .transpose()
 }
 
 pub async fn cancel(client: &impl GenericClient, job_id: Uuid) -> Result<bool> {

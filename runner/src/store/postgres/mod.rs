@@ -21,7 +21,7 @@ use super::{
     WorkerRegistration,
 };
 use crate::error::{Error, Result};
-use crate::jobs::{DependencyResult, JobFilter, JobInfo, QueueStats};
+use crate::jobs::{DependencyResult, JobFilter, JobInfo, JobOutcome, QueueStats};
 use deadpool_postgres::{Object, Pool};
 use serde_json::Value;
 use std::time::Duration;
@@ -259,6 +259,10 @@ impl Store for PgStore {
 
     fn job_get(&self, job_id: Uuid) -> BoxFuture<'_, Result<Option<JobInfo>>> {
         Box::pin(async move { jobs::get(&**self.client().await?, job_id).await })
+    }
+
+    fn job_result(&self, job_id: Uuid) -> BoxFuture<'_, Result<Option<JobOutcome>>> {
+        Box::pin(async move { jobs::result(&**self.client().await?, job_id).await })
     }
 
     fn job_list<'a>(&'a self, filter: &'a JobFilter) -> BoxFuture<'a, Result<Vec<JobInfo>>> {
