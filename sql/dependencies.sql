@@ -12,37 +12,6 @@
 -- then sees it finished) or waits for the enqueue to commit (and its own next statement, with
 -- a newer snapshot, then finds the dependent).
 
--- _finished: what follows the end of jobs others follow, the one hook of every path that ends
--- a job (done, cancelled, dead, deleted). depended_on: the ended jobs with dependents (they
--- are counted off when done, else fail them: _release, _dependency_failed); awaited: those a
--- producer awaits (each notifies soniq_job_finished, sent at commit: sql/awaiting.sql). why:
--- NULL when they are done, else how they ended. Called only when one of them is set: a job
--- nobody follows pays nothing.
-CREATE FUNCTION soniq._finished(depended_on uuid[], awaited uuid[], why text) RETURNS void
-LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-    PERFORM pg_notify('soniq_job_finished', a::text) FROM unnest(awaited) a;
-    IF depended_on IS NULL THEN
-        RETURN;
-    ELSIF why IS NULL THEN
-        PERFORM soniq._release(depended_on);
-    ELSE
-        PERFORM soniq._dependency_failed(depended_on, why);
-    END IF;
-END
-$$;
-
--- _ended: _finished for one job, as it was when it ended.
-CREATE FUNCTION soniq._ended(job soniq.jobs, why text) RETURNS void
-LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-    IF job.has_dependents OR job.awaited THEN
-        PERFORM soniq._finished(CASE WHEN job.has_dependents THEN ARRAY[job.id] END,
-                                CASE WHEN job.awaited THEN ARRAY[job.id] END, why);
-    END IF;
-END
-$$;
-
 -- At most this many parents per job (documented in the README).
 CREATE FUNCTION soniq._max_parents() RETURNS int
 LANGUAGE sql IMMUTABLE AS $$ SELECT 1000 $$;
@@ -265,7 +234,7 @@ CREATE FUNCTION soniq._dependency_failed(parents uuid[], why text) RETURNS void
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     failed uuid[] := parents;
-    awaited uuid[];  -- the dependents cancelled that a producer awaits
+    followed soniq._ended_job[];  -- the dependents cancelled that others await or count
 BEGIN
     WHILE failed IS NOT NULL LOOP
         PERFORM soniq._release(failed, failed => true);
@@ -281,13 +250,16 @@ BEGIN
                    last_error = format('cancelled: job %s, which it depends on, %s', d.cause, why)
               FROM doomed d
              WHERE c.id = d.id
-            RETURNING c.id, c.has_dependents, c.awaited
+            RETURNING c.id, c.has_dependents, c.awaited, c.batch_id
         )
-        SELECT array_agg(k.id) FILTER (WHERE k.has_dependents), array_agg(k.id) FILTER (WHERE k.awaited)
-          INTO failed, awaited
+        -- Their own dependents are the next level here; their awaiters and batches are told.
+        SELECT array_agg(k.id) FILTER (WHERE k.has_dependents),
+               array_agg(ROW(k.id, false, k.awaited, k.batch_id)::soniq._ended_job)
+                   FILTER (WHERE k.awaited OR k.batch_id IS NOT NULL)
+          INTO failed, followed
           FROM cancelled k;
-        IF awaited IS NOT NULL THEN
-            PERFORM soniq._finished(NULL, awaited, why);
+        IF followed IS NOT NULL THEN
+            PERFORM soniq._finished(followed, 'cancelled', why);
         END IF;
         why := 'was cancelled: a job it depends on failed';
     END LOOP;

@@ -154,10 +154,11 @@ $$;
 CREATE FUNCTION soniq._spec_ok(spec jsonb) RETURNS boolean
 LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN jsonb_typeof(spec) = 'object' THEN
-               spec - '{task_name,args,queue,priority,scheduled_at,retries,unique,dedup_key,timeout,producer_id,depends_on,on_dependency_failure,awaitable}'::text[]
+               spec - '{task_name,args,queue,priority,scheduled_at,retries,unique,dedup_key,timeout,producer_id,depends_on,on_dependency_failure,awaitable,batch_id}'::text[]
                    = '{}'
                AND coalesce(jsonb_typeof(spec -> 'unique'), 'null') IN ('boolean', 'null')
                AND coalesce(jsonb_typeof(spec -> 'awaitable'), 'null') IN ('boolean', 'null')
+               AND coalesce(jsonb_typeof(spec -> 'batch_id'), 'null') IN ('string', 'null')
                AND soniq._json_in_range(spec -> 'priority', 1, 1000, true)
                AND soniq._json_in_range(spec -> 'retries', 0, 1000, true)
                AND soniq._json_in_range(spec -> 'timeout', 0, 2592000, false)
@@ -186,7 +187,7 @@ BEGIN
             SELECT string_agg(k, ', ') INTO unknown FROM jsonb_object_keys(spec) k
              WHERE k NOT IN ('task_name', 'args', 'queue', 'priority', 'scheduled_at', 'retries',
                              'unique', 'dedup_key', 'timeout', 'producer_id', 'depends_on',
-                             'on_dependency_failure', 'awaitable');
+                             'on_dependency_failure', 'awaitable', 'batch_id');
             IF unknown IS NOT NULL THEN
                 RAISE EXCEPTION 'unknown key(s) in job spec: %', unknown
                     USING ERRCODE = 'invalid_parameter_value';
@@ -199,6 +200,11 @@ BEGIN
                 RAISE EXCEPTION 'awaitable must be true or false, got %', spec -> 'awaitable'
                     USING ERRCODE = 'invalid_parameter_value';
             END IF;
+            IF jsonb_typeof(spec -> 'batch_id') NOT IN ('string', 'null') THEN
+                RAISE EXCEPTION 'batch_id must be a batch''s id, got %', spec -> 'batch_id'
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            PERFORM (spec ->> 'batch_id')::uuid;
             PERFORM soniq._check_job(
                 task_name    => spec ->> 'task_name',
                 args         => coalesce(spec -> 'args', '{}'),
@@ -482,8 +488,9 @@ $$;
 -- (at most 1,000 jobs of the same login) the job waits until they are all done; if one is
 -- cancelled or dies it is cancelled too, or runs anyway with on_dependency_failure 'run'
 -- (sql/dependencies.sql). With awaitable, its end notifies soniq_job_finished (a duplicate
--- returned instead is marked so: sql/awaiting.sql). Runs in the caller's transaction: rolled
--- back, the job never existed.
+-- returned instead is marked so: sql/awaiting.sql). With batch_id it joins an open batch of
+-- the same login (sql/batches.sql). Runs in the caller's transaction: rolled back, the job
+-- never existed.
 CREATE FUNCTION soniq.enqueue(
     task_name    text,
     args         jsonb       DEFAULT '{}',
@@ -497,7 +504,8 @@ CREATE FUNCTION soniq.enqueue(
     producer_id  text        DEFAULT NULL,
     depends_on   uuid[]      DEFAULT NULL,
     on_dependency_failure text DEFAULT NULL,
-    awaitable    boolean     DEFAULT false
+    awaitable    boolean     DEFAULT false,
+    batch_id     uuid        DEFAULT NULL
 ) RETURNS uuid
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
@@ -512,10 +520,15 @@ BEGIN
         PERFORM soniq._check_job(task_name, args, queue, priority, scheduled_at, retries, dedup_key, timeout,
                                  producer_id);
     END IF;
-    IF awaitable THEN
+    IF awaitable OR batch_id IS NOT NULL THEN
         id := soniq.enqueue(task_name, args, queue, priority, scheduled_at, retries, unique_job, dedup_key, timeout,
                             producer_id, depends_on, on_dependency_failure);
-        PERFORM soniq._await_jobs(ARRAY[id]);
+        IF batch_id IS NOT NULL THEN
+            PERFORM soniq._join_batch(batch_id, ARRAY[id]);
+        END IF;
+        IF awaitable THEN
+            PERFORM soniq._await_jobs(ARRAY[id]);
+        END IF;
         RETURN id;
     END IF;
     IF depends_on IS NOT NULL OR on_dependency_failure IS NOT NULL THEN
@@ -548,7 +561,7 @@ END
 $$;
 -- enqueue_many (specs): a JSON array of job specs, each an object with the keys task_name
 -- (required), args, queue, priority, scheduled_at, retries, unique, dedup_key,
--- timeout (seconds), producer_id, depends_on, on_dependency_failure and awaitable. Ids come back in
+-- timeout (seconds), producer_id, depends_on, on_dependency_failure, awaitable and batch_id. Ids come back in
 -- input order; an error names the offending element, and nothing is written. Jobs are
 -- deduplicated as by enqueue, against the table and within the batch (a later element
 -- returns the id of an earlier duplicate). depends_on is an array of job ids (strings) and
@@ -572,6 +585,8 @@ DECLARE
     on_failure text[];
     dependent boolean;  -- whether any job depends on others
     awaited bigint[];   -- the positions of awaitable jobs
+    batches uuid[];     -- by position: the batch each joins, or NULL
+    batch uuid;
     ids uuid[];
 BEGIN
     PERFORM soniq._require(jobs, 'jobs');
@@ -596,9 +611,10 @@ BEGIN
                array_agg(nullif(e.spec -> 'depends_on', 'null') ORDER BY e.n),
                array_agg(e.spec ->> 'on_dependency_failure' ORDER BY e.n),
                bool_or(e.spec ? 'depends_on' OR e.spec ? 'on_dependency_failure'),
-               array_agg(e.n) FILTER (WHERE (e.spec ->> 'awaitable')::boolean)
+               array_agg(e.n) FILTER (WHERE (e.spec ->> 'awaitable')::boolean),
+               array_agg((e.spec ->> 'batch_id')::uuid ORDER BY e.n)
           INTO well_formed, task_names, args, queues, priorities, scheduled_ats, retries, unique_jobs,
-               dedup_keys, timeouts, producer_ids, depends, on_failure, dependent, awaited
+               dedup_keys, timeouts, producer_ids, depends, on_failure, dependent, awaited, batches
           FROM jsonb_array_elements(jobs) WITH ORDINALITY AS e(spec, n);
     EXCEPTION WHEN data_exception THEN
         well_formed := false;
@@ -615,6 +631,10 @@ BEGIN
         ids := ARRAY(SELECT soniq._insert_jobs(ROW(task_names, args, queues, priorities, scheduled_ats, retries,
                                                    unique_jobs, dedup_keys, timeouts, producer_ids)));
     END IF;
+    FOR batch IN SELECT DISTINCT b FROM unnest(batches) b WHERE b IS NOT NULL ORDER BY 1 LOOP
+        PERFORM soniq._join_batch(batch, ARRAY(SELECT ids[u.n] FROM unnest(batches) WITH ORDINALITY AS u(b, n)
+                                                WHERE u.b = batch));
+    END LOOP;
     IF awaited IS NOT NULL THEN
         PERFORM soniq._await_jobs(ARRAY(SELECT ids[n] FROM unnest(awaited) n));
     END IF;

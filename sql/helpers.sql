@@ -205,13 +205,12 @@ END
 $$;
 
 -- _bury: move jobs into the dead letter with a reason and their last error; the jobs that
--- depend on them are cancelled (or run, if they said so), their awaiters notified.
+-- depend on them are cancelled (or run, if they said so), their awaiters and batches told.
 CREATE FUNCTION soniq._bury(job_ids uuid[], reason text, error text) RETURNS int
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     buried int;
-    parents uuid[];
-    awaited uuid[];
+    followed soniq._ended_job[];
 BEGIN
     WITH gone AS (
         DELETE FROM soniq.jobs j WHERE j.id = ANY (job_ids) RETURNING j.*
@@ -227,12 +226,13 @@ BEGIN
         FROM gone g
         RETURNING d.id
     )
-    SELECT (SELECT count(*)::int FROM moved), (SELECT array_agg(g.id) FROM gone g WHERE g.has_dependents),
-           (SELECT array_agg(g.id) FROM gone g WHERE g.awaited)
-      INTO buried, parents, awaited
+    SELECT (SELECT count(*)::int FROM moved),
+           (SELECT array_agg(ROW(g.id, g.has_dependents, g.awaited, g.batch_id)::soniq._ended_job) FROM gone g
+             WHERE g.has_dependents OR g.awaited OR g.batch_id IS NOT NULL)
+      INTO buried, followed
       FROM (SELECT count(*) FROM freed) f;
-    IF parents IS NOT NULL OR awaited IS NOT NULL THEN
-        PERFORM soniq._finished(parents, awaited, format('ended in the dead letter (%s)', reason));
+    IF followed IS NOT NULL THEN
+        PERFORM soniq._finished(followed, 'dead', format('ended in the dead letter (%s)', reason));
     END IF;
     RETURN buried;
 END
@@ -290,12 +290,12 @@ BEGIN
                                        CASE WHEN job.dedup_key IS NOT NULL THEN 'dedup key' ELSE 'task and args' END)
              WHERE j.id = job.id;
             PERFORM soniq._slots_freed(ARRAY[job.queue]);
+            -- Its dependents wait for the duplicate instead; awaiters and a batch see it end.
             IF job.has_dependents THEN
                 PERFORM soniq._dependents_follow(job.id, duplicate);
             END IF;
-            IF job.awaited THEN
-                PERFORM soniq._finished(NULL, ARRAY[job.id], 'yielded to its duplicate');
-            END IF;
+            job.has_dependents := false;
+            PERFORM soniq._ended(job, 'cancelled', 'yielded to its duplicate');
             RETURN 'merged';
         END IF;
         BEGIN  -- a subtransaction only for unique and dedup jobs
@@ -335,7 +335,7 @@ BEGIN
                    last_error = format('cancelled; %s during attempt %s', why, held.attempts)
              WHERE j.id = held.id;
             PERFORM soniq._slots_freed(ARRAY[held.queue]);
-            PERFORM soniq._ended(held, 'was cancelled');
+            PERFORM soniq._ended(held, 'cancelled', 'was cancelled');
         ELSIF held.attempts >= held.max_attempts THEN
             PERFORM soniq._bury(ARRAY[held.id], 'max_retries_exceeded',
                                 format('%s during its last attempt; attempts exhausted', why));

@@ -49,7 +49,7 @@ BEGIN
         UPDATE soniq.jobs j SET status = 'cancelled', finished_at = now(), updated_at = now()
          WHERE j.id = cancel_job.job_id
         RETURNING j.* INTO ended;
-        PERFORM soniq._ended(ended, 'was cancelled');
+        PERFORM soniq._ended(ended, 'cancelled', 'was cancelled');
         RETURN true;
     ELSIF current_status = 'processing' THEN
         UPDATE soniq.jobs j SET cancel_requested = true, updated_at = now() WHERE j.id = cancel_job.job_id;
@@ -75,7 +75,7 @@ BEGIN
         IF deleted.status = 'processing' THEN
             PERFORM soniq._slots_freed(ARRAY[deleted.queue]);  -- its slot of a limit is free
         END IF;
-        PERFORM soniq._ended(deleted, 'was deleted');
+        PERFORM soniq._ended(deleted, 'cancelled', 'was deleted');
         RETURN;
     END IF;
     IF EXISTS (SELECT FROM soniq.dead_letter_jobs d WHERE d.id = delete_job.job_id) THEN

@@ -15,8 +15,7 @@ LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     completed uuid[];
     freed text[];  -- the queues of the jobs completed
-    parents uuid[];  -- the jobs completed that others depend on
-    awaited uuid[];  -- and those a producer awaits
+    followed soniq._ended_job[];  -- the jobs completed that others follow (sql/finished.sql)
 BEGIN
     PERFORM soniq._require(job_ids, 'job_ids');
     PERFORM soniq._require(complete_many.worker_id, 'worker_id');
@@ -48,25 +47,25 @@ BEGIN
           FROM lease l
          WHERE j.id = l.id AND j.status = l.status AND j.worker_id = l.worker_id
            AND j.attempts = l.attempt AND j.result_ttl > interval '0'
-        RETURNING j.id, j.queue, j.has_dependents, j.awaited
+        RETURNING j.id, j.queue, j.has_dependents, j.awaited, j.batch_id
     ), dropped AS (
         DELETE FROM soniq.jobs j
          USING lease l
          WHERE j.id = l.id AND j.status = l.status AND j.worker_id = l.worker_id
            AND j.attempts = l.attempt AND j.result_ttl <= interval '0'
-        RETURNING j.id, j.queue, j.has_dependents, j.awaited
+        RETURNING j.id, j.queue, j.has_dependents, j.awaited, j.batch_id
     ), finished AS (
-        SELECT k.id, k.queue, k.has_dependents, k.awaited FROM kept k
-        UNION ALL SELECT d.id, d.queue, d.has_dependents, d.awaited FROM dropped d
+        SELECT k.* FROM kept k UNION ALL SELECT d.* FROM dropped d
     )
-    SELECT array_agg(f.id), array_agg(DISTINCT f.queue), array_agg(f.id) FILTER (WHERE f.has_dependents),
-           array_agg(f.id) FILTER (WHERE f.awaited)
-      INTO completed, freed, parents, awaited
+    SELECT array_agg(f.id), array_agg(DISTINCT f.queue),
+           array_agg(ROW(f.id, f.has_dependents, f.awaited, f.batch_id)::soniq._ended_job)
+               FILTER (WHERE f.has_dependents OR f.awaited OR f.batch_id IS NOT NULL)
+      INTO completed, freed, followed
       FROM finished f;
     PERFORM soniq._slots_freed(freed);
     -- A later statement, which sees a dependent whose enqueue this one waited for.
-    IF parents IS NOT NULL OR awaited IS NOT NULL THEN
-        PERFORM soniq._finished(parents, awaited, NULL);
+    IF followed IS NOT NULL THEN
+        PERFORM soniq._finished(followed, 'done', NULL);
     END IF;
     RETURN QUERY SELECT unnest(completed);
 END
@@ -244,6 +243,6 @@ BEGIN
         PERFORM soniq._lease_refused(job_id, worker_id, attempt);
     END IF;
     PERFORM soniq._slots_freed(ARRAY[ended.queue]);
-    PERFORM soniq._ended(ended, 'was cancelled');
+    PERFORM soniq._ended(ended, 'cancelled', 'was cancelled');
 END
 $$;

@@ -4,6 +4,7 @@
 -- the operator:
 --   soniq_producer  enqueues jobs and reads the status of those its login enqueued (by id, not
 --                   their args), and their result once they end (job_result, await_job);
+--                   opens, closes and reads its login's batches;
 --   soniq_worker    runs jobs: registers, claims, heartbeats, completes, fails, snoozes,
 --                   aborts, reads the results of the jobs its job depends on
 --                   (dependency_results), records progress and checkpoints
@@ -62,11 +63,14 @@ REVOKE ALL ON ALL PROCEDURES IN SCHEMA soniq FROM PUBLIC;
 GRANT USAGE ON SCHEMA soniq TO soniq_producer, soniq_worker, soniq_admin;
 
 GRANT EXECUTE ON FUNCTION
-    soniq.enqueue(text, jsonb, text, int, timestamptz, int, boolean, text, interval, text, uuid[], text, boolean),
+    soniq.enqueue(text, jsonb, text, int, timestamptz, int, boolean, text, interval, text, uuid[], text, boolean, uuid),
     soniq.enqueue_many(jsonb),
     soniq.enqueue_many(text, jsonb[], text, int, timestamptz, int, boolean, interval, text),
     soniq.job_status(uuid),
-    soniq.job_result(uuid)  -- the outcome of a job its login enqueued, which it may await
+    soniq.job_result(uuid),  -- the outcome of a job its login enqueued, which it may await
+    soniq.batch_open(text, jsonb, text),  -- batches of its login's jobs, with a callback
+    soniq.batch_close(uuid),
+    soniq.batch_status(uuid)
 TO soniq_producer;
 
 GRANT EXECUTE ON FUNCTION

@@ -188,7 +188,7 @@ $$;
 
 -- prune_jobs: delete done jobs whose result TTL has passed (but not while a job that
 -- depends on them has yet to run: it reads their results) and cancelled jobs finished more
--- than retention ago, up to batch_size of each per batch and at most max_batches
+-- than retention ago (and batches finished that long ago), up to batch_size of each per batch and at most max_batches
 -- batches (the control plane runs one batch per transaction). Returns how many were deleted.
 CREATE FUNCTION soniq.prune_jobs(retention interval DEFAULT '7 days', batch_size int DEFAULT 1000,
                                  max_batches int DEFAULT 10) RETURNS bigint
@@ -215,6 +215,10 @@ BEGIN
             SELECT c.id FROM soniq.jobs c WHERE c.status = 'cancelled' AND c.finished_at < now() - retention
              ORDER BY c.finished_at LIMIT batch_size FOR UPDATE SKIP LOCKED);
         GET DIAGNOSTICS cancelled_rows = ROW_COUNT;
+        -- Batches finished as long ago as a cancelled job is kept (not counted in the total).
+        DELETE FROM soniq.batches b WHERE b.id IN (
+            SELECT f.id FROM soniq.batches f WHERE f.finished_at < now() - retention
+             LIMIT batch_size FOR UPDATE SKIP LOCKED);
         total := total + done_rows + cancelled_rows;
         EXIT WHEN done_rows < batch_size AND cancelled_rows < batch_size;
     END LOOP;

@@ -131,6 +131,8 @@ CREATE TABLE soniq.jobs (
     checkpoint       jsonb,
     -- A producer awaits its end: it notifies soniq_job_finished (since 0.9.0; sql/awaiting.sql).
     awaited          boolean NOT NULL DEFAULT false,
+    -- The batch it belongs to (since 0.9.0; sql/batches.sql).
+    batch_id         uuid,
     -- waiting: until the jobs it depends on are done.
     CONSTRAINT jobs_status_check CHECK (status IN ('queued', 'processing', 'done', 'cancelled', 'waiting')),
     CONSTRAINT jobs_args_object CHECK (jsonb_typeof(args) = 'object'),
@@ -237,6 +239,26 @@ SELECT pg_catalog.pg_extension_config_dump('soniq.queues', '');
 SELECT pg_catalog.pg_extension_config_dump('soniq.workers', '');
 SELECT pg_catalog.pg_extension_config_dump('soniq.jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('soniq.dead_letter_jobs', '');
+
+-- Batches (since 0.9.0; sql/batches.sql): a callback enqueued once every job of the batch
+-- has ended, the batch closed. Its jobs by how they ended, counted as they end.
+CREATE TABLE soniq.batches (
+    id              uuid PRIMARY KEY DEFAULT soniq.uuid_v7(),
+    callback_task   text NOT NULL,
+    callback_args   jsonb NOT NULL DEFAULT '{}',
+    callback_queue  text,           -- NULL: the task's
+    jobs            int NOT NULL DEFAULT 0,
+    done            int NOT NULL DEFAULT 0,
+    dead            int NOT NULL DEFAULT 0,
+    cancelled       int NOT NULL DEFAULT 0,
+    failed_ids      uuid[] NOT NULL DEFAULT '{}',  -- the first 1,000 dead or cancelled
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    closed_at       timestamptz,    -- no more jobs join it
+    finished_at     timestamptz,    -- its callback was enqueued
+    callback_job_id uuid,
+    enqueued_by     text DEFAULT session_user
+) WITH (fillfactor = 70);  -- every ended job of a batch updates its row: HOT updates
+SELECT pg_catalog.pg_extension_config_dump('soniq.batches', '');
 
 -- Periodic definitions the control plane turns into jobs. Exactly one of cron and every.
 -- next_fire_at is NULL while the schedule is paused.

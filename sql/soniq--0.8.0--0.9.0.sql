@@ -4,7 +4,9 @@
 -- cancels its waiting dependents (or they run anyway, with on_dependency_failure 'run'); a
 -- replay of the dead parent re-arms them. Progress and checkpoints of a running attempt
 -- (sql/progress.sql). Awaiting a job's end: jobs enqueued awaitable notify soniq_job_finished,
--- job_result and the procedure await_job (sql/awaiting.sql). New columns on soniq.jobs (the table's last), two
+-- job_result and the procedure await_job (sql/awaiting.sql). Batches with a callback enqueued
+-- once when all their jobs have ended (soniq.batches, sql/batches.sql); every end of a job
+-- goes through one hook (sql/finished.sql). New columns on soniq.jobs (the table's last), two
 -- indexes (empty until jobs depend on others), the status list and a check; enqueue gains
 -- depends_on and on_dependency_failure, enqueue_many's specs the same keys; queue_stats,
 -- queue_overview and job_info gain their waiting count, depends_on and progress.
@@ -22,6 +24,7 @@ ALTER TABLE soniq.jobs
     ADD COLUMN progress_at timestamptz,
     ADD COLUMN checkpoint jsonb,
     ADD COLUMN awaited boolean NOT NULL DEFAULT false,
+    ADD COLUMN batch_id uuid,
     DROP CONSTRAINT jobs_status_check,
     ADD CONSTRAINT jobs_status_check CHECK (status IN ('queued', 'processing', 'done', 'cancelled', 'waiting')),
     ADD CONSTRAINT jobs_dependencies_check CHECK (
@@ -31,37 +34,70 @@ CREATE INDEX jobs_dependents_idx ON soniq.jobs USING gin (depends_on)
     WHERE depends_on IS NOT NULL AND status IN ('waiting', 'queued', 'processing');
 CREATE INDEX jobs_cancelled_by_idx ON soniq.jobs (cancelled_by) WHERE cancelled_by IS NOT NULL;
 
+-- Batches (since 0.9.0; sql/batches.sql): a callback enqueued once every job of the batch
+-- has ended, the batch closed. Its jobs by how they ended, counted as they end.
+CREATE TABLE soniq.batches (
+    id              uuid PRIMARY KEY DEFAULT soniq.uuid_v7(),
+    callback_task   text NOT NULL,
+    callback_args   jsonb NOT NULL DEFAULT '{}',
+    callback_queue  text,           -- NULL: the task's
+    jobs            int NOT NULL DEFAULT 0,
+    done            int NOT NULL DEFAULT 0,
+    dead            int NOT NULL DEFAULT 0,
+    cancelled       int NOT NULL DEFAULT 0,
+    failed_ids      uuid[] NOT NULL DEFAULT '{}',  -- the first 1,000 dead or cancelled
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    closed_at       timestamptz,    -- no more jobs join it
+    finished_at     timestamptz,    -- its callback was enqueued
+    callback_job_id uuid,
+    enqueued_by     text DEFAULT session_user
+) WITH (fillfactor = 70);  -- every ended job of a batch updates its row: HOT updates
+SELECT pg_catalog.pg_extension_config_dump('soniq.batches', '');
+
+-- _ended_job: an ended job as _finished needs it (its marks as they were when it ended).
+CREATE TYPE soniq._ended_job AS (
+    id             uuid,
+    has_dependents boolean,
+    awaited        boolean,
+    batch_id       uuid
+);
+
+
 -- Changed signatures and result types: dropped, then created below.
 DROP FUNCTION soniq.enqueue(text, jsonb, text, int, timestamptz, int, boolean, text, interval, text);
 DROP FUNCTION soniq.queue_stats(text);
 
--- _finished: what follows the end of jobs others follow, the one hook of every path that ends
--- a job (done, cancelled, dead, deleted). depended_on: the ended jobs with dependents (they
--- are counted off when done, else fail them: _release, _dependency_failed); awaited: those a
--- producer awaits (each notifies soniq_job_finished, sent at commit: sql/awaiting.sql). why:
--- NULL when they are done, else how they ended. Called only when one of them is set: a job
--- nobody follows pays nothing.
-CREATE OR REPLACE FUNCTION soniq._finished(depended_on uuid[], awaited uuid[], why text) RETURNS void
+-- _finished: ended jobs, all ended as ended_as ('done', 'dead' or 'cancelled'; a deleted job
+-- counts as cancelled); why: how they ended, for their dependents' last error (NULL when done).
+-- Awaiters are notified at commit; dependents are counted off (done) or cancelled (else); the
+-- batches count them and enqueue their callbacks when they are complete.
+CREATE OR REPLACE FUNCTION soniq._finished(ended soniq._ended_job[], ended_as text, why text) RETURNS void
 LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    parents uuid[];
 BEGIN
-    PERFORM pg_notify('soniq_job_finished', a::text) FROM unnest(awaited) a;
-    IF depended_on IS NULL THEN
-        RETURN;
-    ELSIF why IS NULL THEN
-        PERFORM soniq._release(depended_on);
-    ELSE
-        PERFORM soniq._dependency_failed(depended_on, why);
+    PERFORM pg_notify('soniq_job_finished', e.id::text) FROM unnest(ended) e WHERE e.awaited;
+    parents := ARRAY(SELECT e.id FROM unnest(ended) e WHERE e.has_dependents);
+    IF cardinality(parents) > 0 THEN
+        IF ended_as = 'done' THEN
+            PERFORM soniq._release(parents);
+        ELSE
+            PERFORM soniq._dependency_failed(parents, why);
+        END IF;
+    END IF;
+    IF EXISTS (SELECT FROM unnest(ended) e WHERE e.batch_id IS NOT NULL) THEN
+        PERFORM soniq._batch_count(ended, ended_as);
     END IF;
 END
 $$;
 
--- _ended: _finished for one job, as it was when it ended.
-CREATE OR REPLACE FUNCTION soniq._ended(job soniq.jobs, why text) RETURNS void
+-- _ended: _finished for one job, as it was when it ended, if anyone follows it.
+CREATE OR REPLACE FUNCTION soniq._ended(job soniq.jobs, ended_as text, why text) RETURNS void
 LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
-    IF job.has_dependents OR job.awaited THEN
-        PERFORM soniq._finished(CASE WHEN job.has_dependents THEN ARRAY[job.id] END,
-                                CASE WHEN job.awaited THEN ARRAY[job.id] END, why);
+    IF job.has_dependents OR job.awaited OR job.batch_id IS NOT NULL THEN
+        PERFORM soniq._finished(ARRAY[ROW(job.id, job.has_dependents, job.awaited, job.batch_id)::soniq._ended_job],
+                                ended_as, why);
     END IF;
 END
 $$;
@@ -288,7 +324,7 @@ CREATE OR REPLACE FUNCTION soniq._dependency_failed(parents uuid[], why text) RE
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     failed uuid[] := parents;
-    awaited uuid[];  -- the dependents cancelled that a producer awaits
+    followed soniq._ended_job[];  -- the dependents cancelled that others await or count
 BEGIN
     WHILE failed IS NOT NULL LOOP
         PERFORM soniq._release(failed, failed => true);
@@ -304,13 +340,16 @@ BEGIN
                    last_error = format('cancelled: job %s, which it depends on, %s', d.cause, why)
               FROM doomed d
              WHERE c.id = d.id
-            RETURNING c.id, c.has_dependents, c.awaited
+            RETURNING c.id, c.has_dependents, c.awaited, c.batch_id
         )
-        SELECT array_agg(k.id) FILTER (WHERE k.has_dependents), array_agg(k.id) FILTER (WHERE k.awaited)
-          INTO failed, awaited
+        -- Their own dependents are the next level here; their awaiters and batches are told.
+        SELECT array_agg(k.id) FILTER (WHERE k.has_dependents),
+               array_agg(ROW(k.id, false, k.awaited, k.batch_id)::soniq._ended_job)
+                   FILTER (WHERE k.awaited OR k.batch_id IS NOT NULL)
+          INTO failed, followed
           FROM cancelled k;
-        IF awaited IS NOT NULL THEN
-            PERFORM soniq._finished(NULL, awaited, why);
+        IF followed IS NOT NULL THEN
+            PERFORM soniq._finished(followed, 'cancelled', why);
         END IF;
         why := 'was cancelled: a job it depends on failed';
     END LOOP;
@@ -414,6 +453,166 @@ BEGIN
       LEFT JOIN soniq.job_info i ON i.id = u.parent
      ORDER BY u.n;
 END
+$$;
+
+-- At most this many failed jobs' ids are kept per batch (the counts are exact).
+CREATE OR REPLACE FUNCTION soniq._max_batch_failures() RETURNS int
+LANGUAGE sql IMMUTABLE AS $$ SELECT 1000 $$;
+
+-- batch_open: a new batch whose callback is a job of callback_task with callback_args (a JSON
+-- object; the callback's args are these plus "batch": its id and counts), in callback_queue
+-- (NULL: the task's). Returns its id. The batch is the caller's login's.
+CREATE OR REPLACE FUNCTION soniq.batch_open(callback_task text, callback_args jsonb DEFAULT '{}', callback_queue text DEFAULT NULL)
+RETURNS uuid
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    opened uuid;
+BEGIN
+    PERFORM soniq._check_task_name(callback_task);
+    PERFORM soniq._check_args(soniq._require_value(callback_args, 'callback_args'));
+    IF callback_queue IS NOT NULL THEN
+        PERFORM soniq._check_queue_name(callback_queue);
+    END IF;
+    INSERT INTO soniq.batches (callback_task, callback_args, callback_queue)
+    VALUES (callback_task, callback_args, callback_queue)
+    RETURNING id INTO opened;
+    RETURN opened;
+END
+$$;
+
+-- _join_batch: the jobs ids, just enqueued, join batch (open, and the caller's login's, or any
+-- for an admin): 22023 otherwise. A job already ended (a dependent cancelled at enqueue) is
+-- counted at once.
+CREATE OR REPLACE FUNCTION soniq._join_batch(batch uuid, ids uuid[]) RETURNS void
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    joined soniq.batches;
+    ended soniq._ended_job[];
+BEGIN
+    IF EXISTS (SELECT FROM soniq.jobs j WHERE j.id = ANY (ids) AND (j.args_hash IS NOT NULL OR j.dedup_key IS NOT NULL)) THEN
+        RAISE EXCEPTION 'a unique or dedup job cannot join a batch'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A duplicate would return a job outside the batch: drop unique and dedup_key, or batch_id.';
+    END IF;
+    UPDATE soniq.batches b SET jobs = b.jobs + cardinality(ids)
+     WHERE b.id = batch AND b.closed_at IS NULL AND (b.enqueued_by = session_user OR soniq._is_admin())
+    RETURNING b.* INTO joined;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'batch % does not exist or is closed', batch
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Open a batch with soniq.batch_open(); a closed one takes no more jobs.';
+    END IF;
+    WITH joining AS (
+        UPDATE soniq.jobs j SET batch_id = batch WHERE j.id = ANY (ids)
+        RETURNING j.id, j.status
+    )
+    SELECT array_agg(ROW(k.id, false, false, batch)::soniq._ended_job) INTO ended
+      FROM joining k WHERE k.status = 'cancelled';
+    IF ended IS NOT NULL THEN
+        PERFORM soniq._batch_count(ended, 'cancelled');
+    END IF;
+END
+$$;
+
+-- batch_close: no more jobs may join the batch; if they have all ended already, the callback
+-- is enqueued now. Returns false when it was closed already; P0002 when unknown (or another
+-- login's).
+CREATE OR REPLACE FUNCTION soniq.batch_close(batch_id uuid) RETURNS boolean
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    closed soniq.batches;
+BEGIN
+    PERFORM soniq._require(batch_id, 'batch_id');
+    UPDATE soniq.batches b SET closed_at = now()
+     WHERE b.id = batch_close.batch_id AND b.closed_at IS NULL
+       AND (b.enqueued_by = session_user OR soniq._is_admin())
+    RETURNING b.* INTO closed;
+    IF NOT FOUND THEN
+        IF EXISTS (SELECT FROM soniq.batches b WHERE b.id = batch_close.batch_id
+                      AND (b.enqueued_by = session_user OR soniq._is_admin())) THEN
+            RETURN false;
+        END IF;
+        RAISE EXCEPTION 'batch % does not exist', batch_id USING ERRCODE = 'no_data_found';
+    END IF;
+    IF closed.done + closed.dead + closed.cancelled = closed.jobs THEN
+        PERFORM soniq._batch_callback(closed);
+    END IF;
+    RETURN true;
+END
+$$;
+
+-- _batch_count: count ended jobs (all ended as ended_as) in their batches, locked in id order;
+-- a batch they complete enqueues its callback.
+CREATE OR REPLACE FUNCTION soniq._batch_count(ended soniq._ended_job[], ended_as text) RETURNS void
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    counted soniq.batches;
+BEGIN
+    FOR counted IN
+        WITH ended_in AS (
+            SELECT e.batch_id, count(*)::int AS n, array_agg(e.id) AS ids
+              FROM unnest(ended) e WHERE e.batch_id IS NOT NULL GROUP BY e.batch_id
+        ), locked AS (
+            SELECT b.id FROM soniq.batches b WHERE b.id IN (SELECT i.batch_id FROM ended_in i)
+             ORDER BY b.id FOR NO KEY UPDATE
+        )
+        UPDATE soniq.batches b
+           SET done = b.done + CASE WHEN ended_as = 'done' THEN i.n ELSE 0 END,
+               dead = b.dead + CASE WHEN ended_as = 'dead' THEN i.n ELSE 0 END,
+               cancelled = b.cancelled + CASE WHEN ended_as = 'cancelled' THEN i.n ELSE 0 END,
+               failed_ids = CASE WHEN ended_as = 'done' THEN b.failed_ids
+                                 ELSE (b.failed_ids || i.ids)[1:soniq._max_batch_failures()] END
+          FROM ended_in i, locked l
+         WHERE b.id = i.batch_id AND l.id = b.id
+        RETURNING b.*
+    LOOP
+        IF counted.closed_at IS NOT NULL AND counted.finished_at IS NULL
+           AND counted.done + counted.dead + counted.cancelled = counted.jobs THEN
+            PERFORM soniq._batch_callback(counted);
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- _batch_callback: enqueue a complete batch's callback (the caller holds its row) and record it.
+CREATE OR REPLACE FUNCTION soniq._batch_callback(complete soniq.batches) RETURNS void
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    callback uuid;
+BEGIN
+    callback := soniq.enqueue(complete.callback_task,
+                              complete.callback_args || jsonb_build_object('batch', jsonb_build_object(
+                                  'id', complete.id, 'jobs', complete.jobs, 'done', complete.done,
+                                  'dead', complete.dead, 'cancelled', complete.cancelled,
+                                  'failed_ids', to_jsonb(complete.failed_ids))),
+                              queue => complete.callback_queue);
+    -- The batch's opener's job, whoever ended the last of its jobs.
+    UPDATE soniq.jobs j SET enqueued_by = complete.enqueued_by WHERE j.id = callback;
+    UPDATE soniq.batches b SET finished_at = now(), callback_job_id = callback WHERE b.id = complete.id;
+END
+$$;
+
+-- batch_status: a batch of the caller's login (any, for an admin): its callback, its jobs by
+-- how they ended (pending: not ended yet), up to 1,000 failed jobs' ids, when it was closed and
+-- finished, and its callback job. No row when unknown.
+CREATE OR REPLACE FUNCTION soniq.batch_status(batch_id uuid) RETURNS TABLE (
+    id              uuid,
+    callback_task   text,
+    jobs            int,
+    pending         int,
+    done            int,
+    dead            int,
+    cancelled       int,
+    failed_ids      uuid[],
+    created_at      timestamptz,
+    closed_at       timestamptz,
+    finished_at     timestamptz,
+    callback_job_id uuid
+)
+LANGUAGE sql STABLE AS $$
+    SELECT b.id, b.callback_task, b.jobs, b.jobs - b.done - b.dead - b.cancelled, b.done, b.dead, b.cancelled,
+           b.failed_ids, b.created_at, b.closed_at, b.finished_at, b.callback_job_id
+      FROM soniq.batches b
+     WHERE b.id = batch_status.batch_id AND (b.enqueued_by = session_user OR soniq._is_admin())
 $$;
 
 -- report_progress: record an attempt's progress (a JSON value of at most 64 KiB). Returns
@@ -549,10 +748,11 @@ $$;
 CREATE OR REPLACE FUNCTION soniq._spec_ok(spec jsonb) RETURNS boolean
 LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN jsonb_typeof(spec) = 'object' THEN
-               spec - '{task_name,args,queue,priority,scheduled_at,retries,unique,dedup_key,timeout,producer_id,depends_on,on_dependency_failure,awaitable}'::text[]
+               spec - '{task_name,args,queue,priority,scheduled_at,retries,unique,dedup_key,timeout,producer_id,depends_on,on_dependency_failure,awaitable,batch_id}'::text[]
                    = '{}'
                AND coalesce(jsonb_typeof(spec -> 'unique'), 'null') IN ('boolean', 'null')
                AND coalesce(jsonb_typeof(spec -> 'awaitable'), 'null') IN ('boolean', 'null')
+               AND coalesce(jsonb_typeof(spec -> 'batch_id'), 'null') IN ('string', 'null')
                AND soniq._json_in_range(spec -> 'priority', 1, 1000, true)
                AND soniq._json_in_range(spec -> 'retries', 0, 1000, true)
                AND soniq._json_in_range(spec -> 'timeout', 0, 2592000, false)
@@ -581,7 +781,7 @@ BEGIN
             SELECT string_agg(k, ', ') INTO unknown FROM jsonb_object_keys(spec) k
              WHERE k NOT IN ('task_name', 'args', 'queue', 'priority', 'scheduled_at', 'retries',
                              'unique', 'dedup_key', 'timeout', 'producer_id', 'depends_on',
-                             'on_dependency_failure', 'awaitable');
+                             'on_dependency_failure', 'awaitable', 'batch_id');
             IF unknown IS NOT NULL THEN
                 RAISE EXCEPTION 'unknown key(s) in job spec: %', unknown
                     USING ERRCODE = 'invalid_parameter_value';
@@ -594,6 +794,11 @@ BEGIN
                 RAISE EXCEPTION 'awaitable must be true or false, got %', spec -> 'awaitable'
                     USING ERRCODE = 'invalid_parameter_value';
             END IF;
+            IF jsonb_typeof(spec -> 'batch_id') NOT IN ('string', 'null') THEN
+                RAISE EXCEPTION 'batch_id must be a batch''s id, got %', spec -> 'batch_id'
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            PERFORM (spec ->> 'batch_id')::uuid;
             PERFORM soniq._check_job(
                 task_name    => spec ->> 'task_name',
                 args         => coalesce(spec -> 'args', '{}'),
@@ -627,8 +832,9 @@ $$;
 -- (at most 1,000 jobs of the same login) the job waits until they are all done; if one is
 -- cancelled or dies it is cancelled too, or runs anyway with on_dependency_failure 'run'
 -- (sql/dependencies.sql). With awaitable, its end notifies soniq_job_finished (a duplicate
--- returned instead is marked so: sql/awaiting.sql). Runs in the caller's transaction: rolled
--- back, the job never existed.
+-- returned instead is marked so: sql/awaiting.sql). With batch_id it joins an open batch of
+-- the same login (sql/batches.sql). Runs in the caller's transaction: rolled back, the job
+-- never existed.
 CREATE OR REPLACE FUNCTION soniq.enqueue(
     task_name    text,
     args         jsonb       DEFAULT '{}',
@@ -642,7 +848,8 @@ CREATE OR REPLACE FUNCTION soniq.enqueue(
     producer_id  text        DEFAULT NULL,
     depends_on   uuid[]      DEFAULT NULL,
     on_dependency_failure text DEFAULT NULL,
-    awaitable    boolean     DEFAULT false
+    awaitable    boolean     DEFAULT false,
+    batch_id     uuid        DEFAULT NULL
 ) RETURNS uuid
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
@@ -657,10 +864,15 @@ BEGIN
         PERFORM soniq._check_job(task_name, args, queue, priority, scheduled_at, retries, dedup_key, timeout,
                                  producer_id);
     END IF;
-    IF awaitable THEN
+    IF awaitable OR batch_id IS NOT NULL THEN
         id := soniq.enqueue(task_name, args, queue, priority, scheduled_at, retries, unique_job, dedup_key, timeout,
                             producer_id, depends_on, on_dependency_failure);
-        PERFORM soniq._await_jobs(ARRAY[id]);
+        IF batch_id IS NOT NULL THEN
+            PERFORM soniq._join_batch(batch_id, ARRAY[id]);
+        END IF;
+        IF awaitable THEN
+            PERFORM soniq._await_jobs(ARRAY[id]);
+        END IF;
         RETURN id;
     END IF;
     IF depends_on IS NOT NULL OR on_dependency_failure IS NOT NULL THEN
@@ -706,8 +918,7 @@ LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     completed uuid[];
     freed text[];  -- the queues of the jobs completed
-    parents uuid[];  -- the jobs completed that others depend on
-    awaited uuid[];  -- and those a producer awaits
+    followed soniq._ended_job[];  -- the jobs completed that others follow (sql/finished.sql)
 BEGIN
     PERFORM soniq._require(job_ids, 'job_ids');
     PERFORM soniq._require(complete_many.worker_id, 'worker_id');
@@ -739,25 +950,25 @@ BEGIN
           FROM lease l
          WHERE j.id = l.id AND j.status = l.status AND j.worker_id = l.worker_id
            AND j.attempts = l.attempt AND j.result_ttl > interval '0'
-        RETURNING j.id, j.queue, j.has_dependents, j.awaited
+        RETURNING j.id, j.queue, j.has_dependents, j.awaited, j.batch_id
     ), dropped AS (
         DELETE FROM soniq.jobs j
          USING lease l
          WHERE j.id = l.id AND j.status = l.status AND j.worker_id = l.worker_id
            AND j.attempts = l.attempt AND j.result_ttl <= interval '0'
-        RETURNING j.id, j.queue, j.has_dependents, j.awaited
+        RETURNING j.id, j.queue, j.has_dependents, j.awaited, j.batch_id
     ), finished AS (
-        SELECT k.id, k.queue, k.has_dependents, k.awaited FROM kept k
-        UNION ALL SELECT d.id, d.queue, d.has_dependents, d.awaited FROM dropped d
+        SELECT k.* FROM kept k UNION ALL SELECT d.* FROM dropped d
     )
-    SELECT array_agg(f.id), array_agg(DISTINCT f.queue), array_agg(f.id) FILTER (WHERE f.has_dependents),
-           array_agg(f.id) FILTER (WHERE f.awaited)
-      INTO completed, freed, parents, awaited
+    SELECT array_agg(f.id), array_agg(DISTINCT f.queue),
+           array_agg(ROW(f.id, f.has_dependents, f.awaited, f.batch_id)::soniq._ended_job)
+               FILTER (WHERE f.has_dependents OR f.awaited OR f.batch_id IS NOT NULL)
+      INTO completed, freed, followed
       FROM finished f;
     PERFORM soniq._slots_freed(freed);
     -- A later statement, which sees a dependent whose enqueue this one waited for.
-    IF parents IS NOT NULL OR awaited IS NOT NULL THEN
-        PERFORM soniq._finished(parents, awaited, NULL);
+    IF followed IS NOT NULL THEN
+        PERFORM soniq._finished(followed, 'done', NULL);
     END IF;
     RETURN QUERY SELECT unnest(completed);
 END
@@ -786,18 +997,17 @@ BEGIN
         PERFORM soniq._lease_refused(job_id, worker_id, attempt);
     END IF;
     PERFORM soniq._slots_freed(ARRAY[ended.queue]);
-    PERFORM soniq._ended(ended, 'was cancelled');
+    PERFORM soniq._ended(ended, 'cancelled', 'was cancelled');
 END
 $$;
 
 -- _bury: move jobs into the dead letter with a reason and their last error; the jobs that
--- depend on them are cancelled (or run, if they said so), their awaiters notified.
+-- depend on them are cancelled (or run, if they said so), their awaiters and batches told.
 CREATE OR REPLACE FUNCTION soniq._bury(job_ids uuid[], reason text, error text) RETURNS int
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     buried int;
-    parents uuid[];
-    awaited uuid[];
+    followed soniq._ended_job[];
 BEGIN
     WITH gone AS (
         DELETE FROM soniq.jobs j WHERE j.id = ANY (job_ids) RETURNING j.*
@@ -813,12 +1023,13 @@ BEGIN
         FROM gone g
         RETURNING d.id
     )
-    SELECT (SELECT count(*)::int FROM moved), (SELECT array_agg(g.id) FROM gone g WHERE g.has_dependents),
-           (SELECT array_agg(g.id) FROM gone g WHERE g.awaited)
-      INTO buried, parents, awaited
+    SELECT (SELECT count(*)::int FROM moved),
+           (SELECT array_agg(ROW(g.id, g.has_dependents, g.awaited, g.batch_id)::soniq._ended_job) FROM gone g
+             WHERE g.has_dependents OR g.awaited OR g.batch_id IS NOT NULL)
+      INTO buried, followed
       FROM (SELECT count(*) FROM freed) f;
-    IF parents IS NOT NULL OR awaited IS NOT NULL THEN
-        PERFORM soniq._finished(parents, awaited, format('ended in the dead letter (%s)', reason));
+    IF followed IS NOT NULL THEN
+        PERFORM soniq._finished(followed, 'dead', format('ended in the dead letter (%s)', reason));
     END IF;
     RETURN buried;
 END
@@ -849,12 +1060,12 @@ BEGIN
                                        CASE WHEN job.dedup_key IS NOT NULL THEN 'dedup key' ELSE 'task and args' END)
              WHERE j.id = job.id;
             PERFORM soniq._slots_freed(ARRAY[job.queue]);
+            -- Its dependents wait for the duplicate instead; awaiters and a batch see it end.
             IF job.has_dependents THEN
                 PERFORM soniq._dependents_follow(job.id, duplicate);
             END IF;
-            IF job.awaited THEN
-                PERFORM soniq._finished(NULL, ARRAY[job.id], 'yielded to its duplicate');
-            END IF;
+            job.has_dependents := false;
+            PERFORM soniq._ended(job, 'cancelled', 'yielded to its duplicate');
             RETURN 'merged';
         END IF;
         BEGIN  -- a subtransaction only for unique and dedup jobs
@@ -894,7 +1105,7 @@ BEGIN
                    last_error = format('cancelled; %s during attempt %s', why, held.attempts)
              WHERE j.id = held.id;
             PERFORM soniq._slots_freed(ARRAY[held.queue]);
-            PERFORM soniq._ended(held, 'was cancelled');
+            PERFORM soniq._ended(held, 'cancelled', 'was cancelled');
         ELSIF held.attempts >= held.max_attempts THEN
             PERFORM soniq._bury(ARRAY[held.id], 'max_retries_exceeded',
                                 format('%s during its last attempt; attempts exhausted', why));
@@ -925,7 +1136,7 @@ BEGIN
         UPDATE soniq.jobs j SET status = 'cancelled', finished_at = now(), updated_at = now()
          WHERE j.id = cancel_job.job_id
         RETURNING j.* INTO ended;
-        PERFORM soniq._ended(ended, 'was cancelled');
+        PERFORM soniq._ended(ended, 'cancelled', 'was cancelled');
         RETURN true;
     ELSIF current_status = 'processing' THEN
         UPDATE soniq.jobs j SET cancel_requested = true, updated_at = now() WHERE j.id = cancel_job.job_id;
@@ -951,7 +1162,7 @@ BEGIN
         IF deleted.status = 'processing' THEN
             PERFORM soniq._slots_freed(ARRAY[deleted.queue]);  -- its slot of a limit is free
         END IF;
-        PERFORM soniq._ended(deleted, 'was deleted');
+        PERFORM soniq._ended(deleted, 'cancelled', 'was deleted');
         RETURN;
     END IF;
     IF EXISTS (SELECT FROM soniq.dead_letter_jobs d WHERE d.id = delete_job.job_id) THEN
@@ -1112,7 +1323,7 @@ $$;
 
 -- prune_jobs: delete done jobs whose result TTL has passed (but not while a job that
 -- depends on them has yet to run: it reads their results) and cancelled jobs finished more
--- than retention ago, up to batch_size of each per batch and at most max_batches
+-- than retention ago (and batches finished that long ago), up to batch_size of each per batch and at most max_batches
 -- batches (the control plane runs one batch per transaction). Returns how many were deleted.
 CREATE OR REPLACE FUNCTION soniq.prune_jobs(retention interval DEFAULT '7 days', batch_size int DEFAULT 1000,
                                  max_batches int DEFAULT 10) RETURNS bigint
@@ -1139,6 +1350,10 @@ BEGIN
             SELECT c.id FROM soniq.jobs c WHERE c.status = 'cancelled' AND c.finished_at < now() - retention
              ORDER BY c.finished_at LIMIT batch_size FOR UPDATE SKIP LOCKED);
         GET DIAGNOSTICS cancelled_rows = ROW_COUNT;
+        -- Batches finished as long ago as a cancelled job is kept (not counted in the total).
+        DELETE FROM soniq.batches b WHERE b.id IN (
+            SELECT f.id FROM soniq.batches f WHERE f.finished_at < now() - retention
+             LIMIT batch_size FOR UPDATE SKIP LOCKED);
         total := total + done_rows + cancelled_rows;
         EXIT WHEN done_rows < batch_size AND cancelled_rows < batch_size;
     END LOOP;
@@ -1185,7 +1400,7 @@ $$;
 
 -- enqueue_many (specs): a JSON array of job specs, each an object with the keys task_name
 -- (required), args, queue, priority, scheduled_at, retries, unique, dedup_key,
--- timeout (seconds), producer_id, depends_on, on_dependency_failure and awaitable. Ids come back in
+-- timeout (seconds), producer_id, depends_on, on_dependency_failure, awaitable and batch_id. Ids come back in
 -- input order; an error names the offending element, and nothing is written. Jobs are
 -- deduplicated as by enqueue, against the table and within the batch (a later element
 -- returns the id of an earlier duplicate). depends_on is an array of job ids (strings) and
@@ -1209,6 +1424,8 @@ DECLARE
     on_failure text[];
     dependent boolean;  -- whether any job depends on others
     awaited bigint[];   -- the positions of awaitable jobs
+    batches uuid[];     -- by position: the batch each joins, or NULL
+    batch uuid;
     ids uuid[];
 BEGIN
     PERFORM soniq._require(jobs, 'jobs');
@@ -1233,9 +1450,10 @@ BEGIN
                array_agg(nullif(e.spec -> 'depends_on', 'null') ORDER BY e.n),
                array_agg(e.spec ->> 'on_dependency_failure' ORDER BY e.n),
                bool_or(e.spec ? 'depends_on' OR e.spec ? 'on_dependency_failure'),
-               array_agg(e.n) FILTER (WHERE (e.spec ->> 'awaitable')::boolean)
+               array_agg(e.n) FILTER (WHERE (e.spec ->> 'awaitable')::boolean),
+               array_agg((e.spec ->> 'batch_id')::uuid ORDER BY e.n)
           INTO well_formed, task_names, args, queues, priorities, scheduled_ats, retries, unique_jobs,
-               dedup_keys, timeouts, producer_ids, depends, on_failure, dependent, awaited
+               dedup_keys, timeouts, producer_ids, depends, on_failure, dependent, awaited, batches
           FROM jsonb_array_elements(jobs) WITH ORDINALITY AS e(spec, n);
     EXCEPTION WHEN data_exception THEN
         well_formed := false;
@@ -1252,6 +1470,10 @@ BEGIN
         ids := ARRAY(SELECT soniq._insert_jobs(ROW(task_names, args, queues, priorities, scheduled_ats, retries,
                                                    unique_jobs, dedup_keys, timeouts, producer_ids)));
     END IF;
+    FOR batch IN SELECT DISTINCT b FROM unnest(batches) b WHERE b IS NOT NULL ORDER BY 1 LOOP
+        PERFORM soniq._join_batch(batch, ARRAY(SELECT ids[u.n] FROM unnest(batches) WITH ORDINALITY AS u(b, n)
+                                                WHERE u.b = batch));
+    END LOOP;
     IF awaited IS NOT NULL THEN
         PERFORM soniq._await_jobs(ARRAY(SELECT ids[n] FROM unnest(awaited) n));
     END IF;
@@ -1350,11 +1572,14 @@ REVOKE ALL ON ALL PROCEDURES IN SCHEMA soniq FROM PUBLIC;
 GRANT USAGE ON SCHEMA soniq TO soniq_producer, soniq_worker, soniq_admin;
 
 GRANT EXECUTE ON FUNCTION
-    soniq.enqueue(text, jsonb, text, int, timestamptz, int, boolean, text, interval, text, uuid[], text, boolean),
+    soniq.enqueue(text, jsonb, text, int, timestamptz, int, boolean, text, interval, text, uuid[], text, boolean, uuid),
     soniq.enqueue_many(jsonb),
     soniq.enqueue_many(text, jsonb[], text, int, timestamptz, int, boolean, interval, text),
     soniq.job_status(uuid),
-    soniq.job_result(uuid)  -- the outcome of a job its login enqueued, which it may await
+    soniq.job_result(uuid),  -- the outcome of a job its login enqueued, which it may await
+    soniq.batch_open(text, jsonb, text),  -- batches of its login's jobs, with a callback
+    soniq.batch_close(uuid),
+    soniq.batch_status(uuid)
 TO soniq_producer;
 
 GRANT EXECUTE ON FUNCTION

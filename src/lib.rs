@@ -31,14 +31,24 @@ extension_sql_file!(
     requires = ["helpers"]
 );
 extension_sql_file!(
+    "../sql/finished.sql",
+    name = "finished",
+    requires = ["enqueue"]
+);
+extension_sql_file!(
     "../sql/dependencies.sql",
     name = "dependencies",
-    requires = ["enqueue"]
+    requires = ["finished"]
+);
+extension_sql_file!(
+    "../sql/batches.sql",
+    name = "batches",
+    requires = ["dependencies"]
 );
 extension_sql_file!(
     "../sql/workers.sql",
     name = "workers",
-    requires = ["dependencies"]
+    requires = ["batches"]
 );
 extension_sql_file!("../sql/claim.sql", name = "claim", requires = ["workers"]);
 extension_sql_file!(

@@ -151,6 +151,7 @@ SET SESSION AUTHORIZATION roles_p1;
 SELECT soniq.enqueue('login.task', '{"card": "4111"}', dedup_key => 'order-7') AS p1_job \gset
 SELECT soniq.enqueue('login.unique', '{"guess": 1}', unique_job => true) AS p1_unique \gset
 SELECT soniq.enqueue('login.fail', retries => 1) AS p1_fail \gset
+SELECT soniq.batch_open('login.batch_done') AS p1_batch \gset
 SELECT task_name, status FROM soniq.job_status(:'p1_job');
 SET SESSION AUTHORIZATION roles_w1;
 SELECT soniq.register_worker() AS w1 \gset
@@ -202,6 +203,12 @@ SELECT soniq.enqueue('login.unique', '{"guess": 1}', unique_job => true) <> :'p1
 ROLLBACK;
 SELECT count(*) AS p1_job_seen FROM soniq.job_status(:'p1_job');
 SELECT count(*) AS p1_result_seen FROM soniq.job_result(:'p1_job');
+-- p1's batch: not seen, not closed, joined by no job of p2's.
+SELECT count(*) AS p1_batch_seen FROM soniq.batch_status(:'p1_batch');
+SELECT soniq.batch_close(:'p1_batch');
+:error
+SELECT soniq.enqueue('login.in_batch', batch_id => :'p1_batch');
+:error
 CALL soniq.await_job(:'p1_job', '0');
 :error
 SELECT count(*) AS p1_unique_seen FROM soniq.job_status(:'p1_unique');
@@ -219,6 +226,8 @@ RESET SESSION AUTHORIZATION;
 SELECT status, waiting_on FROM soniq.jobs WHERE task_name = 'login.after';
 -- An admin sees every job.
 SELECT count(*) AS admin_sees FROM soniq.job_status(:'p1_job');
+SELECT jobs, closed_at IS NULL AS still_open FROM soniq.batch_status(:'p1_batch');
+DELETE FROM soniq.batches WHERE callback_task = 'login.batch_done';
 DELETE FROM soniq.jobs WHERE task_name LIKE 'login.%';
 DELETE FROM soniq.workers WHERE registered_by LIKE 'roles\_%';
 DROP TABLE login_before;

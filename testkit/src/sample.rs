@@ -27,8 +27,8 @@ pub fn fill(client: &mut Client) {
 /// (NULL: the row predates logins being recorded), so they are left out when rows are
 /// compared across an update. (By name, of whichever table has them: `concurrency_key` of jobs
 /// and tasks, the flow-control columns of queues, all of 0.7.0; the dependency, progress,
-/// checkpoint and awaiting columns of jobs, of 0.9.0.)
-pub const ADDED_COLUMNS: [&str; 25] = [
+/// checkpoint, awaiting and batch columns of jobs, of 0.9.0.)
+pub const ADDED_COLUMNS: [&str; 26] = [
     "enqueued_by",
     "inherited",
     "task_names",
@@ -54,6 +54,7 @@ pub const ADDED_COLUMNS: [&str; 25] = [
     "progress_at",
     "checkpoint",
     "awaited",
+    "batch_id",
 ];
 
 /// Every row of every table, as text (without `skip`'s columns).
