@@ -65,6 +65,7 @@ pub struct Enqueue<'a> {
     pub(crate) depends_on: Vec<Uuid>,
     pub(crate) on_dependency_failure: Option<OnDependencyFailure>,
     pub(crate) awaitable: bool,
+    pub(crate) batch_id: Option<Uuid>,
 }
 
 impl<'a> Enqueue<'a> {
@@ -84,6 +85,7 @@ impl<'a> Enqueue<'a> {
             depends_on: Vec::new(),
             on_dependency_failure: None,
             awaitable: false,
+            batch_id: None,
         }
     }
 
@@ -112,6 +114,13 @@ impl<'a> Enqueue<'a> {
     /// Not with `unique` or a dedup key; needs the database (not `Soniq::in_memory()`).
     pub fn depends_on(mut self, jobs: impl IntoIterator<Item = Uuid>) -> Self {
         self.depends_on.extend(jobs);
+        self
+    }
+
+    /// Join an open batch ([`Soniq::open_batch`]) of the same login; not with `unique` or a
+    /// dedup key.
+    pub fn batch(mut self, batch_id: Uuid) -> Self {
+        self.batch_id = Some(batch_id);
         self
     }
 
@@ -151,6 +160,7 @@ impl<'a> Enqueue<'a> {
             depends_on: self.depends_on.clone(),
             on_dependency_failure: self.on_dependency_failure,
             awaitable: self.awaitable,
+            batch_id: self.batch_id,
         })
     }
 

@@ -24,6 +24,7 @@
 
 mod attempt_log;
 mod awaiting;
+mod batches;
 #[cfg(feature = "cli")]
 pub mod cli;
 #[cfg(feature = "cli")]
@@ -48,6 +49,7 @@ mod testing;
 mod time;
 mod worker;
 
+pub use batches::BatchStatus;
 pub use connection::ConnectionConfig;
 pub use dead_letter::{
     DeadJob, DeadLetter, DeadLetterFilter, DeadLetterStats, ExportFormat, ReplayOptions,

@@ -35,6 +35,7 @@ impl Case {
             depends_on: Vec::new(),
             on_dependency_failure: None,
             awaitable: false,
+            batch_id: None,
         }
     }
 

@@ -279,9 +279,10 @@ pub struct EnqueueArgs {
     task: Option<String>,
     /// Enqueue the jobs of a file of JSON lines (`-`: standard input), one job spec a line:
     /// task_name, and optionally args, queue, priority, scheduled_at (RFC 3339), retries,
-    /// unique, dedup_key, timeout (seconds), depends_on (job ids), on_dependency_failure.
+    /// unique, dedup_key, timeout (seconds), depends_on (job ids), on_dependency_failure,
+    /// batch_id.
     /// Sent in batches that commit one by one.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["task", "args", "queue", "priority", "at", "unique", "dedup_key", "depends_on", "run_on_dependency_failure"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["task", "args", "queue", "priority", "at", "unique", "dedup_key", "depends_on", "run_on_dependency_failure", "batch", "wait"])]
     from: Option<std::path::PathBuf>,
     /// Jobs per statement with --from (1..=10000; default 1000).
     #[arg(long, value_name = "N",
@@ -311,6 +312,9 @@ pub struct EnqueueArgs {
     /// Run even if a job it depends on is cancelled or dies (once the others are done).
     #[arg(long, requires = "depends_on")]
     run_on_dependency_failure: bool,
+    /// Join this open batch (`soniq batch open`).
+    #[arg(long, value_name = "BATCH_ID")]
+    batch: Option<Uuid>,
     /// Wait for the job to end and print its result (or error); exit 0 when it is done, 1
     /// when it was cancelled or died or the wait timed out.
     #[arg(long)]
@@ -375,6 +379,9 @@ pub async fn enqueue(app: &Soniq, args: EnqueueArgs, out: &Output) -> CliResult 
         request = request.dedup_key(key);
     }
     request = request.depends_on(args.depends_on);
+    if let Some(batch) = args.batch {
+        request = request.batch(batch);
+    }
     if args.run_on_dependency_failure {
         request = request.on_dependency_failure(OnDependencyFailure::Run);
     }

@@ -17,7 +17,7 @@ pub const MAX_BATCH: usize = 10_000;
 
 /// The keys of a line: those of `soniq.enqueue_many`'s job specs (the producer id is the
 /// CLI's own; `depends_on` names jobs by id only: a line cannot name another line).
-const KEYS: [&str; 11] = [
+const KEYS: [&str; 12] = [
     "task_name",
     "args",
     "queue",
@@ -29,6 +29,7 @@ const KEYS: [&str; 11] = [
     "timeout",
     "depends_on",
     "on_dependency_failure",
+    "batch_id",
 ];
 
 fn kind(value: &Value) -> &'static str {
@@ -142,6 +143,12 @@ fn parse_line(text: &str, producer_id: &str) -> Result<NewJob, String> {
             "\"cancel\" or \"run\"",
         )?,
         awaitable: false,
+        batch_id: field(
+            &spec,
+            "batch_id",
+            |v| v.as_str()?.parse().ok(),
+            "a batch's id",
+        )?,
     })
 }
 

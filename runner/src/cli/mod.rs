@@ -14,6 +14,7 @@
 //! Exit status: 0 success, 1 failure, 2 usage (a bad flag, environment variable or module).
 
 mod admin;
+mod batch;
 mod dead_letter;
 mod enqueue_file;
 mod logs;
@@ -65,6 +66,9 @@ enum Command {
     /// Queues: flow control (limits, fair share), pause and resume.
     #[command(subcommand)]
     Queue(queue::QueueCommand),
+    /// Batches of jobs with a callback: open, close, status.
+    #[command(subcommand)]
+    Batch(batch::BatchCommand),
     /// Queue counts, workers alive and stale, the control plane's health.
     Status,
     /// One job, also a dead one.
@@ -287,6 +291,7 @@ async fn dispatch(
         Command::DeadLetter(command) => dead_letter::run(&app, command, &out).await,
         Command::Schedule(command) => schedule::run(&app, command, &out).await,
         Command::Queue(command) => queue::run(&app, command, &out).await,
+        Command::Batch(command) => batch::run(&app, command, &out).await,
         Command::Status => admin::status(&app, &out).await,
         Command::Inspect { id } => admin::inspect(&app, id, &out).await,
         Command::Enqueue(args) => admin::enqueue(&app, args, &out).await,

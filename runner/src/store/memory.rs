@@ -110,10 +110,10 @@ fn bad_input(message: String) -> Error {
 
 /// What `enqueue` refuses before it looks at the queue (its options' ranges, an empty key).
 fn check_new_job(job: &NewJob) -> Result<()> {
-    if !job.depends_on.is_empty() || job.on_dependency_failure.is_some() {
+    if !job.depends_on.is_empty() || job.on_dependency_failure.is_some() || job.batch_id.is_some() {
         return Err(Error::Invalid(format!(
-            "cannot enqueue {} with dependencies: this Soniq is in memory \
-             (Soniq::in_memory()), and jobs that depend on jobs need the database",
+            "cannot enqueue {} with dependencies or into a batch: this Soniq is in memory \
+             (Soniq::in_memory()), and those need the database",
             job.task_name
         )));
     }
@@ -449,6 +449,7 @@ impl Store for MemoryStore {
                     depends_on: Vec::new(),
                     on_dependency_failure: None,
                     awaitable: false,
+                    batch_id: None,
                 })
             })
             .collect();

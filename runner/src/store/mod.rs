@@ -50,6 +50,8 @@ pub struct NewJob {
     pub on_dependency_failure: Option<OnDependencyFailure>,
     /// Its end notifies `soniq_job_finished` (for [`crate::JobHandle::wait`]).
     pub awaitable: bool,
+    /// The open batch it joins.
+    pub batch_id: Option<Uuid>,
 }
 
 /// What a job does when a job it depends on is cancelled or dies.

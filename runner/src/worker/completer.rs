@@ -373,6 +373,7 @@ mod tests {
                     depends_on: Vec::new(),
                     on_dependency_failure: None,
                     awaitable: false,
+                    batch_id: None,
                 })
                 .await
                 .unwrap();

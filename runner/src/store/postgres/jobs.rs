@@ -21,7 +21,7 @@ pub const ENQUEUE: Sql = Sql {
     text: "SELECT soniq.enqueue($1, $2, queue => $3, priority => $4, \
            scheduled_at => to_timestamp($5::float8), retries => $6, unique_job => $7, \
            dedup_key => $8, timeout => make_interval(secs => $9::float8), producer_id => $10, \
-           depends_on => $11, on_dependency_failure => $12, awaitable => $13)",
+           depends_on => $11, on_dependency_failure => $12, awaitable => $13, batch_id => $14)",
     types: &[
         Type::TEXT,
         Type::JSONB,
@@ -36,6 +36,7 @@ pub const ENQUEUE: Sql = Sql {
         Type::UUID_ARRAY,
         Type::TEXT,
         Type::BOOL,
+        Type::UUID,
     ],
 };
 
@@ -137,6 +138,7 @@ pub fn enqueue_binds<'a>(job: &'a NewJob, binds: &mut impl Bind<'a>) {
     binds.bind(depends_on(job));
     binds.bind(job.on_dependency_failure.map(|f| f.as_str()));
     binds.bind(job.awaitable);
+    binds.bind(job.batch_id);
 }
 
 /// One job; `prepared`: ENQUEUE prepared on this connection (none: sent unnamed).
@@ -203,6 +205,8 @@ struct JobSpec<'a> {
     on_dependency_failure: Option<&'static str>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     awaitable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch_id: Option<Uuid>,
 }
 
 impl<'a> JobSpec<'a> {
@@ -222,6 +226,7 @@ impl<'a> JobSpec<'a> {
             depends_on: depends_on(job),
             on_dependency_failure: job.on_dependency_failure.map(|f| f.as_str()),
             awaitable: job.awaitable,
+            batch_id: job.batch_id,
         }
     }
 }

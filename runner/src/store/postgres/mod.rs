@@ -10,6 +10,7 @@
 //! types, unless the statement cache is off (`SONIQ_STATEMENT_CACHE=off`, for PgBouncer).
 
 pub mod admin;
+pub mod batches;
 pub mod binds;
 pub mod dead_letter;
 pub mod jobs;
