@@ -291,14 +291,15 @@ $$;
 CREATE FUNCTION soniq._rearm(dead uuid, replayed uuid, OUT rearmed bigint, OUT left_cancelled bigint)
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
-    causes uuid[] := ARRAY[dead];
+    causes uuid[] := ARRAY[dead];      -- the failed jobs whose dependents this level re-arms
+    parents uuid[] := ARRAY[replayed];  -- the ids those dependents name now (the index's key)
     level_rearmed uuid[];
     level_left bigint;
 BEGIN
     rearmed := 0;
     left_cancelled := 0;
     UPDATE soniq.jobs c SET depends_on = array_replace(c.depends_on, dead, replayed)
-     WHERE c.cancelled_by = dead AND c.status = 'cancelled';
+     WHERE c.depends_on && ARRAY[dead] AND c.cancelled_by = dead AND c.status = 'cancelled';
     IF NOT FOUND THEN
         RETURN;
     END IF;
@@ -313,7 +314,7 @@ BEGIN
               FROM soniq.jobs c
              CROSS JOIN LATERAL unnest(c.depends_on) AS u(parent)
               LEFT JOIN soniq.jobs p ON p.id = u.parent
-             WHERE c.cancelled_by = ANY (causes) AND c.status = 'cancelled'
+             WHERE c.depends_on && parents AND c.cancelled_by = ANY (causes) AND c.status = 'cancelled'
              GROUP BY c.id
         ), waiting_again AS (
             UPDATE soniq.jobs c
@@ -328,6 +329,7 @@ BEGIN
         rearmed := rearmed + coalesce(cardinality(level_rearmed), 0);
         left_cancelled := left_cancelled + level_left;
         causes := level_rearmed;
+        parents := level_rearmed;
     END LOOP;
 END
 $$;

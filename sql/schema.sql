@@ -149,10 +149,9 @@ CREATE TABLE soniq.jobs (
     -- The documented ranges (every entry point checks them first, with a clearer error): no
     -- sum of times a round computes can overflow.
     CONSTRAINT jobs_timeout_range CHECK (timeout > interval '0' AND timeout <= interval '30 days'),
-    CONSTRAINT jobs_result_ttl_range CHECK (result_ttl BETWEEN interval '0' AND interval '365 days'),
-    -- A waiting job waits for at least one job; a dependency's failure cancels it or runs it.
-    CONSTRAINT jobs_dependencies_check CHECK (
-        on_dependency_failure IN ('cancel', 'run') AND (status <> 'waiting' OR waiting_on > 0))
+    CONSTRAINT jobs_result_ttl_range CHECK (result_ttl BETWEEN interval '0' AND interval '365 days')
+    -- No check on the dependency columns: every UPDATE of a row evaluates each check, and one
+    -- more cost the drain 5 % (docs/benchmarks.md); only sql/dependencies.sql writes them.
 ) WITH (
     fillfactor = 90,
     autovacuum_vacuum_scale_factor = 0,
@@ -179,12 +178,11 @@ CREATE INDEX jobs_key_claim_idx ON soniq.jobs (queue, concurrency_key, priority,
 -- index for an outcome's look-up of its job too, and by worker alone that read every job
 -- the worker held.
 CREATE INDEX jobs_worker_idx ON soniq.jobs (worker_id, id) WHERE status = 'processing';
--- Dependencies: the unfinished jobs that depend on a job (a finished one's outcome finds
--- them; pruning keeps a done job while they have not run), and the jobs a failure cancelled
--- (a replay of the failed job re-arms them). Only jobs with dependencies are in either.
-CREATE INDEX jobs_dependents_idx ON soniq.jobs USING gin (depends_on)
-    WHERE depends_on IS NOT NULL AND status IN ('waiting', 'queued', 'processing');
-CREATE INDEX jobs_cancelled_by_idx ON soniq.jobs (cancelled_by) WHERE cancelled_by IS NOT NULL;
+-- Dependencies: the jobs that depend on a job (a finished one's outcome finds the waiting
+-- ones, pruning keeps a done job while one has not run, a replay of a failed one re-arms the
+-- cancelled ones). Only jobs with dependencies are in it, and its predicate is one test: each
+-- UPDATE statement of soniq.jobs prepares every partial index's predicate.
+CREATE INDEX jobs_dependents_idx ON soniq.jobs USING gin (depends_on) WHERE depends_on IS NOT NULL;
 -- Listing and statistics by queue and state.
 CREATE INDEX jobs_queue_status_idx ON soniq.jobs (queue, status);
 -- Pruning of finished jobs.

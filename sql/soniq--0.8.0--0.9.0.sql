@@ -12,7 +12,7 @@
 -- queue_overview and job_info gain their waiting count, depends_on and progress.
 \echo Use "ALTER EXTENSION soniq UPDATE TO '0.9.0'" to load this file. \quit
 
--- The columns and checks, in one pass over the table (the new columns have constant defaults:
+-- The columns and the status check, in one pass over the table (the new columns have constant defaults:
 -- no rewrite).
 ALTER TABLE soniq.jobs
     ADD COLUMN depends_on uuid[],
@@ -26,13 +26,9 @@ ALTER TABLE soniq.jobs
     ADD COLUMN awaited boolean NOT NULL DEFAULT false,
     ADD COLUMN batch_id uuid,
     DROP CONSTRAINT jobs_status_check,
-    ADD CONSTRAINT jobs_status_check CHECK (status IN ('queued', 'processing', 'done', 'cancelled', 'waiting')),
-    ADD CONSTRAINT jobs_dependencies_check CHECK (
-        on_dependency_failure IN ('cancel', 'run') AND (status <> 'waiting' OR waiting_on > 0));
+    ADD CONSTRAINT jobs_status_check CHECK (status IN ('queued', 'processing', 'done', 'cancelled', 'waiting'));
 
-CREATE INDEX jobs_dependents_idx ON soniq.jobs USING gin (depends_on)
-    WHERE depends_on IS NOT NULL AND status IN ('waiting', 'queued', 'processing');
-CREATE INDEX jobs_cancelled_by_idx ON soniq.jobs (cancelled_by) WHERE cancelled_by IS NOT NULL;
+CREATE INDEX jobs_dependents_idx ON soniq.jobs USING gin (depends_on) WHERE depends_on IS NOT NULL;
 
 -- Batches (since 0.9.0; sql/batches.sql): a callback enqueued once every job of the batch
 -- has ended, the batch closed. Its jobs by how they ended, counted as they end.
@@ -381,14 +377,15 @@ $$;
 CREATE OR REPLACE FUNCTION soniq._rearm(dead uuid, replayed uuid, OUT rearmed bigint, OUT left_cancelled bigint)
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
-    causes uuid[] := ARRAY[dead];
+    causes uuid[] := ARRAY[dead];      -- the failed jobs whose dependents this level re-arms
+    parents uuid[] := ARRAY[replayed];  -- the ids those dependents name now (the index's key)
     level_rearmed uuid[];
     level_left bigint;
 BEGIN
     rearmed := 0;
     left_cancelled := 0;
     UPDATE soniq.jobs c SET depends_on = array_replace(c.depends_on, dead, replayed)
-     WHERE c.cancelled_by = dead AND c.status = 'cancelled';
+     WHERE c.depends_on && ARRAY[dead] AND c.cancelled_by = dead AND c.status = 'cancelled';
     IF NOT FOUND THEN
         RETURN;
     END IF;
@@ -403,7 +400,7 @@ BEGIN
               FROM soniq.jobs c
              CROSS JOIN LATERAL unnest(c.depends_on) AS u(parent)
               LEFT JOIN soniq.jobs p ON p.id = u.parent
-             WHERE c.cancelled_by = ANY (causes) AND c.status = 'cancelled'
+             WHERE c.depends_on && parents AND c.cancelled_by = ANY (causes) AND c.status = 'cancelled'
              GROUP BY c.id
         ), waiting_again AS (
             UPDATE soniq.jobs c
@@ -418,6 +415,7 @@ BEGIN
         rearmed := rearmed + coalesce(cardinality(level_rearmed), 0);
         left_cancelled := left_cancelled + level_left;
         causes := level_rearmed;
+        parents := level_rearmed;
     END LOOP;
 END
 $$;
