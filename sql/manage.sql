@@ -93,8 +93,9 @@ CREATE VIEW soniq.job_info AS
 SELECT j.id, j.task_name, j.args, j.status, j.queue, j.priority, j.attempts, j.max_attempts,
        j.scheduled_at, j.timeout, j.last_error, j.result, j.worker_id, j.cancel_requested,
        j.producer_id, NULL::text AS dead_letter_reason, j.created_at, j.updated_at,
-       j.started_at, j.finished_at, j.expires_at, j.enqueued_by, j.depends_on, j.progress, j.progress_at
+       j.started_at, j.finished_at, j.expires_at, j.enqueued_by, j.depends_on, p.progress, p.progress_at
   FROM soniq.jobs j
+  LEFT JOIN soniq.job_progress p ON p.job_id = j.id
 UNION ALL
 SELECT d.id, d.task_name, d.args, 'dead', d.queue, d.priority, d.attempts, d.max_attempts,
        NULL, d.timeout, d.last_error, NULL, NULL, false,

@@ -7,35 +7,47 @@
 -- failure, a timeout, a take-back from a dead worker — so a long job resumes where it was. Both
 -- stay with the job when it finishes; a replayed job starts without them. A write whose lease
 -- is gone (the attempt was taken back, or finished) is refused with 55000, so a late write
--- of a presumed-dead worker never overwrites what the attempt after it recorded.
+-- of a presumed-dead worker never overwrites what the attempt after it recorded (a write
+-- holds its job's row FOR SHARE, so a take-back waits for it). Both live in soniq.job_progress.
+
+-- _hold_lease: lock the job of a current lease FOR SHARE (a take-back waits for the caller);
+-- _lease_refused's error when the lease is gone.
+CREATE FUNCTION soniq._hold_lease(job_id uuid, worker_id uuid, attempt int) RETURNS void
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM soniq._require(job_id, 'job_id');
+    PERFORM soniq._require(_hold_lease.worker_id, 'worker_id');
+    PERFORM soniq._require(attempt, 'attempt');
+    PERFORM soniq._check_worker_owner(_hold_lease.worker_id);
+    PERFORM FROM soniq.jobs j
+     WHERE j.id = _hold_lease.job_id AND j.status = 'processing' AND j.worker_id = _hold_lease.worker_id
+       AND j.attempts = _hold_lease.attempt
+       FOR SHARE;
+    IF NOT FOUND THEN
+        PERFORM soniq._lease_refused(job_id, _hold_lease.worker_id, attempt);
+    END IF;
+END
+$$;
 
 -- report_progress: record an attempt's progress (a JSON value of at most 64 KiB). Returns
 -- whether it was kept: false when the job's progress was written less than a second ago.
 CREATE FUNCTION soniq.report_progress(job_id uuid, worker_id uuid, attempt int, progress jsonb) RETURNS boolean
 LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    kept boolean;
 BEGIN
-    PERFORM soniq._require(job_id, 'job_id');
-    PERFORM soniq._require(report_progress.worker_id, 'worker_id');
-    PERFORM soniq._require(attempt, 'attempt');
-    PERFORM soniq._check_worker_owner(report_progress.worker_id);
     IF pg_column_size(progress) > 65536 THEN
         RAISE EXCEPTION 'progress takes % bytes, more than the 64 KiB it may take', pg_column_size(progress)
             USING ERRCODE = 'program_limit_exceeded', HINT = 'Report a summary: counts, a percentage, a phase.';
     END IF;
-    UPDATE soniq.jobs j SET progress = report_progress.progress, progress_at = now()
-     WHERE j.id = report_progress.job_id AND j.status = 'processing' AND j.worker_id = report_progress.worker_id
-       AND j.attempts = report_progress.attempt
-       AND (j.progress_at IS NULL OR j.progress_at <= now() - interval '1 second');
-    IF FOUND THEN
-        RETURN true;
-    END IF;
-    IF EXISTS (SELECT FROM soniq.jobs j
-                WHERE j.id = report_progress.job_id AND j.status = 'processing'
-                  AND j.worker_id = report_progress.worker_id AND j.attempts = report_progress.attempt) THEN
-        RETURN false;  -- written less than a second ago
-    END IF;
-    PERFORM soniq._lease_refused(job_id, report_progress.worker_id, attempt);
-    RETURN false;
+    PERFORM soniq._hold_lease(job_id, worker_id, attempt);
+    INSERT INTO soniq.job_progress AS p (job_id, progress, progress_at)
+    VALUES (report_progress.job_id, report_progress.progress, now())
+    ON CONFLICT ON CONSTRAINT job_progress_pkey DO UPDATE
+       SET progress = excluded.progress, progress_at = excluded.progress_at
+     WHERE p.progress_at IS NULL OR p.progress_at <= now() - interval '1 second'
+    RETURNING true INTO kept;
+    RETURN coalesce(kept, false);  -- not kept: written less than a second ago
 END
 $$;
 
@@ -44,39 +56,21 @@ $$;
 CREATE FUNCTION soniq.save_checkpoint(job_id uuid, worker_id uuid, attempt int, checkpoint jsonb) RETURNS void
 LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
-    PERFORM soniq._require(job_id, 'job_id');
-    PERFORM soniq._require(save_checkpoint.worker_id, 'worker_id');
-    PERFORM soniq._require(attempt, 'attempt');
-    PERFORM soniq._check_worker_owner(save_checkpoint.worker_id);
     IF pg_column_size(checkpoint) > 1048576 THEN
         RAISE EXCEPTION 'the checkpoint takes % bytes, more than the 1 MiB it may take', pg_column_size(checkpoint)
             USING ERRCODE = 'program_limit_exceeded', HINT = 'Store large state elsewhere and checkpoint a reference.';
     END IF;
-    UPDATE soniq.jobs j SET checkpoint = save_checkpoint.checkpoint
-     WHERE j.id = save_checkpoint.job_id AND j.status = 'processing' AND j.worker_id = save_checkpoint.worker_id
-       AND j.attempts = save_checkpoint.attempt;
-    IF NOT FOUND THEN
-        PERFORM soniq._lease_refused(job_id, save_checkpoint.worker_id, attempt);
-    END IF;
+    PERFORM soniq._hold_lease(job_id, worker_id, attempt);
+    INSERT INTO soniq.job_progress AS p (job_id, checkpoint) VALUES (save_checkpoint.job_id, save_checkpoint.checkpoint)
+    ON CONFLICT ON CONSTRAINT job_progress_pkey DO UPDATE SET checkpoint = excluded.checkpoint;
 END
 $$;
 
 -- read_checkpoint: the checkpoint an earlier attempt (or this one) saved; NULL if none.
 CREATE FUNCTION soniq.read_checkpoint(job_id uuid, worker_id uuid, attempt int) RETURNS jsonb
-LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    saved jsonb;
+LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
-    PERFORM soniq._require(job_id, 'job_id');
-    PERFORM soniq._require(read_checkpoint.worker_id, 'worker_id');
-    PERFORM soniq._require(attempt, 'attempt');
-    PERFORM soniq._check_worker_owner(read_checkpoint.worker_id);
-    SELECT j.checkpoint INTO saved FROM soniq.jobs j
-     WHERE j.id = read_checkpoint.job_id AND j.status = 'processing' AND j.worker_id = read_checkpoint.worker_id
-       AND j.attempts = read_checkpoint.attempt;
-    IF NOT FOUND THEN
-        PERFORM soniq._lease_refused(job_id, read_checkpoint.worker_id, attempt);
-    END IF;
-    RETURN saved;
+    PERFORM soniq._hold_lease(job_id, worker_id, attempt);
+    RETURN (SELECT p.checkpoint FROM soniq.job_progress p WHERE p.job_id = read_checkpoint.job_id);
 END
 $$;

@@ -215,7 +215,12 @@ BEGIN
             SELECT c.id FROM soniq.jobs c WHERE c.status = 'cancelled' AND c.finished_at < now() - retention
              ORDER BY c.finished_at LIMIT batch_size FOR UPDATE SKIP LOCKED);
         GET DIAGNOSTICS cancelled_rows = ROW_COUNT;
-        -- Batches finished as long ago as a cancelled job is kept (not counted in the total).
+        -- What attempts of jobs now gone recorded, and batches finished as long ago as a
+        -- cancelled job is kept (neither counted in the total).
+        DELETE FROM soniq.job_progress p WHERE p.job_id IN (
+            SELECT q.job_id FROM soniq.job_progress q
+             WHERE NOT EXISTS (SELECT FROM soniq.jobs j WHERE j.id = q.job_id)
+             LIMIT batch_size FOR UPDATE SKIP LOCKED);
         DELETE FROM soniq.batches b WHERE b.id IN (
             SELECT f.id FROM soniq.batches f WHERE f.finished_at < now() - retention
              LIMIT batch_size FOR UPDATE SKIP LOCKED);

@@ -124,11 +124,6 @@ CREATE TABLE soniq.jobs (
     on_dependency_failure text,
     has_dependents   boolean NOT NULL DEFAULT false,
     cancelled_by     uuid,
-    -- What a running attempt recorded (since 0.9.0; sql/progress.sql): its progress and when,
-    -- and the checkpoint the next attempt resumes from.
-    progress         jsonb,
-    progress_at      timestamptz,
-    checkpoint       jsonb,
     -- A producer awaits its end: it notifies soniq_job_finished (since 0.9.0; sql/awaiting.sql).
     awaited          boolean NOT NULL DEFAULT false,
     -- The batch it belongs to (since 0.9.0; sql/batches.sql).
@@ -237,6 +232,18 @@ SELECT pg_catalog.pg_extension_config_dump('soniq.queues', '');
 SELECT pg_catalog.pg_extension_config_dump('soniq.workers', '');
 SELECT pg_catalog.pg_extension_config_dump('soniq.jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('soniq.dead_letter_jobs', '');
+
+-- What running attempts recorded (since 0.9.0; sql/progress.sql): a job's last progress and
+-- when, and the checkpoint its next attempt resumes from. A row only for a job whose handler
+-- recorded something (every column of soniq.jobs costs each of its updates, and most jobs
+-- record nothing); a row whose job is gone is pruned with the finished jobs.
+CREATE TABLE soniq.job_progress (
+    job_id      uuid PRIMARY KEY,
+    progress    jsonb,
+    progress_at timestamptz,
+    checkpoint  jsonb
+);
+SELECT pg_catalog.pg_extension_config_dump('soniq.job_progress', '');
 
 -- Batches (since 0.9.0; sql/batches.sql): a callback enqueued once every job of the batch
 -- has ended, the batch closed. Its jobs by how they ended, counted as they end.

@@ -20,15 +20,24 @@ ALTER TABLE soniq.jobs
     ADD COLUMN on_dependency_failure text,
     ADD COLUMN has_dependents boolean NOT NULL DEFAULT false,
     ADD COLUMN cancelled_by uuid,
-    ADD COLUMN progress jsonb,
-    ADD COLUMN progress_at timestamptz,
-    ADD COLUMN checkpoint jsonb,
     ADD COLUMN awaited boolean NOT NULL DEFAULT false,
     ADD COLUMN batch_id uuid,
     DROP CONSTRAINT jobs_status_check,
     ADD CONSTRAINT jobs_status_check CHECK (status IN ('queued', 'processing', 'done', 'cancelled', 'waiting'));
 
 CREATE INDEX jobs_dependents_idx ON soniq.jobs USING gin (depends_on) WHERE depends_on IS NOT NULL;
+
+-- What running attempts recorded (since 0.9.0; sql/progress.sql): a job's last progress and
+-- when, and the checkpoint its next attempt resumes from. A row only for a job whose handler
+-- recorded something (every column of soniq.jobs costs each of its updates, and most jobs
+-- record nothing); a row whose job is gone is pruned with the finished jobs.
+CREATE TABLE soniq.job_progress (
+    job_id      uuid PRIMARY KEY,
+    progress    jsonb,
+    progress_at timestamptz,
+    checkpoint  jsonb
+);
+SELECT pg_catalog.pg_extension_config_dump('soniq.job_progress', '');
 
 -- Batches (since 0.9.0; sql/batches.sql): a callback enqueued once every job of the batch
 -- has ended, the batch closed. Its jobs by how they ended, counted as they end.
@@ -613,33 +622,44 @@ LANGUAGE sql STABLE AS $$
      WHERE b.id = batch_status.batch_id AND (b.enqueued_by = session_user OR soniq._is_admin())
 $$;
 
+-- _hold_lease: lock the job of a current lease FOR SHARE (a take-back waits for the caller);
+-- _lease_refused's error when the lease is gone.
+CREATE OR REPLACE FUNCTION soniq._hold_lease(job_id uuid, worker_id uuid, attempt int) RETURNS void
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM soniq._require(job_id, 'job_id');
+    PERFORM soniq._require(_hold_lease.worker_id, 'worker_id');
+    PERFORM soniq._require(attempt, 'attempt');
+    PERFORM soniq._check_worker_owner(_hold_lease.worker_id);
+    PERFORM FROM soniq.jobs j
+     WHERE j.id = _hold_lease.job_id AND j.status = 'processing' AND j.worker_id = _hold_lease.worker_id
+       AND j.attempts = _hold_lease.attempt
+       FOR SHARE;
+    IF NOT FOUND THEN
+        PERFORM soniq._lease_refused(job_id, _hold_lease.worker_id, attempt);
+    END IF;
+END
+$$;
+
 -- report_progress: record an attempt's progress (a JSON value of at most 64 KiB). Returns
 -- whether it was kept: false when the job's progress was written less than a second ago.
 CREATE OR REPLACE FUNCTION soniq.report_progress(job_id uuid, worker_id uuid, attempt int, progress jsonb) RETURNS boolean
 LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    kept boolean;
 BEGIN
-    PERFORM soniq._require(job_id, 'job_id');
-    PERFORM soniq._require(report_progress.worker_id, 'worker_id');
-    PERFORM soniq._require(attempt, 'attempt');
-    PERFORM soniq._check_worker_owner(report_progress.worker_id);
     IF pg_column_size(progress) > 65536 THEN
         RAISE EXCEPTION 'progress takes % bytes, more than the 64 KiB it may take', pg_column_size(progress)
             USING ERRCODE = 'program_limit_exceeded', HINT = 'Report a summary: counts, a percentage, a phase.';
     END IF;
-    UPDATE soniq.jobs j SET progress = report_progress.progress, progress_at = now()
-     WHERE j.id = report_progress.job_id AND j.status = 'processing' AND j.worker_id = report_progress.worker_id
-       AND j.attempts = report_progress.attempt
-       AND (j.progress_at IS NULL OR j.progress_at <= now() - interval '1 second');
-    IF FOUND THEN
-        RETURN true;
-    END IF;
-    IF EXISTS (SELECT FROM soniq.jobs j
-                WHERE j.id = report_progress.job_id AND j.status = 'processing'
-                  AND j.worker_id = report_progress.worker_id AND j.attempts = report_progress.attempt) THEN
-        RETURN false;  -- written less than a second ago
-    END IF;
-    PERFORM soniq._lease_refused(job_id, report_progress.worker_id, attempt);
-    RETURN false;
+    PERFORM soniq._hold_lease(job_id, worker_id, attempt);
+    INSERT INTO soniq.job_progress AS p (job_id, progress, progress_at)
+    VALUES (report_progress.job_id, report_progress.progress, now())
+    ON CONFLICT ON CONSTRAINT job_progress_pkey DO UPDATE
+       SET progress = excluded.progress, progress_at = excluded.progress_at
+     WHERE p.progress_at IS NULL OR p.progress_at <= now() - interval '1 second'
+    RETURNING true INTO kept;
+    RETURN coalesce(kept, false);  -- not kept: written less than a second ago
 END
 $$;
 
@@ -648,40 +668,22 @@ $$;
 CREATE OR REPLACE FUNCTION soniq.save_checkpoint(job_id uuid, worker_id uuid, attempt int, checkpoint jsonb) RETURNS void
 LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
-    PERFORM soniq._require(job_id, 'job_id');
-    PERFORM soniq._require(save_checkpoint.worker_id, 'worker_id');
-    PERFORM soniq._require(attempt, 'attempt');
-    PERFORM soniq._check_worker_owner(save_checkpoint.worker_id);
     IF pg_column_size(checkpoint) > 1048576 THEN
         RAISE EXCEPTION 'the checkpoint takes % bytes, more than the 1 MiB it may take', pg_column_size(checkpoint)
             USING ERRCODE = 'program_limit_exceeded', HINT = 'Store large state elsewhere and checkpoint a reference.';
     END IF;
-    UPDATE soniq.jobs j SET checkpoint = save_checkpoint.checkpoint
-     WHERE j.id = save_checkpoint.job_id AND j.status = 'processing' AND j.worker_id = save_checkpoint.worker_id
-       AND j.attempts = save_checkpoint.attempt;
-    IF NOT FOUND THEN
-        PERFORM soniq._lease_refused(job_id, save_checkpoint.worker_id, attempt);
-    END IF;
+    PERFORM soniq._hold_lease(job_id, worker_id, attempt);
+    INSERT INTO soniq.job_progress AS p (job_id, checkpoint) VALUES (save_checkpoint.job_id, save_checkpoint.checkpoint)
+    ON CONFLICT ON CONSTRAINT job_progress_pkey DO UPDATE SET checkpoint = excluded.checkpoint;
 END
 $$;
 
 -- read_checkpoint: the checkpoint an earlier attempt (or this one) saved; NULL if none.
 CREATE OR REPLACE FUNCTION soniq.read_checkpoint(job_id uuid, worker_id uuid, attempt int) RETURNS jsonb
-LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    saved jsonb;
+LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
-    PERFORM soniq._require(job_id, 'job_id');
-    PERFORM soniq._require(read_checkpoint.worker_id, 'worker_id');
-    PERFORM soniq._require(attempt, 'attempt');
-    PERFORM soniq._check_worker_owner(read_checkpoint.worker_id);
-    SELECT j.checkpoint INTO saved FROM soniq.jobs j
-     WHERE j.id = read_checkpoint.job_id AND j.status = 'processing' AND j.worker_id = read_checkpoint.worker_id
-       AND j.attempts = read_checkpoint.attempt;
-    IF NOT FOUND THEN
-        PERFORM soniq._lease_refused(job_id, read_checkpoint.worker_id, attempt);
-    END IF;
-    RETURN saved;
+    PERFORM soniq._hold_lease(job_id, worker_id, attempt);
+    RETURN (SELECT p.checkpoint FROM soniq.job_progress p WHERE p.job_id = read_checkpoint.job_id);
 END
 $$;
 
@@ -1348,7 +1350,12 @@ BEGIN
             SELECT c.id FROM soniq.jobs c WHERE c.status = 'cancelled' AND c.finished_at < now() - retention
              ORDER BY c.finished_at LIMIT batch_size FOR UPDATE SKIP LOCKED);
         GET DIAGNOSTICS cancelled_rows = ROW_COUNT;
-        -- Batches finished as long ago as a cancelled job is kept (not counted in the total).
+        -- What attempts of jobs now gone recorded, and batches finished as long ago as a
+        -- cancelled job is kept (neither counted in the total).
+        DELETE FROM soniq.job_progress p WHERE p.job_id IN (
+            SELECT q.job_id FROM soniq.job_progress q
+             WHERE NOT EXISTS (SELECT FROM soniq.jobs j WHERE j.id = q.job_id)
+             LIMIT batch_size FOR UPDATE SKIP LOCKED);
         DELETE FROM soniq.batches b WHERE b.id IN (
             SELECT f.id FROM soniq.batches f WHERE f.finished_at < now() - retention
              LIMIT batch_size FOR UPDATE SKIP LOCKED);
@@ -1486,8 +1493,9 @@ CREATE OR REPLACE VIEW soniq.job_info AS
 SELECT j.id, j.task_name, j.args, j.status, j.queue, j.priority, j.attempts, j.max_attempts,
        j.scheduled_at, j.timeout, j.last_error, j.result, j.worker_id, j.cancel_requested,
        j.producer_id, NULL::text AS dead_letter_reason, j.created_at, j.updated_at,
-       j.started_at, j.finished_at, j.expires_at, j.enqueued_by, j.depends_on, j.progress, j.progress_at
+       j.started_at, j.finished_at, j.expires_at, j.enqueued_by, j.depends_on, p.progress, p.progress_at
   FROM soniq.jobs j
+  LEFT JOIN soniq.job_progress p ON p.job_id = j.id
 UNION ALL
 SELECT d.id, d.task_name, d.args, 'dead', d.queue, d.priority, d.attempts, d.max_attempts,
        NULL, d.timeout, d.last_error, NULL, NULL, false,

@@ -13,7 +13,7 @@ SELECT count(*) AS claimed FROM soniq.claim(:'w');
 SELECT soniq.report_progress(:'j', :'w', 1, '{"done": 10, "of": 100}') AS kept;
 SELECT soniq.report_progress(:'j', :'w', 1, '{"done": 11, "of": 100}') AS kept;
 SELECT progress, progress_at IS NOT NULL AS stamped FROM soniq.get_job(:'j');
-UPDATE soniq.jobs SET progress_at = progress_at - interval '1 second' WHERE id = :'j';  -- a second later
+UPDATE soniq.job_progress SET progress_at = progress_at - interval '1 second' WHERE job_id = :'j';  -- a second later
 SELECT soniq.report_progress(:'j', :'w', 1, '{"done": 20, "of": 100}') AS kept;
 SELECT progress FROM soniq.list_jobs(status => 'processing');
 
@@ -59,4 +59,10 @@ SELECT soniq.save_checkpoint(NULL, :'w', 1, '{}');
 :error
 SELECT soniq.report_progress(:'k', :'w', NULL, '{}');
 :error
-SELECT progress, checkpoint FROM soniq.jobs WHERE id = :'k';
+SELECT count(*) AS recorded FROM soniq.job_progress WHERE job_id = :'k';
+-- A job's record goes when the job does (pruned with the finished jobs).
+SELECT soniq.delete_job(:'k');
+SELECT count(*) AS recorded FROM soniq.job_progress WHERE job_id = :'j';
+DELETE FROM soniq.jobs WHERE id = :'j';
+SELECT soniq.prune_jobs() >= 0 AS pruned;
+SELECT count(*) AS recorded FROM soniq.job_progress;

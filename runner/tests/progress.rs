@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 async fn reached(client: &tokio_postgres::Client, job: uuid::Uuid) -> i64 {
     client
         .query_one(
-            "SELECT coalesce((checkpoint ->> 'at')::bigint, 0) FROM soniq.jobs WHERE id = $1",
+            "SELECT coalesce((SELECT (checkpoint ->> 'at')::bigint FROM soniq.job_progress WHERE job_id = $1), 0)",
             &[&job],
         )
         .await

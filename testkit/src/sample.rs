@@ -26,9 +26,9 @@ pub fn fill(client: &mut Client) {
 /// Columns added since the earliest previous version: an update fills them for old rows
 /// (NULL: the row predates logins being recorded), so they are left out when rows are
 /// compared across an update. (By name, of whichever table has them: `concurrency_key` of jobs
-/// and tasks, the flow-control columns of queues, all of 0.7.0; the dependency, progress,
-/// checkpoint, awaiting and batch columns of jobs, of 0.9.0.)
-pub const ADDED_COLUMNS: [&str; 26] = [
+/// and tasks, the flow-control columns of queues, all of 0.7.0; the dependency, awaiting
+/// and batch columns of jobs, of 0.9.0.)
+pub const ADDED_COLUMNS: [&str; 23] = [
     "enqueued_by",
     "inherited",
     "task_names",
@@ -50,9 +50,6 @@ pub const ADDED_COLUMNS: [&str; 26] = [
     "on_dependency_failure",
     "has_dependents",
     "cancelled_by",
-    "progress",
-    "progress_at",
-    "checkpoint",
     "awaited",
     "batch_id",
 ];
