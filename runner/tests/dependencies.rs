@@ -9,11 +9,10 @@
 
 mod common;
 
-use common::{app, run_once, start_example, stop_runner, unique};
+use common::{app, count, run_once, start_example, stop_runner, unique};
 use serde_json::{json, Value};
 use soniq_runner::{JobContext, JobResult, JobStatus, OnDependencyFailure, Outcome};
 use std::time::{Duration, Instant};
-use tokio_postgres::Client;
 use uuid::Uuid;
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -138,23 +137,9 @@ fn graph(jobs: usize) -> Vec<Vec<usize>> {
         .collect()
 }
 
-async fn count(client: &Client, sql: &str, queue: &str) -> i64 {
-    client.query_one(sql, &[&queue]).await.unwrap().get(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graph_of_a_thousand_jobs_runs_in_dependency_order_with_a_runner_killed() {
-    let client = common::sql().await;
-    client
-        .batch_execute(
-            "CREATE SCHEMA IF NOT EXISTS soniq_flow;
-             CREATE TABLE IF NOT EXISTS soniq_flow.runs (
-                 job_id uuid NOT NULL, attempt int NOT NULL, began timestamptz NOT NULL, ended timestamptz);
-             CREATE INDEX IF NOT EXISTS runs_job_idx ON soniq_flow.runs (job_id);
-             SELECT soniq.register_task('flow.hold', '{\"concurrency_key\": \"tenant\", \"result_ttl\": 86400}');",
-        )
-        .await
-        .unwrap();
+    let client = common::flow_runs().await;
     let queue = unique("deps_graph");
     let edges = graph(1_000);
     let specs: Vec<Value> = edges

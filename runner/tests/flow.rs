@@ -17,22 +17,6 @@ use tokio_postgres::Client;
 /// Scenarios share the table of runs and start many runners: one at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-async fn prepare() -> Client {
-    let client = common::sql().await;
-    client
-        .batch_execute(
-            "CREATE SCHEMA IF NOT EXISTS soniq_flow;
-             CREATE TABLE IF NOT EXISTS soniq_flow.runs (
-                 job_id uuid NOT NULL, attempt int NOT NULL, began timestamptz NOT NULL, ended timestamptz);
-             CREATE INDEX IF NOT EXISTS runs_job_idx ON soniq_flow.runs (job_id);
-             -- as examples/flow_worker registers it, so jobs enqueued before it starts have keys
-             SELECT soniq.register_task('flow.hold', '{\"concurrency_key\": \"tenant\", \"result_ttl\": 86400}');",
-        )
-        .await
-        .unwrap();
-    client
-}
-
 fn runners(queue: &str, count: usize, concurrency: usize) -> Vec<Runner> {
     (0..count)
         .map(|_| start_example("flow_worker", queue, concurrency, &[]))
@@ -125,7 +109,7 @@ async fn configure(queue: &str, settings: QueueSettings) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_running_holds_across_four_runners_at_concurrency_32() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    let client = prepare().await;
+    let client = common::flow_runs().await;
     let queue = unique("limit");
     configure(&queue, QueueSettings::new().max_running(10)).await;
     let jobs = 2_000;
@@ -146,7 +130,7 @@ async fn max_running_holds_across_four_runners_at_concurrency_32() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_key_limits_hold_over_a_thousand_keys() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    let client = prepare().await;
+    let client = common::flow_runs().await;
     let queue = unique("per_key");
     configure(&queue, QueueSettings::new().max_running_per_key(2)).await;
     // Half the jobs in ten hot keys (every claim wants them), half spread over 1,000 keys.
@@ -181,7 +165,7 @@ async fn per_key_limits_hold_over_a_thousand_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limit_holds_in_every_window() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    let client = prepare().await;
+    let client = common::flow_runs().await;
     let queue = unique("rate");
     configure(
         &queue,
@@ -224,7 +208,7 @@ async fn a_rate_limit_holds_in_every_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fair_share_gives_a_small_tenant_its_turn_behind_a_huge_backlog() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    let client = prepare().await;
+    let client = common::flow_runs().await;
     let queue = unique("fair");
     configure(&queue, QueueSettings::new().fair_share(true)).await;
     client
@@ -273,7 +257,7 @@ async fn fair_share_gives_a_small_tenant_its_turn_behind_a_huge_backlog() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_workers_slots_come_back_with_its_jobs() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    let client = prepare().await;
+    let client = common::flow_runs().await;
     let queue = unique("killed");
     configure(&queue, QueueSettings::new().max_running(4)).await;
     enqueue(&client, &queue, 4, 1, 3_000).await; // held long enough to be killed mid-run

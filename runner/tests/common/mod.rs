@@ -33,6 +33,29 @@ pub async fn sql() -> tokio_postgres::Client {
     soniq_runner::cli::connect(&database_url()).await.unwrap()
 }
 
+/// A client on the test database with the table examples/flow_worker records its runs in
+/// (`soniq_flow.runs`: job id, attempt, when its handler began and ended) and its task
+/// published as it publishes it, so jobs enqueued before a runner starts have their keys.
+pub async fn flow_runs() -> tokio_postgres::Client {
+    let client = sql().await;
+    client
+        .batch_execute(
+            "CREATE SCHEMA IF NOT EXISTS soniq_flow;
+             CREATE TABLE IF NOT EXISTS soniq_flow.runs (
+                 job_id uuid NOT NULL, attempt int NOT NULL, began timestamptz NOT NULL, ended timestamptz);
+             CREATE INDEX IF NOT EXISTS runs_job_idx ON soniq_flow.runs (job_id);
+             SELECT soniq.register_task('flow.hold', '{\"concurrency_key\": \"tenant\", \"result_ttl\": 86400}');",
+        )
+        .await
+        .unwrap();
+    client
+}
+
+/// The one count a statement of one parameter (the queue) returns.
+pub async fn count(client: &tokio_postgres::Client, sql: &str, queue: &str) -> i64 {
+    client.query_one(sql, &[&queue]).await.unwrap().get(0)
+}
+
 /// A database of its own, with the extension and no control plane serving it: for a test
 /// that changes what the shared test database must not see. `drop_database` removes it.
 pub struct FreshDatabase {
