@@ -7,13 +7,7 @@
 --     jobs.timeout and jobs.result_ttl are constrained to them;
 --   * snooze records a reason, replay can skip dead jobs replayed before (unless_replayed);
 --   * a refused lease no longer names another worker; a dead job's refusal is 55000;
---   * a clean control-plane round clears the last error of its subsystem;
---   * queued jobs follow their task's options published after them, where their producer
---     left an option out (register_task, _follow_task; jobs.inherited);
---   * workers name the tasks they serve; check_unserved lists what no worker serves;
---   * workers are bound to their login, a producer sees only its login's jobs and
---     deduplicates within them, and publishes no task options; the wake-up throttle lives in
---     shared memory when preloaded.
+--   * a clean control-plane round clears the last error of its subsystem.
 -- tests/survival.rs checks that an updated database equals a fresh install.
 
 -- Rows written before the ranges existed: a timeout or TTL past them (or overflowed into a
@@ -49,8 +43,6 @@ ALTER TABLE soniq.workers ADD COLUMN task_names text[], ADD COLUMN registered_by
 ALTER TABLE soniq.workers ALTER COLUMN registered_by SET DEFAULT session_user;
 ALTER TABLE soniq.jobs ADD COLUMN enqueued_by text;
 ALTER TABLE soniq.jobs ALTER COLUMN enqueued_by SET DEFAULT session_user;
--- Which options a queued job follows from its task (_follow_task); none for older rows.
-ALTER TABLE soniq.jobs ADD COLUMN inherited smallint NOT NULL DEFAULT 0;
 ALTER TABLE soniq.dead_letter_jobs ADD COLUMN enqueued_by text;
 ALTER TABLE soniq.dead_letter_jobs ALTER COLUMN enqueued_by SET DEFAULT session_user;
 
@@ -156,21 +148,16 @@ CREATE OR REPLACE FUNCTION soniq._is_admin() RETURNS boolean
 LANGUAGE sql STABLE AS $$
     SELECT pg_catalog.pg_has_role(session_user, 'soniq_admin', 'MEMBER')
 $$;
-CREATE OR REPLACE FUNCTION soniq._check_worker_owner(worker_id uuid) RETURNS boolean
+CREATE OR REPLACE FUNCTION soniq._check_worker_owner(worker_id uuid) RETURNS void
 LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    owner text;
 BEGIN
-    SELECT w.registered_by INTO owner FROM soniq.workers w WHERE w.id = _check_worker_owner.worker_id;
-    IF NOT FOUND THEN
-        RETURN false;
-    END IF;
-    IF owner <> session_user AND NOT soniq._is_admin() THEN
+    IF EXISTS (SELECT FROM soniq.workers w
+                WHERE w.id = _check_worker_owner.worker_id AND w.registered_by <> session_user)
+       AND NOT soniq._is_admin() THEN
         RAISE EXCEPTION 'worker % was registered by another login', worker_id
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'A worker''s claims, outcomes and heartbeats come from the login that registered it.';
     END IF;
-    RETURN true;
 END
 $$;
 CREATE OR REPLACE FUNCTION soniq._lease_refused(job_id uuid, worker_id uuid, attempt int) RETURNS void
@@ -286,66 +273,6 @@ BEGIN
     RETURN taken;
 END
 $$;
-CREATE OR REPLACE FUNCTION soniq.register_task(task_name text, defaults jsonb DEFAULT '{}') RETURNS void
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    d jsonb;
-    before soniq.tasks;
-    published soniq.tasks;
-BEGIN
-    PERFORM soniq.check_task_name(task_name);
-    d := soniq.normalize_task_defaults(defaults);
-    SELECT * INTO before FROM soniq.tasks t WHERE t.task_name = register_task.task_name FOR UPDATE;
-    INSERT INTO soniq.tasks AS t (task_name, queue, priority, retries, timeout, retry_policy, result_ttl, unique_job)
-    VALUES (register_task.task_name,
-            d ->> 'queue',
-            (d ->> 'priority')::int,
-            (d ->> 'retries')::int,
-            make_interval(secs => (d ->> 'timeout')::float8),
-            d -> 'retry_policy',
-            make_interval(secs => (d ->> 'result_ttl')::float8),
-            (d ->> 'unique')::boolean)
-    ON CONFLICT ON CONSTRAINT tasks_pkey DO UPDATE
-       SET queue = excluded.queue, priority = excluded.priority, retries = excluded.retries,
-           timeout = excluded.timeout, retry_policy = excluded.retry_policy,
-           result_ttl = excluded.result_ttl, unique_job = excluded.unique_job, updated_at = now()
-    RETURNING t.* INTO published;
-    -- A redeploy that publishes the same options touches no job.
-    IF (before.queue, before.priority, before.retries, before.timeout, before.retry_policy, before.result_ttl)
-       IS DISTINCT FROM
-       (published.queue, published.priority, published.retries, published.timeout, published.retry_policy,
-        published.result_ttl) THEN
-        PERFORM soniq._follow_task(published);
-    END IF;
-END
-$$;
-CREATE OR REPLACE FUNCTION soniq._follow_task(task soniq.tasks) RETURNS void
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    due_in text[];
-BEGIN
-    WITH followed AS (
-        UPDATE soniq.jobs j
-           SET queue = CASE WHEN j.inherited & 1 <> 0 THEN coalesce(task.queue, 'default') ELSE j.queue END,
-               priority = CASE WHEN j.inherited & 2 <> 0 THEN coalesce(task.priority, 100) ELSE j.priority END,
-               max_attempts = CASE WHEN j.inherited & 4 <> 0
-                                   THEN greatest(coalesce(task.retries, 3) + 1, j.attempts + 1)
-                                   ELSE j.max_attempts END,
-               timeout = CASE WHEN j.inherited & 8 <> 0
-                              THEN nullif(coalesce(task.timeout, interval '300 seconds'), interval '0')
-                              ELSE j.timeout END,
-               retry_policy = CASE WHEN j.inherited & 16 <> 0 THEN task.retry_policy ELSE j.retry_policy END,
-               result_ttl = CASE WHEN j.inherited & 32 <> 0 THEN coalesce(task.result_ttl, interval '300 seconds')
-                                 ELSE j.result_ttl END,
-               updated_at = now()
-         WHERE j.task_name = task.task_name AND j.status = 'queued' AND j.inherited <> 0
-        RETURNING j.queue, j.scheduled_at
-    )
-    SELECT array_agg(DISTINCT f.queue) INTO due_in
-      FROM followed f WHERE f.scheduled_at IS NULL OR f.scheduled_at <= now();
-    PERFORM soniq._wake(q) FROM unnest(due_in) q;
-END
-$$;
 CREATE OR REPLACE FUNCTION soniq.enqueue(
     task_name    text,
     args         jsonb       DEFAULT '{}',
@@ -387,11 +314,6 @@ BEGIN
     job.max_attempts := coalesce(enqueue.retries, task.retries, 3) + 1;
     job.timeout := nullif(coalesce(enqueue.timeout, task.timeout, interval '300 seconds'), interval '0');
     job.result_ttl := coalesce(task.result_ttl, interval '300 seconds');
-    -- What this call left out follows the task's options while the job waits (_follow_task).
-    job.inherited := 16 | 32 | CASE WHEN enqueue.queue IS NULL THEN 1 ELSE 0 END
-                             | CASE WHEN enqueue.priority IS NULL THEN 2 ELSE 0 END
-                             | CASE WHEN enqueue.retries IS NULL THEN 4 ELSE 0 END
-                             | CASE WHEN enqueue.timeout IS NULL THEN 8 ELSE 0 END;
     IF coalesce(enqueue.unique_job, task.unique_job, false) THEN
         -- jsonb's text form is canonical (keys sorted, whitespace fixed), so equal args hash equal.
         job.args_hash := encode(sha256(convert_to(args::text, 'UTF8')), 'hex');
@@ -401,11 +323,10 @@ BEGIN
     -- INSERT and the look-up, the INSERT goes through on the next turn.
     FOR turn IN 1..10 LOOP
         INSERT INTO soniq.jobs AS j (id, task_name, args, queue, priority, max_attempts, scheduled_at,
-                                     timeout, retry_policy, result_ttl, args_hash, dedup_key, producer_id,
-                                     inherited)
+                                     timeout, retry_policy, result_ttl, args_hash, dedup_key, producer_id)
         VALUES (job.id, enqueue.task_name, enqueue.args, job.queue, job.priority, job.max_attempts,
                 enqueue.scheduled_at, job.timeout, task.retry_policy, job.result_ttl, job.args_hash,
-                enqueue.dedup_key, enqueue.producer_id, job.inherited)
+                enqueue.dedup_key, enqueue.producer_id)
         ON CONFLICT DO NOTHING
         RETURNING j.id INTO found_id;
         IF found_id IS NOT NULL THEN
@@ -622,13 +543,14 @@ DECLARE
     picked uuid[];
 BEGIN
     PERFORM soniq._require(claim.worker_id, 'worker_id');
+    PERFORM soniq._check_worker_owner(claim.worker_id);
     PERFORM soniq._check_filter(claim.queues, 'queues');
     PERFORM soniq._check_filter(claim.task_names, 'task_names');
     IF batch_size IS NULL OR batch_size NOT BETWEEN 1 AND 10000 THEN
         RAISE EXCEPTION 'batch_size must be between 1 and 10000, got %', coalesce(batch_size::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF NOT soniq._check_worker_owner(claim.worker_id) THEN
+    IF NOT EXISTS (SELECT FROM soniq.workers w WHERE w.id = claim.worker_id) THEN
         RAISE EXCEPTION 'worker % is not registered', claim.worker_id
             USING ERRCODE = 'no_data_found', HINT = 'Call soniq.register_worker() first.';
     END IF;
@@ -734,6 +656,7 @@ DECLARE
 BEGIN
     PERFORM soniq._require(job_id, 'job_id');
     PERFORM soniq._require(worker_id, 'worker_id');
+    PERFORM soniq._check_worker_owner(worker_id);
     PERFORM soniq._require(attempt, 'attempt');
     PERFORM soniq._require(error, 'error');
     PERFORM soniq._check_size(error, 'error', 65536);
@@ -762,56 +685,6 @@ BEGIN
     delay := coalesce(retry_in, make_interval(secs => soniq.retry_delay(job.retry_policy, job.attempts, job.id)));
     RETURN soniq._requeue(job, job.attempts, CASE WHEN delay > interval '0' THEN now() + delay END,
                           left(error, 8192));
-END
-$$;
-CREATE OR REPLACE FUNCTION soniq.fail(
-    job_id    uuid,
-    worker_id uuid,
-    attempt   int,
-    error     text,
-    retry_in  interval DEFAULT NULL,
-    reason    text     DEFAULT NULL
-) RETURNS text
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    outcome text;
-BEGIN
-    PERFORM soniq._check_worker_owner(worker_id);
-    outcome := soniq._fail(job_id, worker_id, attempt, error, retry_in, reason);
-    IF outcome IS NULL THEN
-        PERFORM soniq._lease_refused(job_id, worker_id, attempt);
-    END IF;
-    RETURN outcome;
-END
-$$;
-CREATE OR REPLACE FUNCTION soniq.fail_many(
-    job_ids   uuid[],
-    worker_id uuid,
-    attempts  int[],
-    errors    text[],
-    retry_in  interval[] DEFAULT NULL,
-    reasons   text[]     DEFAULT NULL
-) RETURNS TABLE (job_id uuid, state text)
-LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-    PERFORM soniq._require(job_ids, 'job_ids');
-    PERFORM soniq._require(fail_many.attempts, 'attempts');
-    PERFORM soniq._require(errors, 'errors');
-    PERFORM soniq._check_worker_owner(fail_many.worker_id);  -- once, not per job
-    IF cardinality(job_ids) <> cardinality(fail_many.attempts)
-       OR cardinality(job_ids) <> cardinality(errors)
-       OR cardinality(job_ids) <> coalesce(cardinality(fail_many.retry_in), cardinality(job_ids))
-       OR cardinality(job_ids) <> coalesce(cardinality(reasons), cardinality(job_ids)) THEN
-        RAISE EXCEPTION 'job_ids, attempts, errors, retry_in and reasons must have the same length'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    RETURN QUERY
-    SELECT f.id, f.state
-      FROM (SELECT l.id, soniq._fail(l.id, fail_many.worker_id, l.attempt, l.error, l.delay, l.reason) AS state, l.n
-              FROM unnest(job_ids, fail_many.attempts, errors, fail_many.retry_in, reasons)
-                   WITH ORDINALITY AS l(id, attempt, error, delay, reason, n)) f
-     WHERE f.state IS NOT NULL
-     ORDER BY f.n;
 END
 $$;
 CREATE OR REPLACE FUNCTION soniq.snooze(job_id uuid, worker_id uuid, attempt int, delay interval, reason text DEFAULT NULL)

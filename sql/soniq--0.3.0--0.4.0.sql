@@ -9,7 +9,16 @@
 --   * the control plane's own row in soniq.control_plane and soniq.health is 'control_plane'
 --     (it was 'worker'), and each round is a function of its own (_round_scheduler,
 --     _round_rescue, _round_prune, _round_unserved) recorded in one place.
+--   * what main gained under the version number 0.3.0 after 0.3.0 was released: jobs.inherited
+--     (queued jobs follow their task's options published after them), _check_worker_owner
+--     returning whether the worker is registered, and the functions using them. Written to
+--     apply to a database at the released 0.3.0 and to one at that later state alike.
 -- tests/survival.rs checks that an updated database equals a fresh install.
+
+-- After the release of 0.3.0, its version number on main gained these.
+ALTER TABLE soniq.jobs ADD COLUMN IF NOT EXISTS inherited smallint NOT NULL DEFAULT 0;
+-- Its result became a boolean (re-created with the changed functions below).
+DROP FUNCTION soniq._check_worker_owner(uuid);
 
 CREATE VIEW soniq.unserved_jobs AS
 SELECT u.task_name, u.queue, u.since, now() - u.since AS unserved_for,
@@ -25,7 +34,7 @@ $$;
 
 -- The reasons' domain. The column's view (and the functions returning its rows) go while
 -- its type changes, and come back as a fresh install defines them.
-CREATE DOMAIN soniq.dead_letter_reason AS text CHECK (VALUE IN (
+CREATE DOMAIN soniq.dead_letter_reason AS text CONSTRAINT dead_letter_reason_known CHECK (VALUE IN (
     'max_retries_exceeded', 'permanent_failure', 'job_not_found',
     'invalid_arguments', 'timeout', 'manual_move'));
 DROP FUNCTION soniq.get_job(uuid);
@@ -161,8 +170,25 @@ SELECT c.subsystem,
   CROSS JOIN (SELECT pid FROM soniq.control_plane WHERE subsystem = 'control_plane') w;
 
 
--- Functions that call the renamed helpers or name the control plane's row, as a fresh install
--- defines them.
+-- Every function defined otherwise than in the released 0.3.0, as a fresh install defines it.
+CREATE OR REPLACE FUNCTION soniq._check_worker_owner(worker_id uuid) RETURNS boolean
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    owner text;
+BEGIN
+    SELECT w.registered_by INTO owner FROM soniq.workers w WHERE w.id = _check_worker_owner.worker_id;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF owner <> session_user AND NOT soniq._is_admin() THEN
+        RAISE EXCEPTION 'worker % was registered by another login', worker_id
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'A worker''s claims, outcomes and heartbeats come from the login that registered it.';
+    END IF;
+    RETURN true;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION soniq.register_task(task_name text, defaults jsonb DEFAULT '{}') RETURNS void
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
@@ -194,6 +220,34 @@ BEGIN
         published.result_ttl) THEN
         PERFORM soniq._follow_task(published);
     END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION soniq._follow_task(task soniq.tasks) RETURNS void
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    due_in text[];
+BEGIN
+    WITH followed AS (
+        UPDATE soniq.jobs j
+           SET queue = CASE WHEN j.inherited & 1 <> 0 THEN coalesce(task.queue, 'default') ELSE j.queue END,
+               priority = CASE WHEN j.inherited & 2 <> 0 THEN coalesce(task.priority, 100) ELSE j.priority END,
+               max_attempts = CASE WHEN j.inherited & 4 <> 0
+                                   THEN greatest(coalesce(task.retries, 3) + 1, j.attempts + 1)
+                                   ELSE j.max_attempts END,
+               timeout = CASE WHEN j.inherited & 8 <> 0
+                              THEN nullif(coalesce(task.timeout, interval '300 seconds'), interval '0')
+                              ELSE j.timeout END,
+               retry_policy = CASE WHEN j.inherited & 16 <> 0 THEN task.retry_policy ELSE j.retry_policy END,
+               result_ttl = CASE WHEN j.inherited & 32 <> 0 THEN coalesce(task.result_ttl, interval '300 seconds')
+                                 ELSE j.result_ttl END,
+               updated_at = now()
+         WHERE j.task_name = task.task_name AND j.status = 'queued' AND j.inherited <> 0
+        RETURNING j.queue, j.scheduled_at
+    )
+    SELECT array_agg(DISTINCT f.queue) INTO due_in
+      FROM followed f WHERE f.scheduled_at IS NULL OR f.scheduled_at <= now();
+    PERFORM soniq._wake(q) FROM unnest(due_in) q;
 END
 $$;
 
@@ -443,6 +497,58 @@ BEGIN
 END
 $$;
 
+CREATE OR REPLACE FUNCTION soniq.fail(
+    job_id    uuid,
+    worker_id uuid,
+    attempt   int,
+    error     text,
+    retry_in  interval DEFAULT NULL,
+    reason    text     DEFAULT NULL
+) RETURNS text
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    outcome text;
+BEGIN
+    PERFORM soniq._check_worker_owner(worker_id);
+    outcome := soniq._fail(job_id, worker_id, attempt, error, retry_in, reason);
+    IF outcome IS NULL THEN
+        PERFORM soniq._lease_refused(job_id, worker_id, attempt);
+    END IF;
+    RETURN outcome;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION soniq.fail_many(
+    job_ids   uuid[],
+    worker_id uuid,
+    attempts  int[],
+    errors    text[],
+    retry_in  interval[] DEFAULT NULL,
+    reasons   text[]     DEFAULT NULL
+) RETURNS TABLE (job_id uuid, state text)
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM soniq._require(job_ids, 'job_ids');
+    PERFORM soniq._require(fail_many.attempts, 'attempts');
+    PERFORM soniq._require(errors, 'errors');
+    PERFORM soniq._check_worker_owner(fail_many.worker_id);  -- once, not per job
+    IF cardinality(job_ids) <> cardinality(fail_many.attempts)
+       OR cardinality(job_ids) <> cardinality(errors)
+       OR cardinality(job_ids) <> coalesce(cardinality(fail_many.retry_in), cardinality(job_ids))
+       OR cardinality(job_ids) <> coalesce(cardinality(reasons), cardinality(job_ids)) THEN
+        RAISE EXCEPTION 'job_ids, attempts, errors, retry_in and reasons must have the same length'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+    SELECT f.id, f.state
+      FROM (SELECT l.id, soniq._fail(l.id, fail_many.worker_id, l.attempt, l.error, l.delay, l.reason) AS state, l.n
+              FROM unnest(job_ids, fail_many.attempts, errors, fail_many.retry_in, reasons)
+                   WITH ORDINALITY AS l(id, attempt, error, delay, reason, n)) f
+     WHERE f.state IS NOT NULL
+     ORDER BY f.n;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION soniq.pause_queue(name text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
@@ -553,6 +659,13 @@ BEGIN
 END
 $$;
 
+CREATE OR REPLACE FUNCTION soniq._wake_control_plane() RETURNS void
+LANGUAGE sql VOLATILE AS $$
+    SELECT soniq._wake_control_plane_at_commit(c.pid)
+      FROM soniq.control_plane c
+     WHERE c.subsystem = 'control_plane' AND c.pid IS NOT NULL
+$$;
+
 CREATE OR REPLACE FUNCTION soniq.schedule_add(
     name      text,
     task_name text     DEFAULT NULL,
@@ -605,13 +718,6 @@ BEGIN
     PERFORM soniq._wake_control_plane();
     RETURN row_out;
 END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq._wake_control_plane() RETURNS void
-LANGUAGE sql VOLATILE AS $$
-    SELECT soniq._wake_control_plane_at_commit(c.pid)
-      FROM soniq.control_plane c
-     WHERE c.subsystem = 'control_plane' AND c.pid IS NOT NULL
 $$;
 
 CREATE OR REPLACE FUNCTION soniq._control_plane_started(pid int) RETURNS void

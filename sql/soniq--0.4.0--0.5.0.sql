@@ -6,389 +6,13 @@
 --   * enqueue checks the common case in one expression and writes a plain job in one
 --     statement (_job_ok, _check_job, _names_ok);
 --   * errors are unchanged: the first bad element is named by its position (_refuse_specs).
---   * a database called 0.4.0 is in one of the states main's scripts left it in: 0.4.0 as
---     released, or 0.4.0 as the earlier 0.3.0 -> 0.4.0 script made it — from the later state
---     main held under 0.3.0, or from 0.3.0 as first released, which that script did not bring
---     along (no jobs.inherited, _check_worker_owner returning void: every claim failed). The
---     released scripts stay as they are; this one brings every such state to 0.5.0: the column
---     if missing, the domain's constraint by its name, and every function re-created.
 -- tests/survival.rs checks that an updated database equals a fresh install.
-
--- What an earlier 0.3.0 -> 0.4.0 left out or named otherwise.
-ALTER TABLE soniq.jobs ADD COLUMN IF NOT EXISTS inherited smallint NOT NULL DEFAULT 0;
-DROP FUNCTION soniq._check_worker_owner(uuid);  -- its result is a boolean: re-created below
-DO $$
-DECLARE
-    unnamed name;
-BEGIN
-    SELECT k.conname INTO unnamed FROM pg_catalog.pg_constraint k
-     WHERE k.contypid = 'soniq.dead_letter_reason'::regtype AND k.conname <> 'dead_letter_reason_known';
-    IF unnamed IS NOT NULL THEN
-        EXECUTE pg_catalog.format('ALTER DOMAIN soniq.dead_letter_reason RENAME CONSTRAINT %I TO dead_letter_reason_known',
-                                  unnamed);
-    END IF;
-END
-$$;
-
--- _job_batch: jobs as columns, one array per field (all of one length): how a batch travels
--- between the functions that check, resolve and insert it.
-CREATE TYPE soniq._job_batch AS (
-    task_names    text[],
-    args          jsonb[],
-    queues        text[],
-    priorities    int[],
-    scheduled_ats timestamptz[],
-    retries       int[],
-    unique_jobs   boolean[],
-    dedup_keys    text[],
-    timeouts      interval[],
-    producer_ids  text[]
-);
 
 -- The names of a batch, checked in one call (src/names.rs).
 CREATE FUNCTION soniq."_names_ok"("task_names" TEXT[], "queues" TEXT[]) RETURNS bool
 IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'names_ok_wrapper';
 
--- Every function, as a fresh install defines it.
-CREATE OR REPLACE FUNCTION soniq._require(value anyelement, what text) RETURNS void
-LANGUAGE plpgsql IMMUTABLE AS $$
-BEGIN
-    IF value IS NULL THEN
-        RAISE EXCEPTION '% must not be NULL', what USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq._require_value(value anyelement, what text) RETURNS anyelement
-LANGUAGE plpgsql IMMUTABLE AS $$
-BEGIN
-    PERFORM soniq._require(value, what);
-    RETURN value;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq._check_filter(list text[], what text) RETURNS void
-LANGUAGE plpgsql IMMUTABLE AS $$
-BEGIN
-    IF list IS NULL THEN
-        RETURN;
-    END IF;
-    IF cardinality(list) = 0 THEN
-        RAISE EXCEPTION '% must not be empty', what
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass NULL to mean all.';
-    END IF;
-    IF array_position(list, NULL) IS NOT NULL THEN
-        RAISE EXCEPTION '% must not contain NULL', what USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq._check_interval(value interval, what text, longest interval) RETURNS void
-LANGUAGE plpgsql IMMUTABLE AS $$
-BEGIN
-    IF value < interval '0' OR value > longest THEN
-        RAISE EXCEPTION '% must be between 0 and %, got %', what, longest, value
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq._seconds(value jsonb, what text, longest interval) RETURNS interval
-LANGUAGE plpgsql IMMUTABLE AS $$
-BEGIN
-    IF value IS NULL OR value = 'null' THEN
-        RETURN NULL;
-    END IF;
-    IF jsonb_typeof(value) <> 'number' OR value::numeric NOT BETWEEN 0 AND extract(epoch FROM longest) THEN
-        RAISE EXCEPTION '% must be a number of seconds between 0 and % (%), got %', what,
-                        extract(epoch FROM longest)::bigint, longest,
-                        CASE jsonb_typeof(value) WHEN 'number' THEN trim_scale(value::numeric)::text ELSE value::text END
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    RETURN make_interval(secs => value::numeric::float8);
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq._integer(value jsonb, what text, low int, high int) RETURNS int
-LANGUAGE plpgsql IMMUTABLE AS $$
-BEGIN
-    IF value IS NULL OR value = 'null' THEN
-        RETURN NULL;
-    END IF;
-    IF jsonb_typeof(value) <> 'number' OR value::numeric <> trunc(value::numeric)
-       OR value::numeric NOT BETWEEN low AND high THEN
-        RAISE EXCEPTION '% must be a whole number between % and %, got %', what, low, high, value
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    RETURN value::numeric::int;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq._check_size(value text, what text, limit_bytes int) RETURNS void
-LANGUAGE plpgsql IMMUTABLE AS $$
-BEGIN
-    IF octet_length(value) > limit_bytes THEN
-        RAISE EXCEPTION '% takes % bytes, more than the % it may take', what, octet_length(value), limit_bytes
-            USING ERRCODE = 'program_limit_exceeded';
-    END IF;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq._check_args(args jsonb) RETURNS void
-LANGUAGE plpgsql IMMUTABLE AS $$
-BEGIN
-    PERFORM soniq._require(args, 'args');
-    IF jsonb_typeof(args) <> 'object' THEN
-        RAISE EXCEPTION 'args must be a JSON object, got a JSON %', jsonb_typeof(args)
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'Wrap the value: {"value": ...}.';
-    END IF;
-    IF pg_column_size(args) > 1048576 THEN
-        RAISE EXCEPTION 'args take % bytes, more than the 1 MiB a job may carry', pg_column_size(args)
-            USING ERRCODE = 'program_limit_exceeded',
-                  HINT = 'Store the payload elsewhere and pass a reference to it.';
-    END IF;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq._check_job_options(priority int, retries int, timeout interval) RETURNS void
-LANGUAGE plpgsql IMMUTABLE AS $$
-BEGIN
-    IF priority NOT BETWEEN 1 AND 1000 THEN
-        RAISE EXCEPTION 'priority must be between 1 and 1000, got %', priority
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF retries NOT BETWEEN 0 AND 1000 THEN
-        RAISE EXCEPTION 'retries must be between 0 and 1000, got %', retries
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    PERFORM soniq._check_interval(timeout, 'timeout', interval '30 days');
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq._check_result(result jsonb, job_id uuid) RETURNS void
-LANGUAGE plpgsql IMMUTABLE AS $$
-BEGIN
-    IF pg_column_size(result) > 1048576 THEN
-        RAISE EXCEPTION 'the result of job % takes % bytes, more than the 1 MiB a result may take',
-                        job_id, pg_column_size(result)
-            USING ERRCODE = 'program_limit_exceeded',
-                  HINT = 'Store large outputs elsewhere and return a reference to them.';
-    END IF;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq._is_admin() RETURNS boolean
-LANGUAGE sql STABLE AS $$
-    SELECT pg_catalog.pg_has_role(session_user, 'soniq_admin', 'MEMBER')
-$$;
-
-CREATE OR REPLACE FUNCTION soniq._check_worker_owner(worker_id uuid) RETURNS boolean
-LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    owner text;
-BEGIN
-    SELECT w.registered_by INTO owner FROM soniq.workers w WHERE w.id = _check_worker_owner.worker_id;
-    IF NOT FOUND THEN
-        RETURN false;
-    END IF;
-    IF owner <> session_user AND NOT soniq._is_admin() THEN
-        RAISE EXCEPTION 'worker % was registered by another login', worker_id
-            USING ERRCODE = 'insufficient_privilege',
-                  HINT = 'A worker''s claims, outcomes and heartbeats come from the login that registered it.';
-    END IF;
-    RETURN true;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq._lease_refused(job_id uuid, worker_id uuid, attempt int) RETURNS void
-LANGUAGE plpgsql STABLE AS $$
-BEGIN
-    -- Nothing about the job's present holder is told: the caller is not it.
-    IF NOT EXISTS (SELECT FROM soniq.jobs j WHERE j.id = _lease_refused.job_id)
-       AND NOT EXISTS (SELECT FROM soniq.dead_letter_jobs d WHERE d.id = _lease_refused.job_id) THEN
-        RAISE EXCEPTION 'job % does not exist', job_id
-            USING ERRCODE = 'no_data_found',
-                  HINT = 'It may have been deleted or pruned after its lease was taken back.';
-    END IF;
-    RAISE EXCEPTION 'worker % does not hold the lease on attempt % of job %', worker_id, attempt, job_id
-        USING ERRCODE = 'object_not_in_prerequisite_state',
-              HINT = 'The lease was taken back (the worker was presumed dead), or the job finished or was dead-lettered; this attempt''s outcome is discarded.';
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq._bury(job_ids uuid[], reason text, error text) RETURNS int
-LANGUAGE sql VOLATILE AS $$
-    WITH gone AS (
-        DELETE FROM soniq.jobs j WHERE j.id = ANY (job_ids) RETURNING j.*
-    ), buried AS (
-        INSERT INTO soniq.dead_letter_jobs AS d (
-            id, task_name, args, queue, priority, attempts, max_attempts, timeout, retry_policy,
-            result_ttl, last_error, dead_letter_reason, producer_id, original_created_at, enqueued_by)
-        SELECT g.id, g.task_name, g.args, g.queue, g.priority, g.attempts, g.max_attempts, g.timeout,
-               g.retry_policy, g.result_ttl, coalesce(error, g.last_error), reason, g.producer_id, g.created_at,
-               g.enqueued_by
-        FROM gone g
-        RETURNING d.id
-    )
-    SELECT count(*)::int FROM buried
-$$;
-
-CREATE OR REPLACE FUNCTION soniq._queued_duplicate(job soniq.jobs) RETURNS uuid
-LANGUAGE sql STABLE AS $$
-    SELECT d.id FROM soniq.jobs d
-     WHERE d.status = 'queued' AND d.id <> job.id AND d.enqueued_by = job.enqueued_by
-       AND ((job.dedup_key IS NOT NULL AND d.dedup_key = job.dedup_key)
-            OR (job.args_hash IS NOT NULL AND d.task_name = job.task_name AND d.args_hash = job.args_hash))
-     LIMIT 1
-$$;
-
-CREATE OR REPLACE FUNCTION soniq._queue_again(job soniq.jobs, attempts int, run_at timestamptz, error text) RETURNS void
-LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-    UPDATE soniq.jobs j
-       SET status = 'queued', worker_id = NULL, attempts = _queue_again.attempts,
-           scheduled_at = run_at, last_error = error, updated_at = now()
-     WHERE j.id = job.id;
-    IF run_at IS NULL OR run_at <= now() THEN
-        PERFORM soniq._wake(job.queue);
-    END IF;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq._requeue(job soniq.jobs, attempts int, run_at timestamptz, error text) RETURNS text
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    duplicate uuid;
-BEGIN
-    IF job.args_hash IS NULL AND job.dedup_key IS NULL THEN
-        PERFORM soniq._queue_again(job, attempts, run_at, error);
-        RETURN 'queued';
-    END IF;
-    FOR turn IN 1..3 LOOP
-        duplicate := soniq._queued_duplicate(job);
-        IF duplicate IS NOT NULL THEN
-            UPDATE soniq.jobs j
-               SET status = 'cancelled', finished_at = now(), updated_at = now(),
-                   last_error = format('%s; not run again: job %s, queued with the same %s, runs instead',
-                                       error, duplicate,
-                                       CASE WHEN job.dedup_key IS NOT NULL THEN 'dedup key' ELSE 'task and args' END)
-             WHERE j.id = job.id;
-            RETURN 'merged';
-        END IF;
-        BEGIN  -- a subtransaction only for unique and dedup jobs
-            PERFORM soniq._queue_again(job, attempts, run_at, error);
-            RETURN 'queued';
-        EXCEPTION WHEN unique_violation THEN
-            NULL;  -- a duplicate was enqueued (and committed) since the look-up: yield to it
-        END;
-    END LOOP;
-    RAISE EXCEPTION 'could not queue job % again after repeated deduplication races', job.id
-        USING ERRCODE = 'serialization_failure', HINT = 'Retry the transaction.';
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq._take_back(worker_ids uuid[], why text, job_ids uuid[] DEFAULT NULL) RETURNS int
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    held soniq.jobs;
-    taken int := 0;
-BEGIN
-    FOR held IN
-        SELECT * FROM soniq.jobs j
-         WHERE j.status = 'processing' AND j.worker_id = ANY (worker_ids)
-           AND (job_ids IS NULL OR j.id = ANY (job_ids))
-         ORDER BY j.id
-           FOR UPDATE
-    LOOP
-        IF held.cancel_requested THEN
-            UPDATE soniq.jobs j
-               SET status = 'cancelled', finished_at = now(), updated_at = now(),
-                   last_error = format('cancelled; %s during attempt %s', why, held.attempts)
-             WHERE j.id = held.id;
-        ELSIF held.attempts >= held.max_attempts THEN
-            PERFORM soniq._bury(ARRAY[held.id], 'max_retries_exceeded',
-                                format('%s during its last attempt; attempts exhausted', why));
-        ELSE
-            -- Due as it was: the claim order of a taken-back job does not change.
-            PERFORM soniq._requeue(held, held.attempts, held.scheduled_at,
-                                   format('%s during attempt %s', why, held.attempts));
-        END IF;
-        taken := taken + 1;
-    END LOOP;
-    RETURN taken;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.register_task(task_name text, defaults jsonb DEFAULT '{}') RETURNS void
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    d jsonb;
-    before soniq.tasks;
-    published soniq.tasks;
-BEGIN
-    PERFORM soniq._check_task_name(task_name);
-    d := soniq._normalize_task_defaults(defaults);
-    SELECT * INTO before FROM soniq.tasks t WHERE t.task_name = register_task.task_name FOR UPDATE;
-    INSERT INTO soniq.tasks AS t (task_name, queue, priority, retries, timeout, retry_policy, result_ttl, unique_job)
-    VALUES (register_task.task_name,
-            d ->> 'queue',
-            (d ->> 'priority')::int,
-            (d ->> 'retries')::int,
-            make_interval(secs => (d ->> 'timeout')::float8),
-            d -> 'retry_policy',
-            make_interval(secs => (d ->> 'result_ttl')::float8),
-            (d ->> 'unique')::boolean)
-    ON CONFLICT ON CONSTRAINT tasks_pkey DO UPDATE
-       SET queue = excluded.queue, priority = excluded.priority, retries = excluded.retries,
-           timeout = excluded.timeout, retry_policy = excluded.retry_policy,
-           result_ttl = excluded.result_ttl, unique_job = excluded.unique_job, updated_at = now()
-    RETURNING t.* INTO published;
-    -- A redeploy that publishes the same options touches no job.
-    IF (before.queue, before.priority, before.retries, before.timeout, before.retry_policy, before.result_ttl)
-       IS DISTINCT FROM
-       (published.queue, published.priority, published.retries, published.timeout, published.retry_policy,
-        published.result_ttl) THEN
-        PERFORM soniq._follow_task(published);
-    END IF;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq._follow_task(task soniq.tasks) RETURNS void
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    due_in text[];
-BEGIN
-    -- Only jobs whose options change are written: a worker publishing its tasks for the first
-    -- time over a backlog of jobs that already run with the defaults rewrites none of them.
-    WITH follows AS (
-        SELECT j.id,
-               CASE WHEN j.inherited & 1 <> 0 THEN coalesce(task.queue, 'default') ELSE j.queue END AS queue,
-               CASE WHEN j.inherited & 2 <> 0 THEN coalesce(task.priority, 100) ELSE j.priority END AS priority,
-               CASE WHEN j.inherited & 4 <> 0 THEN greatest(coalesce(task.retries, 3) + 1, j.attempts + 1)
-                    ELSE j.max_attempts END AS max_attempts,
-               CASE WHEN j.inherited & 8 <> 0 THEN nullif(coalesce(task.timeout, interval '300 seconds'), interval '0')
-                    ELSE j.timeout END AS timeout,
-               CASE WHEN j.inherited & 16 <> 0 THEN task.retry_policy ELSE j.retry_policy END AS retry_policy,
-               CASE WHEN j.inherited & 32 <> 0 THEN coalesce(task.result_ttl, interval '300 seconds')
-                    ELSE j.result_ttl END AS result_ttl
-          FROM soniq.jobs j
-         WHERE j.task_name = task.task_name AND j.status = 'queued' AND j.inherited <> 0
-    ), followed AS (
-        UPDATE soniq.jobs j
-           SET queue = f.queue, priority = f.priority, max_attempts = f.max_attempts, timeout = f.timeout,
-               retry_policy = f.retry_policy, result_ttl = f.result_ttl, updated_at = now()
-          FROM follows f
-         WHERE j.id = f.id
-           AND (j.queue, j.priority, j.max_attempts, j.timeout, j.retry_policy, j.result_ttl)
-               IS DISTINCT FROM (f.queue, f.priority, f.max_attempts, f.timeout, f.retry_policy, f.result_ttl)
-        RETURNING j.queue, j.scheduled_at
-    )
-    SELECT array_agg(DISTINCT f.queue) INTO due_in
-      FROM followed f WHERE f.scheduled_at IS NULL OR f.scheduled_at <= now();
-    PERFORM soniq._wake(q) FROM unnest(due_in) q;
-END
-$$;
-
+-- Every function defined otherwise than in the released 0.4.0, as a fresh install defines it.
 CREATE OR REPLACE FUNCTION soniq._check_job(
     task_name    text,
     args         jsonb,
@@ -515,7 +139,18 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION soniq._as_specs(batch soniq._job_batch) RETURNS jsonb
+CREATE OR REPLACE FUNCTION soniq._as_specs(
+    task_names    text[],
+    args          jsonb[],
+    queues        text[],
+    priorities    int[],
+    scheduled_ats timestamptz[],
+    retries       int[],
+    unique_jobs   boolean[],
+    dedup_keys    text[],
+    timeouts      interval[],
+    producer_ids  text[]
+) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
     SELECT coalesce(jsonb_agg(
                jsonb_build_object('task_name', r.task_name, 'args', r.args)
@@ -524,13 +159,24 @@ LANGUAGE sql STABLE AS $$
                       'retries', r.retries, 'unique', r.unique_job, 'dedup_key', r.dedup_key,
                       'timeout', extract(epoch FROM r.timeout), 'producer_id', r.producer_id))
                ORDER BY r.n), '[]')
-      FROM unnest(batch.task_names, batch.args, batch.queues, batch.priorities, batch.scheduled_ats,
-                  batch.retries, batch.unique_jobs, batch.dedup_keys, batch.timeouts, batch.producer_ids)
+      FROM unnest(task_names, args, queues, priorities, scheduled_ats, retries, unique_jobs, dedup_keys,
+                  timeouts, producer_ids)
            WITH ORDINALITY AS r(task_name, args, queue, priority, scheduled_at, retries, unique_job,
                                 dedup_key, timeout, producer_id, n)
 $$;
 
-CREATE OR REPLACE FUNCTION soniq._job_rows(batch soniq._job_batch) RETURNS TABLE (
+CREATE OR REPLACE FUNCTION soniq._job_rows(
+    task_names    text[],
+    args          jsonb[],
+    queues        text[],
+    priorities    int[],
+    scheduled_ats timestamptz[],
+    retries       int[],
+    unique_jobs   boolean[],
+    dedup_keys    text[],
+    timeouts      interval[],
+    producer_ids  text[]
+) RETURNS TABLE (
     n            bigint,
     task_name    text,
     args         jsonb,
@@ -568,14 +214,25 @@ LANGUAGE sql STABLE AS $$
                    | CASE WHEN r.timeout IS NULL THEN 8 ELSE 0 END,
            coalesce(soniq._job_ok(r.args, r.priority, r.retries, r.timeout, r.scheduled_at, r.dedup_key,
                                   r.producer_id), false)
-      FROM unnest(batch.task_names, batch.args, batch.queues, batch.priorities, batch.scheduled_ats,
-                  batch.retries, batch.unique_jobs, batch.dedup_keys, batch.timeouts, batch.producer_ids)
+      FROM unnest(task_names, args, queues, priorities, scheduled_ats, retries, unique_jobs, dedup_keys,
+                  timeouts, producer_ids)
            WITH ORDINALITY AS r(task_name, args, queue, priority, scheduled_at, retries, unique_job,
                                 dedup_key, timeout, producer_id, n)
       LEFT JOIN soniq.tasks t ON t.task_name = r.task_name
 $$;
 
-CREATE OR REPLACE FUNCTION soniq._insert_jobs(batch soniq._job_batch) RETURNS SETOF uuid
+CREATE OR REPLACE FUNCTION soniq._insert_jobs(
+    task_names    text[],
+    args          jsonb[],
+    queues        text[],
+    priorities    int[],
+    scheduled_ats timestamptz[],
+    retries       int[],
+    unique_jobs   boolean[],
+    dedup_keys    text[],
+    timeouts      interval[],
+    producer_ids  text[]
+) RETURNS SETOF uuid
 LANGUAGE plpgsql VOLATILE
 SET jit = off  -- as _insert_unique_jobs: a large batch must not wait for a compiler
 AS $$
@@ -584,8 +241,9 @@ DECLARE
     pending bigint[];  -- positions of unique and dedup jobs neither written nor matched yet
     due text[];
 BEGIN
-    IF NOT soniq._names_ok(batch.task_names, batch.queues) THEN
-        PERFORM soniq._refuse_specs(soniq._as_specs(batch));
+    IF NOT soniq._names_ok(task_names, queues) THEN
+        PERFORM soniq._refuse_specs(soniq._as_specs(task_names, args, queues, priorities, scheduled_ats, retries,
+                                                    unique_jobs, dedup_keys, timeouts, producer_ids));
     END IF;
 
     -- Every job is checked as it is made (a bad one stops the statement before it commits
@@ -594,8 +252,13 @@ BEGIN
     -- order, the claim's tie-break. Unique and dedup jobs follow.
     WITH job AS MATERIALIZED (
         SELECT soniq.uuid_v7() AS id, r.*,
-               CASE WHEN NOT r.well_formed THEN soniq._refuse_specs(soniq._as_specs(batch)) END AS refused
-          FROM (SELECT * FROM soniq._job_rows(batch)
+               CASE WHEN NOT r.well_formed THEN
+                   soniq._refuse_specs(soniq._as_specs(task_names, _insert_jobs.args, queues, priorities,
+                                                       scheduled_ats, retries, unique_jobs, dedup_keys, timeouts,
+                                                       producer_ids))
+               END AS refused
+          FROM (SELECT * FROM soniq._job_rows(task_names, args, queues, priorities, scheduled_ats, retries,
+                                              unique_jobs, dedup_keys, timeouts, producer_ids)
                  ORDER BY 1) r
     ), written AS (
         INSERT INTO soniq.jobs AS j (id, task_name, args, queue, priority, max_attempts, scheduled_at, timeout,
@@ -612,14 +275,28 @@ BEGIN
       INTO ids, pending, due
       FROM job g;
     IF pending IS NOT NULL THEN
-        ids := soniq._insert_unique_jobs(batch, ids, pending);
+        ids := soniq._insert_unique_jobs(task_names, args, queues, priorities, scheduled_ats, retries, unique_jobs,
+                                         dedup_keys, timeouts, producer_ids, ids, pending);
     END IF;
     PERFORM soniq._wake(q) FROM unnest(due) q;
     RETURN QUERY SELECT unnest(ids);
 END
 $$;
 
-CREATE OR REPLACE FUNCTION soniq._insert_unique_jobs(batch soniq._job_batch, ids uuid[], pending bigint[]) RETURNS uuid[]
+CREATE OR REPLACE FUNCTION soniq._insert_unique_jobs(
+    task_names    text[],
+    args          jsonb[],
+    queues        text[],
+    priorities    int[],
+    scheduled_ats timestamptz[],
+    retries       int[],
+    unique_jobs   boolean[],
+    dedup_keys    text[],
+    timeouts      interval[],
+    producer_ids  text[],
+    ids           uuid[],
+    pending       bigint[]
+) RETURNS uuid[]
 LANGUAGE plpgsql VOLATILE
 -- Before soniq.jobs is analyzed its estimates are wild, and a look-up that is an index probe
 -- a job can look costly enough to JIT-compile: 0.2 s a batch, for nothing.
@@ -634,7 +311,8 @@ BEGIN
     FOR turn IN 1..10 LOOP
         WITH job AS MATERIALIZED (
             SELECT soniq.uuid_v7() AS id, r.*
-              FROM (SELECT * FROM soniq._job_rows(batch) x
+              FROM (SELECT * FROM soniq._job_rows(task_names, args, queues, priorities, scheduled_ats, retries,
+                                                  unique_jobs, dedup_keys, timeouts, producer_ids) x
                      WHERE x.n IN (SELECT unnest(pending))
                      ORDER BY 1) r
         ), inserted AS (
@@ -666,13 +344,13 @@ BEGIN
               LEFT JOIN LATERAL (
                   SELECT j.id FROM soniq.jobs j
                    WHERE w.id IS NULL AND j.status = 'queued' AND j.enqueued_by = session_user
-                     AND j.dedup_key = batch.dedup_keys[p.n]
+                     AND j.dedup_key = dedup_keys[p.n]
                    LIMIT 1) by_key ON true
               LEFT JOIN LATERAL (
                   SELECT j.id FROM soniq.jobs j
                    WHERE w.id IS NULL AND by_key.id IS NULL AND j.status = 'queued'
                      AND j.enqueued_by = session_user
-                     AND j.task_name = batch.task_names[p.n] AND j.args_hash = p.args_hash
+                     AND j.task_name = task_names[p.n] AND j.args_hash = p.args_hash
                    LIMIT 1) by_args ON true
         )
         SELECT array_agg(coalesce(o.id, i.id) ORDER BY i.k),
@@ -684,7 +362,7 @@ BEGIN
             RETURN ids;
         END IF;
     END LOOP;
-    RAISE EXCEPTION 'could not enqueue % after repeated deduplication races', batch.task_names[pending[1]]
+    RAISE EXCEPTION 'could not enqueue % after repeated deduplication races', task_names[pending[1]]
         USING ERRCODE = 'serialization_failure', HINT = 'Retry the transaction.';
 END
 $$;
@@ -703,8 +381,6 @@ CREATE OR REPLACE FUNCTION soniq.enqueue(
 ) RETURNS uuid
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
-    one soniq._job_batch := ROW(ARRAY[task_name], ARRAY[args], ARRAY[queue], ARRAY[priority], ARRAY[scheduled_at],
-                                ARRAY[retries], ARRAY[unique_job], ARRAY[dedup_key], ARRAY[timeout], ARRAY[producer_id]);
     job record;
 BEGIN
     -- The common case checked in one expression; a bad call pays for finding out why.
@@ -721,7 +397,8 @@ BEGIN
                                  retry_policy, result_ttl, args_hash, dedup_key, producer_id, inherited)
     SELECT soniq.uuid_v7(), g.task_name, g.args, g.queue, g.priority, g.max_attempts, g.scheduled_at, g.timeout,
            g.retry_policy, g.result_ttl, g.args_hash, g.dedup_key, g.producer_id, g.inherited
-      FROM soniq._job_rows(one) g
+      FROM soniq._job_rows(ARRAY[task_name], ARRAY[args], ARRAY[queue], ARRAY[priority], ARRAY[scheduled_at],
+                           ARRAY[retries], ARRAY[unique_job], ARRAY[dedup_key], ARRAY[timeout], ARRAY[producer_id]) g
      WHERE g.args_hash IS NULL AND g.dedup_key IS NULL
     RETURNING j.id, j.queue INTO job;
     IF FOUND THEN
@@ -730,7 +407,9 @@ BEGIN
         END IF;
         RETURN job.id;
     END IF;
-    RETURN soniq._insert_jobs(one);
+    RETURN soniq._insert_jobs(ARRAY[task_name], ARRAY[args], ARRAY[queue], ARRAY[priority], ARRAY[scheduled_at],
+                              ARRAY[retries], ARRAY[unique_job], ARRAY[dedup_key], ARRAY[timeout],
+                              ARRAY[producer_id]);
 END
 $$;
 
@@ -777,8 +456,8 @@ BEGIN
     IF NOT coalesce(well_formed, true) THEN
         PERFORM soniq._refuse_specs(jobs);
     END IF;
-    RETURN QUERY SELECT soniq._insert_jobs(ROW(task_names, args, queues, priorities, scheduled_ats, retries,
-                                               unique_jobs, dedup_keys, timeouts, producer_ids));
+    RETURN QUERY SELECT soniq._insert_jobs(task_names, args, queues, priorities, scheduled_ats, retries,
+                                           unique_jobs, dedup_keys, timeouts, producer_ids);
 END
 $$;
 
@@ -797,1193 +476,11 @@ LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     n int := cardinality(soniq._require_value(args, 'args'));
 BEGIN
-    RETURN QUERY SELECT soniq._insert_jobs(ROW(
+    RETURN QUERY SELECT soniq._insert_jobs(
         array_fill(task_name, ARRAY[n]), args, array_fill(queue, ARRAY[n]), array_fill(priority, ARRAY[n]),
         array_fill(scheduled_at, ARRAY[n]), array_fill(retries, ARRAY[n]), array_fill(unique_job, ARRAY[n]),
-        array_fill(NULL::text, ARRAY[n]), array_fill(timeout, ARRAY[n]), array_fill(producer_id, ARRAY[n])));
+        array_fill(NULL::text, ARRAY[n]), array_fill(timeout, ARRAY[n]), array_fill(producer_id, ARRAY[n]));
 END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.register_worker(
-    hostname    text    DEFAULT NULL,
-    pid         int     DEFAULT NULL,
-    queues      text[]  DEFAULT NULL,
-    concurrency int     DEFAULT 1,
-    version     text    DEFAULT NULL,
-    metadata    jsonb   DEFAULT '{}',
-    task_names  text[]  DEFAULT NULL
-) RETURNS uuid
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    new_id uuid;
-BEGIN
-    PERFORM soniq._check_filter(queues, 'queues');
-    PERFORM soniq._check_queue_name(q) FROM unnest(queues) q;
-    PERFORM soniq._check_filter(task_names, 'task_names');
-    PERFORM soniq._check_task_name(t) FROM unnest(task_names) t;
-    IF concurrency IS NULL OR concurrency < 1 THEN
-        RAISE EXCEPTION 'concurrency must be at least 1, got %', coalesce(concurrency::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF metadata IS NULL OR jsonb_typeof(metadata) <> 'object' THEN
-        RAISE EXCEPTION 'metadata must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    INSERT INTO soniq.workers AS w (hostname, pid, queues, concurrency, version, metadata, task_names)
-    VALUES (register_worker.hostname, register_worker.pid, register_worker.queues,
-            register_worker.concurrency, register_worker.version, register_worker.metadata,
-            register_worker.task_names)
-    RETURNING w.id INTO new_id;
-    RETURN new_id;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.heartbeat(worker_id uuid) RETURNS SETOF uuid
-LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-    PERFORM soniq._require(worker_id, 'worker_id');
-    PERFORM soniq._check_worker_owner(worker_id);
-    UPDATE soniq.workers w SET last_heartbeat = now() WHERE w.id = heartbeat.worker_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'worker % is not registered', worker_id
-            USING ERRCODE = 'no_data_found',
-                  HINT = 'It was presumed dead and its leases were taken back; register again.';
-    END IF;
-    RETURN QUERY
-    SELECT j.id FROM soniq.jobs j
-     WHERE j.status = 'processing' AND j.worker_id = heartbeat.worker_id AND j.cancel_requested;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.heartbeat(worker_id uuid, running uuid[], grace interval DEFAULT '30 seconds')
-RETURNS SETOF uuid
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    unknown uuid[];
-BEGIN
-    PERFORM soniq._require(running, 'running');
-    PERFORM soniq._require(grace, 'grace');
-    PERFORM soniq._check_interval(grace, 'grace', interval '1 day');
-    PERFORM soniq._check_worker_owner(worker_id);
-    SELECT array_agg(j.id) INTO unknown FROM soniq.jobs j
-     WHERE j.status = 'processing' AND j.worker_id = heartbeat.worker_id
-       AND j.id <> ALL (running) AND j.started_at < now() - grace;
-    IF unknown IS NOT NULL THEN
-        PERFORM soniq._take_back(ARRAY[worker_id], 'its worker had lost track of it', unknown);
-    END IF;
-    RETURN QUERY SELECT soniq.heartbeat(worker_id);
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.deregister_worker(worker_id uuid) RETURNS int
-LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-    PERFORM soniq._require(worker_id, 'worker_id');
-    PERFORM soniq._check_worker_owner(worker_id);
-    DELETE FROM soniq.workers w WHERE w.id = deregister_worker.worker_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'worker % is not registered', worker_id USING ERRCODE = 'no_data_found';
-    END IF;
-    RETURN soniq._take_back(ARRAY[worker_id], format('worker %s deregistered', worker_id));
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq._forget_stale_workers(timeout interval) RETURNS void
-LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-    PERFORM soniq._require(timeout, 'timeout');
-    IF timeout <= interval '0' OR timeout > interval '30 days' THEN
-        RAISE EXCEPTION 'timeout must be more than 0 and at most 30 days, got %', timeout
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    DELETE FROM soniq.workers w WHERE w.last_heartbeat < now() - timeout;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.recover_stale_workers(timeout interval DEFAULT '5 minutes') RETURNS int
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    lost uuid[];
-BEGIN
-    PERFORM soniq._forget_stale_workers(timeout);
-    lost := ARRAY(
-        SELECT DISTINCT j.worker_id FROM soniq.jobs j
-         WHERE j.status = 'processing'
-           AND NOT EXISTS (SELECT FROM soniq.workers w WHERE w.id = j.worker_id));
-    IF cardinality(lost) = 0 THEN
-        RETURN 0;
-    END IF;
-    RETURN soniq._take_back(lost, 'its worker stopped heartbeating');
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.claim(
-    worker_id  uuid,
-    queues     text[] DEFAULT NULL,
-    batch_size int    DEFAULT 1,
-    task_names text[] DEFAULT NULL
-) RETURNS TABLE (
-    id           uuid,
-    task_name    text,
-    args         jsonb,
-    attempt      int,
-    max_attempts int,
-    queue        text,
-    priority     int,
-    timeout      interval,
-    scheduled_at timestamptz,
-    created_at   timestamptz
-)
-LANGUAGE plpgsql VOLATILE
--- Claims read the claim index in order, never sort the backlog: right after a bulk load,
--- before ANALYZE, the planner would otherwise pick a sort of every queued row. (The one sort
--- left, of the claimed batch, then looks costly enough to JIT-compile: no JIT either.)
-SET enable_sort = off
-SET jit = off
-AS $$
-DECLARE
-    paused text[];
-    picked uuid[];
-BEGIN
-    PERFORM soniq._require(claim.worker_id, 'worker_id');
-    PERFORM soniq._check_filter(claim.queues, 'queues');
-    PERFORM soniq._check_filter(claim.task_names, 'task_names');
-    IF batch_size IS NULL OR batch_size NOT BETWEEN 1 AND 10000 THEN
-        RAISE EXCEPTION 'batch_size must be between 1 and 10000, got %', coalesce(batch_size::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF NOT soniq._check_worker_owner(claim.worker_id) THEN
-        RAISE EXCEPTION 'worker % is not registered', claim.worker_id
-            USING ERRCODE = 'no_data_found', HINT = 'Call soniq.register_worker() first.';
-    END IF;
-    SELECT coalesce(array_agg(q.name), '{}') INTO paused FROM soniq.queues q WHERE q.paused;
-
-    -- The batch in claim order: one queue's from its own index (queue first), any other
-    -- selection from the general one. The two statements differ only there: keep them in step.
-    IF cardinality(claim.queues) = 1 THEN
-        SELECT array_agg(b.id) INTO picked FROM (
-            SELECT j.id FROM soniq.jobs j
-             WHERE j.status = 'queued' AND j.queue = claim.queues[1]
-               AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
-               AND (claim.task_names IS NULL OR j.task_name = ANY (claim.task_names))
-               AND j.queue <> ALL (paused)
-             ORDER BY j.queue, j.priority, j.scheduled_at NULLS FIRST, j.created_at, j.id
-             LIMIT claim.batch_size
-               FOR UPDATE SKIP LOCKED) b;
-    ELSE
-        SELECT array_agg(b.id) INTO picked FROM (
-            SELECT j.id FROM soniq.jobs j
-             WHERE j.status = 'queued'
-               AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
-               AND (claim.queues IS NULL OR j.queue = ANY (claim.queues))
-               AND (claim.task_names IS NULL OR j.task_name = ANY (claim.task_names))
-               AND j.queue <> ALL (paused)
-             ORDER BY j.priority, j.scheduled_at NULLS FIRST, j.created_at, j.id
-             LIMIT claim.batch_size
-               FOR UPDATE SKIP LOCKED) b;
-    END IF;
-    IF picked IS NULL THEN
-        -- A malformed name matches no job: say so instead of claiming nothing forever (checked
-        -- only here, off the path of claims that find work).
-        PERFORM soniq._check_queue_name(q) FROM unnest(claim.queues) q;
-        PERFORM soniq._check_task_name(t) FROM unnest(claim.task_names) t;
-        RETURN;
-    END IF;
-
-    RETURN QUERY
-    WITH claimed AS (
-        UPDATE soniq.jobs j
-           SET status = 'processing', attempts = j.attempts + 1, worker_id = claim.worker_id,
-               started_at = now(), updated_at = now()
-         WHERE j.id = ANY (picked)
-        RETURNING j.*
-    )
-    SELECT c.id, c.task_name, c.args, c.attempts, c.max_attempts, c.queue, c.priority, c.timeout,
-           c.scheduled_at, c.created_at
-      FROM claimed c
-     ORDER BY c.priority, c.scheduled_at NULLS FIRST, c.created_at, c.id;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.complete_many(
-    job_ids   uuid[],
-    worker_id uuid,
-    attempts  int[],
-    results   jsonb[] DEFAULT NULL
-) RETURNS SETOF uuid
-LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-    PERFORM soniq._require(job_ids, 'job_ids');
-    PERFORM soniq._require(complete_many.worker_id, 'worker_id');
-    PERFORM soniq._check_worker_owner(complete_many.worker_id);
-    PERFORM soniq._require(complete_many.attempts, 'attempts');
-    IF array_position(job_ids, NULL) IS NOT NULL OR array_position(complete_many.attempts, NULL) IS NOT NULL THEN
-        RAISE EXCEPTION 'job_ids and attempts must not contain NULL' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    IF cardinality(job_ids) <> cardinality(complete_many.attempts)
-       OR cardinality(job_ids) <> coalesce(cardinality(results), cardinality(job_ids)) THEN
-        RAISE EXCEPTION 'job_ids, attempts and results must have the same length'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    PERFORM soniq._check_result(r.result, r.id)
-       FROM unnest(job_ids, results) AS r(id, result)
-      WHERE pg_column_size(r.result) > 1048576;
-
-    RETURN QUERY
-    WITH lease AS (
-        SELECT * FROM unnest(job_ids, complete_many.attempts, results) AS l(id, attempt, result)
-    ), kept AS (
-        UPDATE soniq.jobs j
-           SET status = 'done', result = l.result, finished_at = now(), updated_at = now(),
-               expires_at = now() + j.result_ttl
-          FROM lease l
-         WHERE j.id = l.id AND j.status = 'processing' AND j.worker_id = complete_many.worker_id
-           AND j.attempts = l.attempt AND j.result_ttl > interval '0'
-        RETURNING j.id
-    ), dropped AS (
-        DELETE FROM soniq.jobs j
-         USING lease l
-         WHERE j.id = l.id AND j.status = 'processing' AND j.worker_id = complete_many.worker_id
-           AND j.attempts = l.attempt AND j.result_ttl <= interval '0'
-        RETURNING j.id
-    )
-    SELECT k.id FROM kept k UNION ALL SELECT d.id FROM dropped d;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.complete(job_id uuid, worker_id uuid, attempt int, result jsonb DEFAULT NULL)
-RETURNS void
-LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-    PERFORM soniq._require(job_id, 'job_id');
-    PERFORM soniq._require(worker_id, 'worker_id');
-    PERFORM soniq._require(attempt, 'attempt');
-    PERFORM FROM soniq.complete_many(ARRAY[job_id], worker_id, ARRAY[attempt], ARRAY[result]);
-    IF NOT FOUND THEN
-        PERFORM soniq._lease_refused(job_id, worker_id, attempt);
-    END IF;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq._fail(job_id uuid, worker_id uuid, attempt int, error text, retry_in interval, reason text)
-RETURNS text
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    job soniq.jobs;
-    delay interval;
-BEGIN
-    PERFORM soniq._require(job_id, 'job_id');
-    PERFORM soniq._require(worker_id, 'worker_id');
-    PERFORM soniq._require(attempt, 'attempt');
-    PERFORM soniq._require(error, 'error');
-    PERFORM soniq._check_size(error, 'error', 65536);
-    PERFORM soniq._check_interval(retry_in, 'retry_in', interval '365 days');
-    IF reason NOT IN ('timeout', 'permanent_failure', 'invalid_arguments', 'job_not_found') THEN
-        RAISE EXCEPTION 'reason must be timeout, permanent_failure, invalid_arguments or job_not_found, got %', reason
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Pass NULL for an ordinary failure that retries while attempts remain.';
-    END IF;
-
-    SELECT * INTO job FROM soniq.jobs j
-     WHERE j.id = _fail.job_id AND j.status = 'processing' AND j.worker_id = _fail.worker_id
-       AND j.attempts = _fail.attempt
-       FOR UPDATE;
-    IF NOT FOUND THEN
-        RETURN NULL;
-    END IF;
-
-    IF reason IN ('permanent_failure', 'invalid_arguments', 'job_not_found') OR job.attempts >= job.max_attempts THEN
-        PERFORM soniq._bury(ARRAY[job.id],
-                            CASE WHEN reason IS NULL THEN 'max_retries_exceeded' ELSE reason END,
-                            left(error, 8192));
-        RETURN 'dead';
-    END IF;
-
-    delay := coalesce(retry_in, make_interval(secs => soniq._retry_delay(job.retry_policy, job.attempts, job.id)));
-    RETURN soniq._requeue(job, job.attempts, CASE WHEN delay > interval '0' THEN now() + delay END,
-                          left(error, 8192));
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.fail(
-    job_id    uuid,
-    worker_id uuid,
-    attempt   int,
-    error     text,
-    retry_in  interval DEFAULT NULL,
-    reason    text     DEFAULT NULL
-) RETURNS text
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    outcome text;
-BEGIN
-    PERFORM soniq._check_worker_owner(worker_id);
-    outcome := soniq._fail(job_id, worker_id, attempt, error, retry_in, reason);
-    IF outcome IS NULL THEN
-        PERFORM soniq._lease_refused(job_id, worker_id, attempt);
-    END IF;
-    RETURN outcome;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.fail_many(
-    job_ids   uuid[],
-    worker_id uuid,
-    attempts  int[],
-    errors    text[],
-    retry_in  interval[] DEFAULT NULL,
-    reasons   text[]     DEFAULT NULL
-) RETURNS TABLE (job_id uuid, state text)
-LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-    PERFORM soniq._require(job_ids, 'job_ids');
-    PERFORM soniq._require(fail_many.attempts, 'attempts');
-    PERFORM soniq._require(errors, 'errors');
-    PERFORM soniq._check_worker_owner(fail_many.worker_id);  -- once, not per job
-    IF cardinality(job_ids) <> cardinality(fail_many.attempts)
-       OR cardinality(job_ids) <> cardinality(errors)
-       OR cardinality(job_ids) <> coalesce(cardinality(fail_many.retry_in), cardinality(job_ids))
-       OR cardinality(job_ids) <> coalesce(cardinality(reasons), cardinality(job_ids)) THEN
-        RAISE EXCEPTION 'job_ids, attempts, errors, retry_in and reasons must have the same length'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    RETURN QUERY
-    SELECT f.id, f.state
-      FROM (SELECT l.id, soniq._fail(l.id, fail_many.worker_id, l.attempt, l.error, l.delay, l.reason) AS state, l.n
-              FROM unnest(job_ids, fail_many.attempts, errors, fail_many.retry_in, reasons)
-                   WITH ORDINALITY AS l(id, attempt, error, delay, reason, n)) f
-     WHERE f.state IS NOT NULL
-     ORDER BY f.n;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.snooze(job_id uuid, worker_id uuid, attempt int, delay interval, reason text DEFAULT NULL)
-RETURNS void
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    job soniq.jobs;
-BEGIN
-    PERFORM soniq._require(job_id, 'job_id');
-    PERFORM soniq._require(worker_id, 'worker_id');
-    PERFORM soniq._check_worker_owner(worker_id);
-    PERFORM soniq._require(attempt, 'attempt');
-    PERFORM soniq._require(delay, 'delay');
-    PERFORM soniq._check_interval(delay, 'delay', interval '30 days');
-    PERFORM soniq._check_size(reason, 'reason', 65536);
-    SELECT * INTO job FROM soniq.jobs j
-     WHERE j.id = snooze.job_id AND j.status = 'processing' AND j.worker_id = snooze.worker_id
-       AND j.attempts = snooze.attempt
-       FOR UPDATE;
-    IF NOT FOUND THEN
-        PERFORM soniq._lease_refused(job_id, worker_id, attempt);
-    END IF;
-    PERFORM soniq._requeue(job, job.attempts - 1, now() + delay,
-                           'snoozed' || coalesce(': ' || left(reason, 8192), ''));
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.abort(job_id uuid, worker_id uuid, attempt int, reason text DEFAULT NULL) RETURNS void
-LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-    PERFORM soniq._require(job_id, 'job_id');
-    PERFORM soniq._require(worker_id, 'worker_id');
-    PERFORM soniq._check_worker_owner(worker_id);
-    PERFORM soniq._require(attempt, 'attempt');
-    PERFORM soniq._check_size(reason, 'reason', 65536);
-    UPDATE soniq.jobs j
-       SET status = 'cancelled', finished_at = now(), updated_at = now(),
-           last_error = coalesce(left(abort.reason, 8192), j.last_error)
-     WHERE j.id = abort.job_id AND j.status = 'processing' AND j.worker_id = abort.worker_id
-       AND j.attempts = abort.attempt;
-    IF NOT FOUND THEN
-        PERFORM soniq._lease_refused(job_id, worker_id, attempt);
-    END IF;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.pause_queue(name text) RETURNS boolean
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    changed boolean;
-BEGIN
-    PERFORM soniq._check_queue_name(name);
-    INSERT INTO soniq.queues AS q (name, paused, paused_at) VALUES (pause_queue.name, true, now())
-    ON CONFLICT ON CONSTRAINT queues_pkey DO UPDATE
-       SET paused = true, paused_at = now(), updated_at = now()
-     WHERE NOT q.paused
-    RETURNING true INTO changed;
-    RETURN coalesce(changed, false);
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.resume_queue(name text) RETURNS boolean
-LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-    PERFORM soniq._check_queue_name(name);
-    UPDATE soniq.queues q SET paused = false, paused_at = NULL, updated_at = now()
-     WHERE q.name = resume_queue.name AND q.paused;
-    IF FOUND THEN
-        PERFORM soniq._wake(name);
-        RETURN true;
-    END IF;
-    RETURN false;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.cancel_job(job_id uuid) RETURNS boolean
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    current_status text;
-BEGIN
-    PERFORM soniq._require(job_id, 'job_id');
-    SELECT j.status INTO current_status FROM soniq.jobs j WHERE j.id = cancel_job.job_id FOR UPDATE;
-    IF current_status = 'queued' THEN
-        UPDATE soniq.jobs j SET status = 'cancelled', finished_at = now(), updated_at = now()
-         WHERE j.id = cancel_job.job_id;
-        RETURN true;
-    ELSIF current_status = 'processing' THEN
-        UPDATE soniq.jobs j SET cancel_requested = true, updated_at = now() WHERE j.id = cancel_job.job_id;
-        RETURN true;
-    ELSIF current_status IS NOT NULL
-          OR EXISTS (SELECT FROM soniq.dead_letter_jobs d WHERE d.id = cancel_job.job_id) THEN
-        RETURN false;
-    END IF;
-    RAISE EXCEPTION 'job % does not exist', job_id USING ERRCODE = 'no_data_found';
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.delete_job(job_id uuid) RETURNS void
-LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-    PERFORM soniq._require(job_id, 'job_id');
-    DELETE FROM soniq.jobs j WHERE j.id = delete_job.job_id;
-    IF FOUND THEN
-        RETURN;
-    END IF;
-    IF EXISTS (SELECT FROM soniq.dead_letter_jobs d WHERE d.id = delete_job.job_id) THEN
-        RAISE EXCEPTION 'job % is in the dead letter', job_id USING ERRCODE = 'no_data_found',
-            HINT = 'Use soniq.dead_letter_delete() for dead jobs.';
-    END IF;
-    RAISE EXCEPTION 'job % does not exist', job_id USING ERRCODE = 'no_data_found';
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.get_job(job_id uuid) RETURNS SETOF soniq.job_info
-LANGUAGE sql STABLE AS $$
-    SELECT * FROM soniq.job_info i WHERE i.id = job_id
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.job_status(job_id uuid) RETURNS TABLE (
-    id           uuid,
-    task_name    text,
-    queue        text,
-    status       text,
-    attempts     int,
-    max_attempts int,
-    last_error   text,
-    scheduled_at timestamptz,
-    created_at   timestamptz,
-    started_at   timestamptz,
-    finished_at  timestamptz
-)
-LANGUAGE sql STABLE AS $$
-    SELECT i.id, i.task_name, i.queue, i.status, i.attempts, i.max_attempts, i.last_error,
-           i.scheduled_at, i.created_at, i.started_at, i.finished_at
-      FROM soniq.job_info i WHERE i.id = job_id AND (i.enqueued_by = session_user OR soniq._is_admin())
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.list_jobs(
-    queue      text DEFAULT NULL,
-    status     text DEFAULT NULL,
-    row_limit  int  DEFAULT 100,
-    row_offset int  DEFAULT 0
-) RETURNS SETOF soniq.job_info
-LANGUAGE plpgsql STABLE AS $$
-BEGIN
-    IF list_jobs.queue IS NOT NULL THEN
-        PERFORM soniq._check_queue_name(list_jobs.queue);
-    END IF;
-    IF list_jobs.status NOT IN ('queued', 'processing', 'done', 'cancelled') THEN
-        RAISE EXCEPTION 'status must be queued, processing, done or cancelled, got %', list_jobs.status
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'Dead jobs are listed by soniq.dead_letter_list().';
-    END IF;
-    IF row_limit IS NULL OR row_limit NOT BETWEEN 1 AND 10000 OR row_offset IS NULL OR row_offset < 0 THEN
-        RAISE EXCEPTION 'row_limit must be between 1 and 10000 and row_offset at least 0'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    RETURN QUERY
-    SELECT i.* FROM soniq.job_info i
-     WHERE i.status <> 'dead'
-       AND (list_jobs.queue IS NULL OR i.queue = list_jobs.queue)
-       AND (list_jobs.status IS NULL OR i.status = list_jobs.status)
-     ORDER BY i.created_at DESC, i.id DESC
-     LIMIT row_limit OFFSET row_offset;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.queue_stats(queue text DEFAULT NULL) RETURNS TABLE (
-    total       bigint,
-    queued      bigint,
-    processing  bigint,
-    done        bigint,
-    cancelled   bigint,
-    dead_letter bigint
-)
-LANGUAGE sql STABLE AS $$
-    WITH live AS (
-        SELECT count(*) FILTER (WHERE j.status = 'queued') AS queued,
-               count(*) FILTER (WHERE j.status = 'processing') AS processing,
-               count(*) FILTER (WHERE j.status = 'done') AS done,
-               count(*) FILTER (WHERE j.status = 'cancelled') AS cancelled
-          FROM soniq.jobs j
-         WHERE $1 IS NULL OR j.queue = $1
-    ), dead AS (
-        SELECT count(*) AS dead_letter FROM soniq.dead_letter_jobs d WHERE $1 IS NULL OR d.queue = $1
-    )
-    SELECT l.queued + l.processing + l.done + l.cancelled + d.dead_letter,
-           l.queued, l.processing, l.done, l.cancelled, d.dead_letter
-      FROM live l, dead d
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.dead_letter_get(job_id uuid) RETURNS SETOF soniq.dead_letter_jobs
-LANGUAGE sql STABLE AS $$
-    SELECT d.* FROM soniq.dead_letter_jobs d WHERE d.id = job_id
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.dead_letter_list(
-    task_name    text        DEFAULT NULL,
-    queue        text        DEFAULT NULL,
-    reason       text        DEFAULT NULL,
-    moved_after  timestamptz DEFAULT NULL,
-    moved_before timestamptz DEFAULT NULL,
-    tags         text[]      DEFAULT NULL,
-    replayed     boolean     DEFAULT NULL,
-    row_limit    int         DEFAULT 100,
-    row_offset   int         DEFAULT 0
-) RETURNS SETOF soniq.dead_letter_jobs
-LANGUAGE plpgsql STABLE AS $$
-BEGIN
-    PERFORM soniq._check_filter(dead_letter_list.tags, 'tags');
-    IF row_limit IS NULL OR row_limit NOT BETWEEN 1 AND 10000 OR row_offset IS NULL OR row_offset < 0 THEN
-        RAISE EXCEPTION 'row_limit must be between 1 and 10000 and row_offset at least 0'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    RETURN QUERY
-    SELECT d.* FROM soniq.dead_letter_jobs d
-     WHERE (dead_letter_list.task_name IS NULL OR d.task_name = dead_letter_list.task_name)
-       AND (dead_letter_list.queue IS NULL OR d.queue = dead_letter_list.queue)
-       AND (dead_letter_list.reason IS NULL OR d.dead_letter_reason = dead_letter_list.reason)
-       AND (moved_after IS NULL OR d.moved_to_dead_letter_at >= moved_after)
-       AND (moved_before IS NULL OR d.moved_to_dead_letter_at < moved_before)
-       AND (dead_letter_list.tags IS NULL OR d.tags @> dead_letter_list.tags)
-       AND (replayed IS NULL OR (d.resurrection_count > 0) = replayed)
-     ORDER BY d.moved_to_dead_letter_at DESC, d.id DESC
-     LIMIT row_limit OFFSET row_offset;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.replay(
-    dead_job_id     uuid,
-    queue           text    DEFAULT NULL,
-    priority        int     DEFAULT NULL,
-    max_attempts    int     DEFAULT NULL,
-    reset_attempts  boolean DEFAULT true,
-    unless_replayed boolean DEFAULT false
-) RETURNS uuid
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    dead soniq.dead_letter_jobs;
-    new_id uuid := soniq.uuid_v7();
-    attempts_so_far int;
-BEGIN
-    PERFORM soniq._require(dead_job_id, 'dead_job_id');
-    PERFORM soniq._require(reset_attempts, 'reset_attempts');
-    PERFORM soniq._require(unless_replayed, 'unless_replayed');
-    PERFORM soniq._check_job_options(replay.priority, NULL, NULL);
-    IF replay.max_attempts NOT BETWEEN 1 AND 1001 THEN
-        RAISE EXCEPTION 'max_attempts must be between 1 and 1001, got %', replay.max_attempts
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF replay.queue IS NOT NULL THEN
-        PERFORM soniq._check_queue_name(replay.queue);
-    END IF;
-    UPDATE soniq.dead_letter_jobs d
-       SET resurrection_count = d.resurrection_count + 1, last_resurrection_at = now()
-     WHERE d.id = dead_job_id AND NOT (unless_replayed AND d.resurrection_count > 0)
-    RETURNING d.* INTO dead;
-    IF NOT FOUND THEN
-        IF unless_replayed AND EXISTS (SELECT FROM soniq.dead_letter_jobs d WHERE d.id = dead_job_id) THEN
-            RETURN NULL;
-        END IF;
-        RAISE EXCEPTION 'dead job % does not exist', dead_job_id USING ERRCODE = 'no_data_found';
-    END IF;
-    attempts_so_far := CASE WHEN reset_attempts THEN 0 ELSE dead.attempts END;
-    IF attempts_so_far >= coalesce(replay.max_attempts, dead.max_attempts) THEN
-        RAISE EXCEPTION 'dead job % used % of % attempts; keeping them leaves none to run', dead_job_id,
-                        attempts_so_far, coalesce(replay.max_attempts, dead.max_attempts)
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass a larger max_attempts, or reset the attempts.';
-    END IF;
-    INSERT INTO soniq.jobs (id, task_name, args, queue, priority, attempts, max_attempts, timeout,
-                            retry_policy, result_ttl, producer_id, enqueued_by)
-    VALUES (new_id, dead.task_name, dead.args, coalesce(replay.queue, dead.queue),
-            coalesce(replay.priority, dead.priority), attempts_so_far,
-            coalesce(replay.max_attempts, dead.max_attempts),
-            dead.timeout, dead.retry_policy, dead.result_ttl, dead.producer_id, dead.enqueued_by);
-    PERFORM soniq._wake(coalesce(replay.queue, dead.queue));
-    RETURN new_id;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.replay_many(
-    dead_job_ids    uuid[],
-    queue           text    DEFAULT NULL,
-    priority        int     DEFAULT NULL,
-    max_attempts    int     DEFAULT NULL,
-    reset_attempts  boolean DEFAULT true,
-    unless_replayed boolean DEFAULT false
-) RETURNS TABLE (dead_job_id uuid, job_id uuid)
-LANGUAGE sql VOLATILE AS $$
-    SELECT d.id, soniq.replay(d.id, $2, $3, $4, $5, $6)
-      FROM unnest(soniq._require_value($1, 'dead_job_ids')) WITH ORDINALITY AS d(id, n)
-     ORDER BY d.n
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.dead_letter_tag(dead_job_id uuid, tags text[]) RETURNS text[]
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    result text[];
-BEGIN
-    PERFORM soniq._require(dead_job_id, 'dead_job_id');
-    PERFORM soniq._require(tags, 'tags');
-    PERFORM soniq._check_filter(tags, 'tags');
-    IF EXISTS (SELECT FROM unnest(tags) t WHERE t = '') THEN
-        RAISE EXCEPTION 'tags must not be empty strings' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    PERFORM soniq._check_size(t, 'a tag', 200) FROM unnest(tags) t;
-    UPDATE soniq.dead_letter_jobs d
-       SET tags = ARRAY(SELECT DISTINCT t FROM unnest(d.tags || dead_letter_tag.tags) t ORDER BY t)
-     WHERE d.id = dead_job_id
-    RETURNING d.tags INTO result;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'dead job % does not exist', dead_job_id USING ERRCODE = 'no_data_found';
-    END IF;
-    IF cardinality(result) > 50 THEN
-        RAISE EXCEPTION 'a dead job may carry at most 50 tags, this one would carry %', cardinality(result)
-            USING ERRCODE = 'program_limit_exceeded';
-    END IF;
-    RETURN result;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.dead_letter_stats(since interval DEFAULT NULL) RETURNS jsonb
-LANGUAGE plpgsql STABLE AS $$
-BEGIN
-    PERFORM soniq._check_interval(since, 'since', interval '100 years');
-    RETURN (
-    WITH dead AS (  -- only the columns counted: args can be large
-        SELECT d.task_name, d.queue, d.dead_letter_reason, d.moved_to_dead_letter_at, d.resurrection_count
-          FROM soniq.dead_letter_jobs d
-         WHERE dead_letter_stats.since IS NULL OR d.moved_to_dead_letter_at >= now() - dead_letter_stats.since
-    )
-    SELECT jsonb_build_object(
-        'total', (SELECT count(*) FROM dead),
-        'by_task', coalesce((SELECT jsonb_object_agg(task_name, n) FROM
-                             (SELECT task_name, count(*) AS n FROM dead GROUP BY task_name) t), '{}'),
-        'by_queue', coalesce((SELECT jsonb_object_agg(queue, n) FROM
-                              (SELECT queue, count(*) AS n FROM dead GROUP BY queue) q), '{}'),
-        'by_reason', coalesce((SELECT jsonb_object_agg(dead_letter_reason, n) FROM
-                               (SELECT dead_letter_reason, count(*) AS n FROM dead GROUP BY dead_letter_reason) r), '{}'),
-        'by_day', coalesce((SELECT jsonb_object_agg(day, n) FROM
-                            (SELECT moved_to_dead_letter_at::date::text AS day, count(*) AS n FROM dead
-                              WHERE moved_to_dead_letter_at >= current_date - 6 GROUP BY 1) d), '{}'),
-        'oldest_age_seconds', (SELECT round(extract(epoch FROM now() - min(moved_to_dead_letter_at))) FROM dead),
-        'replayed', (SELECT count(*) FROM dead WHERE resurrection_count > 0)));
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.dead_letter_move(job_id uuid, note text DEFAULT NULL) RETURNS void
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    current_status text;
-BEGIN
-    PERFORM soniq._require(job_id, 'job_id');
-    SELECT j.status INTO current_status FROM soniq.jobs j WHERE j.id = dead_letter_move.job_id FOR UPDATE;
-    IF current_status IS NULL THEN
-        RAISE EXCEPTION 'job % does not exist', job_id USING ERRCODE = 'no_data_found';
-    ELSIF current_status NOT IN ('queued', 'cancelled') THEN
-        RAISE EXCEPTION 'job % is %; only a queued or cancelled job can be moved to the dead letter', job_id, current_status
-            USING ERRCODE = 'object_not_in_prerequisite_state';
-    END IF;
-    PERFORM soniq._bury(ARRAY[job_id], 'manual_move', note);
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.dead_letter_delete(dead_job_id uuid) RETURNS void
-LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-    PERFORM soniq._require(dead_job_id, 'dead_job_id');
-    DELETE FROM soniq.dead_letter_jobs d WHERE d.id = dead_job_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'dead job % does not exist', dead_job_id USING ERRCODE = 'no_data_found';
-    END IF;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.dead_letter_purge(older_than interval) RETURNS bigint
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    removed bigint;
-BEGIN
-    PERFORM soniq._require(older_than, 'older_than');
-    PERFORM soniq._check_interval(older_than, 'older_than', interval '100 years');
-    DELETE FROM soniq.dead_letter_jobs d WHERE d.moved_to_dead_letter_at <= now() - older_than;
-    GET DIAGNOSTICS removed = ROW_COUNT;
-    RETURN removed;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq._every_seconds(every interval) RETURNS float8
-LANGUAGE plpgsql IMMUTABLE AS $$
-BEGIN
-    IF extract(month FROM every) <> 0 OR extract(year FROM every) <> 0 THEN
-        RAISE EXCEPTION 'every must be a fixed duration, got %', every
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Use days, hours, minutes or seconds, or a cron expression such as ''0 0 1 * *''.';
-    END IF;
-    RETURN extract(epoch FROM every);
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq._wake_control_plane() RETURNS void
-LANGUAGE sql VOLATILE AS $$
-    SELECT soniq._wake_control_plane_at_commit(c.pid)
-      FROM soniq.control_plane c
-     WHERE c.subsystem = 'control_plane' AND c.pid IS NOT NULL
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.schedule_add(
-    name      text,
-    task_name text     DEFAULT NULL,
-    cron      text     DEFAULT NULL,
-    every     interval DEFAULT NULL,
-    args      jsonb    DEFAULT '{}',
-    time_zone text     DEFAULT 'UTC',
-    queue     text     DEFAULT NULL,
-    priority  int      DEFAULT NULL,
-    retries   int      DEFAULT NULL,
-    timeout   interval DEFAULT NULL,
-    enabled   boolean  DEFAULT true
-) RETURNS soniq.schedules
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    row_out soniq.schedules;
-    every_seconds float8;
-BEGIN
-    PERFORM soniq._check_schedule_name(name);
-    PERFORM soniq._check_task_name(coalesce(schedule_add.task_name, name));
-    PERFORM soniq._check_args(args);
-    PERFORM soniq._require(time_zone, 'time_zone');
-    PERFORM soniq._require(enabled, 'enabled');
-    IF schedule_add.queue IS NOT NULL THEN
-        PERFORM soniq._check_queue_name(schedule_add.queue);
-    END IF;
-    PERFORM soniq._check_job_options(schedule_add.priority, schedule_add.retries, schedule_add.timeout);
-    PERFORM soniq._check_interval(schedule_add.every, 'every', interval '365 days');
-    every_seconds := soniq._every_seconds(schedule_add.every);
-    PERFORM soniq._check_schedule(schedule_add.cron, every_seconds, time_zone);
-
-    INSERT INTO soniq.schedules AS s (name, task_name, args, cron, every, time_zone, queue, priority,
-                                      retries, timeout, enabled, next_fire_at)
-    VALUES (name, coalesce(schedule_add.task_name, name), args, schedule_add.cron, schedule_add.every,
-            time_zone, schedule_add.queue, schedule_add.priority, schedule_add.retries,
-            schedule_add.timeout, enabled,
-            CASE WHEN enabled THEN soniq._next_fire(schedule_add.cron, every_seconds, time_zone, NULL, now()) END)
-    ON CONFLICT ON CONSTRAINT schedules_pkey DO UPDATE
-       SET task_name = excluded.task_name, args = excluded.args, cron = excluded.cron,
-           every = excluded.every, time_zone = excluded.time_zone, queue = excluded.queue,
-           priority = excluded.priority, retries = excluded.retries, timeout = excluded.timeout,
-           enabled = excluded.enabled, updated_at = now(),
-           next_fire_at = CASE
-               WHEN NOT excluded.enabled THEN NULL
-               WHEN s.enabled AND s.cron IS NOT DISTINCT FROM excluded.cron
-                    AND s.every IS NOT DISTINCT FROM excluded.every
-                    AND s.time_zone = excluded.time_zone THEN s.next_fire_at
-               ELSE excluded.next_fire_at END
-    RETURNING s.* INTO row_out;
-    PERFORM soniq._wake_control_plane();
-    RETURN row_out;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq._schedule(name text) RETURNS soniq.schedules
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    found_row soniq.schedules;
-BEGIN
-    PERFORM soniq._require(name, 'name');
-    SELECT * INTO found_row FROM soniq.schedules s WHERE s.name = _schedule.name FOR UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'schedule % does not exist', name USING ERRCODE = 'no_data_found';
-    END IF;
-    RETURN found_row;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.schedule_pause(name text) RETURNS boolean
-LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-    IF NOT (soniq._schedule(name)).enabled THEN
-        RETURN false;
-    END IF;
-    UPDATE soniq.schedules s SET enabled = false, next_fire_at = NULL, updated_at = now()
-     WHERE s.name = schedule_pause.name;
-    RETURN true;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.schedule_resume(name text) RETURNS boolean
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    current soniq.schedules := soniq._schedule(name);
-BEGIN
-    IF current.enabled THEN
-        RETURN false;
-    END IF;
-    UPDATE soniq.schedules s
-       SET enabled = true, updated_at = now(),
-           next_fire_at = soniq._next_fire(s.cron, soniq._every_seconds(s.every), s.time_zone, NULL, now())
-     WHERE s.name = schedule_resume.name;
-    PERFORM soniq._wake_control_plane();
-    RETURN true;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.schedule_remove(name text) RETURNS void
-LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-    PERFORM soniq._schedule(name);
-    DELETE FROM soniq.schedules s WHERE s.name = schedule_remove.name;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.schedule_get(name text) RETURNS SETOF soniq.schedules
-LANGUAGE sql STABLE AS $$
-    SELECT * FROM soniq.schedules s WHERE s.name = $1
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.schedule_list(enabled boolean DEFAULT NULL) RETURNS SETOF soniq.schedules
-LANGUAGE sql STABLE AS $$
-    SELECT * FROM soniq.schedules s WHERE $1 IS NULL OR s.enabled = $1 ORDER BY s.name
-$$;
-
-CREATE OR REPLACE FUNCTION soniq._fire(due soniq.schedules) RETURNS void
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    job_id uuid;
-BEGIN
-    job_id := soniq.enqueue(due.task_name, due.args, due.queue, due.priority, due.next_fire_at,
-                            due.retries, NULL, NULL, due.timeout, 'schedule:' || due.name);
-    UPDATE soniq.schedules s
-       SET last_fire_at = due.next_fire_at, last_job_id = job_id, fire_count = s.fire_count + 1,
-           next_fire_at = soniq._next_fire(due.cron, soniq._every_seconds(due.every), due.time_zone,
-                                           due.next_fire_at, now()),
-           updated_at = now()
-     WHERE s.name = due.name;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.fire_due_schedules(max_fires int DEFAULT 1000) RETURNS int
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    due soniq.schedules;
-    handled int := 0;
-    message text;
-BEGIN
-    BEGIN
-        PERFORM soniq._fire(s) FROM soniq.schedules s
-         WHERE s.name IN (SELECT d.name FROM soniq.schedules d
-                           WHERE d.enabled AND d.next_fire_at <= now()
-                           ORDER BY d.next_fire_at
-                           LIMIT max_fires
-                             FOR UPDATE SKIP LOCKED);
-        GET DIAGNOSTICS handled = ROW_COUNT;
-        RETURN handled;
-    EXCEPTION WHEN OTHERS THEN
-        NULL; -- a schedule in the batch failed: find it below
-    END;
-
-    FOR due IN
-        SELECT * FROM soniq.schedules s
-         WHERE s.enabled AND s.next_fire_at <= now()
-         ORDER BY s.next_fire_at
-         LIMIT least(max_fires, 50)
-           FOR UPDATE SKIP LOCKED
-    LOOP
-        handled := handled + 1;
-        BEGIN
-            PERFORM soniq._fire(due);
-        EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS message = MESSAGE_TEXT;
-            PERFORM soniq._schedule_failed(due, message);
-        END;
-    END LOOP;
-    RETURN handled;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq._schedule_failed(due soniq.schedules, message text) RETURNS void
-LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-    UPDATE soniq.control_plane c
-       SET last_error = format('schedule %s: %s', due.name, message), last_error_at = now(),
-           failures = c.failures + 1
-     WHERE c.subsystem = 'scheduler';
-    BEGIN
-        UPDATE soniq.schedules s
-           SET last_error = message, last_error_at = now(), updated_at = now(),
-               next_fire_at = soniq._next_fire(due.cron, soniq._every_seconds(due.every), due.time_zone,
-                                               due.next_fire_at, now())
-         WHERE s.name = due.name;
-    EXCEPTION WHEN OTHERS THEN
-        UPDATE soniq.schedules s
-           SET last_error = message || ' (paused: its next fire time cannot be computed)',
-               last_error_at = now(), enabled = false, next_fire_at = NULL, updated_at = now()
-         WHERE s.name = due.name;
-    END;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq._rescue(heartbeat_timeout interval, lease_grace interval) RETURNS int
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    taken int;
-    expired soniq.jobs;
-BEGIN
-    taken := soniq.recover_stale_workers(heartbeat_timeout);
-    FOR expired IN
-        SELECT * FROM soniq.jobs j
-         WHERE j.status = 'processing' AND j.timeout IS NOT NULL
-           AND j.started_at + j.timeout + lease_grace < now()
-           FOR UPDATE SKIP LOCKED
-    LOOP
-        PERFORM soniq._expire(expired, lease_grace);
-        taken := taken + 1;
-    END LOOP;
-    RETURN taken;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq._expire(expired soniq.jobs, lease_grace interval) RETURNS void
-LANGUAGE sql VOLATILE AS $$
-    SELECT soniq._fail(expired.id, expired.worker_id, expired.attempts,
-                       format('attempt %s outlived its timeout of %s by more than %s and was taken back',
-                              expired.attempts, expired.timeout, lease_grace),
-                       NULL, 'timeout')
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.rescue_jobs(heartbeat_timeout interval DEFAULT '5 minutes',
-                                  lease_grace interval DEFAULT '1 minute') RETURNS int
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    taken int := 0;
-    due soniq.jobs;
-    message text;
-BEGIN
-    PERFORM soniq._require(heartbeat_timeout, 'heartbeat_timeout');
-    PERFORM soniq._require(lease_grace, 'lease_grace');
-    PERFORM soniq._check_interval(lease_grace, 'lease_grace', interval '7 days');
-    BEGIN
-        RETURN soniq._rescue(heartbeat_timeout, lease_grace);
-    EXCEPTION WHEN OTHERS THEN
-        NULL;  -- a job in the round failed: find it below
-    END;
-
-    -- The stale workers go first (a plain delete), then their jobs and the expired ones.
-    PERFORM soniq._forget_stale_workers(heartbeat_timeout);
-    FOR due IN
-        SELECT * FROM soniq.jobs j
-         WHERE j.status = 'processing'
-           AND (NOT EXISTS (SELECT FROM soniq.workers w WHERE w.id = j.worker_id)
-                OR (j.timeout IS NOT NULL AND j.started_at + j.timeout + lease_grace < now()))
-         ORDER BY j.started_at
-         LIMIT 50
-           FOR UPDATE SKIP LOCKED
-    LOOP
-        BEGIN
-            IF EXISTS (SELECT FROM soniq.workers w WHERE w.id = due.worker_id) THEN
-                PERFORM soniq._expire(due, lease_grace);
-            ELSE
-                PERFORM soniq._take_back(ARRAY[due.worker_id], 'its worker stopped heartbeating', ARRAY[due.id]);
-            END IF;
-            taken := taken + 1;
-        EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS message = MESSAGE_TEXT;
-            UPDATE soniq.control_plane c
-               SET last_error = format('job %s: %s', due.id, message), last_error_at = now(),
-                   failures = c.failures + 1
-             WHERE c.subsystem = 'rescue';
-        END;
-    END LOOP;
-    RETURN taken;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.prune_jobs(retention interval DEFAULT '7 days', batch_size int DEFAULT 1000,
-                                 max_batches int DEFAULT 10) RETURNS bigint
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    done_rows int;
-    cancelled_rows int;
-    total bigint := 0;
-BEGIN
-    PERFORM soniq._require(retention, 'retention');
-    PERFORM soniq._check_interval(retention, 'retention', interval '100 years');
-    IF batch_size IS NULL OR batch_size < 1 OR max_batches IS NULL OR max_batches < 1 THEN
-        RAISE EXCEPTION 'batch_size and max_batches must be at least 1' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    FOR batch IN 1..max_batches LOOP
-        DELETE FROM soniq.jobs j WHERE j.id IN (
-            SELECT d.id FROM soniq.jobs d WHERE d.status = 'done' AND d.expires_at < now()
-             ORDER BY d.expires_at LIMIT batch_size FOR UPDATE SKIP LOCKED);
-        GET DIAGNOSTICS done_rows = ROW_COUNT;
-        DELETE FROM soniq.jobs j WHERE j.id IN (
-            SELECT c.id FROM soniq.jobs c WHERE c.status = 'cancelled' AND c.finished_at < now() - retention
-             ORDER BY c.finished_at LIMIT batch_size FOR UPDATE SKIP LOCKED);
-        GET DIAGNOSTICS cancelled_rows = ROW_COUNT;
-        total := total + done_rows + cancelled_rows;
-        EXIT WHEN done_rows < batch_size AND cancelled_rows < batch_size;
-    END LOOP;
-    RETURN total;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq.check_unserved(grace interval DEFAULT '1 day') RETURNS int
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    pair soniq.unserved;
-    ids uuid[];
-    buried int := 0;
-BEGIN
-    PERFORM soniq._require(grace, 'grace');
-    PERFORM soniq._check_interval(grace, 'grace', interval '30 days');
-    WITH RECURSIVE queued AS (  -- each (task, queue) with queued jobs: one index probe each
-        (SELECT j.task_name, j.queue FROM soniq.jobs j WHERE j.status = 'queued'
-          ORDER BY j.task_name, j.queue LIMIT 1)
-        UNION ALL
-        SELECT later.task_name, later.queue FROM queued q CROSS JOIN LATERAL (
-            SELECT j.task_name, j.queue FROM soniq.jobs j
-             WHERE j.status = 'queued' AND (j.task_name, j.queue) > (q.task_name, q.queue)
-             ORDER BY j.task_name, j.queue LIMIT 1) later
-    ), nobody AS (
-        SELECT q.task_name, q.queue FROM queued q
-         WHERE NOT EXISTS (SELECT FROM soniq.workers w
-                            WHERE (w.task_names IS NULL OR q.task_name = ANY (w.task_names))
-                              AND (w.queues IS NULL OR q.queue = ANY (w.queues)))
-    ), served_again AS (
-        DELETE FROM soniq.unserved u
-         WHERE NOT EXISTS (SELECT FROM nobody n WHERE n.task_name = u.task_name AND n.queue = u.queue)
-    )
-    INSERT INTO soniq.unserved (task_name, queue)
-    SELECT n.task_name, n.queue FROM nobody n
-    ON CONFLICT ON CONSTRAINT unserved_pkey DO NOTHING;
-
-    IF grace = interval '0' OR NOT EXISTS (SELECT FROM soniq.workers) THEN
-        RETURN 0;
-    END IF;
-    FOR pair IN SELECT * FROM soniq.unserved u WHERE u.since < now() - grace ORDER BY u.since LOOP
-        SELECT array_agg(j.id) INTO ids FROM (
-            SELECT j.id FROM soniq.jobs j
-             WHERE j.status = 'queued' AND j.task_name = pair.task_name AND j.queue = pair.queue
-               AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
-             LIMIT 1000 - buried
-               FOR UPDATE SKIP LOCKED) j;
-        buried := buried + soniq._bury(coalesce(ids, '{}'), 'job_not_found',
-                                       format('no live worker served task %s in queue %s for %s', pair.task_name,
-                                              pair.queue, grace));
-        EXIT WHEN buried >= 1000;
-    END LOOP;
-    RETURN buried;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq._round_done(subsystem text, result bigint) RETURNS bigint
-LANGUAGE sql VOLATILE AS $$
-    UPDATE soniq.control_plane c
-       SET last_run_at = now(), last_success_at = now(), last_result = $2, runs = c.runs + 1,
-           last_error = CASE WHEN c.last_error_at = now() THEN c.last_error END,
-           last_error_at = CASE WHEN c.last_error_at = now() THEN c.last_error_at END
-     WHERE c.subsystem = $1;
-    SELECT $2;
-$$;
-
-CREATE OR REPLACE FUNCTION soniq._round_failed(subsystem text, message text) RETURNS bigint
-LANGUAGE sql VOLATILE AS $$
-    UPDATE soniq.control_plane c
-       SET last_run_at = now(), last_error = $2, last_error_at = now(), runs = c.runs + 1,
-           failures = c.failures + 1
-     WHERE c.subsystem = $1;
-    SELECT 0::bigint;
-$$;
-
-CREATE OR REPLACE FUNCTION soniq._round_scheduler(batch_size int) RETURNS bigint
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    message text;
-BEGIN
-    RETURN soniq._round_done('scheduler', soniq.fire_due_schedules(batch_size));
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS message = MESSAGE_TEXT;
-    RETURN soniq._round_failed('scheduler', message);
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq._round_rescue(heartbeat_timeout interval, lease_grace interval) RETURNS bigint
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    message text;
-BEGIN
-    RETURN soniq._round_done('rescue', soniq.rescue_jobs(heartbeat_timeout, lease_grace));
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS message = MESSAGE_TEXT;
-    RETURN soniq._round_failed('rescue', message);
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq._round_prune(retention interval, batch_size int) RETURNS bigint
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    message text;
-BEGIN
-    RETURN soniq._round_done('prune', soniq.prune_jobs(retention, batch_size, max_batches => 1));
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS message = MESSAGE_TEXT;
-    RETURN soniq._round_failed('prune', message);
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq._round_unserved(grace interval) RETURNS bigint
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    message text;
-BEGIN
-    RETURN soniq._round_done('unserved', soniq.check_unserved(grace));
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS message = MESSAGE_TEXT;
-    RETURN soniq._round_failed('unserved', message);
-END
-$$;
-
-CREATE OR REPLACE FUNCTION soniq._control_plane_started(pid int) RETURNS void
-LANGUAGE sql VOLATILE AS $$
-    UPDATE soniq.control_plane c SET pid = $1, started_at = now(), last_run_at = now()
-     WHERE c.subsystem = 'control_plane'
-$$;
-
-CREATE OR REPLACE FUNCTION soniq._control_plane_round_done() RETURNS float8
-LANGUAGE sql VOLATILE AS $$
-    UPDATE soniq.control_plane c SET last_run_at = now(), last_success_at = now(), runs = c.runs + 1
-     WHERE c.subsystem = 'control_plane';
-    SELECT extract(epoch FROM min(s.next_fire_at) - clock_timestamp())::float8
-      FROM soniq.schedules s WHERE s.enabled;
 $$;
 
 -- Privileges, as a fresh install grants them (sql/privileges.sql).

@@ -6,10 +6,12 @@
 -- (sql/progress.sql). Awaiting a job's end: jobs enqueued awaitable notify soniq_job_finished,
 -- job_result and the procedure await_job (sql/awaiting.sql). Batches with a callback enqueued
 -- once when all their jobs have ended (soniq.batches, sql/batches.sql); every end of a job
--- goes through one hook (sql/finished.sql). New columns on soniq.jobs (the table's last), two
--- indexes (empty until jobs depend on others), the status list and a check; enqueue gains
--- depends_on and on_dependency_failure, enqueue_many's specs the same keys; queue_stats,
--- queue_overview and job_info gain their waiting count, depends_on and progress.
+-- goes through one hook (sql/finished.sql). New columns on soniq.jobs (the table's last), the
+-- tables job_progress and batches, one index (empty until jobs depend on others), the status
+-- list; enqueue gains depends_on, on_dependency_failure, awaitable and batch_id, enqueue_many's
+-- specs the same keys; queue_stats, queue_overview and job_info gain their waiting count,
+-- depends_on and progress. And what main's 0.8.0 gained after it was released (at 2b3f80a):
+-- jobs_worker_idx by (worker_id, id), _job_row, the generic plans, complete_many by id.
 \echo Use "ALTER EXTENSION soniq UPDATE TO '0.9.0'" to load this file. \quit
 
 -- The columns and the status check, in one pass over the table (the new columns have constant defaults:
@@ -67,6 +69,13 @@ CREATE TYPE soniq._ended_job AS (
     batch_id       uuid
 );
 
+
+-- 0.8.0 as released (at 2b3f80a) did not have what main's 0.8.0 gained after it, which comes
+-- here: jobs_worker_idx gains the id (an outcome's look-up of its job is one probe), a single
+-- enqueue resolves its job through _job_row, _insert_jobs and _insert_unique_jobs use the
+-- generic plan, complete_many reaches its jobs by id (all re-created below).
+DROP INDEX soniq.jobs_worker_idx;
+CREATE INDEX jobs_worker_idx ON soniq.jobs (worker_id, id) WHERE status = 'processing';
 
 -- Changed signatures and result types: dropped, then created below.
 DROP FUNCTION soniq.enqueue(text, jsonb, text, int, timestamptz, int, boolean, text, interval, text);
@@ -821,6 +830,224 @@ BEGIN
     END;
     RAISE EXCEPTION 'enqueue_many refused a batch in which no job spec breaks a rule'
         USING ERRCODE = 'internal_error', HINT = 'This is a bug in Soniq: _job_ok and _check_job disagree.';
+END
+$$;
+
+-- _job_row: one job as it will be stored. An option the caller left NULL resolves from the
+-- task's registered defaults, then from the system defaults (queue 'default', priority 100,
+-- retries 3, timeout 300 s, result TTL 300 s); the concurrency key from the args field the
+-- task names. well_formed: whether the job's fields are in range (_job_ok; its names are
+-- _names_ok's). The one place options resolve, for enqueue and enqueue_many alike; inlined
+-- into their statements (no call per job). A single enqueue reads it directly: as a batch of
+-- one (_job_rows) its INSERT cost it ~25 µs more.
+CREATE OR REPLACE FUNCTION soniq._job_row(
+    task_name    text,
+    args         jsonb,
+    queue        text,
+    priority     int,
+    scheduled_at timestamptz,
+    retries      int,
+    unique_job   boolean,
+    dedup_key    text,
+    timeout      interval,
+    producer_id  text
+) RETURNS TABLE (
+    task_name    text,
+    args         jsonb,
+    queue        text,
+    priority     int,
+    max_attempts int,
+    scheduled_at timestamptz,
+    timeout      interval,
+    retry_policy jsonb,
+    result_ttl   interval,
+    args_hash    text,
+    dedup_key    text,
+    producer_id  text,
+    inherited    int,
+    well_formed  boolean,
+    concurrency_key text
+)
+LANGUAGE sql STABLE AS $$
+    SELECT _job_row.task_name, _job_row.args,
+           coalesce(_job_row.queue, t.queue, 'default'),
+           coalesce(_job_row.priority, t.priority, 100),
+           coalesce(_job_row.retries, t.retries, 3) + 1,
+           _job_row.scheduled_at,
+           nullif(coalesce(_job_row.timeout, t.timeout, interval '300 seconds'), interval '0'),
+           t.retry_policy,
+           coalesce(t.result_ttl, interval '300 seconds'),
+           -- jsonb's text form is canonical (keys sorted, whitespace fixed), so equal args hash equal.
+           CASE WHEN coalesce(_job_row.unique_job, t.unique_job, false)
+                THEN encode(sha256(convert_to(_job_row.args::text, 'UTF8')), 'hex') END,
+           _job_row.dedup_key,
+           _job_row.producer_id,
+           -- What the caller left out follows the task's options while the job waits (_follow_task).
+           16 | 32 | CASE WHEN _job_row.queue IS NULL THEN 1 ELSE 0 END
+                   | CASE WHEN _job_row.priority IS NULL THEN 2 ELSE 0 END
+                   | CASE WHEN _job_row.retries IS NULL THEN 4 ELSE 0 END
+                   | CASE WHEN _job_row.timeout IS NULL THEN 8 ELSE 0 END,
+           coalesce(soniq._job_ok(_job_row.args, _job_row.priority, _job_row.retries, _job_row.timeout,
+                                  _job_row.scheduled_at, _job_row.dedup_key, _job_row.producer_id), false),
+           soniq._concurrency_key(_job_row.args #>> t.concurrency_key)
+      FROM (SELECT) one
+      LEFT JOIN soniq.tasks t ON t.task_name = _job_row.task_name
+$$;
+
+-- _job_rows: a batch's jobs as they will be stored (_job_row), one per element of the arrays
+-- (all of one length), n their position from 1.
+CREATE OR REPLACE FUNCTION soniq._job_rows(batch soniq._job_batch) RETURNS TABLE (
+    n            bigint,
+    task_name    text,
+    args         jsonb,
+    queue        text,
+    priority     int,
+    max_attempts int,
+    scheduled_at timestamptz,
+    timeout      interval,
+    retry_policy jsonb,
+    result_ttl   interval,
+    args_hash    text,
+    dedup_key    text,
+    producer_id  text,
+    inherited    int,
+    well_formed  boolean,
+    concurrency_key text
+)
+LANGUAGE sql STABLE AS $$
+    SELECT r.n, g.*
+      FROM unnest(batch.task_names, batch.args, batch.queues, batch.priorities, batch.scheduled_ats,
+                  batch.retries, batch.unique_jobs, batch.dedup_keys, batch.timeouts, batch.producer_ids)
+           WITH ORDINALITY AS r(task_name, args, queue, priority, scheduled_at, retries, unique_job,
+                                dedup_key, timeout, producer_id, n)
+     CROSS JOIN LATERAL soniq._job_row(r.task_name, r.args, r.queue, r.priority, r.scheduled_at, r.retries,
+                                       r.unique_job, r.dedup_key, r.timeout, r.producer_id) g
+$$;
+
+-- _insert_jobs: the set-based enqueue behind enqueue_many and enqueue: one job per element of
+-- the arrays, ids returned in input order; if any element is bad nothing is written and the
+-- error names the first (_refuse_specs). A unique or dedup job with a queued duplicate of the
+-- same login — in the table or earlier in the same batch — returns that job's id and writes
+-- nothing (another login's jobs never match: a duplicate reveals nothing of them).
+CREATE OR REPLACE FUNCTION soniq._insert_jobs(batch soniq._job_batch) RETURNS SETOF uuid
+LANGUAGE plpgsql VOLATILE
+SET jit = off  -- as _insert_unique_jobs: a large batch must not wait for a compiler
+-- One plan for every batch size: planned for the batch at hand, a batch of one (a unique
+-- enqueue) looked cheaper than the generic plan and was planned again at every call, ~1.2 ms.
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    ids uuid[];        -- by position: the job's id, or its queued duplicate's
+    pending bigint[];  -- positions of unique and dedup jobs neither written nor matched yet
+    due text[];
+BEGIN
+    IF NOT soniq._names_ok(batch.task_names, batch.queues) THEN
+        PERFORM soniq._refuse_specs(soniq._as_specs(batch));
+    END IF;
+
+    -- Every job is checked as it is made (a bad one stops the statement before it commits
+    -- anything: _refuse_specs raises). Plain jobs cannot collide with one another and go in
+    -- without ON CONFLICT, whose speculative insertion costs ~3 µs a row; ids are made in input
+    -- order, the claim's tie-break. Unique and dedup jobs follow.
+    WITH job AS MATERIALIZED (
+        SELECT soniq.uuid_v7() AS id, r.*,
+               CASE WHEN NOT r.well_formed THEN soniq._refuse_specs(soniq._as_specs(batch)) END AS refused
+          FROM (SELECT * FROM soniq._job_rows(batch)
+                 ORDER BY 1) r
+    ), written AS (
+        INSERT INTO soniq.jobs AS j (id, task_name, args, queue, priority, max_attempts, scheduled_at, timeout,
+                                     retry_policy, result_ttl, args_hash, dedup_key, producer_id, inherited, concurrency_key)
+        SELECT g.id, g.task_name, g.args, g.queue, g.priority, g.max_attempts, g.scheduled_at, g.timeout,
+               g.retry_policy, g.result_ttl, g.args_hash, g.dedup_key, g.producer_id, g.inherited, g.concurrency_key
+          FROM job g
+         WHERE g.args_hash IS NULL AND g.dedup_key IS NULL
+        RETURNING j.queue, j.scheduled_at
+    )
+    SELECT array_agg(CASE WHEN g.args_hash IS NULL AND g.dedup_key IS NULL THEN g.id END ORDER BY g.n),
+           array_agg(g.n ORDER BY g.n) FILTER (WHERE g.args_hash IS NOT NULL OR g.dedup_key IS NOT NULL),
+           (SELECT array_agg(DISTINCT w.queue) FROM written w WHERE w.scheduled_at IS NULL OR w.scheduled_at <= now())
+      INTO ids, pending, due
+      FROM job g;
+    IF pending IS NOT NULL THEN
+        ids := soniq._insert_unique_jobs(batch, ids, pending);
+    END IF;
+    PERFORM soniq._wake(q) FROM unnest(due) q;
+    RETURN QUERY SELECT unnest(ids);
+END
+$$;
+
+-- _insert_unique_jobs: _insert_jobs' second half: the unique and dedup jobs at positions
+-- pending go in with ON CONFLICT DO NOTHING; one not written takes its queued duplicate's id
+-- (the dedup key's first, then the task's and args'); one whose duplicate left the queued
+-- state between the two statements goes round again. Returns ids with those positions filled.
+CREATE OR REPLACE FUNCTION soniq._insert_unique_jobs(batch soniq._job_batch, ids uuid[], pending bigint[]) RETURNS uuid[]
+LANGUAGE plpgsql VOLATILE
+-- Before soniq.jobs is analyzed its estimates are wild, and a look-up that is an index probe
+-- a job can look costly enough to JIT-compile: 0.2 s a batch, for nothing.
+SET jit = off
+SET plan_cache_mode = force_generic_plan  -- as _insert_jobs
+AS $$
+DECLARE
+    tried uuid[];
+    hashes text[];
+    written uuid[];
+    due text[];
+BEGIN
+    FOR turn IN 1..10 LOOP
+        WITH job AS MATERIALIZED (
+            SELECT soniq.uuid_v7() AS id, r.*
+              FROM (SELECT * FROM soniq._job_rows(batch) x
+                     WHERE x.n IN (SELECT unnest(pending))
+                     ORDER BY 1) r
+        ), inserted AS (
+            INSERT INTO soniq.jobs AS j (id, task_name, args, queue, priority, max_attempts, scheduled_at, timeout,
+                                         retry_policy, result_ttl, args_hash, dedup_key, producer_id, inherited, concurrency_key)
+            SELECT g.id, g.task_name, g.args, g.queue, g.priority, g.max_attempts, g.scheduled_at, g.timeout,
+                   g.retry_policy, g.result_ttl, g.args_hash, g.dedup_key, g.producer_id, g.inherited, g.concurrency_key
+              FROM job g
+             -- In key order, as every batch: two batches sharing keys wait for each other in
+             -- one order, never in a cycle (a deadlock). The earlier of duplicates goes first.
+             ORDER BY g.dedup_key, g.task_name, g.args_hash, g.n
+            ON CONFLICT DO NOTHING
+            RETURNING j.id, j.queue, j.scheduled_at
+        )
+        SELECT array_agg(g.id ORDER BY g.n), array_agg(g.args_hash ORDER BY g.n),
+               (SELECT array_agg(w.id) FROM inserted w),
+               (SELECT array_agg(DISTINCT w.queue) FROM inserted w WHERE w.scheduled_at IS NULL OR w.scheduled_at <= now())
+          INTO tried, hashes, written, due
+          FROM job g;
+        PERFORM soniq._wake(q) FROM unnest(due) q;
+
+        -- This statement sees the rows just written, the batch's own among them. (LIMIT keeps
+        -- each look-up an index probe per job: pulled up into a join, the planner may scan the
+        -- table instead, and a growing table before its ANALYZE took seconds a batch.)
+        WITH outcome AS MATERIALIZED (
+            SELECT p.n, coalesce(w.id, by_key.id, by_args.id) AS id
+              FROM unnest(pending, tried, hashes) AS p(n, id, args_hash)
+              LEFT JOIN unnest(written) AS w(id) ON w.id = p.id
+              LEFT JOIN LATERAL (
+                  SELECT j.id FROM soniq.jobs j
+                   WHERE w.id IS NULL AND j.status = 'queued' AND j.enqueued_by = session_user
+                     AND j.dedup_key = batch.dedup_keys[p.n]
+                   LIMIT 1) by_key ON true
+              LEFT JOIN LATERAL (
+                  SELECT j.id FROM soniq.jobs j
+                   WHERE w.id IS NULL AND by_key.id IS NULL AND j.status = 'queued'
+                     AND j.enqueued_by = session_user
+                     AND j.task_name = batch.task_names[p.n] AND j.args_hash = p.args_hash
+                   LIMIT 1) by_args ON true
+        )
+        SELECT array_agg(coalesce(o.id, i.id) ORDER BY i.k),
+               array_agg(i.k ORDER BY i.k) FILTER (WHERE o.n IS NOT NULL AND o.id IS NULL)
+          INTO ids, pending
+          FROM unnest(ids) WITH ORDINALITY AS i(id, k)
+          LEFT JOIN outcome o ON o.n = i.k;
+        IF pending IS NULL THEN
+            RETURN ids;
+        END IF;
+    END LOOP;
+    RAISE EXCEPTION 'could not enqueue % after repeated deduplication races', batch.task_names[pending[1]]
+        USING ERRCODE = 'serialization_failure', HINT = 'Retry the transaction.';
 END
 $$;
 

@@ -163,11 +163,8 @@ CREATE INDEX jobs_queue_claim_idx ON soniq.jobs (queue, priority, scheduled_at N
 -- each key's jobs in claim order.
 CREATE INDEX jobs_key_claim_idx ON soniq.jobs (queue, concurrency_key, priority, scheduled_at NULLS FIRST, created_at, id)
     WHERE status = 'queued';
--- Leases held by a worker (heartbeat, deregistration, stale-worker recovery), and one of
--- them by id: the planner, which rarely sees processing rows in the statistics, takes this
--- index for an outcome's look-up of its job too, and by worker alone that read every job
--- the worker held.
-CREATE INDEX jobs_worker_idx ON soniq.jobs (worker_id, id) WHERE status = 'processing';
+-- Leases held by a worker (heartbeat, deregistration, stale-worker recovery).
+CREATE INDEX jobs_worker_idx ON soniq.jobs (worker_id) WHERE status = 'processing';
 -- Listing and statistics by queue and state.
 CREATE INDEX jobs_queue_status_idx ON soniq.jobs (queue, status);
 -- Pruning of finished jobs.
@@ -1395,69 +1392,12 @@ LANGUAGE sql STABLE AS $$
                                 dedup_key, timeout, producer_id, n)
 $$;
 
--- _job_row: one job as it will be stored. An option the caller left NULL resolves from the
--- task's registered defaults, then from the system defaults (queue 'default', priority 100,
--- retries 3, timeout 300 s, result TTL 300 s); the concurrency key from the args field the
--- task names. well_formed: whether the job's fields are in range (_job_ok; its names are
--- _names_ok's). The one place options resolve, for enqueue and enqueue_many alike; inlined
--- into their statements (no call per job). A single enqueue reads it directly: as a batch of
--- one (_job_rows) its INSERT cost it ~25 µs more.
-CREATE FUNCTION soniq._job_row(
-    task_name    text,
-    args         jsonb,
-    queue        text,
-    priority     int,
-    scheduled_at timestamptz,
-    retries      int,
-    unique_job   boolean,
-    dedup_key    text,
-    timeout      interval,
-    producer_id  text
-) RETURNS TABLE (
-    task_name    text,
-    args         jsonb,
-    queue        text,
-    priority     int,
-    max_attempts int,
-    scheduled_at timestamptz,
-    timeout      interval,
-    retry_policy jsonb,
-    result_ttl   interval,
-    args_hash    text,
-    dedup_key    text,
-    producer_id  text,
-    inherited    int,
-    well_formed  boolean,
-    concurrency_key text
-)
-LANGUAGE sql STABLE AS $$
-    SELECT _job_row.task_name, _job_row.args,
-           coalesce(_job_row.queue, t.queue, 'default'),
-           coalesce(_job_row.priority, t.priority, 100),
-           coalesce(_job_row.retries, t.retries, 3) + 1,
-           _job_row.scheduled_at,
-           nullif(coalesce(_job_row.timeout, t.timeout, interval '300 seconds'), interval '0'),
-           t.retry_policy,
-           coalesce(t.result_ttl, interval '300 seconds'),
-           -- jsonb's text form is canonical (keys sorted, whitespace fixed), so equal args hash equal.
-           CASE WHEN coalesce(_job_row.unique_job, t.unique_job, false)
-                THEN encode(sha256(convert_to(_job_row.args::text, 'UTF8')), 'hex') END,
-           _job_row.dedup_key,
-           _job_row.producer_id,
-           -- What the caller left out follows the task's options while the job waits (_follow_task).
-           16 | 32 | CASE WHEN _job_row.queue IS NULL THEN 1 ELSE 0 END
-                   | CASE WHEN _job_row.priority IS NULL THEN 2 ELSE 0 END
-                   | CASE WHEN _job_row.retries IS NULL THEN 4 ELSE 0 END
-                   | CASE WHEN _job_row.timeout IS NULL THEN 8 ELSE 0 END,
-           coalesce(soniq._job_ok(_job_row.args, _job_row.priority, _job_row.retries, _job_row.timeout,
-                                  _job_row.scheduled_at, _job_row.dedup_key, _job_row.producer_id), false),
-           soniq._concurrency_key(_job_row.args #>> t.concurrency_key)
-      FROM (SELECT) one
-      LEFT JOIN soniq.tasks t ON t.task_name = _job_row.task_name
-$$;
-
--- _job_rows: a batch's jobs as they will be stored (_job_row), one per element of the arrays
--- (all of one length), n their position from 1.
+-- _job_rows: jobs as they will be stored, one per element of the arrays (all of one length),
+-- n their position from 1. An option the caller left NULL resolves from the task's registered
+-- defaults, then from the system defaults (queue 'default', priority 100, retries 3, timeout
+-- 300 s, result TTL 300 s); the concurrency key from the args field the task names.
+-- well_formed: whether the job's fields are in range (_job_ok; its names are _names_ok's). The one place options resolve, for enqueue and enqueue_many alike;
+-- inlined into their statements (no call per job).
 CREATE FUNCTION soniq._job_rows(batch soniq._job_batch) RETURNS TABLE (
     n            bigint,
     task_name    text,
@@ -1477,13 +1417,32 @@ CREATE FUNCTION soniq._job_rows(batch soniq._job_batch) RETURNS TABLE (
     concurrency_key text
 )
 LANGUAGE sql STABLE AS $$
-    SELECT r.n, g.*
+    SELECT r.n, r.task_name, r.args,
+           coalesce(r.queue, t.queue, 'default'),
+           coalesce(r.priority, t.priority, 100),
+           coalesce(r.retries, t.retries, 3) + 1,
+           r.scheduled_at,
+           nullif(coalesce(r.timeout, t.timeout, interval '300 seconds'), interval '0'),
+           t.retry_policy,
+           coalesce(t.result_ttl, interval '300 seconds'),
+           -- jsonb's text form is canonical (keys sorted, whitespace fixed), so equal args hash equal.
+           CASE WHEN coalesce(r.unique_job, t.unique_job, false)
+                THEN encode(sha256(convert_to(r.args::text, 'UTF8')), 'hex') END,
+           r.dedup_key,
+           r.producer_id,
+           -- What the caller left out follows the task's options while the job waits (_follow_task).
+           16 | 32 | CASE WHEN r.queue IS NULL THEN 1 ELSE 0 END
+                   | CASE WHEN r.priority IS NULL THEN 2 ELSE 0 END
+                   | CASE WHEN r.retries IS NULL THEN 4 ELSE 0 END
+                   | CASE WHEN r.timeout IS NULL THEN 8 ELSE 0 END,
+           coalesce(soniq._job_ok(r.args, r.priority, r.retries, r.timeout, r.scheduled_at, r.dedup_key,
+                                  r.producer_id), false),
+           soniq._concurrency_key(r.args #>> t.concurrency_key)
       FROM unnest(batch.task_names, batch.args, batch.queues, batch.priorities, batch.scheduled_ats,
                   batch.retries, batch.unique_jobs, batch.dedup_keys, batch.timeouts, batch.producer_ids)
            WITH ORDINALITY AS r(task_name, args, queue, priority, scheduled_at, retries, unique_job,
                                 dedup_key, timeout, producer_id, n)
-     CROSS JOIN LATERAL soniq._job_row(r.task_name, r.args, r.queue, r.priority, r.scheduled_at, r.retries,
-                                       r.unique_job, r.dedup_key, r.timeout, r.producer_id) g
+      LEFT JOIN soniq.tasks t ON t.task_name = r.task_name
 $$;
 
 -- _insert_jobs: the set-based enqueue behind enqueue_many and enqueue: one job per element of
@@ -1494,9 +1453,6 @@ $$;
 CREATE FUNCTION soniq._insert_jobs(batch soniq._job_batch) RETURNS SETOF uuid
 LANGUAGE plpgsql VOLATILE
 SET jit = off  -- as _insert_unique_jobs: a large batch must not wait for a compiler
--- One plan for every batch size: planned for the batch at hand, a batch of one (a unique
--- enqueue) looked cheaper than the generic plan and was planned again at every call, ~1.2 ms.
-SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     ids uuid[];        -- by position: the job's id, or its queued duplicate's
@@ -1547,7 +1503,6 @@ LANGUAGE plpgsql VOLATILE
 -- Before soniq.jobs is analyzed its estimates are wild, and a look-up that is an index probe
 -- a job can look costly enough to JIT-compile: 0.2 s a batch, for nothing.
 SET jit = off
-SET plan_cache_mode = force_generic_plan  -- as _insert_jobs
 AS $$
 DECLARE
     tried uuid[];
@@ -1633,6 +1588,8 @@ CREATE FUNCTION soniq.enqueue(
 ) RETURNS uuid
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
+    one soniq._job_batch := ROW(ARRAY[task_name], ARRAY[args], ARRAY[queue], ARRAY[priority], ARRAY[scheduled_at],
+                                ARRAY[retries], ARRAY[unique_job], ARRAY[dedup_key], ARRAY[timeout], ARRAY[producer_id]);
     job record;
 BEGIN
     -- The common case checked in one expression; a bad call pays for finding out why.
@@ -1649,8 +1606,7 @@ BEGIN
                                  retry_policy, result_ttl, args_hash, dedup_key, producer_id, inherited, concurrency_key)
     SELECT soniq.uuid_v7(), g.task_name, g.args, g.queue, g.priority, g.max_attempts, g.scheduled_at, g.timeout,
            g.retry_policy, g.result_ttl, g.args_hash, g.dedup_key, g.producer_id, g.inherited, g.concurrency_key
-      FROM soniq._job_row(task_name, args, queue, priority, scheduled_at, retries, unique_job, dedup_key, timeout,
-                          producer_id) g
+      FROM soniq._job_rows(one) g
      WHERE g.args_hash IS NULL AND g.dedup_key IS NULL
     RETURNING j.id, j.queue INTO job;
     IF FOUND THEN
@@ -1659,11 +1615,10 @@ BEGIN
         END IF;
         RETURN job.id;
     END IF;
-    RETURN soniq._insert_jobs(ROW(ARRAY[task_name], ARRAY[args], ARRAY[queue], ARRAY[priority], ARRAY[scheduled_at],
-                                  ARRAY[retries], ARRAY[unique_job], ARRAY[dedup_key], ARRAY[timeout],
-                                  ARRAY[producer_id]));
+    RETURN soniq._insert_jobs(one);
 END
 $$;
+
 -- enqueue_many (specs): a JSON array of job specs, each an object with the keys task_name
 -- (required), args, queue, priority, scheduled_at, retries, unique, dedup_key,
 -- timeout (seconds) and producer_id. Ids come back in input order; an error names the
@@ -2117,25 +2072,20 @@ BEGIN
        FROM unnest(job_ids, results) AS r(id, result)
       WHERE pg_column_size(r.result) > 1048576;
 
-    -- Each lease names the state its job must be in. (Compared with the job's as a join, the
-    -- state reaches each job by id. As conditions on the job alone, the planner, which rarely
-    -- sees processing rows in the statistics, read all the jobs the worker held for each job
-    -- of the batch: 3 ms for a batch of 64 in a drain.)
     WITH lease AS (
-        SELECT l.*, 'processing'::text AS status, complete_many.worker_id AS worker_id
-          FROM unnest(job_ids, complete_many.attempts, results) AS l(id, attempt, result)
+        SELECT * FROM unnest(job_ids, complete_many.attempts, results) AS l(id, attempt, result)
     ), kept AS (
         UPDATE soniq.jobs j
            SET status = 'done', result = l.result, finished_at = now(), updated_at = now(),
                expires_at = now() + j.result_ttl
           FROM lease l
-         WHERE j.id = l.id AND j.status = l.status AND j.worker_id = l.worker_id
+         WHERE j.id = l.id AND j.status = 'processing' AND j.worker_id = complete_many.worker_id
            AND j.attempts = l.attempt AND j.result_ttl > interval '0'
         RETURNING j.id, j.queue
     ), dropped AS (
         DELETE FROM soniq.jobs j
          USING lease l
-         WHERE j.id = l.id AND j.status = l.status AND j.worker_id = l.worker_id
+         WHERE j.id = l.id AND j.status = 'processing' AND j.worker_id = complete_many.worker_id
            AND j.attempts = l.attempt AND j.result_ttl <= interval '0'
         RETURNING j.id, j.queue
     ), finished AS (
@@ -2904,7 +2854,7 @@ AS 'MODULE_PATHNAME', 'wake_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/control_plane.rs:286
+-- src/control_plane.rs:278
 -- soniq::control_plane::_wake_control_plane_at_commit
 CREATE  FUNCTION "_wake_control_plane_at_commit"(
 	"pid" INT /* i32 */
