@@ -345,20 +345,12 @@ CREATE FUNCTION soniq.dependency_results(job_id uuid, worker_id uuid, attempt in
     result     jsonb,
     last_error text
 )
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     parents uuid[];
 BEGIN
-    PERFORM soniq._require(job_id, 'job_id');
-    PERFORM soniq._require(dependency_results.worker_id, 'worker_id');
-    PERFORM soniq._require(attempt, 'attempt');
-    PERFORM soniq._check_worker_owner(dependency_results.worker_id);
-    SELECT j.depends_on INTO parents FROM soniq.jobs j
-     WHERE j.id = dependency_results.job_id AND j.status = 'processing'
-       AND j.worker_id = dependency_results.worker_id AND j.attempts = dependency_results.attempt;
-    IF NOT FOUND THEN
-        PERFORM soniq._lease_refused(job_id, dependency_results.worker_id, attempt);
-    END IF;
+    PERFORM soniq._hold_lease(job_id, worker_id, attempt);
+    SELECT j.depends_on INTO parents FROM soniq.jobs j WHERE j.id = dependency_results.job_id;
     RETURN QUERY
     SELECT u.parent, i.task_name, coalesce(i.status, 'pruned'), i.result, i.last_error
       FROM unnest(parents) WITH ORDINALITY AS u(parent, n)

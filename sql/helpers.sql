@@ -204,6 +204,25 @@ BEGIN
 END
 $$;
 
+-- _hold_lease: lock the job of a current lease FOR SHARE (a take-back waits for the caller);
+-- _lease_refused's error when the lease is gone.
+CREATE FUNCTION soniq._hold_lease(job_id uuid, worker_id uuid, attempt int) RETURNS void
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM soniq._require(job_id, 'job_id');
+    PERFORM soniq._require(_hold_lease.worker_id, 'worker_id');
+    PERFORM soniq._require(attempt, 'attempt');
+    PERFORM soniq._check_worker_owner(_hold_lease.worker_id);
+    PERFORM FROM soniq.jobs j
+     WHERE j.id = _hold_lease.job_id AND j.status = 'processing' AND j.worker_id = _hold_lease.worker_id
+       AND j.attempts = _hold_lease.attempt
+       FOR SHARE;
+    IF NOT FOUND THEN
+        PERFORM soniq._lease_refused(job_id, _hold_lease.worker_id, attempt);
+    END IF;
+END
+$$;
+
 -- _bury: move jobs into the dead letter with a reason and their last error; the jobs that
 -- depend on them are cancelled (or run, if they said so), their awaiters and batches told.
 CREATE FUNCTION soniq._bury(job_ids uuid[], reason text, error text) RETURNS int

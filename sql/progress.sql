@@ -8,26 +8,7 @@
 -- stay with the job when it finishes; a replayed job starts without them. A write whose lease
 -- is gone (the attempt was taken back, or finished) is refused with 55000, so a late write
 -- of a presumed-dead worker never overwrites what the attempt after it recorded (a write
--- holds its job's row FOR SHARE, so a take-back waits for it). Both live in soniq.job_progress.
-
--- _hold_lease: lock the job of a current lease FOR SHARE (a take-back waits for the caller);
--- _lease_refused's error when the lease is gone.
-CREATE FUNCTION soniq._hold_lease(job_id uuid, worker_id uuid, attempt int) RETURNS void
-LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-    PERFORM soniq._require(job_id, 'job_id');
-    PERFORM soniq._require(_hold_lease.worker_id, 'worker_id');
-    PERFORM soniq._require(attempt, 'attempt');
-    PERFORM soniq._check_worker_owner(_hold_lease.worker_id);
-    PERFORM FROM soniq.jobs j
-     WHERE j.id = _hold_lease.job_id AND j.status = 'processing' AND j.worker_id = _hold_lease.worker_id
-       AND j.attempts = _hold_lease.attempt
-       FOR SHARE;
-    IF NOT FOUND THEN
-        PERFORM soniq._lease_refused(job_id, _hold_lease.worker_id, attempt);
-    END IF;
-END
-$$;
+-- holds its job's row FOR SHARE: _hold_lease, so a take-back waits for it). Both live in soniq.job_progress.
 
 -- report_progress: record an attempt's progress (a JSON value of at most 64 KiB). Returns
 -- whether it was kept: false when the job's progress was written less than a second ago.

@@ -449,20 +449,12 @@ CREATE OR REPLACE FUNCTION soniq.dependency_results(job_id uuid, worker_id uuid,
     result     jsonb,
     last_error text
 )
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     parents uuid[];
 BEGIN
-    PERFORM soniq._require(job_id, 'job_id');
-    PERFORM soniq._require(dependency_results.worker_id, 'worker_id');
-    PERFORM soniq._require(attempt, 'attempt');
-    PERFORM soniq._check_worker_owner(dependency_results.worker_id);
-    SELECT j.depends_on INTO parents FROM soniq.jobs j
-     WHERE j.id = dependency_results.job_id AND j.status = 'processing'
-       AND j.worker_id = dependency_results.worker_id AND j.attempts = dependency_results.attempt;
-    IF NOT FOUND THEN
-        PERFORM soniq._lease_refused(job_id, dependency_results.worker_id, attempt);
-    END IF;
+    PERFORM soniq._hold_lease(job_id, worker_id, attempt);
+    SELECT j.depends_on INTO parents FROM soniq.jobs j WHERE j.id = dependency_results.job_id;
     RETURN QUERY
     SELECT u.parent, i.task_name, coalesce(i.status, 'pruned'), i.result, i.last_error
       FROM unnest(parents) WITH ORDINALITY AS u(parent, n)
@@ -1655,6 +1647,7 @@ DECLARE
     depends jsonb[];
     on_failure text[];
     dependent boolean;  -- whether any job depends on others
+    followed boolean;   -- whether any has dependencies, is awaitable or joins a batch
     awaited bigint[];   -- the positions of awaitable jobs
     batches uuid[];     -- by position: the batch each joins, or NULL
     batch uuid;
@@ -1682,16 +1675,23 @@ BEGIN
                array_agg(nullif(e.spec -> 'depends_on', 'null') ORDER BY e.n),
                array_agg(e.spec ->> 'on_dependency_failure' ORDER BY e.n),
                bool_or(e.spec ? 'depends_on' OR e.spec ? 'on_dependency_failure'),
+               bool_or(e.spec ?| '{depends_on,on_dependency_failure,awaitable,batch_id}'),
                array_agg(e.n) FILTER (WHERE (e.spec ->> 'awaitable')::boolean),
                array_agg((e.spec ->> 'batch_id')::uuid ORDER BY e.n)
           INTO well_formed, task_names, args, queues, priorities, scheduled_ats, retries, unique_jobs,
-               dedup_keys, timeouts, producer_ids, depends, on_failure, dependent, awaited, batches
+               dedup_keys, timeouts, producer_ids, depends, on_failure, dependent, followed, awaited, batches
           FROM jsonb_array_elements(jobs) WITH ORDINALITY AS e(spec, n);
     EXCEPTION WHEN data_exception THEN
         well_formed := false;
     END;
     IF NOT coalesce(well_formed, true) THEN
         PERFORM soniq._refuse_specs(jobs);
+    END IF;
+    IF NOT coalesce(followed, false) THEN
+        -- Plain jobs, the common case: straight through.
+        RETURN QUERY SELECT soniq._insert_jobs(ROW(task_names, args, queues, priorities, scheduled_ats, retries,
+                                                   unique_jobs, dedup_keys, timeouts, producer_ids));
+        RETURN;
     END IF;
     IF dependent THEN
         ids := ARRAY(SELECT soniq._insert_dependent_jobs(
