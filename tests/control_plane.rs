@@ -345,7 +345,7 @@ impl Drop for PruneBatchSize {
 fn a_backlog_of_finished_jobs_is_pruned_while_it_lasts() {
     let mut client = common::connect();
     let _batch = PruneBatchSize::set(&mut client, 100);
-    let mut runs = |client: &mut postgres::Client| -> (i64, i64) {
+    let runs = |client: &mut postgres::Client| -> (i64, i64) {
         let row = client
             .query_one(
                 "SELECT (SELECT runs FROM soniq.health WHERE subsystem = 'control_plane'),
