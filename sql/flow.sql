@@ -15,7 +15,7 @@
 -- window (x - period, x] at most rate_limit jobs start, whatever the burst: a full window's
 -- worth may start at once, and the next starts wait until the first of them is period old.
 
--- _limited: whether claims of the queue go through flow control.
+-- _limited: whether claims of the queue go through flow control (queue_limits writes it out).
 CREATE FUNCTION soniq._limited(queue soniq.queues) RETURNS boolean
 LANGUAGE sql IMMUTABLE AS $$
     SELECT queue.max_running IS NOT NULL OR queue.max_running_per_key IS NOT NULL
@@ -485,11 +485,22 @@ $$;
 -- jobs and how many of them wait because a limit is reached (all of them while it is). One row
 -- per queue (concurrency_key NULL), then one per concurrency key with jobs queued or processing
 -- in a queue with per-key limits or fair share.
+-- The view writes out _limited and _queue_settings: a view calls functions with its reader's
+-- rights, and the helpers are granted to nobody (an admin or viewer reading it was refused).
 CREATE VIEW soniq.queue_limits AS
 WITH limited AS (
-    SELECT q.* FROM soniq.queues q WHERE soniq._limited(q)
+    SELECT q.* FROM soniq.queues q
+     WHERE q.max_running IS NOT NULL OR q.max_running_per_key IS NOT NULL
+        OR q.rate_limit IS NOT NULL OR q.rate_limit_per_key IS NOT NULL OR q.fair_share
+        OR q.priority_aging IS NOT NULL
 ), queue_use AS (
-    SELECT q.name AS queue, NULL::text AS concurrency_key, soniq._queue_settings(q) AS settings,
+    SELECT q.name AS queue, NULL::text AS concurrency_key,
+           jsonb_strip_nulls(jsonb_build_object(
+               'max_running', q.max_running, 'max_running_per_key', q.max_running_per_key,
+               'rate_limit', q.rate_limit, 'rate_limit_per_key', q.rate_limit_per_key,
+               'rate_period', extract(epoch FROM q.rate_period)::int,
+               'fair_share', CASE WHEN q.fair_share THEN true END, 'key_weights', q.key_weights,
+               'priority_aging', extract(epoch FROM q.priority_aging)::int)) AS settings,
            (SELECT count(*) FROM soniq.jobs j WHERE j.queue = q.name AND j.status = 'processing') AS running,
            (SELECT coalesce(sum(s.jobs), 0) FROM soniq.queue_starts s
              WHERE s.queue = q.name AND s.started_at > now() - q.rate_period) AS started_in_window,

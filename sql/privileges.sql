@@ -1,6 +1,6 @@
 -- Soniq roles and privileges.
 --
--- Three roles, created once per cluster (roles are cluster-wide) and granted to login roles by
+-- Four roles, created once per cluster (roles are cluster-wide) and granted to login roles by
 -- the operator:
 --   soniq_producer  enqueues jobs and reads the status of those its login enqueued (by id, not
 --                   their args), and their result once they end (job_result, await_job);
@@ -15,7 +15,10 @@
 --                   login that registered it: no other login (but an admin) may act for it;
 --   soniq_admin     everything: every function (dead letter, schedules, cancellation,
 --                   maintenance rounds) and read access to every table and view; a member of
---                   soniq_worker.
+--                   soniq_worker and of soniq_viewer;
+--   soniq_viewer    reads: every table and view, and the read functions (jobs, queue counts,
+--                   the dead letter, schedules); calls nothing that writes (a dashboard's or
+--                   an operator's read-only login).
 -- No role writes a table directly: the API functions run with their owner's rights
 -- (SECURITY DEFINER) and a pinned search_path, so a caller's schemas cannot stand in for
 -- pg_catalog's objects inside them. Internal helpers (names starting with "_") are called
@@ -25,7 +28,7 @@ DO $$
 DECLARE
     role_name text;
 BEGIN
-    FOREACH role_name IN ARRAY ARRAY['soniq_producer', 'soniq_worker', 'soniq_admin'] LOOP
+    FOREACH role_name IN ARRAY ARRAY['soniq_producer', 'soniq_worker', 'soniq_admin', 'soniq_viewer'] LOOP
         IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = role_name) THEN
             EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', role_name);
         END IF;
@@ -35,6 +38,9 @@ BEGIN
     END IF;
     IF NOT pg_catalog.pg_has_role('soniq_admin', 'soniq_worker', 'MEMBER') THEN
         GRANT soniq_worker TO soniq_admin;
+    END IF;
+    IF NOT pg_catalog.pg_has_role('soniq_admin', 'soniq_viewer', 'MEMBER') THEN
+        GRANT soniq_viewer TO soniq_admin;
     END IF;
 END
 $$;
@@ -60,7 +66,7 @@ $$;
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA soniq FROM PUBLIC;
 REVOKE ALL ON ALL PROCEDURES IN SCHEMA soniq FROM PUBLIC;
-GRANT USAGE ON SCHEMA soniq TO soniq_producer, soniq_worker, soniq_admin;
+GRANT USAGE ON SCHEMA soniq TO soniq_producer, soniq_worker, soniq_admin, soniq_viewer;
 
 GRANT EXECUTE ON FUNCTION
     soniq.enqueue(text, jsonb, text, int, timestamptz, int, boolean, text, interval, text, uuid[], text, boolean, uuid),
@@ -94,6 +100,19 @@ GRANT EXECUTE ON FUNCTION
 TO soniq_worker;
 
 GRANT SELECT ON ALL TABLES IN SCHEMA soniq TO soniq_admin;
+
+-- soniq_viewer reads what an operator's screens show, and changes nothing.
+GRANT SELECT ON ALL TABLES IN SCHEMA soniq TO soniq_viewer;
+GRANT EXECUTE ON FUNCTION
+    soniq.get_job(uuid),
+    soniq.list_jobs(text, text, int, int),
+    soniq.queue_stats(text),
+    soniq.dead_letter_get(uuid),
+    soniq.dead_letter_list(text, text, text, timestamptz, timestamptz, text[], boolean, int, int),
+    soniq.dead_letter_stats(interval),
+    soniq.schedule_get(text),
+    soniq.schedule_list(boolean)
+TO soniq_viewer;
 
 -- await_job runs with the caller's rights (a procedure that commits cannot be SECURITY
 -- DEFINER) and reads only through job_result.

@@ -1,4 +1,4 @@
--- Roles: soniq_producer, soniq_worker and soniq_admin, each proven both ways: what it may do,
+-- Roles: soniq_producer, soniq_worker, soniq_admin and soniq_viewer, each proven both ways: what it may do,
 -- and what it is refused (42501) with nothing written.
 -- Each file starts from a fresh install.
 DROP EXTENSION IF EXISTS soniq CASCADE;
@@ -20,7 +20,7 @@ SELECT proname AS helper_granted FROM pg_proc
    AND (has_function_privilege('soniq_admin', oid, 'EXECUTE') OR proacl IS NULL);
 -- What each role may call.
 SELECT r AS role, string_agg(p.proname, ' ' ORDER BY p.proname) AS may_call
-  FROM unnest(ARRAY['soniq_producer', 'soniq_worker']) r,
+  FROM unnest(ARRAY['soniq_producer', 'soniq_worker', 'soniq_viewer']) r,
        (SELECT DISTINCT ON (proname) oid, proname FROM pg_proc WHERE pronamespace = 'soniq'::regnamespace) p
  WHERE has_function_privilege(r, p.oid, 'EXECUTE') GROUP BY r ORDER BY r;
 
@@ -126,6 +126,9 @@ SELECT soniq.replay(:'doomed') IS NOT NULL AS replayed;
 SELECT name FROM soniq.schedule_add('roles.every', every => '1 hour');
 SELECT soniq.pause_queue('roles');
 SELECT soniq.cancel_job(:'other');
+SELECT soniq.queue_configure('roles_limited', '{"max_running": 2}') AS settings;
+SELECT queue, settings, running, waiting_for_limit FROM soniq.queue_limits;
+SELECT queue, paused, limits FROM soniq.queue_overview WHERE queue LIKE 'roles%' ORDER BY 1;
 SELECT count(*) AS subsystems FROM soniq.health;
 SELECT soniq.rescue_jobs() AS rescued, soniq.prune_jobs() AS pruned;
 -- refused: writing tables directly, the internal helpers
@@ -134,6 +137,57 @@ DELETE FROM soniq.jobs;
 INSERT INTO soniq.schedules (name, task_name, every) VALUES ('roles.direct', 'x', '1 hour');
 :error
 SELECT soniq._bury(ARRAY[:'job'::uuid], 'discarded', 'x');
+:error
+RESET ROLE;
+:rows
+
+-- soniq_viewer: reads every table and view and the read functions; writes nothing.
+SET ROLE soniq_viewer;
+SELECT status FROM soniq.get_job(:'job');
+SELECT count(*) AS listed FROM soniq.list_jobs();
+SELECT total, done, cancelled FROM soniq.queue_stats();
+SELECT task_name, dead_letter_reason FROM soniq.dead_letter_list();
+SELECT task_name FROM soniq.dead_letter_get(:'doomed');
+SELECT soniq.dead_letter_stats() ->> 'total' AS dead_total;
+SELECT name, enabled FROM soniq.schedule_list();
+SELECT task_name FROM soniq.schedule_get('roles.every');
+SELECT count(*) AS subsystems FROM soniq.health;
+SELECT queue, paused, limits FROM soniq.queue_overview WHERE queue LIKE 'roles%' ORDER BY 1;
+SELECT queue, settings, running, waiting_for_limit FROM soniq.queue_limits;
+SELECT count(*) AS jobs, count(args) AS with_args FROM soniq.jobs;
+SELECT count(*) AS workers FROM soniq.workers;
+-- refused: every write, through the API or not, and row locks
+SELECT soniq.enqueue('roles.viewer');
+:error
+SELECT soniq.register_worker();
+:error
+SELECT soniq.replay(:'doomed');
+:error
+SELECT soniq.dead_letter_tag(:'doomed', ARRAY['seen']);
+:error
+SELECT soniq.dead_letter_delete(:'doomed');
+:error
+SELECT soniq.pause_queue('default');
+:error
+SELECT soniq.resume_queue('roles');
+:error
+SELECT soniq.queue_configure('default', '{"max_running": 1}');
+:error
+SELECT soniq.schedule_pause('roles.every');
+:error
+SELECT soniq.cancel_job(:'job');
+:error
+SELECT soniq.delete_job(:'job');
+:error
+SELECT soniq.prune_jobs();
+:error
+UPDATE soniq.jobs SET priority = 1;
+:error
+DELETE FROM soniq.dead_letter_jobs;
+:error
+SELECT id FROM soniq.jobs FOR UPDATE;
+:error
+SELECT soniq._wake('default');
 :error
 RESET ROLE;
 :rows
