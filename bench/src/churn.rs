@@ -119,6 +119,7 @@ pub async fn run(bench: &mut Bench) -> Result<()> {
         queues: Some(vec![QUEUE.into()]),
         run_once: false,
         max_jobs: None,
+        monitor: None,
     };
     let seconds = bench.plan.churn_seconds;
     let every = if seconds >= 60.0 { 5.0 } else { 1.0 };

@@ -124,6 +124,7 @@ pub async fn measure_runners(bench: &Bench, drain: &Drain<'_>) -> Result<Drained
         queues: Some(vec![queue.into()]),
         run_once: true,
         max_jobs: None,
+        monitor: None,
     };
     let commits_before = db::commits(&admin).await?;
     let started = Instant::now();

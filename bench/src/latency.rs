@@ -101,6 +101,7 @@ pub async fn run(bench: &mut Bench) -> Result<()> {
         queues: Some(vec![QUEUE.into()]),
         run_once: false,
         max_jobs: None,
+        monitor: None,
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let total = WARM_UP + bench.plan.latency_jobs;

@@ -31,6 +31,8 @@ pub mod cli;
 pub mod command_handlers;
 pub mod connection;
 mod dead_letter;
+#[cfg(feature = "http")]
+pub mod endpoints;
 mod enqueue;
 mod error;
 mod execute;
@@ -76,7 +78,7 @@ pub use settings::{
 pub use soniq_cron::{dsl, Schedule};
 pub use store::{DeadLetterReason, OnDependencyFailure};
 pub use testing::wait_until;
-pub use worker::{WorkerOptions, WorkerReport};
+pub use worker::{WorkerMonitor, WorkerOptions, WorkerReport, WorkerSnapshot, WorkerState};
 
 use serde::Serialize;
 use serde_json::Value;

@@ -16,6 +16,16 @@ pub enum AttemptEnd {
 }
 
 impl AttemptEnd {
+    /// Whether the job is dead after an attempt that ended so, as its retry budget decides
+    /// (`None`: the attempt did not fail).
+    pub fn dead_after(self, job: &JobContext) -> Option<bool> {
+        match self {
+            AttemptEnd::Failed | AttemptEnd::TimedOut => Some(job.attempt >= job.max_attempts),
+            AttemptEnd::Discarded => Some(true),
+            AttemptEnd::Done | AttemptEnd::Snoozed | AttemptEnd::Cancelled => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             AttemptEnd::Done => "done",
@@ -28,10 +38,13 @@ impl AttemptEnd {
     }
 }
 
-/// Where the worker reports attempts. Both methods default to doing nothing.
+/// Where the worker reports attempts and claims. Every method defaults to doing nothing.
 pub trait MetricsSink: Send + Sync {
     fn attempt_started(&self, _job: &JobContext) {}
     fn attempt_ended(&self, _job: &JobContext, _end: AttemptEnd, _duration: Duration) {}
+    /// A claim asked for `asked` jobs and came back with `got` after `duration` (a failed
+    /// claim is not reported).
+    fn claim_finished(&self, _asked: usize, _got: usize, _duration: Duration) {}
 }
 
 #[cfg(feature = "prometheus")]
@@ -41,17 +54,26 @@ pub use prometheus_sink::PrometheusMetrics;
 mod prometheus_sink {
     use super::{AttemptEnd, MetricsSink};
     use crate::job::JobContext;
-    use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+    use prometheus::{
+        Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+        Registry,
+    };
     use std::time::Duration;
 
     /// `soniq_jobs_started_total`, `soniq_jobs_ended_total{status}`,
-    /// `soniq_job_duration_seconds{status}` and `soniq_jobs_in_progress`, labelled by queue
-    /// and job name, in the registry you expose.
+    /// `soniq_job_duration_seconds{status}`, `soniq_jobs_in_progress`, and of failed
+    /// attempts `soniq_jobs_retried_total` and `soniq_jobs_dead_total`, labelled by queue and
+    /// task name; `soniq_claim_duration_seconds` and `soniq_jobs_claimed_total`; all in the
+    /// registry you expose.
     pub struct PrometheusMetrics {
         started: IntCounterVec,
         ended: IntCounterVec,
         duration: HistogramVec,
         in_progress: IntGaugeVec,
+        retried: IntCounterVec,
+        dead: IntCounterVec,
+        claim_duration: Histogram,
+        claimed: IntCounter,
     }
 
     impl PrometheusMetrics {
@@ -80,11 +102,39 @@ mod prometheus_sink {
                     Opts::new("soniq_jobs_in_progress", "Attempts running"),
                     &labels,
                 )?,
+                retried: IntCounterVec::new(
+                    Opts::new(
+                        "soniq_jobs_retried_total",
+                        "Failed attempts with an attempt left",
+                    ),
+                    &labels,
+                )?,
+                dead: IntCounterVec::new(
+                    Opts::new(
+                        "soniq_jobs_dead_total",
+                        "Failed attempts that sent their job to the dead letter",
+                    ),
+                    &labels,
+                )?,
+                claim_duration: Histogram::with_opts(
+                    HistogramOpts::new(
+                        "soniq_claim_duration_seconds",
+                        "Claims, from the request to the jobs",
+                    )
+                    .buckets(vec![
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    ]),
+                )?,
+                claimed: IntCounter::new("soniq_jobs_claimed_total", "Jobs claimed")?,
             };
             registry.register(Box::new(metrics.started.clone()))?;
             registry.register(Box::new(metrics.ended.clone()))?;
             registry.register(Box::new(metrics.duration.clone()))?;
             registry.register(Box::new(metrics.in_progress.clone()))?;
+            registry.register(Box::new(metrics.retried.clone()))?;
+            registry.register(Box::new(metrics.dead.clone()))?;
+            registry.register(Box::new(metrics.claim_duration.clone()))?;
+            registry.register(Box::new(metrics.claimed.clone()))?;
             Ok(metrics)
         }
     }
@@ -104,6 +154,16 @@ mod prometheus_sink {
             self.duration
                 .with_label_values(&with_status)
                 .observe(duration.as_secs_f64());
+            match end.dead_after(job) {
+                Some(true) => self.dead.with_label_values(&labels).inc(),
+                Some(false) => self.retried.with_label_values(&labels).inc(),
+                None => {}
+            }
+        }
+
+        fn claim_finished(&self, _asked: usize, got: usize, duration: Duration) {
+            self.claim_duration.observe(duration.as_secs_f64());
+            self.claimed.inc_by(got as u64);
         }
     }
 }

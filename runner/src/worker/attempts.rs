@@ -86,6 +86,14 @@ impl Attempts {
         self.running.lock().unwrap().keys().copied().collect()
     }
 
+    /// Handlers running, jobs claimed ahead waiting for a slot, outcomes not yet recorded.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let running = self.running.lock().unwrap();
+        let waiting = running.values().filter(|job| job.waiting).count();
+        let recording = self.recording.lock().unwrap().len();
+        (running.len() - waiting, waiting, recording)
+    }
+
     pub fn any_running(&self) -> bool {
         !self.running.lock().unwrap().is_empty()
     }

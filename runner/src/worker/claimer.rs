@@ -5,14 +5,15 @@
 //! and by the completer once outcomes are recorded (slots of a queue's limit may be free).
 
 use super::attempts::Attempts;
-use super::WorkerId;
+use super::{WorkerId, WorkerMonitor};
 use crate::error::Result;
 use crate::job::StoreHandle;
+use crate::metrics::MetricsSink;
 use crate::store::{ClaimRequest, ClaimedJob, Store};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 /// Jobs claimed per round trip at most.
@@ -158,6 +159,8 @@ pub(crate) struct Claimer {
     pub config: ClaimerConfig,
     /// Attempts started.
     pub started: AtomicUsize,
+    pub monitor: WorkerMonitor,
+    pub metrics: Option<Arc<dyn MetricsSink>>,
 }
 
 impl Claimer {
@@ -211,7 +214,13 @@ impl Claimer {
             // Nothing held while we claim: an empty claim then means nothing is left.
             let nothing_running = self.held.available_permits() + asked == self.held_capacity();
             let returned = self.attempts.returned();
-            let got = match self.claim(asked, task_names).await {
+            let claim_began = Instant::now();
+            let claimed = self.claim(asked, task_names).await;
+            self.monitor.claimed(claimed.is_ok());
+            if let (Some(metrics), Ok(jobs)) = (&self.metrics, &claimed) {
+                metrics.claim_finished(asked, jobs.len(), claim_began.elapsed());
+            }
+            let got = match claimed {
                 Ok(jobs) => self.start(jobs, permits, &task_slots),
                 Err(e) => {
                     tracing::warn!("claim failed: {e}");

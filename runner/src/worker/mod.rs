@@ -7,7 +7,8 @@
 //! * [`completer`]: records outcomes, many completions (and failures) per statement;
 //! * [`heartbeat`]: keeps the leases alive and learns of cancellation requests;
 //! * [`maintenance`]: rescue and pruning rounds where no control plane serves the database;
-//! * [`listener`]: `LISTEN soniq_new_job`, waking the claimer.
+//! * [`listener`]: `LISTEN soniq_new_job`, waking the claimer;
+//! * [`monitor`]: the worker's state and slots, for readiness probes and metrics.
 //!
 //! On shutdown, jobs claimed ahead and not started go back at once, and unfinished jobs are
 //! handed back after the shutdown timeout, neither using up an attempt.
@@ -18,9 +19,11 @@ mod completer;
 mod heartbeat;
 mod listener;
 mod maintenance;
+mod monitor;
 mod signals;
 
 pub(crate) use completer::{record_batch, Report};
+pub use monitor::{WorkerMonitor, WorkerSnapshot, WorkerState};
 
 use crate::error::{Error, Result};
 use crate::store::{Store, WorkerRegistration};
@@ -47,6 +50,8 @@ pub struct WorkerOptions {
     /// Stop claiming once this many jobs were started (with or without `run_once`), then
     /// finish them and return.
     pub max_jobs: Option<usize>,
+    /// Where the worker reports its state and slots as it runs (readiness, gauges).
+    pub monitor: Option<WorkerMonitor>,
 }
 
 /// What a worker did before it returned.
@@ -217,12 +222,16 @@ impl Soniq {
                 "a worker needs at least one registered handler".into(),
             ));
         }
-        self.publish_tasks().await?;
-        let store = self.store();
+        let monitor = options.monitor.clone().unwrap_or_default();
         let registration = Self::registration(&options, concurrency, &task_names);
-        let worker_id = Arc::new(WorkerId(Mutex::new(
-            store.worker_register(&registration).await?,
-        )));
+        let worker_id = match self.register(&registration).await {
+            Ok(id) => Arc::new(WorkerId(Mutex::new(id))),
+            Err(e) => {
+                monitor.set(WorkerState::Stopped);
+                return Err(e);
+            }
+        };
+        let store = self.store();
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             worker_id = %worker_id.get(),
@@ -234,6 +243,7 @@ impl Soniq {
         );
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
         let attempts = Arc::new(Attempts::new(self.handlers.clone(), reports_tx));
+        monitor.started(concurrency, &attempts);
         let wake = Arc::new(Notify::new());
         let completer = tokio::spawn(completer::run(
             Arc::clone(&store),
@@ -261,8 +271,11 @@ impl Soniq {
             held: Arc::new(Semaphore::new(concurrency * claimer::HELD_PER_SLOT)),
             config: self.claimer_config(&options, concurrency, task_names),
             started: Default::default(),
+            monitor: monitor.clone(),
+            metrics: self.handlers.metrics.clone(),
         };
         let (claimed, shut_down) = claim_until(&claimer, shutdown).await;
+        monitor.set(WorkerState::Draining);
         // Jobs claimed ahead that have not started go back at once on shutdown (they run
         // when the worker ends by itself: they count among the jobs it was to run).
         let not_started = if shut_down {
@@ -278,7 +291,9 @@ impl Soniq {
         drop(attempts);
         drop(claimer.attempts);
         let _ = completer.await;
-        if let Err(e) = store.worker_deregister(worker_id.get()).await {
+        let deregistered = store.worker_deregister(worker_id.get()).await;
+        monitor.set(WorkerState::Stopped);
+        if let Err(e) = deregistered {
             if !completer::lease_lost(&e) {
                 return Err(e);
             }
@@ -290,6 +305,12 @@ impl Soniq {
             jobs_run,
             handed_back,
         })
+    }
+
+    /// Publish the tasks' options and register the worker; returns its id.
+    async fn register(&self, registration: &WorkerRegistration) -> Result<Uuid> {
+        self.publish_tasks().await?;
+        self.store().worker_register(registration).await
     }
 
     /// Give running jobs `SONIQ_SHUTDOWN_TIMEOUT` to finish, then hand the rest back without
@@ -328,6 +349,8 @@ async fn claim_until(
     tokio::select! {
         result = &mut claiming => (result, false),
         _ = &mut shutdown => {
+            // Not ready from the moment shutdown begins, while the last claim comes back.
+            claimer.monitor.set(WorkerState::Draining);
             let _ = stop.send(true);
             (claiming.await, true)
         }
