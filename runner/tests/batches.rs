@@ -171,14 +171,6 @@ async fn a_close_racing_the_last_completion_calls_back_once() {
     let client = common::sql().await;
     let queue = unique("batch_race");
     let callbacks = unique("batch_race_callbacks");
-    let worker: Uuid = client
-        .query_one(
-            "SELECT soniq.register_worker('race', 1, ARRAY[$1], 300)",
-            &[&queue],
-        )
-        .await
-        .unwrap()
-        .get(0);
     let mut batches = Vec::new();
     let mut jobs = Vec::new();
     for _ in 0..300 {
@@ -201,6 +193,16 @@ async fn a_close_racing_the_last_completion_calls_back_once() {
         batches.push(batch);
         jobs.push(job);
     }
+    // Registered only now, and heartbeating from its claim on: the test cluster takes back a
+    // worker silent for 2 s, and making 600 rows can take longer on a busy machine.
+    let worker: Uuid = client
+        .query_one(
+            "SELECT soniq.register_worker('race', 1, ARRAY[$1], 300)",
+            &[&queue],
+        )
+        .await
+        .unwrap()
+        .get(0);
     let claimed = client
         .query(
             "SELECT id FROM soniq.claim($1, ARRAY[$2], 300)",

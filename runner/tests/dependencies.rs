@@ -277,14 +277,6 @@ async fn a_graph_of_a_thousand_jobs_runs_in_dependency_order_with_a_runner_kille
 async fn parents_completing_while_dependents_are_enqueued_lose_no_dependent() {
     let client = common::sql().await;
     let queue = unique("deps_race");
-    let worker: Uuid = client
-        .query_one(
-            "SELECT soniq.register_worker('race', 1, ARRAY[$1], 400)",
-            &[&queue],
-        )
-        .await
-        .unwrap()
-        .get(0);
     let parents: Vec<Uuid> = client
         .query(
             "SELECT soniq.enqueue_many('deps.race', array_fill('{}'::jsonb, ARRAY[400]), queue => $1)",
@@ -295,6 +287,15 @@ async fn parents_completing_while_dependents_are_enqueued_lose_no_dependent() {
         .iter()
         .map(|row| row.get(0))
         .collect();
+    // Registered just before its claim: the test cluster takes back a worker silent for 2 s.
+    let worker: Uuid = client
+        .query_one(
+            "SELECT soniq.register_worker('race', 1, ARRAY[$1], 400)",
+            &[&queue],
+        )
+        .await
+        .unwrap()
+        .get(0);
     let claimed = client
         .query(
             "SELECT id FROM soniq.claim($1, ARRAY[$2], 400)",
