@@ -22,11 +22,13 @@ $$;
 -- lag: control_plane (the background worker itself), time since its last round; scheduler, how late the most overdue schedule
 -- is; rescue, time since its last successful round; prune, age of the oldest done job
 -- past its result TTL; unserved, how long the longest-unserved task has waited for a worker
--- (soniq.unserved lists them).
+-- (soniq.unserved lists them). alive: the control plane's process runs; a login that may not
+-- read other sessions' details (not a superuser or pg_read_all_stats) sees its pid only.
 CREATE VIEW soniq.health AS
 SELECT c.subsystem,
        EXISTS (SELECT FROM pg_stat_activity a
-                WHERE a.pid = w.pid AND a.backend_type = 'soniq control plane') AS alive,
+                WHERE a.pid = w.pid
+                  AND (a.backend_type = 'soniq control plane' OR a.backend_type IS NULL)) AS alive,
        c.pid, c.started_at, c.last_run_at, c.last_success_at, c.last_result, c.last_error,
        c.last_error_at, c.runs, c.failures,
        CASE c.subsystem
