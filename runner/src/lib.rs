@@ -30,6 +30,8 @@ pub mod cli;
 #[cfg(feature = "cli")]
 pub mod command_handlers;
 pub mod connection;
+#[cfg(feature = "cli")]
+pub mod dashboard;
 mod dead_letter;
 #[cfg(feature = "http")]
 pub mod endpoints;

@@ -6,45 +6,10 @@
 mod common;
 
 use common::*;
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::net::{SocketAddr, TcpListener};
+use std::process::Command;
 
 const CONCURRENCY: usize = 4;
-
-/// `GET path` over a fresh connection: the status and the body.
-fn get(address: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(address).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, body.to_string())
-}
-
-/// The samples of a Prometheus text page, by `name{labels}` as written.
-fn samples(text: &str) -> HashMap<String, f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#') && !line.is_empty())
-        .map(|line| {
-            let (key, value) = line.rsplit_once(' ').expect("a sample line");
-            (key.to_string(), value.parse().expect("a number"))
-        })
-        .collect()
-}
-
-fn sample(all: &HashMap<String, f64>, key: &str) -> f64 {
-    *all.get(key)
-        .unwrap_or_else(|| panic!("no sample {key} in {all:#?}"))
-}
 
 /// The module of `queue`'s tasks; its `slow` job runs until the file `gate` exists.
 fn jobs_module(queue: &str, gate: &std::path::Path) -> String {
@@ -66,7 +31,8 @@ fn jobs_module(queue: &str, gate: &std::path::Path) -> String {
 
 /// `soniq worker --metrics-listen 127.0.0.1:0` serving `queue`, and the address it logged.
 fn start_worker(queue: &str, module: &str) -> (Runner, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_soniq"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_soniq"));
+    command
         .args([
             "worker",
             "--metrics-listen",
@@ -79,42 +45,8 @@ fn start_worker(queue: &str, module: &str) -> (Runner, SocketAddr) {
         .env("SONIQ_CONCURRENCY", CONCURRENCY.to_string())
         .env("SONIQ_HEARTBEAT_INTERVAL", "0.5")
         .env("SONIQ_POLL_INTERVAL", "0.2")
-        .env("SONIQ_SHUTDOWN_TIMEOUT", "30")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let runner = Runner(Some(child));
-    let (lines, logged) = mpsc::channel();
-    // Read stderr to its end, so the worker never blocks on a full pipe.
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(|line| line.ok()) {
-            let _ = lines.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let address = loop {
-        let line = logged
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("the worker logs the address it serves");
-        if line.contains("serving /metrics") {
-            let field = line
-                .split_whitespace()
-                .find_map(|f| f.strip_prefix("address="));
-            break field.expect("the address in the log line").parse().unwrap();
-        }
-    };
-    (runner, address)
-}
-
-async fn wait_for(what: &str, mut condition: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        .env("SONIQ_SHUTDOWN_TIMEOUT", "30");
+    start_serving(command, "serving /metrics")
 }
 
 async fn enqueue(client: &tokio_postgres::Client, task_name: &str) {
@@ -130,10 +62,10 @@ async fn metrics_count_what_the_jobs_did_and_readiness_follows_the_workers_life(
     let gate = std::env::temp_dir().join(format!("{queue}.gate"));
     let module = jobs_module(&queue, &gate);
     let (runner, address) = start_worker(&queue, &module);
-    assert_eq!(get(address, "/healthz"), (200, "ok\n".into()));
-    wait_for("ready", async || get(address, "/readyz").0 == 200).await;
-    assert_eq!(get(address, "/readyz").1, "ready\n");
-    let (status, _) = get(address, "/nothing");
+    assert_eq!(http_get(address, "/healthz"), (200, "ok\n".into()));
+    wait_for("ready", async || http_get(address, "/readyz").0 == 200).await;
+    assert_eq!(http_get(address, "/readyz").1, "ready\n");
+    let (status, _) = http_get(address, "/nothing");
     assert_eq!(status, 404);
 
     let client = sql().await;
@@ -147,9 +79,9 @@ async fn metrics_count_what_the_jobs_did_and_readiness_follows_the_workers_life(
     })
     .await;
 
-    let page = get(address, "/metrics");
+    let page = http_get(address, "/metrics");
     assert_eq!(page.0, 200);
-    let all = samples(&page.1);
+    let all = prometheus_samples(&page.1);
     let of = |task: &str| format!("queue=\"{queue}\",task_name=\"{queue}.{task}\"");
     // Three done; flaky failed twice (retried once, then dead); doomed discarded (dead).
     assert_eq!(
@@ -212,16 +144,16 @@ async fn metrics_count_what_the_jobs_did_and_readiness_follows_the_workers_life(
         count(&client, processing, &queue).await == 1
     })
     .await;
-    let busy = samples(&get(address, "/metrics").1);
+    let busy = prometheus_samples(&http_get(address, "/metrics").1);
     assert_eq!(sample(&busy, "soniq_worker_slots{state=\"busy\"}"), 1.0);
     let pid = runner.0.as_ref().unwrap().id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    wait_for("not ready", async || get(address, "/readyz").0 == 503).await;
+    wait_for("not ready", async || http_get(address, "/readyz").0 == 503).await;
     assert_eq!(
-        get(address, "/readyz").1,
+        http_get(address, "/readyz").1,
         "draining: shutting down, claiming no more jobs\n"
     );
-    assert_eq!(get(address, "/healthz").0, 200, "alive while draining");
+    assert_eq!(http_get(address, "/healthz").0, 200, "alive while draining");
     assert_eq!(count(&client, processing, &queue).await, 1);
     std::fs::write(&gate, "").unwrap();
     stop_runner_after_signal(runner);

@@ -10,14 +10,6 @@ use soniq_runner::{JobContext, Outcome, Soniq};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// The test database's URL with another user (the test cluster trusts local logins).
-fn url_as(user: &str) -> String {
-    let url = database_url();
-    let (scheme, rest) = url.split_once("://").unwrap();
-    let host = rest.split_once('@').map_or(rest, |(_, host)| host);
-    format!("{scheme}://{user}@{host}")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_producer_login_enqueues_and_a_worker_login_runs_the_jobs() {
     let admin = sql().await;

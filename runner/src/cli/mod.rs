@@ -15,6 +15,7 @@
 
 mod admin;
 mod batch;
+mod dashboard;
 mod dead_letter;
 mod enqueue_file;
 mod logs;
@@ -57,6 +58,8 @@ enum Command {
     Setup(ModulesArg),
     /// Run a worker: the handlers of this binary and of the jobs modules.
     Worker(worker::WorkerArgs),
+    /// Serve a read-only web view of the queues and their Prometheus metrics.
+    Dashboard(dashboard::DashboardArgs),
     /// Look at and act on dead jobs.
     #[command(subcommand)]
     DeadLetter(dead_letter::DeadLetterCommand),
@@ -288,6 +291,7 @@ async fn dispatch(
     match cli.command {
         Command::Setup(_) => unreachable!("handled above"),
         Command::Worker(args) => worker::run(&mut app, args, &out).await,
+        Command::Dashboard(args) => dashboard::run(app, args).await,
         Command::DeadLetter(command) => dead_letter::run(&app, command, &out).await,
         Command::Schedule(command) => schedule::run(&app, command, &out).await,
         Command::Queue(command) => queue::run(&app, command, &out).await,

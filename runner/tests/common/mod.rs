@@ -2,9 +2,13 @@
 #![allow(dead_code)]
 
 use soniq_runner::{Settings, Soniq, WorkerOptions};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 pub use soniq_testkit::{database_url, unique_name as unique};
 
@@ -173,4 +177,86 @@ pub fn stop_runner(mut runner: Runner) {
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     let status = runner.wait().unwrap();
     assert!(status.success(), "the runner exited with {status}");
+}
+
+/// `GET path` over a fresh connection: the status and the body.
+pub fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
+
+/// The samples of a Prometheus text page, by `name{labels}` as written (labels in name order).
+pub fn prometheus_samples(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| {
+            let (key, value) = line.rsplit_once(' ').expect("a sample line");
+            (key.to_string(), value.parse().expect("a number"))
+        })
+        .collect()
+}
+
+/// Start a `soniq` command that serves HTTP and logs its address (`address=...`) on a line
+/// containing `marker`; returns it with that address. Its stderr is read to the end, so it
+/// never blocks on a full pipe.
+pub fn start_serving(mut command: Command, marker: &str) -> (Runner, SocketAddr) {
+    let mut child = command
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let runner = Runner(Some(child));
+    let (lines, logged) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(|line| line.ok()) {
+            let _ = lines.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let line = logged
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("no log line with {marker:?} within 30 s"));
+        if line.contains(marker) {
+            let field = line
+                .split_whitespace()
+                .find_map(|f| f.strip_prefix("address="));
+            let address = field.expect("the address in the log line").parse().unwrap();
+            return (runner, address);
+        }
+    }
+}
+
+/// The sample `key` of a page `prometheus_samples` read; panics with the page if missing.
+pub fn sample(all: &HashMap<String, f64>, key: &str) -> f64 {
+    *all.get(key)
+        .unwrap_or_else(|| panic!("no sample {key} in {all:#?}"))
+}
+
+/// Poll `condition` every 50 ms, for at most a minute.
+pub async fn wait_for(what: &str, mut condition: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The test database's URL with another user (the test cluster trusts local logins).
+pub fn url_as(user: &str) -> String {
+    let url = database_url();
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+    format!("{scheme}://{user}@{host}")
 }

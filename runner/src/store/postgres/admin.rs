@@ -137,3 +137,50 @@ pub async fn unserved(client: &impl GenericClient) -> Result<Vec<Unserved>> {
         })
         .collect())
 }
+
+/// One queue as `soniq.queue_overview` counts it.
+pub struct QueueCounts {
+    pub queue: String,
+    pub paused: bool,
+    pub runnable: i64,
+    pub scheduled: i64,
+    pub waiting: i64,
+    pub processing: i64,
+    pub done: i64,
+    pub cancelled: i64,
+    pub dead: i64,
+    /// How long the longest-waiting runnable job has waited since it was enqueued.
+    pub oldest_runnable_seconds: Option<f64>,
+    pub unserved: i64,
+    pub waiting_for_limit: i64,
+}
+
+/// Every queue's jobs by state: one read of `soniq.jobs` and `soniq.dead_letter_jobs`, for a
+/// caller that keeps the counts for a while (`crate::dashboard`).
+pub async fn queue_counts(client: &impl GenericClient) -> Result<Vec<QueueCounts>> {
+    let rows = client
+        .query_typed(
+            "SELECT queue, paused, runnable, scheduled, waiting, processing, done, cancelled, dead,
+                    extract(epoch FROM now() - oldest_runnable_since)::float8, unserved, waiting_for_limit
+               FROM soniq.queue_overview ORDER BY queue",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| QueueCounts {
+            queue: row.get(0),
+            paused: row.get(1),
+            runnable: row.get(2),
+            scheduled: row.get(3),
+            waiting: row.get(4),
+            processing: row.get(5),
+            done: row.get(6),
+            cancelled: row.get(7),
+            dead: row.get(8),
+            oldest_runnable_seconds: row.get(9),
+            unserved: row.get(10),
+            waiting_for_limit: row.get(11),
+        })
+        .collect())
+}
