@@ -9,7 +9,6 @@ use common::{app, database_url, serve, unique};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use soniq_runner::{JobContext, JobResult, JobStatus, Outcome};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[derive(Serialize, Deserialize)]
@@ -20,17 +19,8 @@ struct Question {
 /// `soniq enqueue ARGS --wait` (its exit code, stdout, stderr), run off the async runtime.
 async fn soniq_wait(args: Vec<String>) -> (i32, String, String) {
     tokio::task::spawn_blocking(move || {
-        let output = Command::new(env!("CARGO_BIN_EXE_soniq"))
-            .args(&args)
-            .env("SONIQ_DATABASE_URL", database_url())
-            .env("NO_COLOR", "1")
-            .output()
-            .unwrap();
-        (
-            output.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        common::run_soniq(&database_url(), &args)
     })
     .await
     .unwrap()

@@ -80,20 +80,10 @@ async fn a_producer_login_enqueues_and_a_worker_login_runs_the_jobs() {
         .unwrap();
 }
 
-/// `soniq` as a soniq_viewer login, with `args`: its exit status, stdout and stderr.
+/// `soniq` as the login `user`, with `args`: its exit status, stdout and stderr.
 #[cfg(feature = "cli")]
 fn soniq_as(user: &str, args: &[&str]) -> (i32, String, String) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_soniq"))
-        .args(args)
-        .env("SONIQ_DATABASE_URL", url_as(user))
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    run_soniq(&url_as(user), args)
 }
 
 #[cfg(feature = "cli")]

@@ -260,3 +260,20 @@ pub fn url_as(user: &str) -> String {
     let host = rest.split_once('@').map_or(rest, |(_, host)| host);
     format!("{scheme}://{user}@{host}")
 }
+
+/// Run the `soniq` command with `args` against the database at `url`: its exit status, stdout
+/// and stderr.
+#[cfg(feature = "cli")]
+pub fn run_soniq(url: &str, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_soniq"))
+        .args(args)
+        .env("SONIQ_DATABASE_URL", url)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
