@@ -275,6 +275,7 @@ impl Soniq {
             metrics: self.handlers.metrics.clone(),
         };
         let (claimed, shut_down) = claim_until(&claimer, shutdown).await;
+        // Also when the claimer ended by itself (run once, max jobs): what runs now finishes.
         monitor.set(WorkerState::Draining);
         // Jobs claimed ahead that have not started go back at once on shutdown (they run
         // when the worker ends by itself: they count among the jobs it was to run).

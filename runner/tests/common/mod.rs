@@ -171,11 +171,20 @@ pub fn start_example(
 }
 
 /// Ask a runner to stop (SIGTERM) and wait for it.
-pub fn stop_runner(mut runner: Runner) {
-    let mut runner = runner.0.take().expect("a running runner");
-    let pid = runner.id().to_string();
+pub fn stop_runner(runner: Runner) {
+    let pid = runner
+        .0
+        .as_ref()
+        .expect("a running runner")
+        .id()
+        .to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let status = runner.wait().unwrap();
+    wait_for_exit(runner);
+}
+
+/// Wait for a runner to exit (after a signal, say), and check it exited cleanly.
+pub fn wait_for_exit(mut runner: Runner) {
+    let status = runner.0.take().expect("a running runner").wait().unwrap();
     assert!(status.success(), "the runner exited with {status}");
 }
 
