@@ -8,6 +8,7 @@ use crate::Soniq;
 use serde_json::{json, Value};
 use soniq_cron::Schedule;
 use std::time::{Duration, SystemTime};
+use uuid::Uuid;
 
 /// A schedule to add (or update, by name).
 #[derive(Debug, Clone)]
@@ -81,6 +82,8 @@ pub struct ScheduleInfo {
     pub last_fire_at: Option<SystemTime>,
     pub fire_count: i64,
     pub last_error: Option<String>,
+    /// The job it last made.
+    pub last_job_id: Option<Uuid>,
 }
 
 impl ScheduleInfo {
@@ -98,6 +101,29 @@ impl ScheduleInfo {
                 self.name
             ))),
         }
+    }
+
+    /// Its next `count` fire times: the one stored, then the following ones computed here with
+    /// the control plane's rules. None while it is paused.
+    pub fn fire_times(&self, count: usize) -> Result<Vec<SystemTime>> {
+        let Some(first) = self.next_fire_at else {
+            return Ok(Vec::new());
+        };
+        let schedule = self.schedule()?;
+        let invalid = |e: &dyn std::fmt::Display| {
+            crate::Error::Invalid(format!("schedule {}: {e}", self.name))
+        };
+        let tz = soniq_cron::TimeZone::get(&self.time_zone).map_err(|e| invalid(&e))?;
+        let mut times = vec![first];
+        let mut at = soniq_cron::Timestamp::try_from(first).map_err(|e| invalid(&e))?;
+        while times.len() < count {
+            let Some(next) = schedule.next_after(at, &tz) else {
+                break;
+            };
+            times.push(SystemTime::try_from(next).map_err(|e| invalid(&e))?);
+            at = next;
+        }
+        Ok(times)
     }
 }
 

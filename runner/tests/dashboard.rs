@@ -1,6 +1,7 @@
 //! `soniq dashboard` as a soniq_viewer login: the overview's counts and the queues' metrics
-//! against the jobs in the database, a count that follows new jobs, the base path, and bad
-//! flags refused.
+//! against the jobs in the database, a count that follows new jobs, the base path; the jobs
+//! and dead-letter pages' filters and keyset pages against the database's order, a job's page,
+//! the schedules and workers pages; bad parameters (400) and bad flags refused.
 #![cfg(all(feature = "e2e", feature = "cli"))]
 
 mod common;
@@ -18,16 +19,33 @@ fn dashboard(user: &str, args: &[&str]) -> Command {
     command
 }
 
-/// The overview's row of `queue`, as the cells' text joined by `|`.
-fn queue_row(page: &str, queue: &str) -> Option<String> {
-    let start = page.find(&format!("<tr><td>{queue}</td>"))?;
-    let row = &page[start..start + page[start..].find("</tr>")?];
-    let cells: Vec<&str> = row
-        .split("<td>")
+/// The text of a row's cells, tags left out, joined by `|`.
+fn cells(row: &str) -> String {
+    row.split("<td")
         .skip(1)
-        .map(|cell| cell.trim_end_matches("</td>"))
-        .collect();
-    Some(cells.join("|"))
+        .map(|cell| {
+            let mut text = String::new();
+            let mut in_tag = true; // the rest of the <td ...> tag
+            for c in cell.trim_end_matches("</td>").chars() {
+                match c {
+                    '<' => in_tag = true,
+                    '>' => in_tag = false,
+                    c if !in_tag => text.push(c),
+                    _ => {}
+                }
+            }
+            text
+        })
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
+/// The overview's row of `queue`, as its cells' text.
+fn queue_row(page: &str, queue: &str) -> Option<String> {
+    let name = page.find(&format!(">{queue}</a></td>"))?;
+    let start = page[..name].rfind("<tr>")?;
+    let row = &page[start..start + page[start..].find("</tr>")?];
+    Some(cells(row))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,4 +187,412 @@ fn bad_flags_are_refused_with_the_reason() {
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
+}
+
+/// A viewer login of its own, dropped by [`Viewer::drop_role`].
+struct Viewer(String);
+
+impl Viewer {
+    async fn create(admin: &tokio_postgres::Client) -> Viewer {
+        let name = unique("dash_viewer");
+        admin
+            .batch_execute(&format!("CREATE ROLE {name} LOGIN IN ROLE soniq_viewer"))
+            .await
+            .unwrap();
+        Viewer(name)
+    }
+
+    async fn drop_role(self, admin: &tokio_postgres::Client) {
+        admin
+            .batch_execute(&format!("DROP ROLE {}", self.0))
+            .await
+            .unwrap();
+    }
+}
+
+/// The job ids a page links to, in the page's order (each row's first cell).
+fn job_ids(page: &str, base: &str) -> Vec<uuid::Uuid> {
+    let marker = format!("<tr><td><a href=\"{base}/jobs/");
+    page.split(&marker)
+        .skip(1)
+        .map(|rest| uuid::Uuid::parse_str(&rest[..36]).unwrap())
+        .collect()
+}
+
+/// The page a `rel` link (`next`: older, `prev`: newer) leads to, if the page has one.
+fn link(page: &str, rel: &str) -> Option<String> {
+    let start = page.find(&format!("<a rel=\"{rel}\" href=\""))? + 16 + rel.len();
+    let href = &page[start..start + page[start..].find('"')?];
+    Some(href.replace("&amp;", "&"))
+}
+
+/// Every id `first` and the pages it leads to (following `next`) show, and the pages' paths.
+fn walk(address: SocketAddr, first: &str, base: &str) -> (Vec<uuid::Uuid>, Vec<String>) {
+    let (mut ids, mut pages) = (Vec::new(), vec![first.to_string()]);
+    loop {
+        let (status, page) = http_get(address, pages.last().unwrap());
+        assert_eq!(status, 200, "{page}");
+        ids.extend(job_ids(&page, base));
+        match link(&page, "next") {
+            Some(next) => pages.push(next),
+            None => return (ids, pages),
+        }
+    }
+}
+
+async fn ids(admin: &tokio_postgres::Client, sql: &str, queue: &str) -> Vec<uuid::Uuid> {
+    admin
+        .query(sql, &[&queue])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+fn assert_refused(address: SocketAddr, path: &str, expected: &str) {
+    let (status, page) = http_get(address, path);
+    assert_eq!(status, 400, "{path}: {page}");
+    assert!(page.contains(expected), "{path}: {page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jobs_pages_filter_page_by_keyset_and_show_a_job() {
+    let admin = sql().await;
+    let viewer = Viewer::create(&admin).await;
+    let queue = unique("browse");
+    admin
+        .execute(
+            "SELECT soniq.enqueue($1 || CASE WHEN i % 2 = 0 THEN '.even' ELSE '.odd' END,
+                                  jsonb_build_object('i', i), queue => $1)
+               FROM generate_series(1, 120) i",
+            &[&queue],
+        )
+        .await
+        .unwrap();
+    admin
+        .execute(
+            "SELECT soniq.cancel_job(id) FROM soniq.jobs WHERE queue = $1 AND (args->>'i')::int % 17 = 0",
+            &[&queue],
+        )
+        .await
+        .unwrap();
+    let base = "/d";
+    let (server, address) = dashboard_serving(&viewer.0, base);
+
+    // Every job once, newest first, in pages of 50, as the database orders them.
+    let newest_first = ids(
+        &admin,
+        "SELECT id FROM soniq.jobs WHERE queue = $1 ORDER BY id DESC",
+        &queue,
+    )
+    .await;
+    let (shown, pages) = walk(address, &format!("{base}/jobs?queue={queue}"), base);
+    assert_eq!(shown, newest_first);
+    assert_eq!(pages.len(), 3, "{pages:?}");
+    // Back from the last page: the newer page is the second one again, filters kept.
+    let (_, last) = http_get(address, &pages[2]);
+    let newer = link(&last, "prev").expect("a newer page");
+    assert!(newer.contains(&format!("queue={queue}")), "{newer}");
+    let (_, second) = http_get(address, &newer);
+    assert_eq!(job_ids(&second, base), newest_first[50..100]);
+    let (_, first) = http_get(address, &pages[0]);
+    assert_eq!(
+        link(&first, "prev"),
+        None,
+        "nothing is newer than the first page"
+    );
+
+    // Filters, alone and together.
+    let cancelled = ids(
+        &admin,
+        "SELECT id FROM soniq.jobs WHERE queue = $1 AND status = 'cancelled' ORDER BY id DESC",
+        &queue,
+    )
+    .await;
+    assert_eq!(cancelled.len(), 7);
+    let (shown, _) = walk(
+        address,
+        &format!("{base}/jobs?queue={queue}&status=cancelled"),
+        base,
+    );
+    assert_eq!(shown, cancelled);
+    let odd_queued = ids(
+        &admin,
+        "SELECT id FROM soniq.jobs WHERE queue = $1 AND status = 'queued' AND task_name LIKE '%.odd' ORDER BY id DESC",
+        &queue,
+    )
+    .await;
+    let (shown, _) = walk(
+        address,
+        &format!("{base}/jobs?queue={queue}&status=queued&task={queue}.odd&from=2000-01-01&to="),
+        base,
+    );
+    assert_eq!(shown, odd_queued);
+    let (status, page) = http_get(
+        address,
+        &format!("{base}/jobs?queue={queue}&from=2999-01-01T00:00"),
+    );
+    assert_eq!((status, job_ids(&page, base).len()), (200, 0));
+    assert!(page.contains("No job matches."), "{page}");
+
+    // A search by id leads to the job's page: its args, timeline and status.
+    let job = newest_first[10];
+    let (status, head, _) = http_exchange(address, &format!("{base}/jobs?id={job}"));
+    assert_eq!(status, 303, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("location: {base}/jobs/{job}")),
+        "{head}"
+    );
+    let i: i32 = admin
+        .query_one(
+            "SELECT (args->>'i')::int FROM soniq.jobs WHERE id = $1",
+            &[&job],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let (status, page) = http_get(address, &format!("{base}/jobs/{job}"));
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains(&format!("&quot;i&quot;: {i}")), "{page}");
+    assert!(page.contains("<dt>created</dt>"), "{page}");
+
+    // A dead job's page shows its dead-letter row.
+    admin
+        .execute("SELECT soniq.dead_letter_move($1)", &[&job])
+        .await
+        .unwrap();
+    admin
+        .execute(
+            "SELECT soniq.dead_letter_tag($1, ARRAY['dash-tag'])",
+            &[&job],
+        )
+        .await
+        .unwrap();
+    let (status, page) = http_get(address, &format!("{base}/jobs/{job}"));
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("<dd class=\"status\">dead</dd>"), "{page}");
+    assert!(
+        page.contains("<dt>reason</dt><dd>manual_move</dd>"),
+        "{page}"
+    );
+    assert!(page.contains("dash-tag"), "{page}");
+
+    // Bad input: a page that says what is wrong, never a 500.
+    let unknown = uuid::Uuid::from_u128(7);
+    let (status, page) = http_get(address, &format!("{base}/jobs/{unknown}"));
+    assert_eq!(status, 404, "{page}");
+    assert!(page.contains(&format!("No job {unknown}")), "{page}");
+    assert_refused(address, &format!("{base}/jobs/nope"), "is not a job id");
+    assert_refused(address, &format!("{base}/jobs?id=42"), "is not a job id");
+    assert_refused(
+        address,
+        &format!("{base}/jobs?limit=5"),
+        "no parameter &quot;limit&quot;",
+    );
+    assert_refused(
+        address,
+        &format!("{base}/jobs?before=zz"),
+        "not a page cursor",
+    );
+    assert_refused(
+        address,
+        &format!("{base}/jobs?before={job}&after={job}"),
+        "not both",
+    );
+    assert_refused(
+        address,
+        &format!("{base}/jobs?queue=1x"),
+        "starts with a letter",
+    );
+    assert_refused(
+        address,
+        &format!("{base}/jobs?status=dead"),
+        "is not one of",
+    );
+    assert_refused(address, &format!("{base}/jobs?from=soon"), "is not a time");
+    assert_refused(
+        address,
+        &format!("{base}/jobs?from=2026-02-02&to=2026-01-01"),
+        "to is before from",
+    );
+    assert_refused(
+        address,
+        &format!("{base}/jobs?queue=a&queue=b"),
+        "given twice",
+    );
+    let (status, page) = http_get(address, &format!("{base}/nowhere"));
+    assert_eq!(status, 404);
+    assert!(
+        page.contains(&format!("href=\"{base}/jobs\"")),
+        "the error page's links keep the base: {page}"
+    );
+
+    drop(server);
+    viewer.drop_role(&admin).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dead_letter_page_filters_and_pages_in_order_of_death() {
+    let admin = sql().await;
+    let viewer = Viewer::create(&admin).await;
+    let queue = unique("browse_dead");
+    // 60 jobs die in one transaction, so they share their time of death: the keyset's second
+    // key, the id, orders them.
+    admin
+        .execute(
+            "SELECT soniq.enqueue($1 || '.work', queue => $1) FROM generate_series(1, 60)",
+            &[&queue],
+        )
+        .await
+        .unwrap();
+    admin
+        .execute(
+            "SELECT soniq.dead_letter_move(id) FROM soniq.jobs WHERE queue = $1",
+            &[&queue],
+        )
+        .await
+        .unwrap();
+    admin
+        .execute(
+            "SELECT soniq.dead_letter_tag(id, ARRAY['billing'])
+               FROM (SELECT id FROM soniq.dead_letter_jobs WHERE queue = $1 ORDER BY id LIMIT 9) d",
+            &[&queue],
+        )
+        .await
+        .unwrap();
+    let base = "";
+    let (server, address) = dashboard_serving(&viewer.0, "/");
+
+    let in_order = ids(
+        &admin,
+        "SELECT id FROM soniq.dead_letter_jobs WHERE queue = $1
+          ORDER BY moved_to_dead_letter_at DESC, id DESC",
+        &queue,
+    )
+    .await;
+    let (shown, pages) = walk(address, &format!("/dead-letter?queue={queue}"), base);
+    assert_eq!(shown, in_order);
+    assert_eq!(pages.len(), 2, "{pages:?}");
+
+    let billing = ids(
+        &admin,
+        "SELECT id FROM soniq.dead_letter_jobs WHERE queue = $1 AND 'billing' = ANY(tags)
+          ORDER BY moved_to_dead_letter_at DESC, id DESC",
+        &queue,
+    )
+    .await;
+    assert_eq!(billing.len(), 9);
+    let (shown, _) = walk(
+        address,
+        &format!("/dead-letter?queue={queue}&tag=billing&reason=manual_move&task={queue}.work"),
+        base,
+    );
+    assert_eq!(shown, billing);
+    let (status, page) = http_get(
+        address,
+        &format!("/dead-letter?queue={queue}&reason=timeout"),
+    );
+    assert_eq!(status, 200);
+    assert!(page.contains("No dead job matches."), "{page}");
+
+    assert_refused(address, "/dead-letter?reason=bored", "is not one of");
+    assert_refused(
+        address,
+        &format!("/dead-letter?before={}", in_order[0]),
+        "not a page cursor",
+    );
+    assert_refused(address, "/dead-letter?from=2026-13-01", "is not a time");
+    assert_refused(
+        address,
+        &format!("/dead-letter?tag={}", "t".repeat(201)),
+        "at most 200",
+    );
+
+    drop(server);
+    viewer.drop_role(&admin).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schedules_and_workers_pages_show_what_the_database_holds() {
+    let admin = sql().await;
+    let viewer = Viewer::create(&admin).await;
+    let name = unique("dash_schedule");
+    admin
+        .execute(
+            "SELECT soniq.schedule_add($1, 'reports.daily', cron => '30 9 * * *', time_zone => 'Europe/Paris')",
+            &[&name],
+        )
+        .await
+        .unwrap();
+    let (server, address) = dashboard_serving(&viewer.0, "/");
+
+    let (status, page) = http_get(address, "/schedules");
+    assert_eq!(status, 200, "{page}");
+    let start = page
+        .find(&format!("<tr><td>{name}</td>"))
+        .expect("the schedule's row");
+    let row = cells(&page[start..start + page[start..].find("</tr>").unwrap()]);
+    let fields: Vec<&str> = row.split('|').collect();
+    assert_eq!(
+        fields[1..5],
+        [
+            "reports.daily",
+            "cron 30 9 * * *",
+            "Europe/Paris",
+            "enabled"
+        ],
+        "{row}"
+    );
+    // Three coming fire times, a day apart, at 09:30 in Paris (08:30 or 07:30 UTC).
+    let times: Vec<&str> = fields[5].split(" UTC").filter(|t| !t.is_empty()).collect();
+    assert_eq!(times.len(), 3, "{row}");
+    assert!(times.iter().all(|t| t.ends_with(":30:00")), "{row}");
+    let next_fire: std::time::SystemTime = admin
+        .query_one(
+            "SELECT next_fire_at FROM soniq.schedules WHERE name = $1",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let stored = jiff::Timestamp::try_from(next_fire)
+        .unwrap()
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    assert_eq!(times[0], stored, "the first is the stored next fire time");
+
+    let host = unique("dash-host");
+    let worker: uuid::Uuid = admin
+        .query_one(
+            "SELECT soniq.register_worker(hostname => $1, pid => 4242, queues => ARRAY['mail', 'sms'], concurrency => 3)",
+            &[&host],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let (status, page) = http_get(address, "/workers");
+    admin
+        .execute("SELECT soniq.deregister_worker($1)", &[&worker])
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{page}");
+    let start = page
+        .find(&format!("<tr><td>{worker}</td>"))
+        .expect("the worker's row");
+    let row = cells(&page[start..start + page[start..].find("</tr>").unwrap()]);
+    let fields: Vec<&str> = row.split('|').collect();
+    assert_eq!(
+        fields[1..6],
+        [host.as_str(), "4242", "mail, sms", "3", "0"],
+        "{row}"
+    );
+
+    admin
+        .execute("SELECT soniq.schedule_remove($1)", &[&name])
+        .await
+        .unwrap();
+    drop(server);
+    viewer.drop_role(&admin).await;
 }

@@ -7,8 +7,7 @@ use crate::time::rfc3339_json;
 use crate::Soniq;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
-use soniq_cron::{Schedule, SignedDuration, TimeZone, Timestamp};
-use std::time::SystemTime;
+use soniq_cron::{Schedule, SignedDuration};
 
 #[derive(Subcommand)]
 pub enum ScheduleCommand {
@@ -68,27 +67,6 @@ pub struct AddArgs {
     queue: Option<String>,
     #[arg(long)]
     priority: Option<i32>,
-}
-
-/// The fire times after the schedule's next one, computed here with the same rules.
-fn coming(info: &ScheduleInfo, count: usize) -> Result<Vec<SystemTime>, Failure> {
-    let Some(first) = info.next_fire_at else {
-        return Ok(Vec::new());
-    };
-    let schedule = info.schedule()?;
-    let tz = TimeZone::get(&info.time_zone).map_err(|e| Failure::new(e.to_string()))?;
-    let mut times = vec![first];
-    let mut at = Timestamp::try_from(first).map_err(|e| Failure::new(e.to_string()))?;
-    while times.len() < count {
-        match schedule.next_after(at, &tz) {
-            Some(next) => {
-                times.push(SystemTime::try_from(next).map_err(|e| Failure::new(e.to_string()))?);
-                at = next;
-            }
-            None => break,
-        }
-    }
-    Ok(times)
 }
 
 pub async fn run(app: &Soniq, command: ScheduleCommand, out: &Output) -> CliResult {
@@ -197,7 +175,7 @@ async fn next(app: &Soniq, name: &str, count: usize, out: &Output) -> CliResult 
         .get(name)
         .await?
         .ok_or_else(|| Failure::new(format!("no schedule {name}")))?;
-    let times = coming(&info, count.max(1))?;
+    let times = info.fire_times(count.max(1))?;
     if out.json {
         out.print_json(&Value::Array(
             times.iter().map(|t| rfc3339_json(Some(*t))).collect(),

@@ -1,23 +1,32 @@
 //! `soniq dashboard`: a read-only web view of the queues, server-rendered, and `/metrics`
 //! with the queues' gauges, so one scrape target shows the queues whoever runs the workers.
 //! * [`counts`]: every queue's jobs by state, counted once per interval in the background;
-//! * [`pages`]: the HTML (maud, no script);
+//! * the pages, one module each: [`overview`], [`jobs`] (the list and a job's page),
+//!   [`dead_letter`], [`schedules`], [`workers`]; [`html`] is what they share (maud, no
+//!   script) and [`params`] checks their query strings;
 //! * [`gauges`]: the Prometheus page.
 //!
-//! It reads through the operator's views (`queue_overview`, `health`, `worker_overview`), so a
+//! It reads the operator's views and the tables (`crate::store::postgres::browse`), so a
 //! `soniq_viewer` login is enough.
 
 mod counts;
+mod dead_letter;
 mod gauges;
-mod pages;
+mod html;
+mod jobs;
+mod overview;
+mod params;
+mod schedules;
+mod workers;
 
 use crate::store::postgres::admin;
 use crate::Soniq;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
+use axum::middleware;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
 use counts::Counts;
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,17 +77,78 @@ pub fn routes(app: Arc<Soniq>, options: DashboardOptions) -> Router {
     let counts = counts::keep_counting(Arc::clone(&app), options.count_interval);
     let base = options.base_path.clone();
     let mut router = Router::new()
-        .route(&format!("{base}/"), get(overview))
+        .route(&format!("{base}/"), get(overview::page))
+        .route(&format!("{base}/jobs"), get(jobs::list))
+        .route(&format!("{base}/jobs/{{id}}"), get(jobs::show))
+        .route(&format!("{base}/dead-letter"), get(dead_letter::list))
+        .route(&format!("{base}/schedules"), get(schedules::list))
+        .route(&format!("{base}/workers"), get(workers::list))
         .route(&format!("{base}/metrics"), get(metrics))
         .route(&format!("{base}/healthz"), get(healthz));
     if !base.is_empty() {
-        router = router.route(&base, get(overview));
+        router = router.route(&base, get(overview::page));
     }
-    router.with_state(Arc::new(Dashboard {
-        app,
-        options,
-        counts,
-    }))
+    router
+        .fallback(|| async { PageError::NotFound("There is no such page.".into()) })
+        .layer(middleware::map_response_with_state(
+            Arc::<str>::from(base),
+            render_error_page,
+        ))
+        .with_state(Arc::new(Dashboard {
+            app,
+            options,
+            counts,
+        }))
+}
+
+/// Why a page is not shown, as the page that says so.
+#[derive(Debug)]
+pub enum PageError {
+    /// A parameter is malformed or unknown: the message says which and why.
+    BadRequest(String),
+    NotFound(String),
+    /// The database could not be read.
+    Unavailable(crate::Error),
+}
+
+impl From<crate::Error> for PageError {
+    fn from(e: crate::Error) -> Self {
+        PageError::Unavailable(e)
+    }
+}
+
+/// An error page still to be drawn: the handler that fails does not know the base path the
+/// navigation links need, the layer that draws it does.
+#[derive(Clone)]
+struct ErrorPage {
+    title: &'static str,
+    message: String,
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let (status, title, message) = match self {
+            PageError::BadRequest(message) => (StatusCode::BAD_REQUEST, "Bad request", message),
+            PageError::NotFound(message) => (StatusCode::NOT_FOUND, "Not found", message),
+            PageError::Unavailable(e) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                format!("The database cannot be read: {e}"),
+            ),
+        };
+        (status, Extension(ErrorPage { title, message })).into_response()
+    }
+}
+
+async fn render_error_page(State(base): State<Arc<str>>, mut response: Response) -> Response {
+    match response.extensions_mut().remove::<ErrorPage>() {
+        Some(page) => (
+            response.status(),
+            Html(html::error_page(&base, page.title, &page.message).into_string()),
+        )
+            .into_response(),
+        None => response,
+    }
 }
 
 /// What every page shows beside the counts: the control plane's rounds and the workers.
@@ -99,23 +169,6 @@ impl Dashboard {
             workers_stale,
         })
     }
-}
-
-fn unavailable(e: crate::Error) -> Response {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        Html(pages::unavailable(&e.to_string()).into_string()),
-    )
-        .into_response()
-}
-
-async fn overview(State(dashboard): State<Arc<Dashboard>>) -> Response {
-    let liveness = match dashboard.liveness().await {
-        Ok(liveness) => liveness,
-        Err(e) => return unavailable(e),
-    };
-    let counts = dashboard.counts.borrow().clone();
-    Html(pages::overview(&dashboard.options, &counts, &liveness).into_string()).into_response()
 }
 
 async fn metrics(State(dashboard): State<Arc<Dashboard>>) -> Response {

@@ -190,6 +190,12 @@ pub fn wait_for_exit(mut runner: Runner) {
 
 /// `GET path` over a fresh connection: the status and the body.
 pub fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
+    let (status, _, body) = http_exchange(address, path);
+    (status, body)
+}
+
+/// A GET's status, head (its status line and headers) and body.
+pub fn http_exchange(address: SocketAddr, path: &str) -> (u16, String, String) {
     let mut stream = TcpStream::connect(address).unwrap();
     write!(
         stream,
@@ -200,7 +206,7 @@ pub fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
     stream.read_to_string(&mut response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, body.to_string())
+    (status, head.to_string(), body.to_string())
 }
 
 /// The samples of a Prometheus text page, by `name{labels}` as written (labels in name order).

@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod batches;
 pub mod binds;
+pub mod browse;
 pub mod dead_letter;
 pub mod jobs;
 pub mod schedules;

@@ -9,7 +9,7 @@ use tokio_postgres::{GenericClient, Row};
 
 const SCHEDULE_COLUMNS: &str =
     "name, task_name, args, cron, extract(epoch FROM every)::float8, time_zone, \
-     enabled, next_fire_at, last_fire_at, fire_count, last_error";
+     enabled, next_fire_at, last_fire_at, fire_count, last_error, last_job_id";
 
 fn schedule_from_row(row: &Row) -> Result<ScheduleInfo> {
     let name: String = row.get(0);
@@ -32,6 +32,7 @@ fn schedule_from_row(row: &Row) -> Result<ScheduleInfo> {
         last_fire_at: row.get(8),
         fire_count: row.get(9),
         last_error: row.get(10),
+        last_job_id: row.get(11),
     })
 }
 

@@ -1,0 +1,109 @@
+//! What every page shares: the layout and its navigation, how times, durations and JSON are
+//! written, the pager, and the error pages. maud escapes every value it writes.
+
+use crate::store::postgres::browse::Paged;
+use maud::{html, Markup, PreEscaped, DOCTYPE};
+use std::time::SystemTime;
+
+const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:1.5rem;color:#222}\
+nav a{margin-right:1rem}nav{margin-bottom:1rem}\
+table{border-collapse:collapse;margin:.5rem 0 1.5rem}th,td{padding:.25rem .75rem;border-bottom:1px solid #ddd;text-align:right;vertical-align:top}\
+th:first-child,td:first-child{text-align:left}td.text,th.text{text-align:left}\
+.bad{color:#b00020}.note{color:#666}pre{background:#f6f6f6;padding:.5rem;max-width:60rem;overflow:auto}\
+form.filters label{margin-right:.75rem}dl{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem}dt{color:#666}dd{margin:0}";
+
+/// The pages the navigation links, as (path under the base, label).
+const NAVIGATION: [(&str, &str); 5] = [
+    ("/", "Overview"),
+    ("/jobs", "Jobs"),
+    ("/dead-letter", "Dead letter"),
+    ("/schedules", "Schedules"),
+    ("/workers", "Workers"),
+];
+
+pub fn layout(base: &str, title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                title { (title) " · Soniq" }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                nav {
+                    strong { "Soniq" } " "
+                    @for (path, label) in NAVIGATION { a href=(format!("{base}{path}")) { (label) } }
+                    a href=(format!("{base}/metrics")) { "Metrics" }
+                }
+                h1 { (title) }
+                (body)
+            }
+        }
+    }
+}
+
+/// A time as people read it, UTC to the second.
+pub fn time(t: SystemTime) -> String {
+    jiff::Timestamp::try_from(t)
+        .ok()
+        .and_then(|t| t.round(jiff::Unit::Second).ok())
+        .map_or_else(
+            || "-".into(),
+            |t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        )
+}
+
+pub fn maybe_time(t: Option<SystemTime>) -> String {
+    t.map(time).unwrap_or_default()
+}
+
+pub fn seconds(s: f64) -> String {
+    if s < 120.0 {
+        format!("{s:.1} s")
+    } else if s < 7200.0 {
+        format!("{:.0} min", s / 60.0)
+    } else {
+        format!("{:.1} h", s / 3600.0)
+    }
+}
+
+pub fn json(value: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+}
+
+/// The first line of an error, for a table cell.
+pub fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or("")
+}
+
+/// Links to the newer and older pages, keeping the filters (`query`, already encoded).
+pub fn pager<T>(
+    path: &str,
+    query: &str,
+    paged: &Paged<T>,
+    cursor: impl Fn(&T) -> String,
+) -> Markup {
+    let link = |which: &str, row: &T| {
+        let mut url = form_urlencoded::Serializer::new(query.to_string());
+        url.append_pair(which, &cursor(row));
+        format!("{path}?{}", url.finish())
+    };
+    html! {
+        p.pager {
+            @if paged.has_newer {
+                a href=(if query.is_empty() { path.to_string() } else { format!("{path}?{query}") }) { "« newest" } " "
+            }
+            @if let (true, Some(first)) = (paged.has_newer, paged.rows.first()) {
+                a rel="prev" href=(link("after", first)) { "← newer" } " "
+            }
+            @if let (true, Some(last)) = (paged.has_older, paged.rows.last()) {
+                a rel="next" href=(link("before", last)) { "older →" }
+            }
+        }
+    }
+}
+
+pub fn error_page(base: &str, title: &str, message: &str) -> Markup {
+    layout(base, title, html! { p.bad { (message) } })
+}
