@@ -596,3 +596,44 @@ async fn the_schedules_and_workers_pages_show_what_the_database_holds() {
     drop(server);
     viewer.drop_role(&admin).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_whose_matches_lie_beyond_its_scan_says_so_and_links_on() {
+    // One cancelled job, then more jobs than a page looks through (100,000): the first page
+    // of cancelled jobs is empty and says it stopped; the next finds the job, and ends there.
+    let database = fresh_database("dash_scan").await;
+    let cancelled: uuid::Uuid = database
+        .client
+        .query_one("SELECT soniq.enqueue('scan.work')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    database
+        .client
+        .batch_execute(&format!(
+            "SELECT soniq.cancel_job('{cancelled}');
+             SELECT soniq.enqueue_many(jsonb_agg(jsonb_build_object('task_name', 'scan.work')))
+               FROM generate_series(1, 100050)"
+        ))
+        .await
+        .unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_soniq"));
+    command
+        .args(["dashboard", "--listen", "127.0.0.1:0"])
+        .env("SONIQ_DATABASE_URL", &database.url);
+    let (server, address) = start_serving(command, "serving the dashboard");
+
+    let (status, first) = http_get(address, "/jobs?status=cancelled");
+    assert_eq!(status, 200, "{first}");
+    assert!(job_ids(&first, "").is_empty(), "{first}");
+    assert!(first.contains("looked through 100000 rows"), "{first}");
+    let onward = link(&first, "next").expect("a link to look further");
+    let (status, second) = http_get(address, &onward);
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(job_ids(&second, ""), [cancelled]);
+    assert!(!second.contains("looked through"), "{second}");
+    assert_eq!(link(&second, "next"), None, "the table ends there");
+
+    drop(server);
+    drop_database(database).await;
+}

@@ -40,7 +40,7 @@ pub async fn list(
     let filters = dead_query(&params)?;
     let page = params.page(parse_dead_cursor)?;
     let client = dashboard.app.connection().await?;
-    let paged = browse::dead_jobs(&**client, &filters, page, PAGE_SIZE).await?;
+    let paged = browse::dead_jobs(&**client, &filters, &page, PAGE_SIZE).await?;
     Ok(Html(
         render(&dashboard.options.base_path, &params, &paged).into_string(),
     ))
@@ -97,7 +97,7 @@ fn render(base: &str, params: &Params, paged: &Paged<DeadRow>) -> Markup {
                     }
                 }
             }
-            (pager(&path, &filters.finish(), paged, |dead| dead_cursor(dead.key())))
+            (pager(&path, &filters.finish(), paged, |key| dead_cursor(*key)))
         },
     )
 }

@@ -1,7 +1,7 @@
 //! What every page shares: the layout and its navigation, how times, durations and JSON are
 //! written, the pager, and the error pages. maud escapes every value it writes.
 
-use crate::store::postgres::browse::Paged;
+use crate::store::postgres::browse::{Keyed, Paged, SCAN_BUDGET};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use std::time::SystemTime;
 
@@ -77,28 +77,38 @@ pub fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or("")
 }
 
-/// Links to the newer and older pages, keeping the filters (`query`, already encoded).
-pub fn pager<T>(
+/// Links to the newer and older pages, keeping the filters (`query`, already encoded), and a
+/// note when the page stopped looking before it filled up.
+pub fn pager<T: Keyed>(
     path: &str,
     query: &str,
     paged: &Paged<T>,
-    cursor: impl Fn(&T) -> String,
+    cursor: impl Fn(&T::Key) -> String,
 ) -> Markup {
-    let link = |which: &str, row: &T| {
+    let link = |which: &str, key: &T::Key| {
         let mut url = form_urlencoded::Serializer::new(query.to_string());
-        url.append_pair(which, &cursor(row));
+        url.append_pair(which, &cursor(key));
         format!("{path}?{}", url.finish())
     };
+    let newest = if query.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{query}")
+    };
     html! {
+        @if paged.scan_stopped {
+            p.note {
+                "This page looked through " (SCAN_BUDGET) " rows and found no more matches there; "
+                "follow the link to look further."
+            }
+        }
         p.pager {
-            @if paged.has_newer {
-                a href=(if query.is_empty() { path.to_string() } else { format!("{path}?{query}") }) { "« newest" } " "
+            @if let Some(key) = &paged.newer {
+                a href=(newest) { "« newest" } " "
+                a rel="prev" href=(link("after", key)) { "← newer" } " "
             }
-            @if let (true, Some(first)) = (paged.has_newer, paged.rows.first()) {
-                a rel="prev" href=(link("after", first)) { "← newer" } " "
-            }
-            @if let (true, Some(last)) = (paged.has_older, paged.rows.last()) {
-                a rel="next" href=(link("before", last)) { "older →" }
+            @if let Some(key) = &paged.older {
+                a rel="next" href=(link("before", key)) { "older →" }
             }
         }
     }

@@ -10,6 +10,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use maud::{html, Markup};
 use std::sync::Arc;
+use uuid::Uuid;
 
 /// Rows on one page.
 pub const PAGE_SIZE: usize = 50;
@@ -42,9 +43,9 @@ pub async fn list(
         return Ok(Redirect::to(&format!("{base}/jobs/{id}")).into_response());
     }
     let filters = job_query(&params)?;
-    let page = params.page(|text| uuid::Uuid::try_parse(text).ok())?;
+    let page = params.page(|text| Uuid::try_parse(text).ok())?;
     let client = dashboard.app.connection().await?;
-    let paged = browse::jobs(&**client, &filters, page, PAGE_SIZE).await?;
+    let paged = browse::jobs(&**client, &filters, &page, PAGE_SIZE).await?;
     Ok(Html(render_list(base, &params, &paged).into_string()).into_response())
 }
 
@@ -108,7 +109,7 @@ fn render_list(base: &str, params: &Params, paged: &Paged<JobRow>) -> Markup {
                     }
                 }
             }
-            (pager(&path, &filter_query(params), paged, |job| job.id.to_string()))
+            (pager(&path, &filter_query(params), paged, Uuid::to_string))
         },
     )
 }

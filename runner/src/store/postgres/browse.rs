@@ -19,11 +19,185 @@ pub enum Page<K> {
     Newer(K),
 }
 
-/// One page of rows, newest first, and whether there are more on either side.
-pub struct Paged<T> {
+/// How many rows one page looks through for its matches, at most. A filter no index serves
+/// (a rare task among millions of jobs) would otherwise read the whole table for one page;
+/// within this bound a page costs some tens of milliseconds whatever its filters (about
+/// 100 ns a row), and a page whose matches are further away says so and links on.
+pub const SCAN_BUDGET: i64 = 100_000;
+
+/// One page of rows, newest first, and the cursors of the pages on either side (`None`: there
+/// is nothing more that way).
+pub struct Paged<T: Keyed> {
     pub rows: Vec<T>,
-    pub has_older: bool,
-    pub has_newer: bool,
+    pub older: Option<T::Key>,
+    pub newer: Option<T::Key>,
+    /// The page looked through [`SCAN_BUDGET`] rows without filling up: more matches may lie
+    /// beyond, where its cursor leads.
+    pub scan_stopped: bool,
+}
+
+/// A row's place in its table's keyset order.
+pub trait Keyed {
+    type Key: Clone + Sync + Send;
+    fn key(&self) -> Self::Key;
+}
+
+/// A table read in keyset pages: its key columns, newest last, and what a page selects.
+struct Keyset {
+    table: &'static str,
+    key: &'static [&'static str],
+    columns: &'static str,
+}
+
+impl Keyset {
+    fn order(&self, direction: &str) -> String {
+        self.key
+            .iter()
+            .map(|column| format!("{column} {direction}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Binds a cursor's key columns.
+pub trait CursorKey: Sync {
+    fn binds(&self) -> Vec<(&(dyn ToSql + Sync), Type)>;
+    fn from_row(row: &Row) -> Self;
+}
+
+impl CursorKey for Uuid {
+    fn binds(&self) -> Vec<(&(dyn ToSql + Sync), Type)> {
+        vec![(self, Type::UUID)]
+    }
+    fn from_row(row: &Row) -> Self {
+        row.get(0)
+    }
+}
+
+impl CursorKey for (SystemTime, Uuid) {
+    fn binds(&self) -> Vec<(&(dyn ToSql + Sync), Type)> {
+        vec![(&self.0, Type::TIMESTAMPTZ), (&self.1, Type::UUID)]
+    }
+    fn from_row(row: &Row) -> Self {
+        (row.get(0), row.get(1))
+    }
+}
+
+/// Accumulates a WHERE clause and its parameters, numbered in order.
+#[derive(Default)]
+struct Conditions<'a> {
+    sql: String,
+    params: Vec<(&'a (dyn ToSql + Sync), Type)>,
+}
+
+impl<'a> Conditions<'a> {
+    /// Adds `column op $n`, or nothing when `value` is `None`.
+    fn add<T: ToSql + Sync>(&mut self, column: &str, op: &str, value: &'a Option<T>, ty: Type) {
+        if let Some(value) = value {
+            self.params.push((value, ty));
+            let joiner = if self.sql.is_empty() {
+                " WHERE "
+            } else {
+                " AND "
+            };
+            write!(self.sql, "{joiner}{column} {op} ${}", self.params.len()).expect("a String");
+        }
+    }
+}
+
+/// One page of `keyset`'s table: its rows matching `filters`, within the [`SCAN_BUDGET`] rows
+/// that follow the page's cursor. A newer page is read oldest first and turned around.
+async fn page_of<'a, T: Keyed>(
+    client: &impl GenericClient,
+    keyset: &Keyset,
+    filters: Conditions<'a>,
+    page: &'a Page<T::Key>,
+    page_size: usize,
+    from_row: impl Fn(&Row) -> T,
+) -> Result<Paged<T>>
+where
+    T::Key: CursorKey,
+{
+    let (direction, cursor) = match page {
+        Page::First => ("DESC", None),
+        Page::Older(key) => ("DESC", Some(("<", key))),
+        Page::Newer(key) => ("ASC", Some((">", key))),
+    };
+    let order = keyset.order(direction);
+    let cursor_binds = cursor.map(|(_, key)| key.binds()).unwrap_or_default();
+    // The rows past the cursor, with the cursor's parameters numbered from `first + 1`.
+    let window = |first: usize| match cursor {
+        None => format!("{} ORDER BY {order}", keyset.table),
+        Some((op, _)) => {
+            let placeholders: Vec<String> = (1..=cursor_binds.len())
+                .map(|n| format!("${}", first + n))
+                .collect();
+            format!(
+                "{} WHERE ({}) {op} ({}) ORDER BY {order}",
+                keyset.table,
+                keyset.key.join(", "),
+                placeholders.join(", ")
+            )
+        }
+    };
+    let Conditions {
+        sql: filter_sql,
+        mut params,
+    } = filters;
+    let window_sql = window(params.len());
+    params.extend(cursor_binds.iter().cloned());
+    let limit = page_size as i64 + 1;
+    params.push((&limit, Type::INT8));
+    let sql = format!(
+        "SELECT {columns} FROM (SELECT * FROM {window_sql} LIMIT {SCAN_BUDGET}) w{filter_sql}
+          ORDER BY {order} LIMIT ${limit}",
+        columns = keyset.columns,
+        limit = params.len(),
+    );
+    let mut rows: Vec<T> = client
+        .query_typed(&sql, &params)
+        .await?
+        .iter()
+        .map(from_row)
+        .collect();
+    let full = rows.len() > page_size;
+    rows.truncate(page_size);
+    // Short of a full page: did the window end the scan, or the table?
+    let mut scan_stopped = false;
+    let onward = if full {
+        rows.last().map(Keyed::key)
+    } else {
+        let window_end = format!(
+            "SELECT {key} FROM {window} OFFSET {} LIMIT 1",
+            SCAN_BUDGET - 1,
+            key = keyset.key.join(", "),
+            window = window(0),
+        );
+        let end = client.query_typed_opt(&window_end, &cursor_binds).await?;
+        scan_stopped = end.is_some();
+        end.as_ref().map(T::Key::from_row)
+    };
+    let back = match page {
+        Page::First => None,
+        _ => rows.first().map(Keyed::key),
+    };
+    Ok(match page {
+        Page::Newer(_) => {
+            rows.reverse();
+            Paged {
+                rows,
+                older: back,
+                newer: onward,
+                scan_stopped,
+            }
+        }
+        _ => Paged {
+            rows,
+            older: onward,
+            newer: back,
+            scan_stopped,
+        },
+    })
 }
 
 /// Which jobs of `soniq.jobs` a page shows; `None` is any.
@@ -52,100 +226,46 @@ pub struct JobRow {
     pub last_error: Option<String>,
 }
 
-/// Accumulates a WHERE clause and its parameters, numbered in order.
-#[derive(Default)]
-struct Conditions<'a> {
-    sql: String,
-    params: Vec<(&'a (dyn ToSql + Sync), Type)>,
-}
-
-impl<'a> Conditions<'a> {
-    /// Adds `column op $n`, or nothing when `value` is `None`.
-    fn add<T: ToSql + Sync>(&mut self, column: &str, op: &str, value: &'a Option<T>, ty: Type) {
-        if let Some(value) = value {
-            self.push(column, op, value, ty);
-        }
-    }
-
-    fn push(&mut self, column: &str, op: &str, value: &'a (dyn ToSql + Sync), ty: Type) {
-        self.params.push((value, ty));
-        let joiner = if self.sql.is_empty() {
-            " WHERE "
-        } else {
-            " AND "
-        };
-        write!(self.sql, "{joiner}{column} {op} ${}", self.params.len()).expect("a String");
+impl Keyed for JobRow {
+    type Key = Uuid;
+    fn key(&self) -> Uuid {
+        self.id
     }
 }
 
-/// Rows one past a page tell whether there is more; a page of newer rows is read oldest first
-/// and turned around.
-fn paged<T>(mut rows: Vec<T>, page_size: usize, reversed: bool, from_cursor: bool) -> Paged<T> {
-    let more = rows.len() > page_size;
-    rows.truncate(page_size);
-    if reversed {
-        rows.reverse();
-    }
-    Paged {
-        rows,
-        has_older: if reversed { from_cursor } else { more },
-        has_newer: if reversed { more } else { from_cursor },
-    }
-}
+/// Ids are UUIDv7, so their order is the order jobs were made in, and the primary key serves
+/// the keyset.
+const JOBS: Keyset = Keyset {
+    table: "soniq.jobs",
+    key: &["id"],
+    columns: "id, task_name, queue, status, attempts, max_attempts, created_at, scheduled_at, finished_at, last_error",
+};
 
 pub async fn jobs(
     client: &impl GenericClient,
     query: &JobQuery,
-    page: Page<Uuid>,
+    page: &Page<Uuid>,
     page_size: usize,
 ) -> Result<Paged<JobRow>> {
-    let mut conditions = Conditions::default();
-    conditions.add("queue", "=", &query.queue, Type::TEXT);
-    conditions.add("status", "=", &query.status, Type::TEXT);
-    conditions.add("task_name", "=", &query.task_name, Type::TEXT);
-    conditions.add("created_at", ">=", &query.created_from, Type::TIMESTAMPTZ);
-    conditions.add("created_at", "<", &query.created_to, Type::TIMESTAMPTZ);
-    // Ids are UUIDv7, so their order is the order jobs were made in, and the primary key
-    // serves the keyset.
-    let (order, cursor) = match &page {
-        Page::First => ("DESC", None),
-        Page::Older(id) => ("DESC", Some(("<", id))),
-        Page::Newer(id) => ("ASC", Some((">", id))),
-    };
-    if let Some((op, id)) = cursor {
-        conditions.push("id", op, id, Type::UUID);
-    }
-    let limit = page_size as i64 + 1;
-    conditions.params.push((&limit, Type::INT8));
-    let sql = format!(
-        "SELECT id, task_name, queue, status, attempts, max_attempts, created_at, scheduled_at,
-                finished_at, last_error
-           FROM soniq.jobs{} ORDER BY id {order} LIMIT ${}",
-        conditions.sql,
-        conditions.params.len()
-    );
-    let rows = client.query_typed(&sql, &conditions.params).await?;
-    let rows = rows
-        .iter()
-        .map(|row| JobRow {
-            id: row.get(0),
-            task_name: row.get(1),
-            queue: row.get(2),
-            status: row.get(3),
-            attempts: row.get(4),
-            max_attempts: row.get(5),
-            created_at: row.get(6),
-            scheduled_at: row.get(7),
-            finished_at: row.get(8),
-            last_error: row.get(9),
-        })
-        .collect();
-    Ok(paged(
-        rows,
-        page_size,
-        matches!(page, Page::Newer(_)),
-        page != Page::First,
-    ))
+    let mut filters = Conditions::default();
+    filters.add("queue", "=", &query.queue, Type::TEXT);
+    filters.add("status", "=", &query.status, Type::TEXT);
+    filters.add("task_name", "=", &query.task_name, Type::TEXT);
+    filters.add("created_at", ">=", &query.created_from, Type::TIMESTAMPTZ);
+    filters.add("created_at", "<", &query.created_to, Type::TIMESTAMPTZ);
+    page_of(client, &JOBS, filters, page, page_size, |row| JobRow {
+        id: row.get(0),
+        task_name: row.get(1),
+        queue: row.get(2),
+        status: row.get(3),
+        attempts: row.get(4),
+        max_attempts: row.get(5),
+        created_at: row.get(6),
+        scheduled_at: row.get(7),
+        finished_at: row.get(8),
+        last_error: row.get(9),
+    })
+    .await
 }
 
 /// Which dead jobs a page shows; `None` is any.
@@ -177,71 +297,46 @@ pub struct DeadRow {
     pub last_error: Option<String>,
 }
 
-impl DeadRow {
-    pub fn key(&self) -> DeadKey {
+impl Keyed for DeadRow {
+    type Key = DeadKey;
+    fn key(&self) -> DeadKey {
         (self.moved_at, self.id)
     }
 }
 
+const DEAD_JOBS: Keyset = Keyset {
+    table: "soniq.dead_letter_jobs",
+    key: &["moved_to_dead_letter_at", "id"],
+    columns: "id, task_name, queue, dead_letter_reason::text, attempts, moved_to_dead_letter_at, \
+              resurrection_count, tags, last_error",
+};
+
 pub async fn dead_jobs(
     client: &impl GenericClient,
     query: &DeadQuery,
-    page: Page<DeadKey>,
+    page: &Page<DeadKey>,
     page_size: usize,
 ) -> Result<Paged<DeadRow>> {
     let tags = query.tag.as_ref().map(|tag| vec![tag.clone()]);
-    let mut conditions = Conditions::default();
-    conditions.add("queue", "=", &query.queue, Type::TEXT);
-    conditions.add("task_name", "=", &query.task_name, Type::TEXT);
-    conditions.add("dead_letter_reason::text", "=", &query.reason, Type::TEXT);
-    conditions.add("tags", "@>", &tags, Type::TEXT_ARRAY);
-    conditions.add(
+    let mut filters = Conditions::default();
+    filters.add("queue", "=", &query.queue, Type::TEXT);
+    filters.add("task_name", "=", &query.task_name, Type::TEXT);
+    filters.add("dead_letter_reason::text", "=", &query.reason, Type::TEXT);
+    filters.add("tags", "@>", &tags, Type::TEXT_ARRAY);
+    filters.add(
         "moved_to_dead_letter_at",
         ">=",
         &query.moved_from,
         Type::TIMESTAMPTZ,
     );
-    conditions.add(
+    filters.add(
         "moved_to_dead_letter_at",
         "<",
         &query.moved_to,
         Type::TIMESTAMPTZ,
     );
-    let (order, cursor) = match &page {
-        Page::First => ("DESC", None),
-        Page::Older(key) => ("DESC", Some(("<", key))),
-        Page::Newer(key) => ("ASC", Some((">", key))),
-    };
-    if let Some((op, (moved_at, id))) = cursor {
-        conditions.params.push((moved_at, Type::TIMESTAMPTZ));
-        conditions.params.push((id, Type::UUID));
-        let joiner = if conditions.sql.is_empty() {
-            " WHERE "
-        } else {
-            " AND "
-        };
-        let n = conditions.params.len();
-        write!(
-            conditions.sql,
-            "{joiner}(moved_to_dead_letter_at, id) {op} (${}, ${n})",
-            n - 1
-        )
-        .expect("a String");
-    }
-    let limit = page_size as i64 + 1;
-    conditions.params.push((&limit, Type::INT8));
-    let sql = format!(
-        "SELECT id, task_name, queue, dead_letter_reason::text, attempts, moved_to_dead_letter_at,
-                resurrection_count, tags, last_error
-           FROM soniq.dead_letter_jobs{}
-          ORDER BY moved_to_dead_letter_at {order}, id {order} LIMIT ${}",
-        conditions.sql,
-        conditions.params.len()
-    );
-    let rows = client.query_typed(&sql, &conditions.params).await?;
-    let rows = rows
-        .iter()
-        .map(|row| DeadRow {
+    page_of(client, &DEAD_JOBS, filters, page, page_size, |row| {
+        DeadRow {
             id: row.get(0),
             task_name: row.get(1),
             queue: row.get(2),
@@ -251,14 +346,9 @@ pub async fn dead_jobs(
             resurrection_count: row.get(6),
             tags: row.get(7),
             last_error: row.get(8),
-        })
-        .collect();
-    Ok(paged(
-        rows,
-        page_size,
-        matches!(page, Page::Newer(_)),
-        page != Page::First,
-    ))
+        }
+    })
+    .await
 }
 
 /// Everything the job page shows of one job, live or dead.
