@@ -1,12 +1,14 @@
 //! The dead-letter page: dead jobs filtered by task, queue, reason, tag and when they died,
-//! newest deaths first, in keyset pages.
+//! newest deaths first, in keyset pages; signed in, a replay of the jobs ticked, and the page
+//! that confirms a replay of every match (with their count).
 
-use super::html::{first_line, layout, pager, time};
+use super::html::{first_line, layout, pager, time, Viewer};
 use super::params::{dead_cursor, parse_dead_cursor, Params};
 use super::{Dashboard, PageError};
 use crate::store::postgres::browse::{self, DeadQuery, DeadRow, Paged};
 use crate::store::DeadLetterReason;
 use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
 use axum::response::Html;
 use maud::{html, Markup};
 use std::sync::Arc;
@@ -17,9 +19,23 @@ const PARAMETERS: [&str; 8] = [
     "queue", "task", "reason", "tag", "from", "to", "before", "after",
 ];
 
-const FILTERS: [&str; 6] = ["queue", "task", "reason", "tag", "from", "to"];
+pub const FILTERS: [&str; 6] = ["queue", "task", "reason", "tag", "from", "to"];
 
-fn dead_query(params: &Params) -> Result<DeadQuery, PageError> {
+/// The filters given, as a query string (for links) or form fields.
+pub fn filter_pairs(params: &Params) -> Vec<(&'static str, &str)> {
+    FILTERS
+        .iter()
+        .filter_map(|key| params.get(key).map(|value| (*key, value)))
+        .collect()
+}
+
+fn filter_query(params: &Params) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query.extend_pairs(filter_pairs(params));
+    query.finish()
+}
+
+pub fn dead_query(params: &Params) -> Result<DeadQuery, PageError> {
     let (moved_from, moved_to) = params.time_range("from", "to")?;
     let reasons: Vec<&str> = DeadLetterReason::ALL.iter().map(|r| r.as_str()).collect();
     Ok(DeadQuery {
@@ -34,6 +50,7 @@ fn dead_query(params: &Params) -> Result<DeadQuery, PageError> {
 
 pub async fn list(
     State(dashboard): State<Arc<Dashboard>>,
+    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Html<String>, PageError> {
     let params = Params::parse(query.as_deref(), &PARAMETERS)?;
@@ -41,22 +58,22 @@ pub async fn list(
     let page = params.page(parse_dead_cursor)?;
     let client = dashboard.app.connection().await?;
     let paged = browse::dead_jobs(&**client, &filters, &page, PAGE_SIZE).await?;
-    Ok(Html(
-        render(&dashboard.options.base_path, &params, &paged).into_string(),
-    ))
+    let viewer = dashboard.viewer(&headers);
+    Ok(Html(render(&viewer, &params, &paged).into_string()))
 }
 
-fn render(base: &str, params: &Params, paged: &Paged<DeadRow>) -> Markup {
+fn render(viewer: &Viewer, params: &Params, paged: &Paged<DeadRow>) -> Markup {
+    let base = &viewer.base;
     let value = |key| params.get(key).unwrap_or("");
     let path = format!("{base}/dead-letter");
-    let mut filters = form_urlencoded::Serializer::new(String::new());
-    for key in FILTERS {
-        if let Some(value) = params.get(key) {
-            filters.append_pair(key, value);
-        }
-    }
+    let filters = filter_query(params);
+    let here = if filters.is_empty() {
+        path.clone()
+    } else {
+        format!("{path}?{filters}")
+    };
     layout(
-        base,
+        viewer,
         "Dead letter",
         html! {
             form.filters method="get" action=(path) {
@@ -83,6 +100,7 @@ fn render(base: &str, params: &Params, paged: &Paged<DeadRow>) -> Markup {
                     thead { tr {
                         th { "job" } th.text { "task" } th.text { "queue" } th.text { "reason" } th { "attempts" }
                         th { "died" } th { "replayed" } th.text { "tags" } th.text { "last error" }
+                        @if viewer.signed_in() { th { "replay" } }
                     } }
                     tbody {
                         @for dead in &paged.rows {
@@ -92,12 +110,69 @@ fn render(base: &str, params: &Params, paged: &Paged<DeadRow>) -> Markup {
                                 td { (dead.attempts) } td { (time(dead.moved_at)) } td { (dead.resurrection_count) }
                                 td.text { (dead.tags.join(", ")) }
                                 td.text { (dead.last_error.as_deref().map(first_line).unwrap_or("")) }
+                                @if viewer.signed_in() {
+                                    td { input type="checkbox" name="id" value=(dead.id) form="replay-selected"; }
+                                }
                             }
                         }
                     }
                 }
+                @if viewer.signed_in() {
+                    form.action #replay-selected method="post" action=(format!("{path}/replay")) {
+                        (viewer.csrf_field())
+                        input type="hidden" name="back" value=(here);
+                        button type="submit" { "Replay the ticked jobs" }
+                    }
+                    " "
+                    a href=(format!("{path}/replay-matching{}", if filters.is_empty() { String::new() } else { format!("?{filters}") })) {
+                        "Replay every match…"
+                    }
+                }
             }
-            (pager(&path, &filters.finish(), paged, |key| dead_cursor(*key)))
+            (pager(&path, &filters, paged, |key| dead_cursor(*key)))
         },
     )
+}
+
+/// The page that confirms a replay of every dead job the filters match: how many, and a form
+/// that carries the filters and that count (the replay refuses if the count changed).
+pub async fn confirm_replay(
+    State(dashboard): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Html<String>, PageError> {
+    let params = Params::parse(query.as_deref(), &FILTERS)?;
+    let filters = dead_query(&params)?;
+    let viewer = dashboard.viewer(&headers);
+    if !viewer.signed_in() {
+        return Err(super::actions::not_signed_in(&dashboard));
+    }
+    let client = dashboard.app.connection().await?;
+    let count = browse::dead_count(&**client, &filters).await?;
+    let base = &viewer.base;
+    let described: Vec<String> = filter_pairs(&params)
+        .iter()
+        .map(|(key, value)| format!("{key} = {value}"))
+        .collect();
+    let page = layout(
+        &viewer,
+        "Replay every match",
+        html! {
+            p {
+                "Replay " strong.count { (count) } " dead jobs"
+                @if described.is_empty() { " (every dead job)" } @else { " matching " (described.join(", ")) }
+                "? Each becomes a new job, queued now; the dead rows stay, counted as replayed."
+            }
+            @if count > 0 {
+                form.action method="post" action=(format!("{base}/dead-letter/replay-matching")) {
+                    (viewer.csrf_field())
+                    input type="hidden" name="count" value=(count);
+                    @for (key, value) in filter_pairs(&params) { input type="hidden" name=(key) value=(value); }
+                    button type="submit" { "Replay " (count) " jobs" }
+                }
+            }
+            p { a href=(format!("{base}/dead-letter?{}", filter_query(&params))) { "Back to the dead letter" } }
+        },
+    );
+    Ok(Html(page.into_string()))
 }

@@ -10,7 +10,7 @@ nav a{margin-right:1rem}nav{margin-bottom:1rem}\
 table{border-collapse:collapse;margin:.5rem 0 1.5rem}th,td{padding:.25rem .75rem;border-bottom:1px solid #ddd;text-align:right;vertical-align:top}\
 th:first-child,td:first-child{text-align:left}td.text,th.text{text-align:left}\
 .bad{color:#b00020}.note{color:#666}pre{background:#f6f6f6;padding:.5rem;max-width:60rem;overflow:auto}\
-form.filters label{margin-right:.75rem}dl{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem}dt{color:#666}dd{margin:0}";
+form.filters label{margin-right:.75rem}form.action{display:inline;margin:0 .25rem 0 0}dl{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem}dt{color:#666}dd{margin:0}";
 
 /// The pages the navigation links, as (path under the base, label).
 const NAVIGATION: [(&str, &str); 5] = [
@@ -21,7 +21,54 @@ const NAVIGATION: [(&str, &str); 5] = [
     ("/workers", "Workers"),
 ];
 
-pub fn layout(base: &str, title: &str, body: Markup) -> Markup {
+/// Who looks at a page, as far as the page's links and forms care.
+pub struct Viewer {
+    pub base: String,
+    pub actions: Actions,
+}
+
+pub enum Actions {
+    /// Started without `--actions`: pages show no forms.
+    Off,
+    LoggedOut,
+    /// Signed in: forms carry this CSRF token.
+    LoggedIn {
+        csrf: String,
+    },
+}
+
+impl Viewer {
+    /// A form that POSTs to `action` (under the base path) with `fields` and the session's
+    /// CSRF token, then comes back to `back`; nothing unless the viewer is signed in.
+    pub fn button(&self, action: &str, label: &str, back: &str, fields: &[(&str, &str)]) -> Markup {
+        let Actions::LoggedIn { csrf } = &self.actions else {
+            return html! {};
+        };
+        html! {
+            form.action method="post" action=(format!("{}{action}", self.base)) {
+                input type="hidden" name="csrf" value=(csrf);
+                input type="hidden" name="back" value=(back);
+                @for (name, value) in fields { input type="hidden" name=(name) value=(value); }
+                button type="submit" { (label) }
+            }
+        }
+    }
+
+    /// The CSRF token's hidden field, for a form of the page's own.
+    pub fn csrf_field(&self) -> Markup {
+        match &self.actions {
+            Actions::LoggedIn { csrf } => html! { input type="hidden" name="csrf" value=(csrf); },
+            _ => html! {},
+        }
+    }
+
+    pub fn signed_in(&self) -> bool {
+        matches!(self.actions, Actions::LoggedIn { .. })
+    }
+}
+
+pub fn layout(viewer: &Viewer, title: &str, body: Markup) -> Markup {
+    let base = &viewer.base;
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -35,6 +82,14 @@ pub fn layout(base: &str, title: &str, body: Markup) -> Markup {
                     strong { "Soniq" } " "
                     @for (path, label) in NAVIGATION { a href=(format!("{base}{path}")) { (label) } }
                     a href=(format!("{base}/metrics")) { "Metrics" }
+                    @match &viewer.actions {
+                        Actions::Off => {},
+                        Actions::LoggedOut => a href=(format!("{base}/login")) { "Log in to act" },
+                        Actions::LoggedIn { csrf } => form.action method="post" action=(format!("{base}/logout")) {
+                            input type="hidden" name="csrf" value=(csrf);
+                            button type="submit" { "Log out" }
+                        },
+                    }
                 }
                 h1 { (title) }
                 (body)
@@ -115,5 +170,9 @@ pub fn pager<T: Keyed>(
 }
 
 pub fn error_page(base: &str, title: &str, message: &str) -> Markup {
-    layout(base, title, html! { p.bad { (message) } })
+    let viewer = Viewer {
+        base: base.to_string(),
+        actions: Actions::Off,
+    };
+    layout(&viewer, title, html! { p.bad { (message) } })
 }

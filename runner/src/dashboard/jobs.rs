@@ -2,11 +2,12 @@
 //! pages, newest first) and a job's own page (args, result, error, attempts, timeline, its
 //! worker and its dead-letter row).
 
-use super::html::{first_line, json, layout, maybe_time, pager, time};
+use super::html::{first_line, json, layout, maybe_time, pager, time, Viewer};
 use super::params::{parse_uuid, Params};
 use super::{Dashboard, PageError};
 use crate::store::postgres::browse::{self, JobDetail, JobQuery, JobRow, Paged};
 use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use maud::{html, Markup};
 use std::sync::Arc;
@@ -35,6 +36,7 @@ fn job_query(params: &Params) -> Result<JobQuery, PageError> {
 
 pub async fn list(
     State(dashboard): State<Arc<Dashboard>>,
+    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
     let params = Params::parse(query.as_deref(), &PARAMETERS)?;
@@ -46,7 +48,8 @@ pub async fn list(
     let page = params.page(|text| Uuid::try_parse(text).ok())?;
     let client = dashboard.app.connection().await?;
     let paged = browse::jobs(&**client, &filters, &page, PAGE_SIZE).await?;
-    Ok(Html(render_list(base, &params, &paged).into_string()).into_response())
+    let viewer = dashboard.viewer(&headers);
+    Ok(Html(render_list(&viewer, &params, &paged).into_string()).into_response())
 }
 
 /// The filters as a query string, for the pager's links.
@@ -60,11 +63,12 @@ fn filter_query(params: &Params) -> String {
     query.finish()
 }
 
-fn render_list(base: &str, params: &Params, paged: &Paged<JobRow>) -> Markup {
+fn render_list(viewer: &Viewer, params: &Params, paged: &Paged<JobRow>) -> Markup {
+    let base = &viewer.base;
     let value = |key| params.get(key).unwrap_or("");
     let path = format!("{base}/jobs");
     layout(
-        base,
+        viewer,
         "Jobs",
         html! {
             form.filters method="get" action=(path) {
@@ -116,23 +120,28 @@ fn render_list(base: &str, params: &Params, paged: &Paged<JobRow>) -> Markup {
 
 pub async fn show(
     State(dashboard): State<Arc<Dashboard>>,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
     let id = parse_uuid("the job", &id)?;
-    let base = &dashboard.options.base_path;
     let client = dashboard.app.connection().await?;
     match browse::job(&**client, id).await? {
-        Some(job) => Ok(Html(render_job(base, &job).into_string()).into_response()),
+        Some(job) => {
+            let viewer = dashboard.viewer(&headers);
+            Ok(Html(render_job(&viewer, &job).into_string()).into_response())
+        }
         None => Err(PageError::NotFound(format!(
             "No job {id}: it never existed, or it was done and pruned after its result TTL."
         ))),
     }
 }
 
-fn render_job(base: &str, job: &JobDetail) -> Markup {
+fn render_job(viewer: &Viewer, job: &JobDetail) -> Markup {
+    let base = &viewer.base;
     let job_link = |id: &uuid::Uuid| html! { a href=(format!("{base}/jobs/{id}")) { (id) } };
+    let here = format!("{base}/jobs/{}", job.id);
     layout(
-        base,
+        viewer,
         &format!("Job {}", job.id),
         html! {
             dl {
@@ -181,6 +190,18 @@ fn render_job(base: &str, job: &JobDetail) -> Markup {
                     dt { "replayed" } dd { (dead.resurrection_count) " times" }
                     @if let Some(at) = dead.last_resurrection_at { dt { "last replayed" } dd { (time(at)) } }
                     dt { "tags" } dd { (dead.tags.join(", ")) }
+                }
+                @if viewer.signed_in() {
+                    p {
+                        (viewer.button(&format!("/dead-letter/{}/replay", job.id), "Replay", &here, &[]))
+                        (viewer.button(&format!("/dead-letter/{}/delete", job.id), "Delete", &format!("{base}/dead-letter"), &[]))
+                    }
+                    form.action method="post" action=(format!("{base}/dead-letter/{}/tag", job.id)) {
+                        (viewer.csrf_field())
+                        input type="hidden" name="back" value=(here);
+                        label { "tags to add (comma-separated) " input name="tags" size="30"; }
+                        button type="submit" { "Add tags" }
+                    }
                 }
             }
         },

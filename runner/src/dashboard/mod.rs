@@ -9,6 +9,7 @@
 //! It reads the operator's views and the tables (`crate::store::postgres::browse`), so a
 //! `soniq_viewer` login is enough.
 
+mod actions;
 mod counts;
 mod dead_letter;
 mod gauges;
@@ -17,12 +18,15 @@ mod jobs;
 mod overview;
 mod params;
 mod schedules;
+mod session;
 mod workers;
+
+pub use session::{Guard, MIN_PASSWORD_LEN};
 
 use crate::store::postgres::admin;
 use crate::Soniq;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -41,6 +45,9 @@ pub struct DashboardOptions {
     pub base_path: String,
     /// How often the queues are counted.
     pub count_interval: Duration,
+    /// Actions (pause, replay, ...) for whoever gives this guard's password; `None`: the
+    /// dashboard only reads.
+    pub actions: Option<Guard>,
 }
 
 /// A `--base-path` as the routes take it: "" for the root, else `/` and segments of letters,
@@ -88,6 +95,7 @@ pub fn routes(app: Arc<Soniq>, options: DashboardOptions) -> Router {
     if !base.is_empty() {
         router = router.route(&base, get(overview::page));
     }
+    router = actions::routes(router, &base);
     router
         .fallback(|| async { PageError::NotFound("There is no such page.".into()) })
         .layer(middleware::map_response_with_state(
@@ -107,13 +115,34 @@ pub enum PageError {
     /// A parameter is malformed or unknown: the message says which and why.
     BadRequest(String),
     NotFound(String),
+    /// An action refused: actions off, no session, a missing or wrong CSRF token, a login
+    /// without the rights.
+    Forbidden(String),
+    /// An action's premise changed (the set to replay is no longer the one confirmed).
+    Conflict(String),
     /// The database could not be read.
     Unavailable(crate::Error),
 }
 
 impl From<crate::Error> for PageError {
+    /// The database's refusals keep their meaning: no rights (42501) is a 403, bad input a
+    /// 400, a name or id it does not know a 404.
     fn from(e: crate::Error) -> Self {
-        PageError::Unavailable(e)
+        use tokio_postgres::error::SqlState;
+        match e.sqlstate() {
+            Some(SqlState::INSUFFICIENT_PRIVILEGE) => PageError::Forbidden(format!(
+                "The dashboard's database login may not do this ({e}): actions need a login with soniq_admin."
+            )),
+            Some(
+                SqlState::INVALID_PARAMETER_VALUE
+                | SqlState::NULL_VALUE_NOT_ALLOWED
+                | SqlState::PROGRAM_LIMIT_EXCEEDED,
+            ) => {
+                PageError::BadRequest(e.to_string())
+            }
+            Some(SqlState::NO_DATA_FOUND) => PageError::NotFound(e.to_string()),
+            _ => PageError::Unavailable(e),
+        }
     }
 }
 
@@ -130,6 +159,8 @@ impl IntoResponse for PageError {
         let (status, title, message) = match self {
             PageError::BadRequest(message) => (StatusCode::BAD_REQUEST, "Bad request", message),
             PageError::NotFound(message) => (StatusCode::NOT_FOUND, "Not found", message),
+            PageError::Forbidden(message) => (StatusCode::FORBIDDEN, "Not allowed", message),
+            PageError::Conflict(message) => (StatusCode::CONFLICT, "Changed meanwhile", message),
             PageError::Unavailable(e) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Unavailable",
@@ -159,6 +190,23 @@ struct Liveness {
 }
 
 impl Dashboard {
+    /// The viewer of a request: signed in or not, by its session cookie.
+    fn viewer(&self, headers: &HeaderMap) -> html::Viewer {
+        let actions = match &self.options.actions {
+            None => html::Actions::Off,
+            Some(guard) => match guard.session(cookie_header(headers)) {
+                Some(session) => html::Actions::LoggedIn {
+                    csrf: guard.csrf_token(&session),
+                },
+                None => html::Actions::LoggedOut,
+            },
+        };
+        html::Viewer {
+            base: self.options.base_path.clone(),
+            actions,
+        }
+    }
+
     async fn liveness(&self) -> crate::Result<Liveness> {
         let client = self.app.connection().await?;
         let (workers_alive, workers_stale) =
@@ -169,6 +217,12 @@ impl Dashboard {
             workers_stale,
         })
     }
+}
+
+fn cookie_header(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::COOKIE)
+        .and_then(|value| value.to_str().ok())
 }
 
 async fn metrics(State(dashboard): State<Arc<Dashboard>>) -> Response {

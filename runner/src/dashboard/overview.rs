@@ -2,24 +2,32 @@
 //! rounds and the workers alive and stale.
 
 use super::counts::Counts;
-use super::html::{layout, seconds, time};
+use super::html::{layout, seconds, time, Viewer};
 use super::{Dashboard, Liveness, PageError};
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::Html;
 use maud::{html, Markup};
 use std::sync::Arc;
 
-pub async fn page(State(dashboard): State<Arc<Dashboard>>) -> Result<Html<String>, PageError> {
+pub async fn page(
+    State(dashboard): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+) -> Result<Html<String>, PageError> {
     let liveness = dashboard.liveness().await?;
     let counts = dashboard.counts.borrow().clone();
-    Ok(Html(render(&dashboard, &counts, &liveness).into_string()))
+    let viewer = dashboard.viewer(&headers);
+    let every = dashboard.options.count_interval.as_secs();
+    Ok(Html(
+        render(&viewer, every, &counts, &liveness).into_string(),
+    ))
 }
 
-fn render(dashboard: &Dashboard, counts: &Counts, liveness: &Liveness) -> Markup {
-    let base = &dashboard.options.base_path;
-    let every = dashboard.options.count_interval.as_secs();
+fn render(viewer: &Viewer, every: u64, counts: &Counts, liveness: &Liveness) -> Markup {
+    let base = &viewer.base;
+    let back = format!("{base}/");
     layout(
-        base,
+        viewer,
         "Overview",
         html! {
             h2 { "Queues" }
@@ -34,6 +42,7 @@ fn render(dashboard: &Dashboard, counts: &Counts, liveness: &Liveness) -> Markup
                         thead { tr {
                             th { "queue" } th { "state" } th { "runnable" } th { "scheduled" } th { "waiting" }
                             th { "processing" } th { "done" } th { "cancelled" } th { "dead" } th { "oldest runnable" }
+                            @if viewer.signed_in() { th {} }
                         } }
                         tbody {
                             @for q in &counted.queues {
@@ -45,6 +54,15 @@ fn render(dashboard: &Dashboard, counts: &Counts, liveness: &Liveness) -> Markup
                                     td { (q.done) } td { (q.cancelled) }
                                     td { a href=(format!("{base}/dead-letter?queue={}", q.queue)) { (q.dead) } }
                                     td { (q.oldest_runnable_seconds.map(seconds).unwrap_or_default()) }
+                                    @if viewer.signed_in() {
+                                        td {
+                                            @if q.paused {
+                                                (viewer.button(&format!("/queues/{}/resume", q.queue), "Resume", &back, &[]))
+                                            } @else {
+                                                (viewer.button(&format!("/queues/{}/pause", q.queue), "Pause", &back, &[]))
+                                            }
+                                        }
+                                    }
                                 }
                             }
                         }

@@ -31,7 +31,11 @@ const MAX_QUEUE_NAME_LEN: usize = 100;
 /// Tags are free text; a filter longer than this is a mistake.
 const MAX_TAG_LEN: usize = 200;
 
-pub struct Params(BTreeMap<String, String>);
+pub struct Params {
+    values: BTreeMap<String, String>,
+    /// The parameters that may repeat (a form's ticked boxes), in order.
+    lists: BTreeMap<String, Vec<String>>,
+}
 
 fn bad(message: String) -> PageError {
     PageError::BadRequest(message)
@@ -40,27 +44,56 @@ fn bad(message: String) -> PageError {
 impl Params {
     /// Parses `query`, refusing a parameter this page does not take or one given twice.
     pub fn parse(query: Option<&str>, known: &[&str]) -> Result<Params, PageError> {
-        let mut params = BTreeMap::new();
-        for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-            if !known.contains(&&*key) {
+        Params::parse_with_lists(query.unwrap_or(""), known, &[])
+    }
+
+    /// Parses a query string or a form's body; the `lists` parameters may repeat.
+    pub fn parse_with_lists(
+        text: &str,
+        known: &[&str],
+        lists: &[&str],
+    ) -> Result<Params, PageError> {
+        let mut params = Params {
+            values: BTreeMap::new(),
+            lists: BTreeMap::new(),
+        };
+        for (key, value) in form_urlencoded::parse(text.as_bytes()) {
+            if !known.contains(&&*key) && !lists.contains(&&*key) {
+                let mut takes = known.to_vec();
+                takes.extend(lists);
                 return Err(bad(format!(
                     "this page takes no parameter {key:?} (it takes {})",
-                    known.join(", ")
+                    takes.join(", ")
                 )));
             }
             let value = value.trim();
             if value.is_empty() {
                 continue;
             }
-            if params.insert(key.to_string(), value.to_string()).is_some() {
+            if lists.contains(&&*key) {
+                params
+                    .lists
+                    .entry(key.to_string())
+                    .or_default()
+                    .push(value.to_string());
+            } else if params
+                .values
+                .insert(key.to_string(), value.to_string())
+                .is_some()
+            {
                 return Err(bad(format!("the parameter {key:?} is given twice")));
             }
         }
-        Ok(Params(params))
+        Ok(params)
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(String::as_str)
+        self.values.get(key).map(String::as_str)
+    }
+
+    /// The values of a repeatable parameter, in order.
+    pub fn list(&self, key: &str) -> &[String] {
+        self.lists.get(key).map_or(&[], Vec::as_slice)
     }
 
     pub fn queue(&self, key: &str) -> Result<Option<String>, PageError> {
@@ -165,6 +198,22 @@ impl Params {
             (None, Some(key)) => Ok(Page::Newer(key)),
             (None, None) => Ok(Page::First),
         }
+    }
+}
+
+/// A queue name taken from a path.
+pub fn check_queue_name(text: &str) -> Result<String, PageError> {
+    match name_problem("queue name", text, MAX_QUEUE_NAME_LEN) {
+        Some(problem) => Err(bad(problem)),
+        None => Ok(text.to_string()),
+    }
+}
+
+/// A schedule name taken from a path (the task names' rule).
+pub fn schedule_name(text: &str) -> Result<String, PageError> {
+    match name_problem("schedule name", text, MAX_TASK_NAME_LEN) {
+        Some(problem) => Err(bad(problem)),
+        None => Ok(text.to_string()),
     }
 }
 

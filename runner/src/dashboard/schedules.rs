@@ -1,10 +1,11 @@
 //! The schedules page: each schedule's timing (cron or every, in its time zone), its next fire
-//! times, its last fire, job and error.
+//! times, its last fire, job and error; signed in, pause and resume.
 
-use super::html::{layout, maybe_time, seconds, time};
+use super::html::{layout, maybe_time, seconds, time, Viewer};
 use super::{Dashboard, PageError};
 use crate::scheduler::ScheduleInfo;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::Html;
 use maud::{html, Markup};
 use std::sync::Arc;
@@ -12,11 +13,13 @@ use std::sync::Arc;
 /// How many coming fire times the page lists for each schedule.
 const FIRE_TIMES_SHOWN: usize = 3;
 
-pub async fn list(State(dashboard): State<Arc<Dashboard>>) -> Result<Html<String>, PageError> {
+pub async fn list(
+    State(dashboard): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+) -> Result<Html<String>, PageError> {
     let schedules = dashboard.app.scheduler().list(None).await?;
-    Ok(Html(
-        render(&dashboard.options.base_path, &schedules).into_string(),
-    ))
+    let viewer = dashboard.viewer(&headers);
+    Ok(Html(render(&viewer, &schedules).into_string()))
 }
 
 fn timing(schedule: &ScheduleInfo) -> String {
@@ -27,9 +30,11 @@ fn timing(schedule: &ScheduleInfo) -> String {
     }
 }
 
-fn render(base: &str, schedules: &[ScheduleInfo]) -> Markup {
+fn render(viewer: &Viewer, schedules: &[ScheduleInfo]) -> Markup {
+    let base = &viewer.base;
+    let back = format!("{base}/schedules");
     layout(
-        base,
+        viewer,
         "Schedules",
         html! {
             @if schedules.is_empty() {
@@ -39,6 +44,7 @@ fn render(base: &str, schedules: &[ScheduleInfo]) -> Markup {
                     thead { tr {
                         th { "schedule" } th.text { "task" } th.text { "timing" } th.text { "time zone" } th.text { "state" }
                         th.text { "next fires (UTC)" } th { "last fired" } th { "fired" } th.text { "last job" } th.text { "last error" }
+                        @if viewer.signed_in() { th {} }
                     } }
                     tbody {
                         @for schedule in schedules {
@@ -62,6 +68,13 @@ fn render(base: &str, schedules: &[ScheduleInfo]) -> Markup {
                                     }
                                 }
                                 td.text.bad { (schedule.last_error.as_deref().unwrap_or("")) }
+                                @if viewer.signed_in() {
+                                    td {
+                                        @let verb = if schedule.enabled { "pause" } else { "resume" };
+                                        (viewer.button(&format!("/schedules/{}/{verb}", schedule.name),
+                                            if schedule.enabled { "Pause" } else { "Resume" }, &back, &[]))
+                                    }
+                                }
                             }
                         }
                     }

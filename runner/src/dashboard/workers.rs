@@ -1,26 +1,30 @@
 //! The workers page: each registered worker's host, pid, queues, concurrency, the jobs it
 //! holds and when it was last heard from.
 
-use super::html::{layout, seconds, time};
+use super::html::{layout, seconds, time, Viewer};
 use super::{Dashboard, PageError};
 use crate::store::postgres::browse::{self, WorkerRow};
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::Html;
 use maud::{html, Markup};
 use std::sync::Arc;
 
-pub async fn list(State(dashboard): State<Arc<Dashboard>>) -> Result<Html<String>, PageError> {
+pub async fn list(
+    State(dashboard): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+) -> Result<Html<String>, PageError> {
     let client = dashboard.app.connection().await?;
     let workers = browse::workers(&**client).await?;
     let timeout = dashboard.app.settings.heartbeat_timeout().as_secs_f64();
     Ok(Html(
-        render(&dashboard.options.base_path, &workers, timeout).into_string(),
+        render(&dashboard.viewer(&headers), &workers, timeout).into_string(),
     ))
 }
 
-fn render(base: &str, workers: &[WorkerRow], heartbeat_timeout: f64) -> Markup {
+fn render(viewer: &Viewer, workers: &[WorkerRow], heartbeat_timeout: f64) -> Markup {
     layout(
-        base,
+        viewer,
         "Workers",
         html! {
             p.note {

@@ -311,18 +311,13 @@ const DEAD_JOBS: Keyset = Keyset {
               resurrection_count, tags, last_error",
 };
 
-pub async fn dead_jobs(
-    client: &impl GenericClient,
-    query: &DeadQuery,
-    page: &Page<DeadKey>,
-    page_size: usize,
-) -> Result<Paged<DeadRow>> {
-    let tags = query.tag.as_ref().map(|tag| vec![tag.clone()]);
+/// `query` as conditions; `tags` is its tag as an array.
+fn dead_filters<'a>(query: &'a DeadQuery, tags: &'a Option<Vec<String>>) -> Conditions<'a> {
     let mut filters = Conditions::default();
     filters.add("queue", "=", &query.queue, Type::TEXT);
     filters.add("task_name", "=", &query.task_name, Type::TEXT);
     filters.add("dead_letter_reason::text", "=", &query.reason, Type::TEXT);
-    filters.add("tags", "@>", &tags, Type::TEXT_ARRAY);
+    filters.add("tags", "@>", tags, Type::TEXT_ARRAY);
     filters.add(
         "moved_to_dead_letter_at",
         ">=",
@@ -335,6 +330,17 @@ pub async fn dead_jobs(
         &query.moved_to,
         Type::TIMESTAMPTZ,
     );
+    filters
+}
+
+pub async fn dead_jobs(
+    client: &impl GenericClient,
+    query: &DeadQuery,
+    page: &Page<DeadKey>,
+    page_size: usize,
+) -> Result<Paged<DeadRow>> {
+    let tags = query.tag.as_ref().map(|tag| vec![tag.clone()]);
+    let filters = dead_filters(query, &tags);
     page_of(client, &DEAD_JOBS, filters, page, page_size, |row| {
         DeadRow {
             id: row.get(0),
@@ -349,6 +355,15 @@ pub async fn dead_jobs(
         }
     })
     .await
+}
+
+/// How many dead jobs match `query` (the dead letter is small beside the jobs table: a count
+/// that reads it is what a replay of all matches confirms against).
+pub async fn dead_count(client: &impl GenericClient, query: &DeadQuery) -> Result<i64> {
+    let tags = query.tag.as_ref().map(|tag| vec![tag.clone()]);
+    let filters = dead_filters(query, &tags);
+    let sql = format!("SELECT count(*) FROM soniq.dead_letter_jobs{}", filters.sql);
+    Ok(client.query_typed_one(&sql, &filters.params).await?.get(0))
 }
 
 /// Everything the job page shows of one job, live or dead.

@@ -1,0 +1,375 @@
+//! What a signed-in operator may do: pause and resume queues and schedules; replay, delete and
+//! tag dead jobs, one, the ticked ones, or every match of the dead letter's filters.
+//! Every action is a POST whose form carries the session's CSRF token; each is one call of the
+//! SQL API with the dashboard's login, so a login without `soniq_admin` is refused by the
+//! database (a 403 page) and nothing changes. Then it sends the browser back where it was.
+
+use super::dead_letter::{dead_query, FILTERS};
+use super::html::{layout, Actions};
+use super::params::{check_queue_name, parse_uuid, schedule_name, Params};
+use super::session::{COOKIE, SESSION_LIFETIME};
+use super::{cookie_header, Dashboard, PageError};
+use crate::store::postgres::{self as store, browse, dead_letter, schedules};
+use crate::ReplayOptions;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use maud::html;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A replay of "every match" replays at most this many dead jobs; narrower filters do more.
+pub const MAX_REPLAY: usize = 100_000;
+/// Ticked jobs replayed at once, at most.
+const MAX_TICKED: usize = 1000;
+/// `soniq.replay_many` calls take this many jobs each, one transaction a call.
+const REPLAY_CHUNK: usize = 1000;
+/// A wrong password waits this long before its answer, which slows guessing.
+const WRONG_PASSWORD_DELAY: Duration = Duration::from_secs(1);
+
+const ACTIONS_OFF: &str =
+    "Actions are off: start the dashboard with --actions and SONIQ_DASHBOARD_PASSWORD set.";
+
+pub fn routes(router: Router<Arc<Dashboard>>, base: &str) -> Router<Arc<Dashboard>> {
+    router
+        .route(&format!("{base}/login"), get(login_page).post(login))
+        .route(&format!("{base}/logout"), post(logout))
+        .route(&format!("{base}/queues/{{queue}}/{{verb}}"), post(queue))
+        .route(
+            &format!("{base}/schedules/{{name}}/{{verb}}"),
+            post(schedule),
+        )
+        .route(&format!("{base}/dead-letter/replay"), post(replay_ticked))
+        .route(
+            &format!("{base}/dead-letter/replay-matching"),
+            get(super::dead_letter::confirm_replay).post(replay_matching),
+        )
+        .route(
+            &format!("{base}/dead-letter/{{id}}/{{verb}}"),
+            post(dead_job),
+        )
+}
+
+pub fn not_signed_in(dashboard: &Dashboard) -> PageError {
+    match dashboard.options.actions {
+        None => PageError::Forbidden(ACTIONS_OFF.into()),
+        Some(_) => PageError::Forbidden(format!(
+            "Log in first ({}/login): actions need the dashboard's password.",
+            dashboard.options.base_path
+        )),
+    }
+}
+
+/// The form of an action, once its session and CSRF token are good.
+fn authorized(
+    dashboard: &Dashboard,
+    headers: &HeaderMap,
+    body: &Bytes,
+    fields: &[&str],
+    lists: &[&str],
+) -> Result<Params, PageError> {
+    let guard = dashboard
+        .options
+        .actions
+        .as_ref()
+        .ok_or_else(|| PageError::Forbidden(ACTIONS_OFF.into()))?;
+    let session = guard
+        .session(cookie_header(headers))
+        .ok_or_else(|| not_signed_in(dashboard))?;
+    let text = std::str::from_utf8(body)
+        .map_err(|_| PageError::BadRequest("the form is not UTF-8".into()))?;
+    let mut known = vec!["csrf", "back"];
+    known.extend(fields);
+    let form = Params::parse_with_lists(text, &known, lists)?;
+    match form.get("csrf") {
+        None => Err(PageError::Forbidden(
+            "The form carries no CSRF token: reload the page and submit it again.".into(),
+        )),
+        Some(token) if !guard.csrf_matches(&session, token) => Err(PageError::Forbidden(
+            "The form's CSRF token is not this session's: reload the page and submit it again."
+                .into(),
+        )),
+        Some(_) => Ok(form),
+    }
+}
+
+/// Where to send the browser after an action: the form's `back` if it is a page of this
+/// dashboard, else `default`.
+fn back(dashboard: &Dashboard, form: &Params, default: String) -> Redirect {
+    let base = &dashboard.options.base_path;
+    let to = form
+        .get("back")
+        .filter(|to| {
+            to.starts_with(&format!("{base}/"))
+                && !to.starts_with("//")
+                && !to.contains(['\\', '\r', '\n'])
+        })
+        .map_or(default, str::to_string);
+    Redirect::to(&to)
+}
+
+fn unknown_action(verb: &str) -> PageError {
+    PageError::NotFound(format!("There is no action {verb:?} here."))
+}
+
+async fn login_page(State(dashboard): State<Arc<Dashboard>>) -> Result<Html<String>, PageError> {
+    if dashboard.options.actions.is_none() {
+        return Err(PageError::NotFound(ACTIONS_OFF.into()));
+    }
+    Ok(Html(login_form(&dashboard, None).into_string()))
+}
+
+fn login_form(dashboard: &Dashboard, refusal: Option<&str>) -> maud::Markup {
+    let viewer = super::html::Viewer {
+        base: dashboard.options.base_path.clone(),
+        actions: Actions::LoggedOut,
+    };
+    let base = &viewer.base;
+    layout(
+        &viewer,
+        "Log in",
+        html! {
+            @if let Some(refusal) = refusal { p.bad { (refusal) } }
+            form method="post" action=(format!("{base}/login")) {
+                label { "password " input type="password" name="password" autofocus; }
+                button type="submit" { "Log in" }
+            }
+            p.note { "A session lasts " (SESSION_LIFETIME.as_secs() / 3600) " hours, or until the dashboard restarts." }
+        },
+    )
+}
+
+async fn login(State(dashboard): State<Arc<Dashboard>>, body: Bytes) -> Response {
+    let Some(guard) = &dashboard.options.actions else {
+        return PageError::NotFound(ACTIONS_OFF.into()).into_response();
+    };
+    let password = form_urlencoded::parse(&body)
+        .find(|(key, _)| key == "password")
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_default();
+    if !guard.password_matches(&password) {
+        tokio::time::sleep(WRONG_PASSWORD_DELAY).await;
+        tracing::warn!("a wrong password was given to the dashboard");
+        let page = login_form(&dashboard, Some("Wrong password."));
+        return (StatusCode::FORBIDDEN, Html(page.into_string())).into_response();
+    }
+    let session = match guard.new_session() {
+        Ok(session) => session,
+        Err(e) => return PageError::Unavailable(crate::Error::Invalid(e)).into_response(),
+    };
+    let base = &dashboard.options.base_path;
+    let cookie = format!(
+        "{COOKIE}={session}; Path={}; Max-Age={}; HttpOnly; SameSite=Strict",
+        if base.is_empty() { "/" } else { base },
+        SESSION_LIFETIME.as_secs()
+    );
+    (
+        [(header::SET_COOKIE, cookie)],
+        Redirect::to(&format!("{base}/")),
+    )
+        .into_response()
+}
+
+async fn logout(
+    State(dashboard): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    authorized(&dashboard, &headers, &body, &[], &[])?;
+    let base = &dashboard.options.base_path;
+    let cookie = format!(
+        "{COOKIE}=; Path={}; Max-Age=0; HttpOnly; SameSite=Strict",
+        if base.is_empty() { "/" } else { base }
+    );
+    Ok((
+        [(header::SET_COOKIE, cookie)],
+        Redirect::to(&format!("{base}/")),
+    )
+        .into_response())
+}
+
+async fn queue(
+    State(dashboard): State<Arc<Dashboard>>,
+    Path((queue, verb)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Redirect, PageError> {
+    let form = authorized(&dashboard, &headers, &body, &[], &[])?;
+    let queue = check_queue_name(&queue)?;
+    let client = dashboard.app.connection().await?;
+    match verb.as_str() {
+        "pause" => store::queue_pause(&**client, &queue).await?,
+        "resume" => store::queue_resume(&**client, &queue).await?,
+        _ => return Err(unknown_action(&verb)),
+    };
+    tracing::info!(%queue, action = %verb, "dashboard action");
+    Ok(back(
+        &dashboard,
+        &form,
+        format!("{}/", dashboard.options.base_path),
+    ))
+}
+
+async fn schedule(
+    State(dashboard): State<Arc<Dashboard>>,
+    Path((name, verb)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Redirect, PageError> {
+    let form = authorized(&dashboard, &headers, &body, &[], &[])?;
+    let name = schedule_name(&name)?;
+    let client = dashboard.app.connection().await?;
+    match verb.as_str() {
+        "pause" => schedules::pause(&**client, &name).await?,
+        "resume" => schedules::resume(&**client, &name).await?,
+        _ => return Err(unknown_action(&verb)),
+    };
+    tracing::info!(schedule = %name, action = %verb, "dashboard action");
+    let default = format!("{}/schedules", dashboard.options.base_path);
+    Ok(back(&dashboard, &form, default))
+}
+
+async fn dead_job(
+    State(dashboard): State<Arc<Dashboard>>,
+    Path((id, verb)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Redirect, PageError> {
+    let form = authorized(&dashboard, &headers, &body, &["tags"], &[])?;
+    let id = parse_uuid("the dead job", &id)?;
+    let base = &dashboard.options.base_path;
+    let client = dashboard.app.connection().await?;
+    let to = match verb.as_str() {
+        "replay" => {
+            let job = dead_letter::replay(&**client, id, &ReplayOptions::default(), false).await?;
+            // The new job's page, where the replay can be followed.
+            return Ok(Redirect::to(&format!(
+                "{base}/jobs/{}",
+                job.map_or(id, |job| job)
+            )));
+        }
+        "delete" => {
+            dead_letter::delete(&**client, id).await?;
+            format!("{base}/dead-letter")
+        }
+        "tag" => {
+            let tags: Vec<&str> = form
+                .get("tags")
+                .unwrap_or("")
+                .split(',')
+                .map(str::trim)
+                .filter(|tag| !tag.is_empty())
+                .collect();
+            if tags.is_empty() {
+                return Err(PageError::BadRequest("tags: give at least one tag".into()));
+            }
+            dead_letter::tag(&**client, id, &tags).await?;
+            format!("{base}/jobs/{id}")
+        }
+        _ => return Err(unknown_action(&verb)),
+    };
+    tracing::info!(dead_job = %id, action = %verb, "dashboard action");
+    Ok(back(&dashboard, &form, to))
+}
+
+async fn replay_ticked(
+    State(dashboard): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Redirect, PageError> {
+    let form = authorized(&dashboard, &headers, &body, &[], &["id"])?;
+    let ids = form
+        .list("id")
+        .iter()
+        .map(|id| parse_uuid("id", id))
+        .collect::<Result<Vec<Uuid>, _>>()?;
+    if ids.is_empty() {
+        return Err(PageError::BadRequest(
+            "tick at least one dead job to replay".into(),
+        ));
+    }
+    if ids.len() > MAX_TICKED {
+        return Err(PageError::BadRequest(format!(
+            "{} jobs are ticked; at most {MAX_TICKED} are replayed at once",
+            ids.len()
+        )));
+    }
+    let client = dashboard.app.connection().await?;
+    dead_letter::replay_many(&**client, &ids, &ReplayOptions::default()).await?;
+    tracing::info!(
+        jobs = ids.len(),
+        "dashboard action: replayed the ticked dead jobs"
+    );
+    let default = format!("{}/dead-letter", dashboard.options.base_path);
+    Ok(back(&dashboard, &form, default))
+}
+
+/// Replays every dead job the filters match, if they still match as many as the operator
+/// confirmed; in chunks, each its own transaction.
+async fn replay_matching(
+    State(dashboard): State<Arc<Dashboard>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    let mut fields = FILTERS.to_vec();
+    fields.push("count");
+    let form = authorized(&dashboard, &headers, &body, &fields, &[])?;
+    let confirmed: i64 = form
+        .get("count")
+        .and_then(|count| count.parse().ok())
+        .ok_or_else(|| {
+            PageError::BadRequest("count: the confirmed number of jobs is missing".into())
+        })?;
+    let filters = dead_query(&form)?;
+    let client = dashboard.app.connection().await?;
+    let count = browse::dead_count(&**client, &filters).await?;
+    if count != confirmed {
+        return Err(PageError::Conflict(format!(
+            "{confirmed} dead jobs matched when you confirmed, {count} match now: review the replay again."
+        )));
+    }
+    if count as usize > MAX_REPLAY {
+        return Err(PageError::BadRequest(format!(
+            "{count} dead jobs match; one replay takes at most {MAX_REPLAY}: narrow the filters"
+        )));
+    }
+    let mut ids = Vec::with_capacity(count as usize);
+    let mut page = browse::Page::First;
+    loop {
+        let paged = browse::dead_jobs(&**client, &filters, &page, REPLAY_CHUNK).await?;
+        ids.extend(paged.rows.iter().map(|dead| dead.id));
+        match paged.older {
+            Some(key) => page = browse::Page::Older(key),
+            None => break,
+        }
+    }
+    let mut replayed = 0;
+    for chunk in ids.chunks(REPLAY_CHUNK) {
+        if let Err(e) = dead_letter::replay_many(&**client, chunk, &ReplayOptions::default()).await
+        {
+            return Err(PageError::Unavailable(crate::Error::Invalid(format!(
+                "{replayed} of {} dead jobs were replayed, then: {e}",
+                ids.len()
+            ))));
+        }
+        replayed += chunk.len();
+    }
+    tracing::info!(
+        jobs = replayed,
+        "dashboard action: replayed every matching dead job"
+    );
+    let base = &dashboard.options.base_path;
+    let page = layout(
+        &dashboard.viewer(&headers),
+        "Replayed",
+        html! {
+            p { "Replayed " strong.count { (replayed) } " dead jobs: each is a new job, queued now." }
+            p { a href=(format!("{base}/dead-letter")) { "Back to the dead letter" } }
+        },
+    );
+    Ok(Html(page.into_string()).into_response())
+}
