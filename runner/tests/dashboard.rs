@@ -151,6 +151,13 @@ async fn the_overview_and_the_metrics_count_each_queue_and_follow_new_jobs() {
         "nothing outside the base path"
     );
     assert_eq!(http_get(address, &format!("{base}/nothing")).0, 404);
+    // The vendored script, cached for good under its versioned name.
+    let (status, head, script) =
+        http_exchange(address, &format!("{base}/assets/htmx-2.0.11.min.js"));
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("immutable"), "{head}");
+    assert!(script.contains("htmx"), "the script itself");
+    assert_eq!(http_get(address, &format!("{base}/assets/other.js")).0, 404);
     drop(server);
     admin
         .batch_execute(&format!("DROP ROLE {viewer}"))

@@ -1,12 +1,20 @@
 //! The queues' counts, read once per interval however many pages ask: counting reads the
 //! whole jobs table, which a page load must not do at a million rows. Pages say when the
-//! counts were taken.
+//! counts were taken. A new job (`LISTEN soniq_new_job`) brings the next count forward, but
+//! never closer to the last than ten times what that one took (and a second), so counting
+//! stays a small share of one backend however busy the queues are.
 
 use crate::store::postgres::admin::{self, QueueCounts};
 use crate::Soniq;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
+use tokio::time::sleep_until;
+
+/// The shortest time between two counts, whatever wakes them.
+const MIN_COUNT_GAP: Duration = Duration::from_secs(1);
+/// A count follows the last at the earliest this many times what the last one took.
+const COUNT_COST_FACTOR: u32 = 10;
 
 /// One count of every queue.
 pub struct Counted {
@@ -22,14 +30,27 @@ pub struct Counts {
     pub error: Option<String>,
 }
 
-/// Count now, then every `interval`, until the receivers are gone.
+/// Count now, then every `interval` (sooner after a new job), until the receivers are gone.
 pub fn keep_counting(app: Arc<Soniq>, interval: Duration) -> watch::Receiver<Counts> {
     let (counts, receiver) = watch::channel(Counts::default());
     tokio::spawn(async move {
+        let new_job = Arc::new(Notify::new());
+        // The listener ends when this task does (its stop sender is dropped with it).
+        let (_stop, stop) = watch::channel(false);
+        if let Some(listen) = app.listen.clone() {
+            let retry_delay = app.settings.error_retry_delay();
+            tokio::spawn(crate::worker::listener::run(
+                listen,
+                Arc::clone(&new_job),
+                retry_delay,
+                stop,
+            ));
+        }
         loop {
             let began = Instant::now();
             let counted = count(&app).await;
             let took = began.elapsed();
+            let earliest = began + MIN_COUNT_GAP.max(took * COUNT_COST_FACTOR);
             counts.send_modify(|counts| match counted {
                 Ok(queues) => {
                     *counts = Counts {
@@ -43,8 +64,13 @@ pub fn keep_counting(app: Arc<Soniq>, interval: Duration) -> watch::Receiver<Cou
                 }
                 Err(e) => counts.error = Some(e.to_string()),
             });
+            let due = Instant::now() + interval;
             tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
+                _ = sleep_until(due.into()) => {}
+                _ = async {
+                    new_job.notified().await;
+                    sleep_until(earliest.into()).await;
+                } => {}
                 _ = counts.closed() => return,
             }
         }

@@ -76,6 +76,8 @@ pub fn layout(viewer: &Viewer, title: &str, body: Markup) -> Markup {
                 meta charset="utf-8";
                 title { (title) " · Soniq" }
                 style { (PreEscaped(STYLE)) }
+                script src=(format!("{base}/assets/{}", super::assets::HTMX)) defer {}
+                script src=(format!("{base}/assets/{}", super::assets::HTMX_SSE)) defer {}
             }
             body {
                 nav {

@@ -10,6 +10,7 @@
 //! `soniq_viewer` login is enough.
 
 mod actions;
+mod assets;
 mod counts;
 mod dead_letter;
 mod gauges;
@@ -90,6 +91,8 @@ pub fn routes(app: Arc<Soniq>, options: DashboardOptions) -> Router {
         .route(&format!("{base}/dead-letter"), get(dead_letter::list))
         .route(&format!("{base}/schedules"), get(schedules::list))
         .route(&format!("{base}/workers"), get(workers::list))
+        .route(&format!("{base}/events"), get(overview::events))
+        .route(&format!("{base}/assets/{{name}}"), get(assets::serve))
         .route(&format!("{base}/metrics"), get(metrics))
         .route(&format!("{base}/healthz"), get(healthz));
     if !base.is_empty() {

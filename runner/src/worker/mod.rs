@@ -17,7 +17,7 @@ mod attempts;
 mod claimer;
 mod completer;
 mod heartbeat;
-mod listener;
+pub(crate) mod listener;
 mod maintenance;
 mod monitor;
 mod signals;

@@ -184,3 +184,13 @@ pub async fn queue_counts(client: &impl GenericClient) -> Result<Vec<QueueCounts
         })
         .collect())
 }
+
+/// The queues paused now (a small table: read per page, unlike the counts).
+pub async fn paused_queues(
+    client: &impl GenericClient,
+) -> Result<std::collections::HashSet<String>> {
+    let rows = client
+        .query_typed("SELECT name FROM soniq.queues WHERE paused", &[])
+        .await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
