@@ -1,6 +1,19 @@
 -- Soniq SQL: outcomes: complete, fail, snooze, abort (a worker's, on its lease). Conventions:
 -- sql/helpers.sql.
 
+-- _tally: count attempts that ended in each of queues (one entry per attempt) into this
+-- minute's outcome_minutes rows of the worker, as completed or failed.
+CREATE FUNCTION soniq._tally(worker_id uuid, queues text[], completed boolean) RETURNS void
+LANGUAGE sql VOLATILE AS $$
+    INSERT INTO soniq.outcome_minutes AS m (minute, queue, worker_id, completed, failed)
+    SELECT date_trunc('minute', now()), q, $1, CASE WHEN $3 THEN count(*) ELSE 0 END,
+           CASE WHEN $3 THEN 0 ELSE count(*) END
+      FROM unnest($2) q
+     GROUP BY q
+        ON CONFLICT (minute, queue, worker_id)
+        DO UPDATE SET completed = m.completed + EXCLUDED.completed, failed = m.failed + EXCLUDED.failed
+$$;
+
 -- complete_many: finish many attempts of one worker in one round trip. Returns the ids it
 -- completed; an id missing from the result was not held under that lease (it was taken
 -- back) and stays as it is. A job whose result TTL is 0 is deleted at once. Jobs that wait
@@ -15,6 +28,7 @@ LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     completed uuid[];
     freed text[];  -- the queues of the jobs completed
+    ended_in text[];  -- the queue of each job completed, for outcome_minutes
     followed soniq._ended_job[];  -- the jobs completed that others follow (sql/finished.sql)
 BEGIN
     PERFORM soniq._require(job_ids, 'job_ids');
@@ -57,12 +71,15 @@ BEGIN
     ), finished AS (
         SELECT k.* FROM kept k UNION ALL SELECT d.* FROM dropped d
     )
-    SELECT array_agg(f.id), array_agg(DISTINCT f.queue),
+    SELECT array_agg(f.id), array_agg(DISTINCT f.queue), array_agg(f.queue),
            array_agg(ROW(f.id, f.has_dependents, f.awaited, f.batch_id)::soniq._ended_job)
                FILTER (WHERE f.has_dependents OR f.awaited OR f.batch_id IS NOT NULL)
-      INTO completed, freed, followed
+      INTO completed, freed, ended_in, followed
       FROM finished f;
     PERFORM soniq._slots_freed(freed);
+    IF ended_in IS NOT NULL THEN
+        PERFORM soniq._tally(complete_many.worker_id, ended_in, true);
+    END IF;
     -- A later statement, which sees a dependent whose enqueue this one waited for.
     IF followed IS NOT NULL THEN
         PERFORM soniq._finished(followed, 'done', NULL);
@@ -116,6 +133,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
+    PERFORM soniq._tally(_fail.worker_id, ARRAY[job.queue], false);
 
     IF reason IN ('permanent_failure', 'invalid_arguments', 'job_not_found') OR job.attempts >= job.max_attempts THEN
         PERFORM soniq._bury(ARRAY[job.id],

@@ -189,7 +189,8 @@ $$;
 -- prune_jobs: delete done jobs whose result TTL has passed (but not while a job that
 -- depends on them has yet to run: it reads their results) and cancelled jobs finished more
 -- than retention ago (and batches finished that long ago), up to batch_size of each per batch and at most max_batches
--- batches (the control plane runs one batch per transaction). Returns how many were deleted.
+-- batches (the control plane runs one batch per transaction), and outcome_minutes rows more
+-- than two hours old. Returns how many jobs were deleted.
 CREATE FUNCTION soniq.prune_jobs(retention interval DEFAULT '7 days', batch_size int DEFAULT 1000,
                                  max_batches int DEFAULT 10) RETURNS bigint
 LANGUAGE plpgsql VOLATILE AS $$
@@ -203,6 +204,7 @@ BEGIN
     IF batch_size IS NULL OR batch_size < 1 OR max_batches IS NULL OR max_batches < 1 THEN
         RAISE EXCEPTION 'batch_size and max_batches must be at least 1' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    DELETE FROM soniq.outcome_minutes m WHERE m.minute < now() - interval '2 hours';
     FOR batch IN 1..max_batches LOOP
         DELETE FROM soniq.jobs j WHERE j.id IN (
             SELECT d.id FROM soniq.jobs d WHERE d.status = 'done' AND d.expires_at < now()

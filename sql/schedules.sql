@@ -126,6 +126,27 @@ BEGIN
 END
 $$;
 
+-- schedule_fire: make the schedule's job now, whatever its timing and also while it is
+-- paused (since 0.11.0); its next fire time stays. It counts as a fire: last fire, last job
+-- and fire count. Returns the job's id.
+CREATE FUNCTION soniq.schedule_fire(name text) RETURNS uuid
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    current soniq.schedules := soniq._schedule(name);
+    fired uuid;
+BEGIN
+    SELECT id INTO fired
+      FROM soniq._insert_jobs(ROW(ARRAY[current.task_name], ARRAY[current.args], ARRAY[current.queue],
+                                  ARRAY[current.priority], ARRAY[NULL::timestamptz], ARRAY[current.retries],
+                                  ARRAY[NULL::boolean], ARRAY[NULL::text], ARRAY[current.timeout],
+                                  ARRAY['schedule:' || current.name])::soniq._job_batch) AS id;
+    UPDATE soniq.schedules s
+       SET last_fire_at = now(), last_job_id = fired, fire_count = s.fire_count + 1, updated_at = now()
+     WHERE s.name = current.name;
+    RETURN fired;
+END
+$$;
+
 -- schedule_remove: delete a schedule (jobs it already made stay).
 CREATE FUNCTION soniq.schedule_remove(name text) RETURNS void
 LANGUAGE plpgsql VOLATILE AS $$

@@ -233,6 +233,19 @@ SELECT pg_catalog.pg_extension_config_dump('soniq.workers', '');
 SELECT pg_catalog.pg_extension_config_dump('soniq.jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('soniq.dead_letter_jobs', '');
 
+-- Outcomes by minute (since 0.11.0): how many attempts each worker completed and failed in
+-- each queue each minute, for the dashboard's chart (sql/outcomes.sql adds to it). One row
+-- per minute, queue and worker: a worker adds to its own rows only, so workers never wait on
+-- each other's; prune_jobs keeps the last two hours. Runtime state: pg_dump leaves it out.
+CREATE TABLE soniq.outcome_minutes (
+    minute    timestamptz NOT NULL,
+    queue     text NOT NULL,
+    worker_id uuid NOT NULL,
+    completed bigint NOT NULL DEFAULT 0,
+    failed    bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (minute, queue, worker_id)
+);
+
 -- What running attempts recorded (since 0.9.0; sql/progress.sql): a job's last progress and
 -- when, and the checkpoint its next attempt resumes from. A row only for a job whose handler
 -- recorded something (every column of soniq.jobs costs each of its updates, and most jobs

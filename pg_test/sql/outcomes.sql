@@ -154,3 +154,20 @@ SELECT soniq.deregister_worker(:'other') AS taken_back;
 SELECT dead_letter_reason FROM soniq.dead_letter_jobs WHERE id = :'d';
 SELECT soniq.complete(:'d', :'other', 1);
 :error
+
+-- outcome_minutes: each worker's completed and failed attempts per queue and minute (the
+-- dashboard's chart); a retried failure counts, as a dead one would.
+SELECT soniq.register_worker() AS t \gset
+SELECT count(soniq.enqueue('tally.work', queue => 'tally')) AS enqueued FROM generate_series(1, 3);
+SELECT soniq.enqueue('tally.bad', queue => 'tally', retries => 1) AS tb \gset
+SELECT count(*) AS claimed FROM soniq.claim(:'t', ARRAY['tally'], 10);
+SELECT count(*) AS completed
+  FROM soniq.complete_many(ARRAY(SELECT id FROM soniq.jobs WHERE task_name = 'tally.work' ORDER BY id), :'t', '{1,1,1}');
+SELECT soniq.fail(:'tb', :'t', 1, 'boom') AS first_failure;
+SELECT queue, sum(completed) AS completed, sum(failed) AS failed, count(DISTINCT worker_id) AS workers,
+       bool_and(minute = date_trunc('minute', minute)) AS whole_minutes
+  FROM soniq.outcome_minutes WHERE queue = 'tally' GROUP BY queue;
+-- prune_jobs keeps two hours of them.
+UPDATE soniq.outcome_minutes SET minute = minute - interval '3 hours' WHERE queue = 'tally';
+SELECT soniq.prune_jobs() >= 0 AS pruned;
+SELECT count(*) AS rows_left FROM soniq.outcome_minutes WHERE queue = 'tally';

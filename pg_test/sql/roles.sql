@@ -175,6 +175,8 @@ SELECT soniq.queue_configure('default', '{"max_running": 1}');
 :error
 SELECT soniq.schedule_pause('roles.every');
 :error
+SELECT soniq.schedule_fire('roles.every');
+:error
 SELECT soniq.cancel_job(:'job');
 :error
 SELECT soniq.delete_job(:'job');

@@ -53,6 +53,19 @@ SELECT fire_count, last_fire_at, next_fire_at > now() AS next_after_now,
 SELECT soniq.fire_due_schedules() AS nothing_due;
 -- Its next minute may come while this file runs: out of the way of the rounds below.
 UPDATE soniq.schedules SET next_fire_at = now() + interval '1 day' WHERE name = 'metrics.flush';
+-- schedule_fire: the job now, whatever the timing, which stays; it counts as a fire.
+SELECT fire_count AS fires_before, next_fire_at AS kept FROM soniq.schedules WHERE name = 'metrics.flush' \gset
+SELECT soniq.schedule_fire('metrics.flush') AS fired \gset
+SELECT task_name, queue, producer_id, status, scheduled_at IS NULL AS runs_now FROM soniq.jobs WHERE id = :'fired';
+SELECT fire_count - :fires_before AS more_fires, last_job_id = :'fired' AS links_it,
+       next_fire_at = :'kept'::timestamptz AS timing_kept
+  FROM soniq.schedules WHERE name = 'metrics.flush';
+-- ...also while paused, which it stays.
+SELECT soniq.schedule_pause('metrics.flush') AS paused;
+SELECT soniq.schedule_fire('metrics.flush') IS NOT NULL AS fired_while_paused;
+SELECT enabled, fire_count - :fires_before AS more_fires FROM soniq.schedules WHERE name = 'metrics.flush';
+SELECT soniq.schedule_resume('metrics.flush') AS resumed;
+UPDATE soniq.schedules SET next_fire_at = now() + interval '1 day' WHERE name = 'metrics.flush';
 -- A healthy batch is fired as one batch (the one-at-a-time path stops at 50).
 SELECT count(soniq.schedule_add('batch.' || n, every => '1 hour')) AS added FROM generate_series(1, 120) n;
 UPDATE soniq.schedules SET next_fire_at = now() - interval '1 second' WHERE name LIKE 'batch.%';
@@ -151,6 +164,10 @@ SELECT soniq.schedule_pause('no.such');
 SELECT soniq.schedule_resume(NULL);
 :error
 SELECT soniq.schedule_remove('no.such');
+:error
+SELECT soniq.schedule_fire('no.such');
+:error
+SELECT soniq.schedule_fire(NULL);
 :error
 SELECT soniq.cron_next('* * * * *', 'infinity');
 :error

@@ -152,6 +152,12 @@ impl Scheduler<'_> {
         schedules::resume(&**self.client().await?, name).await
     }
 
+    /// Make the schedule's job now, outside its timing (also while paused); its next fire
+    /// time stays. Returns the job's id.
+    pub async fn fire(&self, name: &str) -> Result<Uuid> {
+        schedules::fire(&**self.client().await?, name).await
+    }
+
     pub async fn remove(&self, name: &str) -> Result<()> {
         schedules::remove(&**self.client().await?, name).await
     }

@@ -899,10 +899,27 @@ fn schedule_commands() {
         .ok()
         .json();
     assert_eq!(next.as_array().unwrap().len(), 2);
+    // Fire now: a job of the schedule's task in its queue, and one more fire.
+    let fired = soniq(&["schedule", "fire", &every, "--json"]).ok().json();
+    let job = fired["job_id"].as_str().unwrap().to_string();
+    let shown = soniq(&["inspect", &job, "--json"]).ok().json();
+    assert_eq!(
+        (shown["task_name"].as_str(), shown["queue"].as_str()),
+        (Some("metrics.flush"), Some("metrics"))
+    );
+    assert!(soniq(&["schedule", "fire", &every])
+        .ok()
+        .stdout
+        .starts_with(&format!("fired {every}: job ")));
     soniq(&["schedule", "remove", &every]).ok();
     soniq(&["schedule", "remove", &name]).ok();
     assert_eq!(
         soniq(&["schedule", "remove", &name]).code,
+        1,
+        "an unknown schedule"
+    );
+    assert_eq!(
+        soniq(&["schedule", "fire", &name]).code,
         1,
         "an unknown schedule"
     );

@@ -644,3 +644,84 @@ async fn a_page_whose_matches_lie_beyond_its_scan_says_so_and_links_on() {
     drop(server);
     drop_database(database).await;
 }
+
+/// The chart's summary line: (completed, failed) over the last hour.
+fn charted(page: &str) -> (i64, i64) {
+    let start = page.find("over the last hour: ").expect("the chart") + 20;
+    let line = &page[start..start + page[start..].find('.').unwrap()];
+    let numbers: Vec<i64> = line
+        .split(' ')
+        .filter_map(|word| word.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_charts_the_last_hours_outcomes() {
+    let admin = sql().await;
+    let viewer = Viewer::create(&admin).await;
+    let queue = unique("charted");
+    let (server, address) = dashboard_serving(&viewer.0, "/");
+    let (_, before) = http_get(address, "/");
+    let (completed_before, failed_before) = charted(&before);
+
+    let worker: uuid::Uuid = admin
+        .query_one(
+            "SELECT soniq.register_worker(queues => ARRAY[$1])",
+            &[&queue],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    admin
+        .execute(
+            "SELECT soniq.enqueue($1 || '.work', queue => $1, retries => 0) FROM generate_series(1, 3)",
+            &[&queue],
+        )
+        .await
+        .unwrap();
+    let claimed: Vec<uuid::Uuid> = admin
+        .query(
+            "SELECT id FROM soniq.claim($1, ARRAY[$2], 3) ORDER BY id",
+            &[&worker, &queue],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(claimed.len(), 3);
+    admin
+        .execute(
+            "SELECT soniq.complete_many($1, $2, '{1,1}')",
+            &[&&claimed[..2], &worker],
+        )
+        .await
+        .unwrap();
+    admin
+        .execute(
+            "SELECT soniq.fail($1, $2, 1, 'boom')",
+            &[&claimed[2], &worker],
+        )
+        .await
+        .unwrap();
+
+    let (status, page) = http_get(address, "/");
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("<svg class=\"chart\""), "{page}");
+    assert_eq!(
+        charted(&page),
+        (completed_before + 2, failed_before + 1),
+        "{page}"
+    );
+    assert!(
+        page.contains("0 min ago: ") || page.contains("1 min ago: "),
+        "this minute's bar: {page}"
+    );
+
+    let _ = admin
+        .execute("SELECT soniq.deregister_worker($1)", &[&worker])
+        .await;
+    drop(server);
+    viewer.drop_role(&admin).await;
+}

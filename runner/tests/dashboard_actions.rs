@@ -246,6 +246,29 @@ async fn a_signed_in_operator_acts_and_every_refusal_changes_nothing() {
     );
     browser.act(&format!("/ops/schedules/{schedule}/resume"), "");
     assert!(enabled().await);
+    // Fire now: its job, and that job's page.
+    let (status, to, _) = browser.act(&format!("/ops/schedules/{schedule}/fire"), "");
+    assert_eq!(status, 303);
+    let fired: Uuid = to
+        .unwrap()
+        .trim_start_matches("/ops/jobs/")
+        .parse()
+        .unwrap();
+    let (producer, last_job): (String, Uuid) = {
+        let row = admin
+            .query_one(
+                "SELECT j.producer_id, s.last_job_id FROM soniq.jobs j, soniq.schedules s
+                  WHERE j.id = $1 AND s.name = $2",
+                &[&fired, &schedule],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(
+        (producer, last_job),
+        (format!("schedule:{schedule}"), fired)
+    );
 
     // One dead job: tag, replay (to the new job's page), delete.
     let (status, to, _) = browser.act(

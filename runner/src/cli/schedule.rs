@@ -1,4 +1,4 @@
-//! `soniq schedule list|add|pause|resume|remove|next`.
+//! `soniq schedule list|add|pause|resume|remove|next|fire`.
 
 use super::output::Output;
 use super::{args_object, time, CliResult, Failure};
@@ -27,6 +27,10 @@ pub enum ScheduleCommand {
         name: String,
     },
     Remove {
+        name: String,
+    },
+    /// Make the schedule's job now (also while it is paused); its next fire time stays.
+    Fire {
         name: String,
     },
     /// The coming fire times of a schedule.
@@ -102,6 +106,14 @@ pub async fn run(app: &Soniq, command: ScheduleCommand, out: &Output) -> CliResu
             println!("removed {name}");
         }
         ScheduleCommand::Next { name, count } => next(app, &name, count, out).await?,
+        ScheduleCommand::Fire { name } => {
+            let job = scheduler.fire(&name).await?;
+            if out.json {
+                out.print_json(&json!({ "schedule": name, "job_id": job.to_string() }));
+            } else {
+                println!("fired {name}: job {job}");
+            }
+        }
     }
     Ok(())
 }

@@ -226,6 +226,14 @@ async fn schedule(
     match verb.as_str() {
         "pause" => schedules::pause(&**client, &name).await?,
         "resume" => schedules::resume(&**client, &name).await?,
+        "fire" => {
+            let job = schedules::fire(&**client, &name).await?;
+            tracing::info!(schedule = %name, %job, "dashboard action: fired");
+            return Ok(Redirect::to(&format!(
+                "{}/jobs/{job}",
+                dashboard.options.base_path
+            )));
+        }
         _ => return Err(unknown_action(&verb)),
     };
     tracing::info!(schedule = %name, action = %verb, "dashboard action");

@@ -11,6 +11,7 @@
 
 mod actions;
 mod assets;
+mod chart;
 mod counts;
 mod dead_letter;
 mod gauges;

@@ -1,6 +1,7 @@
 //! The overview: every queue by state (from the last background count), the control plane's
 //! rounds and the workers alive and stale.
 
+use super::chart;
 use super::counts::Counts;
 use super::html::{layout, seconds, time, Viewer};
 use super::{Dashboard, Liveness, PageError};
@@ -27,13 +28,18 @@ pub async fn page(
 }
 
 /// The queues' table from the last count, with their pause state read now (a pause shows at
-/// once, not at the next count).
+/// once, not at the next count), and the chart of the last hour's outcomes.
 async fn queues_now(dashboard: &Dashboard, viewer: &Viewer) -> Result<Markup, PageError> {
     let client = dashboard.app.connection().await?;
     let paused = admin::paused_queues(&**client).await?;
+    let minutes = admin::outcome_minutes(&**client).await?;
     let counts = dashboard.counts.borrow().clone();
     let every = dashboard.options.count_interval.as_secs();
-    Ok(queues(viewer, every, &counts, &paused))
+    Ok(html! {
+        (queues(viewer, every, &counts, &paused))
+        h2 { "Outcomes" }
+        (chart::outcomes(&minutes))
+    })
 }
 
 /// The queues' table again after each count, as server-sent events (`queues`), for the

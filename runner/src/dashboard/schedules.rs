@@ -73,6 +73,7 @@ fn render(viewer: &Viewer, schedules: &[ScheduleInfo]) -> Markup {
                                         @let verb = if schedule.enabled { "pause" } else { "resume" };
                                         (viewer.button(&format!("/schedules/{}/{verb}", schedule.name),
                                             if schedule.enabled { "Pause" } else { "Resume" }, &back, &[]))
+                                        (viewer.button(&format!("/schedules/{}/fire", schedule.name), "Fire now", &back, &[]))
                                     }
                                 }
                             }

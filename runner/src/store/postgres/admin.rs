@@ -194,3 +194,33 @@ pub async fn paused_queues(
         .await?;
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }
+
+/// The attempts completed and failed in one minute, every queue and worker summed.
+pub struct MinuteOutcomes {
+    /// How many minutes before the current one (0: the current minute).
+    pub minutes_ago: i32,
+    pub completed: i64,
+    pub failed: i64,
+}
+
+/// The last hour of `soniq.outcome_minutes`, minute by minute (minutes with nothing left out).
+pub async fn outcome_minutes(client: &impl GenericClient) -> Result<Vec<MinuteOutcomes>> {
+    let rows = client
+        .query_typed(
+            "SELECT (extract(epoch FROM date_trunc('minute', now()) - minute) / 60)::int,
+                    sum(completed)::bigint, sum(failed)::bigint
+               FROM soniq.outcome_minutes
+              WHERE minute > date_trunc('minute', now()) - interval '60 minutes'
+              GROUP BY minute ORDER BY minute",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| MinuteOutcomes {
+            minutes_ago: row.get(0),
+            completed: row.get(1),
+            failed: row.get(2),
+        })
+        .collect())
+}

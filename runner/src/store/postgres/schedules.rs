@@ -79,6 +79,13 @@ pub async fn resume(client: &impl GenericClient, name: &str) -> Result<bool> {
         .get(0))
 }
 
+pub async fn fire(client: &impl GenericClient, name: &str) -> Result<uuid::Uuid> {
+    Ok(client
+        .query_typed_one("SELECT soniq.schedule_fire($1)", &[(&name, Type::TEXT)])
+        .await?
+        .get(0))
+}
+
 pub async fn remove(client: &impl GenericClient, name: &str) -> Result<()> {
     client
         .query_typed("SELECT soniq.schedule_remove($1)", &[(&name, Type::TEXT)])
