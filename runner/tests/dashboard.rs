@@ -51,11 +51,7 @@ fn queue_row(page: &str, queue: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_overview_and_the_metrics_count_each_queue_and_follow_new_jobs() {
     let admin = sql().await;
-    let viewer = unique("dash_viewer");
-    admin
-        .batch_execute(&format!("CREATE ROLE {viewer} LOGIN IN ROLE soniq_viewer"))
-        .await
-        .unwrap();
+    let viewer = create_login(&admin, "dash_viewer", "soniq_viewer").await;
     let queue = unique("dashboard");
     let enqueue =
         |extra: &str| format!("SELECT soniq.enqueue('{queue}.work', queue => '{queue}'{extra})");
@@ -159,10 +155,7 @@ async fn the_overview_and_the_metrics_count_each_queue_and_follow_new_jobs() {
     assert!(script.contains("htmx"), "the script itself");
     assert_eq!(http_get(address, &format!("{base}/assets/other.js")).0, 404);
     drop(server);
-    admin
-        .batch_execute(&format!("DROP ROLE {viewer}"))
-        .await
-        .unwrap();
+    drop_login(&admin, &viewer).await;
 }
 
 fn dashboard_serving(user: &str, base: &str) -> (Runner, SocketAddr) {
@@ -193,27 +186,6 @@ fn bad_flags_are_refused_with_the_reason() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
-    }
-}
-
-/// A viewer login of its own, dropped by [`Viewer::drop_role`].
-struct Viewer(String);
-
-impl Viewer {
-    async fn create(admin: &tokio_postgres::Client) -> Viewer {
-        let name = unique("dash_viewer");
-        admin
-            .batch_execute(&format!("CREATE ROLE {name} LOGIN IN ROLE soniq_viewer"))
-            .await
-            .unwrap();
-        Viewer(name)
-    }
-
-    async fn drop_role(self, admin: &tokio_postgres::Client) {
-        admin
-            .batch_execute(&format!("DROP ROLE {}", self.0))
-            .await
-            .unwrap();
     }
 }
 
@@ -266,7 +238,7 @@ fn assert_refused(address: SocketAddr, path: &str, expected: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_jobs_pages_filter_page_by_keyset_and_show_a_job() {
     let admin = sql().await;
-    let viewer = Viewer::create(&admin).await;
+    let viewer = create_login(&admin, "dash_viewer", "soniq_viewer").await;
     let queue = unique("browse");
     admin
         .execute(
@@ -285,7 +257,7 @@ async fn the_jobs_pages_filter_page_by_keyset_and_show_a_job() {
         .await
         .unwrap();
     let base = "/d";
-    let (server, address) = dashboard_serving(&viewer.0, base);
+    let (server, address) = dashboard_serving(&viewer, base);
 
     // Every job once, newest first, in pages of 50, as the database orders them.
     let newest_first = ids(
@@ -437,30 +409,17 @@ async fn the_jobs_pages_filter_page_by_keyset_and_show_a_job() {
     );
 
     drop(server);
-    viewer.drop_role(&admin).await;
+    drop_login(&admin, &viewer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dead_letter_page_filters_and_pages_in_order_of_death() {
     let admin = sql().await;
-    let viewer = Viewer::create(&admin).await;
+    let viewer = create_login(&admin, "dash_viewer", "soniq_viewer").await;
     let queue = unique("browse_dead");
     // 60 jobs die in one transaction, so they share their time of death: the keyset's second
     // key, the id, orders them.
-    admin
-        .execute(
-            "SELECT soniq.enqueue($1 || '.work', queue => $1) FROM generate_series(1, 60)",
-            &[&queue],
-        )
-        .await
-        .unwrap();
-    admin
-        .execute(
-            "SELECT soniq.dead_letter_move(id) FROM soniq.jobs WHERE queue = $1",
-            &[&queue],
-        )
-        .await
-        .unwrap();
+    dead_jobs(&admin, &queue, 60).await;
     admin
         .execute(
             "SELECT soniq.dead_letter_tag(id, ARRAY['billing'])
@@ -470,7 +429,7 @@ async fn the_dead_letter_page_filters_and_pages_in_order_of_death() {
         .await
         .unwrap();
     let base = "";
-    let (server, address) = dashboard_serving(&viewer.0, "/");
+    let (server, address) = dashboard_serving(&viewer, "/");
 
     let in_order = ids(
         &admin,
@@ -518,13 +477,13 @@ async fn the_dead_letter_page_filters_and_pages_in_order_of_death() {
     );
 
     drop(server);
-    viewer.drop_role(&admin).await;
+    drop_login(&admin, &viewer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_schedules_and_workers_pages_show_what_the_database_holds() {
     let admin = sql().await;
-    let viewer = Viewer::create(&admin).await;
+    let viewer = create_login(&admin, "dash_viewer", "soniq_viewer").await;
     let name = unique("dash_schedule");
     admin
         .execute(
@@ -533,7 +492,7 @@ async fn the_schedules_and_workers_pages_show_what_the_database_holds() {
         )
         .await
         .unwrap();
-    let (server, address) = dashboard_serving(&viewer.0, "/");
+    let (server, address) = dashboard_serving(&viewer, "/");
 
     let (status, page) = http_get(address, "/schedules");
     assert_eq!(status, 200, "{page}");
@@ -601,7 +560,7 @@ async fn the_schedules_and_workers_pages_show_what_the_database_holds() {
         .await
         .unwrap();
     drop(server);
-    viewer.drop_role(&admin).await;
+    drop_login(&admin, &viewer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -659,9 +618,9 @@ fn charted(page: &str) -> (i64, i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_overview_charts_the_last_hours_outcomes() {
     let admin = sql().await;
-    let viewer = Viewer::create(&admin).await;
+    let viewer = create_login(&admin, "dash_viewer", "soniq_viewer").await;
     let queue = unique("charted");
-    let (server, address) = dashboard_serving(&viewer.0, "/");
+    let (server, address) = dashboard_serving(&viewer, "/");
     let (_, before) = http_get(address, "/");
     let (completed_before, failed_before) = charted(&before);
 
@@ -723,5 +682,5 @@ async fn the_overview_charts_the_last_hours_outcomes() {
         .execute("SELECT soniq.deregister_worker($1)", &[&worker])
         .await;
     drop(server);
-    viewer.drop_role(&admin).await;
+    drop_login(&admin, &viewer).await;
 }

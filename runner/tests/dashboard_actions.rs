@@ -32,15 +32,6 @@ fn dashboard(user: &str, actions: bool) -> (Runner, SocketAddr) {
     start_serving(command, "serving the dashboard")
 }
 
-async fn login_role(admin: &tokio_postgres::Client, prefix: &str, group: &str) -> String {
-    let name = unique(prefix);
-    admin
-        .batch_execute(&format!("CREATE ROLE {name} LOGIN IN ROLE {group}"))
-        .await
-        .unwrap();
-    name
-}
-
 /// An operator's browser: its session cookie and the CSRF token its pages carry.
 struct Browser {
     address: SocketAddr,
@@ -127,38 +118,10 @@ async fn resurrections(admin: &tokio_postgres::Client, ids: &[Uuid]) -> Vec<i32>
     counts
 }
 
-/// `n` dead jobs of `queue`, oldest first.
-async fn dead_jobs(admin: &tokio_postgres::Client, queue: &str, n: i32) -> Vec<Uuid> {
-    admin
-        .execute(
-            "SELECT soniq.enqueue($1 || '.work', queue => $1) FROM generate_series(1, $2)",
-            &[&queue, &n],
-        )
-        .await
-        .unwrap();
-    admin
-        .execute(
-            "SELECT soniq.dead_letter_move(id) FROM soniq.jobs WHERE queue = $1",
-            &[&queue],
-        )
-        .await
-        .unwrap();
-    admin
-        .query(
-            "SELECT id FROM soniq.dead_letter_jobs WHERE queue = $1 ORDER BY id",
-            &[&queue],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_in_operator_acts_and_every_refusal_changes_nothing() {
     let admin = sql().await;
-    let operator = login_role(&admin, "dash_admin", "soniq_admin").await;
+    let operator = create_login(&admin, "dash_admin", "soniq_admin").await;
     let queue = unique("acts");
     admin
         .execute(
@@ -399,16 +362,13 @@ async fn a_signed_in_operator_acts_and_every_refusal_changes_nothing() {
         .execute("SELECT soniq.schedule_remove($1)", &[&schedule])
         .await
         .unwrap();
-    admin
-        .batch_execute(&format!("DROP ROLE {operator}"))
-        .await
-        .unwrap();
+    drop_login(&admin, &operator).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_login_or_a_dashboard_without_actions_changes_nothing() {
     let admin = sql().await;
-    let viewer = login_role(&admin, "dash_viewer", "soniq_viewer").await;
+    let viewer = create_login(&admin, "dash_viewer", "soniq_viewer").await;
     let queue = unique("acts_viewer");
     admin
         .execute(
@@ -457,10 +417,7 @@ async fn a_viewer_login_or_a_dashboard_without_actions_changes_nothing() {
     );
     assert!(!paused(&admin, &queue).await);
     drop(server);
-    admin
-        .batch_execute(&format!("DROP ROLE {viewer}"))
-        .await
-        .unwrap();
+    drop_login(&admin, &viewer).await;
 }
 
 #[test]

@@ -69,6 +69,53 @@ pub struct FreshDatabase {
     pub client: tokio_postgres::Client,
 }
 
+/// A login of its own (a unique name made from `prefix`) in role `group`; [`drop_login`]
+/// removes it.
+pub async fn create_login(admin: &tokio_postgres::Client, prefix: &str, group: &str) -> String {
+    let name = unique(prefix);
+    admin
+        .batch_execute(&format!("CREATE ROLE {name} LOGIN IN ROLE {group}"))
+        .await
+        .unwrap();
+    name
+}
+
+pub async fn drop_login(admin: &tokio_postgres::Client, name: &str) {
+    admin
+        .batch_execute(&format!("DROP ROLE {name}"))
+        .await
+        .unwrap();
+}
+
+/// `n` jobs of task `<queue>.work` in `queue`, moved to the dead letter in one transaction;
+/// their ids in order.
+pub async fn dead_jobs(admin: &tokio_postgres::Client, queue: &str, n: i32) -> Vec<uuid::Uuid> {
+    admin
+        .execute(
+            "SELECT soniq.enqueue($1 || '.work', queue => $1) FROM generate_series(1, $2)",
+            &[&queue, &n],
+        )
+        .await
+        .unwrap();
+    admin
+        .execute(
+            "SELECT soniq.dead_letter_move(id) FROM soniq.jobs WHERE queue = $1",
+            &[&queue],
+        )
+        .await
+        .unwrap();
+    admin
+        .query(
+            "SELECT id FROM soniq.dead_letter_jobs WHERE queue = $1 ORDER BY id",
+            &[&queue],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
 pub async fn fresh_database(prefix: &str) -> FreshDatabase {
     let name = unique(prefix);
     sql()
