@@ -1,8 +1,9 @@
 //! The queues' counts, read once per interval however many pages ask: counting reads the
 //! whole jobs table, which a page load must not do at a million rows. Pages say when the
-//! counts were taken. A new job (`LISTEN soniq_new_job`) brings the next count forward, but
-//! never closer to the last than ten times what that one took (and a second), so counting
-//! stays a small share of one backend however busy the queues are.
+//! counts were taken. A new job (`LISTEN soniq_new_job`) brings the next count forward; but no
+//! count, early or on time, follows the last closer than twenty times what that one took (and
+//! a second), so counting stays within a twentieth of one core however big the table and busy
+//! the queues (a count uses one core: no parallel workers).
 
 use crate::store::postgres::admin::{self, QueueCounts};
 use crate::Soniq;
@@ -14,7 +15,7 @@ use tokio::time::sleep_until;
 /// The shortest time between two counts, whatever wakes them.
 const MIN_COUNT_GAP: Duration = Duration::from_secs(1);
 /// A count follows the last at the earliest this many times what the last one took.
-const COUNT_COST_FACTOR: u32 = 10;
+const COUNT_COST_FACTOR: u32 = 20;
 
 /// One count of every queue.
 pub struct Counted {
@@ -30,7 +31,8 @@ pub struct Counts {
     pub error: Option<String>,
 }
 
-/// Count now, then every `interval` (sooner after a new job), until the receivers are gone.
+/// Count now, then every `interval` (sooner after a new job, later when counting is slow),
+/// until the receivers are gone.
 pub fn keep_counting(app: Arc<Soniq>, interval: Duration) -> watch::Receiver<Counts> {
     let (counts, receiver) = watch::channel(Counts::default());
     tokio::spawn(async move {
@@ -64,7 +66,9 @@ pub fn keep_counting(app: Arc<Soniq>, interval: Duration) -> watch::Receiver<Cou
                 }
                 Err(e) => counts.error = Some(e.to_string()),
             });
-            let due = Instant::now() + interval;
+            // A count that takes long waits longer: counting stays within a twentieth of one
+            // core at any interval.
+            let due = (Instant::now() + interval).max(earliest);
             tokio::select! {
                 _ = sleep_until(due.into()) => {}
                 _ = async {
@@ -78,7 +82,15 @@ pub fn keep_counting(app: Arc<Soniq>, interval: Duration) -> watch::Receiver<Cou
     receiver
 }
 
+/// One count, in a transaction of its own that may not use parallel workers: a parallel
+/// scan of a big jobs table would take every core from the workers for its while.
 async fn count(app: &Soniq) -> crate::Result<Vec<QueueCounts>> {
-    let client = app.connection().await?;
-    admin::queue_counts(&**client).await
+    let mut client = app.connection().await?;
+    let transaction = client.transaction().await?;
+    transaction
+        .batch_execute("SET LOCAL max_parallel_workers_per_gather = 0")
+        .await?;
+    let counted = admin::queue_counts(&*transaction).await?;
+    transaction.commit().await?;
+    Ok(counted)
 }
