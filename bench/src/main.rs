@@ -8,6 +8,7 @@
 
 mod awaiting;
 mod churn;
+mod dashboard;
 mod db;
 mod dependencies;
 mod depth;
@@ -43,6 +44,7 @@ pub enum Scenario {
     Awaiting,
     Depth,
     Flow,
+    Dashboard,
 }
 
 #[derive(Parser)]
@@ -139,6 +141,8 @@ pub struct Plan {
     pub depth_levels: Vec<(usize, usize)>,
     pub depth_samples: usize,
     pub schedules: usize,
+    /// Queued and done jobs of dashboard's backlog (a tenth as many dead).
+    pub dashboard_rows: usize,
 }
 
 impl Plan {
@@ -169,6 +173,7 @@ impl Plan {
             },
             depth_samples: if quick { 200 } else { 1_000 },
             schedules: if quick { 1_000 } else { 10_000 },
+            dashboard_rows: if quick { 10_000 } else { 1_000_000 },
         }
     }
 }
@@ -275,6 +280,7 @@ async fn run_scenarios(bench: &mut Bench, scenarios: &[Scenario]) -> RunResult {
             Scenario::Awaiting => awaiting::run(bench).await,
             Scenario::Depth => depth::run(bench).await,
             Scenario::Flow => flow::run(bench).await,
+            Scenario::Dashboard => dashboard::run(bench).await,
         };
         result.map_err(|e| Stopped(format!("bench {name}: {e}")))?;
         let admin = db::connect(&bench.url).await?;

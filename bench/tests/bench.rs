@@ -64,6 +64,22 @@ const EXPECTED: &[(&str, &[&str])] = &[
             "p99_10000_10000",
         ],
     ),
+    (
+        "dashboard",
+        &[
+            "overview",
+            "jobs",
+            "jobs_done",
+            "job",
+            "dead_letter",
+            "dead_letter_tag",
+            "schedules",
+            "workers",
+            "metrics",
+            "drain_alone",
+            "drain_dashboard",
+        ],
+    ),
 ];
 
 fn figure<'a>(report: &'a Value, scenario: &str, key: &str) -> &'a Value {
