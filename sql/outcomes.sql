@@ -2,7 +2,9 @@
 -- sql/helpers.sql.
 
 -- _tally: count attempts that ended in each of queues (one entry per attempt) into this
--- minute's outcome_minutes rows of the worker, as completed or failed.
+-- minute's outcome_minutes rows of the worker, as completed or failed. Rows are taken in queue
+-- order, so two transactions that add to the same worker's rows (its outcomes, the rescue
+-- failing its timed-out attempt) wait for each other instead of deadlocking.
 CREATE FUNCTION soniq._tally(worker_id uuid, queues text[], completed boolean) RETURNS void
 LANGUAGE sql VOLATILE AS $$
     INSERT INTO soniq.outcome_minutes AS m (minute, queue, worker_id, completed, failed)
@@ -10,6 +12,7 @@ LANGUAGE sql VOLATILE AS $$
            CASE WHEN $3 THEN 0 ELSE count(*) END
       FROM unnest($2) q
      GROUP BY q
+     ORDER BY q
         ON CONFLICT (minute, queue, worker_id)
         DO UPDATE SET completed = m.completed + EXCLUDED.completed, failed = m.failed + EXCLUDED.failed
 $$;

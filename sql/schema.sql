@@ -234,9 +234,10 @@ SELECT pg_catalog.pg_extension_config_dump('soniq.jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('soniq.dead_letter_jobs', '');
 
 -- Outcomes by minute (since 0.11.0): how many attempts each worker completed and failed in
--- each queue each minute, for the dashboard's chart (sql/outcomes.sql adds to it). One row
--- per minute, queue and worker: a worker adds to its own rows only, so workers never wait on
--- each other's; prune_jobs keeps the last two hours. Runtime state: pg_dump leaves it out.
+-- each queue each minute, for the dashboard's chart (sql/outcomes.sql adds to it; a failed
+-- attempt is one its worker reported or one the rescue found timed out). One row per minute,
+-- queue and worker: workers never add to each other's rows, so they never wait on each other;
+-- prune_jobs keeps the last two hours. Runtime state: pg_dump leaves it out.
 -- (Without room for HOT updates, a drain at concurrency 1 ran 18 % slower with the tally.)
 CREATE TABLE soniq.outcome_minutes (
     minute    timestamptz NOT NULL,

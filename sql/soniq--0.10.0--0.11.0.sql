@@ -6,9 +6,10 @@
 -- API function (its owner's rights, soniq_admin's), and soniq_viewer reads the new table.
 
 -- Outcomes by minute (since 0.11.0): how many attempts each worker completed and failed in
--- each queue each minute, for the dashboard's chart (sql/outcomes.sql adds to it). One row
--- per minute, queue and worker: a worker adds to its own rows only, so workers never wait on
--- each other's; prune_jobs keeps the last two hours. Runtime state: pg_dump leaves it out.
+-- each queue each minute, for the dashboard's chart (sql/outcomes.sql adds to it; a failed
+-- attempt is one its worker reported or one the rescue found timed out). One row per minute,
+-- queue and worker: workers never add to each other's rows, so they never wait on each other;
+-- prune_jobs keeps the last two hours. Runtime state: pg_dump leaves it out.
 -- (Without room for HOT updates, a drain at concurrency 1 ran 18 % slower with the tally.)
 CREATE TABLE soniq.outcome_minutes (
     minute    timestamptz NOT NULL,
@@ -20,7 +21,9 @@ CREATE TABLE soniq.outcome_minutes (
 ) WITH (fillfactor = 30);  -- every outcome updates its row: room on the page keeps that HOT
 
 -- _tally: count attempts that ended in each of queues (one entry per attempt) into this
--- minute's outcome_minutes rows of the worker, as completed or failed.
+-- minute's outcome_minutes rows of the worker, as completed or failed. Rows are taken in queue
+-- order, so two transactions that add to the same worker's rows (its outcomes, the rescue
+-- failing its timed-out attempt) wait for each other instead of deadlocking.
 CREATE FUNCTION soniq._tally(worker_id uuid, queues text[], completed boolean) RETURNS void
 LANGUAGE sql VOLATILE AS $$
     INSERT INTO soniq.outcome_minutes AS m (minute, queue, worker_id, completed, failed)
@@ -28,6 +31,7 @@ LANGUAGE sql VOLATILE AS $$
            CASE WHEN $3 THEN 0 ELSE count(*) END
       FROM unnest($2) q
      GROUP BY q
+     ORDER BY q
         ON CONFLICT (minute, queue, worker_id)
         DO UPDATE SET completed = m.completed + EXCLUDED.completed, failed = m.failed + EXCLUDED.failed
 $$;

@@ -90,9 +90,18 @@ impl Browser {
     }
 }
 
-fn csrf_of(page: &str) -> String {
-    let start = page.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
+/// The value of a page's hidden field `name`.
+fn hidden(page: &str, name: &str) -> String {
+    let field = format!("name=\"{name}\" value=\"");
+    let start = page
+        .find(&field)
+        .unwrap_or_else(|| panic!("a field {name}: {page}"))
+        + field.len();
     page[start..start + page[start..].find('"').unwrap()].to_string()
+}
+
+fn csrf_of(page: &str) -> String {
+    hidden(page, "csrf")
 }
 
 async fn paused(admin: &tokio_postgres::Client, queue: &str) -> bool {
@@ -181,11 +190,18 @@ async fn a_signed_in_operator_acts_and_every_refusal_changes_nothing() {
     assert_eq!((status, to.as_deref()), (303, Some("/ops/")));
     assert!(paused(&admin, &queue).await);
     // A `back` elsewhere is not followed.
-    let (status, to, _) = browser.act(
-        &format!("/ops/queues/{queue}/resume"),
-        "back=https%3A%2F%2Felsewhere.example%2F",
-    );
-    assert_eq!((status, to.as_deref()), (303, Some("/ops/")));
+    for elsewhere in [
+        "https%3A%2F%2Felsewhere.example%2F",
+        "%2F%2Felsewhere.example%2F",
+        "%2Fops%2F%2Felsewhere.example%2F",
+        "%2Fops%2F%09%2Felsewhere.example%2F",
+    ] {
+        let (status, to, _) = browser.act(
+            &format!("/ops/queues/{queue}/resume"),
+            &format!("back={elsewhere}"),
+        );
+        assert_eq!((status, to.as_deref()), (303, Some("/ops/")), "{elsewhere}");
+    }
     assert!(!paused(&admin, &queue).await);
 
     // Schedules.
@@ -278,7 +294,8 @@ async fn a_signed_in_operator_acts_and_every_refusal_changes_nothing() {
     assert_eq!(status, 303, "{page}");
     assert_eq!(resurrections(&admin, &dead[2..]).await, [1, 1, 0, 0]);
 
-    // Every match: the count confirmed, refused when it is not the count any more.
+    // Every match: the count confirmed, refused when it is not the count any more; sent twice,
+    // it replays once.
     let (status, page) = browser.get(&format!(
         "/ops/dead-letter/replay-matching?queue={dead_queue}"
     ));
@@ -287,9 +304,10 @@ async fn a_signed_in_operator_acts_and_every_refusal_changes_nothing() {
         page.contains("Replay <strong class=\"count\">5</strong> dead jobs"),
         "{page}"
     );
+    let confirmed_at = hidden(&page, "confirmed_at");
     let (status, _, page) = browser.act(
         "/ops/dead-letter/replay-matching",
-        &format!("queue={dead_queue}&count=4"),
+        &format!("queue={dead_queue}&count=4&confirmed_at={confirmed_at}"),
     );
     assert_eq!(status, 409, "{page}");
     assert_eq!(
@@ -297,11 +315,12 @@ async fn a_signed_in_operator_acts_and_every_refusal_changes_nothing() {
         [1, 1, 0, 0],
         "nothing replayed"
     );
-    let (status, _, page) = browser.act(
-        "/ops/dead-letter/replay-matching",
-        &format!("queue={dead_queue}&count=5"),
-    );
-    assert_eq!(status, 200, "{page}");
+    let confirmed = format!("queue={dead_queue}&count=5&confirmed_at={confirmed_at}");
+    let (status, to, page) = browser.act("/ops/dead-letter/replay-matching", &confirmed);
+    assert_eq!(status, 303, "{page}");
+    let to = to.expect("back to the dead letter");
+    assert!(to.contains("replayed=5"), "{to}");
+    let (_, page) = browser.get(&to);
     assert!(
         page.contains("Replayed <strong class=\"count\">5</strong>"),
         "{page}"
@@ -309,6 +328,13 @@ async fn a_signed_in_operator_acts_and_every_refusal_changes_nothing() {
     let mut remaining = vec![dead[0]];
     remaining.extend(&dead[2..]);
     assert_eq!(resurrections(&admin, &remaining).await, [2, 2, 2, 1, 1]);
+    let (status, _, page) = browser.act("/ops/dead-letter/replay-matching", &confirmed);
+    assert_eq!(status, 409, "the same form again: {page}");
+    assert_eq!(
+        resurrections(&admin, &remaining).await,
+        [2, 2, 2, 1, 1],
+        "replayed once"
+    );
 
     // Bad input and unknown things.
     for (path, form, status, expected) in [
@@ -330,6 +356,12 @@ async fn a_signed_in_operator_acts_and_every_refusal_changes_nothing() {
         ("/ops/dead-letter/replay", "", 400, "tick at least one"),
         ("/ops/dead-letter/replay", "id=zz", 400, "is not a job id"),
         ("/ops/dead-letter/replay-matching", "queue=x", 400, "count"),
+        (
+            "/ops/dead-letter/replay-matching",
+            "queue=x&count=1&confirmed_at=99999999999999999999",
+            400,
+            "is not a time",
+        ),
         (
             &*format!("/ops/schedules/{schedule}/pause"),
             "force=yes",
@@ -356,6 +388,12 @@ async fn a_signed_in_operator_acts_and_every_refusal_changes_nothing() {
         header(&head, "set-cookie").unwrap().contains("Max-Age=0"),
         "{head}"
     );
+    let (status, _, page) = browser.act(&format!("/ops/queues/{queue}/pause"), "");
+    assert_eq!(
+        status, 403,
+        "a copy of the cookie is no session after logging out: {page}"
+    );
+    assert!(!paused(&admin, &queue).await);
 
     drop(server);
     admin

@@ -7,7 +7,7 @@
 use super::dead_letter::{dead_query, FILTERS};
 use super::html::{layout, Actions};
 use super::params::{check_queue_name, parse_uuid, schedule_name, Params};
-use super::session::{COOKIE, SESSION_LIFETIME};
+use super::session::{Session, COOKIE, SESSION_LIFETIME};
 use super::{cookie_header, Dashboard, PageError};
 use crate::store::postgres::{self as store, browse, dead_letter, schedules};
 use crate::ReplayOptions;
@@ -19,17 +19,17 @@ use axum::routing::{get, post};
 use axum::Router;
 use maud::html;
 use std::sync::Arc;
-use std::time::Duration;
 use uuid::Uuid;
 
 /// A replay of "every match" replays at most this many dead jobs; narrower filters do more.
 pub const MAX_REPLAY: usize = 100_000;
 /// Ticked jobs replayed at once, at most.
 const MAX_TICKED: usize = 1000;
-/// `soniq.replay_many` calls take this many jobs each, one transaction a call.
+/// `soniq.replay_many` calls take this many jobs each.
 const REPLAY_CHUNK: usize = 1000;
-/// A wrong password waits this long before its answer, which slows guessing.
-const WRONG_PASSWORD_DELAY: Duration = Duration::from_secs(1);
+/// The transaction-level advisory lock that replays of every match take, so two of them (a
+/// form sent twice) run one after the other and the second finds nothing left to replay.
+const REPLAY_LOCK: i64 = 0x736f_6e71_6472_6570; // "sonqdrep"
 
 const ACTIONS_OFF: &str =
     "Actions are off: start the dashboard with --actions and SONIQ_DASHBOARD_PASSWORD set.";
@@ -72,6 +72,16 @@ fn authorized(
     fields: &[&str],
     lists: &[&str],
 ) -> Result<Params, PageError> {
+    authorized_session(dashboard, headers, body, fields, lists).map(|(form, _)| form)
+}
+
+fn authorized_session(
+    dashboard: &Dashboard,
+    headers: &HeaderMap,
+    body: &Bytes,
+    fields: &[&str],
+    lists: &[&str],
+) -> Result<(Params, Session), PageError> {
     let guard = dashboard
         .options
         .actions
@@ -93,8 +103,20 @@ fn authorized(
             "The form's CSRF token is not this session's: reload the page and submit it again."
                 .into(),
         )),
-        Some(_) => Ok(form),
+        Some(_) => Ok((form, session)),
     }
+}
+
+/// Whether `to` is a path of this dashboard: under the base path, and nothing a browser could
+/// read as another site (`//host`, `/\\host`, control characters it would drop first).
+fn is_own_page(base: &str, to: &str) -> bool {
+    to.strip_prefix(base)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .is_some_and(|rest| {
+            !rest.starts_with(['/', '\\'])
+                && !to.contains('\\')
+                && !to.chars().any(char::is_control)
+        })
 }
 
 /// Where to send the browser after an action: the form's `back` if it is a page of this
@@ -103,11 +125,7 @@ fn back(dashboard: &Dashboard, form: &Params, default: String) -> Redirect {
     let base = &dashboard.options.base_path;
     let to = form
         .get("back")
-        .filter(|to| {
-            to.starts_with(&format!("{base}/"))
-                && !to.starts_with("//")
-                && !to.contains(['\\', '\r', '\n'])
-        })
+        .filter(|to| is_own_page(base, to))
         .map_or(default, str::to_string);
     Redirect::to(&to)
 }
@@ -152,8 +170,8 @@ async fn login(State(dashboard): State<Arc<Dashboard>>, body: Bytes) -> Response
         .map(|(_, value)| value.into_owned())
         .unwrap_or_default();
     if !guard.password_matches(&password) {
-        tokio::time::sleep(WRONG_PASSWORD_DELAY).await;
         tracing::warn!("a wrong password was given to the dashboard");
+        guard.refuse_slowly().await;
         let page = login_form(&dashboard, Some("Wrong password."));
         return (StatusCode::FORBIDDEN, Html(page.into_string())).into_response();
     }
@@ -179,7 +197,10 @@ async fn logout(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, PageError> {
-    authorized(&dashboard, &headers, &body, &[], &[])?;
+    let (_, session) = authorized_session(&dashboard, &headers, &body, &[], &[])?;
+    if let Some(guard) = &dashboard.options.actions {
+        guard.end(&session);
+    }
     let base = &dashboard.options.base_path;
     let cookie = format!(
         "{COOKIE}=; Path={}; Max-Age=0; HttpOnly; SameSite=Strict",
@@ -316,68 +337,104 @@ async fn replay_ticked(
     Ok(back(&dashboard, &form, default))
 }
 
-/// Replays every dead job the filters match, if they still match as many as the operator
-/// confirmed; in chunks, each its own transaction.
+/// Replays every dead job the filters match and that nobody replayed since the confirming
+/// page counted them, if they are as many as it counted; all in one transaction (all or none),
+/// under a lock that makes a second sending of the form wait, then find nothing to replay (a
+/// 409). Then the dead letter, with the count replayed.
 async fn replay_matching(
     State(dashboard): State<Arc<Dashboard>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, PageError> {
+) -> Result<Redirect, PageError> {
     let mut fields = FILTERS.to_vec();
-    fields.push("count");
+    fields.extend(["count", "confirmed_at"]);
     let form = authorized(&dashboard, &headers, &body, &fields, &[])?;
-    let confirmed: i64 = form
-        .get("count")
-        .and_then(|count| count.parse().ok())
-        .ok_or_else(|| {
-            PageError::BadRequest("count: the confirmed number of jobs is missing".into())
-        })?;
-    let filters = dead_query(&form)?;
-    let client = dashboard.app.connection().await?;
-    let count = browse::dead_count(&**client, &filters).await?;
-    if count != confirmed {
-        return Err(PageError::Conflict(format!(
-            "{confirmed} dead jobs matched when you confirmed, {count} match now: review the replay again."
+    let missing =
+        |what: &str| PageError::BadRequest(format!("{what} is missing: confirm the replay again"));
+    let confirmed = form.count("count")?.ok_or_else(|| missing("count"))?;
+    let mut filters = dead_query(&form)?;
+    filters.not_replayed_since = Some(
+        form.micros("confirmed_at")?
+            .ok_or_else(|| missing("confirmed_at"))?,
+    );
+    if confirmed as usize > MAX_REPLAY {
+        return Err(PageError::BadRequest(format!(
+            "{confirmed} dead jobs match; one replay takes at most {MAX_REPLAY}: narrow the filters"
         )));
     }
-    if count as usize > MAX_REPLAY {
-        return Err(PageError::BadRequest(format!(
-            "{count} dead jobs match; one replay takes at most {MAX_REPLAY}: narrow the filters"
-        )));
+    let changed = |now: usize| {
+        PageError::Conflict(format!(
+            "{confirmed} dead jobs matched when you confirmed, {now} of them are still to replay: \
+             review the replay again."
+        ))
+    };
+    let mut client = dashboard.app.connection().await?;
+    let transaction = client.transaction().await.map_err(crate::Error::from)?;
+    transaction
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&REPLAY_LOCK])
+        .await
+        .map_err(crate::Error::from)?;
+    let (count, _) = browse::dead_count(&*transaction, &filters).await?;
+    if count as u64 != confirmed {
+        return Err(changed(count as usize));
     }
     let mut ids = Vec::with_capacity(count as usize);
     let mut page = browse::Page::First;
     loop {
-        let paged = browse::dead_jobs(&**client, &filters, &page, REPLAY_CHUNK).await?;
+        let paged = browse::dead_jobs(&*transaction, &filters, &page, REPLAY_CHUNK).await?;
         ids.extend(paged.rows.iter().map(|dead| dead.id));
         match paged.older {
             Some(key) => page = browse::Page::Older(key),
             None => break,
         }
     }
-    let mut replayed = 0;
-    for chunk in ids.chunks(REPLAY_CHUNK) {
-        if let Err(e) = dead_letter::replay_many(&**client, chunk, &ReplayOptions::default()).await
-        {
-            return Err(PageError::Unavailable(crate::Error::Invalid(format!(
-                "{replayed} of {} dead jobs were replayed, then: {e}",
-                ids.len()
-            ))));
-        }
-        replayed += chunk.len();
+    if ids.len() as u64 != confirmed {
+        return Err(changed(ids.len()));
     }
+    for chunk in ids.chunks(REPLAY_CHUNK) {
+        dead_letter::replay_many(&*transaction, chunk, &ReplayOptions::default()).await?;
+    }
+    transaction.commit().await.map_err(crate::Error::from)?;
     tracing::info!(
-        jobs = replayed,
+        jobs = ids.len(),
         "dashboard action: replayed every matching dead job"
     );
-    let base = &dashboard.options.base_path;
-    let page = layout(
-        &dashboard.viewer(&headers),
-        "Replayed",
-        html! {
-            p { "Replayed " strong.count { (replayed) } " dead jobs: each is a new job, queued now." }
-            p { a href=(format!("{base}/dead-letter")) { "Back to the dead letter" } }
-        },
-    );
-    Ok(Html(page.into_string()).into_response())
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query.extend_pairs(super::dead_letter::filter_pairs(&form));
+    query.append_pair("replayed", &ids.len().to_string());
+    Ok(Redirect::to(&format!(
+        "{}/dead-letter?{}",
+        dashboard.options.base_path,
+        query.finish()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_own_page;
+
+    #[test]
+    fn only_the_dashboards_own_pages_are_gone_back_to() {
+        for (base, to) in [
+            ("", "/"),
+            ("", "/jobs?queue=a"),
+            ("/ops", "/ops/"),
+            ("/ops", "/ops/dead-letter"),
+        ] {
+            assert!(is_own_page(base, to), "{base} {to}");
+        }
+        for (base, to) in [
+            ("", "//evil.example/"),
+            ("", "/\\evil.example/"),
+            ("", "/\t/evil.example/"),
+            ("", "https://evil.example/"),
+            ("", "jobs"),
+            ("/ops", "/opsx/"),
+            ("/ops", "/ops//evil.example/"),
+            ("/ops", "/other/"),
+            ("", "/jobs\r\nSet-Cookie: x=y"),
+        ] {
+            assert!(!is_own_page(base, to), "{base} {to:?}");
+        }
+    }
 }

@@ -3,7 +3,7 @@
 //! that confirms a replay of every match (with their count).
 
 use super::html::{first_line, layout, pager, time, Viewer};
-use super::params::{dead_cursor, parse_dead_cursor, Params};
+use super::params::{dead_cursor, micros, parse_dead_cursor, Params};
 use super::{Dashboard, PageError};
 use crate::store::postgres::browse::{self, DeadQuery, DeadRow, Paged};
 use crate::store::DeadLetterReason;
@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 const PAGE_SIZE: usize = super::jobs::PAGE_SIZE;
 
-const PARAMETERS: [&str; 8] = [
-    "queue", "task", "reason", "tag", "from", "to", "before", "after",
+const PARAMETERS: [&str; 9] = [
+    "queue", "task", "reason", "tag", "from", "to", "before", "after", "replayed",
 ];
 
 pub const FILTERS: [&str; 6] = ["queue", "task", "reason", "tag", "from", "to"];
@@ -45,6 +45,7 @@ pub fn dead_query(params: &Params) -> Result<DeadQuery, PageError> {
         tag: params.tag("tag")?,
         moved_from,
         moved_to,
+        not_replayed_since: None,
     })
 }
 
@@ -56,13 +57,23 @@ pub async fn list(
     let params = Params::parse(query.as_deref(), &PARAMETERS)?;
     let filters = dead_query(&params)?;
     let page = params.page(parse_dead_cursor)?;
-    let client = dashboard.app.connection().await?;
-    let paged = browse::dead_jobs(&**client, &filters, &page, PAGE_SIZE).await?;
+    // After a replay of every match: how many it replayed.
+    let replayed = params.count("replayed")?;
+    let mut client = dashboard.app.connection().await?;
+    let snapshot = super::snapshot(&mut client).await?;
+    let paged = browse::dead_jobs(&*snapshot, &filters, &page, PAGE_SIZE).await?;
     let viewer = dashboard.viewer(&headers);
-    Ok(Html(render(&viewer, &params, &paged).into_string()))
+    Ok(Html(
+        render(&viewer, &params, &paged, replayed).into_string(),
+    ))
 }
 
-fn render(viewer: &Viewer, params: &Params, paged: &Paged<DeadRow>) -> Markup {
+fn render(
+    viewer: &Viewer,
+    params: &Params,
+    paged: &Paged<DeadRow>,
+    replayed: Option<u64>,
+) -> Markup {
     let base = &viewer.base;
     let value = |key| params.get(key).unwrap_or("");
     let path = format!("{base}/dead-letter");
@@ -91,6 +102,9 @@ fn render(viewer: &Viewer, params: &Params, paged: &Paged<DeadRow>) -> Markup {
                 label { "died from " input name="from" value=(value("from")) placeholder="2026-12-02T10:00" size="16"; }
                 label { "to " input name="to" value=(value("to")) size="16"; }
                 button type="submit" { "Filter" }
+            }
+            @if let Some(replayed) = replayed {
+                p.done { "Replayed " strong.count { (replayed) } " dead jobs: each is a new job, queued now." }
             }
             p.note { "Newest deaths first; times in UTC." }
             @if paged.rows.is_empty() {
@@ -135,7 +149,8 @@ fn render(viewer: &Viewer, params: &Params, paged: &Paged<DeadRow>) -> Markup {
 }
 
 /// The page that confirms a replay of every dead job the filters match: how many, and a form
-/// that carries the filters and that count (the replay refuses if the count changed).
+/// that carries the filters, that count and the database's time of it (the replay takes the
+/// matches not replayed since, and refuses if they are not as many).
 pub async fn confirm_replay(
     State(dashboard): State<Arc<Dashboard>>,
     headers: HeaderMap,
@@ -148,7 +163,7 @@ pub async fn confirm_replay(
         return Err(super::actions::not_signed_in(&dashboard));
     }
     let client = dashboard.app.connection().await?;
-    let count = browse::dead_count(&**client, &filters).await?;
+    let (count, counted_at) = browse::dead_count(&**client, &filters).await?;
     let base = &viewer.base;
     let described: Vec<String> = filter_pairs(&params)
         .iter()
@@ -167,6 +182,7 @@ pub async fn confirm_replay(
                 form.action method="post" action=(format!("{base}/dead-letter/replay-matching")) {
                     (viewer.csrf_field())
                     input type="hidden" name="count" value=(count);
+                    input type="hidden" name="confirmed_at" value=(micros(counted_at));
                     @for (key, value) in filter_pairs(&params) { input type="hidden" name=(key) value=(value); }
                     button type="submit" { "Replay " (count) " jobs" }
                 }

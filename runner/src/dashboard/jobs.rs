@@ -46,8 +46,9 @@ pub async fn list(
     }
     let filters = job_query(&params)?;
     let page = params.page(|text| Uuid::try_parse(text).ok())?;
-    let client = dashboard.app.connection().await?;
-    let paged = browse::jobs(&**client, &filters, &page, PAGE_SIZE).await?;
+    let mut client = dashboard.app.connection().await?;
+    let snapshot = super::snapshot(&mut client).await?;
+    let paged = browse::jobs(&*snapshot, &filters, &page, PAGE_SIZE).await?;
     let viewer = dashboard.viewer(&headers);
     Ok(Html(render_list(&viewer, &params, &paged).into_string()).into_response())
 }

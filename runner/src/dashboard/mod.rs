@@ -223,6 +223,19 @@ impl Dashboard {
     }
 }
 
+/// A read-only REPEATABLE READ transaction, so that the reads of one page (a keyset page and
+/// where its scan ended) see the same rows.
+async fn snapshot(
+    client: &mut deadpool_postgres::Object,
+) -> crate::Result<deadpool_postgres::Transaction<'_>> {
+    Ok(client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?)
+}
+
 fn cookie_header(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::COOKIE)

@@ -177,6 +177,25 @@ impl Params {
         Ok((from, to))
     }
 
+    /// A count: a whole number, 0 or more.
+    pub fn count(&self, key: &str) -> Result<Option<u64>, PageError> {
+        self.get(key)
+            .map(|text| {
+                text.parse()
+                    .map_err(|_| bad(format!("{key}: {text:?} is not a count")))
+            })
+            .transpose()
+    }
+
+    /// A time given as microseconds since 1970 (what [`micros`] writes).
+    pub fn micros(&self, key: &str) -> Result<Option<SystemTime>, PageError> {
+        self.get(key)
+            .map(|text| {
+                from_micros(text).ok_or_else(|| bad(format!("{key}: {text:?} is not a time")))
+            })
+            .transpose()
+    }
+
     pub fn uuid(&self, key: &str) -> Result<Option<Uuid>, PageError> {
         self.get(key).map(|text| parse_uuid(key, text)).transpose()
     }
@@ -221,21 +240,28 @@ pub fn parse_uuid(what: &str, text: &str) -> Result<Uuid, PageError> {
     Uuid::try_parse(text).map_err(|_| bad(format!("{what}: {text:?} is not a job id (a UUID)")))
 }
 
+/// The latest time a page takes (the end of year 9999, as far as PostgreSQL's timestamps go
+/// before their limit), in microseconds since 1970.
+const MAX_MICROS: u64 = 253_402_300_799_999_999;
+
+/// A time as microseconds since 1970.
+pub fn micros(t: SystemTime) -> u128 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros())
+}
+
+fn from_micros(text: &str) -> Option<SystemTime> {
+    let micros: u64 = text.parse().ok()?;
+    (micros <= MAX_MICROS).then(|| UNIX_EPOCH + Duration::from_micros(micros))
+}
+
 /// A dead job's cursor: its id, a dot, and when it died in microseconds since 1970.
 pub fn dead_cursor((moved_at, id): DeadKey) -> String {
-    let micros = moved_at
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros());
-    format!("{id}.{micros}")
+    format!("{id}.{}", micros(moved_at))
 }
 
 pub fn parse_dead_cursor(text: &str) -> Option<DeadKey> {
     let (id, micros) = text.split_once('.')?;
-    let micros: u64 = micros.parse().ok()?;
-    Some((
-        UNIX_EPOCH + Duration::from_micros(micros),
-        Uuid::try_parse(id).ok()?,
-    ))
+    Some((from_micros(micros)?, Uuid::try_parse(id).ok()?))
 }
 
 #[cfg(test)]
@@ -295,5 +321,11 @@ mod tests {
         assert_eq!(parse_dead_cursor(&dead_cursor(key)), Some(key));
         assert_eq!(parse_dead_cursor("nonsense"), None);
         assert_eq!(parse_dead_cursor(&format!("{}.-5", key.1)), None);
+        let beyond = format!("{}.{}", key.1, MAX_MICROS + 1);
+        assert_eq!(
+            parse_dead_cursor(&beyond),
+            None,
+            "past what PostgreSQL stores"
+        );
     }
 }

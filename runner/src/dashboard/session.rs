@@ -4,9 +4,15 @@
 //!   go through the same HMAC, so neither its length nor a matching prefix shows in timing).
 //! * The signing key is drawn at start: a restart ends every session.
 //! * A session lasts [`SESSION_LIFETIME`]; its cookie is `HttpOnly` and `SameSite=Strict`.
+//!   Logging out ends it here too (its id is kept until it would have expired), so a copy of
+//!   the cookie is no use after.
+//! * A wrong password waits [`WRONG_PASSWORD_DELAY`] before its answer, one at a time, so
+//!   guesses cannot be sped up by sending many at once.
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 type Signer = Hmac<Sha256>;
@@ -15,15 +21,22 @@ pub const COOKIE: &str = "soniq_session";
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// A password shorter than this is refused at start.
 pub const MIN_PASSWORD_LEN: usize = 12;
+/// How long a wrong password waits for its answer.
+pub const WRONG_PASSWORD_DELAY: Duration = Duration::from_secs(1);
 
 pub struct Guard {
     key: [u8; 32],
     password_tag: Vec<u8>,
+    /// Sessions logged out, by id, with when they would have expired.
+    ended: Mutex<HashMap<String, SystemTime>>,
+    /// Held through a wrong password's delay: wrong passwords are answered one at a time.
+    refusing: tokio::sync::Mutex<()>,
 }
 
 /// A signed-in operator's session.
 pub struct Session {
     nonce: String,
+    expires: SystemTime,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -53,6 +66,8 @@ impl Guard {
         let mut guard = Guard {
             key,
             password_tag: Vec::new(),
+            ended: Mutex::new(HashMap::new()),
+            refusing: tokio::sync::Mutex::new(()),
         };
         guard.password_tag = guard.tag(&[b"password", password.as_bytes()]);
         Ok(guard)
@@ -90,6 +105,24 @@ impl Guard {
         Ok(format!("{body}.{signature}"))
     }
 
+    /// Answers a wrong password: after [`WRONG_PASSWORD_DELAY`], and after every wrong password
+    /// before it.
+    pub async fn refuse_slowly(&self) {
+        let _one_at_a_time = self.refusing.lock().await;
+        tokio::time::sleep(WRONG_PASSWORD_DELAY).await;
+    }
+
+    /// Ends `session` before it expires (logging out).
+    pub fn end(&self, session: &Session) {
+        let mut ended = self
+            .ended
+            .lock()
+            .expect("not poisoned: no code panics holding it");
+        let now = SystemTime::now();
+        ended.retain(|_, expires| *expires > now);
+        ended.insert(session.nonce.clone(), session.expires);
+    }
+
     /// The session a request's `Cookie` header carries, if it is one this dashboard signed and
     /// it has not ended.
     pub fn session(&self, cookie_header: Option<&str>) -> Option<Session> {
@@ -104,8 +137,14 @@ impl Guard {
             .ok()?;
         let (expires, nonce) = body.split_once('.')?;
         let expires = UNIX_EPOCH + Duration::from_secs(expires.parse().ok()?);
-        (SystemTime::now() < expires).then(|| Session {
+        let logged_out = self
+            .ended
+            .lock()
+            .expect("not poisoned: no code panics holding it")
+            .contains_key(nonce);
+        (SystemTime::now() < expires && !logged_out).then(|| Session {
             nonce: nonce.to_string(),
+            expires,
         })
     }
 
@@ -180,6 +219,16 @@ mod tests {
         );
         assert!(guard.session(None).is_none());
         assert!(guard.session(Some("soniq_session=garbage")).is_none());
+    }
+
+    #[test]
+    fn a_session_logged_out_is_no_session_and_others_stay() {
+        let guard = Guard::new("correct horse battery").unwrap();
+        let (one, other) = (guard.new_session().unwrap(), guard.new_session().unwrap());
+        let session = guard.session(Some(&cookie(&one))).unwrap();
+        guard.end(&session);
+        assert!(guard.session(Some(&cookie(&one))).is_none());
+        assert!(guard.session(Some(&cookie(&other))).is_some());
     }
 
     #[test]

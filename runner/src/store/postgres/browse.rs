@@ -106,7 +106,10 @@ impl<'a> Conditions<'a> {
 }
 
 /// One page of `keyset`'s table: its rows matching `filters`, within the [`SCAN_BUDGET`] rows
-/// that follow the page's cursor. A newer page is read oldest first and turned around.
+/// that follow the page's cursor. A newer page is read oldest first and turned around. Its two
+/// statements (the page, then where its window ended) must see the same rows: `client` is a
+/// REPEATABLE READ transaction ([`crate::dashboard`] opens one), or rows deleted in between
+/// would move the window's end past rows no page showed.
 async fn page_of<'a, T: Keyed>(
     client: &impl GenericClient,
     keyset: &Keyset,
@@ -167,19 +170,23 @@ where
     let onward = if full {
         rows.last().map(Keyed::key)
     } else {
+        // The window's last row, and one past it: only then is there more to look at.
         let window_end = format!(
-            "SELECT {key} FROM {window} OFFSET {} LIMIT 1",
+            "SELECT {key} FROM {window} OFFSET {} LIMIT 2",
             SCAN_BUDGET - 1,
             key = keyset.key.join(", "),
             window = window(0),
         );
-        let end = client.query_typed_opt(&window_end, &cursor_binds).await?;
-        scan_stopped = end.is_some();
-        end.as_ref().map(T::Key::from_row)
+        let end = client.query_typed(&window_end, &cursor_binds).await?;
+        scan_stopped = end.len() == 2;
+        end.first().filter(|_| scan_stopped).map(T::Key::from_row)
     };
+    // Back the way the page came: from its first row, or from its cursor when it is empty.
     let back = match page {
         Page::First => None,
-        _ => rows.first().map(Keyed::key),
+        Page::Older(key) | Page::Newer(key) => {
+            Some(rows.first().map_or_else(|| key.clone(), Keyed::key))
+        }
     };
     Ok(match page {
         Page::Newer(_) => {
@@ -280,6 +287,8 @@ pub struct DeadQuery {
     pub moved_from: Option<SystemTime>,
     /// Died before.
     pub moved_to: Option<SystemTime>,
+    /// Not replayed since (never, or before this time).
+    pub not_replayed_since: Option<SystemTime>,
 }
 
 /// A dead job's place in the dead letter's order: when it died, then its id.
@@ -330,6 +339,12 @@ fn dead_filters<'a>(query: &'a DeadQuery, tags: &'a Option<Vec<String>>) -> Cond
         &query.moved_to,
         Type::TIMESTAMPTZ,
     );
+    filters.add(
+        "coalesce(last_resurrection_at, '-infinity')",
+        "<",
+        &query.not_replayed_since,
+        Type::TIMESTAMPTZ,
+    );
     filters
 }
 
@@ -357,13 +372,21 @@ pub async fn dead_jobs(
     .await
 }
 
-/// How many dead jobs match `query` (the dead letter is small beside the jobs table: a count
-/// that reads it is what a replay of all matches confirms against).
-pub async fn dead_count(client: &impl GenericClient, query: &DeadQuery) -> Result<i64> {
+/// How many dead jobs match `query`, and the database's time of the count (the dead letter is
+/// small beside the jobs table: a count that reads it is what a replay of all matches
+/// confirms against).
+pub async fn dead_count(
+    client: &impl GenericClient,
+    query: &DeadQuery,
+) -> Result<(i64, SystemTime)> {
     let tags = query.tag.as_ref().map(|tag| vec![tag.clone()]);
     let filters = dead_filters(query, &tags);
-    let sql = format!("SELECT count(*) FROM soniq.dead_letter_jobs{}", filters.sql);
-    Ok(client.query_typed_one(&sql, &filters.params).await?.get(0))
+    let sql = format!(
+        "SELECT count(*), now() FROM soniq.dead_letter_jobs{}",
+        filters.sql
+    );
+    let row = client.query_typed_one(&sql, &filters.params).await?;
+    Ok((row.get(0), row.get(1)))
 }
 
 /// Everything the job page shows of one job, live or dead.
