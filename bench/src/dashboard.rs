@@ -32,21 +32,9 @@ const DRAIN_CONCURRENCY: usize = 64;
 /// rest of the scenario): done rows kept for a day, made first so that the newest million
 /// are the queued ones; dead rows dying 1 ms apart.
 async fn fill(admin: &tokio_postgres::Client, rows: usize) -> Result<()> {
-    let count = rows;
+    db::add_history(admin, TASK, QUEUE, rows).await?;
+    db::fill(admin, TASK, QUEUE, rows).await?;
     let rows = rows as i32;
-    admin
-        .execute(
-            &format!(
-                "INSERT INTO soniq.jobs (task_name, args, queue, status, attempts, max_attempts,
-                                         result_ttl, started_at, finished_at, expires_at, producer_id)
-                 SELECT '{TASK}', jsonb_build_object('n', g), '{QUEUE}', 'done', 1, 4,
-                        interval '1 day', now(), now(), now() + interval '1 day', 'bench'
-                   FROM generate_series(1, $1::int) g"
-            ),
-            &[&rows],
-        )
-        .await?;
-    db::fill(admin, TASK, QUEUE, count).await?;
     admin
         .execute(
             &format!(

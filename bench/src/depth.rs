@@ -24,26 +24,6 @@ fn count_label(n: usize) -> String {
     }
 }
 
-/// Finished history for the fixture, written directly in one statement (enqueueing and
-/// completing a million jobs through the API would take longer than everything else). The
-/// rows finished just now and are kept for a day, so the control plane does not prune them
-/// mid-measurement.
-async fn add_history(client: &tokio_postgres::Client, count: usize) -> Result<()> {
-    client
-        .execute(
-            &format!(
-                "INSERT INTO soniq.jobs (task_name, args, queue, status, attempts, max_attempts,
-                                         result_ttl, started_at, finished_at, expires_at, producer_id)
-                 SELECT '{TASK}', jsonb_build_object('n', g), '{QUEUE}', 'done', 1, 4,
-                        interval '1 day', now(), now(), now() + interval '1 day', 'bench'
-                   FROM generate_series(1, $1::int) g"
-            ),
-            &[&(count as i32)],
-        )
-        .await?;
-    Ok(())
-}
-
 /// `samples` timed claims (ms, sorted), each followed by the job's completion.
 async fn claims(bench: &Bench, samples: usize) -> Result<Vec<f64>> {
     // A fresh connection: no plan cached while the table was smaller.
@@ -87,7 +67,7 @@ pub async fn run(bench: &mut Bench) -> Result<()> {
         let missing = wanted.saturating_sub(db::queued(&admin, QUEUE).await? as usize);
         db::fill(&admin, TASK, QUEUE, missing).await?;
         if finished > history {
-            add_history(&admin, finished - history).await?;
+            db::add_history(&admin, TASK, QUEUE, finished - history).await?;
             history = finished;
         }
         db::settle(&admin, "soniq.jobs").await?;
