@@ -7,7 +7,7 @@
 use super::dead_letter::{dead_query, FILTERS};
 use super::html::{layout, Actions};
 use super::params::{check_queue_name, parse_uuid, schedule_name, Params};
-use super::session::{Session, COOKIE, SESSION_LIFETIME};
+use super::session::{set_cookie, Session, SESSION_LIFETIME};
 use super::{cookie_header, Dashboard, PageError};
 use crate::store::postgres::{self as store, browse, dead_letter, schedules};
 use crate::ReplayOptions;
@@ -19,13 +19,14 @@ use axum::routing::{get, post};
 use axum::Router;
 use maud::html;
 use std::sync::Arc;
+use std::time::Duration;
 use uuid::Uuid;
 
 /// A replay of "every match" replays at most this many dead jobs; narrower filters do more.
 pub const MAX_REPLAY: usize = 100_000;
 /// Ticked jobs replayed at once, at most.
 const MAX_TICKED: usize = 1000;
-/// `soniq.replay_many` calls take this many jobs each.
+/// `soniq.replay_many` calls take this many jobs each (one transaction holds them all).
 const REPLAY_CHUNK: usize = 1000;
 /// The transaction-level advisory lock that replays of every match take, so two of them (a
 /// form sent twice) run one after the other and the second finds nothing left to replay.
@@ -180,11 +181,7 @@ async fn login(State(dashboard): State<Arc<Dashboard>>, body: Bytes) -> Response
         Err(e) => return PageError::Unavailable(crate::Error::Invalid(e)).into_response(),
     };
     let base = &dashboard.options.base_path;
-    let cookie = format!(
-        "{COOKIE}={session}; Path={}; Max-Age={}; HttpOnly; SameSite=Strict",
-        if base.is_empty() { "/" } else { base },
-        SESSION_LIFETIME.as_secs()
-    );
+    let cookie = set_cookie(base, &session, SESSION_LIFETIME);
     (
         [(header::SET_COOKIE, cookie)],
         Redirect::to(&format!("{base}/")),
@@ -202,10 +199,7 @@ async fn logout(
         guard.end(&session);
     }
     let base = &dashboard.options.base_path;
-    let cookie = format!(
-        "{COOKIE}=; Path={}; Max-Age=0; HttpOnly; SameSite=Strict",
-        if base.is_empty() { "/" } else { base }
-    );
+    let cookie = set_cookie(base, "", Duration::ZERO);
     Ok((
         [(header::SET_COOKIE, cookie)],
         Redirect::to(&format!("{base}/")),
@@ -276,10 +270,7 @@ async fn dead_job(
         "replay" => {
             let job = dead_letter::replay(&**client, id, &ReplayOptions::default(), false).await?;
             // The new job's page, where the replay can be followed.
-            return Ok(Redirect::to(&format!(
-                "{base}/jobs/{}",
-                job.map_or(id, |job| job)
-            )));
+            return Ok(Redirect::to(&format!("{base}/jobs/{}", job.unwrap_or(id))));
         }
         "delete" => {
             dead_letter::delete(&**client, id).await?;
@@ -362,34 +353,19 @@ async fn replay_matching(
             "{confirmed} dead jobs match; one replay takes at most {MAX_REPLAY}: narrow the filters"
         )));
     }
-    let changed = |now: usize| {
-        PageError::Conflict(format!(
-            "{confirmed} dead jobs matched when you confirmed, {now} of them are still to replay: \
-             review the replay again."
-        ))
-    };
     let mut client = dashboard.app.connection().await?;
     let transaction = client.transaction().await.map_err(crate::Error::from)?;
     transaction
         .execute("SELECT pg_advisory_xact_lock($1)", &[&REPLAY_LOCK])
         .await
         .map_err(crate::Error::from)?;
-    let (count, _) = browse::dead_count(&*transaction, &filters).await?;
-    if count as u64 != confirmed {
-        return Err(changed(count as usize));
-    }
-    let mut ids = Vec::with_capacity(count as usize);
-    let mut page = browse::Page::First;
-    loop {
-        let paged = browse::dead_jobs(&*transaction, &filters, &page, REPLAY_CHUNK).await?;
-        ids.extend(paged.rows.iter().map(|dead| dead.id));
-        match paged.older {
-            Some(key) => page = browse::Page::Older(key),
-            None => break,
-        }
-    }
+    let ids = browse::dead_ids(&*transaction, &filters).await?;
     if ids.len() as u64 != confirmed {
-        return Err(changed(ids.len()));
+        return Err(PageError::Conflict(format!(
+            "{confirmed} dead jobs matched when you confirmed, {} of them are still to replay: \
+             review the replay again.",
+            ids.len()
+        )));
     }
     for chunk in ids.chunks(REPLAY_CHUNK) {
         dead_letter::replay_many(&*transaction, chunk, &ReplayOptions::default()).await?;
@@ -399,8 +375,7 @@ async fn replay_matching(
         jobs = ids.len(),
         "dashboard action: replayed every matching dead job"
     );
-    let mut query = form_urlencoded::Serializer::new(String::new());
-    query.extend_pairs(super::dead_letter::filter_pairs(&form));
+    let mut query = form_urlencoded::Serializer::new(form.query_of(&FILTERS));
     query.append_pair("replayed", &ids.len().to_string());
     Ok(Redirect::to(&format!(
         "{}/dead-letter?{}",

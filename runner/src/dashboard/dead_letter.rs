@@ -21,20 +21,6 @@ const PARAMETERS: [&str; 9] = [
 
 pub const FILTERS: [&str; 6] = ["queue", "task", "reason", "tag", "from", "to"];
 
-/// The filters given, as a query string (for links) or form fields.
-pub fn filter_pairs(params: &Params) -> Vec<(&'static str, &str)> {
-    FILTERS
-        .iter()
-        .filter_map(|key| params.get(key).map(|value| (*key, value)))
-        .collect()
-}
-
-fn filter_query(params: &Params) -> String {
-    let mut query = form_urlencoded::Serializer::new(String::new());
-    query.extend_pairs(filter_pairs(params));
-    query.finish()
-}
-
 pub fn dead_query(params: &Params) -> Result<DeadQuery, PageError> {
     let (moved_from, moved_to) = params.time_range("from", "to")?;
     let reasons: Vec<&str> = DeadLetterReason::ALL.iter().map(|r| r.as_str()).collect();
@@ -77,7 +63,7 @@ fn render(
     let base = &viewer.base;
     let value = |key| params.get(key).unwrap_or("");
     let path = format!("{base}/dead-letter");
-    let filters = filter_query(params);
+    let filters = params.query_of(&FILTERS);
     let here = if filters.is_empty() {
         path.clone()
     } else {
@@ -165,7 +151,8 @@ pub async fn confirm_replay(
     let client = dashboard.app.connection().await?;
     let (count, counted_at) = browse::dead_count(&**client, &filters).await?;
     let base = &viewer.base;
-    let described: Vec<String> = filter_pairs(&params)
+    let described: Vec<String> = params
+        .pairs(&FILTERS)
         .iter()
         .map(|(key, value)| format!("{key} = {value}"))
         .collect();
@@ -183,11 +170,11 @@ pub async fn confirm_replay(
                     (viewer.csrf_field())
                     input type="hidden" name="count" value=(count);
                     input type="hidden" name="confirmed_at" value=(micros(counted_at));
-                    @for (key, value) in filter_pairs(&params) { input type="hidden" name=(key) value=(value); }
+                    @for (key, value) in params.pairs(&FILTERS) { input type="hidden" name=(key) value=(value); }
                     button type="submit" { "Replay " (count) " jobs" }
                 }
             }
-            p { a href=(format!("{base}/dead-letter?{}", filter_query(&params))) { "Back to the dead letter" } }
+            p { a href=(format!("{base}/dead-letter?{}", params.query_of(&FILTERS))) { "Back to the dead letter" } }
         },
     );
     Ok(Html(page.into_string()))

@@ -19,6 +19,9 @@ pub const PAGE_SIZE: usize = 50;
 /// The statuses of jobs in `soniq.jobs`; dead jobs have the dead-letter page.
 const STATUSES: [&str; 5] = ["waiting", "queued", "processing", "done", "cancelled"];
 
+/// The filters, which the pager's links keep.
+const FILTERS: [&str; 5] = ["queue", "status", "task", "from", "to"];
+
 const PARAMETERS: [&str; 8] = [
     "queue", "status", "task", "from", "to", "id", "before", "after",
 ];
@@ -51,17 +54,6 @@ pub async fn list(
     let paged = browse::jobs(&*snapshot, &filters, &page, PAGE_SIZE).await?;
     let viewer = dashboard.viewer(&headers);
     Ok(Html(render_list(&viewer, &params, &paged).into_string()).into_response())
-}
-
-/// The filters as a query string, for the pager's links.
-fn filter_query(params: &Params) -> String {
-    let mut query = form_urlencoded::Serializer::new(String::new());
-    for key in ["queue", "status", "task", "from", "to"] {
-        if let Some(value) = params.get(key) {
-            query.append_pair(key, value);
-        }
-    }
-    query.finish()
 }
 
 fn render_list(viewer: &Viewer, params: &Params, paged: &Paged<JobRow>) -> Markup {
@@ -114,7 +106,7 @@ fn render_list(viewer: &Viewer, params: &Params, paged: &Paged<JobRow>) -> Marku
                     }
                 }
             }
-            (pager(&path, &filter_query(params), paged, Uuid::to_string))
+            (pager(&path, &params.query_of(&FILTERS), paged, Uuid::to_string))
         },
     )
 }
@@ -186,7 +178,7 @@ fn render_job(viewer: &Viewer, job: &JobDetail) -> Markup {
             @if let Some(dead) = &job.dead {
                 h2 { "Dead letter" }
                 dl.dead {
-                    dt { "reason" } dd { (dead.reason) }
+                    dt { "reason" } dd { (dead.reason.as_str()) }
                     dt { "died" } dd { (time(dead.moved_at)) }
                     dt { "replayed" } dd { (dead.resurrection_count) " times" }
                     @if let Some(at) = dead.last_resurrection_at { dt { "last replayed" } dd { (time(at)) } }

@@ -211,12 +211,14 @@ impl Dashboard {
         }
     }
 
-    async fn liveness(&self) -> crate::Result<Liveness> {
-        let client = self.app.connection().await?;
+    async fn liveness(
+        &self,
+        client: &impl tokio_postgres::GenericClient,
+    ) -> crate::Result<Liveness> {
         let (workers_alive, workers_stale) =
-            admin::worker_counts(&**client, self.app.settings.heartbeat_timeout()).await?;
+            admin::worker_counts(client, self.app.settings.heartbeat_timeout()).await?;
         Ok(Liveness {
-            health: admin::health(&**client).await?,
+            health: admin::health(client).await?,
             workers_alive,
             workers_stale,
         })
@@ -243,7 +245,11 @@ fn cookie_header(headers: &HeaderMap) -> Option<&str> {
 }
 
 async fn metrics(State(dashboard): State<Arc<Dashboard>>) -> Response {
-    let liveness = match dashboard.liveness().await {
+    let liveness = async {
+        let client = dashboard.app.connection().await?;
+        dashboard.liveness(&**client).await
+    };
+    let liveness = match liveness.await {
         Ok(liveness) => liveness,
         Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
     };

@@ -16,23 +16,28 @@ use std::collections::HashSet;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_postgres::GenericClient;
 
 pub async fn page(
     State(dashboard): State<Arc<Dashboard>>,
     headers: HeaderMap,
 ) -> Result<Html<String>, PageError> {
-    let liveness = dashboard.liveness().await?;
+    let client = dashboard.app.connection().await?;
+    let liveness = dashboard.liveness(&**client).await?;
     let viewer = dashboard.viewer(&headers);
-    let queues = queues_now(&dashboard, &viewer).await?;
+    let queues = queues_now(&dashboard, &**client, &viewer).await?;
     Ok(Html(render(&viewer, queues, &liveness).into_string()))
 }
 
 /// The queues' table from the last count, with their pause state read now (a pause shows at
 /// once, not at the next count), and the chart of the last hour's outcomes.
-async fn queues_now(dashboard: &Dashboard, viewer: &Viewer) -> Result<Markup, PageError> {
-    let client = dashboard.app.connection().await?;
-    let paused = admin::paused_queues(&**client).await?;
-    let minutes = admin::outcome_minutes(&**client).await?;
+async fn queues_now(
+    dashboard: &Dashboard,
+    client: &impl GenericClient,
+    viewer: &Viewer,
+) -> Result<Markup, PageError> {
+    let paused = admin::paused_queues(client).await?;
+    let minutes = admin::outcome_minutes(client).await?;
     let counts = dashboard.counts.borrow().clone();
     let every = dashboard.options.count_interval.as_secs();
     Ok(html! {
@@ -54,7 +59,11 @@ pub async fn events(
         (dashboard, viewer, counts),
         |(dashboard, viewer, mut counts)| async move {
             counts.changed().await.ok()?;
-            let data = match queues_now(&dashboard, &viewer).await {
+            let table = async {
+                let client = dashboard.app.connection().await?;
+                queues_now(&dashboard, &**client, &viewer).await
+            };
+            let data = match table.await {
                 Ok(table) => table.into_string(),
                 Err(PageError::Unavailable(e)) => {
                     html! { p.bad { "The database cannot be read: " (e) } }.into_string()

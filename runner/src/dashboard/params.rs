@@ -91,6 +91,20 @@ impl Params {
         self.values.get(key).map(String::as_str)
     }
 
+    /// Those of `keys` that are given, as (key, value), in `keys`' order.
+    pub fn pairs<'k>(&self, keys: &[&'k str]) -> Vec<(&'k str, &str)> {
+        keys.iter()
+            .filter_map(|key| self.get(key).map(|value| (*key, value)))
+            .collect()
+    }
+
+    /// Those of `keys` that are given, as a query string (for links that keep a page's filters).
+    pub fn query_of(&self, keys: &[&str]) -> String {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query.extend_pairs(self.pairs(keys));
+        query.finish()
+    }
+
     /// The values of a repeatable parameter, in order.
     pub fn list(&self, key: &str) -> &[String] {
         self.lists.get(key).map_or(&[], Vec::as_slice)

@@ -53,6 +53,16 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// The `Set-Cookie` value of a session cookie for a dashboard at `base` (the root: ""); an
+/// empty `value` with no `max_age` left ends it in the browser.
+pub fn set_cookie(base: &str, value: &str, max_age: Duration) -> String {
+    let path = if base.is_empty() { "/" } else { base };
+    format!(
+        "{COOKIE}={value}; Path={path}; Max-Age={}; HttpOnly; SameSite=Strict",
+        max_age.as_secs()
+    )
+}
+
 impl Guard {
     /// A guard for `password`, with a fresh signing key.
     pub fn new(password: &str) -> Result<Guard, String> {

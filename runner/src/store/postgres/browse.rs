@@ -2,7 +2,9 @@
 //! deep into a million rows costs what the first one does), one job with everything known of
 //! it, and the workers. Plain SELECTs on the tables and views a `soniq_viewer` may read.
 
+use crate::dead_letter::DeadJob;
 use crate::error::Result;
+use crate::store::postgres::dead_letter;
 use serde_json::Value;
 use std::fmt::Write;
 use std::time::SystemTime;
@@ -389,6 +391,20 @@ pub async fn dead_count(
     Ok((row.get(0), row.get(1)))
 }
 
+/// The ids of every dead job that matches `query`, in the dead letter's order: one statement,
+/// so they are one snapshot's (what a replay of every match replays).
+pub async fn dead_ids(client: &impl GenericClient, query: &DeadQuery) -> Result<Vec<Uuid>> {
+    let tags = query.tag.as_ref().map(|tag| vec![tag.clone()]);
+    let filters = dead_filters(query, &tags);
+    let sql = format!(
+        "SELECT id FROM soniq.dead_letter_jobs{} ORDER BY {}",
+        filters.sql,
+        DEAD_JOBS.order("DESC")
+    );
+    let rows = client.query_typed(&sql, &filters.params).await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
 /// Everything the job page shows of one job, live or dead.
 pub struct JobDetail {
     pub id: Uuid,
@@ -412,7 +428,8 @@ pub struct JobDetail {
     pub producer_id: Option<String>,
     pub depends_on: Vec<Uuid>,
     pub worker: Option<WorkerRef>,
-    pub dead: Option<DeadDetail>,
+    /// Its dead-letter row, when it is dead.
+    pub dead: Option<DeadJob>,
 }
 
 /// The worker that holds (or last held) a job.
@@ -423,42 +440,29 @@ pub struct WorkerRef {
     pub pid: Option<i32>,
 }
 
-/// A dead job's dead-letter row beyond what `job_info` shows.
-pub struct DeadDetail {
-    pub reason: String,
-    pub moved_at: SystemTime,
-    pub resurrection_count: i32,
-    pub last_resurrection_at: Option<SystemTime>,
-    pub tags: Vec<String>,
-}
-
 pub async fn job(client: &impl GenericClient, id: Uuid) -> Result<Option<JobDetail>> {
     let row = client
         .query_typed_opt(
             "SELECT i.id, i.task_name, i.queue, i.status, i.priority, i.attempts, i.max_attempts,
                     i.args, i.result, i.last_error, i.progress, i.created_at, i.scheduled_at,
                     i.started_at, i.finished_at, i.updated_at, i.expires_at, i.enqueued_by,
-                    i.producer_id, i.depends_on, i.worker_id, w.hostname, w.pid,
-                    d.dead_letter_reason::text, d.moved_to_dead_letter_at, d.resurrection_count,
-                    d.last_resurrection_at, d.tags
+                    i.producer_id, i.depends_on, i.worker_id, w.hostname, w.pid
                FROM soniq.job_info i
                LEFT JOIN soniq.workers w ON w.id = i.worker_id
-               LEFT JOIN soniq.dead_letter_jobs d ON d.id = i.id AND i.status = 'dead'
               WHERE i.id = $1",
             &[(&id, Type::UUID)],
         )
         .await?;
-    Ok(row.as_ref().map(job_detail_from_row))
+    let Some(mut job) = row.as_ref().map(job_detail_from_row) else {
+        return Ok(None);
+    };
+    if job.status == "dead" {
+        job.dead = dead_letter::get(client, id).await?;
+    }
+    Ok(Some(job))
 }
 
 fn job_detail_from_row(row: &Row) -> JobDetail {
-    let dead = row.get::<_, Option<String>>(23).map(|reason| DeadDetail {
-        reason,
-        moved_at: row.get(24),
-        resurrection_count: row.get(25),
-        last_resurrection_at: row.get(26),
-        tags: row.get(27),
-    });
     JobDetail {
         id: row.get(0),
         task_name: row.get(1),
@@ -485,7 +489,7 @@ fn job_detail_from_row(row: &Row) -> JobDetail {
             hostname: row.get(21),
             pid: row.get(22),
         }),
-        dead,
+        dead: None,
     }
 }
 
