@@ -21,7 +21,8 @@ CREATE FUNCTION soniq.claim(
     priority     int,
     timeout      interval,
     scheduled_at timestamptz,
-    created_at   timestamptz
+    created_at   timestamptz,
+    traceparent  text  -- (since 0.12.0) the producer's trace context, for the attempt's span
 )
 LANGUAGE plpgsql VOLATILE
 -- Claims read the claim index in order, never sort the backlog: right after a bulk load,
@@ -95,7 +96,7 @@ BEGIN
         RETURNING j.*
     )
     SELECT c.id, c.task_name, c.args, c.attempts, c.max_attempts, c.queue, c.priority, c.timeout,
-           c.scheduled_at, c.created_at
+           c.scheduled_at, c.created_at, c.traceparent
       FROM claimed c
      ORDER BY c.priority, c.scheduled_at NULLS FIRST, c.created_at, c.id;
     -- (Read again: a rate set while this claim waited for the lock counts its starts.)

@@ -137,6 +137,30 @@ LANGUAGE sql STABLE AS $$
        AND (producer_id IS NULL OR octet_length(producer_id) <= 512)
 $$;
 
+-- A producer's trace context: a W3C traceparent of version 00, '00-' 32 hex digits (the trace
+-- id) '-' 16 (the parent span id) '-' 2 (the flags), lowercase, neither id all zeros
+-- (https://www.w3.org/TR/trace-context/#traceparent-header). NULL: none. _traceparent_ok is the
+-- rule as an expression, _check_traceparent raises it.
+CREATE FUNCTION soniq._traceparent_ok(traceparent text) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT traceparent IS NULL
+        OR (traceparent ~ '^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$'
+            AND substr(traceparent, 4, 32) <> repeat('0', 32)
+            AND substr(traceparent, 37, 16) <> repeat('0', 16))
+$$;
+
+CREATE FUNCTION soniq._check_traceparent(traceparent text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF NOT soniq._traceparent_ok(traceparent) THEN
+        RAISE EXCEPTION 'traceparent must be a W3C trace context, got %', left(traceparent, 100)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The form is 00-<32 hex digits: trace id>-<16 hex digits: span id>-<2 hex digits: flags>, '
+                         'lowercase, neither id all zeros; NULL for none.';
+    END IF;
+END
+$$;
+
 -- _json_in_range: whether a job spec's value is absent, JSON null, or a JSON number from low to
 -- high (a whole one when whole): the rule of _integer and _seconds as an expression.
 CREATE FUNCTION soniq._json_in_range(value jsonb, low numeric, high numeric, whole boolean) RETURNS boolean
@@ -154,8 +178,9 @@ $$;
 CREATE FUNCTION soniq._spec_ok(spec jsonb) RETURNS boolean
 LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN jsonb_typeof(spec) = 'object' THEN
-               spec - '{task_name,args,queue,priority,scheduled_at,retries,unique,dedup_key,timeout,producer_id,depends_on,on_dependency_failure,awaitable,batch_id}'::text[]
+               spec - '{task_name,args,queue,priority,scheduled_at,retries,unique,dedup_key,timeout,producer_id,depends_on,on_dependency_failure,awaitable,batch_id,traceparent}'::text[]
                    = '{}'
+               AND coalesce(jsonb_typeof(spec -> 'traceparent'), 'null') IN ('string', 'null')
                AND coalesce(jsonb_typeof(spec -> 'unique'), 'null') IN ('boolean', 'null')
                AND coalesce(jsonb_typeof(spec -> 'awaitable'), 'null') IN ('boolean', 'null')
                AND coalesce(jsonb_typeof(spec -> 'batch_id'), 'null') IN ('string', 'null')
@@ -187,7 +212,7 @@ BEGIN
             SELECT string_agg(k, ', ') INTO unknown FROM jsonb_object_keys(spec) k
              WHERE k NOT IN ('task_name', 'args', 'queue', 'priority', 'scheduled_at', 'retries',
                              'unique', 'dedup_key', 'timeout', 'producer_id', 'depends_on',
-                             'on_dependency_failure', 'awaitable', 'batch_id');
+                             'on_dependency_failure', 'awaitable', 'batch_id', 'traceparent');
             IF unknown IS NOT NULL THEN
                 RAISE EXCEPTION 'unknown key(s) in job spec: %', unknown
                     USING ERRCODE = 'invalid_parameter_value';
@@ -205,6 +230,11 @@ BEGIN
                     USING ERRCODE = 'invalid_parameter_value';
             END IF;
             PERFORM (spec ->> 'batch_id')::uuid;
+            IF jsonb_typeof(spec -> 'traceparent') NOT IN ('string', 'null') THEN
+                RAISE EXCEPTION 'traceparent must be a string, got %', spec -> 'traceparent'
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            PERFORM soniq._check_traceparent(spec ->> 'traceparent');
             PERFORM soniq._check_job(
                 task_name    => spec ->> 'task_name',
                 args         => coalesce(spec -> 'args', '{}'),
@@ -242,7 +272,8 @@ CREATE TYPE soniq._job_batch AS (
     unique_jobs   boolean[],
     dedup_keys    text[],
     timeouts      interval[],
-    producer_ids  text[]
+    producer_ids  text[],
+    traceparents  text[]  -- (since 0.12.0) NULL: none for any job
 );
 
 -- _as_specs: a batch given as arrays, as the job specs enqueue_many(jsonb) takes (timeout in
@@ -254,12 +285,14 @@ LANGUAGE sql STABLE AS $$
                || jsonb_strip_nulls(jsonb_build_object(
                       'queue', r.queue, 'priority', r.priority, 'scheduled_at', r.scheduled_at,
                       'retries', r.retries, 'unique', r.unique_job, 'dedup_key', r.dedup_key,
-                      'timeout', extract(epoch FROM r.timeout), 'producer_id', r.producer_id))
+                      'timeout', extract(epoch FROM r.timeout), 'producer_id', r.producer_id,
+                      'traceparent', r.traceparent))
                ORDER BY r.n), '[]')
       FROM unnest(batch.task_names, batch.args, batch.queues, batch.priorities, batch.scheduled_ats,
-                  batch.retries, batch.unique_jobs, batch.dedup_keys, batch.timeouts, batch.producer_ids)
+                  batch.retries, batch.unique_jobs, batch.dedup_keys, batch.timeouts, batch.producer_ids,
+                  batch.traceparents)
            WITH ORDINALITY AS r(task_name, args, queue, priority, scheduled_at, retries, unique_job,
-                                dedup_key, timeout, producer_id, n)
+                                dedup_key, timeout, producer_id, traceparent, n)
 $$;
 
 -- _job_row: one job as it will be stored. An option the caller left NULL resolves from the
@@ -279,7 +312,8 @@ CREATE FUNCTION soniq._job_row(
     unique_job   boolean,
     dedup_key    text,
     timeout      interval,
-    producer_id  text
+    producer_id  text,
+    traceparent  text
 ) RETURNS TABLE (
     task_name    text,
     args         jsonb,
@@ -295,7 +329,8 @@ CREATE FUNCTION soniq._job_row(
     producer_id  text,
     inherited    int,
     well_formed  boolean,
-    concurrency_key text
+    concurrency_key text,
+    traceparent  text
 )
 LANGUAGE sql STABLE AS $$
     SELECT _job_row.task_name, _job_row.args,
@@ -317,8 +352,10 @@ LANGUAGE sql STABLE AS $$
                    | CASE WHEN _job_row.retries IS NULL THEN 4 ELSE 0 END
                    | CASE WHEN _job_row.timeout IS NULL THEN 8 ELSE 0 END,
            coalesce(soniq._job_ok(_job_row.args, _job_row.priority, _job_row.retries, _job_row.timeout,
-                                  _job_row.scheduled_at, _job_row.dedup_key, _job_row.producer_id), false),
-           soniq._concurrency_key(_job_row.args #>> t.concurrency_key)
+                                  _job_row.scheduled_at, _job_row.dedup_key, _job_row.producer_id)
+                    AND soniq._traceparent_ok(_job_row.traceparent), false),
+           soniq._concurrency_key(_job_row.args #>> t.concurrency_key),
+           _job_row.traceparent
       FROM (SELECT) one
       LEFT JOIN soniq.tasks t ON t.task_name = _job_row.task_name
 $$;
@@ -341,16 +378,18 @@ CREATE FUNCTION soniq._job_rows(batch soniq._job_batch) RETURNS TABLE (
     producer_id  text,
     inherited    int,
     well_formed  boolean,
-    concurrency_key text
+    concurrency_key text,
+    traceparent  text
 )
 LANGUAGE sql STABLE AS $$
     SELECT r.n, g.*
       FROM unnest(batch.task_names, batch.args, batch.queues, batch.priorities, batch.scheduled_ats,
-                  batch.retries, batch.unique_jobs, batch.dedup_keys, batch.timeouts, batch.producer_ids)
+                  batch.retries, batch.unique_jobs, batch.dedup_keys, batch.timeouts, batch.producer_ids,
+                  batch.traceparents)
            WITH ORDINALITY AS r(task_name, args, queue, priority, scheduled_at, retries, unique_job,
-                                dedup_key, timeout, producer_id, n)
+                                dedup_key, timeout, producer_id, traceparent, n)
      CROSS JOIN LATERAL soniq._job_row(r.task_name, r.args, r.queue, r.priority, r.scheduled_at, r.retries,
-                                       r.unique_job, r.dedup_key, r.timeout, r.producer_id) g
+                                       r.unique_job, r.dedup_key, r.timeout, r.producer_id, r.traceparent) g
 $$;
 
 -- _insert_jobs: the set-based enqueue behind enqueue_many and enqueue: one job per element of
@@ -385,9 +424,11 @@ BEGIN
                  ORDER BY 1) r
     ), written AS (
         INSERT INTO soniq.jobs AS j (id, task_name, args, queue, priority, max_attempts, scheduled_at, timeout,
-                                     retry_policy, result_ttl, args_hash, dedup_key, producer_id, inherited, concurrency_key)
+                                     retry_policy, result_ttl, args_hash, dedup_key, producer_id, inherited, concurrency_key,
+                                     traceparent)
         SELECT g.id, g.task_name, g.args, g.queue, g.priority, g.max_attempts, g.scheduled_at, g.timeout,
-               g.retry_policy, g.result_ttl, g.args_hash, g.dedup_key, g.producer_id, g.inherited, g.concurrency_key
+               g.retry_policy, g.result_ttl, g.args_hash, g.dedup_key, g.producer_id, g.inherited, g.concurrency_key,
+               g.traceparent
           FROM job g
          WHERE g.args_hash IS NULL AND g.dedup_key IS NULL
         RETURNING j.queue, j.scheduled_at
@@ -430,9 +471,11 @@ BEGIN
                      ORDER BY 1) r
         ), inserted AS (
             INSERT INTO soniq.jobs AS j (id, task_name, args, queue, priority, max_attempts, scheduled_at, timeout,
-                                         retry_policy, result_ttl, args_hash, dedup_key, producer_id, inherited, concurrency_key)
+                                         retry_policy, result_ttl, args_hash, dedup_key, producer_id, inherited, concurrency_key,
+                                         traceparent)
             SELECT g.id, g.task_name, g.args, g.queue, g.priority, g.max_attempts, g.scheduled_at, g.timeout,
-                   g.retry_policy, g.result_ttl, g.args_hash, g.dedup_key, g.producer_id, g.inherited, g.concurrency_key
+                   g.retry_policy, g.result_ttl, g.args_hash, g.dedup_key, g.producer_id, g.inherited, g.concurrency_key,
+                   g.traceparent
               FROM job g
              -- In key order, as every batch: two batches sharing keys wait for each other in
              -- one order, never in a cycle (a deadlock). The earlier of duplicates goes first.
@@ -489,8 +532,9 @@ $$;
 -- cancelled or dies it is cancelled too, or runs anyway with on_dependency_failure 'run'
 -- (sql/dependencies.sql). With awaitable, its end notifies soniq_job_finished (a duplicate
 -- returned instead is marked so: sql/awaiting.sql). With batch_id it joins an open batch of
--- the same login (sql/batches.sql). Runs in the caller's transaction: rolled back, the job
--- never existed.
+-- the same login (sql/batches.sql). With traceparent (a W3C trace context) each attempt's span
+-- links to the producer's; a duplicate returned instead keeps its own. Runs in the caller's
+-- transaction: rolled back, the job never existed.
 CREATE FUNCTION soniq.enqueue(
     task_name    text,
     args         jsonb       DEFAULT '{}',
@@ -505,7 +549,8 @@ CREATE FUNCTION soniq.enqueue(
     depends_on   uuid[]      DEFAULT NULL,
     on_dependency_failure text DEFAULT NULL,
     awaitable    boolean     DEFAULT false,
-    batch_id     uuid        DEFAULT NULL
+    batch_id     uuid        DEFAULT NULL,
+    traceparent  text        DEFAULT NULL
 ) RETURNS uuid
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
@@ -515,14 +560,16 @@ BEGIN
     -- The common case checked in one expression; a bad call pays for finding out why.
     IF NOT coalesce(soniq._check_task_name(task_name)
                     AND (queue IS NULL OR soniq._check_queue_name(queue))
-                    AND soniq._job_ok(args, priority, retries, timeout, scheduled_at, dedup_key, producer_id),
+                    AND soniq._job_ok(args, priority, retries, timeout, scheduled_at, dedup_key, producer_id)
+                    AND soniq._traceparent_ok(traceparent),
                     false) THEN
         PERFORM soniq._check_job(task_name, args, queue, priority, scheduled_at, retries, dedup_key, timeout,
                                  producer_id);
+        PERFORM soniq._check_traceparent(traceparent);
     END IF;
     IF awaitable OR batch_id IS NOT NULL THEN
         id := soniq.enqueue(task_name, args, queue, priority, scheduled_at, retries, unique_job, dedup_key, timeout,
-                            producer_id, depends_on, on_dependency_failure);
+                            producer_id, depends_on, on_dependency_failure, traceparent => traceparent);
         IF batch_id IS NOT NULL THEN
             PERFORM soniq._join_batch(batch_id, ARRAY[id]);
         END IF;
@@ -535,17 +582,19 @@ BEGIN
         PERFORM soniq._check_dependency_options(depends_on, on_dependency_failure, '');
         RETURN soniq._insert_dependent_jobs(
             ROW(ARRAY[task_name], ARRAY[args], ARRAY[queue], ARRAY[priority], ARRAY[scheduled_at], ARRAY[retries],
-                ARRAY[unique_job], ARRAY[dedup_key], ARRAY[timeout], ARRAY[producer_id]),
+                ARRAY[unique_job], ARRAY[dedup_key], ARRAY[timeout], ARRAY[producer_id], ARRAY[traceparent]),
             ARRAY[to_jsonb(depends_on)], ARRAY[on_dependency_failure], labelled => false);
     END IF;
     -- A plain job is written here; a unique or dedup one, whose duplicate may be queued, takes
     -- the batch path, which finds it.
     INSERT INTO soniq.jobs AS j (id, task_name, args, queue, priority, max_attempts, scheduled_at, timeout,
-                                 retry_policy, result_ttl, args_hash, dedup_key, producer_id, inherited, concurrency_key)
+                                 retry_policy, result_ttl, args_hash, dedup_key, producer_id, inherited, concurrency_key,
+                                 traceparent)
     SELECT soniq.uuid_v7(), g.task_name, g.args, g.queue, g.priority, g.max_attempts, g.scheduled_at, g.timeout,
-           g.retry_policy, g.result_ttl, g.args_hash, g.dedup_key, g.producer_id, g.inherited, g.concurrency_key
+           g.retry_policy, g.result_ttl, g.args_hash, g.dedup_key, g.producer_id, g.inherited, g.concurrency_key,
+           g.traceparent
       FROM soniq._job_row(task_name, args, queue, priority, scheduled_at, retries, unique_job, dedup_key, timeout,
-                          producer_id) g
+                          producer_id, traceparent) g
      WHERE g.args_hash IS NULL AND g.dedup_key IS NULL
     RETURNING j.id, j.queue INTO job;
     IF FOUND THEN
@@ -556,12 +605,13 @@ BEGIN
     END IF;
     RETURN soniq._insert_jobs(ROW(ARRAY[task_name], ARRAY[args], ARRAY[queue], ARRAY[priority], ARRAY[scheduled_at],
                                   ARRAY[retries], ARRAY[unique_job], ARRAY[dedup_key], ARRAY[timeout],
-                                  ARRAY[producer_id]));
+                                  ARRAY[producer_id], ARRAY[traceparent]));
 END
 $$;
 -- enqueue_many (specs): a JSON array of job specs, each an object with the keys task_name
 -- (required), args, queue, priority, scheduled_at, retries, unique, dedup_key,
--- timeout (seconds), producer_id, depends_on, on_dependency_failure, awaitable and batch_id. Ids come back in
+-- timeout (seconds), producer_id, depends_on, on_dependency_failure, awaitable, batch_id and
+-- traceparent. Ids come back in
 -- input order; an error names the offending element, and nothing is written. Jobs are
 -- deduplicated as by enqueue, against the table and within the batch (a later element
 -- returns the id of an earlier duplicate). depends_on is an array of job ids (strings) and
@@ -581,6 +631,7 @@ DECLARE
     dedup_keys text[];
     timeouts interval[];
     producer_ids text[];
+    traceparents text[];
     depends jsonb[];
     on_failure text[];
     dependent boolean;  -- whether any job depends on others
@@ -609,6 +660,7 @@ BEGIN
                array_agg(e.spec ->> 'dedup_key' ORDER BY e.n),
                array_agg(make_interval(secs => (e.spec ->> 'timeout')::float8) ORDER BY e.n),
                array_agg(e.spec ->> 'producer_id' ORDER BY e.n),
+               array_agg(e.spec ->> 'traceparent' ORDER BY e.n),
                array_agg(nullif(e.spec -> 'depends_on', 'null') ORDER BY e.n),
                array_agg(e.spec ->> 'on_dependency_failure' ORDER BY e.n),
                bool_or(e.spec ? 'depends_on' OR e.spec ? 'on_dependency_failure'),
@@ -616,7 +668,7 @@ BEGIN
                array_agg(e.n) FILTER (WHERE (e.spec ->> 'awaitable')::boolean),
                array_agg((e.spec ->> 'batch_id')::uuid ORDER BY e.n)
           INTO well_formed, task_names, args, queues, priorities, scheduled_ats, retries, unique_jobs,
-               dedup_keys, timeouts, producer_ids, depends, on_failure, dependent, followed, awaited, batches
+               dedup_keys, timeouts, producer_ids, traceparents, depends, on_failure, dependent, followed, awaited, batches
           FROM jsonb_array_elements(jobs) WITH ORDINALITY AS e(spec, n);
     EXCEPTION WHEN data_exception THEN
         well_formed := false;
@@ -627,17 +679,17 @@ BEGIN
     IF NOT coalesce(followed, false) THEN
         -- Plain jobs, the common case: straight through.
         RETURN QUERY SELECT soniq._insert_jobs(ROW(task_names, args, queues, priorities, scheduled_ats, retries,
-                                                   unique_jobs, dedup_keys, timeouts, producer_ids));
+                                                   unique_jobs, dedup_keys, timeouts, producer_ids, traceparents));
         RETURN;
     END IF;
     IF dependent THEN
         ids := ARRAY(SELECT soniq._insert_dependent_jobs(
             ROW(task_names, args, queues, priorities, scheduled_ats, retries, unique_jobs, dedup_keys, timeouts,
-                producer_ids),
+                producer_ids, traceparents),
             depends, on_failure, labelled => true));
     ELSE
         ids := ARRAY(SELECT soniq._insert_jobs(ROW(task_names, args, queues, priorities, scheduled_ats, retries,
-                                                   unique_jobs, dedup_keys, timeouts, producer_ids)));
+                                                   unique_jobs, dedup_keys, timeouts, producer_ids, traceparents)));
     END IF;
     FOR batch IN SELECT DISTINCT b FROM unnest(batches) b WHERE b IS NOT NULL ORDER BY 1 LOOP
         PERFORM soniq._join_batch(batch, ARRAY(SELECT ids[u.n] FROM unnest(batches) WITH ORDINALITY AS u(b, n)
@@ -650,7 +702,8 @@ BEGIN
 END
 $$;
 
--- enqueue_many (one task, many args): one job per element of args, ids in input order.
+-- enqueue_many (one task, many args): one job per element of args, ids in input order; every
+-- job carries the one traceparent (the producer's span that enqueued them all).
 CREATE FUNCTION soniq.enqueue_many(
     task_name    text,
     args         jsonb[],
@@ -660,15 +713,18 @@ CREATE FUNCTION soniq.enqueue_many(
     retries      int         DEFAULT NULL,
     unique_job   boolean     DEFAULT NULL,
     timeout      interval    DEFAULT NULL,
-    producer_id  text        DEFAULT NULL
+    producer_id  text        DEFAULT NULL,
+    traceparent  text        DEFAULT NULL
 ) RETURNS SETOF uuid
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     n int := cardinality(soniq._require_value(args, 'args'));
 BEGIN
+    PERFORM soniq._check_traceparent(traceparent);
     RETURN QUERY SELECT soniq._insert_jobs(ROW(
         array_fill(task_name, ARRAY[n]), args, array_fill(queue, ARRAY[n]), array_fill(priority, ARRAY[n]),
         array_fill(scheduled_at, ARRAY[n]), array_fill(retries, ARRAY[n]), array_fill(unique_job, ARRAY[n]),
-        array_fill(NULL::text, ARRAY[n]), array_fill(timeout, ARRAY[n]), array_fill(producer_id, ARRAY[n])));
+        array_fill(NULL::text, ARRAY[n]), array_fill(timeout, ARRAY[n]), array_fill(producer_id, ARRAY[n]),
+        array_fill(traceparent, ARRAY[n])));
 END
 $$;

@@ -69,9 +69,9 @@ REVOKE ALL ON ALL PROCEDURES IN SCHEMA soniq FROM PUBLIC;
 GRANT USAGE ON SCHEMA soniq TO soniq_producer, soniq_worker, soniq_admin, soniq_viewer;
 
 GRANT EXECUTE ON FUNCTION
-    soniq.enqueue(text, jsonb, text, int, timestamptz, int, boolean, text, interval, text, uuid[], text, boolean, uuid),
+    soniq.enqueue(text, jsonb, text, int, timestamptz, int, boolean, text, interval, text, uuid[], text, boolean, uuid, text),
     soniq.enqueue_many(jsonb),
-    soniq.enqueue_many(text, jsonb[], text, int, timestamptz, int, boolean, interval, text),
+    soniq.enqueue_many(text, jsonb[], text, int, timestamptz, int, boolean, interval, text, text),
     soniq.job_status(uuid),
     soniq.job_result(uuid),  -- the outcome of a job its login enqueued, which it may await
     soniq.batch_open(text, jsonb, text),  -- batches of its login's jobs, with a callback

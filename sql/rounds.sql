@@ -15,7 +15,8 @@ BEGIN
            array_agg(d.queue ORDER BY d.ordinality), array_agg(d.priority ORDER BY d.ordinality),
            array_agg(d.next_fire_at ORDER BY d.ordinality), array_agg(d.retries ORDER BY d.ordinality),
            array_fill(NULL::boolean, ARRAY[count(*)::int]), array_fill(NULL::text, ARRAY[count(*)::int]),
-           array_agg(d.timeout ORDER BY d.ordinality), array_agg('schedule:' || d.name ORDER BY d.ordinality)
+           array_agg(d.timeout ORDER BY d.ordinality), array_agg('schedule:' || d.name ORDER BY d.ordinality),
+           NULL::text[]
       INTO jobs
       FROM unnest(due) WITH ORDINALITY d;
     IF jobs.task_names IS NULL THEN

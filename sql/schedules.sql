@@ -139,7 +139,7 @@ BEGIN
       FROM soniq._insert_jobs(ROW(ARRAY[current.task_name], ARRAY[current.args], ARRAY[current.queue],
                                   ARRAY[current.priority], ARRAY[NULL::timestamptz], ARRAY[current.retries],
                                   ARRAY[NULL::boolean], ARRAY[NULL::text], ARRAY[current.timeout],
-                                  ARRAY['schedule:' || current.name])::soniq._job_batch) AS id;
+                                  ARRAY['schedule:' || current.name], NULL::text[])::soniq._job_batch) AS id;
     UPDATE soniq.schedules s
        SET last_fire_at = now(), last_job_id = fired, fire_count = s.fire_count + 1, updated_at = now()
      WHERE s.name = current.name;

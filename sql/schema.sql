@@ -128,6 +128,9 @@ CREATE TABLE soniq.jobs (
     awaited          boolean NOT NULL DEFAULT false,
     -- The batch it belongs to (since 0.9.0; sql/batches.sql).
     batch_id         uuid,
+    -- The W3C trace context (traceparent) of the span that enqueued it, which each attempt's
+    -- span links to (since 0.12.0); NULL: none given.
+    traceparent      text,
     -- waiting: until the jobs it depends on are done.
     CONSTRAINT jobs_status_check CHECK (status IN ('queued', 'processing', 'done', 'cancelled', 'waiting')),
     CONSTRAINT jobs_args_object CHECK (jsonb_typeof(args) = 'object'),

@@ -133,4 +133,39 @@ SELECT (:'ids'::uuid[])[1] = (:'ids'::uuid[])[3] AS typed_dedup, cardinality(:'i
 SELECT soniq.register_worker('batch-host', 1, ARRAY['batch.order']) AS bw \gset
 SELECT array_agg(args->>'n' ORDER BY ord) AS claimed_in_input_order
   FROM soniq.claim(:'bw', ARRAY['batch.order'], 10) WITH ORDINALITY AS c(id, task_name, args, attempt, max_attempts,
-                   queue, priority, timeout, scheduled_at, created_at, ord);
+                   queue, priority, timeout, scheduled_at, created_at, traceparent, ord);
+
+-- traceparent: the producer's W3C trace context, stored with the job and returned by claim,
+-- from enqueue, the one-task enqueue_many and a spec's key; NULL when none is given.
+SELECT soniq.enqueue('trace.a', queue => 'trace', traceparent => '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01') AS traced \gset
+SELECT count(*) FROM soniq.enqueue_many('trace.b', ARRAY['{}', '{"n": 2}']::jsonb[], queue => 'trace',
+                                        traceparent => '00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-00');
+SELECT count(*) FROM soniq.enqueue_many('[{"task_name": "trace.c", "queue": "trace",
+                                           "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+                                          {"task_name": "trace.d", "queue": "trace"}]');
+-- a duplicate returned instead keeps the context of the job it returns
+SELECT soniq.enqueue('trace.a', queue => 'trace', unique_job => true) AS first_unique \gset
+SELECT soniq.enqueue('trace.a', queue => 'trace', unique_job => true,
+                     traceparent => '00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01') = :'first_unique' AS same_job;
+SELECT task_name, traceparent FROM soniq.jobs WHERE queue = 'trace' ORDER BY id;
+SELECT soniq.register_worker('trace-host', 1, ARRAY['trace']) AS tw \gset
+SELECT task_name, traceparent FROM soniq.claim(:'tw', ARRAY['trace'], 10) WHERE id = :'traced';
+-- a malformed context is refused (22023) and writes nothing, from every entry point
+SELECT count(*) AS before_bad_trace FROM soniq.jobs \gset
+SELECT soniq.enqueue('trace.bad', traceparent => '00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01');
+:error
+SELECT soniq.enqueue('trace.bad', traceparent => '00-00000000000000000000000000000000-b7ad6b7169203331-01');
+:error
+SELECT soniq.enqueue('trace.bad', traceparent => '00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01');
+:error
+SELECT soniq.enqueue('trace.bad', traceparent => '01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01');
+:error
+SELECT soniq.enqueue('trace.bad', traceparent => '');
+:error
+SELECT soniq.enqueue_many('trace.bad', ARRAY['{}']::jsonb[], traceparent => 'not a context');
+:error
+SELECT soniq.enqueue_many('[{"task_name": "trace.ok"}, {"task_name": "trace.bad", "traceparent": 42}]');
+:error
+SELECT soniq.enqueue_many('[{"task_name": "trace.ok"}, {"task_name": "trace.bad", "traceparent": "00-1"}]');
+:error
+SELECT count(*) = :before_bad_trace AS nothing_written FROM soniq.jobs;

@@ -27,8 +27,8 @@ pub fn fill(client: &mut Client) {
 /// (NULL: the row predates logins being recorded), so they are left out when rows are
 /// compared across an update. (By name, of whichever table has them: `concurrency_key` of jobs
 /// and tasks, the flow-control columns of queues, all of 0.7.0; the dependency, awaiting
-/// and batch columns of jobs, of 0.9.0.)
-pub const ADDED_COLUMNS: [&str; 23] = [
+/// and batch columns of jobs, of 0.9.0; the trace context of jobs, of 0.12.0.)
+pub const ADDED_COLUMNS: [&str; 24] = [
     "enqueued_by",
     "inherited",
     "task_names",
@@ -52,6 +52,7 @@ pub const ADDED_COLUMNS: [&str; 23] = [
     "cancelled_by",
     "awaited",
     "batch_id",
+    "traceparent",
 ];
 
 /// Every row of every table, as text (without `skip`'s columns).
