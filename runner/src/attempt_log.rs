@@ -1,38 +1,49 @@
 //! A log line for every attempt that did not simply succeed — failed, timed out, given up,
 //! snoozed, cancelled, handed back — with its task, job id, attempt of max, duration and the
 //! first line of its error. A success is a debug line: a busy worker writes nothing per job
-//! at the default level.
+//! at the default level. Each attempt is also a span (`crate::telemetry`), which ends with it.
 
 use crate::execute::ReportKind;
 use crate::job::JobContext;
 use crate::store::FailReason;
+use crate::telemetry;
 use std::time::Instant;
+use tracing::Span;
 use uuid::Uuid;
 
-/// What the log says of one attempt, taken when it starts.
+/// What the log and the trace say of one attempt, taken when it starts.
 pub(crate) struct AttemptLog {
     task: String,
     job_id: Uuid,
     attempt: i32,
     max_attempts: i32,
     started: Instant,
+    span: Span,
 }
 
 impl AttemptLog {
-    pub fn start(ctx: &JobContext) -> Self {
+    /// `traceparent`: the producer's trace context, which the attempt's span links to.
+    pub fn start(ctx: &JobContext, traceparent: Option<&str>) -> Self {
         AttemptLog {
             task: ctx.task_name.clone(),
             job_id: ctx.job_id,
             attempt: ctx.attempt,
             max_attempts: ctx.max_attempts,
             started: Instant::now(),
+            span: telemetry::attempt_span(ctx, traceparent),
         }
+    }
+
+    /// The attempt's span, for its handler to run in.
+    pub fn span(&self) -> &Span {
+        &self.span
     }
 
     /// Log how the attempt ended. The fields are formatted only when the event is enabled: a
     /// completed attempt (a debug event) costs no formatting at the default level.
     pub fn ended(&self, kind: &ReportKind) {
         let duration_ms = self.started.elapsed().as_millis() as u64;
+        telemetry::record_outcome(&self.span, kind, self.attempt >= self.max_attempts);
         // The fields every attempt event carries, then the event's own.
         macro_rules! attempt_event {
             ($level:ident, $($rest:tt)*) => {

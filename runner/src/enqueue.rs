@@ -5,12 +5,14 @@ use crate::error::{Error, Result};
 use crate::jobs::JobOutcome;
 use crate::store::postgres::jobs;
 use crate::store::{JobOptions, NewJob, OnDependencyFailure};
+use crate::telemetry;
 use crate::Soniq;
 use serde_json::Value;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 use tokio_postgres::GenericClient;
+use tracing::{Instrument, Span};
 use uuid::Uuid;
 
 /// The setters of the options a job carries, for a builder whose `options` has the fields
@@ -66,6 +68,7 @@ pub struct Enqueue<'a> {
     pub(crate) on_dependency_failure: Option<OnDependencyFailure>,
     pub(crate) awaitable: bool,
     pub(crate) batch_id: Option<Uuid>,
+    pub(crate) traceparent: Option<String>,
 }
 
 impl<'a> Enqueue<'a> {
@@ -86,6 +89,7 @@ impl<'a> Enqueue<'a> {
             on_dependency_failure: None,
             awaitable: false,
             batch_id: None,
+            traceparent: None,
         }
     }
 
@@ -124,6 +128,14 @@ impl<'a> Enqueue<'a> {
         self
     }
 
+    /// The producer's trace context (a W3C `traceparent`: `00-<trace id>-<span id>-<flags>`),
+    /// which each attempt's span links to. With the feature `otel` it defaults to the context
+    /// of this enqueue's span (`crate::telemetry`).
+    pub fn traceparent(mut self, traceparent: impl Into<String>) -> Self {
+        self.traceparent = Some(traceparent.into());
+        self
+    }
+
     /// What a failed job it depends on does to this one; default cancel.
     pub fn on_dependency_failure(mut self, on_failure: OnDependencyFailure) -> Self {
         self.on_dependency_failure = Some(on_failure);
@@ -142,9 +154,13 @@ impl<'a> Enqueue<'a> {
 
     /// Enqueue on the runner's own pool (or into the in-memory queue).
     pub async fn send(mut self) -> Result<Uuid> {
-        let job = self.take_job()?;
-        self.soniq.publish_tasks().await?;
-        self.soniq.store().job_enqueue(&job).await
+        let (span, job) = self.take_traced_job()?;
+        let soniq = self.soniq;
+        traced(span, async {
+            soniq.publish_tasks().await?;
+            soniq.store().job_enqueue(&job).await
+        })
+        .await
     }
 
     /// The job to enqueue, or the error the builder kept for the send.
@@ -161,7 +177,19 @@ impl<'a> Enqueue<'a> {
             on_dependency_failure: self.on_dependency_failure,
             awaitable: self.awaitable,
             batch_id: self.batch_id,
+            traceparent: self.traceparent.clone(),
         })
+    }
+
+    /// The job to enqueue and the span of its enqueue, whose trace context the job carries
+    /// unless it was given one.
+    fn take_traced_job(&mut self) -> Result<(Span, NewJob)> {
+        let mut job = self.take_job()?;
+        let span = telemetry::enqueue_span(&job.task_name, job.options.queue.as_deref());
+        if job.traceparent.is_none() {
+            job.traceparent = telemetry::traceparent_of(&span);
+        }
+        Ok((span, job))
     }
 
     /// Enqueue on the caller's tokio-postgres connection or transaction: the job exists if
@@ -169,9 +197,13 @@ impl<'a> Enqueue<'a> {
     /// would never see the job.
     pub async fn send_on<C: GenericClient + Sync>(mut self, client: &C) -> Result<Uuid> {
         self.check_database_backed()?;
-        let job = self.take_job()?;
-        self.soniq.publish_tasks().await?;
-        jobs::enqueue(client, None, &job).await
+        let (span, job) = self.take_traced_job()?;
+        let soniq = self.soniq;
+        traced(span, async {
+            soniq.publish_tasks().await?;
+            jobs::enqueue(client, None, &job).await
+        })
+        .await
     }
 
     /// A transactional enqueue writes a row through the caller's connection: the in-memory
@@ -194,15 +226,26 @@ impl<'a> Enqueue<'a> {
     pub async fn send_on_sqlx(mut self, connection: &mut sqlx::PgConnection) -> Result<Uuid> {
         use crate::store::postgres::binds::SqlxBinds;
         self.check_database_backed()?;
-        let job = self.take_job()?;
-        self.soniq.publish_tasks().await?;
-        let mut binds = SqlxBinds {
-            query: Some(sqlx::query_scalar(jobs::ENQUEUE.text)),
-        };
-        jobs::enqueue_binds(&job, &mut binds);
-        let query = binds.query.expect("binding keeps the query");
-        Ok(query.fetch_one(connection).await?)
+        let (span, job) = self.take_traced_job()?;
+        let soniq = self.soniq;
+        traced(span, async {
+            soniq.publish_tasks().await?;
+            let mut binds = SqlxBinds {
+                query: Some(sqlx::query_scalar(jobs::ENQUEUE.text)),
+            };
+            jobs::enqueue_binds(&job, &mut binds);
+            let query = binds.query.expect("binding keeps the query");
+            Ok(query.fetch_one(connection).await?)
+        })
+        .await
     }
+}
+
+/// Run an enqueue in its span, which then records the job's id.
+async fn traced(span: Span, enqueue: impl Future<Output = Result<Uuid>>) -> Result<Uuid> {
+    let id = enqueue.instrument(span.clone()).await?;
+    telemetry::record_jobs(&span, &[id]);
+    Ok(id)
 }
 
 /// A job enqueued with [`Enqueue::send_awaitable`].

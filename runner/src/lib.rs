@@ -49,6 +49,7 @@ mod scheduler;
 mod settings;
 #[doc(hidden)]
 pub mod store;
+pub mod telemetry;
 mod testing;
 mod time;
 mod worker;
@@ -87,6 +88,7 @@ use serde_json::Value;
 use std::sync::Arc;
 use store::{MemoryStore, NewJobs, PgStore, Store};
 use tokio_postgres::error::SqlState;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// Whether this is the first enqueue, in this process, of `task_name` without a handler: the
@@ -282,15 +284,22 @@ impl Soniq {
             .map_err(|e| {
                 Error::Invalid(format!("arguments of {} are not JSON: {e}", task.name()))
             })?;
-        self.publish_tasks().await?;
-        self.store()
-            .job_enqueue_many(&NewJobs {
-                task_name: task.name().to_string(),
-                args,
-                options: task.options.clone(),
-                producer_id: self.settings.producer_id().to_string(),
-            })
-            .await
+        let span = telemetry::enqueue_span(task.name(), task.options.queue.as_deref());
+        let jobs = NewJobs {
+            task_name: task.name().to_string(),
+            args,
+            options: task.options.clone(),
+            producer_id: self.settings.producer_id().to_string(),
+            traceparent: telemetry::traceparent_of(&span),
+        };
+        let ids = async {
+            self.publish_tasks().await?;
+            self.store().job_enqueue_many(&jobs).await
+        }
+        .instrument(span.clone())
+        .await?;
+        telemetry::record_jobs(&span, &ids);
+        Ok(ids)
     }
 
     /// Enqueue jobs of any tasks, each with its own options, in one statement (`soniq enqueue

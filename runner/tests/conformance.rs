@@ -36,6 +36,7 @@ impl Case {
             on_dependency_failure: None,
             awaitable: false,
             batch_id: None,
+            traceparent: None,
         }
     }
 
@@ -174,6 +175,7 @@ async fn options_out_of_range_are_refused_and_nothing_is_written(case: Case) {
             args: vec![json!({}), json!({"n": 2})],
             options: job.options.clone(),
             producer_id: "conformance".into(),
+            traceparent: None,
         };
         assert_eq!(
             code(case.store.job_enqueue_many(&many).await),
@@ -187,6 +189,64 @@ async fn options_out_of_range_are_refused_and_nothing_is_written(case: Case) {
         SqlState::INVALID_PARAMETER_VALUE
     );
     assert_eq!(case.total().await, 0, "nothing written");
+}
+
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+async fn a_jobs_trace_context_reaches_its_claim_and_a_malformed_one_is_refused(case: Case) {
+    let mut traced = case.job(json!({"n": 1}));
+    traced.traceparent = Some(TRACEPARENT.into());
+    let one = case.store.job_enqueue(&traced).await.unwrap();
+    let unsampled = TRACEPARENT.replace("-01", "-00");
+    let many = NewJobs {
+        task_name: case.task.clone(),
+        args: vec![json!({"n": 2}), json!({"n": 3})],
+        options: traced.options.clone(),
+        producer_id: "conformance".into(),
+        traceparent: Some(unsampled.clone()),
+    };
+    let batch = case.store.job_enqueue_many(&many).await.unwrap();
+    let plain = case.enqueue(json!({"n": 4})).await;
+    let worker = case.worker().await;
+    let claimed: Vec<(Uuid, Option<String>)> = case
+        .claim(worker, 10)
+        .await
+        .into_iter()
+        .map(|job| (job.context.job_id, job.traceparent))
+        .collect();
+    assert_eq!(
+        claimed,
+        vec![
+            (one, Some(TRACEPARENT.to_string())),
+            (batch[0], Some(unsampled.clone())),
+            (batch[1], Some(unsampled)),
+            (plain, None),
+        ]
+    );
+
+    for bad in [
+        "",
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    ] {
+        let mut job = case.job(json!({}));
+        job.traceparent = Some(bad.into());
+        assert_eq!(
+            code(case.store.job_enqueue(&job).await),
+            SqlState::INVALID_PARAMETER_VALUE,
+            "{bad:?}"
+        );
+        let many = NewJobs {
+            traceparent: Some(bad.into()),
+            ..many.clone()
+        };
+        assert_eq!(
+            code(case.store.job_enqueue_many(&many).await),
+            SqlState::INVALID_PARAMETER_VALUE
+        );
+    }
+    assert_eq!(case.total().await, 4, "nothing written by the refusals");
 }
 
 async fn a_unique_or_dedup_job_returns_the_queued_duplicate(case: Case) {
@@ -217,6 +277,7 @@ async fn a_unique_or_dedup_job_returns_the_queued_duplicate(case: Case) {
             ..JobOptions::default()
         },
         producer_id: "conformance".into(),
+        traceparent: None,
     };
     let ids = case.store.job_enqueue_many(&many).await.unwrap();
     assert_eq!(ids.len(), 3);
@@ -723,6 +784,7 @@ conformance!(
     options_come_from_the_call_then_the_task_then_the_defaults,
     options_out_of_range_are_refused_and_nothing_is_written,
     a_unique_or_dedup_job_returns_the_queued_duplicate,
+    a_jobs_trace_context_reaches_its_claim_and_a_malformed_one_is_refused,
     a_batch_of_jobs_is_written_whole_or_not_at_all,
     claims_follow_priority_then_age_and_the_filters,
     completions_are_recorded_only_for_held_leases,

@@ -17,7 +17,7 @@ pub const MAX_BATCH: usize = 10_000;
 
 /// The keys of a line: those of `soniq.enqueue_many`'s job specs (the producer id is the
 /// CLI's own; `depends_on` names jobs by id only: a line cannot name another line).
-const KEYS: [&str; 12] = [
+const KEYS: [&str; 13] = [
     "task_name",
     "args",
     "queue",
@@ -30,6 +30,7 @@ const KEYS: [&str; 12] = [
     "depends_on",
     "on_dependency_failure",
     "batch_id",
+    "traceparent",
 ];
 
 fn kind(value: &Value) -> &'static str {
@@ -149,6 +150,7 @@ fn parse_line(text: &str, producer_id: &str) -> Result<NewJob, String> {
             |v| v.as_str()?.parse().ok(),
             "a batch's id",
         )?,
+        traceparent: string("traceparent")?,
     })
 }
 

@@ -198,10 +198,14 @@ type CliResult = Result<(), Failure>;
 /// settings (`SONIQ_*` variables, overridden by flags).
 pub fn main_with(build: impl FnOnce(Settings) -> crate::Result<Soniq>) -> ExitCode {
     let cli = Cli::parse();
-    if let Err(failure) = logs::install() {
-        eprintln!("error: {}", failure.message);
-        return ExitCode::from(failure.status);
-    }
+    // Held to the end: dropped, it sends the last traces.
+    let _log = match logs::install() {
+        Ok(installed) => installed,
+        Err(failure) => {
+            eprintln!("error: {}", failure.message);
+            return ExitCode::from(failure.status);
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -72,6 +72,7 @@ impl TaskDefaults {
 struct MemoryJob {
     info: JobInfo,
     timeout: Option<Duration>,
+    traceparent: Option<String>,
     retry_delays: Vec<Duration>,
     unique: bool,
     dedup_key: Option<String>,
@@ -122,7 +123,16 @@ fn check_new_job(job: &NewJob) -> Result<()> {
     if job.dedup_key.as_deref() == Some("") {
         return Err(bad_input("dedup_key must not be empty".into()));
     }
-    Ok(())
+    check_traceparent(job.traceparent.as_deref())
+}
+
+fn check_traceparent(traceparent: Option<&str>) -> Result<()> {
+    match traceparent {
+        Some(bad) if !crate::telemetry::is_traceparent(bad) => Err(bad_input(format!(
+            "traceparent must be a W3C trace context, got {bad}"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn check_options(
@@ -219,6 +229,7 @@ impl State {
             },
             timeout: Some(asked.timeout.or(task.timeout).unwrap_or(DEFAULT_TIMEOUT))
                 .filter(|t| !t.is_zero()),
+            traceparent: job.traceparent.clone(),
             retry_delays: task.retry_delays,
             unique,
             dedup_key: job.dedup_key.clone(),
@@ -432,7 +443,9 @@ impl Store for MemoryStore {
         let mut state = self.state();
         // All or nothing, as one statement: checked before any is kept.
         let options = &new.options;
-        if let Err(e) = check_options(options.priority, options.retries, options.timeout) {
+        if let Err(e) = check_options(options.priority, options.retries, options.timeout)
+            .and_then(|()| check_traceparent(new.traceparent.as_deref()))
+        {
             return ready(Err(e));
         }
         let ids = new
@@ -450,6 +463,7 @@ impl Store for MemoryStore {
                     on_dependency_failure: None,
                     awaitable: false,
                     batch_id: None,
+                    traceparent: new.traceparent.clone(),
                 })
             })
             .collect();
@@ -537,6 +551,7 @@ impl Store for MemoryStore {
                     },
                     args: job.info.args.clone(),
                     unrunnable: None,
+                    traceparent: job.traceparent.clone(),
                 }
             })
             .collect();

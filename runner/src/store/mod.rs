@@ -52,6 +52,8 @@ pub struct NewJob {
     pub awaitable: bool,
     /// The open batch it joins.
     pub batch_id: Option<Uuid>,
+    /// The producer's W3C trace context (`crate::telemetry`).
+    pub traceparent: Option<String>,
 }
 
 /// What a job does when a job it depends on is cancelled or dies.
@@ -80,6 +82,8 @@ pub struct NewJobs {
     pub args: Vec<Value>,
     pub options: JobOptions,
     pub producer_id: String,
+    /// The producer's W3C trace context, carried by every job (`crate::telemetry`).
+    pub traceparent: Option<String>,
 }
 
 /// A claim: up to `count` due jobs for `worker_id`.
@@ -101,6 +105,8 @@ pub struct ClaimedJob {
     /// Why this attempt cannot run (its row holds a value the runner cannot use): it fails at
     /// once instead of taking down the worker.
     pub unrunnable: Option<String>,
+    /// The producer's W3C trace context, which the attempt's span links to.
+    pub traceparent: Option<String>,
 }
 
 /// Why an attempt's failure ends its job at once, whatever attempts remain, and the reason its

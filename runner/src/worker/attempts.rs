@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
+use tracing::Instrument;
 use uuid::Uuid;
 
 struct Running {
@@ -140,7 +141,8 @@ impl Attempts {
         let worker_id = job.context.worker_id;
         let mut running = self.running.lock().unwrap();
         let attempts = Arc::clone(self);
-        let log = AttemptLog::start(&job.context);
+        let log = AttemptLog::start(&job.context, job.traceparent.as_deref());
+        let span = log.span().clone();
         let waiting = slots.ahead();
         let handle = tokio::spawn(async move {
             let mut job = job;
@@ -159,7 +161,11 @@ impl Attempts {
                 }
                 let kind = match job.unrunnable {
                     Some(error) => ReportKind::failure(error),
-                    None => execute(&attempts.handlers, job.context, job.args).await,
+                    None => {
+                        execute(&attempts.handlers, job.context, job.args)
+                            .instrument(span)
+                            .await
+                    }
                 };
                 attempts.returned.fetch_add(1, Ordering::Relaxed);
                 kind
@@ -248,6 +254,7 @@ mod tests {
             },
             args: serde_json::json!({}),
             unrunnable: None,
+            traceparent: None,
         }
     }
 

@@ -374,6 +374,7 @@ mod tests {
                     on_dependency_failure: None,
                     awaitable: false,
                     batch_id: None,
+                    traceparent: None,
                 })
                 .await
                 .unwrap();

@@ -21,7 +21,8 @@ pub const ENQUEUE: Sql = Sql {
     text: "SELECT soniq.enqueue($1, $2, queue => $3, priority => $4, \
            scheduled_at => to_timestamp($5::float8), retries => $6, unique_job => $7, \
            dedup_key => $8, timeout => make_interval(secs => $9::float8), producer_id => $10, \
-           depends_on => $11, on_dependency_failure => $12, awaitable => $13, batch_id => $14)",
+           depends_on => $11, on_dependency_failure => $12, awaitable => $13, batch_id => $14, \
+           traceparent => $15)",
     types: &[
         Type::TEXT,
         Type::JSONB,
@@ -37,13 +38,14 @@ pub const ENQUEUE: Sql = Sql {
         Type::TEXT,
         Type::BOOL,
         Type::UUID,
+        Type::TEXT,
     ],
 };
 
 pub const ENQUEUE_MANY: Sql = Sql {
     text: "SELECT soniq.enqueue_many($1, $2::jsonb[], queue => $3, priority => $4, \
            retries => $5, unique_job => $6, timeout => make_interval(secs => $7::float8), \
-           producer_id => $8)",
+           producer_id => $8, traceparent => $9)",
     types: &[
         Type::TEXT,
         Type::JSONB_ARRAY,
@@ -52,6 +54,7 @@ pub const ENQUEUE_MANY: Sql = Sql {
         Type::INT4,
         Type::BOOL,
         Type::FLOAT8,
+        Type::TEXT,
         Type::TEXT,
     ],
 };
@@ -63,7 +66,7 @@ pub const ENQUEUE_BATCH: Sql = Sql {
 
 pub const CLAIM: Sql = Sql {
     text: "SELECT id, task_name, args, attempt, max_attempts, queue, \
-           extract(epoch FROM timeout)::float8, scheduled_at, created_at \
+           extract(epoch FROM timeout)::float8, scheduled_at, created_at, traceparent \
            FROM soniq.claim($1, $2, $3, $4)",
     types: &[Type::UUID, Type::TEXT_ARRAY, Type::INT4, Type::TEXT_ARRAY],
 };
@@ -139,6 +142,7 @@ pub fn enqueue_binds<'a>(job: &'a NewJob, binds: &mut impl Bind<'a>) {
     binds.bind(job.on_dependency_failure.map(|f| f.as_str()));
     binds.bind(job.awaitable);
     binds.bind(job.batch_id);
+    binds.bind(&job.traceparent);
 }
 
 /// One job; `prepared`: ENQUEUE prepared on this connection (none: sent unnamed).
@@ -172,6 +176,7 @@ pub async fn enqueue_many(
             &options.unique,
             &seconds(options.timeout),
             &jobs.producer_id,
+            &jobs.traceparent,
         ],
     )
     .await?;
@@ -207,6 +212,8 @@ struct JobSpec<'a> {
     awaitable: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     batch_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traceparent: Option<&'a str>,
 }
 
 impl<'a> JobSpec<'a> {
@@ -227,6 +234,7 @@ impl<'a> JobSpec<'a> {
             on_dependency_failure: job.on_dependency_failure.map(|f| f.as_str()),
             awaitable: job.awaitable,
             batch_id: job.batch_id,
+            traceparent: job.traceparent.as_deref(),
         }
     }
 }
@@ -277,6 +285,7 @@ fn claimed_from_row(row: &Row, worker_id: Uuid) -> ClaimedJob {
         },
         args: row.get(2),
         unrunnable,
+        traceparent: row.get(9),
     }
 }
 
