@@ -310,7 +310,8 @@ mod tests {
     fn a_line_is_a_job_spec_and_a_bad_one_says_what_is_wrong() {
         let job = parse_line(
             r#"{"task_name": "mail.send", "args": {"to": "a@x"}, "priority": 5, "timeout": 1.5,
-                "scheduled_at": "2030-01-01T09:00:00Z", "unique": true, "dedup_key": "k"}"#,
+                "scheduled_at": "2030-01-01T09:00:00Z", "unique": true, "dedup_key": "k",
+                "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}"#,
             "cli",
         )
         .unwrap();
@@ -327,6 +328,10 @@ mod tests {
             (Some(true), Some("k"))
         );
         assert!(job.scheduled_at.is_some());
+        assert_eq!(
+            job.traceparent.as_deref(),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        );
         let defaults = parse_line(r#"{"task_name": "a.b", "queue": null}"#, "cli").unwrap();
         assert_eq!(
             (defaults.args, defaults.options.queue),
