@@ -87,11 +87,16 @@ pub async fn scratch_table(client: &Client, name: &str, including: &str) -> Resu
 }
 
 /// Settle a table after a fill, as autovacuum would soon (soniq.jobs' insert threshold is
-/// 2,000 rows), so a measurement does not race an autovacuum of its own fixture.
+/// 2,000 rows), so a measurement does not race an autovacuum of its own fixture, then
+/// checkpoint.
 pub async fn settle(client: &Client, table: &str) -> Result<()> {
     client
         .batch_execute(&format!("VACUUM (ANALYZE) {table}"))
         .await?;
+    // A checkpoint in the middle of a measure makes it pay for the fixture's dirty pages and
+    // write full-page images: start every measure checkpointed. Needs superuser or
+    // pg_checkpoint; without it the figures are only noisier.
+    let _ = client.batch_execute("CHECKPOINT").await;
     Ok(())
 }
 

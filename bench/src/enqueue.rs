@@ -112,11 +112,8 @@ fn connections(n: usize) -> String {
 /// yardstick's table is truncated), WAL checkpointed.
 async fn reset(admin: &tokio_postgres::Client, bare: &str) -> Result<()> {
     db::clean_queue(admin, QUEUE).await?;
-    db::settle(admin, "soniq.jobs").await?;
     admin.batch_execute(&format!("TRUNCATE {bare}")).await?;
-    // Needs superuser or pg_checkpoint; without it the figures are only noisier.
-    let _ = admin.batch_execute("CHECKPOINT").await;
-    Ok(())
+    db::settle(admin, "soniq.jobs").await
 }
 
 /// One bulk figure: `sql` (a 1,000-element jsonb[] parameter), compared with `yardstick`.
