@@ -42,7 +42,16 @@ const EXPECTED: &[(&str, &[&str])] = &[
             "transactions_per_job_64",
         ],
     ),
-    ("latency", &["p50", "p99", "max"]),
+    (
+        "latency",
+        &[
+            "p50",
+            "p99",
+            "max",
+            "p50_durable_claims",
+            "p99_durable_claims",
+        ],
+    ),
     (
         "churn",
         &[

@@ -155,7 +155,8 @@ impl Soniq {
             ),
             Listen::Off => None,
         };
-        let store = PgStore::new(pool, settings.statement_cache());
+        let store = PgStore::new(pool, settings.statement_cache())
+            .with_async_commit(settings.async_commit());
         Ok(Soniq {
             settings,
             backend: Backend::Postgres(Arc::new(store)),

@@ -837,3 +837,143 @@ async fn a_worker_claims_while_outcomes_are_recorded_but_never_runs_more_than_it
         "every outcome recorded, at the first attempt, before run_once returned"
     );
 }
+
+/// Every write to a job in `database`, with the `synchronous_commit` its transaction commits
+/// with: a deferred trigger runs at the commit, after the statement's own settings.
+async fn record_commit_modes(database: &FreshDatabase) {
+    database
+        .client
+        .batch_execute(
+            "CREATE TABLE public.commit_modes (
+                 n bigserial, op text NOT NULL, status text NOT NULL, mode text NOT NULL);
+             CREATE FUNCTION public.record_commit_mode() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 INSERT INTO public.commit_modes (op, status, mode)
+                 VALUES (TG_OP, CASE WHEN TG_OP = 'DELETE' THEN OLD.status ELSE NEW.status END,
+                         current_setting('synchronous_commit'));
+                 RETURN NULL;
+             END $$;
+             CREATE CONSTRAINT TRIGGER record_commit_mode
+                 AFTER INSERT OR UPDATE OR DELETE ON soniq.jobs
+                 DEFERRABLE INITIALLY DEFERRED
+                 FOR EACH ROW EXECUTE FUNCTION public.record_commit_mode();",
+        )
+        .await
+        .unwrap();
+    // A setting of the database's own, neither the default nor `off`: what an enqueue, and a
+    // claim or an outcome without async commit, must leave as it is.
+    database
+        .client
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{}\" SET synchronous_commit = 'local'",
+            database.name
+        ))
+        .await
+        .unwrap();
+}
+
+/// Enqueue one job of each outcome (done, retried then done, snoozed, cancelled, discarded),
+/// drain them with `settings`, enqueue one more on the same pool, and return the writes seen:
+/// (operation, status, synchronous_commit), in order.
+async fn drain_every_outcome(
+    database: &FreshDatabase,
+    settings: Settings,
+) -> Vec<(String, String, String)> {
+    let queue = unique("commit");
+    let mut soniq = Soniq::with_settings(settings).unwrap();
+    let failures = Arc::new(AtomicUsize::new(0));
+    let task = soniq
+        .job(format!("{queue}.decide"))
+        .queue(&queue)
+        .retries(3)
+        .handler(move |item: Item, _ctx: JobContext| {
+            let failures = failures.clone();
+            async move {
+                JobResult::Ok(match item.n {
+                    1 if failures.fetch_add(1, Ordering::SeqCst) == 0 => {
+                        Outcome::retry_after("once", Duration::ZERO)
+                    }
+                    2 => Outcome::snooze(Duration::from_secs(3600)),
+                    3 => Outcome::cancel("not needed"),
+                    4 => Outcome::discard("declined"),
+                    _ => Outcome::done(),
+                })
+            }
+        })
+        .unwrap();
+    let client = soniq_runner::cli::connect(&database.url).await.unwrap();
+    client
+        .batch_execute("TRUNCATE public.commit_modes")
+        .await
+        .unwrap();
+    for n in 0..5 {
+        soniq.enqueue(&task, Item { n }).await.unwrap();
+    }
+    // Run the queue until the retried job is done too (a run-once worker may end before its
+    // retry is due).
+    let mut rounds = 0;
+    while count(
+        &client,
+        "SELECT count(*) FROM soniq.jobs WHERE queue = $1 \
+         AND (status = 'processing' OR status = 'queued' \
+              AND (scheduled_at IS NULL OR scheduled_at <= now()))",
+        &queue,
+    )
+    .await
+        > 0
+    {
+        soniq.run_worker(run_once(&queue)).await.unwrap();
+        rounds += 1;
+        assert!(rounds < 20, "the jobs of {queue} did not finish");
+    }
+    soniq.enqueue(&task, Item { n: 0 }).await.unwrap();
+    client
+        .query(
+            "SELECT op, status, mode FROM public.commit_modes ORDER BY n",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_and_outcomes_commit_asynchronously_and_enqueues_never_do() {
+    let database = fresh_database("commit_mode").await;
+    record_commit_modes(&database).await;
+
+    let writes = drain_every_outcome(&database, settings_on(&database, 2)).await;
+    let (enqueues, others): (Vec<_>, Vec<_>) = writes.iter().partition(|(op, _, _)| op == "INSERT");
+    assert_eq!(enqueues.len(), 6, "{writes:?}");
+    // The last enqueue ran on a pool whose connections had claimed and recorded outcomes:
+    // nothing of theirs stayed on them.
+    assert!(
+        enqueues.iter().all(|(_, _, mode)| mode == "local"),
+        "{writes:?}"
+    );
+    for status in ["processing", "done", "queued", "cancelled"] {
+        assert!(
+            others.iter().any(|(_, s, _)| s == status),
+            "no {status} write in {writes:?}"
+        );
+    }
+    assert!(
+        others.iter().all(|(_, _, mode)| mode == "off"),
+        "{writes:?}"
+    );
+
+    let durable = settings_on(&database, 2)
+        .to_builder()
+        .async_commit(false)
+        .build()
+        .unwrap();
+    let writes = drain_every_outcome(&database, durable).await;
+    assert!(writes.len() > 6, "{writes:?}");
+    assert!(
+        writes.iter().all(|(_, _, mode)| mode == "local"),
+        "{writes:?}"
+    );
+    drop_database(database).await;
+}
