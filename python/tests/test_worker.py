@@ -325,3 +325,58 @@ async def test_without_listen_the_worker_polls(make_app, uid, caplog) -> None:
             stop.set()
             await asyncio.wait_for(run, 30)
     assert done == [1, 2]
+
+
+async def test_claims_and_outcomes_commit_asynchronously_and_enqueues_never_do(
+    make_app, db, uid
+) -> None:
+    """As the Rust runner's: a deferred trigger on soniq.jobs sees, at each commit, the
+    synchronous_commit that the transaction of each write to this test's jobs commits with."""
+    table, function = f"public.{uid}_modes", f"public.{uid}_mode"
+    await db.execute(f"""
+        CREATE TABLE {table} (n bigserial, op text, status text, mode text);
+        CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF coalesce(NEW.queue, OLD.queue) = '{uid}' THEN
+                INSERT INTO {table} (op, status, mode)
+                VALUES (TG_OP, coalesce(NEW.status, OLD.status), current_setting('synchronous_commit'));
+            END IF;
+            RETURN NULL;
+        END $$;
+        CREATE CONSTRAINT TRIGGER {uid}_mode AFTER INSERT OR UPDATE OR DELETE ON soniq.jobs
+            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {function}();
+    """)  # fmt: skip
+    database_setting = await db.fetchval("SHOW synchronous_commit")
+    assert database_setting != "off", "the test cluster's own setting must differ from off"
+    try:
+        for async_commit, outcome_mode in ((True, "off"), (False, database_setting)):
+            app = make_app(async_commit=async_commit)
+            snoozed: set[int] = set()
+
+            @app.job(name=f"{uid}.decide", queue=uid, retries=0)
+            async def decide(n: int) -> object:
+                if n == 1:
+                    raise ValueError("declined")
+                if n == 2 and n not in snoozed:
+                    snoozed.add(n)
+                    return Snooze(0.1)
+                return "done"
+
+            await db.execute(f"TRUNCATE {table}")
+            for n in range(3):
+                await app.enqueue(decide, args={"n": n})
+
+            async def two_done(app=app) -> bool:
+                return (await app.queue_stats(uid)).get("done") == 2
+
+            async with running_worker(app, queues=[uid]):
+                await wait_until(two_done)
+            await app.enqueue(decide, args={"n": 0})  # on a pool that claimed and recorded outcomes
+            writes = await db.fetch(f"SELECT op, status, mode FROM {table} ORDER BY n")
+            enqueues = [w for w in writes if w["op"] == "INSERT"]
+            others = [w for w in writes if w["op"] != "INSERT"]
+            assert len(enqueues) == 4 and {w["mode"] for w in enqueues} == {database_setting}
+            assert {"processing", "done", "queued"} <= {w["status"] for w in others}, writes
+            assert {w["mode"] for w in others} == {outcome_mode}, writes
+    finally:
+        await db.execute(f"DROP TRIGGER {uid}_mode ON soniq.jobs; DROP FUNCTION {function}(); DROP TABLE {table}")
