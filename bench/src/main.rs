@@ -122,6 +122,10 @@ pub struct BenchArgs {
     /// Producer connections for enqueue (default 8; one is always measured too).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100))]
     clients: Option<u64>,
+    /// Run the scenarios this many times, one round after the other, and report each figure's
+    /// median round (by its ratio, which stays within one round; by value without a yardstick).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=9))]
+    rounds: u64,
 }
 
 /// The counts and durations of a run.
@@ -216,11 +220,18 @@ async fn run(settings: Settings, args: BenchArgs, out: &Output) -> RunResult {
         plan,
     };
     bench.report.header = header::header(&admin, &url, &bench.plan, control_plane).await?;
+    let rounds = args.rounds as usize;
+    if rounds > 1 {
+        bench
+            .report
+            .header
+            .push(("rounds".into(), serde_json::json!(rounds)));
+    }
     let started = Instant::now();
     db::clean_all(&admin).await?;
 
     let outcome = tokio::select! {
-        outcome = run_scenarios(&mut bench, &scenarios) => outcome,
+        outcome = run_rounds(&mut bench, &scenarios, rounds) => outcome,
         _ = tokio::signal::ctrl_c() => {
             // A statement sent just before the interruption still commits on the server:
             // let it land before cleaning up after it.
@@ -259,6 +270,22 @@ async fn clean_up(url: &str) -> soniq_runner::Result<()> {
             other => return other,
         }
     }
+}
+
+/// The scenarios `rounds` times; each round's figures compare with that round's yardsticks,
+/// and the report keeps each figure's median round.
+async fn run_rounds(bench: &mut Bench, scenarios: &[Scenario], rounds: usize) -> RunResult {
+    let mut figures = Vec::with_capacity(rounds);
+    for round in 1..=rounds {
+        if rounds > 1 {
+            eprintln!("bench: round {round} of {rounds}");
+        }
+        bench.report.churn_samples.clear(); // the churn samples shown are the last round's
+        run_scenarios(bench, scenarios).await?;
+        figures.push(std::mem::take(&mut bench.report.figures));
+    }
+    bench.report.figures = report::median_rounds(figures);
+    Ok(())
 }
 
 async fn run_scenarios(bench: &mut Bench, scenarios: &[Scenario]) -> RunResult {

@@ -145,6 +145,37 @@ impl Figure {
     }
 }
 
+/// Each figure of several rounds (in the first round's order): the round whose ratio (or, with
+/// no yardstick, value) is the median, the lower one of the middle two for an even count, so
+/// its value, yardstick and ratio come from one round. One round is returned as it is.
+pub fn median_rounds(mut rounds: Vec<Vec<Figure>>) -> Vec<Figure> {
+    if rounds.len() <= 1 {
+        return rounds.pop().unwrap_or_default();
+    }
+    let count = rounds.len();
+    let order: Vec<(&'static str, String)> = rounds[0]
+        .iter()
+        .map(|f| (f.scenario, f.key.clone()))
+        .collect();
+    let mut all: Vec<Figure> = rounds.into_iter().flatten().collect();
+    let mut medians = Vec::with_capacity(order.len());
+    for (scenario, key) in order {
+        let (mut same, rest): (Vec<Figure>, Vec<Figure>) = all
+            .into_iter()
+            .partition(|f| f.scenario == scenario && f.key == key);
+        all = rest;
+        same.sort_by(|a, b| {
+            let rank = |f: &Figure| f.ratio().unwrap_or(f.value);
+            rank(a).total_cmp(&rank(b))
+        });
+        let seen = same.len();
+        let mut median = same.swap_remove((seen - 1) / 2);
+        median.measure = format!("{} (median of {seen} of {count} rounds)", median.measure);
+        medians.push(median);
+    }
+    medians
+}
+
 /// A figure as people read it: rates as whole numbers with thousands separators.
 pub fn number(value: f64, unit: &str) -> String {
     match unit {
@@ -329,6 +360,33 @@ mod tests {
         assert_eq!(thousands(1000), "1,000");
         assert_eq!(thousands(1234567), "1,234,567");
         assert_eq!(thousands(-1234), "-1,234");
+    }
+
+    #[test]
+    fn the_median_round_of_each_figure_keeps_its_own_yardstick() {
+        let drain = |value: f64, limit: f64| {
+            Figure::new("drain", "best", "best", value, "jobs/s")
+                .against(Some(("limit".into(), limit)))
+        };
+        let p50 = |value: f64| Figure::new("latency", "p50", "p50", value, "ms");
+        let rounds = vec![
+            vec![drain(60.0, 100.0), p50(0.7)],
+            vec![drain(50.0, 50.0), p50(0.5)],
+            vec![p50(0.6), drain(40.0, 100.0)],
+        ];
+        let medians = median_rounds(rounds);
+        let keys: Vec<&str> = medians.iter().map(|f| f.key.as_str()).collect();
+        assert_eq!(keys, ["best", "p50"]);
+        // The ratios 0.6, 1.0, 0.4: the median is 0.6, of the first round, with its yardstick.
+        assert_eq!((medians[0].value, medians[0].ratio()), (60.0, Some(0.6)));
+        assert_eq!(medians[0].measure, "best (median of 3 of 3 rounds)");
+        assert_eq!(medians[1].value, 0.6);
+        // Two rounds: the lower of the two.
+        let two = median_rounds(vec![vec![p50(0.9)], vec![p50(0.4)]]);
+        assert_eq!(two[0].value, 0.4);
+        // One round is left as it is.
+        let one = median_rounds(vec![vec![p50(0.9)]]);
+        assert_eq!(one[0].measure, "p50");
     }
 
     #[test]

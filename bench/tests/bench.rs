@@ -100,8 +100,66 @@ fn figure<'a>(report: &'a Value, scenario: &str, key: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no figure {scenario}/{key} in {report:#}"))
 }
 
+/// Run soniq-bench with `args` (`--json` among them) on the test database: its report, and
+/// its process id (its workers' pid).
+fn run_bench(args: &[&str]) -> (Value, i32) {
+    let child = Command::new(env!("CARGO_BIN_EXE_soniq-bench"))
+        .args(args)
+        .env("SONIQ_DATABASE_URL", database_url())
+        // Heartbeats well inside the test cluster's 2 s timeout.
+        .env("SONIQ_HEARTBEAT_INTERVAL", "0.5")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    let report =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
+    (report, pid)
+}
+
+/// One bench at a time: each starts by cleaning up after any other, and checks what it left.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test]
+async fn rounds_report_each_figures_median_round_with_that_rounds_yardstick() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let (report, _) = run_bench(&[
+        "--quick",
+        "--json",
+        "--scenario",
+        "latency",
+        "--rounds",
+        "3",
+    ]);
+    assert_eq!(report["header"]["rounds"], 3, "{report:#}");
+    let figures = report["figures"].as_array().unwrap();
+    // Each figure once, not once a round.
+    assert_eq!(figures.len(), 5, "{report:#}");
+    for f in figures {
+        let measure = f["measure"].as_str().unwrap();
+        assert!(measure.ends_with("(median of 3 of 3 rounds)"), "{f}");
+        if let Some(yardstick) = f["yardstick"]["value"].as_f64() {
+            let ratio = f["ratio"].as_f64().unwrap();
+            assert!(
+                (ratio - f["value"].as_f64().unwrap() / yardstick).abs() < 1e-9,
+                "{f}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn quick_run_reports_every_scenario_and_leaves_the_database_as_it_was() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let db = soniq_runner::cli::connect(&database_url()).await.unwrap();
     // Someone else's job, which the bench must not touch.
     let queue = unique_name("bench_guard");
@@ -124,26 +182,7 @@ async fn quick_run_reports_every_scenario_and_leaves_the_database_as_it_was() {
         (row.get(0), row.get(1))
     };
 
-    let child = Command::new(env!("CARGO_BIN_EXE_soniq-bench"))
-        .args(["--quick", "--json"])
-        .env("SONIQ_DATABASE_URL", database_url())
-        // Heartbeats well inside the test cluster's 2 s timeout.
-        .env("SONIQ_HEARTBEAT_INTERVAL", "0.5")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id() as i32;
-    let output = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "stdout: {stdout}\nstderr: {stderr}"
-    );
-    let report: Value =
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
+    let (report, pid) = run_bench(&["--quick", "--json"]);
 
     let header = &report["header"];
     assert!(header["machine"]["cores"].as_u64().unwrap() >= 1);
