@@ -12,9 +12,10 @@
 //! means a long producer transaction never holds back other producers' wake-ups.
 //!
 //! "Committing a notification for this queue" is a slot in shared memory the extension owns
-//! (when preloaded, as the control plane requires): the committing backend's pid, taken without
-//! waiting and given back when its commit ends. No SQL reaches it, so no role can hold it to
-//! silence a queue. Loaded without preloading, a transaction-level advisory lock says the same;
+//! (when preloaded, as the control plane requires): the committing backend's pid and a tag of
+//! the queue's name, taken without waiting and given back when its commit ends. A slot held for
+//! another queue of the same bucket does not silence this one: that transaction notifies without
+//! the slot. No SQL reaches it, so no role can hold it to silence a queue. Loaded without preloading, a transaction-level advisory lock says the same;
 //! any role that can connect could hold that lock and suppress the queue's wake-ups (workers
 //! then find its jobs by polling).
 //!
@@ -41,7 +42,9 @@ const SLOTS: usize = 256;
 /// A slot held longer than this (its holder died mid-commit without cleaning up) is free.
 const STALE_SECONDS: u64 = 5;
 
-/// Each slot: the holder's pid in the high 32 bits, the second it took the slot in the low 32.
+/// Each slot: the holder's pid (22 bits: Linux pids stay under 2^22), the queue's tag (the 24
+/// bits of its hash above the bucket's 8) and the second it took the slot (18 bits, wrapping
+/// every three days: only a difference of a few seconds is ever read).
 static COMMITTING: PgAtomic<[AtomicU64; SLOTS]> =
     unsafe { PgAtomic::new(c"soniq_wake_committing") };
 /// Whether COMMITTING exists (the library was preloaded).
@@ -132,30 +135,68 @@ fn notify_pending() {
     }
 }
 
-/// Take the queue's slot until the commit ends, unless another backend holds it (a slot this
-/// backend holds already, for another queue of the same bucket, is ours).
+const PID_BITS: u32 = 22;
+const TAG_BITS: u32 = 24;
+const SECOND_BITS: u32 = 64 - PID_BITS - TAG_BITS;
+const SECOND_MASK: u64 = (1 << SECOND_BITS) - 1;
+const TAG_MASK: u64 = (1 << TAG_BITS) - 1;
+
+/// A slot's value: held by `pid` for the queue tagged `tag` since `second`.
+fn slot_value(pid: u32, tag: u64, second: u64) -> u64 {
+    (u64::from(pid) << (TAG_BITS + SECOND_BITS)) | (tag << SECOND_BITS) | (second & SECOND_MASK)
+}
+
+fn slot_pid(value: u64) -> u32 {
+    (value >> (TAG_BITS + SECOND_BITS)) as u32
+}
+
+fn slot_tag(value: u64) -> u64 {
+    (value >> SECOND_BITS) & TAG_MASK
+}
+
+/// The queue's slot and its tag.
+fn bucket(queue: &str) -> (usize, u64) {
+    let key = queue_key(queue) as u32;
+    (key as usize % SLOTS, u64::from(key >> 8) & TAG_MASK)
+}
+
+fn this_second() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs() & SECOND_MASK)
+}
+
+/// Whether this commit notifies `queue`: it takes the queue's slot until the commit ends, unless
+/// another backend is committing a wake-up of the same queue (then it skips). A slot this
+/// backend holds already is ours; one another backend holds for another queue of the same
+/// bucket leaves this queue's wake-up to go out without it.
 fn try_wake_slot(queue: &str) -> bool {
-    let index = queue_key(queue) as u32 as usize % SLOTS;
+    let (index, tag) = bucket(queue);
     let slot = &COMMITTING.get()[index];
     let pid = unsafe { pg_sys::MyProcPid } as u32;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs() & 0xffff_ffff);
+    let now = this_second();
     let current = slot.load(Ordering::Acquire);
-    let (holder, since) = ((current >> 32) as u32, current & 0xffff_ffff);
-    if current != 0 && holder == pid {
+    if current != 0 && slot_pid(current) == pid {
         return true;
     }
-    let free = current == 0 || now.wrapping_sub(since) & 0xffff_ffff > STALE_SECONDS;
-    let mine = (u64::from(pid) << 32) | now;
-    let taken = free
-        && slot
-            .compare_exchange(current, mine, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok();
+    let stale = now.wrapping_sub(current) & SECOND_MASK > STALE_SECONDS;
+    if current != 0 && !stale {
+        return slot_tag(current) != tag;
+    }
+    let taken = slot
+        .compare_exchange(
+            current,
+            slot_value(pid, tag, now),
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        )
+        .is_ok();
     if taken {
         HELD.with_borrow_mut(|held| held.push(index));
+        return true;
     }
-    taken
+    // Another backend took it meanwhile: skip only if for this very queue.
+    slot_tag(slot.load(Ordering::Acquire)) != tag
 }
 
 /// The commit ended: give back the slots this backend holds.
@@ -164,7 +205,7 @@ fn release_slots() {
     for index in HELD.take() {
         let slot = &COMMITTING.get()[index];
         let current = slot.load(Ordering::Acquire);
-        if (current >> 32) as u32 == pid {
+        if slot_pid(current) == pid {
             let _ = slot.compare_exchange(current, 0, Ordering::AcqRel, Ordering::Relaxed);
         }
     }
@@ -183,8 +224,10 @@ fn try_wake_lock(queue: &str) -> bool {
     taken.is_some_and(|datum| unsafe { bool::from_datum(datum, false) } == Some(true))
 }
 
-/// A stable 32-bit hash of the queue name (FNV-1a). Two queues sharing a key only means one
-/// may skip its wake-up while the other's commits; every runner wakes on every notification.
+/// A stable 32-bit hash of the queue name (FNV-1a). Its low 8 bits pick the slot, the rest are
+/// the queue's tag; two queues sharing all 32 (or, without shared memory, an advisory lock)
+/// only means one may skip its wake-up while the other's commits, and every runner wakes on
+/// every notification.
 fn queue_key(queue: &str) -> i32 {
     let hash = queue.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
         (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
@@ -210,21 +253,22 @@ mod tests {
     use super::*;
 
     fn slot_of(queue: &str) -> &'static AtomicU64 {
-        &COMMITTING.get()[queue_key(queue) as u32 as usize % SLOTS]
+        &COMMITTING.get()[bucket(queue).0]
     }
 
-    fn held_by(pid: u32, seconds_ago: u64) -> u64 {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            & 0xffff_ffff;
-        (u64::from(pid) << 32) | (now - seconds_ago)
+    /// The slot of `queue` as another backend holding it since `seconds_ago` would leave it.
+    fn held_by(pid: u32, queue: &str, seconds_ago: u64) -> u64 {
+        slot_value(
+            pid,
+            bucket(queue).1,
+            this_second().wrapping_sub(seconds_ago),
+        )
     }
 
     /// The throttle in shared memory (the test cluster preloads the library): a wake-up is
-    /// skipped while another backend holds its queue's slot, taken when the slot is free, ours
-    /// or stale (its holder died mid-commit), and given back when the commit ends.
+    /// skipped while another backend holds its queue's slot for it, taken when the slot is
+    /// free, ours or stale (its holder died mid-commit), and given back when the commit ends;
+    /// a slot held for another queue of the same bucket silences nothing.
     #[pg_test]
     fn a_wake_up_is_skipped_only_while_another_backend_commits_one_for_its_queue() {
         assert!(
@@ -234,13 +278,35 @@ mod tests {
         let slot = slot_of("slots.q");
         let other = unsafe { pg_sys::MyProcPid } as u32 + 1;
 
-        slot.store(held_by(other, 0), Ordering::Release);
+        slot.store(held_by(other, "slots.q", 0), Ordering::Release);
         assert!(
             !try_wake_slot("slots.q"),
             "took a slot another backend holds"
         );
 
-        slot.store(held_by(other, STALE_SECONDS + 1), Ordering::Release);
+        // Another queue of the same bucket (a different tag): notified, the slot left as it is.
+        let neighbour = (0..)
+            .map(|n| format!("slots.n{n}"))
+            .find(|q| bucket(q).0 == bucket("slots.q").0 && bucket(q).1 != bucket("slots.q").1)
+            .unwrap();
+        let theirs = held_by(other, &neighbour, 0);
+        slot.store(theirs, Ordering::Release);
+        assert!(
+            try_wake_slot("slots.q"),
+            "another queue's commit silenced this one"
+        );
+        assert_eq!(slot.load(Ordering::Acquire), theirs);
+        release_slots();
+        assert_eq!(
+            slot.load(Ordering::Acquire),
+            theirs,
+            "gave back a slot not ours"
+        );
+
+        slot.store(
+            held_by(other, "slots.q", STALE_SECONDS + 1),
+            Ordering::Release,
+        );
         assert!(try_wake_slot("slots.q"), "a stale slot stayed taken");
         assert!(try_wake_slot("slots.q"), "our own slot refused us");
         release_slots();
