@@ -2,15 +2,14 @@
 //! enqueues one job at a time (a trickle: the next once the handler started, or after
 //! 20 ms); the time runs from the moment the enqueue call returned to the moment the
 //! handler started. What it measures is the wake-up path: NOTIFY, the worker's listener,
-//! its claim, the spawn of the handler. Then once more with claims that wait for the WAL flush
-//! (`SONIQ_ASYNC_COMMIT=off`): what committing them asynchronously gains.
+//! its claim, the spawn of the handler.
 
 use super::db::{self, connect};
 use super::report::{Figure, Target};
 use super::Bench;
 use serde::{Deserialize, Serialize};
 use soniq_runner::{Error, Result};
-use soniq_runner::{JobResult, Outcome, Settings, Soniq, WorkerOptions};
+use soniq_runner::{JobResult, Outcome, Soniq, WorkerOptions};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -84,12 +83,11 @@ async fn produce(
         .collect())
 }
 
-/// The latencies (ms, sorted) of one idle worker with `settings`.
-async fn measure(bench: &Bench, settings: &Settings) -> Result<Vec<f64>> {
+pub async fn run(bench: &mut Bench) -> Result<()> {
     let admin = connect(&bench.url).await?;
     db::clean_queue(&admin, QUEUE).await?;
     let (tx, mut started) = mpsc::unbounded_channel();
-    let mut app = Soniq::with_settings(db::worker_settings(settings, CONCURRENCY)?)?;
+    let mut app = Soniq::with_settings(db::worker_settings(&bench.settings, CONCURRENCY)?)?;
     app.job(TASK).queue(QUEUE).handler(move |args: Args, _| {
         let at = Instant::now();
         let tx = tx.clone();
@@ -123,11 +121,6 @@ async fn measure(bench: &Bench, settings: &Settings) -> Result<Vec<f64>> {
     let mut samples = samples?;
     db::clean_queue(&admin, QUEUE).await?;
     samples.sort_by(f64::total_cmp);
-    Ok(samples)
-}
-
-pub async fn run(bench: &mut Bench) -> Result<()> {
-    let samples = measure(bench, &bench.settings).await?;
     let jobs = samples.len();
     let figures = [
         ("p50", 0.50, Some(0.5)),
@@ -146,22 +139,6 @@ pub async fn run(bench: &mut Bench) -> Result<()> {
             Some(bound) => figure.target(Target::value_at_most(bound)),
             None => figure,
         });
-    }
-    let durable = bench.settings.to_builder().async_commit(false).build()?;
-    let samples = measure(bench, &durable).await?;
-    for (name, q) in [("p50", 0.50), ("p99", 0.99)] {
-        bench.report.add(
-            Figure::new(
-                SCENARIO,
-                format!("{name}_durable_claims"),
-                format!(
-                    "the same, claims waiting for the WAL flush (SONIQ_ASYNC_COMMIT=off), {name}"
-                ),
-                db::quantile(&samples, q),
-                "ms",
-            )
-            .against(bench.report.yardstick(SCENARIO, name)),
-        );
     }
     Ok(())
 }

@@ -42,16 +42,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
             "transactions_per_job_64",
         ],
     ),
-    (
-        "latency",
-        &[
-            "p50",
-            "p99",
-            "max",
-            "p50_durable_claims",
-            "p99_durable_claims",
-        ],
-    ),
+    ("latency", &["p50", "p99", "max"]),
     (
         "churn",
         &[

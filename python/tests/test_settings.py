@@ -38,9 +38,6 @@ def test_defaults_and_every_variable() -> None:
         and s.queue_for("x") is None
     )
     assert s.jobs_modules == ("a", "b")
-    assert load().async_commit is True
-    assert load(ASYNC_COMMIT="OFF").async_commit is False
-    assert Soniq("postgresql://h/db", async_commit=False).settings.async_commit is False
 
 
 @pytest.mark.parametrize(
@@ -54,7 +51,6 @@ def test_defaults_and_every_variable() -> None:
         ({"DATABASE_URL": " "}, "SONIQ_DATABASE_URL must not be empty"),
         ({"TASK_NAME_PATTERN": "("}, "not a valid regular expression"),
         ({"ROUTE_MAP": "[1]"}, "SONIQ_ROUTE_MAP must be a JSON object"),
-        ({"ASYNC_COMMIT": "later"}, "SONIQ_ASYNC_COMMIT must be on or off, got 'later'"),
         ({"ROUTE_MAP": '{"billing.": 7}'}, "the queue for 'billing.' is 7"),
         (
             {"HEARTBEAT_INTERVAL": "5", "HEARTBEAT_TIMEOUT": "5"},

@@ -155,8 +155,7 @@ impl Soniq {
             ),
             Listen::Off => None,
         };
-        let store = PgStore::new(pool, settings.statement_cache())
-            .with_async_commit(settings.async_commit());
+        let store = PgStore::new(pool, settings.statement_cache());
         Ok(Soniq {
             settings,
             backend: Backend::Postgres(Arc::new(store)),

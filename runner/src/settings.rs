@@ -198,7 +198,6 @@ pub struct Settings {
     task_name_pattern: TaskNamePattern,
     route_map: Vec<(String, String)>,
     statement_cache: bool,
-    async_commit: bool,
     listen: Listen,
 }
 
@@ -251,7 +250,6 @@ impl Settings {
             task_name_pattern: TaskNamePattern::default(),
             route_map: Vec::new(),
             statement_cache: true,
-            async_commit: true,
             listen: Listen::Database,
         }
     }
@@ -354,16 +352,6 @@ impl Settings {
         self.statement_cache
     }
 
-    /// `SONIQ_ASYNC_COMMIT`: `on` (the default) commits the worker's claims and outcomes
-    /// without waiting for the WAL flush (`SET LOCAL synchronous_commit = off`, for each of
-    /// those statements alone); `off` leaves them to the database's `synchronous_commit`.
-    /// A PostgreSQL crash can lose the last fraction of a second of them; at-least-once covers
-    /// that (a lost claim leaves its job queued, a lost outcome runs its job again). Enqueues
-    /// always wait for the flush.
-    pub fn async_commit(&self) -> bool {
-        self.async_commit
-    }
-
     /// `SONIQ_LISTEN_URL`: where idle workers wait for new jobs; a connection string, or
     /// `off` to poll only (default: the database URL).
     pub fn listen(&self) -> &Listen {
@@ -433,7 +421,6 @@ impl SettingsBuilder {
         enqueue_validation: EnqueueValidation,
         task_name_pattern: TaskNamePattern,
         statement_cache: bool,
-        async_commit: bool,
         listen: Listen,
     );
 
@@ -478,7 +465,6 @@ pub(crate) struct RawSettings {
     pub task_name_pattern: Option<String>,
     pub route_map: Option<String>,
     pub statement_cache: Option<String>,
-    pub async_commit: Option<String>,
     pub listen_url: Option<String>,
     /// `SONIQ_JOBS_MODULES`: comma-separated TOML modules of command handlers (the CLI's).
     pub jobs_modules: Option<String>,
@@ -504,7 +490,6 @@ impl RawSettings {
             task_name_pattern: lookup("SONIQ_TASK_NAME_PATTERN"),
             route_map: lookup("SONIQ_ROUTE_MAP"),
             statement_cache: lookup("SONIQ_STATEMENT_CACHE"),
-            async_commit: lookup("SONIQ_ASYNC_COMMIT"),
             listen_url: lookup("SONIQ_LISTEN_URL"),
             jobs_modules: lookup("SONIQ_JOBS_MODULES"),
         }
@@ -574,10 +559,6 @@ impl RawSettings {
             statement_cache: match self.statement_cache {
                 Some(text) => parse_switch("SONIQ_STATEMENT_CACHE", &text)?,
                 None => defaults.statement_cache,
-            },
-            async_commit: match self.async_commit {
-                Some(text) => parse_switch("SONIQ_ASYNC_COMMIT", &text)?,
-                None => defaults.async_commit,
             },
             listen: match self.listen_url.as_deref().map(str::trim) {
                 None | Some("") => Listen::Database,
@@ -665,7 +646,6 @@ mod tests {
         assert_eq!(s.shutdown_timeout, Duration::from_secs(30));
         assert_eq!(s.enqueue_validation, EnqueueValidation::Strict);
         assert!(s.statement_cache);
-        assert!(s.async_commit);
         assert_eq!(s.listen, Listen::Database);
     }
 
@@ -703,11 +683,6 @@ mod tests {
             refused.to_string(),
             "SONIQ_STATEMENT_CACHE must be on or off, got \"sometimes\""
         );
-        let refused = from(&[("SONIQ_ASYNC_COMMIT", "later")]).unwrap_err();
-        assert_eq!(
-            refused.to_string(),
-            "SONIQ_ASYNC_COMMIT must be on or off, got \"later\""
-        );
     }
 
     #[test]
@@ -723,11 +698,9 @@ mod tests {
             ("SONIQ_CLEANUP_INTERVAL", "30"),
             ("SONIQ_ENQUEUE_VALIDATION", "warn"),
             ("SONIQ_PRODUCER_ID", "web-1"),
-            ("SONIQ_ASYNC_COMMIT", "off"),
         ])
         .unwrap();
         assert_eq!(s.concurrency, 16);
-        assert!(!s.async_commit());
         assert_eq!(s.poll_interval, Duration::from_millis(500));
         assert_eq!(s.shutdown_timeout, Duration::ZERO);
         assert_eq!(s.enqueue_validation, EnqueueValidation::Warn);

@@ -137,7 +137,6 @@ class Soniq:
                         self.settings.database_url,
                         self.settings.pool_min_size,
                         self.settings.pool_max_size,
-                        async_commit=self.settings.async_commit,
                     )
                 except Exception as e:
                     from .settings import mask_url

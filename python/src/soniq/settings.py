@@ -43,7 +43,6 @@ class SoniqSettings:
     jobs_modules: tuple[str, ...] = ()
     pool_min_size: int = 1
     pool_max_size: int = 20
-    async_commit: bool = True
 
     def __post_init__(self) -> None:
         _check_text("SONIQ_DATABASE_URL", self.database_url)
@@ -77,8 +76,6 @@ class SoniqSettings:
                 f"SONIQ_HEARTBEAT_INTERVAL ({self.heartbeat_interval:g} s): a worker one "
                 "heartbeat late would be presumed dead"
             )
-        if not isinstance(self.async_commit, bool):
-            raise _bad(f"SONIQ_ASYNC_COMMIT must be on or off, got {self.async_commit!r}")
         if self.pool_min_size > self.pool_max_size:
             raise _bad("SONIQ_POOL_MIN_SIZE must not exceed SONIQ_POOL_MAX_SIZE")
 
@@ -150,11 +147,6 @@ def _parse(name: str, raw: str) -> Any:
         if not isinstance(parsed, dict):
             raise _bad(f"{variable} must be a JSON object of prefix to queue name, got {raw!r}")
         return parsed
-    if name == "async_commit":
-        switch = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
-        if text.lower() not in switch:
-            raise _bad(f"{variable} must be on or off, got {raw!r}")
-        return switch[text.lower()]
     if name == "jobs_modules":
         return tuple(m.strip() for m in text.split(",") if m.strip())
     return raw

@@ -43,16 +43,6 @@ DEAD_COLUMNS = (
     "dead_letter_reason, producer_id, original_created_at, moved_to_dead_letter_at, "
     "resurrection_count, last_resurrection_at, tags"
 )
-
-
-def _async_commit(n: int) -> str:
-    """A column that, when boolean parameter `$n` is true, makes the statement's own
-    transaction commit without waiting for the WAL flush (`SONIQ_ASYNC_COMMIT`; README,
-    "Asynchronous commit"): for claims and outcomes, never enqueues. It runs once, and the
-    setting ends with the transaction."""
-    return f"(SELECT CASE WHEN ${n}::boolean THEN set_config('synchronous_commit', 'off', true) END)"
-
-
 # SQLSTATE classes of a refusal (bad input, a constraint, a permission, a limit, an unknown
 # object, a lease no longer current): raised as SoniqError. Anything else (an outage) as is.
 REFUSAL_CLASSES = ("22", "23", "42", "54", "P0", "55")
@@ -123,17 +113,14 @@ class EnqueueRequest:
 class PostgresStore:
     """Soniq's pool and the statements it sends on it (or on a caller's connection)."""
 
-    def __init__(self, pool: Any, dsn: str, *, async_commit: bool = True) -> None:
+    def __init__(self, pool: Any, dsn: str) -> None:
         self.pool = pool
         self.dsn = dsn  # the worker's listener connects to the same database
-        self.async_commit = async_commit
 
     @classmethod
-    async def connect(
-        cls, dsn: str, min_size: int, max_size: int, *, async_commit: bool = True
-    ) -> PostgresStore:
+    async def connect(cls, dsn: str, min_size: int, max_size: int) -> PostgresStore:
         pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
-        return cls(pool, dsn, async_commit=async_commit)
+        return cls(pool, dsn)
 
     def acquire(self) -> Any:
         """A connection from Soniq's pool (`async with store.acquire() as conn`)."""
@@ -223,10 +210,9 @@ class PostgresStore:
         async with self.pool.acquire() as connection:
             rows = await connection.fetch(
                 "SELECT id::text, task_name, args::text, attempt, max_attempts, queue, "
-                f"extract(epoch FROM timeout)::float8, scheduled_at, created_at, {_async_commit(5)} "
+                "extract(epoch FROM timeout)::float8, scheduled_at, created_at "
                 "FROM soniq.claim($1::uuid, $2::text[], $3::int, $4::text[])",
                 worker_id, None if queues is None else list(queues), count, list(task_names),
-                self.async_commit,
             )  # fmt: skip
         # A timeout of 0 is none.
         return [
@@ -253,9 +239,8 @@ class PostgresStore:
         results: Sequence[str | None],
     ) -> set[str]:
         rows = await self._rows(
-            f"SELECT x::text, {_async_commit(5)} "
-            "FROM soniq.complete_many($1::uuid[], $2::uuid, $3::int[], $4::text[]::jsonb[]) x",
-            list(job_ids), worker_id, list(attempts), list(results), self.async_commit,
+            "SELECT x::text FROM soniq.complete_many($1::uuid[], $2::uuid, $3::int[], $4::text[]::jsonb[]) x",
+            list(job_ids), worker_id, list(attempts), list(results),
         )  # fmt: skip
         return {r[0] for r in rows}
 
@@ -264,9 +249,9 @@ class PostgresStore:
         errors: Sequence[str], reasons: Sequence[str | None],
     ) -> set[str]:  # fmt: skip
         rows = await self._rows(
-            f"SELECT f.job_id::text, {_async_commit(6)} "
-            "FROM soniq.fail_many($1::uuid[], $2::uuid, $3::int[], $4::text[], NULL, $5::text[]) f",
-            list(job_ids), worker_id, list(attempts), list(errors), list(reasons), self.async_commit,
+            "SELECT f.job_id::text FROM soniq.fail_many($1::uuid[], $2::uuid, $3::int[], $4::text[], "
+            "NULL, $5::text[]) f",
+            list(job_ids), worker_id, list(attempts), list(errors), list(reasons),
         )  # fmt: skip
         return {r[0] for r in rows}
 
@@ -274,19 +259,17 @@ class PostgresStore:
         self, worker_id: str, job_id: str, attempt: int, seconds: float, reason: str | None
     ) -> None:
         await self._rows(
-            "SELECT soniq.snooze($1::uuid, $2::uuid, $3::int, make_interval(secs => $4::float8), $5::text), "
-            + _async_commit(6),
-            job_id, worker_id, attempt, seconds, reason, self.async_commit,
+            "SELECT soniq.snooze($1::uuid, $2::uuid, $3::int, make_interval(secs => $4::float8), $5::text)",
+            job_id, worker_id, attempt, seconds, reason,
         )  # fmt: skip
 
     async def abort(self, worker_id: str, job_id: str, attempt: int, reason: str) -> None:
         await self._rows(
-            f"SELECT soniq.abort($1::uuid, $2::uuid, $3::int, $4::text), {_async_commit(5)}",
+            "SELECT soniq.abort($1::uuid, $2::uuid, $3::int, $4::text)",
             job_id,
             worker_id,
             attempt,
             reason,
-            self.async_commit,
         )
 
     async def heartbeat(self, worker_id: str, held: Sequence[str]) -> list[str]:

@@ -64,59 +64,27 @@ pub const ENQUEUE_BATCH: Sql = Sql {
     types: &[Type::JSONB],
 };
 
-/// A column that, when its boolean parameter `$n` is true, makes the statement's own
-/// transaction commit without waiting for the WAL flush (`SET LOCAL synchronous_commit = off`,
-/// undone at its end, so nothing stays on a connection PgBouncer hands on). Claims and outcomes
-/// use it (`SONIQ_ASYNC_COMMIT`); enqueues never do. An uncorrelated subquery runs once, before
-/// the first row.
-macro_rules! async_commit {
-    ($n:literal) => {
-        concat!(
-            "(SELECT CASE WHEN $",
-            $n,
-            " THEN set_config('synchronous_commit', 'off', true) END)"
-        )
-    };
-}
-
 pub const CLAIM: Sql = Sql {
-    text: concat!(
-        "SELECT id, task_name, args, attempt, max_attempts, queue, \
-         extract(epoch FROM timeout)::float8, scheduled_at, created_at, traceparent, ",
-        async_commit!("5"),
-        " FROM soniq.claim($1, $2, $3, $4)"
-    ),
-    types: &[
-        Type::UUID,
-        Type::TEXT_ARRAY,
-        Type::INT4,
-        Type::TEXT_ARRAY,
-        Type::BOOL,
-    ],
+    text: "SELECT id, task_name, args, attempt, max_attempts, queue, \
+           extract(epoch FROM timeout)::float8, scheduled_at, created_at, traceparent \
+           FROM soniq.claim($1, $2, $3, $4)",
+    types: &[Type::UUID, Type::TEXT_ARRAY, Type::INT4, Type::TEXT_ARRAY],
 };
 
 pub const COMPLETE_MANY: Sql = Sql {
-    text: concat!(
-        "SELECT soniq.complete_many($1, $2, $3, $4), ",
-        async_commit!("5")
-    ),
+    text: "SELECT soniq.complete_many($1, $2, $3, $4)",
     types: &[
         Type::UUID_ARRAY,
         Type::UUID,
         Type::INT4_ARRAY,
         Type::JSONB_ARRAY,
-        Type::BOOL,
     ],
 };
 
 pub const FAIL_MANY: Sql = Sql {
-    text: concat!(
-        "SELECT job_id, ",
-        async_commit!("7"),
-        " FROM soniq.fail_many($1, $2, $3, $4, \
-         (SELECT array_agg(make_interval(secs => d.s) ORDER BY d.n) \
-            FROM unnest($5::float8[]) WITH ORDINALITY AS d(s, n)), $6)"
-    ),
+    text: "SELECT job_id FROM soniq.fail_many($1, $2, $3, $4, \
+           (SELECT array_agg(make_interval(secs => d.s) ORDER BY d.n) \
+              FROM unnest($5::float8[]) WITH ORDINALITY AS d(s, n)), $6)",
     types: &[
         Type::UUID_ARRAY,
         Type::UUID,
@@ -124,28 +92,17 @@ pub const FAIL_MANY: Sql = Sql {
         Type::TEXT_ARRAY,
         Type::FLOAT8_ARRAY,
         Type::TEXT_ARRAY,
-        Type::BOOL,
     ],
 };
 
 pub const SNOOZE: Sql = Sql {
-    text: concat!(
-        "SELECT soniq.snooze($1, $2, $3, make_interval(secs => $4), reason => $5), ",
-        async_commit!("6")
-    ),
-    types: &[
-        Type::UUID,
-        Type::UUID,
-        Type::INT4,
-        Type::FLOAT8,
-        Type::TEXT,
-        Type::BOOL,
-    ],
+    text: "SELECT soniq.snooze($1, $2, $3, make_interval(secs => $4), reason => $5)",
+    types: &[Type::UUID, Type::UUID, Type::INT4, Type::FLOAT8, Type::TEXT],
 };
 
 pub const ABORT: Sql = Sql {
-    text: concat!("SELECT soniq.abort($1, $2, $3, $4), ", async_commit!("5")),
-    types: &[Type::UUID, Type::UUID, Type::INT4, Type::TEXT, Type::BOOL],
+    text: "SELECT soniq.abort($1, $2, $3, $4)",
+    types: &[Type::UUID, Type::UUID, Type::INT4, Type::TEXT],
 };
 
 const JOB_COLUMNS: &str = "id, task_name, args, status, queue, priority, attempts, max_attempts, \
@@ -335,7 +292,6 @@ fn claimed_from_row(row: &Row, worker_id: Uuid) -> ClaimedJob {
 pub async fn claim(
     client: &(impl GenericClient + Sync),
     prepared: Option<&Statement>,
-    async_commit: bool,
     request: &ClaimRequest,
 ) -> Result<Vec<ClaimedJob>> {
     let count = i32::try_from(request.count).unwrap_or(i32::MAX);
@@ -348,7 +304,6 @@ pub async fn claim(
             &request.queues,
             &count,
             &request.task_names,
-            &async_commit,
         ],
     )
     .await?;
@@ -365,7 +320,6 @@ fn lease_columns(leases: impl Iterator<Item = Lease>) -> (Vec<Uuid>, Vec<i32>) {
 pub async fn complete_many(
     client: &(impl GenericClient + Sync),
     prepared: Option<&Statement>,
-    async_commit: bool,
     worker_id: Uuid,
     completions: &[Completion<'_>],
 ) -> Result<usize> {
@@ -375,7 +329,7 @@ pub async fn complete_many(
         client,
         &COMPLETE_MANY,
         prepared,
-        &[&ids, &worker_id, &attempts, &results, &async_commit],
+        &[&ids, &worker_id, &attempts, &results],
     )
     .await?;
     Ok(recorded.len())
@@ -384,7 +338,6 @@ pub async fn complete_many(
 pub async fn fail_many(
     client: &(impl GenericClient + Sync),
     prepared: Option<&Statement>,
-    async_commit: bool,
     worker_id: Uuid,
     failures: &[FailedAttempt<'_>],
 ) -> Result<usize> {
@@ -399,15 +352,7 @@ pub async fn fail_many(
         client,
         &FAIL_MANY,
         prepared,
-        &[
-            &ids,
-            &worker_id,
-            &attempts,
-            &errors,
-            &retry_in,
-            &reasons,
-            &async_commit,
-        ],
+        &[&ids, &worker_id, &attempts, &errors, &retry_in, &reasons],
     )
     .await?;
     Ok(recorded.len())
@@ -416,7 +361,6 @@ pub async fn fail_many(
 pub async fn snooze(
     client: &(impl GenericClient + Sync),
     prepared: Option<&Statement>,
-    async_commit: bool,
     worker_id: Uuid,
     lease: Lease,
     delay: Duration,
@@ -432,7 +376,6 @@ pub async fn snooze(
             &lease.attempt,
             &delay.as_secs_f64(),
             &reason,
-            &async_commit,
         ],
     )
     .await?;
@@ -442,7 +385,6 @@ pub async fn snooze(
 pub async fn abort(
     client: &(impl GenericClient + Sync),
     prepared: Option<&Statement>,
-    async_commit: bool,
     worker_id: Uuid,
     lease: Lease,
     reason: &str,
@@ -451,13 +393,7 @@ pub async fn abort(
         client,
         &ABORT,
         prepared,
-        &[
-            &lease.job_id,
-            &worker_id,
-            &lease.attempt,
-            &reason,
-            &async_commit,
-        ],
+        &[&lease.job_id, &worker_id, &lease.attempt, &reason],
     )
     .await?;
     Ok(())

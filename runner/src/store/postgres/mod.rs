@@ -70,7 +70,6 @@ pub(crate) fn one(rows: Vec<Row>) -> Result<Row> {
 pub struct PgStore {
     pool: Pool,
     statement_cache: bool,
-    async_commit: bool,
 }
 
 impl PgStore {
@@ -80,16 +79,6 @@ impl PgStore {
         PgStore {
             pool,
             statement_cache,
-            async_commit: true,
-        }
-    }
-
-    /// `async_commit`: claims and outcomes commit without waiting for the WAL flush (the
-    /// default; see `Settings::async_commit`), or as the database's `synchronous_commit` says.
-    pub fn with_async_commit(self, async_commit: bool) -> Self {
-        PgStore {
-            async_commit,
-            ..self
         }
     }
 
@@ -165,7 +154,7 @@ impl Store for PgStore {
         Box::pin(async move {
             let client = self.client().await?;
             let prepared = self.prepared(&client, &jobs::CLAIM).await?;
-            jobs::claim(&**client, prepared.as_ref(), self.async_commit, request).await
+            jobs::claim(&**client, prepared.as_ref(), request).await
         })
     }
 
@@ -177,14 +166,7 @@ impl Store for PgStore {
         Box::pin(async move {
             let client = self.client().await?;
             let prepared = self.prepared(&client, &jobs::COMPLETE_MANY).await?;
-            jobs::complete_many(
-                &**client,
-                prepared.as_ref(),
-                self.async_commit,
-                worker_id,
-                completions,
-            )
-            .await
+            jobs::complete_many(&**client, prepared.as_ref(), worker_id, completions).await
         })
     }
 
@@ -196,14 +178,7 @@ impl Store for PgStore {
         Box::pin(async move {
             let client = self.client().await?;
             let prepared = self.prepared(&client, &jobs::FAIL_MANY).await?;
-            jobs::fail_many(
-                &**client,
-                prepared.as_ref(),
-                self.async_commit,
-                worker_id,
-                failures,
-            )
-            .await
+            jobs::fail_many(&**client, prepared.as_ref(), worker_id, failures).await
         })
     }
 
@@ -220,7 +195,6 @@ impl Store for PgStore {
             jobs::snooze(
                 &**client,
                 prepared.as_ref(),
-                self.async_commit,
                 worker_id,
                 lease,
                 delay,
@@ -239,15 +213,7 @@ impl Store for PgStore {
         Box::pin(async move {
             let client = self.client().await?;
             let prepared = self.prepared(&client, &jobs::ABORT).await?;
-            jobs::abort(
-                &**client,
-                prepared.as_ref(),
-                self.async_commit,
-                worker_id,
-                lease,
-                reason,
-            )
-            .await
+            jobs::abort(&**client, prepared.as_ref(), worker_id, lease, reason).await
         })
     }
 
