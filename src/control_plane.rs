@@ -35,9 +35,6 @@ static RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 24 * 3600);
 static UNSERVED_GRACE_S: GucSetting<i32> = GucSetting::<i32>::new(24 * 3600);
 static PRUNE_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1000);
 
-/// Settings of the control plane. Called from `_PG_init`, so also when the library is
-/// loaded into a backend without being preloaded; `soniq.database_name` only matters to the
-/// background worker and can only be defined at server start, so it exists only when preloaded.
 /// A setting in seconds, changed by a reload (SIGHUP), within `(min, max)`.
 fn seconds_guc(
     name: &'static std::ffi::CStr,
@@ -58,6 +55,9 @@ fn seconds_guc(
     );
 }
 
+/// Settings of the control plane. Called from `_PG_init`, so also when the library is
+/// loaded into a backend without being preloaded; `soniq.database_name` only matters to the
+/// background worker and can only be defined at server start, so it exists only when preloaded.
 pub fn define_settings(preloading: bool) {
     if preloading {
         GucRegistry::define_string_guc(
@@ -198,13 +198,31 @@ fn prune() -> bool {
     false
 }
 
-/// One round; returns how long to sleep: until the next due schedule, at most a tick, or not
-/// at all while pruning is behind.
-fn round() -> Duration {
+/// The longest silence `soniq._forget_stale_workers` takes.
+const LONGEST_SILENCE_S: i32 = 30 * 24 * 3600;
+
+/// The silence after which the rescue presumes a worker dead, `running_for` after this
+/// control plane started. For one heartbeat timeout after a start (a server start or restart,
+/// crash recovery) none counts as silent: no worker could heartbeat while the server was down,
+/// and one that is back and claiming must not lose its new leases to a heartbeat from before
+/// the outage. Meanwhile only a worker silent for the longest silence the rescue takes is
+/// forgotten.
+fn heartbeat_timeout(running_for: Duration) -> i32 {
+    let timeout = HEARTBEAT_TIMEOUT_S.get();
+    if running_for < Duration::from_secs(timeout.unsigned_abs().into()) {
+        LONGEST_SILENCE_S
+    } else {
+        timeout
+    }
+}
+
+/// One round, `running_for` after this control plane started; returns how long to sleep:
+/// until the next due schedule, at most a tick, or not at all while pruning is behind.
+fn round(running_for: Duration) -> Duration {
     fire_due_schedules();
     run(&format!(
         "rescue({}, {})",
-        interval(HEARTBEAT_TIMEOUT_S.get()),
+        interval(heartbeat_timeout(running_for)),
         interval(LEASE_GRACE_S.get())
     ));
     run(&format!("unserved({})", interval(UNSERVED_GRACE_S.get())));
@@ -231,6 +249,7 @@ pub extern "C-unwind" fn soniq_control_plane_main(_arg: pg_sys::Datum) {
         .unwrap_or_else(|| "postgres".into());
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
     log!("{WORKER_TYPE}: serving database \"{database}\"");
+    let started = Instant::now();
 
     let mut announced = false;
     // The older (or newer) extension version the control plane said it waits for.
@@ -272,7 +291,7 @@ pub extern "C-unwind" fn soniq_control_plane_main(_arg: pg_sys::Datum) {
             .unwrap_or_else(|e| warning!("{WORKER_TYPE}: could not record its start: {e}"));
             announced = true;
         }
-        sleep = round();
+        sleep = round(started.elapsed());
     }
     // Exit code 1 asks the postmaster for a restart (after 5 s): an operator's
     // pg_terminate_backend or DROP DATABASE ... WITH (FORCE) must not end the control plane
