@@ -12,7 +12,7 @@ use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 use tokio_postgres::GenericClient;
-use tracing::{Instrument, Span};
+use tracing::Span;
 use uuid::Uuid;
 
 /// The setters of the options a job carries, for a builder whose `options` has the fields
@@ -156,10 +156,14 @@ impl<'a> Enqueue<'a> {
     pub async fn send(mut self) -> Result<Uuid> {
         let (span, job) = self.take_traced_job()?;
         let soniq = self.soniq;
-        traced(span, async {
-            soniq.publish_tasks().await?;
-            soniq.store().job_enqueue(&job).await
-        })
+        telemetry::traced(
+            span,
+            async {
+                soniq.publish_tasks().await?;
+                soniq.store().job_enqueue(&job).await
+            },
+            std::slice::from_ref,
+        )
         .await
     }
 
@@ -199,10 +203,14 @@ impl<'a> Enqueue<'a> {
         self.check_database_backed()?;
         let (span, job) = self.take_traced_job()?;
         let soniq = self.soniq;
-        traced(span, async {
-            soniq.publish_tasks().await?;
-            jobs::enqueue(client, None, &job).await
-        })
+        telemetry::traced(
+            span,
+            async {
+                soniq.publish_tasks().await?;
+                jobs::enqueue(client, None, &job).await
+            },
+            std::slice::from_ref,
+        )
         .await
     }
 
@@ -228,24 +236,21 @@ impl<'a> Enqueue<'a> {
         self.check_database_backed()?;
         let (span, job) = self.take_traced_job()?;
         let soniq = self.soniq;
-        traced(span, async {
-            soniq.publish_tasks().await?;
-            let mut binds = SqlxBinds {
-                query: Some(sqlx::query_scalar(jobs::ENQUEUE.text)),
-            };
-            jobs::enqueue_binds(&job, &mut binds);
-            let query = binds.query.expect("binding keeps the query");
-            Ok(query.fetch_one(connection).await?)
-        })
+        telemetry::traced(
+            span,
+            async {
+                soniq.publish_tasks().await?;
+                let mut binds = SqlxBinds {
+                    query: Some(sqlx::query_scalar(jobs::ENQUEUE.text)),
+                };
+                jobs::enqueue_binds(&job, &mut binds);
+                let query = binds.query.expect("binding keeps the query");
+                Ok(query.fetch_one(connection).await?)
+            },
+            std::slice::from_ref,
+        )
         .await
     }
-}
-
-/// Run an enqueue in its span, which then records the job's id.
-async fn traced(span: Span, enqueue: impl Future<Output = Result<Uuid>>) -> Result<Uuid> {
-    let id = enqueue.instrument(span.clone()).await?;
-    telemetry::record_jobs(&span, &[id]);
-    Ok(id)
 }
 
 /// A job enqueued with [`Enqueue::send_awaitable`].

@@ -88,7 +88,6 @@ use serde_json::Value;
 use std::sync::Arc;
 use store::{MemoryStore, NewJobs, PgStore, Store};
 use tokio_postgres::error::SqlState;
-use tracing::Instrument;
 use uuid::Uuid;
 
 /// Whether this is the first enqueue, in this process, of `task_name` without a handler: the
@@ -292,14 +291,11 @@ impl Soniq {
             producer_id: self.settings.producer_id().to_string(),
             traceparent: telemetry::traceparent_of(&span),
         };
-        let ids = async {
+        let enqueue = async {
             self.publish_tasks().await?;
             self.store().job_enqueue_many(&jobs).await
-        }
-        .instrument(span.clone())
-        .await?;
-        telemetry::record_jobs(&span, &ids);
-        Ok(ids)
+        };
+        telemetry::traced(span, enqueue, Vec::as_slice).await
     }
 
     /// Enqueue jobs of any tasks, each with its own options, in one statement (`soniq enqueue

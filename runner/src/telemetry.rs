@@ -16,7 +16,8 @@
 
 use crate::execute::ReportKind;
 use crate::job::JobContext;
-use tracing::Span;
+use std::future::Future;
+use tracing::{Instrument, Span};
 
 /// The target of Soniq's spans, so a log filter can leave them out and a trace filter let
 /// them in (the `soniq` command's log does not show them).
@@ -35,8 +36,20 @@ pub(crate) fn enqueue_span(task_name: &str, queue: Option<&str>) -> Span {
     )
 }
 
+/// Run an enqueue in its span, which then records the ids of the jobs it wrote (`ids` finds
+/// them in what the enqueue returns).
+pub(crate) async fn traced<T>(
+    span: Span,
+    enqueue: impl Future<Output = crate::Result<T>>,
+    ids: impl FnOnce(&T) -> &[uuid::Uuid],
+) -> crate::Result<T> {
+    let written = enqueue.instrument(span.clone()).await?;
+    record_jobs(&span, ids(&written));
+    Ok(written)
+}
+
 /// What an enqueue span says of the jobs it made.
-pub(crate) fn record_jobs(span: &Span, ids: &[uuid::Uuid]) {
+fn record_jobs(span: &Span, ids: &[uuid::Uuid]) {
     match ids {
         [one] => span.record("soniq.job_id", tracing::field::display(one)),
         many => span.record("soniq.jobs", many.len()),

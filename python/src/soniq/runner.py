@@ -345,7 +345,9 @@ class WorkerRun:
                 refused = sum([await self._record_alone(report) for report in group])
             if refused:
                 log.warning(
-                    "%d outcomes refused: their leases were taken back, the jobs run again", refused
+                    "%d outcomes refused: their leases are gone (taken back: those jobs run again;"
+                    " or recorded by a try whose answer was lost)",
+                    refused,
                 )
             for report in group:
                 left.remove(report)

@@ -209,7 +209,7 @@ async fn send(store: &dyn Store, group: &[&Report]) -> Result<Sent> {
     if lost > 0 {
         tracing::warn!(
             refused = lost,
-            "outcomes refused: their leases were taken back, the jobs run again"
+            "outcomes refused: their leases are gone (taken back: those jobs run again; or recorded by a try whose answer was lost)"
         );
     }
     Ok(Sent::Recorded)
