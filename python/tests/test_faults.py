@@ -1,23 +1,30 @@
 """The faults that matter for a Python worker, on real processes: killed mid-drain (nothing
 lost: the control plane takes its jobs back), PostgreSQL restarted mid-drain (the worker
 reconnects and finishes), SIGTERM (running jobs finish or are handed back without using an
-attempt) and a second signal (exit at once)."""
+attempt), a second signal (exit at once), and the maintenance right after an outage (it
+presumes no worker dead for one heartbeat timeout)."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import os
 import pwd
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import asyncpg
 import pytest
 from conftest import statuses
 
 from soniq import Soniq
+from soniq.runner import WorkerRun
+from soniq.store import PostgresStore
 from soniq.testing import wait_until
+from soniq.worker import worker_options
 
 
 def start_worker(
@@ -175,3 +182,70 @@ async def test_a_second_signal_exits_at_once(producer, uid, tmp_path, env_for_su
 
 async def _queued(app: Soniq, job_id: str) -> bool:
     return (await app.get_job(job_id))["status"] == "queued"
+
+
+async def quiet_control_plane(db) -> None:
+    """Wait until the control plane has run no round for longer than a tick (2 s): it read
+    `soniq.enabled = off`."""
+    last = await db.fetchval(
+        "SELECT last_run_at FROM soniq.control_plane WHERE subsystem = 'control_plane'"
+    )
+    quiet_since = time.monotonic()
+    while time.monotonic() - quiet_since < 2.5:
+        await asyncio.sleep(0.2)
+        now = await db.fetchval(
+            "SELECT last_run_at FROM soniq.control_plane WHERE subsystem = 'control_plane'"
+        )
+        if now != last:
+            last, quiet_since = now, time.monotonic()
+
+
+@pytest.fixture
+async def control_plane_off(db):
+    """Only the worker's maintenance rescues while the test runs."""
+    await db.execute("ALTER SYSTEM SET soniq.enabled = off")
+    await db.execute("SELECT pg_reload_conf()")
+    try:
+        await quiet_control_plane(db)
+        yield
+    finally:
+        await db.execute("ALTER SYSTEM RESET soniq.enabled")
+        await db.execute("SELECT pg_reload_conf()")
+
+
+async def test_maintenance_after_an_outage_presumes_no_worker_dead_for_a_heartbeat_timeout(
+    make_app, database_url, db, uid, control_plane_off
+) -> None:
+    """A heartbeat that fails is an outage every worker went through: for one heartbeat
+    timeout after it the worker's maintenance presumes no worker dead, then it does again."""
+    app = make_app(heartbeat_timeout=1.0, heartbeat_interval=0.1)
+    queue = f"outage_{uid}"
+    silent = await db.fetchval("SELECT soniq.register_worker(queues => ARRAY[$1])::text", queue)
+    held = await db.fetchval(
+        "SELECT soniq.enqueue('py.other', queue => $1, retries => 3)::text", queue
+    )
+    claim = "SELECT count(*) FROM soniq.claim($1::uuid, ARRAY[$2])"
+    assert await db.fetchval(claim, silent, queue) == 1
+    await db.execute(
+        "UPDATE soniq.workers SET last_heartbeat = now() - interval '1 hour' WHERE id = $1::uuid",
+        silent,
+    )
+    status = "SELECT status FROM soniq.jobs WHERE id = $1::uuid"
+    registered = "SELECT EXISTS (SELECT FROM soniq.workers WHERE id = $1::uuid)"
+
+    unreachable = "postgresql://nobody@127.0.0.1:1/none"
+    down = PostgresStore(await asyncpg.create_pool(unreachable, min_size=0, max_size=1), unreachable)
+    run = WorkerRun(down, app.handlers, app.settings, worker_options(1, [f"own_{uid}"]))
+    await run._heartbeat()  # refused: the database is out of reach
+    await down.close()
+    run.store = await PostgresStore.connect(database_url, 1, 1)
+    try:
+        await run._maintain()
+        assert await db.fetchval(registered, silent)
+        assert await db.fetchval(status, held) == "processing"
+        await asyncio.sleep(1.1)  # one heartbeat timeout after the outage
+        await run._maintain()
+        assert not await db.fetchval(registered, silent)
+        assert await db.fetchval(status, held) == "queued"
+    finally:
+        await run.store.close()

@@ -554,3 +554,195 @@ async fn rolled_back_and_cancelled_jobs_never_run() {
         .get(0);
     assert_eq!(rows, 0, "the rolled-back job never existed");
 }
+
+/// The control plane idle (`soniq.enabled = off`) while it lives, so only a runner's
+/// maintenance rescues; on again at the end, whatever happened.
+struct ControlPlaneOff;
+
+impl ControlPlaneOff {
+    async fn new(client: &Client) -> ControlPlaneOff {
+        client
+            .batch_execute("ALTER SYSTEM SET soniq.enabled = off")
+            .await
+            .unwrap();
+        client
+            .batch_execute("SELECT pg_reload_conf()")
+            .await
+            .unwrap();
+        ControlPlaneOff
+    }
+}
+
+impl Drop for ControlPlaneOff {
+    fn drop(&mut self) {
+        // A blocking client, on a thread of its own: this runs inside the test's runtime.
+        std::thread::spawn(|| {
+            let mut client = soniq_testkit::connect();
+            client
+                .batch_execute("ALTER SYSTEM RESET soniq.enabled")
+                .unwrap();
+            client.batch_execute("SELECT pg_reload_conf()").unwrap();
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+async fn status_of(client: &Client, job: Uuid) -> String {
+    client
+        .query_one("SELECT status FROM soniq.jobs WHERE id = $1", &[&job])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn registered(client: &Client, worker: Uuid) -> bool {
+    client
+        .query_one(
+            "SELECT EXISTS (SELECT FROM soniq.workers WHERE id = $1)",
+            &[&worker],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A worker registered on `queue` holding one job of it, enqueued with `options` (SQL named
+/// arguments after the queue); returns (worker, job).
+async fn worker_holding_a_job(client: &Client, queue: &str, options: &str) -> (Uuid, Uuid) {
+    let worker: Uuid = client
+        .query_one(
+            "SELECT soniq.register_worker(queues => ARRAY[$1])",
+            &[&queue],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let job: Uuid = client
+        .query_one(
+            &format!("SELECT soniq.enqueue('fault.other', queue => $1, {options})"),
+            &[&queue],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let claimed: i64 = client
+        .query_one(
+            "SELECT count(*) FROM soniq.claim($1, ARRAY[$2])",
+            &[&worker, &queue],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(claimed, 1);
+    (worker, job)
+}
+
+/// After an outage longer than the heartbeat timeout, every worker's last heartbeat is older
+/// than that. A runner's maintenance right after it must not presume the workers that are
+/// back dead: it gives them one heartbeat timeout from the end of the outage it saw itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runners_maintenance_presumes_no_worker_dead_for_one_heartbeat_timeout_after_an_outage() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let client = prepare().await;
+    let _idle = ControlPlaneOff::new(&client).await;
+    drop(client);
+    let queue = unique("outage");
+    let runner = start_runner_with(
+        &queue,
+        1,
+        &[
+            ("SONIQ_CLEANUP_INTERVAL", "10".into()),
+            ("SONIQ_HEARTBEAT_TIMEOUT", "30".into()),
+        ],
+    );
+    let client = connect().await;
+    let runner_registered = "SELECT EXISTS (SELECT FROM soniq.workers WHERE $1 = ANY (queues))";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !client
+        .query_one(runner_registered, &[&queue])
+        .await
+        .unwrap()
+        .get::<_, bool>(0)
+    {
+        assert!(Instant::now() < deadline, "the runner did not register");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(client);
+
+    // The outage: long enough for the runner's heartbeats (every 0.3 s) to fail.
+    tokio::task::spawn_blocking(|| {
+        pg_ctl(&["-m", "fast", "stop"]);
+        std::thread::sleep(Duration::from_millis(1500));
+        pg_ctl(&["start"]);
+    })
+    .await
+    .unwrap();
+    let client = connect().await;
+
+    // A worker silent for an hour, as if the outage had lasted that long, holding a job; and
+    // a live worker's attempt an hour past its timeout, which the next maintenance round
+    // takes back (what shows that a round ran).
+    let (silent, held) = worker_holding_a_job(&client, &unique("silent"), "retries => 3").await;
+    client
+        .execute(
+            "UPDATE soniq.workers SET last_heartbeat = now() - interval '1 hour' WHERE id = $1",
+            &[&silent],
+        )
+        .await
+        .unwrap();
+    let (live, expired) = worker_holding_a_job(
+        &client,
+        &unique("expired"),
+        "retries => 3, timeout => interval '1 second'",
+    )
+    .await;
+    client
+        .execute(
+            "UPDATE soniq.workers SET last_heartbeat = now() + interval '1 day' WHERE id = $1",
+            &[&live],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "UPDATE soniq.jobs SET started_at = now() - interval '1 hour' WHERE id = $1",
+            &[&expired],
+        )
+        .await
+        .unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(25);
+    while status_of(&client, expired).await == "processing" {
+        assert!(
+            Instant::now() < deadline,
+            "no maintenance round took back the expired attempt"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        registered(&client, silent).await,
+        "a maintenance round right after the outage presumed the silent worker dead"
+    );
+    assert_eq!(status_of(&client, held).await, "processing");
+
+    // One heartbeat timeout (30 s) after the outage, the silent worker is presumed dead.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while status_of(&client, held).await == "processing" {
+        assert!(
+            Instant::now() < deadline,
+            "the silent worker's job was never taken back"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(status_of(&client, held).await, "queued");
+    assert!(
+        !registered(&client, silent).await,
+        "the silent worker is forgotten"
+    );
+    stop_runner(runner);
+    client
+        .execute("SELECT soniq.deregister_worker($1)", &[&live])
+        .await
+        .unwrap();
+}

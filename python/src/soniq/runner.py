@@ -37,6 +37,9 @@ MAX_REPORT_BATCH = 500
 FOLLOW_UP = 0.02
 REPORT_YIELDS = 4
 RECORDING_PATIENCE = 120.0
+# The longest silence soniq.rescue_jobs takes: right after an outage only a worker silent that
+# long is presumed dead.
+LONGEST_SILENCE = 30 * 24 * 3600.0
 HANDED_BACK = "handed back unfinished at shutdown"
 
 
@@ -111,6 +114,10 @@ class WorkerRun:
     running: dict[str, Running] = field(default_factory=dict)
     recording: set[str] = field(default_factory=set)
     jobs_run: int = 0
+    # When a heartbeat last failed (the database out of reach, for every worker): for one
+    # heartbeat timeout after it the maintenance presumes no worker dead, as the control
+    # plane does after it starts.
+    last_outage: float | None = None
 
     def __post_init__(self) -> None:
         self.task_names = self.handlers.registry.names()
@@ -431,13 +438,18 @@ class WorkerRun:
                 log.warning("heartbeat refused: %s", e)
             return
         except Exception as e:
+            self.last_outage = asyncio.get_running_loop().time()
             log.warning("heartbeat failed: %s", e)
             return
         self._stop(cancelled, Aborted("cancelled on request"))
 
     async def _maintain(self) -> None:
+        timeout = self.settings.heartbeat_timeout
+        now = asyncio.get_running_loop().time()
+        after_outage = self.last_outage is not None and now - self.last_outage < timeout
+        silence = LONGEST_SILENCE if after_outage else timeout
         try:
-            await self.store.maintain(self.settings.heartbeat_timeout)
+            await self.store.maintain(silence)
         except Exception as e:
             log.warning("maintenance round failed: %s", e)
 

@@ -7,7 +7,8 @@ use super::attempts::Attempts;
 use super::WorkerId;
 use crate::execute::ReportKind;
 use crate::store::{Store, WorkerRegistration};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio_postgres::error::SqlState;
 
 pub(crate) struct Heartbeat {
@@ -15,6 +16,27 @@ pub(crate) struct Heartbeat {
     pub attempts: Arc<Attempts>,
     pub worker_id: Arc<WorkerId>,
     pub registration: WorkerRegistration,
+    pub outage: Arc<LastOutage>,
+}
+
+/// When this worker's heartbeat last failed: its database was out of reach, and so it was for
+/// the other workers. For one heartbeat timeout after that the maintenance presumes no worker
+/// dead, as the control plane does after it starts: none could heartbeat meanwhile.
+#[derive(Default)]
+pub(crate) struct LastOutage(Mutex<Option<Instant>>);
+
+impl LastOutage {
+    fn seen(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// Whether the last outage ended less than `span` ago.
+    pub fn within(&self, span: Duration) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|at| at.elapsed() < span)
+    }
 }
 
 impl Heartbeat {
@@ -36,7 +58,10 @@ impl Heartbeat {
                     self.worker_id.set(id);
                 }
             }
-            Err(e) => tracing::warn!("heartbeat failed: {e}"),
+            Err(e) => {
+                self.outage.seen();
+                tracing::warn!("heartbeat failed: {e}");
+            }
         }
     }
 }

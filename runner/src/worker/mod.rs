@@ -167,6 +167,7 @@ impl Soniq {
         wake: &Arc<Notify>,
     ) -> Background {
         let (stop, stopped) = watch::channel(false);
+        let outage = Arc::clone(&heartbeat.outage);
         let heartbeat = Arc::new(heartbeat);
         let mut tasks = vec![
             every(
@@ -181,8 +182,8 @@ impl Soniq {
                 let (store, timeout) = (Arc::clone(store), self.settings.heartbeat_timeout());
                 let budget = self.settings.cleanup_interval();
                 move |stop| {
-                    let store = Arc::clone(&store);
-                    async move { maintenance::round(&*store, timeout, budget, stop).await }
+                    let (store, outage) = (Arc::clone(&store), Arc::clone(&outage));
+                    async move { maintenance::round(&*store, timeout, &outage, budget, stop).await }
                 }
             }),
         ];
@@ -259,6 +260,7 @@ impl Soniq {
                 attempts: Arc::clone(&attempts),
                 worker_id: Arc::clone(&worker_id),
                 registration,
+                outage: Arc::default(),
             },
             &wake,
         );
