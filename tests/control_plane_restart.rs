@@ -55,36 +55,6 @@ fn a_terminated_control_plane_comes_back() {
     assert_ne!(before, after);
 }
 
-/// `soniq.heartbeat_timeout` for the cluster while it lives (ALTER SYSTEM and a reload), then
-/// back to the test cluster's own.
-struct HeartbeatTimeout;
-
-impl HeartbeatTimeout {
-    fn set(client: &mut Client, timeout: &str) -> HeartbeatTimeout {
-        reload_with(
-            client,
-            &format!("ALTER SYSTEM SET soniq.heartbeat_timeout = '{timeout}'"),
-        );
-        HeartbeatTimeout
-    }
-}
-
-impl Drop for HeartbeatTimeout {
-    fn drop(&mut self) {
-        reload_with(
-            &mut common::connect(),
-            "ALTER SYSTEM RESET soniq.heartbeat_timeout",
-        );
-    }
-}
-
-/// Change the cluster's settings and reload them (one statement each: ALTER SYSTEM runs
-/// outside a transaction block).
-fn reload_with(client: &mut Client, alter_system: &str) {
-    client.batch_execute(alter_system).unwrap();
-    client.batch_execute("SELECT pg_reload_conf()").unwrap();
-}
-
 fn rescue_rounds(client: &mut Client) -> i64 {
     client
         .query_one(
@@ -102,7 +72,7 @@ fn rescue_rounds(client: &mut Client) -> i64 {
 fn a_started_control_plane_presumes_no_worker_dead_for_one_heartbeat_timeout() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut client = common::connect();
-    let timeout = HeartbeatTimeout::set(&mut client, "60s");
+    let timeout = common::SystemSetting::set("soniq.heartbeat_timeout", "60s");
     restart_control_plane(&mut client);
 
     let queue = common::unique_name("grace");

@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{database_url, stop_runner, unique, Runner};
+use common::{database_url, stop_runner, unique, wait_for, Runner};
 use soniq_testkit::pg_program;
 use std::collections::HashSet;
 use std::process::Command;
@@ -555,39 +555,6 @@ async fn rolled_back_and_cancelled_jobs_never_run() {
     assert_eq!(rows, 0, "the rolled-back job never existed");
 }
 
-/// The control plane idle (`soniq.enabled = off`) while it lives, so only a runner's
-/// maintenance rescues; on again at the end, whatever happened.
-struct ControlPlaneOff;
-
-impl ControlPlaneOff {
-    async fn new(client: &Client) -> ControlPlaneOff {
-        client
-            .batch_execute("ALTER SYSTEM SET soniq.enabled = off")
-            .await
-            .unwrap();
-        client
-            .batch_execute("SELECT pg_reload_conf()")
-            .await
-            .unwrap();
-        ControlPlaneOff
-    }
-}
-
-impl Drop for ControlPlaneOff {
-    fn drop(&mut self) {
-        // A blocking client, on a thread of its own: this runs inside the test's runtime.
-        std::thread::spawn(|| {
-            let mut client = soniq_testkit::connect();
-            client
-                .batch_execute("ALTER SYSTEM RESET soniq.enabled")
-                .unwrap();
-            client.batch_execute("SELECT pg_reload_conf()").unwrap();
-        })
-        .join()
-        .unwrap();
-    }
-}
-
 async fn status_of(client: &Client, job: Uuid) -> String {
     client
         .query_one("SELECT status FROM soniq.jobs WHERE id = $1", &[&job])
@@ -644,9 +611,9 @@ async fn worker_holding_a_job(client: &Client, queue: &str, options: &str) -> (U
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runners_maintenance_presumes_no_worker_dead_for_one_heartbeat_timeout_after_an_outage() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    let client = prepare().await;
-    let _idle = ControlPlaneOff::new(&client).await;
-    drop(client);
+    drop(prepare().await);
+    // The control plane idle: only the runner's maintenance rescues.
+    let _idle = soniq_testkit::SystemSetting::set("soniq.enabled", "off");
     let queue = unique("outage");
     let runner = start_runner_with(
         &queue,
@@ -658,16 +625,14 @@ async fn a_runners_maintenance_presumes_no_worker_dead_for_one_heartbeat_timeout
     );
     let client = connect().await;
     let runner_registered = "SELECT EXISTS (SELECT FROM soniq.workers WHERE $1 = ANY (queues))";
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !client
-        .query_one(runner_registered, &[&queue])
-        .await
-        .unwrap()
-        .get::<_, bool>(0)
-    {
-        assert!(Instant::now() < deadline, "the runner did not register");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for("the runner to register", async || {
+        client
+            .query_one(runner_registered, &[&queue])
+            .await
+            .unwrap()
+            .get(0)
+    })
+    .await;
     drop(client);
 
     // The outage: long enough for the runner's heartbeats (every 0.3 s) to fail.
@@ -712,14 +677,11 @@ async fn a_runners_maintenance_presumes_no_worker_dead_for_one_heartbeat_timeout
         .await
         .unwrap();
 
-    let deadline = Instant::now() + Duration::from_secs(25);
-    while status_of(&client, expired).await == "processing" {
-        assert!(
-            Instant::now() < deadline,
-            "no maintenance round took back the expired attempt"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for(
+        "a maintenance round to take back the expired attempt",
+        async || status_of(&client, expired).await != "processing",
+    )
+    .await;
     assert!(
         registered(&client, silent).await,
         "a maintenance round right after the outage presumed the silent worker dead"
@@ -727,14 +689,10 @@ async fn a_runners_maintenance_presumes_no_worker_dead_for_one_heartbeat_timeout
     assert_eq!(status_of(&client, held).await, "processing");
 
     // One heartbeat timeout (30 s) after the outage, the silent worker is presumed dead.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while status_of(&client, held).await == "processing" {
-        assert!(
-            Instant::now() < deadline,
-            "the silent worker's job was never taken back"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_for("the silent worker's job to be taken back", async || {
+        status_of(&client, held).await != "processing"
+    })
+    .await;
     assert_eq!(status_of(&client, held).await, "queued");
     assert!(
         !registered(&client, silent).await,

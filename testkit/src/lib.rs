@@ -63,3 +63,37 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Opt
         sleep(Duration::from_millis(100));
     }
 }
+
+/// A cluster setting changed by ALTER SYSTEM and a reload while the guard lives; reset (and
+/// reloaded) when it drops, whatever happened. Each change runs on a thread of its own with a
+/// blocking client, so async tests can hold one too.
+pub struct SystemSetting(&'static str);
+
+impl SystemSetting {
+    pub fn set(name: &'static str, value: &str) -> SystemSetting {
+        alter_system(format!("ALTER SYSTEM SET {name} = '{value}'"))
+            .unwrap_or_else(|e| panic!("set {name}: {e}"));
+        SystemSetting(name)
+    }
+}
+
+impl Drop for SystemSetting {
+    fn drop(&mut self) {
+        // No panic here: this may run while a failed test unwinds.
+        if let Err(e) = alter_system(format!("ALTER SYSTEM RESET {}", self.0)) {
+            eprintln!("reset {}: {e}", self.0);
+        }
+    }
+}
+
+/// One ALTER SYSTEM statement (outside a transaction block, as it must be), then a reload.
+fn alter_system(statement: String) -> Result<(), String> {
+    std::thread::spawn(move || {
+        let mut client = connect();
+        client.batch_execute(&statement)?;
+        client.batch_execute("SELECT pg_reload_conf()")
+    })
+    .join()
+    .map_err(|_| "the client's thread panicked".to_string())?
+    .map_err(|e| e.to_string())
+}
