@@ -38,6 +38,48 @@ impl Error {
             _ => None,
         }
     }
+
+    /// Whether the database could not be reached — no connection, a connection lost, a
+    /// server shutting down or starting up — rather than that it refused the request.
+    pub fn unreachable(&self) -> bool {
+        match self {
+            Error::Database(e) => database_unreachable(e),
+            Error::Pool(deadpool_postgres::PoolError::Backend(e)) => database_unreachable(e),
+            Error::Pool(
+                deadpool_postgres::PoolError::Timeout(_) | deadpool_postgres::PoolError::Closed,
+            ) => true,
+            #[cfg(feature = "sqlx")]
+            Error::Sqlx(
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed,
+            ) => true,
+            #[cfg(feature = "sqlx")]
+            Error::Sqlx(_) => self
+                .sqlstate()
+                .is_some_and(|code| server_unavailable(&code)),
+            _ => false,
+        }
+    }
+}
+
+/// A client error without a server's answer (the socket, a timeout, a closed connection), or
+/// a server's answer that it is not available.
+fn database_unreachable(e: &tokio_postgres::Error) -> bool {
+    e.code().is_none_or(server_unavailable)
+}
+
+/// Class 08 (connection exception), or the server shutting down, crashed, or starting up.
+fn server_unavailable(code: &SqlState) -> bool {
+    code.code().starts_with("08")
+        || [
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+        ]
+        .contains(code)
 }
 
 impl fmt::Display for Error {

@@ -388,3 +388,31 @@ async fn a_task_ref_carries_its_queue_and_options_unless_the_call_overrides_them
     consumer.run_worker(run_once(&queue)).await.unwrap();
     assert_eq!(consumer.get_result::<i64>(plain).await.unwrap(), Some(3));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_tells_an_unreachable_database_from_a_refusal() {
+    // A refusal: the server answered, and said no.
+    let client = sql().await;
+    let refused = client.query_one("SELECT 1 / 0", &[]).await.unwrap_err();
+    assert!(!soniq_runner::Error::from(refused).unreachable());
+
+    // A connection the server ended (57P01), then the same connection, closed.
+    let ended = client
+        .query_one("SELECT pg_terminate_backend(pg_backend_pid())", &[])
+        .await
+        .unwrap_err();
+    assert!(soniq_runner::Error::from(ended).unreachable());
+    let closed = client.query_one("SELECT 1", &[]).await.unwrap_err();
+    assert!(soniq_runner::Error::from(closed).unreachable());
+
+    // Nothing listening where the settings point.
+    let nowhere = Settings::builder("postgres://postgres@127.0.0.1:1/soniq")
+        .build()
+        .unwrap();
+    let unreachable = Soniq::with_settings(nowhere)
+        .unwrap()
+        .pause_queue("api.nowhere")
+        .await
+        .unwrap_err();
+    assert!(unreachable.unreachable(), "{unreachable}");
+}

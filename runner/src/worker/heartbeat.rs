@@ -1,7 +1,8 @@
 //! The heartbeat: keeps the worker's leases alive, names the jobs it holds (so the store
 //! takes back any it lost track of), aborts the jobs whose cancellation was requested, and
 //! registers the worker again if it was presumed dead (its old leases are gone, their
-//! outcomes will be refused).
+//! outcomes will be refused). A heartbeat that could not reach the database marks an outage,
+//! after which the maintenance presumes no worker dead for a while ([`LastOutage`]).
 
 use super::attempts::Attempts;
 use super::WorkerId;
@@ -59,7 +60,10 @@ impl Heartbeat {
                 }
             }
             Err(e) => {
-                self.outage.seen();
+                // A refusal (a revoked privilege, say) is no outage: other workers still beat.
+                if e.unreachable() {
+                    self.outage.seen();
+                }
                 tracing::warn!("heartbeat failed: {e}");
             }
         }
