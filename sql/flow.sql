@@ -313,7 +313,7 @@ CREATE FUNCTION soniq._pick_by_key(queue soniq.queues, room int, task_names text
 RETURNS uuid[]
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
-    busy int;          -- keys with jobs running: some may be at their limit, walked past
+    at_limit int;      -- keys at one of their limits: walked past
     walk text[];
     keys text[];
     rooms int[];
@@ -326,22 +326,28 @@ DECLARE
     took_keys text[];
     picked uuid[] := '{}';
 BEGIN
-    -- Enough keys that `room` of them may have room after those at a limit are left out:
-    -- every key with jobs running or starts in the window may be at its limit.
-    SELECT (SELECT count(DISTINCT j.concurrency_key) FROM soniq.jobs j
-             WHERE j.queue = queue.name AND j.status = 'processing' AND queue.max_running_per_key IS NOT NULL)
-         + (SELECT count(DISTINCT s.concurrency_key) FROM soniq.queue_starts s
-             WHERE s.queue = queue.name AND s.started_at > window_start AND queue.rate_limit_per_key IS NOT NULL)
-      INTO busy;
-    -- (At most twice room more: a claim walks a bounded number of keys, however many are busy.)
-    busy := least(busy, 2 * room);
-    walk := ARRAY(SELECT k FROM soniq._queued_keys(queue.name, coalesce(queue.key_cursor, ''), room + busy) k);
-    IF cardinality(walk) < room + busy THEN
-        -- Round the end: the default key, then the keys up to the cursor.
-        IF EXISTS (SELECT FROM soniq.jobs j WHERE j.status = 'queued' AND j.queue >= queue.name AND j.queue <= queue.name AND j.concurrency_key = '') THEN
+    -- Enough keys that `room` of them have room after those at a limit are left out (every
+    -- other key walked has queued jobs and room for one at least).
+    SELECT (SELECT count(*) FROM (SELECT FROM soniq.jobs j
+                                   WHERE j.queue = queue.name AND j.status = 'processing'
+                                     AND queue.max_running_per_key IS NOT NULL
+                                   GROUP BY j.concurrency_key HAVING count(*) >= queue.max_running_per_key) k)
+         + (SELECT count(*) FROM (SELECT FROM soniq.queue_starts s
+                                   WHERE s.queue = queue.name AND s.started_at > window_start
+                                     AND queue.rate_limit_per_key IS NOT NULL
+                                   GROUP BY s.concurrency_key HAVING sum(s.jobs) >= queue.rate_limit_per_key) k)
+      INTO at_limit;
+    -- (At most twice room more: a claim walks a bounded number of keys, however many are full.)
+    at_limit := least(at_limit, 2 * room);
+    walk := ARRAY(SELECT k FROM soniq._queued_keys(queue.name, coalesce(queue.key_cursor, ''), room + at_limit) k);
+    IF cardinality(walk) < room + at_limit THEN
+        -- Round the end: the default key, then the keys up to the cursor. (An equality, not the
+        -- range of a read in claim order: the range left the key out of the index's bounds,
+        -- and this check walked every queued job of a queue without default-key jobs.)
+        IF EXISTS (SELECT FROM soniq.jobs j WHERE j.status = 'queued' AND j.queue = queue.name AND j.concurrency_key = '') THEN
             walk := walk || ''::text;
         END IF;
-        walk := walk || ARRAY(SELECT k FROM soniq._queued_keys(queue.name, '', room + busy - cardinality(walk)) k
+        walk := walk || ARRAY(SELECT k FROM soniq._queued_keys(queue.name, '', room + at_limit - cardinality(walk)) k
                                WHERE k <= queue.key_cursor);
     END IF;
 
