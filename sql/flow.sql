@@ -327,7 +327,10 @@ DECLARE
     picked uuid[] := '{}';
 BEGIN
     -- Enough keys that `room` of them have room after those at a limit are left out (every
-    -- other key walked has queued jobs and room for one at least).
+    -- other key walked has queued jobs and room for one at least). Not capped: a claim that
+    -- walked fewer came back empty behind keys at their limit while a key further on had
+    -- room, and its worker waited for the next outcome. The walk adds a probe per key at its
+    -- limit, whose running jobs or starts in the window the counts here read anyway.
     SELECT (SELECT count(*) FROM (SELECT FROM soniq.jobs j
                                    WHERE j.queue = queue.name AND j.status = 'processing'
                                      AND queue.max_running_per_key IS NOT NULL
@@ -337,8 +340,6 @@ BEGIN
                                      AND queue.rate_limit_per_key IS NOT NULL
                                    GROUP BY s.concurrency_key HAVING sum(s.jobs) >= queue.rate_limit_per_key) k)
       INTO at_limit;
-    -- (At most twice room more: a claim walks a bounded number of keys, however many are full.)
-    at_limit := least(at_limit, 2 * room);
     walk := ARRAY(SELECT k FROM soniq._queued_keys(queue.name, coalesce(queue.key_cursor, ''), room + at_limit) k);
     IF cardinality(walk) < room + at_limit THEN
         -- Round the end: the default key, then the keys up to the cursor. (An equality, not the

@@ -1,8 +1,9 @@
 -- Soniq 0.12.0 -> 0.13.0: a cheaper claim from a queue with per-key limits or fair share.
 -- * _pick_by_key walks the keys with queued jobs until `room` of them have room, past the keys
---   at one of their limits only (it walked past every key with a job running), and finds the
---   default key's jobs with an equality on the queue (a range there read every queued job of
---   a queue without default-key jobs).
+--   at one of their limits only (it walked past every key with a job running), however many
+--   (it stopped at twice the room, and came back empty behind keys at their limit while a key
+--   further on had room), and finds the default key's jobs with an equality on the queue (a
+--   range there read every queued job of a queue without default-key jobs).
 -- Then the privileges as a fresh install sets them (sql/privileges.sql).
 
 -- _pick_by_key: _pick_limited for a queue with per-key limits or fair share. Keys are visited
@@ -28,7 +29,10 @@ DECLARE
     picked uuid[] := '{}';
 BEGIN
     -- Enough keys that `room` of them have room after those at a limit are left out (every
-    -- other key walked has queued jobs and room for one at least).
+    -- other key walked has queued jobs and room for one at least). Not capped: a claim that
+    -- walked fewer came back empty behind keys at their limit while a key further on had
+    -- room, and its worker waited for the next outcome. The walk adds a probe per key at its
+    -- limit, whose running jobs or starts in the window the counts here read anyway.
     SELECT (SELECT count(*) FROM (SELECT FROM soniq.jobs j
                                    WHERE j.queue = queue.name AND j.status = 'processing'
                                      AND queue.max_running_per_key IS NOT NULL
@@ -38,8 +42,6 @@ BEGIN
                                      AND queue.rate_limit_per_key IS NOT NULL
                                    GROUP BY s.concurrency_key HAVING sum(s.jobs) >= queue.rate_limit_per_key) k)
       INTO at_limit;
-    -- (At most twice room more: a claim walks a bounded number of keys, however many are full.)
-    at_limit := least(at_limit, 2 * room);
     walk := ARRAY(SELECT k FROM soniq._queued_keys(queue.name, coalesce(queue.key_cursor, ''), room + at_limit) k);
     IF cardinality(walk) < room + at_limit THEN
         -- Round the end: the default key, then the keys up to the cursor. (An equality, not the

@@ -112,6 +112,21 @@ SELECT args ->> 'k' AS key, count(*) FROM soniq.claim(:'w', '{weighted}', 5) GRO
 SELECT key_cursor FROM soniq.queues WHERE name = 'weighted';
 SELECT args ->> 'k' AS key, count(*) FROM soniq.claim(:'w', '{weighted}', 5) GROUP BY 1 ORDER BY 1;
 
+-- Keys at their limit are walked past: with every key at its limit of one, the job of the
+-- last key finished and the walk starting after that key (so round the end, past the three
+-- others at their limit), a claim of one still finds the key with room.
+SELECT soniq.register_task('walk.job', '{"concurrency_key": "k"}');
+SELECT soniq.queue_configure('walked', '{"max_running_per_key": 1}');
+SELECT count(*) FROM soniq.enqueue_many('walk.job',
+    ARRAY(SELECT jsonb_build_object('k', 'k' || (g % 4), 'n', g) FROM generate_series(0, 7) g), queue => 'walked');
+SELECT args ->> 'k' AS key FROM soniq.claim(:'w', '{walked}', 3) ORDER BY 1;
+SELECT args ->> 'k' AS key FROM soniq.claim(:'w', '{walked}', 1);
+SELECT count(soniq.complete(id, :'w', attempts)) AS finished FROM soniq.jobs
+ WHERE queue = 'walked' AND status = 'processing' AND args ->> 'k' = 'k3';
+SELECT key_cursor FROM soniq.queues WHERE name = 'walked';
+SELECT args ->> 'k' AS key FROM soniq.claim(:'w', '{walked}', 1);
+SELECT count(*) AS every_key_at_its_limit FROM soniq.claim(:'w', '{walked}', 1);
+
 -- Rate limit: at most rate_limit starts in any window of rate_period; a window full leaves the
 -- queue's next edge for the control plane to wake its workers at.
 SELECT soniq.queue_configure('rated', '{"rate_limit": 4, "rate_period": 3600}');
