@@ -28,7 +28,13 @@ LANGUAGE plpgsql VOLATILE
 -- Claims read the claim index in order, never sort the backlog: right after a bulk load,
 -- before ANALYZE, the planner would otherwise pick a sort of every queued row. (The one sort
 -- left, of the claimed batch, then looks costly enough to JIT-compile: no JIT either.)
+-- Each statement is planned once per session (since 0.14.0): the pick was planned again at
+-- every claim, its plan for the batch size given costing less than one for any, and planning
+-- took four times as long as running it. Without sorts the one plan for any value is the
+-- index read in claim order (an incremental sort of a queue's jobs was the only other).
 SET enable_sort = off
+SET enable_incremental_sort = off
+SET plan_cache_mode = force_generic_plan
 SET jit = off
 AS $$
 DECLARE
@@ -55,8 +61,9 @@ BEGIN
 
     IF limited IS NOT NULL THEN
         picked := soniq._claim_limited(claim.queues, claim.batch_size, claim.task_names, paused, limited);
-    -- The batch in claim order: one queue's from its own index (queue first), any other
-    -- selection from the general one. The two statements differ only there: keep them in step.
+    -- The batch in claim order: one queue's from its own index (queue first), several queues'
+    -- from theirs (_pick_each_queue), any queue's from the general one. The statements differ
+    -- only there: keep them in step.
     ELSIF cardinality(claim.queues) = 1 THEN
         SELECT array_agg(b.id) INTO picked FROM (
             SELECT j.id FROM soniq.jobs j
@@ -67,12 +74,14 @@ BEGIN
              ORDER BY j.queue, j.priority, j.scheduled_at NULLS FIRST, j.created_at, j.id
              LIMIT claim.batch_size
                FOR UPDATE SKIP LOCKED) b;
+    ELSIF claim.queues IS NOT NULL THEN
+        picked := nullif(soniq._pick_each_queue(ARRAY(SELECT n FROM unnest(claim.queues) n WHERE n <> ALL (paused)),
+                                                claim.batch_size, claim.task_names), '{}');
     ELSE
         SELECT array_agg(b.id) INTO picked FROM (
             SELECT j.id FROM soniq.jobs j
              WHERE j.status = 'queued'
                AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
-               AND (claim.queues IS NULL OR j.queue = ANY (claim.queues))
                AND (claim.task_names IS NULL OR j.task_name = ANY (claim.task_names))
                AND j.queue <> ALL (paused)
              ORDER BY j.priority, j.scheduled_at NULLS FIRST, j.created_at, j.id
@@ -169,18 +178,21 @@ BEGIN
                     FOR UPDATE SKIP LOCKED) h
              WHERE n.name IS NOT NULL AND n.name <> ALL (paused)
                AND n.name NOT IN (SELECT (l).name FROM unnest(limited) l)) b;
-    ELSIF queues IS NULL OR EXISTS (SELECT FROM unnest(queues) n WHERE n NOT IN (SELECT (l).name FROM unnest(limited) l))
-    THEN
+    ELSIF queues IS NULL THEN
         SELECT array_agg(b.id) INTO picked FROM (
             SELECT j.id FROM soniq.jobs j
              WHERE j.status = 'queued'
                AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
-               AND (queues IS NULL OR j.queue = ANY (queues))
                AND (task_names IS NULL OR j.task_name = ANY (task_names))
                AND j.queue <> ALL (paused) AND j.queue NOT IN (SELECT (l).name FROM unnest(limited) l)
              ORDER BY j.priority, j.scheduled_at NULLS FIRST, j.created_at, j.id
              LIMIT batch_size
                FOR UPDATE SKIP LOCKED) b;
+    ELSE
+        -- The queues named that have no limits (none, when every one has).
+        picked := soniq._pick_each_queue(ARRAY(SELECT n FROM unnest(queues) n
+                                                WHERE n <> ALL (paused) AND n NOT IN (SELECT (l).name FROM unnest(limited) l)),
+                                          batch_size, task_names);
     END IF;
     -- Each with its settings as they are now that it is locked (a change committed meanwhile
     -- counts from this claim on).
@@ -193,5 +205,29 @@ BEGIN
                          LIMIT batch_size);
     END IF;
     RETURN nullif(picked, '{}');
+END
+$$;
+
+-- _pick_each_queue: the first batch_size due jobs (of task_names, when given) of these queues
+-- together, in claim order, locked: each queue's first batch_size read from its own index,
+-- then the batch taken from all of them (since 0.14.0: the general index, read in claim
+-- order, walked past every queued job of the queues not named, 80 ms a claim behind 400,000
+-- of them). Those read and left out stay locked, so skipped by other claimers, until the
+-- claim's transaction ends. '{}' when there are none.
+CREATE FUNCTION soniq._pick_each_queue(queues text[], batch_size int, task_names text[]) RETURNS uuid[]
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    RETURN ARRAY(
+        SELECT h.id FROM (SELECT DISTINCT n FROM unnest(queues) n) q(name)
+         CROSS JOIN LATERAL (
+             SELECT j.id, j.priority, j.scheduled_at, j.created_at FROM soniq.jobs j
+              WHERE j.status = 'queued' AND j.queue >= q.name AND j.queue <= q.name
+                AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
+                AND (task_names IS NULL OR j.task_name = ANY (task_names))
+              ORDER BY j.queue, j.priority, j.scheduled_at NULLS FIRST, j.created_at, j.id
+              LIMIT batch_size
+                FOR UPDATE SKIP LOCKED) h
+         ORDER BY h.priority, h.scheduled_at NULLS FIRST, h.created_at, h.id
+         LIMIT batch_size);
 END
 $$;

@@ -13,9 +13,9 @@ use std::process::Command;
 
 /// The versions before this one: their install scripts are kept in sql/previous/, and an
 /// update from each (through every update script after it) must reach this version.
-const PREVIOUS_VERSIONS: [&str; 12] = [
+const PREVIOUS_VERSIONS: [&str; 13] = [
     "0.1.0", "0.2.0", "0.3.0", "0.4.0", "0.5.0", "0.6.0", "0.7.0", "0.8.0", "0.9.0", "0.10.0",
-    "0.11.0", "0.12.0",
+    "0.11.0", "0.12.0", "0.13.0",
 ];
 
 /// A database of its own on the test cluster; dropped when done.

@@ -53,6 +53,24 @@ SELECT soniq.resume_queue('paused_q') AS resumed_again;
 SELECT soniq.resume_queue('never_paused') AS resumed_unknown;
 SELECT task_name FROM soniq.claim(:'w', batch_size => 10);
 
+-- Several queues named: the batch in claim order across them (priority, then age), each
+-- queue's jobs read from its own index; a paused one gives nothing, a name given twice counts
+-- once, the task filter holds; another queue's backlog is left alone.
+SELECT count(*) AS backlog FROM soniq.enqueue_many('other.job', array_fill('{}'::jsonb, ARRAY[50]), queue => 'bulk');
+SELECT soniq.enqueue('multi.job', '{"n": 1}', queue => 'qa', priority => 50) IS NOT NULL AS a1;
+SELECT soniq.enqueue('multi.job', '{"n": 2}', queue => 'qb', priority => 10) IS NOT NULL AS b1;
+SELECT soniq.enqueue('multi.job', '{"n": 3}', queue => 'qa', priority => 10) IS NOT NULL AS a2;
+SELECT soniq.enqueue('skip.job', '{"n": 4}', queue => 'qb', priority => 1) IS NOT NULL AS b2;
+SELECT soniq.enqueue('multi.job', '{"n": 5}', queue => 'qc', priority => 1) IS NOT NULL AS c1;
+SELECT soniq.pause_queue('qc') AS paused;
+SELECT queue, priority, args ->> 'n' AS n
+  FROM soniq.claim(:'w', queues => '{qa,qb,qc,qa}', batch_size => 2, task_names => '{multi.job}');
+SELECT queue, priority, args ->> 'n' AS n
+  FROM soniq.claim(:'w', queues => '{qa,qb,qc,qa}', batch_size => 10, task_names => '{multi.job}');
+SELECT count(*) FILTER (WHERE status = 'queued') AS bulk_left FROM soniq.jobs WHERE queue = 'bulk';
+SELECT soniq.resume_queue('qc') AS resumed;
+DELETE FROM soniq.jobs WHERE queue IN ('bulk', 'qb', 'qc');
+
 -- A retried job's attempt counter keeps climbing; max_attempts comes along.
 SELECT soniq.enqueue('attempts.job', retries => 2) AS a \gset
 SELECT attempt, max_attempts FROM soniq.claim(:'w');
