@@ -157,27 +157,11 @@ BEGIN
     -- The queues without limits, unless every queue named has one.
     IF queues IS NULL AND cardinality(backlogged) > 0 THEN
         -- From every queue while limited ones hold a backlog: each other queue's first jobs,
-        -- found queue by queue (one index probe per queue with queued jobs), for the claim
-        -- index would walk past the limited queues' backlog job by job.
-        SELECT array_agg(b.id) INTO picked FROM (
-            WITH RECURSIVE queued(name) AS (
-                (SELECT j.queue FROM soniq.jobs j WHERE j.status = 'queued' ORDER BY j.queue LIMIT 1)
-                UNION ALL
-                SELECT (SELECT j.queue FROM soniq.jobs j WHERE j.status = 'queued' AND j.queue > q.name
-                         ORDER BY j.queue LIMIT 1)
-                  FROM queued q WHERE q.name IS NOT NULL
-            )
-            SELECT h.id FROM queued n
-             CROSS JOIN LATERAL (
-                 SELECT j.id FROM soniq.jobs j
-                  WHERE j.status = 'queued' AND j.queue >= n.name AND j.queue <= n.name
-                    AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
-                    AND (task_names IS NULL OR j.task_name = ANY (task_names))
-                  ORDER BY j.queue, j.priority, j.scheduled_at NULLS FIRST, j.created_at, j.id
-                  LIMIT batch_size
-                    FOR UPDATE SKIP LOCKED) h
-             WHERE n.name IS NOT NULL AND n.name <> ALL (paused)
-               AND n.name NOT IN (SELECT (l).name FROM unnest(limited) l)) b;
+        -- found queue by queue, for the claim index would walk past the limited queues'
+        -- backlog job by job.
+        picked := soniq._pick_each_queue(ARRAY(SELECT n FROM soniq._queued_queues() n
+                                                WHERE n <> ALL (paused) AND n NOT IN (SELECT (l).name FROM unnest(limited) l)),
+                                          batch_size, task_names);
     ELSIF queues IS NULL THEN
         SELECT array_agg(b.id) INTO picked FROM (
             SELECT j.id FROM soniq.jobs j
@@ -206,6 +190,19 @@ BEGIN
     END IF;
     RETURN nullif(picked, '{}');
 END
+$$;
+
+-- _queued_queues: the queues with queued jobs, one index probe each (a loose index scan).
+CREATE FUNCTION soniq._queued_queues() RETURNS SETOF text
+LANGUAGE sql STABLE AS $$
+    WITH RECURSIVE queued(name) AS (
+        (SELECT j.queue FROM soniq.jobs j WHERE j.status = 'queued' ORDER BY j.queue LIMIT 1)
+        UNION ALL
+        SELECT (SELECT j.queue FROM soniq.jobs j WHERE j.status = 'queued' AND j.queue > q.name
+                 ORDER BY j.queue LIMIT 1)
+          FROM queued q WHERE q.name IS NOT NULL
+    )
+    SELECT q.name FROM queued q WHERE q.name IS NOT NULL
 $$;
 
 -- _pick_each_queue: the first batch_size due jobs (of task_names, when given) of these queues
