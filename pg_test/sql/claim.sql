@@ -68,6 +68,8 @@ SELECT queue, priority, args ->> 'n' AS n
 SELECT queue, priority, args ->> 'n' AS n
   FROM soniq.claim(:'w', queues => '{qa,qb,qc,qa}', batch_size => 10, task_names => '{multi.job}');
 SELECT count(*) FILTER (WHERE status = 'queued') AS bulk_left FROM soniq.jobs WHERE queue = 'bulk';
+-- Every queue while a paused one holds queued jobs: read queue by queue too, the paused one left out.
+SELECT queue, priority, args ->> 'n' AS n FROM soniq.claim(:'w', batch_size => 10, task_names => '{multi.job,skip.job}');
 SELECT soniq.resume_queue('qc') AS resumed;
 DELETE FROM soniq.jobs WHERE queue IN ('bulk', 'qb', 'qc');
 
