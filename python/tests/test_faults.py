@@ -22,7 +22,7 @@ from conftest import statuses
 
 from soniq import Soniq
 from soniq.runner import WorkerRun
-from soniq.store import PostgresStore
+from soniq.store import PostgresStore, unreachable
 from soniq.testing import wait_until
 from soniq.worker import worker_options
 
@@ -234,7 +234,9 @@ async def test_maintenance_after_an_outage_presumes_no_worker_dead_for_a_heartbe
     registered = "SELECT EXISTS (SELECT FROM soniq.workers WHERE id = $1::uuid)"
 
     unreachable = "postgresql://nobody@127.0.0.1:1/none"
-    down = PostgresStore(await asyncpg.create_pool(unreachable, min_size=0, max_size=1), unreachable)
+    down = PostgresStore(
+        await asyncpg.create_pool(unreachable, min_size=0, max_size=1), unreachable
+    )
     run = WorkerRun(down, app.handlers, app.settings, worker_options(1, [f"own_{uid}"]))
     await run._heartbeat()  # refused: the database is out of reach
     await down.close()
@@ -249,3 +251,71 @@ async def test_maintenance_after_an_outage_presumes_no_worker_dead_for_a_heartbe
         assert await db.fetchval(status, held) == "queued"
     finally:
         await run.store.close()
+
+
+async def test_a_refused_heartbeat_is_no_outage(
+    make_app, database_url, db, uid, control_plane_off
+) -> None:
+    """A heartbeat the database answered with a refusal outside the refusal classes (here a
+    read-only transaction, 25006) says nothing of the other workers: the maintenance right
+    after it still takes back a silent worker's job."""
+    app = make_app(heartbeat_timeout=1.0, heartbeat_interval=0.1)
+    queue = f"refused_{uid}"
+    silent = await db.fetchval("SELECT soniq.register_worker(queues => ARRAY[$1])::text", queue)
+    held = await db.fetchval(
+        "SELECT soniq.enqueue('py.other', queue => $1, retries => 3)::text", queue
+    )
+    assert (
+        await db.fetchval("SELECT count(*) FROM soniq.claim($1::uuid, ARRAY[$2])", silent, queue)
+        == 1
+    )
+    await db.execute(
+        "UPDATE soniq.workers SET last_heartbeat = now() - interval '1 hour' WHERE id = $1::uuid",
+        silent,
+    )
+    read_only = await asyncpg.create_pool(
+        database_url,
+        min_size=0,
+        max_size=1,
+        server_settings={"default_transaction_read_only": "on"},
+    )
+    run = WorkerRun(
+        PostgresStore(read_only, database_url),
+        app.handlers,
+        app.settings,
+        worker_options(1, [f"own_{uid}"]),
+    )
+    run.worker_id = await db.fetchval(
+        "SELECT soniq.register_worker(queues => ARRAY[$1])::text", f"own_{uid}"
+    )
+    await run._heartbeat()  # refused: read-only
+    await read_only.close()
+    assert run.last_outage is None
+    run.store = await PostgresStore.connect(database_url, 1, 1)
+    try:
+        await run._maintain()
+        assert not await db.fetchval(
+            "SELECT EXISTS (SELECT FROM soniq.workers WHERE id = $1::uuid)", silent
+        )
+        assert (
+            await db.fetchval("SELECT status FROM soniq.jobs WHERE id = $1::uuid", held) == "queued"
+        )
+    finally:
+        await run.store.close()
+
+
+async def test_an_error_tells_an_unreachable_database_from_a_refusal(database_url) -> None:
+    """The same line as the Rust runner's Error::unreachable, on errors the server really gave."""
+    conn = await asyncpg.connect(database_url)
+    with pytest.raises(Exception) as refused:
+        await conn.fetchval("SELECT 1 / 0")
+    assert not unreachable(refused.value)
+    with pytest.raises(Exception) as ended:  # the server ends the connection (57P01)
+        await conn.fetchval("SELECT pg_terminate_backend(pg_backend_pid())")
+    assert unreachable(ended.value), repr(ended.value)
+    with pytest.raises(Exception) as closed:  # then the same connection, closed
+        await conn.fetchval("SELECT 1")
+    assert unreachable(closed.value), repr(closed.value)
+    with pytest.raises(Exception) as nowhere:  # nothing listening
+        await asyncpg.connect("postgresql://nobody@127.0.0.1:1/none")
+    assert unreachable(nowhere.value), repr(nowhere.value)

@@ -26,7 +26,7 @@ from .errors import NO_HANDLERS, SoniqError
 from .execute import Aborted, Done, Failed, Handlers, Outcome, Snoozed, execute
 from .job import Attempt
 from .settings import SoniqSettings, mask_url
-from .store import PostgresStore
+from .store import PostgresStore, unreachable
 
 log = logging.getLogger("soniq")
 
@@ -114,9 +114,9 @@ class WorkerRun:
     running: dict[str, Running] = field(default_factory=dict)
     recording: set[str] = field(default_factory=set)
     jobs_run: int = 0
-    # When a heartbeat last failed (the database out of reach, for every worker): for one
-    # heartbeat timeout after it the maintenance presumes no worker dead, as the control
-    # plane does after it starts.
+    # When a heartbeat last could not reach the database (out of reach for every worker, not
+    # a refusal): for one heartbeat timeout after it the maintenance presumes no worker dead,
+    # as the control plane does after it starts.
     last_outage: float | None = None
 
     def __post_init__(self) -> None:
@@ -438,7 +438,10 @@ class WorkerRun:
                 log.warning("heartbeat refused: %s", e)
             return
         except Exception as e:
-            self.last_outage = asyncio.get_running_loop().time()
+            # Only a database out of reach is an outage every worker may have gone through;
+            # any other failure says nothing of the others' heartbeats.
+            if unreachable(e):
+                self.last_outage = asyncio.get_running_loop().time()
             log.warning("heartbeat failed: %s", e)
             return
         self._stop(cancelled, Aborted("cancelled on request"))

@@ -48,6 +48,20 @@ DEAD_COLUMNS = (
 REFUSAL_CLASSES = ("22", "23", "42", "54", "P0", "55")
 
 
+# The server's answers that it is not available: shutting down, crashed, starting up.
+SERVER_UNAVAILABLE = ("57P01", "57P02", "57P03")
+
+
+def unreachable(e: BaseException) -> bool:
+    """Whether the database could not be reached (no server answer: the socket, a timeout,
+    a connection closed; class 08; or SERVER_UNAVAILABLE) rather than that it refused the
+    request. The Rust runner's Error::unreachable draws the same line."""
+    sqlstate = getattr(e, "sqlstate", None)
+    if isinstance(sqlstate, str):
+        return sqlstate.startswith("08") or sqlstate in SERVER_UNAVAILABLE
+    return isinstance(e, (OSError, TimeoutError, asyncpg.InterfaceError))
+
+
 @contextlib.contextmanager
 def refusals() -> Iterator[None]:
     """The database's refusals as SoniqError, its message and SQLSTATE kept."""
